@@ -1,0 +1,145 @@
+//! The command line: clap definitions and dispatch.
+//!
+//! Flags hold only what was typed; [`resolve`] layers them over the config file and the
+//! environment into one validated [`Config`]. Invariant: this module knows no file formats and no
+//! HTTP details; it calls the library and reports.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::pipeline::Pipeline;
+
+/// Exit code of `replay` when some input was rejected (the rest was written).
+pub const EXIT_REJECTED: u8 = 3;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "hooklake",
+    version,
+    about = "iClosed webhooks -> date-partitioned Parquet for DuckDB"
+)]
+pub struct Args {
+    /// TOML config file (see config/example.toml). Also HOOKLAKE_CONFIG.
+    #[arg(long, global = true, env = "HOOKLAKE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data directory of the Parquet lake [default: ./data]. Also HOOKLAKE_DATA_DIR.
+    #[arg(long, global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the webhook server (POST /webhooks/iclosed) until SIGINT/SIGTERM, then flush.
+    Serve {
+        /// Listen address [default: 127.0.0.1:8080]. Also HOOKLAKE_LISTEN.
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Ask a running server to flush now, and print what it wrote.
+    Flush {
+        /// URL of the running server [default: http://127.0.0.1:8080]. Also HOOKLAKE_SERVER_URL.
+        #[arg(long)]
+        url: Option<String>,
+    },
+    /// Write the tables from exported payloads: NDJSON, a JSON array, or - for stdin.
+    Replay {
+        /// Input files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Print the reference of every table and column (docs/tables.md).
+    Tables,
+}
+
+/// Parses the command line and runs it.
+pub fn run() -> anyhow::Result<ExitCode> {
+    let args = Args::parse();
+    init_tracing(args.log_format);
+    let config = resolve(&args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(dispatch(args.command, config))
+}
+
+/// Layers defaults, config file, environment and flags into one validated config.
+pub fn resolve(args: &Args) -> anyhow::Result<Config> {
+    let mut config = Config::load(args.config.as_deref(), std::env::vars())?;
+    if let Some(dir) = &args.data_dir {
+        config.data_dir = dir.clone();
+    }
+    match &args.command {
+        Command::Serve {
+            listen: Some(listen),
+        } => config.listen = listen.clone(),
+        Command::Flush { url: Some(url) } => config.server_url = url.clone(),
+        _ => {}
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve { .. } => {
+            let listener = tokio::net::TcpListener::bind(&config.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", config.listen))?;
+            crate::server::serve(&config, listener, crate::server::shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Flush { .. } => {
+            let (status, body) = crate::client::post(&config.server_url, "/admin/flush").await?;
+            println!("{body}");
+            if status == 200 {
+                Ok(ExitCode::SUCCESS)
+            } else {
+                anyhow::bail!("server answered {status}")
+            }
+        }
+        Command::Replay { files } => {
+            let pipeline = Pipeline::new(&config, Arc::new(Metrics::default()))?;
+            let summary = crate::replay::replay(pipeline, &files, config.max_json_depth).await?;
+            print!("{summary}");
+            Ok(if summary.rejected.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_REJECTED)
+            })
+        }
+        Command::Tables => {
+            print!("{}", crate::flatten::docs::tables_markdown());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Logs to stderr; `HOOKLAKE_LOG` takes a filter such as `info` or `hooklake=debug`.
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HOOKLAKE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}

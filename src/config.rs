@@ -1,0 +1,359 @@
+//! Configuration: every setting hooklake has, its default, and its validation.
+//!
+//! A [`Config`] is resolved once, from lowest to highest precedence: the `DEFAULT_*` constants,
+//! a TOML file, `HOOKLAKE_<KEY>` environment variables, then command-line flags. It is validated
+//! once, in [`Config::validate`]. Invariant: this module opens no sockets and no data files; the
+//! only file it reads is the config file it is pointed at.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use chrono::FixedOffset;
+use serde::{Deserialize, Serialize};
+
+/// Default data directory, relative to the working directory.
+pub const DEFAULT_DATA_DIR: &str = "./data";
+/// Default listen address: loopback only, so a fresh install is not exposed to the network.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Default largest accepted request body (1 MiB); larger bodies get a 413.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Default largest JSON nesting depth of a request body; deeper bodies get a 400.
+pub const DEFAULT_MAX_JSON_DEPTH: usize = 64;
+/// Default seconds between scheduled flushes.
+pub const DEFAULT_FLUSH_INTERVAL_SECS: u64 = 60;
+/// Default number of buffered events that triggers a flush.
+pub const DEFAULT_FLUSH_MAX_ROWS: usize = 100_000;
+/// Default buffered payload bytes that trigger a flush (64 MiB).
+pub const DEFAULT_FLUSH_MAX_BYTES: usize = 64 * 1024 * 1024;
+/// Default hard bound on buffered payload bytes (256 MiB); past it, requests get a 503.
+pub const DEFAULT_BUFFER_MAX_BYTES: usize = 256 * 1024 * 1024;
+/// Default rows per Parquet row group, inside the 100k-1M range DuckDB scans well.
+pub const DEFAULT_ROW_GROUP_ROWS: usize = 262_144;
+/// Default ZSTD compression level of Parquet files.
+pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
+/// Default time zone of the `date=` partitions (UTC).
+pub const DEFAULT_PARTITION_TIME_ZONE: &str = "+00:00";
+/// Default URL of a running server, used by `hooklake flush`.
+pub const DEFAULT_SERVER_URL: &str = "http://127.0.0.1:8080";
+
+/// Environment variables that are not config keys but are read elsewhere.
+const META_ENV: &[&str] = &["HOOKLAKE_CONFIG", "HOOKLAKE_LOG"];
+
+/// Everything a hooklake process needs to know; see `config/example.toml` for each key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Root directory of the Parquet lake (one sub-directory per table).
+    pub data_dir: PathBuf,
+    /// Socket address `serve` listens on.
+    pub listen: String,
+    /// Largest accepted request body in bytes.
+    pub max_body_bytes: usize,
+    /// Largest accepted JSON nesting depth of a request body.
+    pub max_json_depth: usize,
+    /// Seconds between interval flushes; 0 turns the interval trigger off.
+    pub flush_interval_secs: u64,
+    /// Buffered events that trigger a flush.
+    pub flush_max_rows: usize,
+    /// Buffered payload bytes that trigger a flush.
+    pub flush_max_bytes: usize,
+    /// Optional cron expression (5 fields, or 6 with seconds first) for scheduled flushes, in UTC.
+    pub flush_schedule: Option<String>,
+    /// Hard bound on buffered payload bytes; requests beyond it get a 503 with `Retry-After`.
+    pub buffer_max_bytes: usize,
+    /// Rows per Parquet row group.
+    pub row_group_rows: usize,
+    /// ZSTD level (1-22) of Parquet files.
+    pub zstd_level: i32,
+    /// Fixed UTC offset (`+00:00`, `-05:00`, or `UTC`) whose calendar date names partitions.
+    pub partition_time_zone: String,
+    /// URL of the running server that `hooklake flush` talks to.
+    pub server_url: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            listen: DEFAULT_LISTEN.to_string(),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_json_depth: DEFAULT_MAX_JSON_DEPTH,
+            flush_interval_secs: DEFAULT_FLUSH_INTERVAL_SECS,
+            flush_max_rows: DEFAULT_FLUSH_MAX_ROWS,
+            flush_max_bytes: DEFAULT_FLUSH_MAX_BYTES,
+            flush_schedule: None,
+            buffer_max_bytes: DEFAULT_BUFFER_MAX_BYTES,
+            row_group_rows: DEFAULT_ROW_GROUP_ROWS,
+            zstd_level: DEFAULT_ZSTD_LEVEL,
+            partition_time_zone: DEFAULT_PARTITION_TIME_ZONE.to_string(),
+            server_url: DEFAULT_SERVER_URL.to_string(),
+        }
+    }
+}
+
+/// Why a configuration could not be resolved.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("unknown environment variable {0}: it names no config key (see config/example.toml)")]
+    UnknownEnv(String),
+    #[error("invalid value for {key}: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+impl Config {
+    /// Resolves defaults, then `file` (if any), then `HOOKLAKE_*` variables from `env`.
+    ///
+    /// Command-line flags are applied afterwards by the caller, then [`Config::validate`].
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let origin = file
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("<environment>"));
+        let mut table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                toml::from_str::<toml::Table>(&text).map_err(|e| ConfigError::Parse {
+                    path: path.to_path_buf(),
+                    message: e.to_string(),
+                })?
+            }
+            None => toml::Table::new(),
+        };
+        let known = Config::keys();
+        let env: BTreeMap<String, String> = env.into_iter().collect();
+        for (name, value) in env {
+            let Some(key) = name.strip_prefix("HOOKLAKE_") else {
+                continue;
+            };
+            if META_ENV.contains(&name.as_str()) {
+                continue;
+            }
+            let key = key.to_ascii_lowercase();
+            if !known.contains(&key) {
+                return Err(ConfigError::UnknownEnv(name));
+            }
+            table.insert(key, env_value(&value));
+        }
+        table.try_into::<Config>().map_err(|e| ConfigError::Parse {
+            path: origin,
+            message: e.to_string(),
+        })
+    }
+
+    /// The config keys, as written in TOML files.
+    pub fn keys() -> Vec<String> {
+        let value =
+            toml::Table::try_from(Config::default()).expect("the default config serializes");
+        let mut keys: Vec<String> = value.keys().cloned().collect();
+        // `flush_schedule` is None by default, so TOML omits it; it is still a key.
+        keys.push("flush_schedule".to_string());
+        keys
+    }
+
+    /// Checks every value once, so later code can rely on it.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid =
+            |key: &'static str, message: String| Err(ConfigError::Invalid { key, message });
+        if let Err(e) = SocketAddr::from_str(&self.listen) {
+            return invalid(
+                "listen",
+                format!("{:?} is not a socket address: {e}", self.listen),
+            );
+        }
+        if self.max_body_bytes == 0 {
+            return invalid("max_body_bytes", "must be at least 1".into());
+        }
+        if self.max_json_depth == 0 || self.max_json_depth > 128 {
+            return invalid("max_json_depth", "must be between 1 and 128".into());
+        }
+        if self.flush_max_rows == 0 {
+            return invalid("flush_max_rows", "must be at least 1".into());
+        }
+        if self.flush_max_bytes == 0 {
+            return invalid("flush_max_bytes", "must be at least 1".into());
+        }
+        if self.buffer_max_bytes < self.max_body_bytes {
+            return invalid(
+                "buffer_max_bytes",
+                format!("must be at least max_body_bytes ({})", self.max_body_bytes),
+            );
+        }
+        if !(1_000..=10_000_000).contains(&self.row_group_rows) {
+            return invalid("row_group_rows", "must be between 1000 and 10000000".into());
+        }
+        if !(1..=22).contains(&self.zstd_level) {
+            return invalid("zstd_level", "must be between 1 and 22".into());
+        }
+        if let Err(message) = parse_offset(&self.partition_time_zone) {
+            return invalid("partition_time_zone", message);
+        }
+        if let Some(expr) = &self.flush_schedule {
+            if let Err(message) = parse_schedule(expr) {
+                return invalid("flush_schedule", message);
+            }
+        }
+        Ok(())
+    }
+
+    /// The partition time zone as an offset; only call after [`Config::validate`].
+    pub fn partition_offset(&self) -> FixedOffset {
+        parse_offset(&self.partition_time_zone)
+            .unwrap_or_else(|_| FixedOffset::east_opt(0).unwrap())
+    }
+
+    /// The parsed flush schedule; only call after [`Config::validate`].
+    pub fn schedule(&self) -> Option<croner::Cron> {
+        self.flush_schedule
+            .as_deref()
+            .and_then(|s| parse_schedule(s).ok())
+    }
+}
+
+/// Reads an environment value as a TOML value when it is one (numbers, booleans), else a string.
+fn env_value(raw: &str) -> toml::Value {
+    let wrapped = format!("v = {raw}");
+    match toml::from_str::<toml::Table>(&wrapped) {
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.to_string())),
+        Err(_) => toml::Value::String(raw.to_string()),
+    }
+}
+
+/// Parses `UTC`, `Z` or `±HH:MM` into a fixed offset.
+pub fn parse_offset(s: &str) -> Result<FixedOffset, String> {
+    let t = s.trim();
+    if t.eq_ignore_ascii_case("utc") || t == "Z" {
+        return Ok(FixedOffset::east_opt(0).unwrap());
+    }
+    let err =
+        || format!("{s:?} is not UTC or an offset like +02:00 (IANA names are not supported)");
+    let (sign, rest) = match t.as_bytes().first() {
+        Some(b'+') => (1, &t[1..]),
+        Some(b'-') => (-1, &t[1..]),
+        _ => return Err(err()),
+    };
+    let (h, m) = rest.split_once(':').ok_or_else(err)?;
+    let h: i32 = h.parse().map_err(|_| err())?;
+    let m: i32 = m.parse().map_err(|_| err())?;
+    if h > 23 || m > 59 {
+        return Err(err());
+    }
+    FixedOffset::east_opt(sign * (h * 3600 + m * 60)).ok_or_else(err)
+}
+
+/// Parses a cron expression: 5 fields, or 6 with seconds first.
+pub fn parse_schedule(expr: &str) -> Result<croner::Cron, String> {
+    croner::Cron::new(expr)
+        .with_seconds_optional()
+        .parse()
+        .map_err(|e| format!("{expr:?} is not a cron expression: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn example_config_parses_and_names_every_key() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example.toml");
+        let config = Config::load(Some(&path), Vec::new()).unwrap();
+        config.validate().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        for key in Config::keys() {
+            let documented =
+                text.contains(&format!("\n{key} =")) || text.contains(&format!("\n# {key} ="));
+            assert!(documented, "example.toml does not document {key}");
+        }
+    }
+
+    #[test]
+    fn env_overrides_file_and_unknown_env_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "flush_interval_secs = 5\nlisten = \"127.0.0.1:9000\"\n",
+        )
+        .unwrap();
+        let c = Config::load(
+            Some(&path),
+            env(&[("HOOKLAKE_FLUSH_INTERVAL_SECS", "7"), ("PATH", "x")]),
+        )
+        .unwrap();
+        assert_eq!(c.flush_interval_secs, 7);
+        assert_eq!(c.listen, "127.0.0.1:9000");
+        let c = Config::load(None, env(&[("HOOKLAKE_DATA_DIR", "/tmp/lake")])).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/lake"));
+        let err = Config::load(None, env(&[("HOOKLAKE_FLUSH_EVERY", "1")])).unwrap_err();
+        assert!(err.to_string().contains("HOOKLAKE_FLUSH_EVERY"), "{err}");
+    }
+
+    #[test]
+    fn unknown_file_key_names_key_and_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "flush_every = 3\n").unwrap();
+        let err = Config::load(Some(&path), Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("flush_every") && err.contains("bad.toml"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn validation_rejects_bad_values() {
+        let check = |f: fn(&mut Config), key: &str| {
+            let mut c = Config::default();
+            f(&mut c);
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains(key), "{err}");
+        };
+        check(|c| c.listen = "nowhere".into(), "listen");
+        check(
+            |c| c.flush_schedule = Some("every day".into()),
+            "flush_schedule",
+        );
+        check(
+            |c| c.partition_time_zone = "Europe/Paris".into(),
+            "partition_time_zone",
+        );
+        check(|c| c.zstd_level = 0, "zstd_level");
+        check(|c| c.buffer_max_bytes = 1, "buffer_max_bytes");
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn offsets_parse() {
+        assert_eq!(parse_offset("UTC").unwrap().local_minus_utc(), 0);
+        assert_eq!(parse_offset("-05:00").unwrap().local_minus_utc(), -5 * 3600);
+        assert_eq!(
+            parse_offset("+05:30").unwrap().local_minus_utc(),
+            5 * 3600 + 1800
+        );
+        assert!(parse_offset("+25:00").is_err());
+    }
+}

@@ -1,0 +1,539 @@
+//! iClosed events: what kind of event an object is, and its stable id.
+//!
+//! Routing, in order: the event kind fixed by the URL (`/webhooks/iclosed/{kind}`), else the
+//! object's `hookType` when it is a string, else the object's shape. Names are compared after
+//! [`fold`], which lower-cases and drops everything but letters and digits, so `Contact created`,
+//! `contactCreated`, `contact.created` and `contact_created` are one name.
+//!
+//! Invariant: this module is pure. The same object always gets the same [`EventType`] (for the
+//! same URL kind) and the same [`event_id`], whatever its key order or whitespace.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+/// Our normalised event types; `Unknown` objects are stored in `raw_events` only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventType {
+    ContactCreated,
+    ContactUpdated,
+    ContactStatus,
+    CallBooked,
+    CallCancelled,
+    CallRescheduled,
+    CallOutcome,
+    Unknown,
+}
+
+/// What family of table an event type flattens into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    Contact,
+    Call,
+    Outcome,
+    Unknown,
+}
+
+impl EventType {
+    /// Every event type, in a fixed order (used for metrics and summaries).
+    pub const ALL: [EventType; 8] = [
+        EventType::ContactCreated,
+        EventType::ContactUpdated,
+        EventType::ContactStatus,
+        EventType::CallBooked,
+        EventType::CallCancelled,
+        EventType::CallRescheduled,
+        EventType::CallOutcome,
+        EventType::Unknown,
+    ];
+
+    /// The snake_case name written to the `event_type` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::ContactCreated => "contact_created",
+            EventType::ContactUpdated => "contact_updated",
+            EventType::ContactStatus => "contact_status",
+            EventType::CallBooked => "call_booked",
+            EventType::CallCancelled => "call_cancelled",
+            EventType::CallRescheduled => "call_rescheduled",
+            EventType::CallOutcome => "call_outcome",
+            EventType::Unknown => "unknown",
+        }
+    }
+
+    pub fn family(self) -> Family {
+        match self {
+            EventType::ContactCreated | EventType::ContactUpdated | EventType::ContactStatus => {
+                Family::Contact
+            }
+            EventType::CallBooked | EventType::CallCancelled | EventType::CallRescheduled => {
+                Family::Call
+            }
+            EventType::CallOutcome => Family::Outcome,
+            EventType::Unknown => Family::Unknown,
+        }
+    }
+
+    /// Resolves a name used by iClosed (docs identifiers, `hookType` strings, dotted marketing
+    /// names) or by us. Returns `None` for a name we do not know.
+    pub fn from_name(name: &str) -> Option<EventType> {
+        let folded = fold(name);
+        ALIASES
+            .iter()
+            .find(|(alias, _)| *alias == folded)
+            .map(|(_, t)| *t)
+    }
+
+    /// The URL kinds accepted by `/webhooks/iclosed/{kind}`, for error messages.
+    pub fn url_kinds() -> Vec<&'static str> {
+        URL_KIND_NAMES.to_vec()
+    }
+}
+
+impl std::fmt::Display for EventType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Names as users write them in URLs; [`ALIASES`] holds their folded forms and more.
+const URL_KIND_NAMES: &[&str] = &[
+    "contact_created",
+    "contact_updated",
+    "contact_status",
+    "call_booked",
+    "call_cancelled",
+    "call_rescheduled",
+    "call_outcome",
+    "newContactCreated",
+    "contactCreated",
+    "contactDetailChanged",
+    "contactUpdated",
+    "contactByStatus",
+    "newCallScheduled",
+    "callBooked",
+    "callCancelled",
+    "callRescheduled",
+    "callOutcome",
+    "outcomeAdded",
+    "contact.created",
+    "contact.updated",
+    "contact.status_changed",
+    "call.booked",
+    "call.cancelled",
+    "call.rescheduled",
+    "call.outcome_added",
+    "outcome.recorded",
+];
+
+/// Folded name -> event type. Covers our names, iClosed's docs and UI identifiers, the dotted
+/// names of its marketing page, and the `hookType` strings (documented and inferred).
+const ALIASES: &[(&str, EventType)] = &[
+    ("contactcreated", EventType::ContactCreated),
+    ("newcontactcreated", EventType::ContactCreated),
+    ("contactupdated", EventType::ContactUpdated),
+    ("contactdetailchanged", EventType::ContactUpdated),
+    ("contactdetailsupdated", EventType::ContactUpdated),
+    ("contactstatus", EventType::ContactStatus),
+    ("contactbystatus", EventType::ContactStatus),
+    ("contactstatuschanged", EventType::ContactStatus),
+    ("callbooked", EventType::CallBooked),
+    ("newcallscheduled", EventType::CallBooked),
+    ("callscheduled", EventType::CallBooked),
+    ("callcancelled", EventType::CallCancelled),
+    ("callcanceled", EventType::CallCancelled),
+    ("callrescheduled", EventType::CallRescheduled),
+    ("calloutcome", EventType::CallOutcome),
+    ("outcomeadded", EventType::CallOutcome),
+    ("calloutcomeadded", EventType::CallOutcome),
+    ("outcomerecorded", EventType::CallOutcome),
+];
+
+/// Lower-cases and keeps only ASCII letters and digits: the form names are compared in.
+pub fn fold(name: &str) -> String {
+    name.chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .map(|c| c.to_ascii_lowercase())
+        .collect()
+}
+
+/// Decides the event type of `object`, given the kind fixed by the URL, if any.
+pub fn route(object: &Map<String, Value>, url_kind: Option<EventType>) -> EventType {
+    if let Some(kind) = url_kind {
+        return kind;
+    }
+    match object.get("hookType") {
+        // A hookType we do not know names a trigger we do not understand: keep it raw rather
+        // than guess from the shape (see ARCHITECTURE.md, "Routing").
+        Some(Value::String(hook)) => EventType::from_name(hook).unwrap_or(EventType::Unknown),
+        _ => route_by_shape(object),
+    }
+}
+
+/// Routes an object without a usable `hookType` by the keys it has.
+fn route_by_shape(object: &Map<String, Value>) -> EventType {
+    let has = |k: &str| object.contains_key(k);
+    if has("callOutcome") && has("contactId") {
+        return EventType::CallOutcome;
+    }
+    if has("event_type") && has("event") && has("invitee") {
+        let event = object.get("event").and_then(Value::as_object);
+        let flag = |k: &str| event.and_then(|e| e.get(k)).is_some_and(truthy);
+        let rescheduled = has_value(event, "old_start_time")
+            || object
+                .get("invitee")
+                .and_then(Value::as_object)
+                .and_then(|i| i.get("is_reschedule"))
+                .is_some_and(truthy);
+        return if flag("canceled") {
+            EventType::CallCancelled
+        } else if rescheduled {
+            EventType::CallRescheduled
+        } else {
+            EventType::CallBooked
+        };
+    }
+    if has("id") && has("previewId") {
+        return if has("updatedAttributes") {
+            EventType::ContactUpdated
+        } else {
+            EventType::ContactCreated
+        };
+    }
+    EventType::Unknown
+}
+
+fn has_value(object: Option<&Map<String, Value>>, key: &str) -> bool {
+    object
+        .and_then(|o| o.get(key))
+        .is_some_and(|v| !v.is_null())
+}
+
+/// `true`, `"true"` (any case) and `1` are true.
+fn truthy(v: &Value) -> bool {
+    match v {
+        Value::Bool(b) => *b,
+        Value::String(s) => s.trim().eq_ignore_ascii_case("true"),
+        Value::Number(n) => n.as_i64() == Some(1),
+        _ => false,
+    }
+}
+
+/// The stable id of an object: the first 128 bits of the SHA-256 of its canonical JSON text
+/// (keys sorted at every level, no whitespace), as 32 lower-case hex digits.
+///
+/// Identical redeliveries, and copies that differ only in key order or whitespace, share an id.
+pub fn event_id(object: &Map<String, Value>) -> String {
+    let mut hasher = Sha256::new();
+    write_canonical(&mut hasher, &Value::Object(object.clone()));
+    let digest = hasher.finalize();
+    let mut out = String::with_capacity(32);
+    for byte in &digest[..16] {
+        out.push_str(&format!("{byte:02x}"));
+    }
+    out
+}
+
+/// Feeds the canonical form of `value` to the hasher without building it as a string.
+fn write_canonical(hasher: &mut Sha256, value: &Value) {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            hasher.update(b"{");
+            for (i, key) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    hasher.update(b",");
+                }
+                hasher.update(
+                    serde_json::to_string(key)
+                        .expect("a string serializes")
+                        .as_bytes(),
+                );
+                hasher.update(b":");
+                write_canonical(hasher, &map[key]);
+            }
+            hasher.update(b"}");
+        }
+        Value::Array(items) => {
+            hasher.update(b"[");
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    hasher.update(b",");
+                }
+                write_canonical(hasher, item);
+            }
+            hasher.update(b"]");
+        }
+        scalar => hasher.update(scalar.to_string().as_bytes()),
+    }
+}
+
+/// One accepted event object with what the pipeline needs to process it again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Envelope {
+    /// Stable id, see [`event_id`].
+    pub event_id: String,
+    /// Routed type.
+    pub event_type: EventType,
+    /// When hooklake received it, in microseconds since the Unix epoch (UTC).
+    pub received_at_us: i64,
+    /// Request path it came in on (or `replay:<file>` for batch input).
+    pub source_path: String,
+    /// The object's exact JSON text as it arrived (what `raw_events.payload` stores).
+    pub raw: String,
+    /// The parsed object.
+    pub object: Map<String, Value>,
+}
+
+impl Envelope {
+    /// Parses, routes and identifies one object from its JSON text.
+    pub fn parse_one(
+        raw: &str,
+        url_kind: Option<EventType>,
+        received_at_us: i64,
+        source_path: &str,
+    ) -> Result<Envelope, BodyError> {
+        let object: Map<String, Value> = match serde_json::from_str::<Value>(raw) {
+            Ok(Value::Object(map)) => map,
+            Ok(other) => {
+                return Err(BodyError::NotAnObject {
+                    index: None,
+                    found: json_kind(&other),
+                });
+            }
+            Err(e) => return Err(BodyError::Syntax(e.to_string())),
+        };
+        Ok(Envelope {
+            event_id: event_id(&object),
+            event_type: route(&object, url_kind),
+            received_at_us,
+            source_path: source_path.to_string(),
+            raw: raw.to_string(),
+            object,
+        })
+    }
+
+    /// Bytes this event holds in memory, roughly: what the buffer bound counts.
+    pub fn approx_bytes(&self) -> usize {
+        // The parsed map costs about as much again as its text.
+        2 * self.raw.len() + self.source_path.len() + 64
+    }
+}
+
+/// Why a request body is not a batch of events. Each is the sender's fault (a 4xx).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum BodyError {
+    #[error("body is empty: expected a JSON object or an array of objects")]
+    Empty,
+    #[error("body is not valid UTF-8 (invalid byte at offset {0})")]
+    InvalidUtf8(usize),
+    #[error("body is nested deeper than {0} levels")]
+    TooDeep(usize),
+    #[error("body is not valid JSON: {0}")]
+    Syntax(String),
+    #[error("body is a JSON {0}: expected an object or an array of objects")]
+    WrongShape(&'static str),
+    #[error("body is an empty array: expected at least one event object")]
+    EmptyArray,
+    #[error("{} is a JSON {found}: expected an object", .index.map(|i| format!("array element {i}")).unwrap_or_else(|| "the value".into()))]
+    NotAnObject {
+        index: Option<usize>,
+        found: &'static str,
+    },
+}
+
+/// The JSON type name of a value, for error messages.
+pub fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// Parses a request body (a JSON array of objects or one bare object) into envelopes.
+///
+/// Checks, in order: UTF-8, nesting depth (at most `max_depth`), JSON syntax, shape. On error
+/// nothing is returned: a body is accepted whole or not at all.
+pub fn parse_body(
+    body: &[u8],
+    url_kind: Option<EventType>,
+    received_at_us: i64,
+    source_path: &str,
+    max_depth: usize,
+) -> Result<Vec<Envelope>, BodyError> {
+    let text = std::str::from_utf8(body).map_err(|e| BodyError::InvalidUtf8(e.valid_up_to()))?;
+    if text.trim().is_empty() {
+        return Err(BodyError::Empty);
+    }
+    if nesting_depth(text.as_bytes()) > max_depth {
+        return Err(BodyError::TooDeep(max_depth));
+    }
+    let top: &RawValue =
+        serde_json::from_str(text).map_err(|e| BodyError::Syntax(e.to_string()))?;
+    let items: Vec<&RawValue> = match top.get().as_bytes().first() {
+        Some(b'[') => {
+            serde_json::from_str(top.get()).map_err(|e| BodyError::Syntax(e.to_string()))?
+        }
+        Some(b'{') => vec![top],
+        _ => {
+            let value: Value =
+                serde_json::from_str(top.get()).map_err(|e| BodyError::Syntax(e.to_string()))?;
+            return Err(BodyError::WrongShape(json_kind(&value)));
+        }
+    };
+    if items.is_empty() {
+        return Err(BodyError::EmptyArray);
+    }
+    let many = top.get().starts_with('[');
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| {
+            Envelope::parse_one(item.get(), url_kind, received_at_us, source_path).map_err(|e| {
+                match e {
+                    BodyError::NotAnObject { found, .. } => BodyError::NotAnObject {
+                        index: many.then_some(i),
+                        found,
+                    },
+                    other => other,
+                }
+            })
+        })
+        .collect()
+}
+
+/// The deepest nesting of arrays and objects in JSON text (strings are skipped).
+fn nesting_depth(bytes: &[u8]) -> usize {
+    let (mut depth, mut max, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for &b in bytes {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obj(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn every_documented_name_resolves() {
+        let check = |name: &str, expected: EventType| {
+            assert_eq!(EventType::from_name(name), Some(expected), "{name}");
+        };
+        check("newContactCreated", EventType::ContactCreated);
+        check("contact.created", EventType::ContactCreated);
+        check("Contact created", EventType::ContactCreated);
+        check("contactDetailChanged", EventType::ContactUpdated);
+        check("  Contact Updated ", EventType::ContactUpdated);
+        check("contactByStatus", EventType::ContactStatus);
+        check("newCallScheduled", EventType::CallBooked);
+        check("Call canceled", EventType::CallCancelled);
+        check("Call cancelled", EventType::CallCancelled);
+        check("callRescheduled", EventType::CallRescheduled);
+        check("outcomeAdded", EventType::CallOutcome);
+        check("call.outcome_added", EventType::CallOutcome);
+        assert_eq!(EventType::from_name("Note added"), None);
+        for kind in EventType::url_kinds() {
+            assert!(EventType::from_name(kind).is_some(), "{kind}");
+        }
+    }
+
+    #[test]
+    fn routing_prefers_url_then_hook_type_then_shape() {
+        let contact =
+            obj(json!({"id": 1, "previewId": "contact_x", "hookType": "Contact updated"}));
+        assert_eq!(route(&contact, None), EventType::ContactUpdated);
+        assert_eq!(
+            route(&contact, Some(EventType::ContactStatus)),
+            EventType::ContactStatus
+        );
+        let unknown_hook =
+            obj(json!({"id": 1, "previewId": "contact_x", "hookType": "Note added"}));
+        assert_eq!(route(&unknown_hook, None), EventType::Unknown);
+        let bare = obj(json!({"id": 1, "previewId": "contact_x"}));
+        assert_eq!(route(&bare, None), EventType::ContactCreated);
+        let call = obj(json!({"event_type": {}, "event": {"canceled": "true"}, "invitee": {}}));
+        assert_eq!(route(&call, None), EventType::CallCancelled);
+        let moved = obj(json!({"event_type": {}, "event": {"old_start_time": "x"}, "invitee": {}}));
+        assert_eq!(route(&moved, None), EventType::CallRescheduled);
+        let outcome = obj(json!({"callOutcome": "WON", "contactId": 3}));
+        assert_eq!(route(&outcome, None), EventType::CallOutcome);
+        assert_eq!(route(&obj(json!({"x": 1})), None), EventType::Unknown);
+    }
+
+    #[test]
+    fn event_id_ignores_key_order_and_whitespace() {
+        let a: Map<String, Value> =
+            serde_json::from_str(r#"{"id": 1, "t": {"b": [1, 2], "a": "x"}}"#).unwrap();
+        let b: Map<String, Value> =
+            serde_json::from_str(r#"{"t":{"a":"x","b":[1,2]},"id":1}"#).unwrap();
+        let c: Map<String, Value> =
+            serde_json::from_str(r#"{"t":{"a":"y","b":[1,2]},"id":1}"#).unwrap();
+        assert_eq!(event_id(&a), event_id(&b));
+        assert_ne!(event_id(&a), event_id(&c));
+        assert_eq!(event_id(&a).len(), 32);
+        // Pinned so a change of the canonical form is a deliberate, visible decision.
+        assert_eq!(
+            event_id(&obj(json!({}))),
+            "44136fa355b3678a1146ad16f7e8649e"
+        );
+    }
+
+    #[test]
+    fn bodies_parse_or_say_what_is_wrong() {
+        let parse = |body: &[u8]| parse_body(body, None, 0, "/w", 64);
+        let ok = parse(br#"[{"a": 1}, {"b": [2]}]"#).unwrap();
+        assert_eq!(ok.len(), 2);
+        assert_eq!(ok[1].raw, r#"{"b": [2]}"#);
+        assert_eq!(parse(br#" {"a": 1} "#).unwrap().len(), 1);
+        let check = |body: &[u8], expected: &str| {
+            let err = parse(body).unwrap_err().to_string();
+            assert!(
+                err.contains(expected),
+                "{:?}: {err}",
+                String::from_utf8_lossy(body)
+            );
+        };
+        check(b"", "empty");
+        check(br#"[{"a": 1"#, "not valid JSON");
+        check(b"42", "JSON number");
+        check(br#""hi""#, "JSON string");
+        check(b"[1, 2]", "array element 0 is a JSON number");
+        check(br#"[{}, "x"]"#, "array element 1 is a JSON string");
+        check(b"[]", "empty array");
+        check(b"\xff\xfe", "UTF-8");
+        check(&[b'['; 65], "deeper than 64");
+        check(br#"{"a": 1} {"b": 2}"#, "not valid JSON");
+        // Brackets inside strings do not count towards depth.
+        assert!(parse(br#"{"a": "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["}"#).is_ok());
+    }
+}

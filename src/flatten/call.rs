@@ -1,0 +1,236 @@
+//! Call objects (booked, cancelled, rescheduled) -> `call_events`.
+
+use serde_json::{Map, Value};
+
+use super::contact::{full_name, read_utm};
+use super::reader::{Notes, Obj};
+use super::table::Micros;
+use super::tables::CallEventRow;
+use super::{Head, Tables};
+use crate::event::EventType;
+
+/// Display-only copies of the slot times (`11:30am - Friday, March 6, 2026`), never parsed.
+const PRETTY_TIMES: &[&str] = &[
+    "start_time_pretty",
+    "end_time_pretty",
+    "invitee_start_time_pretty",
+    "invitee_end_time_pretty",
+];
+
+/// Flattens one call object and returns its event time.
+pub(super) fn flatten(
+    head: &Head,
+    kind: EventType,
+    obj: &Map<String, Value>,
+    out: &mut Tables,
+) -> Micros {
+    let mut notes = Notes::default();
+    let mut o = Obj::root(obj);
+    let mut row = CallEventRow {
+        event_id: head.event_id.clone(),
+        event_type: head.event_type.clone(),
+        received_at: head.received_at,
+        hook_type: super::hook_type(&mut o),
+        ..Default::default()
+    };
+
+    let mut template = o.object("event_type", &mut notes);
+    row.event_type_id = template.string("uuid", &mut notes);
+    row.event_type_name = template.string("name", &mut notes);
+    row.event_type_slug = template.string("slug", &mut notes);
+    row.event_type_kind = template.string("kind", &mut notes);
+    let duration = template.int("duration", &mut notes);
+    let unit = template
+        .peek("durationUnit")
+        .and_then(Value::as_str)
+        .map(str::to_ascii_uppercase);
+    row.duration_min = match unit.as_deref() {
+        Some("HOURS" | "HOUR") => {
+            template.skip("durationUnit");
+            duration.map(|d| d * 60)
+        }
+        Some("MINUTES" | "MINUTE") => {
+            template.skip("durationUnit");
+            duration
+        }
+        // An unknown unit stays in extras and the duration is taken as minutes.
+        _ => duration,
+    };
+    template.finish(&mut notes);
+
+    let mut event = o.object("event", &mut notes);
+    row.call_id = event.string("uuid", &mut notes);
+    row.call_type = event.string("type", &mut notes);
+    row.start_at = first_timestamp(&mut event, &["utc_start_time", "start_time"], &mut notes);
+    row.end_at = first_timestamp(&mut event, &["utc_end_time", "end_time"], &mut notes);
+    row.old_start_at = event.timestamp("old_start_time", &mut notes);
+    row.booked_at = event.timestamp("created_at", &mut notes);
+    row.canceled = event.boolean("canceled", &mut notes);
+    row.canceled_at = event.timestamp("canceled_at", &mut notes);
+    row.cancel_reason = event.non_empty_string("cancel_reason", &mut notes);
+    row.canceler_name = event.string("canceler_name", &mut notes);
+    row.location = event.string("location", &mut notes);
+    for key in PRETTY_TIMES {
+        event.skip(key);
+    }
+    (row.host_name, row.host_email) = primary_assignee(&mut event, &mut notes);
+    let mut setter = event.object("setter", &mut notes);
+    row.setter_name = full_name(
+        setter.string("firstName", &mut notes),
+        setter.string("lastName", &mut notes),
+    );
+    row.setter_email = setter.string("email", &mut notes);
+    setter.finish(&mut notes);
+    let event_map = obj.get("event").and_then(Value::as_object);
+    event.finish(&mut notes);
+
+    let mut invitee = o.object("invitee", &mut notes);
+    row.invitee_id = invitee.string("uuid", &mut notes);
+    row.invitee_email = invitee.string("email", &mut notes);
+    row.invitee_name = invitee.string("name", &mut notes);
+    row.reschedule_reason = invitee.non_empty_string("reschedule_reason", &mut notes);
+    if let Some(url) = invitee.string("previewUrl", &mut notes) {
+        row.invitee_preview_id = preview_id_from_url(&url);
+        if row.invitee_preview_id.is_none() {
+            notes
+                .extras
+                .insert("invitee.previewUrl".into(), Value::String(url));
+        }
+    }
+    // iClosed mirrors the cancel fields of `event` on `invitee`; equal copies are duplicates,
+    // a copy that differs is kept in extras.
+    for key in ["canceled", "canceler_name", "cancel_reason", "canceled_at"] {
+        let theirs = event_map.and_then(|e| e.get(key));
+        if invitee.peek(key).is_none() || invitee.peek(key) == theirs {
+            invitee.skip(key);
+        }
+    }
+    invitee.finish(&mut notes);
+
+    let mut tracking = o.object("tracking", &mut notes);
+    [
+        row.utm_source,
+        row.utm_medium,
+        row.utm_campaign,
+        row.utm_term,
+        row.utm_content,
+    ] = read_utm(&mut tracking, "", &mut notes);
+    tracking.finish(&mut notes);
+
+    o.finish(&mut notes);
+    row.event_time = match kind {
+        EventType::CallCancelled => row.canceled_at,
+        EventType::CallRescheduled => None,
+        _ => row.booked_at,
+    }
+    .unwrap_or(head.received_at);
+    row.extras = notes.extras_json();
+    row.parse_errors = notes.parse_errors;
+    let event_time = row.event_time;
+    out.call_events.push(row);
+    event_time
+}
+
+/// The first of `keys` that holds a timestamp; the others are still marked read.
+fn first_timestamp(o: &mut Obj<'_>, keys: &[&str], notes: &mut Notes) -> Option<Micros> {
+    let mut found = None;
+    for key in keys {
+        let value = o.timestamp(key, notes);
+        found = found.or(value);
+    }
+    found
+}
+
+/// Name and email of the assignee marked `primary`, else of the first one.
+///
+/// `assigned_to` (number -> name) repeats the names of `extended_assigned_to`; when every name
+/// it holds is also in `extended_assigned_to` it is a duplicate and skipped, else it stays in
+/// extras.
+fn primary_assignee(event: &mut Obj<'_>, notes: &mut Notes) -> (Option<String>, Option<String>) {
+    let extended = event
+        .peek("extended_assigned_to")
+        .and_then(Value::as_object);
+    let mut chosen: Option<&Map<String, Value>> = None;
+    if let Some(map) = extended {
+        let people: Vec<&Map<String, Value>> = map.values().filter_map(Value::as_object).collect();
+        let is_primary = |p: &&Map<String, Value>| {
+            matches!(p.get("primary"), Some(Value::Bool(true)))
+                || p.get("primary")
+                    .and_then(Value::as_str)
+                    .is_some_and(|s| s.eq_ignore_ascii_case("true"))
+        };
+        chosen = people
+            .iter()
+            .find(|p| is_primary(p))
+            .or(people.first())
+            .copied();
+        let names: Vec<&str> = people
+            .iter()
+            .filter_map(|p| p.get("name").and_then(Value::as_str))
+            .collect();
+        let short_is_copy = event
+            .peek("assigned_to")
+            .and_then(Value::as_object)
+            .is_some_and(|m| {
+                m.values()
+                    .all(|v| v.as_str().is_some_and(|n| names.contains(&n)))
+            });
+        if short_is_copy {
+            event.skip("assigned_to");
+        }
+        let all_plain = people.len() == map.len()
+            && people.iter().all(|p| {
+                p.keys()
+                    .all(|k| matches!(k.as_str(), "name" | "email" | "primary"))
+            });
+        if all_plain {
+            event.skip("extended_assigned_to");
+        }
+    }
+    let Some(person) = chosen else {
+        return (None, None);
+    };
+    let mut p = Obj::root(person);
+    (p.string("name", notes), p.string("email", notes))
+}
+
+/// The `contact_…` key in a preview URL: the `preview` query value, else a path segment.
+pub fn preview_id_from_url(url: &str) -> Option<String> {
+    let (path, query) = url.split_once('?').unwrap_or((url, ""));
+    let from_query = query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        (k == "preview" || k == "previewId").then(|| v.to_string())
+    });
+    from_query
+        .or_else(|| {
+            path.rsplit('/')
+                .find(|seg| seg.starts_with("contact_"))
+                .map(str::to_string)
+        })
+        .filter(|id| !id.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preview_ids_from_urls() {
+        let check = |url: &str, expected: Option<&str>| {
+            assert_eq!(preview_id_from_url(url).as_deref(), expected, "{url}");
+        };
+        check(
+            "https://app.example.com/preview?preview=contact_Qm7vT2xLp9aZ",
+            Some("contact_Qm7vT2xLp9aZ"),
+        );
+        check(
+            "https://app.example.com/x?a=1&previewId=contact_a-b_c",
+            Some("contact_a-b_c"),
+        );
+        check(
+            "https://app.example.com/contacts/contact_Lp4fY9c_Ts2W",
+            Some("contact_Lp4fY9c_Ts2W"),
+        );
+        check("https://app.example.com/contacts/42", None);
+    }
+}

@@ -1,0 +1,257 @@
+//! Contact objects -> `contact_events`, `tracking_params`, `contact_answers`.
+
+use std::collections::{BTreeMap, HashSet};
+
+use serde_json::Value;
+
+use super::reader::{Notes, Obj};
+use super::table::Micros;
+use super::tables::{ContactAnswerRow, ContactEventRow, TrackingParamRow};
+use super::{Head, Tables};
+
+/// Flattens one contact object and returns its event time.
+pub(super) fn flatten(
+    head: &Head,
+    obj: &serde_json::Map<String, Value>,
+    out: &mut Tables,
+) -> Micros {
+    let mut notes = Notes::default();
+    let mut o = Obj::root(obj);
+    let mut row = ContactEventRow {
+        event_id: head.event_id.clone(),
+        event_type: head.event_type.clone(),
+        received_at: head.received_at,
+        contact_id: o.int("id", &mut notes),
+        account_id: o.int("accountId", &mut notes),
+        user_id: o.int("userId", &mut notes),
+        preview_id: o.string("previewId", &mut notes),
+        first_name: o.string("firstName", &mut notes),
+        last_name: o.string("lastName", &mut notes),
+        email: o.string("email", &mut notes),
+        phone_number: o.string("phoneNumber", &mut notes),
+        secondary_email: o.string("secondary_email", &mut notes),
+        secondary_phone_number: o.string("secondary_phoneNumber", &mut notes),
+        status: o.string("status", &mut notes),
+        created_at: o.timestamp("createdAt", &mut notes),
+        updated_at: o.timestamp("updatedAt", &mut notes),
+        joined_time: o.timestamp("joinedTime", &mut notes),
+        time_zone: o.string("timeZone", &mut notes),
+        country: o.string("country", &mut notes),
+        ip_address: o.string("ipAddress", &mut notes),
+        updated_attributes: string_list(o.take("updatedAttributes")),
+        disqualifying_group: o.json("disqualifyingGroup"),
+        hook_type: super::hook_type(&mut o),
+        ..Default::default()
+    };
+    row.event_time = row
+        .updated_at
+        .or(row.created_at)
+        .unwrap_or(head.received_at);
+
+    let mut event = o.object("event", &mut notes);
+    row.booking_event_id = event.int("id", &mut notes);
+    row.booking_event_name = event.string("name", &mut notes);
+    row.booking_event_type = event.string("eventType", &mut notes);
+    row.booking_event_link_prefix = event.string("linkPrefix", &mut notes);
+    event.finish(&mut notes);
+
+    let mut call = o.object("latestCall", &mut notes);
+    row.latest_call_at = call.timestamp("dateTime", &mut notes);
+    row.latest_call_duration_min = call.int("duration", &mut notes);
+    let mut host = call.object("user", &mut notes);
+    row.latest_call_host_id = host.int("id", &mut notes);
+    row.latest_call_host_name = full_name(
+        host.string("firstName", &mut notes),
+        host.string("lastName", &mut notes),
+    );
+    row.latest_call_host_email = host.string("email", &mut notes);
+    host.finish(&mut notes);
+    call.finish(&mut notes);
+
+    let mut tracking = o.object("tracking", &mut notes);
+    let utm = read_utm(&mut tracking, "", &mut notes);
+    [
+        row.utm_source,
+        row.utm_medium,
+        row.utm_campaign,
+        row.utm_term,
+        row.utm_content,
+    ] = utm;
+    let first = read_utm(&mut tracking, "first_", &mut notes);
+    [
+        row.first_utm_source,
+        row.first_utm_medium,
+        row.first_utm_campaign,
+        row.first_utm_term,
+        row.first_utm_content,
+    ] = first;
+    tracking_params(head, &row, &mut tracking, &mut notes, out);
+    tracking.finish(&mut notes);
+
+    let mut answers = o.object("questionsAndAnswers", &mut notes);
+    contact_answers(head, &row, &mut answers, &mut notes, out);
+    answers.finish(&mut notes);
+
+    o.finish(&mut notes);
+    row.extras = notes.extras_json();
+    row.parse_errors = notes.parse_errors;
+    let event_time = row.event_time;
+    out.contact_events.push(row);
+    event_time
+}
+
+/// The five `utm_*` values of a tracking object, with a key prefix (`""` or `"first_"`).
+pub(super) fn read_utm(
+    tracking: &mut Obj<'_>,
+    prefix: &str,
+    notes: &mut Notes,
+) -> [Option<String>; 5] {
+    ["source", "medium", "campaign", "term", "content"]
+        .map(|name| tracking.string(&format!("{prefix}utm_{name}"), notes))
+}
+
+/// `first last`, or whichever is present.
+pub(super) fn full_name(first: Option<String>, last: Option<String>) -> Option<String> {
+    match (first, last) {
+        (Some(f), Some(l)) => Some(format!("{f} {l}").trim().to_string()),
+        (f, l) => f.or(l),
+    }
+}
+
+/// The elements of a JSON array as strings (non-strings as their JSON text).
+fn string_list(v: Option<&Value>) -> Option<Vec<String>> {
+    match v? {
+        Value::Array(items) => Some(
+            items
+                .iter()
+                .map(|i| {
+                    i.as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| i.to_string())
+                })
+                .collect(),
+        ),
+        Value::String(s) => Some(vec![s.clone()]),
+        other => Some(vec![other.to_string()]),
+    }
+}
+
+/// `prefix<N><suffix>` -> N, for keys like `utmKey_3` or `3_question`.
+fn numbered(key: &str, prefix: &str, suffix: &str) -> Option<i64> {
+    let n = key.strip_prefix(prefix)?.strip_suffix(suffix)?;
+    if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    n.parse().ok()
+}
+
+fn tracking_params(
+    head: &Head,
+    row: &ContactEventRow,
+    tracking: &mut Obj<'_>,
+    notes: &mut Notes,
+    out: &mut Tables,
+) {
+    let mut positions: BTreeMap<i64, (String, String)> = BTreeMap::new();
+    for key in tracking.keys() {
+        if let Some(n) = numbered(key, "utmKey_", "") {
+            positions.entry(n).or_default().0 = key.clone();
+        } else if let Some(n) = numbered(key, "utmValue_", "") {
+            positions.entry(n).or_default().1 = key.clone();
+        }
+    }
+    for (position, (key_name, value_name)) in positions {
+        out.tracking_params.push(TrackingParamRow {
+            event_id: head.event_id.clone(),
+            event_type: head.event_type.clone(),
+            received_at: head.received_at,
+            event_time: row.event_time,
+            contact_id: row.contact_id,
+            position,
+            key: if key_name.is_empty() {
+                None
+            } else {
+                tracking.string(&key_name, notes)
+            },
+            value: if value_name.is_empty() {
+                None
+            } else {
+                answer_text(tracking, &value_name, notes)
+            },
+        });
+    }
+}
+
+fn contact_answers(
+    head: &Head,
+    row: &ContactEventRow,
+    answers: &mut Obj<'_>,
+    notes: &mut Notes,
+    out: &mut Tables,
+) {
+    let mut positions: BTreeMap<i64, (String, String)> = BTreeMap::new();
+    for key in answers.keys() {
+        if let Some(n) = numbered(key, "", "_question") {
+            positions.entry(n).or_default().0 = key.clone();
+        } else if let Some(n) = numbered(key, "", "_response") {
+            positions.entry(n).or_default().1 = key.clone();
+        }
+    }
+    let mut questions = HashSet::new();
+    for (position, (question_key, response_key)) in positions {
+        let question = if question_key.is_empty() {
+            None
+        } else {
+            answers.string(&question_key, notes)
+        };
+        let response = if response_key.is_empty() {
+            None
+        } else {
+            answer_text(answers, &response_key, notes)
+        };
+        if let Some(q) = &question {
+            questions.insert(q.clone());
+        }
+        out.contact_answers.push(ContactAnswerRow {
+            event_id: head.event_id.clone(),
+            event_type: head.event_type.clone(),
+            received_at: head.received_at,
+            event_time: row.event_time,
+            contact_id: row.contact_id,
+            position,
+            question,
+            response,
+        });
+    }
+    // The label-keyed copies of numbered answers are documented duplicates; any other label
+    // key is an answer we have no number for, and stays in extras.
+    let labels: Vec<String> = answers
+        .keys()
+        .filter(|k| questions.contains(*k))
+        .cloned()
+        .collect();
+    for label in labels {
+        answers.skip(&label);
+    }
+}
+
+/// A free-text answer: strings as they are, arrays joined with `, `, other scalars as JSON text.
+fn answer_text(o: &mut Obj<'_>, key: &str, notes: &mut Notes) -> Option<String> {
+    match o.peek(key) {
+        Some(Value::Array(items)) => {
+            o.skip(key);
+            Some(
+                items
+                    .iter()
+                    .map(|i| {
+                        i.as_str()
+                            .map(str::to_string)
+                            .unwrap_or_else(|| i.to_string())
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            )
+        }
+        _ => o.string(key, notes),
+    }
+}

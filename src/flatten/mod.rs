@@ -1,0 +1,256 @@
+//! Flattening: accepted events -> rows of every table.
+//!
+//! [`flatten`] turns a batch of [`Envelope`]s into [`Tables`]: one `raw_events` row per event,
+//! plus the typed rows of its family (contact, call, outcome). Invariant: flattening is pure,
+//! synchronous and total: no I/O, no panics on any JSON object, and every event yields its raw
+//! row; a value that cannot be read becomes null and a `parse_errors` entry, never a lost event.
+//! Later stages (change tracking) plug in here with a per-contact state lookup.
+
+mod call;
+mod contact;
+pub mod docs;
+mod outcome;
+pub mod reader;
+pub mod table;
+pub mod tables;
+
+use serde_json::Value;
+
+use crate::event::{Envelope, EventType, Family};
+pub use call::preview_id_from_url;
+use reader::Obj;
+use table::{Micros, Table};
+pub use tables::{
+    CallEventRow, CallOutcomeRow, ContactAnswerRow, ContactEventRow, RawEventRow, TrackingParamRow,
+};
+
+/// The rows made from a batch of events, one vector per table.
+#[derive(Debug, Default)]
+pub struct Tables {
+    pub contact_events: Vec<ContactEventRow>,
+    pub tracking_params: Vec<TrackingParamRow>,
+    pub contact_answers: Vec<ContactAnswerRow>,
+    pub call_events: Vec<CallEventRow>,
+    pub call_outcomes: Vec<CallOutcomeRow>,
+    pub raw_events: Vec<RawEventRow>,
+}
+
+impl Tables {
+    /// Rows per table, in table order.
+    pub fn row_counts(&self) -> Vec<(&'static str, usize)> {
+        vec![
+            (ContactEventRow::NAME, self.contact_events.len()),
+            (TrackingParamRow::NAME, self.tracking_params.len()),
+            (ContactAnswerRow::NAME, self.contact_answers.len()),
+            (CallEventRow::NAME, self.call_events.len()),
+            (CallOutcomeRow::NAME, self.call_outcomes.len()),
+            (RawEventRow::NAME, self.raw_events.len()),
+        ]
+    }
+
+    /// Number of values that failed to parse, over all typed rows.
+    pub fn parse_error_count(&self) -> usize {
+        self.contact_events
+            .iter()
+            .map(|r| r.parse_errors.len())
+            .sum::<usize>()
+            + self
+                .call_events
+                .iter()
+                .map(|r| r.parse_errors.len())
+                .sum::<usize>()
+            + self
+                .call_outcomes
+                .iter()
+                .map(|r| r.parse_errors.len())
+                .sum::<usize>()
+    }
+}
+
+/// Names and documentation of every table, in pipeline order (used for `docs/tables.md`).
+pub fn table_docs() -> Vec<(&'static str, &'static str, Vec<table::ColumnDoc>)> {
+    fn doc<T: Table>() -> (&'static str, &'static str, Vec<table::ColumnDoc>) {
+        (T::NAME, T::description(), T::columns())
+    }
+    vec![
+        doc::<ContactEventRow>(),
+        doc::<TrackingParamRow>(),
+        doc::<ContactAnswerRow>(),
+        doc::<CallEventRow>(),
+        doc::<CallOutcomeRow>(),
+        doc::<RawEventRow>(),
+    ]
+}
+
+/// The columns every row of an event shares.
+pub(crate) struct Head {
+    event_id: String,
+    event_type: String,
+    received_at: Micros,
+}
+
+/// Flattens a batch of events into rows of every table.
+pub fn flatten(events: &[Envelope]) -> Tables {
+    let mut out = Tables::default();
+    for envelope in events {
+        flatten_one(envelope, &mut out);
+    }
+    out
+}
+
+/// Flattens one event into `out`.
+pub fn flatten_one(envelope: &Envelope, out: &mut Tables) {
+    let head = Head {
+        event_id: envelope.event_id.clone(),
+        event_type: envelope.event_type.as_str().to_string(),
+        received_at: Micros(envelope.received_at_us),
+    };
+    let object = &envelope.object;
+    let event_time = match envelope.event_type.family() {
+        Family::Contact => contact::flatten(&head, object, out),
+        Family::Call => call::flatten(&head, envelope.event_type, object, out),
+        Family::Outcome => outcome::flatten(&head, object, out),
+        Family::Unknown => head.received_at,
+    };
+    debug_assert!(envelope.event_type != EventType::Unknown || event_time == head.received_at);
+    out.raw_events.push(RawEventRow {
+        event_id: head.event_id,
+        event_type: head.event_type,
+        received_at: head.received_at,
+        event_time,
+        hook_type: object.get("hookType").and_then(hook_type_text),
+        source_path: envelope.source_path.clone(),
+        payload: envelope.raw.clone(),
+    });
+}
+
+/// Reads `hookType` as sent: a string as it is, another non-null value as its JSON text.
+fn hook_type(o: &mut Obj<'_>) -> Option<String> {
+    o.take("hookType").and_then(hook_type_text)
+}
+
+fn hook_type_text(v: &Value) -> Option<String> {
+    match v {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn envelope(text: &str, kind: Option<EventType>) -> Envelope {
+        Envelope::parse_one(text, kind, 1_700_000_000_000_000, "/webhooks/iclosed").unwrap()
+    }
+
+    fn fixture(name: &str) -> String {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../shared/fixtures/iclosed")
+            .join(name);
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let value: Value = serde_json::from_str(&text).unwrap();
+        value[0].to_string()
+    }
+
+    #[test]
+    fn contact_fixture_maps_every_key() {
+        let t = flatten(&[envelope(&fixture("contact_created.json"), None)]);
+        let row = &t.contact_events[0];
+        assert_eq!(row.contact_id, Some(48213));
+        assert_eq!(
+            row.first_utm_campaign.as_deref(),
+            Some("brand_search_q1_2026")
+        );
+        assert_eq!(
+            row.latest_call_host_name.as_deref(),
+            Some("Devon Achterberg")
+        );
+        assert_eq!(row.updated_attributes, None);
+        assert_eq!(row.disqualifying_group.as_deref(), Some("[]"));
+        // Only the documented-but-unmapped event colour is left over.
+        assert_eq!(
+            row.extras.as_deref(),
+            Some(r##"{"event.color":"#3B82F6"}"##)
+        );
+        assert!(row.parse_errors.is_empty());
+        let params: Vec<_> = t
+            .tracking_params
+            .iter()
+            .map(|p| (p.position, p.key.clone().unwrap()))
+            .collect();
+        assert_eq!(
+            params,
+            vec![(1, "fbclid".to_string()), (2, "landing_page".to_string())]
+        );
+        assert_eq!(t.contact_answers.len(), 5);
+        assert_eq!(t.raw_events.len(), 1);
+        assert_eq!(t.raw_events[0].event_time, row.event_time);
+    }
+
+    #[test]
+    fn call_fixture_maps_every_key() {
+        let t = flatten(&[envelope(&fixture("call_cancelled.json"), None)]);
+        let row = &t.call_events[0];
+        assert_eq!(row.event_type, "call_cancelled");
+        assert_eq!(row.cancel_reason, None);
+        assert_eq!(row.canceled, Some(true));
+        assert_eq!(
+            row.invitee_preview_id.as_deref(),
+            Some("contact_Lp4fY9c_Ts2W")
+        );
+        assert_eq!(
+            row.host_email.as_deref(),
+            Some("priya.halvorsen@example.com")
+        );
+        assert_eq!(row.event_time, row.canceled_at.unwrap());
+        let extras: Value = serde_json::from_str(row.extras.as_deref().unwrap()).unwrap();
+        let mut keys: Vec<&str> = extras
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            vec![
+                "event.invitee_end_time",
+                "event.invitee_start_time",
+                "event_type.owner",
+                "event_type.type",
+                "invitee.is_reschedule",
+                "invitee.text_reminder_number",
+                "questions_and_responses",
+            ]
+        );
+    }
+
+    #[test]
+    fn wrong_types_become_null_and_parse_errors() {
+        let t = flatten(&[envelope(
+            r#"{"id": "abc", "previewId": "contact_x", "createdAt": "yesterday", "tracking": [1], "status": {"a": 1}}"#,
+            None,
+        )]);
+        let row = &t.contact_events[0];
+        assert_eq!(row.contact_id, None);
+        assert_eq!(row.status, None);
+        assert_eq!(row.event_time.0, 1_700_000_000_000_000);
+        assert_eq!(row.parse_errors.len(), 4, "{:?}", row.parse_errors);
+        assert!(row.extras.as_deref().unwrap().contains("\"tracking\":[1]"));
+    }
+
+    #[test]
+    fn unknown_events_are_raw_only() {
+        let t = flatten(&[envelope(
+            r#"{"hookType": "Note added", "note": "hi"}"#,
+            None,
+        )]);
+        assert_eq!(t.raw_events.len(), 1);
+        assert_eq!(t.raw_events[0].event_type, "unknown");
+        assert_eq!(t.raw_events[0].hook_type.as_deref(), Some("Note added"));
+        assert_eq!(t.row_counts().iter().map(|(_, n)| n).sum::<usize>(), 1);
+    }
+}

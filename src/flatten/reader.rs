@@ -1,0 +1,343 @@
+//! Reading typed values out of a JSON object without losing anything.
+//!
+//! An [`Obj`] hands out the keys a flattener asks for, coerced to the column's type where that is
+//! unambiguous (`"45"` is the integer 45, `"true"` is true, a number is a string), and records
+//! every key it was not asked for. [`Obj::finish`] moves those unread keys into the row's
+//! `extras`, by dotted path. Invariant: every key of the object ends up in a column, in
+//! `extras`, or is named by the flattener as a documented duplicate ([`Obj::skip`]); a value of
+//! the wrong type becomes null plus an entry in `parse_errors`, never a dropped event.
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use serde_json::{Map, Value};
+
+use super::table::Micros;
+
+/// What a row collects besides its columns: unmapped keys and values that did not parse.
+#[derive(Debug, Default)]
+pub struct Notes {
+    /// Unmapped keys by dotted path.
+    pub extras: Map<String, Value>,
+    /// `path: problem`, one per value that could not be read.
+    pub parse_errors: Vec<String>,
+}
+
+impl Notes {
+    /// The extras as JSON text, or `None` when there are none.
+    pub fn extras_json(&self) -> Option<String> {
+        (!self.extras.is_empty()).then(|| Value::Object(self.extras.clone()).to_string())
+    }
+
+    fn error(&mut self, path: &str, expected: &str, got: &Value) {
+        let mut shown = got.to_string();
+        if shown.len() > 80 {
+            let cut = (0..=80)
+                .rev()
+                .find(|i| shown.is_char_boundary(*i))
+                .unwrap_or(0);
+            shown.truncate(cut);
+            shown.push('…');
+        }
+        self.parse_errors
+            .push(format!("{path}: expected {expected}, got {shown}"));
+    }
+}
+
+/// A JSON object being read; see the module docs.
+pub struct Obj<'a> {
+    map: Option<&'a Map<String, Value>>,
+    /// Dotted path of this object from the event root (`""` for the root).
+    path: String,
+    /// Keys already read or skipped.
+    used: Vec<&'a str>,
+}
+
+impl<'a> Obj<'a> {
+    /// The root object of an event.
+    pub fn root(map: &'a Map<String, Value>) -> Obj<'a> {
+        Obj {
+            map: Some(map),
+            path: String::new(),
+            used: Vec::new(),
+        }
+    }
+
+    /// Whether the object was present at all.
+    pub fn is_present(&self) -> bool {
+        self.map.is_some()
+    }
+
+    /// The keys of the object, in its order.
+    pub fn keys(&self) -> impl Iterator<Item = &'a String> + use<'a> {
+        self.map.into_iter().flat_map(|m| m.keys())
+    }
+
+    fn full(&self, key: &str) -> String {
+        if self.path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}.{key}", self.path)
+        }
+    }
+
+    /// Marks `key` read and returns its value unless absent or null.
+    pub fn take(&mut self, key: &str) -> Option<&'a Value> {
+        let (k, v) = self.map?.get_key_value(key)?;
+        self.used.push(k.as_str());
+        (!v.is_null()).then_some(v)
+    }
+
+    /// Marks `key` as a documented duplicate of data kept elsewhere.
+    pub fn skip(&mut self, key: &str) {
+        let _ = self.take(key);
+    }
+
+    /// Returns the raw value of `key` without marking it read.
+    pub fn peek(&self, key: &str) -> Option<&'a Value> {
+        self.map?.get(key).filter(|v| !v.is_null())
+    }
+
+    /// A string column: strings as they are, numbers and booleans as their JSON text.
+    pub fn string(&mut self, key: &str, notes: &mut Notes) -> Option<String> {
+        let v = self.take(key)?;
+        match v {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(_) | Value::Bool(_) => Some(v.to_string()),
+            _ => {
+                notes.error(&self.full(key), "a string", v);
+                None
+            }
+        }
+    }
+
+    /// Like [`Obj::string`], but an empty or all-blank string is null.
+    pub fn non_empty_string(&mut self, key: &str, notes: &mut Notes) -> Option<String> {
+        self.string(key, notes).filter(|s| !s.trim().is_empty())
+    }
+
+    /// An integer column: integers, integral floats and digit strings.
+    pub fn int(&mut self, key: &str, notes: &mut Notes) -> Option<i64> {
+        let v = self.take(key)?;
+        let parsed = match v {
+            Value::Number(n) => n.as_i64().or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+                    .map(|f| f as i64)
+            }),
+            Value::String(s) => s.trim().parse::<i64>().ok(),
+            _ => None,
+        };
+        if parsed.is_none() {
+            notes.error(&self.full(key), "an integer", v);
+        }
+        parsed
+    }
+
+    /// A float column: numbers and numeric strings.
+    pub fn float(&mut self, key: &str, notes: &mut Notes) -> Option<f64> {
+        let v = self.take(key)?;
+        let parsed = match v {
+            Value::Number(n) => n.as_f64(),
+            Value::String(s) => s.trim().parse::<f64>().ok().filter(|f| f.is_finite()),
+            _ => None,
+        };
+        if parsed.is_none() {
+            notes.error(&self.full(key), "a number", v);
+        }
+        parsed
+    }
+
+    /// A boolean column: booleans, `"true"`/`"false"` (any case), 0 and 1.
+    pub fn boolean(&mut self, key: &str, notes: &mut Notes) -> Option<bool> {
+        let v = self.take(key)?;
+        let parsed = match v {
+            Value::Bool(b) => Some(*b),
+            Value::String(s) if s.trim().eq_ignore_ascii_case("true") => Some(true),
+            Value::String(s) if s.trim().eq_ignore_ascii_case("false") => Some(false),
+            Value::Number(n) if n.as_i64() == Some(1) => Some(true),
+            Value::Number(n) if n.as_i64() == Some(0) => Some(false),
+            _ => None,
+        };
+        if parsed.is_none() {
+            notes.error(&self.full(key), "a boolean", v);
+        }
+        parsed
+    }
+
+    /// A timestamp column, see [`parse_timestamp`].
+    pub fn timestamp(&mut self, key: &str, notes: &mut Notes) -> Option<Micros> {
+        let v = self.take(key)?;
+        let parsed = match v {
+            Value::String(s) if s.trim().is_empty() => return None,
+            Value::String(s) => parse_timestamp(s),
+            Value::Number(n) => n.as_i64().and_then(epoch_to_micros),
+            _ => None,
+        };
+        if parsed.is_none() {
+            notes.error(&self.full(key), "a timestamp", v);
+        }
+        parsed
+    }
+
+    /// A JSON column: the value's JSON text, whatever its type.
+    pub fn json(&mut self, key: &str) -> Option<String> {
+        self.take(key).map(Value::to_string)
+    }
+
+    /// A nested object; absent or null gives an empty [`Obj`], another type is a parse error
+    /// (the value stays in `extras` so nothing is lost).
+    pub fn object(&mut self, key: &str, notes: &mut Notes) -> Obj<'a> {
+        let path = self.full(key);
+        let map = match self.peek(key) {
+            Some(Value::Object(m)) => {
+                self.skip(key);
+                Some(m)
+            }
+            Some(other) => {
+                notes.error(&path, "an object", other);
+                None
+            }
+            None => {
+                self.skip(key);
+                None
+            }
+        };
+        Obj {
+            map,
+            path,
+            used: Vec::new(),
+        }
+    }
+
+    /// Moves every key not read or skipped into `notes.extras`, by dotted path.
+    pub fn finish(self, notes: &mut Notes) {
+        let Some(map) = self.map else { return };
+        for (k, v) in map {
+            if !self.used.contains(&k.as_str()) {
+                notes.extras.insert(self.full(k), v.clone());
+            }
+        }
+    }
+}
+
+/// Seconds or milliseconds since the epoch (values above 10^11 are milliseconds).
+fn epoch_to_micros(n: i64) -> Option<Micros> {
+    let micros = if n.abs() >= 100_000_000_000 {
+        n.checked_mul(1_000)?
+    } else {
+        n.checked_mul(1_000_000)?
+    };
+    Some(Micros(micros))
+}
+
+/// Parses the timestamp styles iClosed uses, to microseconds UTC:
+/// RFC 3339 with `Z` or an offset, with or without a fraction (`2026-03-04T14:07:12.418Z`,
+/// `2026-03-06T11:30:00-05:00`); the same with a space for `T`; zone-less date-times
+/// (`2026-03-06 16:30:00.000`), read as UTC; and bare dates, read as midnight UTC.
+pub fn parse_timestamp(s: &str) -> Option<Micros> {
+    let s = s.trim();
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Some(Micros(t.timestamp_micros()));
+    }
+    for format in [
+        "%Y-%m-%d %H:%M:%S%.f%:z",
+        "%Y-%m-%dT%H:%M:%S%.f%z",
+        "%Y-%m-%d %H:%M:%S%.f%z",
+    ] {
+        if let Ok(t) = DateTime::parse_from_str(s, format) {
+            return Some(Micros(t.timestamp_micros()));
+        }
+    }
+    for format in [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M",
+    ] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(s, format) {
+            return Some(Micros(t.and_utc().timestamp_micros()));
+        }
+    }
+    NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| Micros(DateTime::<Utc>::from_naive_utc_and_offset(t, Utc).timestamp_micros()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ts(s: &str) -> i64 {
+        DateTime::parse_from_rfc3339(s).unwrap().timestamp_micros()
+    }
+
+    #[test]
+    fn timestamps_in_every_iclosed_style() {
+        let check = |input: &str, expected: &str| {
+            assert_eq!(
+                parse_timestamp(input),
+                Some(Micros(ts(expected))),
+                "{input}"
+            );
+        };
+        check("2026-03-04T14:07:12.418Z", "2026-03-04T14:07:12.418Z");
+        check("2026-03-06T11:30:00-05:00", "2026-03-06T16:30:00Z");
+        check("2026-03-12T19:00:00Z", "2026-03-12T19:00:00Z");
+        check("2026-06-02T13:48:21.307", "2026-06-02T13:48:21.307Z");
+        check("2026-03-06 16:30:00.000", "2026-03-06T16:30:00Z");
+        check("2026-03-06 11:30:00-05:00", "2026-03-06T16:30:00Z");
+        check("2026-03-06", "2026-03-06T00:00:00Z");
+        assert_eq!(parse_timestamp("11:30am - Friday, March 6, 2026"), None);
+        assert_eq!(parse_timestamp(""), None);
+    }
+
+    #[test]
+    fn coercions_and_errors() {
+        let map = json!({"a": "45", "b": 3.0, "c": "x", "d": "TRUE", "e": {"k": 1}, "f": null,
+                          "g": 1773000000000i64, "h": [1], "unread": 7})
+        .as_object()
+        .unwrap()
+        .clone();
+        let mut notes = Notes::default();
+        let mut o = Obj::root(&map);
+        assert_eq!(o.int("a", &mut notes), Some(45));
+        assert_eq!(o.int("b", &mut notes), Some(3));
+        assert_eq!(o.int("c", &mut notes), None);
+        assert_eq!(o.boolean("d", &mut notes), Some(true));
+        assert_eq!(o.string("e", &mut notes), None);
+        assert_eq!(o.string("f", &mut notes), None);
+        assert_eq!(
+            o.timestamp("g", &mut notes),
+            Some(Micros(1_773_000_000_000_000))
+        );
+        let child = o.object("h", &mut notes);
+        assert!(!child.is_present());
+        assert_eq!(o.string("missing", &mut notes), None);
+        o.finish(&mut notes);
+        assert_eq!(
+            notes.parse_errors,
+            vec![
+                "c: expected an integer, got \"x\"",
+                "e: expected a string, got {\"k\":1}",
+                "h: expected an object, got [1]"
+            ]
+        );
+        // `h` was not an object, so it is kept in extras with the never-read key.
+        assert_eq!(notes.extras_json().unwrap(), r#"{"h":[1],"unread":7}"#);
+    }
+
+    #[test]
+    fn nested_extras_use_dotted_paths() {
+        let map = json!({"t": {"known": "x", "new": 1}})
+            .as_object()
+            .unwrap()
+            .clone();
+        let mut notes = Notes::default();
+        let mut root = Obj::root(&map);
+        let mut t = root.object("t", &mut notes);
+        assert_eq!(t.string("known", &mut notes).as_deref(), Some("x"));
+        t.finish(&mut notes);
+        root.finish(&mut notes);
+        assert_eq!(notes.extras_json().unwrap(), r#"{"t.new":1}"#);
+    }
+}

@@ -1,0 +1,268 @@
+//! Row structs that know their Arrow schema: the [`Table`] trait and the `table!` macro.
+//!
+//! A table is declared once, as a struct whose fields are its columns in order, each with a doc
+//! comment. The macro derives the Arrow schema, the column documentation (`docs/tables.md` is
+//! generated from it and a test keeps it current) and the conversion of rows to a
+//! [`RecordBatch`]. Invariant: the schema of a table depends only on its declaration, never on
+//! the data, so every file of a table has the same schema.
+
+use std::sync::Arc;
+
+use arrow_array::builder::{
+    BooleanBuilder, Float64Builder, Int64Builder, ListBuilder, StringBuilder,
+    TimestampMicrosecondBuilder,
+};
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+
+/// The time zone written in the Arrow type of every timestamp column.
+///
+/// `+00:00` rather than `UTC`: arrow understands it without its `chrono-tz` feature, and Parquet
+/// records both the same way (`isAdjustedToUTC = true`), which DuckDB reads as `TIMESTAMPTZ`.
+pub const TIME_ZONE: &str = "+00:00";
+
+/// Microseconds since the Unix epoch, UTC: the value of a timestamp column.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Micros(pub i64);
+
+/// A Rust type that can be a column: its Arrow type, nullability and array builder.
+pub trait Cell {
+    /// Whether the column allows nulls.
+    const NULLABLE: bool;
+    /// The Arrow type of the column.
+    fn data_type() -> DataType;
+    /// Builds the column from one value per row.
+    fn build<'a>(values: impl ExactSizeIterator<Item = &'a Self>) -> ArrayRef
+    where
+        Self: 'a;
+}
+
+fn timestamp_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some(TIME_ZONE.into()))
+}
+
+fn list_type() -> DataType {
+    DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true)))
+}
+
+impl Cell for String {
+    const NULLABLE: bool = false;
+    fn data_type() -> DataType {
+        DataType::Utf8
+    }
+    fn build<'a>(values: impl ExactSizeIterator<Item = &'a Self>) -> ArrayRef {
+        let mut b = StringBuilder::with_capacity(values.len(), values.len() * 16);
+        values.for_each(|v| b.append_value(v));
+        Arc::new(b.finish())
+    }
+}
+
+impl Cell for Option<String> {
+    const NULLABLE: bool = true;
+    fn data_type() -> DataType {
+        DataType::Utf8
+    }
+    fn build<'a>(values: impl ExactSizeIterator<Item = &'a Self>) -> ArrayRef {
+        let mut b = StringBuilder::with_capacity(values.len(), values.len() * 16);
+        values.for_each(|v| b.append_option(v.as_deref()));
+        Arc::new(b.finish())
+    }
+}
+
+impl Cell for Option<i64> {
+    const NULLABLE: bool = true;
+    fn data_type() -> DataType {
+        DataType::Int64
+    }
+    fn build<'a>(values: impl ExactSizeIterator<Item = &'a Self>) -> ArrayRef {
+        let mut b = Int64Builder::with_capacity(values.len());
+        values.for_each(|v| b.append_option(*v));
+        Arc::new(b.finish())
+    }
+}
+
+impl Cell for i64 {
+    const NULLABLE: bool = false;
+    fn data_type() -> DataType {
+        DataType::Int64
+    }
+    fn build<'a>(values: impl ExactSizeIterator<Item = &'a Self>) -> ArrayRef {
+        let mut b = Int64Builder::with_capacity(values.len());
+        values.for_each(|v| b.append_value(*v));
+        Arc::new(b.finish())
+    }
+}
+
+impl Cell for Option<f64> {
+    const NULLABLE: bool = true;
+    fn data_type() -> DataType {
+        DataType::Float64
+    }
+    fn build<'a>(values: impl ExactSizeIterator<Item = &'a Self>) -> ArrayRef {
+        let mut b = Float64Builder::with_capacity(values.len());
+        values.for_each(|v| b.append_option(*v));
+        Arc::new(b.finish())
+    }
+}
+
+impl Cell for Option<bool> {
+    const NULLABLE: bool = true;
+    fn data_type() -> DataType {
+        DataType::Boolean
+    }
+    fn build<'a>(values: impl ExactSizeIterator<Item = &'a Self>) -> ArrayRef {
+        let mut b = BooleanBuilder::with_capacity(values.len());
+        values.for_each(|v| b.append_option(*v));
+        Arc::new(b.finish())
+    }
+}
+
+impl Cell for Micros {
+    const NULLABLE: bool = false;
+    fn data_type() -> DataType {
+        timestamp_type()
+    }
+    fn build<'a>(values: impl ExactSizeIterator<Item = &'a Self>) -> ArrayRef {
+        let mut b =
+            TimestampMicrosecondBuilder::with_capacity(values.len()).with_timezone(TIME_ZONE);
+        values.for_each(|v| b.append_value(v.0));
+        Arc::new(b.finish())
+    }
+}
+
+impl Cell for Option<Micros> {
+    const NULLABLE: bool = true;
+    fn data_type() -> DataType {
+        timestamp_type()
+    }
+    fn build<'a>(values: impl ExactSizeIterator<Item = &'a Self>) -> ArrayRef {
+        let mut b =
+            TimestampMicrosecondBuilder::with_capacity(values.len()).with_timezone(TIME_ZONE);
+        values.for_each(|v| b.append_option(v.map(|m| m.0)));
+        Arc::new(b.finish())
+    }
+}
+
+impl Cell for Vec<String> {
+    const NULLABLE: bool = false;
+    fn data_type() -> DataType {
+        list_type()
+    }
+    fn build<'a>(values: impl ExactSizeIterator<Item = &'a Self>) -> ArrayRef {
+        let mut b = ListBuilder::with_capacity(StringBuilder::new(), values.len());
+        for list in values {
+            list.iter().for_each(|s| b.values().append_value(s));
+            b.append(true);
+        }
+        Arc::new(b.finish())
+    }
+}
+
+impl Cell for Option<Vec<String>> {
+    const NULLABLE: bool = true;
+    fn data_type() -> DataType {
+        list_type()
+    }
+    fn build<'a>(values: impl ExactSizeIterator<Item = &'a Self>) -> ArrayRef {
+        let mut b = ListBuilder::with_capacity(StringBuilder::new(), values.len());
+        for list in values {
+            if let Some(list) = list {
+                list.iter().for_each(|s| b.values().append_value(s));
+            }
+            b.append(list.is_some());
+        }
+        Arc::new(b.finish())
+    }
+}
+
+/// Documentation of one column, as generated into `docs/tables.md`.
+#[derive(Debug, Clone)]
+pub struct ColumnDoc {
+    pub name: &'static str,
+    pub data_type: DataType,
+    pub nullable: bool,
+    pub doc: String,
+}
+
+/// A table of the lake: its directory name, schema, documentation and row conversion.
+pub trait Table: Sized + Send + 'static {
+    /// Directory name of the table under the data directory.
+    const NAME: &'static str;
+    /// What one row of the table is.
+    fn description() -> &'static str;
+    /// The columns in order, with their documentation.
+    fn columns() -> Vec<ColumnDoc>;
+    /// The event time of the row, which picks its `date=` partition.
+    fn event_time(&self) -> Micros;
+    /// Sorts rows the way files of this table are sorted.
+    fn sort(rows: &mut [Self]);
+    /// The columns rows are sorted by, in order (nulls first, ascending).
+    fn sort_columns() -> &'static [&'static str];
+    /// Converts rows to a batch of [`Table::schema`].
+    fn to_batch(rows: &[Self]) -> RecordBatch;
+
+    /// The Arrow schema, derived from [`Table::columns`].
+    fn schema() -> SchemaRef {
+        let fields: Vec<Field> = Self::columns()
+            .into_iter()
+            .map(|c| Field::new(c.name, c.data_type, c.nullable))
+            .collect();
+        Arc::new(Schema::new(fields))
+    }
+}
+
+/// Declares a table: `table! { /// what a row is \n Name, "dir", sort = [a, b], { /// doc \n col: Type, ... } }`.
+macro_rules! table {
+    (
+        $(#[doc = $tdoc:literal])*
+        $name:ident, $dir:literal, sort = [$($key:ident),+], {
+            $( $(#[doc = $doc:literal])+ $field:ident : $ty:ty ),+ $(,)?
+        }
+    ) => {
+        $(#[doc = $tdoc])*
+        #[derive(Debug, Clone, Default, PartialEq)]
+        pub struct $name {
+            $( $(#[doc = $doc])+ pub $field: $ty, )+
+        }
+
+        impl $crate::flatten::table::Table for $name {
+            const NAME: &'static str = $dir;
+
+            fn description() -> &'static str {
+                concat!($($tdoc),*).trim()
+            }
+
+            fn columns() -> Vec<$crate::flatten::table::ColumnDoc> {
+                use $crate::flatten::table::Cell;
+                vec![$($crate::flatten::table::ColumnDoc {
+                    name: stringify!($field),
+                    data_type: <$ty as Cell>::data_type(),
+                    nullable: <$ty as Cell>::NULLABLE,
+                    doc: concat!($($doc),+).split_whitespace().collect::<Vec<_>>().join(" "),
+                }),+]
+            }
+
+            fn event_time(&self) -> $crate::flatten::table::Micros {
+                self.event_time
+            }
+
+            fn sort_columns() -> &'static [&'static str] {
+                &[$(stringify!($key)),+]
+            }
+
+            fn sort(rows: &mut [Self]) {
+                rows.sort_by(|a, b| ($(&a.$key,)+).cmp(&($(&b.$key,)+)));
+            }
+
+            fn to_batch(rows: &[Self]) -> arrow_array::RecordBatch {
+                use $crate::flatten::table::Cell;
+                let columns: Vec<arrow_array::ArrayRef> =
+                    vec![$(<$ty as Cell>::build(rows.iter().map(|r| &r.$field))),+];
+                arrow_array::RecordBatch::try_new(<Self as $crate::flatten::table::Table>::schema(), columns)
+                    .expect("columns are built from the same declaration as the schema")
+            }
+        }
+    };
+}
+
+pub(crate) use table;

@@ -1,0 +1,308 @@
+//! The data contract: every table of the lake, its columns in order, and what each column means.
+//!
+//! `docs/tables.md` is generated from these declarations (`hooklake tables > docs/tables.md`) and
+//! a test fails when it is stale. Invariant: changing a column here is changing the contract;
+//! every table starts with `event_id`, `event_type`, `received_at`, `event_time`.
+
+use super::table::{Micros, table};
+
+table! {
+    /// One row per contact object (Contact created, Contact updated, Contact by status): a
+    /// snapshot of the contact as iClosed sent it.
+    ContactEventRow, "contact_events", sort = [contact_id, event_time, event_id], {
+        /// Stable id of the source object: 32 hex digits of the SHA-256 of its canonical JSON.
+        event_id: String,
+        /// Normalised event type: `contact_created`, `contact_updated` or `contact_status`.
+        event_type: String,
+        /// When hooklake received the event (UTC).
+        received_at: Micros,
+        /// `updatedAt`, else `createdAt`, else `received_at`; names the `date=` partition.
+        event_time: Micros,
+        /// iClosed contact id. Source: `id`.
+        contact_id: Option<i64>,
+        /// iClosed account (tenant) id. Source: `accountId`.
+        account_id: Option<i64>,
+        /// Owner user id. Source: `userId`.
+        user_id: Option<i64>,
+        /// Public contact key (`contact_…`), also found in call `invitee.previewUrl`. Source: `previewId`.
+        preview_id: Option<String>,
+        /// Source: `firstName`.
+        first_name: Option<String>,
+        /// Source: `lastName`.
+        last_name: Option<String>,
+        /// Source: `email`.
+        email: Option<String>,
+        /// Source: `phoneNumber`.
+        phone_number: Option<String>,
+        /// Source: `secondary_email`.
+        secondary_email: Option<String>,
+        /// Source: `secondary_phoneNumber`.
+        secondary_phone_number: Option<String>,
+        /// Lead status as sent, casing kept (e.g. `POTENTIAL`, `QUALIFIED`). Source: `status`.
+        status: Option<String>,
+        /// Source: `createdAt`.
+        created_at: Option<Micros>,
+        /// Source: `updatedAt`.
+        updated_at: Option<Micros>,
+        /// Source: `joinedTime`.
+        joined_time: Option<Micros>,
+        /// IANA time zone of the contact. Source: `timeZone`.
+        time_zone: Option<String>,
+        /// ISO 3166-1 alpha-2 country. Source: `country`.
+        country: Option<String>,
+        /// IPv4 or IPv6 address. Source: `ipAddress`.
+        ip_address: Option<String>,
+        /// Booking page (event template) id. Source: `event.id`.
+        booking_event_id: Option<i64>,
+        /// Source: `event.name`.
+        booking_event_name: Option<String>,
+        /// e.g. `STRATEGY_EVENT`, `DISCOVERY_EVENT`. Source: `event.eventType`.
+        booking_event_type: Option<String>,
+        /// Source: `event.linkPrefix`.
+        booking_event_link_prefix: Option<String>,
+        /// Last-touch UTM source. Source: `tracking.utm_source`.
+        utm_source: Option<String>,
+        /// Source: `tracking.utm_medium`.
+        utm_medium: Option<String>,
+        /// Source: `tracking.utm_campaign`.
+        utm_campaign: Option<String>,
+        /// Source: `tracking.utm_term`.
+        utm_term: Option<String>,
+        /// Source: `tracking.utm_content`.
+        utm_content: Option<String>,
+        /// First-touch UTM source. Source: `tracking.first_utm_source`.
+        first_utm_source: Option<String>,
+        /// Source: `tracking.first_utm_medium`.
+        first_utm_medium: Option<String>,
+        /// Source: `tracking.first_utm_campaign`.
+        first_utm_campaign: Option<String>,
+        /// Source: `tracking.first_utm_term`.
+        first_utm_term: Option<String>,
+        /// Source: `tracking.first_utm_content`.
+        first_utm_content: Option<String>,
+        /// Scheduled start of the latest call; a zone-less value is read as UTC. Source: `latestCall.dateTime`.
+        latest_call_at: Option<Micros>,
+        /// Source: `latestCall.duration` (minutes).
+        latest_call_duration_min: Option<i64>,
+        /// Host user id (not in the core contract; added for joins). Source: `latestCall.user.id`.
+        latest_call_host_id: Option<i64>,
+        /// `firstName lastName` of the host. Source: `latestCall.user.firstName`, `.lastName`.
+        latest_call_host_name: Option<String>,
+        /// Source: `latestCall.user.email`.
+        latest_call_host_email: Option<String>,
+        /// Attribute names iClosed says changed, exactly as sent; null when the key is absent.
+        /// Source: `updatedAttributes`.
+        updated_attributes: Option<Vec<String>>,
+        /// Disqualification rules as JSON text. Source: `disqualifyingGroup`.
+        disqualifying_group: Option<String>,
+        /// Source: `hookType`, as sent.
+        hook_type: Option<String>,
+        /// JSON object of every key not mapped to a column, by dotted path; null when none.
+        extras: Option<String>,
+        /// `path: problem` for each value that could not be read as its column's type (the
+        /// column is then null); empty when all values parsed.
+        parse_errors: Vec<String>,
+    }
+}
+
+table! {
+    /// One row per custom tracking parameter pair `utmKey_N` / `utmValue_N` of a contact object.
+    TrackingParamRow, "tracking_params", sort = [contact_id, event_time, event_id, position], {
+        /// Id of the contact object the pair came from.
+        event_id: String,
+        /// Event type of that object.
+        event_type: String,
+        /// When hooklake received the event (UTC).
+        received_at: Micros,
+        /// Event time of the contact object (see `contact_events.event_time`).
+        event_time: Micros,
+        /// Source: `id`.
+        contact_id: Option<i64>,
+        /// The `N` of `utmKey_N` (any start index, gaps kept).
+        position: i64,
+        /// Parameter name, e.g. `fbclid`. Source: `tracking.utmKey_N`.
+        key: Option<String>,
+        /// Parameter value. Source: `tracking.utmValue_N`.
+        value: Option<String>,
+    }
+}
+
+table! {
+    /// One row per numbered question/answer pair of a contact object (the label-keyed copies
+    /// iClosed also sends are not repeated).
+    ContactAnswerRow, "contact_answers", sort = [contact_id, event_time, event_id, position], {
+        /// Id of the contact object the pair came from.
+        event_id: String,
+        /// Event type of that object.
+        event_type: String,
+        /// When hooklake received the event (UTC).
+        received_at: Micros,
+        /// Event time of the contact object (see `contact_events.event_time`).
+        event_time: Micros,
+        /// Source: `id`.
+        contact_id: Option<i64>,
+        /// The `N` of `N_question`.
+        position: i64,
+        /// Source: `questionsAndAnswers.N_question`.
+        question: Option<String>,
+        /// Source: `questionsAndAnswers.N_response` (an array answer is joined with `, `).
+        response: Option<String>,
+    }
+}
+
+table! {
+    /// One row per call object (Call booked, Call cancelled, Call rescheduled).
+    CallEventRow, "call_events", sort = [call_id, event_time, event_id], {
+        /// Stable id of the source object.
+        event_id: String,
+        /// `call_booked`, `call_cancelled` or `call_rescheduled`.
+        event_type: String,
+        /// When hooklake received the event (UTC).
+        received_at: Micros,
+        /// When the change happened: `booked_at` for a booking, `canceled_at` for a
+        /// cancellation, `received_at` for a reschedule (iClosed sends no reschedule time), and
+        /// `received_at` whenever the chosen time is missing.
+        event_time: Micros,
+        /// Call id, stable across booking, reschedule and cancel. Source: `event.uuid` (string).
+        call_id: Option<String>,
+        /// e.g. `STRATEGY_CALL`, `DISCOVERY_CALL`. Source: `event.type`.
+        call_type: Option<String>,
+        /// Event template id (a digit string in iClosed payloads). Source: `event_type.uuid`.
+        event_type_id: Option<String>,
+        /// Source: `event_type.name`.
+        event_type_name: Option<String>,
+        /// Source: `event_type.slug`.
+        event_type_slug: Option<String>,
+        /// e.g. `Round Robin`. Source: `event_type.kind`.
+        event_type_kind: Option<String>,
+        /// Slot start. Source: `event.utc_start_time`, else `event.start_time` (offsets honoured).
+        start_at: Option<Micros>,
+        /// Slot end. Source: `event.utc_end_time`, else `event.end_time`.
+        end_at: Option<Micros>,
+        /// Previous slot start of a reschedule. Source: `event.old_start_time`.
+        old_start_at: Option<Micros>,
+        /// When the call was booked. Source: `event.created_at`.
+        booked_at: Option<Micros>,
+        /// Duration in minutes (`HOURS` converted). Source: `event_type.duration`, `event_type.durationUnit`.
+        duration_min: Option<i64>,
+        /// Source: `event.canceled` (the strings `"true"`/`"false"` are accepted).
+        canceled: Option<bool>,
+        /// Source: `event.canceled_at`.
+        canceled_at: Option<Micros>,
+        /// Empty string becomes null. Source: `event.cancel_reason`.
+        cancel_reason: Option<String>,
+        /// Source: `event.canceler_name`.
+        canceler_name: Option<String>,
+        /// Source: `invitee.reschedule_reason`.
+        reschedule_reason: Option<String>,
+        /// Invitee id (not in the core contract). Source: `invitee.uuid`.
+        invitee_id: Option<String>,
+        /// Source: `invitee.email`.
+        invitee_email: Option<String>,
+        /// Source: `invitee.name`.
+        invitee_name: Option<String>,
+        /// Contact `preview_id` parsed from `invitee.previewUrl` (joins to `contact_events.preview_id`).
+        invitee_preview_id: Option<String>,
+        /// Primary assignee (`primary` = true), else the first. Source: `event.extended_assigned_to.*.name`.
+        host_name: Option<String>,
+        /// Source: `event.extended_assigned_to.*.email` of the same assignee.
+        host_email: Option<String>,
+        /// Setter's `firstName lastName` (not in the core contract). Source: `event.setter`.
+        setter_name: Option<String>,
+        /// Source: `event.setter.email`.
+        setter_email: Option<String>,
+        /// Meeting URL or place. Source: `event.location`.
+        location: Option<String>,
+        /// Source: `tracking.utm_source`.
+        utm_source: Option<String>,
+        /// Source: `tracking.utm_medium`.
+        utm_medium: Option<String>,
+        /// Source: `tracking.utm_campaign`.
+        utm_campaign: Option<String>,
+        /// Source: `tracking.utm_term`.
+        utm_term: Option<String>,
+        /// Source: `tracking.utm_content`.
+        utm_content: Option<String>,
+        /// Source: `hookType`, as sent.
+        hook_type: Option<String>,
+        /// JSON object of every key not mapped to a column, by dotted path; null when none.
+        extras: Option<String>,
+        /// `path: problem` for each value that could not be read as its column's type.
+        parse_errors: Vec<String>,
+    }
+}
+
+table! {
+    /// One row per call outcome object (Outcome added).
+    CallOutcomeRow, "call_outcomes", sort = [contact_id, event_time, event_id], {
+        /// Stable id of the source object.
+        event_id: String,
+        /// `call_outcome`.
+        event_type: String,
+        /// When hooklake received the event (UTC).
+        received_at: Micros,
+        /// `deal_created_at`, else `received_at`.
+        event_time: Micros,
+        /// Outcome record id. Source: `uuid` (an integer despite its name).
+        outcome_id: Option<i64>,
+        /// Source: `contactId`.
+        contact_id: Option<i64>,
+        /// Contact email (not in the core contract; joins to `call_events.invitee_email`). Source: `email`.
+        contact_email: Option<String>,
+        /// User who recorded the outcome. Source: `userId`.
+        user_id: Option<i64>,
+        /// Event template id. Source: `eventId`.
+        booking_event_id: Option<i64>,
+        /// Source: `eventName`.
+        booking_event_name: Option<String>,
+        /// Start of the call. Source: `startTime`.
+        call_start_at: Option<Micros>,
+        /// Source: `closerEmail`.
+        closer_email: Option<String>,
+        /// e.g. `SALE`, `WON`, `NO_SALE`, raw casing kept. Source: `callOutcome`.
+        outcome: Option<String>,
+        /// e.g. `NO_SHOW`, `FOLLOW_UP_SCHEDULE`. Source: `noSaleReason`.
+        no_sale_reason: Option<String>,
+        /// e.g. `MONEY`, `PARTNER`. Source: `objection`.
+        objection: Option<String>,
+        /// Deal value as float64 (iClosed sends a JSON number). Source: `dealValue`, else `deal.value`.
+        deal_value: Option<f64>,
+        /// e.g. `SALE`, `WON`, `DEPOSIT`. Source: `deal.transactionType`.
+        deal_transaction_type: Option<String>,
+        /// Source: `deal.createdAt`.
+        deal_created_at: Option<Micros>,
+        /// Source: `productName`.
+        product_name: Option<String>,
+        /// Source: `notes`.
+        notes: Option<String>,
+        /// Transactions as JSON text. Source: `transaction`.
+        transactions: Option<String>,
+        /// Source: `hookType`, as sent.
+        hook_type: Option<String>,
+        /// JSON object of every key not mapped to a column, by dotted path; null when none.
+        extras: Option<String>,
+        /// `path: problem` for each value that could not be read as its column's type.
+        parse_errors: Vec<String>,
+    }
+}
+
+table! {
+    /// One row per accepted object, of every event type including `unknown`: enough to rebuild
+    /// every other table if the mapping rules change.
+    RawEventRow, "raw_events", sort = [event_time, event_id], {
+        /// Stable id of the object.
+        event_id: String,
+        /// Normalised event type, `unknown` when it could not be routed.
+        event_type: String,
+        /// When hooklake received the event (UTC).
+        received_at: Micros,
+        /// The event time of the typed row made from the object; `received_at` for `unknown`.
+        event_time: Micros,
+        /// Source: `hookType`, as sent (a non-string `hookType` is kept as JSON text).
+        hook_type: Option<String>,
+        /// Request path the object arrived on (`replay:<file>` for batch input).
+        source_path: String,
+        /// The object as JSON text (keys sorted).
+        payload: String,
+    }
+}

@@ -1,0 +1,90 @@
+//! `ApiError`: the one place that decides every HTTP error status.
+//!
+//! Client faults are 4xx with a JSON `{"error": "..."}` body that names the problem; overload is
+//! a 503 with `Retry-After`; internal faults are a generic 500 whose detail is only logged.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::event::BodyError;
+
+/// Seconds a client is asked to wait after a 503.
+pub const RETRY_AFTER_SECS: u64 = 5;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Body(#[from] BodyError),
+    #[error("body is larger than the limit of {0} bytes")]
+    TooLarge(usize),
+    #[error("cannot read body: {0}")]
+    Unreadable(String),
+    #[error("unknown event kind {kind:?}; accepted kinds: {accepted}")]
+    UnknownKind { kind: String, accepted: String },
+    #[error("no route for {method} {path}")]
+    NotFound { method: String, path: String },
+    #[error("method {0} is not allowed here")]
+    MethodNotAllowed(String),
+    #[error("hooklake is at capacity ({0}); retry later")]
+    Overloaded(String),
+    #[error("flush failed, events are kept for the next flush: {0}")]
+    FlushFailed(String),
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Body(
+                BodyError::WrongShape(_) | BodyError::EmptyArray | BodyError::NotAnObject { .. },
+            ) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Body(_) | ApiError::Unreadable(_) => StatusCode::BAD_REQUEST,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnknownKind { .. } | ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::FlushFailed(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A short, stable reason used as the metric label of a rejected request.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ApiError::Body(BodyError::Empty) => "empty_body",
+            ApiError::Body(BodyError::InvalidUtf8(_)) => "invalid_utf8",
+            ApiError::Body(BodyError::TooDeep(_)) => "too_deep",
+            ApiError::Body(BodyError::Syntax(_)) => "invalid_json",
+            ApiError::Body(BodyError::WrongShape(_) | BodyError::NotAnObject { .. }) => {
+                "wrong_shape"
+            }
+            ApiError::Body(BodyError::EmptyArray) => "empty_array",
+            ApiError::TooLarge(_) => "too_large",
+            ApiError::Unreadable(_) => "unreadable",
+            ApiError::UnknownKind { .. } => "unknown_kind",
+            ApiError::NotFound { .. } => "not_found",
+            ApiError::MethodNotAllowed(_) => "method_not_allowed",
+            ApiError::Overloaded(_) => "overloaded",
+            ApiError::FlushFailed(_) => "flush_failed",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if let ApiError::Internal(detail) = &self {
+            tracing::error!(detail = %detail, "internal error answering a request");
+        }
+        let mut response = (status, Json(json!({ "error": self.to_string() }))).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        }
+        response
+    }
+}

@@ -1,0 +1,176 @@
+//! The HTTP interface: webhook endpoints, admin flush, health and metrics.
+//!
+//! `POST /webhooks/iclosed[/{kind}]` takes the raw body (behind an explicit size limit), turns it
+//! into events with [`crate::event::parse_body`], and hands them to [`Pipeline::accept`]; the 200
+//! is sent only after `accept` returned. Invariant: this module knows no Arrow, no file paths and
+//! no WAL; every error response is built by [`ApiError`].
+
+pub mod error;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytes::Bytes;
+use chrono::Utc;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::event::{self, EventType};
+use crate::pipeline::{FlushReason, FlushReport, Pipeline};
+pub use error::ApiError;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub pipeline: Arc<Pipeline>,
+    /// Largest accepted request body in bytes.
+    pub max_body_bytes: usize,
+    /// Largest accepted JSON nesting depth.
+    pub max_json_depth: usize,
+    /// True once the server accepts events (after start-up; later, after log recovery).
+    pub ready: Arc<AtomicBool>,
+}
+
+/// The body of a 200 answer to a webhook.
+#[derive(Debug, Serialize)]
+pub struct Ack {
+    /// Events taken from the body.
+    pub accepted: usize,
+    /// The `event_id` of each, in body order.
+    pub event_ids: Vec<String>,
+}
+
+/// Builds the router; tests drive it with `tower::ServiceExt::oneshot`, no socket needed.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/webhooks/iclosed", post(webhook))
+        .route("/webhooks/iclosed/{kind}", post(webhook_kind))
+        .route("/admin/flush", post(admin_flush))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(state.max_body_bytes))
+        .with_state(state)
+}
+
+async fn webhook(
+    State(state): State<AppState>,
+    uri: Uri,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    answer(&state, ingest(&state, uri.path(), None, body))
+}
+
+async fn webhook_kind(
+    State(state): State<AppState>,
+    Path(kind): Path<String>,
+    uri: Uri,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let result = match EventType::from_name(&kind) {
+        Some(t) if t != EventType::Unknown => ingest(&state, uri.path(), Some(t), body),
+        _ => Err(ApiError::UnknownKind {
+            kind,
+            accepted: EventType::url_kinds().join(", "),
+        }),
+    };
+    answer(&state, result)
+}
+
+/// Counts the outcome of a webhook request and renders it.
+fn answer(state: &AppState, result: Result<Ack, ApiError>) -> Response {
+    let metrics = state.pipeline.metrics();
+    match result {
+        Ok(ack) => {
+            metrics.add("hooklake_requests_total", "accepted", 1);
+            Json(ack).into_response()
+        }
+        Err(e) => {
+            metrics.add("hooklake_requests_total", e.reason(), 1);
+            tracing::info!(reason = e.reason(), error = %e, "webhook request rejected");
+            e.into_response()
+        }
+    }
+}
+
+fn ingest(
+    state: &AppState,
+    path: &str,
+    kind: Option<EventType>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Ack, ApiError> {
+    let body = body.map_err(|rejection| match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge(state.max_body_bytes),
+        _ => ApiError::Unreadable(rejection.body_text()),
+    })?;
+    let received_at_us = Utc::now().timestamp_micros();
+    let events = event::parse_body(&body, kind, received_at_us, path, state.max_json_depth)?;
+    for e in &events {
+        tracing::debug!(
+            event_id = %e.event_id,
+            event_type = e.event_type.as_str(),
+            contact_id = ?e.object.get("id").or_else(|| e.object.get("contactId")),
+            updated_attributes = ?e.object.get("updatedAttributes"),
+            "event accepted"
+        );
+    }
+    let event_ids: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
+    state
+        .pipeline
+        .accept(events)
+        .map_err(|refused| ApiError::Overloaded(refused.full.to_string()))?;
+    Ok(Ack {
+        accepted: event_ids.len(),
+        event_ids,
+    })
+}
+
+async fn admin_flush(State(state): State<AppState>) -> Result<Json<FlushReport>, ApiError> {
+    state
+        .pipeline
+        .flush(FlushReason::Manual)
+        .await
+        .map(Json)
+        .map_err(|e| ApiError::FlushFailed(e.to_string()))
+}
+
+async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.ready.load(Ordering::Acquire) {
+        Json(json!({ "ready": true })).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "ready": false })),
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let gauges = state.pipeline.gauges(state.ready.load(Ordering::Acquire));
+    let text = state.pipeline.metrics().render(gauges);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::NotFound {
+        method: method.to_string(),
+        path: uri.path().to_string(),
+    }
+}
+
+async fn method_not_allowed(method: Method) -> ApiError {
+    ApiError::MethodNotAllowed(method.to_string())
+}

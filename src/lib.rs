@@ -1,0 +1,21 @@
+//! hooklake turns iClosed CRM webhooks into a date-partitioned Parquet lake for DuckDB.
+//!
+//! One event's path, in module order: [`config`] resolves the settings; [`ingest`] takes the
+//! HTTP request and [`event`] parses, routes and identifies each object in its body;
+//! [`pipeline`] accepts the events into the [`buffer`] (the point where the 200 is earned) and,
+//! when a trigger fires, has [`flatten`] turn them into rows of every table and [`sink`] write
+//! those as Parquet files published atomically. [`server`] runs that lifecycle behind a socket,
+//! [`replay`] runs it over files, [`metrics`] counts everything, and [`cli`] is the command line.
+
+pub mod buffer;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod event;
+pub mod flatten;
+pub mod ingest;
+pub mod metrics;
+pub mod pipeline;
+pub mod replay;
+pub mod server;
+pub mod sink;

@@ -1,0 +1,185 @@
+//! Process metrics, rendered in the Prometheus text format at `GET /metrics`.
+//!
+//! Counters are keyed by metric name and one optional label; gauges are read from the pipeline
+//! when rendering. Invariant: every accepted, rejected or retried thing increments a counter
+//! here; nothing in this module blocks for longer than a map update.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+
+/// Counter names and their help text; [`Metrics::add`] only takes these.
+const COUNTERS: &[(&str, &str)] = &[
+    (
+        "hooklake_requests_total",
+        "Webhook requests by outcome (accepted, or the rejection reason).",
+    ),
+    (
+        "hooklake_events_accepted_total",
+        "Events accepted into the buffer, by event type.",
+    ),
+    (
+        "hooklake_parse_errors_total",
+        "Values that could not be read as their column's type, by table.",
+    ),
+    (
+        "hooklake_flushes_total",
+        "Flushes by result (ok, empty, failed).",
+    ),
+    (
+        "hooklake_flush_triggers_total",
+        "Flushes started, by trigger.",
+    ),
+    (
+        "hooklake_rows_written_total",
+        "Rows written to Parquet, by table.",
+    ),
+    (
+        "hooklake_bytes_written_total",
+        "Parquet bytes written, by table.",
+    ),
+    (
+        "hooklake_files_written_total",
+        "Parquet files published, by table.",
+    ),
+];
+
+/// Counters of one process.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    counters: Mutex<BTreeMap<(&'static str, String), u64>>,
+}
+
+/// Point-in-time values the renderer reads from the pipeline.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Gauges {
+    pub buffer_events: usize,
+    pub buffer_bytes: usize,
+    pub oldest_unflushed_age_secs: f64,
+    pub last_flush_unix_secs: f64,
+    pub ready: bool,
+}
+
+impl Metrics {
+    /// Adds `n` to counter `name` with label value `label` (the label name is fixed per metric).
+    pub fn add(&self, name: &'static str, label: &str, n: u64) {
+        debug_assert!(
+            COUNTERS.iter().any(|(c, _)| *c == name),
+            "unregistered counter {name}"
+        );
+        let mut counters = self.counters.lock().unwrap_or_else(|e| e.into_inner());
+        *counters.entry((name, label.to_string())).or_default() += n;
+    }
+
+    /// The current value of a counter (0 if never incremented).
+    pub fn get(&self, name: &'static str, label: &str) -> u64 {
+        let counters = self.counters.lock().unwrap_or_else(|e| e.into_inner());
+        counters
+            .get(&(name, label.to_string()))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Renders every counter and the given gauges in the Prometheus text format.
+    pub fn render(&self, gauges: Gauges) -> String {
+        let counters = self
+            .counters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let mut out = String::new();
+        for (name, help) in COUNTERS {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for ((n, label), value) in &counters {
+                if n == name {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{{}=\"{}\"}} {value}",
+                        label_name(name),
+                        escape(label)
+                    );
+                }
+            }
+        }
+        let gauge_lines: [(&str, &str, f64); 5] = [
+            (
+                "hooklake_buffer_events",
+                "Events waiting in the buffer.",
+                gauges.buffer_events as f64,
+            ),
+            (
+                "hooklake_buffer_bytes",
+                "Bytes counted against the buffer bound.",
+                gauges.buffer_bytes as f64,
+            ),
+            (
+                "hooklake_oldest_unflushed_event_age_seconds",
+                "Age of the oldest buffered event (0 when empty).",
+                gauges.oldest_unflushed_age_secs,
+            ),
+            (
+                "hooklake_last_flush_timestamp_seconds",
+                "Unix time of the last successful flush (0 before the first).",
+                gauges.last_flush_unix_secs,
+            ),
+            (
+                "hooklake_ready",
+                "1 when the server accepts events.",
+                if gauges.ready { 1.0 } else { 0.0 },
+            ),
+        ];
+        for (name, help, value) in gauge_lines {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
+        }
+        out
+    }
+}
+
+fn label_name(metric: &str) -> &'static str {
+    match metric {
+        "hooklake_requests_total" => "outcome",
+        "hooklake_events_accepted_total" => "event_type",
+        "hooklake_flushes_total" => "result",
+        "hooklake_flush_triggers_total" => "trigger",
+        _ => "table",
+    }
+}
+
+fn escape(label: &str) -> String {
+    label
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_gauges() {
+        let m = Metrics::default();
+        m.add("hooklake_events_accepted_total", "call_booked", 2);
+        m.add("hooklake_events_accepted_total", "call_booked", 1);
+        m.add("hooklake_requests_total", "bad \"json\"", 1);
+        assert_eq!(m.get("hooklake_events_accepted_total", "call_booked"), 3);
+        let text = m.render(Gauges {
+            buffer_events: 4,
+            ready: true,
+            ..Default::default()
+        });
+        assert!(
+            text.contains("hooklake_events_accepted_total{event_type=\"call_booked\"} 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("hooklake_requests_total{outcome=\"bad \\\"json\\\"\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("\nhooklake_buffer_events 4\n"), "{text}");
+        assert!(text.contains("\nhooklake_ready 1\n"), "{text}");
+    }
+}

@@ -1,0 +1,337 @@
+//! Batch mode: `hooklake replay FILE...` feeds exported payloads through the same pipeline.
+//!
+//! Input formats, detected per file: NDJSON (each line one request body: an object or an array
+//! of objects; blank lines skipped), or one JSON document spanning many lines (an array of
+//! objects, streamed element by element, or a single object). A line or element that is not an
+//! event is reported with its file and line (or element index) and skipped; the rest is written.
+//! Invariant: replay writes the same tables the server would, through [`Pipeline`], and never
+//! holds more than one flush's worth of events in memory.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::Utc;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::de::{DeserializeSeed, SeqAccess, Visitor};
+use serde_json::value::RawValue;
+
+use crate::event::{self, Envelope};
+use crate::pipeline::{FlushReason, Pipeline};
+
+/// One input the replay could not use.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejection {
+    /// File name as given (`-` for stdin).
+    pub file: String,
+    /// Where in the file: `line N` or `element N`.
+    pub place: String,
+    pub reason: String,
+}
+
+/// What a replay read and wrote.
+#[derive(Debug, Default)]
+pub struct Summary {
+    /// Request bodies read (lines, or documents).
+    pub bodies: usize,
+    /// Events accepted, by event type.
+    pub by_type: BTreeMap<&'static str, usize>,
+    pub rejected: Vec<Rejection>,
+    /// Rows written, by table.
+    pub rows: BTreeMap<&'static str, usize>,
+    pub files_written: usize,
+}
+
+impl Summary {
+    pub fn accepted(&self) -> usize {
+        self.by_type.values().sum()
+    }
+}
+
+/// Rejections shown in full in the summary; the rest are counted.
+const SHOWN_REJECTIONS: usize = 50;
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "bodies read: {}", self.bodies)?;
+        writeln!(f, "events accepted: {}", self.accepted())?;
+        for (t, n) in &self.by_type {
+            writeln!(f, "  {t}: {n}")?;
+        }
+        writeln!(f, "rejected: {}", self.rejected.len())?;
+        for r in self.rejected.iter().take(SHOWN_REJECTIONS) {
+            writeln!(f, "  {}:{}: {}", r.file, r.place, r.reason)?;
+        }
+        if self.rejected.len() > SHOWN_REJECTIONS {
+            writeln!(f, "  … and {} more", self.rejected.len() - SHOWN_REJECTIONS)?;
+        }
+        writeln!(f, "files written: {}", self.files_written)?;
+        for (t, n) in &self.rows {
+            writeln!(f, "  {t}: {n} rows")?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a replay stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("cannot read {file}: {source}")]
+    Read {
+        file: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Flush(#[from] crate::pipeline::FlushError),
+}
+
+/// Replays every input into `pipeline`, flushing whenever a size trigger fires and at the end.
+pub async fn replay(
+    pipeline: Arc<Pipeline>,
+    inputs: &[PathBuf],
+    max_json_depth: usize,
+) -> Result<Summary, ReplayError> {
+    let mut summary = Summary::default();
+    for input in inputs {
+        let name = input.display().to_string();
+        let pipeline = pipeline.clone();
+        let path = input.clone();
+        // Reading and parsing are blocking work; each batch is handed back to the runtime to flush.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Item>(4);
+        let reader = tokio::task::spawn_blocking(move || read_input(&path, max_json_depth, tx));
+        while let Some(item) = rx.recv().await {
+            match item {
+                Item::Events(events) => {
+                    summary.bodies += 1;
+                    for e in &events {
+                        *summary.by_type.entry(e.event_type.as_str()).or_default() += 1;
+                    }
+                    // Replay has no client to answer 503 to: when the buffer is full, flush.
+                    let due = match pipeline.accept(events) {
+                        Ok(due) => due,
+                        Err(refused) => {
+                            flush(&pipeline, &mut summary).await?;
+                            pipeline
+                                .accept(refused.batch)
+                                .map_err(|r| ReplayError::Read {
+                                    file: name.clone(),
+                                    source: std::io::Error::other(r.full.to_string()),
+                                })?
+                        }
+                    };
+                    if due {
+                        flush(&pipeline, &mut summary).await?;
+                    }
+                }
+                Item::Rejected { place, reason } => {
+                    summary.bodies += 1;
+                    summary.rejected.push(Rejection {
+                        file: name.clone(),
+                        place,
+                        reason,
+                    });
+                }
+            }
+        }
+        reader
+            .await
+            .map_err(|e| ReplayError::Read {
+                file: name.clone(),
+                source: std::io::Error::other(e.to_string()),
+            })?
+            .map_err(|source| ReplayError::Read {
+                file: name.clone(),
+                source,
+            })?;
+    }
+    flush(&pipeline, &mut summary).await?;
+    Ok(summary)
+}
+
+async fn flush(pipeline: &Pipeline, summary: &mut Summary) -> Result<(), ReplayError> {
+    let report = pipeline.flush(FlushReason::Replay).await?;
+    for (table, n) in report.rows {
+        *summary.rows.entry(table).or_default() += n;
+    }
+    summary.files_written += report.files.len();
+    Ok(())
+}
+
+/// What the reader thread sends: the events of one body, or why a body was rejected.
+enum Item {
+    Events(Vec<Envelope>),
+    Rejected { place: String, reason: String },
+}
+
+/// Reads one input (a path, or `-` for stdin) and sends its bodies.
+fn read_input(
+    path: &Path,
+    max_json_depth: usize,
+    tx: tokio::sync::mpsc::Sender<Item>,
+) -> std::io::Result<()> {
+    let source_path = format!("replay:{}", path.display());
+    let (raw, len): (Box<dyn Read + Send>, Option<u64>) = if path == Path::new("-") {
+        (Box::new(std::io::stdin()), None)
+    } else {
+        let file = std::fs::File::open(path)?;
+        let len = file.metadata()?.len();
+        (Box::new(file), Some(len))
+    };
+    let progress = progress_bar(len, &path.display().to_string());
+    let mut reader = BufReader::with_capacity(1 << 20, progress.wrap_read(raw));
+    let send = |item: Item| tx.blocking_send(item).is_ok();
+
+    let mut first = String::new();
+    let mut line_no = 0usize;
+    // Skip leading blank lines to find the first body line.
+    while first.trim().is_empty() {
+        first.clear();
+        if reader.read_line(&mut first)? == 0 {
+            progress.finish_and_clear();
+            return Ok(());
+        }
+        line_no += 1;
+    }
+    let one_line_document = serde_json::from_str::<&RawValue>(first.trim()).is_ok();
+    if !one_line_document && first.trim_start().starts_with('[') {
+        stream_array(first, reader, &source_path, max_json_depth, &send)?;
+    } else if !one_line_document && first.trim_start().starts_with('{') {
+        let mut text = first;
+        reader.read_to_string(&mut text)?;
+        send(body_item(
+            text.as_bytes(),
+            &source_path,
+            max_json_depth,
+            format!("line {line_no}"),
+        ));
+    } else {
+        let mut line = first;
+        loop {
+            if !line.trim().is_empty() {
+                let item = body_item(
+                    line.trim_end().as_bytes(),
+                    &source_path,
+                    max_json_depth,
+                    format!("line {line_no}"),
+                );
+                if !send(item) {
+                    break;
+                }
+            }
+            line.clear();
+            if reader.read_line(&mut line)? == 0 {
+                break;
+            }
+            line_no += 1;
+        }
+    }
+    progress.finish_and_clear();
+    Ok(())
+}
+
+fn body_item(body: &[u8], source_path: &str, max_json_depth: usize, place: String) -> Item {
+    match event::parse_body(
+        body,
+        None,
+        Utc::now().timestamp_micros(),
+        source_path,
+        max_json_depth,
+    ) {
+        Ok(events) => Item::Events(events),
+        Err(e) => Item::Rejected {
+            place,
+            reason: e.to_string(),
+        },
+    }
+}
+
+/// Streams the elements of a JSON array spanning many lines, one event each.
+fn stream_array(
+    first: String,
+    rest: impl BufRead,
+    source_path: &str,
+    max_json_depth: usize,
+    send: &dyn Fn(Item) -> bool,
+) -> std::io::Result<()> {
+    let chained = std::io::Cursor::new(first.into_bytes()).chain(rest);
+    let mut de = serde_json::Deserializer::from_reader(chained);
+    let seed = ArraySeed {
+        source_path,
+        max_json_depth,
+        send,
+    };
+    if let Err(e) = seed.deserialize(&mut de) {
+        send(Item::Rejected {
+            place: format!("line {}", e.line()),
+            reason: format!("invalid JSON array, rest of file skipped: {e}"),
+        });
+    }
+    Ok(())
+}
+
+struct ArraySeed<'a> {
+    source_path: &'a str,
+    max_json_depth: usize,
+    send: &'a dyn Fn(Item) -> bool,
+}
+
+impl<'de> DeserializeSeed<'de> for ArraySeed<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ArraySeed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an array of event objects")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut index = 0usize;
+        while let Some(element) = seq.next_element::<Box<RawValue>>()? {
+            let place = format!("element {index}");
+            let item = if element.get().starts_with('{') {
+                body_item(
+                    element.get().as_bytes(),
+                    self.source_path,
+                    self.max_json_depth,
+                    place,
+                )
+            } else {
+                Item::Rejected {
+                    place,
+                    reason: "not a JSON object".into(),
+                }
+            };
+            if !(self.send)(item) {
+                break;
+            }
+            index += 1;
+        }
+        Ok(())
+    }
+}
+
+/// A byte progress bar on a terminal (hidden otherwise, e.g. in tests and pipes).
+fn progress_bar(len: Option<u64>, name: &str) -> ProgressBar {
+    let bar = match len {
+        Some(n) => ProgressBar::new(n),
+        None => ProgressBar::new_spinner(),
+    };
+    let template = if len.is_some() {
+        "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}"
+    } else {
+        "{msg} {spinner} {bytes} {bytes_per_sec}"
+    };
+    bar.set_style(
+        ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_message(name.to_string());
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    bar
+}

@@ -1,0 +1,115 @@
+//! The `serve` lifecycle: bind, accept, flush on triggers, and shut down without losing events.
+//!
+//! Shutdown is injected as a future (SIGINT/SIGTERM in the binary, anything in tests). Order on
+//! shutdown: stop accepting connections and let in-flight requests finish, stop the trigger task,
+//! then run a final flush (retried a few times) and return. Invariant: every event acknowledged
+//! before shutdown is flushed before [`serve`] returns `Ok`.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::ingest::{AppState, router};
+use crate::metrics::Metrics;
+use crate::pipeline::{FlushReason, FlushReport, Pipeline, Triggers};
+
+/// Attempts of the final flush before giving up.
+const FINAL_FLUSH_ATTEMPTS: u32 = 3;
+
+/// Runs the server on `listener` until `shutdown` completes, then flushes. Returns the report of
+/// the final flush.
+pub async fn serve(
+    config: &Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<FlushReport> {
+    let pipeline = Pipeline::new(config, Arc::new(Metrics::default()))?;
+    let ready = Arc::new(AtomicBool::new(false));
+    let state = AppState {
+        pipeline: pipeline.clone(),
+        max_body_bytes: config.max_body_bytes,
+        max_json_depth: config.max_json_depth,
+        ready: ready.clone(),
+    };
+    let stop_triggers = CancellationToken::new();
+    let triggers = tokio::spawn(
+        pipeline
+            .clone()
+            .run_triggers(Triggers::from_config(config), stop_triggers.clone()),
+    );
+
+    ready.store(true, Ordering::Release);
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        data_dir = %config.data_dir.display(),
+        "hooklake is accepting webhooks"
+    );
+    let ready_on_stop = ready.clone();
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            ready_on_stop.store(false, Ordering::Release);
+            tracing::info!("shutting down: no new connections, finishing in-flight requests");
+        })
+        .await?;
+
+    stop_triggers.cancel();
+    triggers.await?;
+    let mut attempt = 1;
+    loop {
+        match pipeline.flush(FlushReason::Shutdown).await {
+            Ok(report) => {
+                tracing::info!(
+                    events = report.events,
+                    files = report.files.len(),
+                    "final flush done"
+                );
+                return Ok(report);
+            }
+            Err(e) if attempt < FINAL_FLUSH_ATTEMPTS => {
+                tracing::warn!(error = %e, attempt, "final flush failed; retrying");
+                attempt += 1;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => {
+                let buffered = pipeline.gauges(false).buffer_events;
+                return Err(anyhow::anyhow!(
+                    "final flush failed, {buffered} buffered events were not written: {e}"
+                ));
+            }
+        }
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("SIGINT received"),
+        _ = terminate => tracing::info!("SIGTERM received"),
+    }
+}

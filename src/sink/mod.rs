@@ -1,0 +1,387 @@
+//! The Parquet sink: rows -> date-partitioned files, published atomically.
+//!
+//! Layout: `<data_dir>/<table>/date=YYYY-MM-DD/part-<flush_id>.parquet`, where the date is the
+//! calendar date of the row's `event_time` in the partition time zone. A flush writes at most one
+//! file per table per partition.
+//!
+//! Publishing is two-phase so that a failed flush leaves nothing behind: every file is first
+//! written under a hidden temporary name (`.part-….parquet.tmp`, which no `*.parquet` glob
+//! matches) and fsynced; only when all are written are they renamed to their final names and
+//! their directories fsynced. Invariant: a reader never sees a partial file, and a flush that
+//! returns an error has published no file (temporary files are removed; leftovers of a crash are
+//! swept by [`Sink::open`]).
+
+pub mod writer;
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, FixedOffset};
+use parquet::arrow::ArrowWriter;
+use serde::Serialize;
+
+use crate::flatten::table::{Micros, Table};
+use crate::flatten::{
+    CallEventRow, CallOutcomeRow, ContactAnswerRow, ContactEventRow, RawEventRow, Tables,
+    TrackingParamRow,
+};
+pub use writer::WriterSettings;
+
+/// Suffix of temporary files.
+const TMP_SUFFIX: &str = ".tmp";
+
+/// Why a flush could not write its files.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("parquet encoding of {path}: {source}")]
+    Parquet {
+        path: PathBuf,
+        source: parquet::errors::ParquetError,
+    },
+}
+
+fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> SinkError + use<> {
+    let path = path.to_path_buf();
+    move |source| SinkError::Io { op, path, source }
+}
+
+/// One file a flush published.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FileWritten {
+    /// Table name.
+    pub table: &'static str,
+    /// Partition date, `YYYY-MM-DD`.
+    pub date: String,
+    /// Path relative to the data directory.
+    pub path: String,
+    /// Rows in the file.
+    pub rows: usize,
+    /// Size of the file in bytes.
+    pub bytes: u64,
+}
+
+/// Writes tables of rows under a data directory.
+#[derive(Debug, Clone)]
+pub struct Sink {
+    root: PathBuf,
+    settings: WriterSettings,
+    offset: FixedOffset,
+}
+
+/// A file written under its temporary name, waiting to be published.
+struct Staged {
+    tmp: PathBuf,
+    final_path: PathBuf,
+    file: FileWritten,
+}
+
+impl Sink {
+    /// Opens (creating if needed) a data directory, and removes temporary files a crashed flush
+    /// left behind.
+    pub fn open(
+        root: &Path,
+        settings: WriterSettings,
+        offset: FixedOffset,
+    ) -> Result<Sink, SinkError> {
+        fs::create_dir_all(root).map_err(io("create directory", root))?;
+        let sink = Sink {
+            root: root.to_path_buf(),
+            settings,
+            offset,
+        };
+        for path in
+            sink.files_matching(|name| name.starts_with('.') && name.ends_with(TMP_SUFFIX))?
+        {
+            tracing::warn!(path = %path.display(), "removing temporary file left by an interrupted flush");
+            fs::remove_file(&path).map_err(io("remove", &path))?;
+        }
+        Ok(sink)
+    }
+
+    /// The data directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Writes every table's rows as one file per partition, named after `flush_id`, and
+    /// publishes them all or none.
+    pub fn write(&self, tables: Tables, flush_id: &str) -> Result<Vec<FileWritten>, SinkError> {
+        let mut staged = Vec::new();
+        let result = self.stage_all(tables, flush_id, &mut staged);
+        if let Err(e) = result {
+            for s in &staged {
+                let _ = fs::remove_file(&s.tmp);
+            }
+            return Err(e);
+        }
+        self.publish(staged)
+    }
+
+    fn stage_all(
+        &self,
+        t: Tables,
+        flush_id: &str,
+        staged: &mut Vec<Staged>,
+    ) -> Result<(), SinkError> {
+        self.stage::<ContactEventRow>(t.contact_events, flush_id, staged)?;
+        self.stage::<TrackingParamRow>(t.tracking_params, flush_id, staged)?;
+        self.stage::<ContactAnswerRow>(t.contact_answers, flush_id, staged)?;
+        self.stage::<CallEventRow>(t.call_events, flush_id, staged)?;
+        self.stage::<CallOutcomeRow>(t.call_outcomes, flush_id, staged)?;
+        self.stage::<RawEventRow>(t.raw_events, flush_id, staged)?;
+        Ok(())
+    }
+
+    /// The partition date of an event time.
+    pub fn partition_date(&self, t: Micros) -> String {
+        let utc = DateTime::from_timestamp_micros(t.0).unwrap_or_default();
+        utc.with_timezone(&self.offset)
+            .format("%Y-%m-%d")
+            .to_string()
+    }
+
+    /// Writes the rows of one table, one temporary file per partition.
+    fn stage<T: Table>(
+        &self,
+        rows: Vec<T>,
+        flush_id: &str,
+        staged: &mut Vec<Staged>,
+    ) -> Result<(), SinkError> {
+        let mut partitions: BTreeMap<String, Vec<T>> = BTreeMap::new();
+        for row in rows {
+            partitions
+                .entry(self.partition_date(row.event_time()))
+                .or_default()
+                .push(row);
+        }
+        for (date, mut rows) in partitions {
+            T::sort(&mut rows);
+            let dir = self.root.join(T::NAME).join(format!("date={date}"));
+            fs::create_dir_all(&dir).map_err(io("create directory", &dir))?;
+            let name = file_name(flush_id);
+            let final_path = dir.join(&name);
+            let tmp = dir.join(format!(".{name}{TMP_SUFFIX}"));
+            let file = File::create(&tmp).map_err(io("create", &tmp))?;
+            staged.push(Staged {
+                tmp: tmp.clone(),
+                final_path,
+                file: FileWritten {
+                    table: T::NAME,
+                    path: format!("{}/date={date}/{name}", T::NAME),
+                    date,
+                    rows: rows.len(),
+                    bytes: 0,
+                },
+            });
+            let parquet = |source| SinkError::Parquet {
+                path: tmp.clone(),
+                source,
+            };
+            let props = writer::writer_properties::<T>(self.settings);
+            let mut writer =
+                ArrowWriter::try_new(file, T::schema(), Some(props)).map_err(parquet)?;
+            for chunk in rows.chunks(self.settings.row_group_rows) {
+                writer.write(&T::to_batch(chunk)).map_err(parquet)?;
+            }
+            let file = writer.into_inner().map_err(parquet)?;
+            file.sync_all().map_err(io("fsync", &tmp))?;
+            let last = staged.last_mut().expect("just pushed");
+            last.file.bytes = file.metadata().map_err(io("stat", &tmp))?.len();
+        }
+        Ok(())
+    }
+
+    /// Renames staged files to their final names and makes the renames durable.
+    fn publish(&self, staged: Vec<Staged>) -> Result<Vec<FileWritten>, SinkError> {
+        let mut dirs = Vec::new();
+        let mut written = Vec::with_capacity(staged.len());
+        for (i, s) in staged.iter().enumerate() {
+            if let Err(e) = fs::rename(&s.tmp, &s.final_path) {
+                // Undo this flush so its events can be retried without duplicates.
+                for done in &staged[..i] {
+                    let _ = fs::remove_file(&done.final_path);
+                }
+                for rest in &staged[i..] {
+                    let _ = fs::remove_file(&rest.tmp);
+                }
+                return Err(io("rename", &s.tmp)(e));
+            }
+            let dir = s
+                .final_path
+                .parent()
+                .expect("files live in a partition directory")
+                .to_path_buf();
+            if !dirs.contains(&dir) {
+                dirs.push(dir);
+            }
+        }
+        // The partition directories hold the new names; their parents (table directories and
+        // the root) may hold new directories.
+        let mut parents: Vec<PathBuf> = dirs
+            .iter()
+            .filter_map(|d| d.parent().map(Path::to_path_buf))
+            .collect();
+        parents.sort();
+        parents.dedup();
+        parents.push(self.root.clone());
+        for dir in dirs.iter().chain(&parents) {
+            fsync_dir(dir)?;
+        }
+        for s in staged {
+            written.push(s.file);
+        }
+        Ok(written)
+    }
+
+    /// Every file under `<root>/<table>/<partition>/` whose name satisfies `keep`.
+    fn files_matching(&self, keep: impl Fn(&str) -> bool) -> Result<Vec<PathBuf>, SinkError> {
+        let mut found = Vec::new();
+        for table in read_dirs(&self.root)? {
+            for partition in read_dirs(&table)? {
+                for entry in fs::read_dir(&partition).map_err(io("list", &partition))? {
+                    let path = entry.map_err(io("list", &partition))?.path();
+                    if path.file_name().and_then(|n| n.to_str()).is_some_and(&keep) {
+                        found.push(path);
+                    }
+                }
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// The sub-directories of `dir`.
+fn read_dirs(dir: &Path) -> Result<Vec<PathBuf>, SinkError> {
+    let mut dirs = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io("list", dir))? {
+        let entry = entry.map_err(io("list", dir))?;
+        if entry.file_type().map_err(io("stat", dir))?.is_dir() {
+            dirs.push(entry.path());
+        }
+    }
+    Ok(dirs)
+}
+
+fn fsync_dir(dir: &Path) -> Result<(), SinkError> {
+    File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(io("fsync directory", dir))
+}
+
+/// The name of a flush's file in each partition it touches.
+pub fn file_name(flush_id: &str) -> String {
+    format!("part-{flush_id}.parquet")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Envelope;
+
+    fn settings() -> WriterSettings {
+        WriterSettings {
+            zstd_level: 3,
+            row_group_rows: 1000,
+        }
+    }
+
+    fn utc() -> FixedOffset {
+        FixedOffset::east_opt(0).unwrap()
+    }
+
+    #[test]
+    fn file_names_are_pinned() {
+        assert_eq!(
+            file_name("20260304T140712123Z-0001-1a2b3c4d"),
+            "part-20260304T140712123Z-0001-1a2b3c4d.parquet"
+        );
+    }
+
+    #[test]
+    fn partition_date_follows_the_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        // 2026-03-04T23:30:00Z
+        let t = Micros(1_772_667_000_000_000);
+        let sink = Sink::open(dir.path(), settings(), utc()).unwrap();
+        assert_eq!(sink.partition_date(t), "2026-03-04");
+        let east =
+            Sink::open(dir.path(), settings(), FixedOffset::east_opt(3600).unwrap()).unwrap();
+        assert_eq!(east.partition_date(t), "2026-03-05");
+    }
+
+    #[test]
+    fn writes_one_file_per_table_and_partition_and_sweeps_temporaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = Sink::open(dir.path(), settings(), utc()).unwrap();
+        let events: Vec<Envelope> = [
+            r#"{"id": 1, "previewId": "p", "updatedAt": "2026-03-04T10:00:00Z"}"#,
+            r#"{"id": 2, "previewId": "p", "updatedAt": "2026-03-05T10:00:00Z"}"#,
+            r#"{"id": 1, "previewId": "p", "updatedAt": "2026-03-04T11:00:00Z"}"#,
+        ]
+        .iter()
+        .map(|t| Envelope::parse_one(t, None, 0, "/w").unwrap())
+        .collect();
+        let files = sink.write(crate::flatten::flatten(&events), "f1").unwrap();
+        let summary: Vec<(&str, &str, usize)> = files
+            .iter()
+            .map(|f| (f.table, f.date.as_str(), f.rows))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("contact_events", "2026-03-04", 2),
+                ("contact_events", "2026-03-05", 1),
+                ("raw_events", "2026-03-04", 2),
+                ("raw_events", "2026-03-05", 1),
+            ]
+        );
+        for f in &files {
+            assert!(dir.path().join(&f.path).is_file());
+            assert!(f.bytes > 0);
+        }
+        let stray = dir
+            .path()
+            .join("contact_events/date=2026-03-04/.part-x.parquet.tmp");
+        fs::write(&stray, b"partial").unwrap();
+        Sink::open(dir.path(), settings(), utc()).unwrap();
+        assert!(!stray.exists());
+    }
+
+    #[test]
+    fn a_failed_flush_publishes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = Sink::open(dir.path(), settings(), utc()).unwrap();
+        // A file where the raw_events table directory should be makes the last table fail.
+        fs::write(dir.path().join("raw_events"), b"not a directory").unwrap();
+        let event = Envelope::parse_one(r#"{"id": 1, "previewId": "p"}"#, None, 0, "/w").unwrap();
+        let err = sink
+            .write(crate::flatten::flatten(&[event]), "f1")
+            .unwrap_err();
+        assert!(err.to_string().contains("raw_events"), "{err}");
+        let leftovers: Vec<_> = walk(dir.path())
+            .into_iter()
+            .filter(|p| p.is_file())
+            .collect();
+        assert_eq!(leftovers, vec![dir.path().join("raw_events")]);
+    }
+
+    fn walk(dir: &Path) -> Vec<PathBuf> {
+        let mut out = vec![];
+        for e in fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+        out
+    }
+}
