@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -275,14 +275,22 @@ impl Pipeline {
             i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             i
         });
+        // The last occurrence of the schedule that fired: the next one is strictly after it, so
+        // a timer that wakes a little early cannot fire the same occurrence twice.
+        let mut last_occurrence: Option<DateTime<Utc>> = None;
         loop {
-            let until_schedule = triggers.schedule.as_ref().and_then(next_occurrence_in);
+            let next = triggers
+                .schedule
+                .as_ref()
+                .and_then(|s| next_occurrence(s, last_occurrence));
+            let until_schedule = next.map(|(_, wait)| wait);
             let reason = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = async { interval.as_mut().expect("guarded").tick().await }, if interval.is_some() => {
                     FlushReason::Interval
                 }
                 _ = tokio::time::sleep(until_schedule.unwrap_or_default()), if until_schedule.is_some() => {
+                    last_occurrence = next.map(|(at, _)| at);
                     FlushReason::Schedule
                 }
                 _ = self.flush_due.notified() => FlushReason::Size,
@@ -298,17 +306,15 @@ impl Pipeline {
     }
 }
 
-/// Time from now until the schedule's next occurrence (strictly after now).
-fn next_occurrence_in(schedule: &croner::Cron) -> Option<Duration> {
+/// The schedule's next occurrence strictly after both now and `after`, and the wait until it.
+fn next_occurrence(
+    schedule: &croner::Cron,
+    after: Option<DateTime<Utc>>,
+) -> Option<(DateTime<Utc>, Duration)> {
     let now = Utc::now();
-    let next = schedule.find_next_occurrence(&now, false).ok()?;
-    // Never less than a millisecond, so an occurrence that is "now" cannot fire twice.
-    Some(
-        (next - now)
-            .to_std()
-            .unwrap_or_default()
-            .max(Duration::from_millis(1)),
-    )
+    let from = after.map_or(now, |a| a.max(now));
+    let next = schedule.find_next_occurrence(&from, false).ok()?;
+    Some((next, (next - now).to_std().unwrap_or_default()))
 }
 
 #[cfg(test)]
@@ -396,9 +402,13 @@ mod tests {
         // The next minute boundary is at most 60 s of (paused) time away.
         tokio::time::sleep(Duration::from_secs(61)).await;
         settle(&p, "ok", 1).await;
+        // The schedule follows the wall clock while the test clock is paused: within 61 s of
+        // test time the next occurrence and at most one more (on an empty buffer) can fire.
+        let fired = p.metrics().get("hooklake_flush_triggers_total", "schedule");
+        assert!((1..=2).contains(&fired), "{fired}");
         assert_eq!(
-            p.metrics().get("hooklake_flush_triggers_total", "schedule"),
-            1
+            p.metrics().get("hooklake_flush_triggers_total", "interval"),
+            0
         );
         stop.cancel();
         task.await.unwrap();

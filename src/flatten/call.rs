@@ -39,23 +39,11 @@ pub(super) fn flatten(
     row.event_type_name = template.string("name", &mut notes);
     row.event_type_slug = template.string("slug", &mut notes);
     row.event_type_kind = template.string("kind", &mut notes);
-    let duration = template.int("duration", &mut notes);
-    let unit = template
-        .peek("durationUnit")
-        .and_then(Value::as_str)
-        .map(str::to_ascii_uppercase);
-    row.duration_min = match unit.as_deref() {
-        Some("HOURS" | "HOUR") => {
-            template.skip("durationUnit");
-            duration.map(|d| d * 60)
-        }
-        Some("MINUTES" | "MINUTE") => {
-            template.skip("durationUnit");
-            duration
-        }
-        // An unknown unit stays in extras and the duration is taken as minutes.
-        _ => duration,
-    };
+    row.event_type_category = template.string("type", &mut notes);
+    let mut owner = template.object("owner", &mut notes);
+    row.event_type_owner_type = owner.string("type", &mut notes);
+    owner.finish(&mut notes);
+    row.duration_min = minutes(&mut template, "duration", "durationUnit", &mut notes);
     template.finish(&mut notes);
 
     let mut event = o.object("event", &mut notes);
@@ -70,6 +58,19 @@ pub(super) fn flatten(
     row.cancel_reason = event.non_empty_string("cancel_reason", &mut notes);
     row.canceler_name = event.string("canceler_name", &mut notes);
     row.location = event.string("location", &mut notes);
+    // The invitee-local slot is the same instant in the invitee's offset: a duplicate when equal.
+    for (key, same_as) in [
+        ("invitee_start_time", row.start_at),
+        ("invitee_end_time", row.end_at),
+    ] {
+        let value = event
+            .peek(key)
+            .and_then(Value::as_str)
+            .and_then(super::reader::parse_timestamp);
+        if value.is_some() && value == same_as {
+            event.skip(key);
+        }
+    }
     for key in PRETTY_TIMES {
         event.skip(key);
     }
@@ -89,6 +90,8 @@ pub(super) fn flatten(
     row.invitee_email = invitee.string("email", &mut notes);
     row.invitee_name = invitee.string("name", &mut notes);
     row.reschedule_reason = invitee.non_empty_string("reschedule_reason", &mut notes);
+    row.is_reschedule = invitee.boolean("is_reschedule", &mut notes);
+    row.invitee_phone = invitee.string("text_reminder_number", &mut notes);
     if let Some(url) = invitee.string("previewUrl", &mut notes) {
         row.invitee_preview_id = preview_id_from_url(&url);
         if row.invitee_preview_id.is_none() {
@@ -107,6 +110,7 @@ pub(super) fn flatten(
     }
     invitee.finish(&mut notes);
 
+    row.answers = o.json("questions_and_responses");
     let mut tracking = o.object("tracking", &mut notes);
     [
         row.utm_source,
@@ -129,6 +133,32 @@ pub(super) fn flatten(
     let event_time = row.event_time;
     out.call_events.push(row);
     event_time
+}
+
+/// A duration in minutes from a number key and a unit key (`MINUTES` or `HOURS`). An unknown
+/// unit stays in extras and the number is taken as minutes.
+pub(super) fn minutes(
+    o: &mut Obj<'_>,
+    key: &str,
+    unit_key: &str,
+    notes: &mut Notes,
+) -> Option<i64> {
+    let value = o.int(key, notes);
+    let unit = o
+        .peek(unit_key)
+        .and_then(Value::as_str)
+        .map(str::to_ascii_uppercase);
+    match unit.as_deref() {
+        Some("HOURS" | "HOUR") => {
+            o.skip(unit_key);
+            value.map(|v| v * 60)
+        }
+        Some("MINUTES" | "MINUTE") => {
+            o.skip(unit_key);
+            value
+        }
+        _ => value,
+    }
 }
 
 /// The first of `keys` that holds a timestamp; the others are still marked read.

@@ -53,6 +53,7 @@ pub(super) fn flatten(
     row.booking_event_name = event.string("name", &mut notes);
     row.booking_event_type = event.string("eventType", &mut notes);
     row.booking_event_link_prefix = event.string("linkPrefix", &mut notes);
+    row.booking_event_color = event.string("color", &mut notes);
     event.finish(&mut notes);
 
     let mut call = o.object("latestCall", &mut notes);

@@ -170,11 +170,8 @@ mod tests {
         );
         assert_eq!(row.updated_attributes, None);
         assert_eq!(row.disqualifying_group.as_deref(), Some("[]"));
-        // Only the documented-but-unmapped event colour is left over.
-        assert_eq!(
-            row.extras.as_deref(),
-            Some(r##"{"event.color":"#3B82F6"}"##)
-        );
+        // Every documented key has a column or a table, so nothing is left over.
+        assert_eq!(row.extras, None);
         assert!(row.parse_errors.is_empty());
         let params: Vec<_> = t
             .tracking_params
@@ -206,25 +203,47 @@ mod tests {
             Some("priya.halvorsen@example.com")
         );
         assert_eq!(row.event_time, row.canceled_at.unwrap());
-        let extras: Value = serde_json::from_str(row.extras.as_deref().unwrap()).unwrap();
-        let mut keys: Vec<&str> = extras
-            .as_object()
-            .unwrap()
-            .keys()
-            .map(String::as_str)
-            .collect();
-        keys.sort();
+        assert_eq!(row.extras, None);
+        assert_eq!(row.duration_min, Some(20));
+        assert_eq!(row.event_type_owner_type.as_deref(), Some("setter"));
+    }
+
+    #[test]
+    fn every_fixture_maps_without_extras_or_parse_errors() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/iclosed");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            if !name.ends_with(".json") {
+                continue;
+            }
+            let t = flatten(&[envelope(&fixture(&name), None)]);
+            let extras: Vec<_> = t
+                .contact_events
+                .iter()
+                .map(|r| &r.extras)
+                .chain(t.call_events.iter().map(|r| &r.extras))
+                .chain(t.call_outcomes.iter().map(|r| &r.extras))
+                .collect();
+            assert_eq!(extras, vec![&None], "{name}");
+            assert_eq!(t.parse_error_count(), 0, "{name}");
+            seen += 1;
+        }
+        assert_eq!(seen, 10);
+    }
+
+    #[test]
+    fn unknown_nested_keys_land_in_extras() {
+        let t = flatten(&[envelope(
+            r#"{"uuid": 1, "callOutcome": "WON", "contactId": 2, "deal": {"value": 5, "currency": "EUR"}, "coupon": "X"}"#,
+            None,
+        )]);
+        let row = &t.call_outcomes[0];
+        assert_eq!(row.deal_value, Some(5.0));
         assert_eq!(
-            keys,
-            vec![
-                "event.invitee_end_time",
-                "event.invitee_start_time",
-                "event_type.owner",
-                "event_type.type",
-                "invitee.is_reschedule",
-                "invitee.text_reminder_number",
-                "questions_and_responses",
-            ]
+            row.extras.as_deref(),
+            Some(r#"{"coupon":"X","deal.currency":"EUR"}"#)
         );
     }
 

@@ -60,6 +60,8 @@ table! {
         booking_event_type: Option<String>,
         /// Source: `event.linkPrefix`.
         booking_event_link_prefix: Option<String>,
+        /// Colour of the booking page (not in the core contract). Source: `event.color`.
+        booking_event_color: Option<String>,
         /// Last-touch UTM source. Source: `tracking.utm_source`.
         utm_source: Option<String>,
         /// Source: `tracking.utm_medium`.
@@ -175,6 +177,11 @@ table! {
         event_type_slug: Option<String>,
         /// e.g. `Round Robin`. Source: `event_type.kind`.
         event_type_kind: Option<String>,
+        /// e.g. `STRATEGY_EVENT` (not in the core contract). Source: `event_type.type`.
+        event_type_category: Option<String>,
+        /// Role that owns the template, e.g. `closer`, `setter` (not in the core contract).
+        /// Source: `event_type.owner.type`.
+        event_type_owner_type: Option<String>,
         /// Slot start. Source: `event.utc_start_time`, else `event.start_time` (offsets honoured).
         start_at: Option<Micros>,
         /// Slot end. Source: `event.utc_end_time`, else `event.end_time`.
@@ -195,12 +202,17 @@ table! {
         canceler_name: Option<String>,
         /// Source: `invitee.reschedule_reason`.
         reschedule_reason: Option<String>,
+        /// Whether iClosed flags the booking as a reschedule (not in the core contract).
+        /// Source: `invitee.is_reschedule`.
+        is_reschedule: Option<bool>,
         /// Invitee id (not in the core contract). Source: `invitee.uuid`.
         invitee_id: Option<String>,
         /// Source: `invitee.email`.
         invitee_email: Option<String>,
         /// Source: `invitee.name`.
         invitee_name: Option<String>,
+        /// Phone number for reminders (not in the core contract). Source: `invitee.text_reminder_number`.
+        invitee_phone: Option<String>,
         /// Contact `preview_id` parsed from `invitee.previewUrl` (joins to `contact_events.preview_id`).
         invitee_preview_id: Option<String>,
         /// Primary assignee (`primary` = true), else the first. Source: `event.extended_assigned_to.*.name`.
@@ -213,6 +225,9 @@ table! {
         setter_email: Option<String>,
         /// Meeting URL or place. Source: `event.location`.
         location: Option<String>,
+        /// Booking-form answers as a JSON object (not in the core contract; calls carry no
+        /// contact id, so they are not rows of `contact_answers`). Source: `questions_and_responses`.
+        answers: Option<String>,
         /// Source: `tracking.utm_source`.
         utm_source: Option<String>,
         /// Source: `tracking.utm_medium`.
@@ -249,6 +264,12 @@ table! {
         contact_id: Option<i64>,
         /// Contact email (not in the core contract; joins to `call_events.invitee_email`). Source: `email`.
         contact_email: Option<String>,
+        /// Contact first name (not in the core contract). Source: `firstName`.
+        contact_first_name: Option<String>,
+        /// Contact last name (not in the core contract). Source: `lastName`.
+        contact_last_name: Option<String>,
+        /// Contact phone (not in the core contract). Source: `phoneNumber`.
+        contact_phone_number: Option<String>,
         /// User who recorded the outcome. Source: `userId`.
         user_id: Option<i64>,
         /// Event template id. Source: `eventId`.
@@ -257,6 +278,9 @@ table! {
         booking_event_name: Option<String>,
         /// Start of the call. Source: `startTime`.
         call_start_at: Option<Micros>,
+        /// Length of the call in minutes (`HOURS` converted; not in the core contract).
+        /// Source: `eventDuration`, `eventDurationUnit`.
+        call_duration_min: Option<i64>,
         /// Source: `closerEmail`.
         closer_email: Option<String>,
         /// e.g. `SALE`, `WON`, `NO_SALE`, raw casing kept. Source: `callOutcome`.
