@@ -26,6 +26,16 @@ pub enum ClientError {
 
 /// Sends `POST <base><path>` with an empty body; returns the status code and the body text.
 pub async fn post(base: &str, path: &str) -> Result<(u16, String), ClientError> {
+    send(base, "POST", path, b"").await
+}
+
+/// Sends one request with `body` (as JSON when not empty); returns the status and body text.
+pub async fn send(
+    base: &str,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> Result<(u16, String), ClientError> {
     let url = format!("{}{}", base.trim_end_matches('/'), path);
     let authority = base
         .strip_prefix("http://")
@@ -38,10 +48,13 @@ pub async fn post(base: &str, path: &str) -> Result<(u16, String), ClientError> 
     };
     let exchange = async {
         let mut stream = TcpStream::connect(authority).await.map_err(io)?;
-        let request = format!(
-            "POST {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Length: 0\r\nConnection: close\r\nUser-Agent: hooklake\r\n\r\n"
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\nUser-Agent: hooklake\r\n\r\n",
+            body.len()
         );
-        stream.write_all(request.as_bytes()).await.map_err(io)?;
+        stream.write_all(head.as_bytes()).await.map_err(io)?;
+        stream.write_all(body).await.map_err(io)?;
         let mut answer = Vec::new();
         stream.read_to_end(&mut answer).await.map_err(io)?;
         Ok::<_, ClientError>(answer)

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Runs the whole test suite on a fresh machine: installs the DuckDB CLI (the tests read every
+# Parquet table back with real DuckDB), then builds and runs every test.
+# Usage: scripts/test.sh [extra cargo test arguments]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v duckdb >/dev/null 2>&1; then
+    echo "== installing the DuckDB CLI from PyPI (duckdb-cli)" >&2
+    python3 -m pip install --quiet --disable-pip-version-check duckdb-cli
+    # pip puts the binary in the interpreter's scripts directory, which may not be on PATH.
+    PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$HOME/.local/bin:$PATH"
+    export PATH
+    hash -r
+fi
+echo "== $(duckdb --version)" >&2
+
+cargo test --locked --all-targets "$@"

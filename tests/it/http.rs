@@ -1,0 +1,601 @@
+//! The webhook endpoint, driven through the router, read back with DuckDB.
+
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+
+use crate::util::{Lake, fixture, fixture_names, fixture_object, scalar};
+
+/// The URL kind a user who registers one URL per trigger would use for each fixture (a mix of
+/// iClosed's identifiers and ours).
+fn url_kind(name: &str) -> &'static str {
+    match name {
+        "contact_created.json" | "contact_created_potential.json" => "newContactCreated",
+        "contact_updated.json" => "contactDetailChanged",
+        "contact_updated_multi.json" => "contactUpdated",
+        "contact_updated_status_change.json" => "contact.updated",
+        "call_scheduled.json" => "newCallScheduled",
+        "call_rescheduled.json" => "callRescheduled",
+        "call_cancelled.json" => "callCancelled",
+        "call_outcome.json" => "outcomeAdded",
+        "call_outcome_no_sale.json" => "call_outcome",
+        other => panic!("no URL kind for {other}"),
+    }
+}
+
+/// The table and event type each fixture must land in.
+fn expected_table(name: &str) -> (&'static str, &'static str) {
+    match name {
+        "contact_created.json" | "contact_created_potential.json" => {
+            ("contact_events", "contact_created")
+        }
+        n if n.starts_with("contact_updated") => ("contact_events", "contact_updated"),
+        "call_scheduled.json" => ("call_events", "call_booked"),
+        "call_rescheduled.json" => ("call_events", "call_rescheduled"),
+        "call_cancelled.json" => ("call_events", "call_cancelled"),
+        n if n.starts_with("call_outcome") => ("call_outcomes", "call_outcome"),
+        other => panic!("unexpected fixture {other}"),
+    }
+}
+
+async fn post_ok(lake: &Lake, path: &str, body: String) -> String {
+    let r = lake.post(path, body).await;
+    assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.body);
+    let ack = r.json();
+    assert_eq!(ack["accepted"], 1, "{ack}");
+    ack["event_ids"][0].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn every_fixture_lands_in_its_table_in_every_form() {
+    let lake = Lake::new();
+    let names = fixture_names();
+    assert_eq!(names.len(), 10);
+    let mut ids = Vec::new();
+    for name in &names {
+        let kind = url_kind(name);
+        let forms = [
+            ("/webhooks/iclosed".to_string(), fixture(name)),
+            ("/webhooks/iclosed".to_string(), fixture_object(name)),
+            (format!("/webhooks/iclosed/{kind}"), fixture(name)),
+            (format!("/webhooks/iclosed/{kind}"), fixture_object(name)),
+        ];
+        let mut form_ids = Vec::new();
+        for (path, body) in forms {
+            form_ids.push(post_ok(&lake, &path, body).await);
+        }
+        form_ids.dedup();
+        assert_eq!(
+            form_ids.len(),
+            1,
+            "{name}: every form of one object has one event_id"
+        );
+        ids.push((name.clone(), form_ids.remove(0)));
+    }
+    let report = lake.flush().await;
+    assert_eq!(report["events"], 40, "{report}");
+
+    for (name, id) in &ids {
+        let (table, event_type) = expected_table(name);
+        let rows = lake.query(&format!(
+            "select event_type, source_path from {{raw_events}} where event_id = '{id}' order by source_path"
+        ));
+        assert_eq!(rows.len(), 4, "{name} in raw_events");
+        assert!(
+            rows.iter().all(|r| r["event_type"] == event_type),
+            "{name}: {rows:?}"
+        );
+        assert_eq!(
+            rows[3]["source_path"],
+            format!("/webhooks/iclosed/{}", url_kind(name))
+        );
+        let typed = lake.query(&format!(
+            "select count(*) as n, count(distinct event_type) as types, min(event_type) as t \
+             from {{{table}}} where event_id = '{id}'"
+        ));
+        assert_eq!(typed[0]["n"], 4, "{name} in {table}");
+        assert_eq!(typed[0]["types"], 1);
+        assert_eq!(typed[0]["t"], event_type);
+    }
+    // Nothing else was written: 40 raw rows, and typed rows only for what was sent.
+    assert_eq!(scalar(&lake.query("select count(*) from {raw_events}")), 40);
+    assert_eq!(
+        scalar(&lake.query("select count(*) from {contact_events}")),
+        20
+    );
+    assert_eq!(
+        scalar(&lake.query("select count(*) from {call_events}")),
+        12
+    );
+    assert_eq!(
+        scalar(&lake.query("select count(*) from {call_outcomes}")),
+        8
+    );
+}
+
+#[tokio::test]
+async fn contact_created_columns() {
+    let lake = Lake::new();
+    let id = post_ok(&lake, "/webhooks/iclosed", fixture("contact_created.json")).await;
+    lake.flush().await;
+    let rows = lake.query("select * exclude (received_at) from {contact_events}");
+    assert_eq!(
+        Value::Object(rows[0].clone()),
+        json!({
+            "event_id": id, "event_type": "contact_created",
+            "event_time": "2026-03-04 14:09:55.061+00",
+            "contact_id": 48213, "account_id": 622, "user_id": 1907,
+            "preview_id": "contact_Qm7vT2xLp9aZ", "first_name": "Marisol", "last_name": "Okonkwo-Reyes",
+            "email": "marisol.or@example.com", "phone_number": "+15125550147",
+            "secondary_email": null, "secondary_phone_number": null, "status": "QUALIFIED",
+            "created_at": "2026-03-04 14:07:12.418+00", "updated_at": "2026-03-04 14:09:55.061+00",
+            "joined_time": "2026-03-04 14:07:12.418+00", "time_zone": "America/Chicago",
+            "country": "US", "ip_address": "203.0.113.42",
+            "booking_event_id": 3318, "booking_event_name": "Growth Strategy Session",
+            "booking_event_type": "STRATEGY_EVENT",
+            "booking_event_link_prefix": "northwind-studio/growth-strategy-session",
+            "booking_event_color": "#3B82F6",
+            "utm_source": "facebook", "utm_medium": "paid_social", "utm_campaign": "spring_webinar_2026",
+            "utm_term": null, "utm_content": "carousel_v3",
+            "first_utm_source": "google", "first_utm_medium": "cpc",
+            "first_utm_campaign": "brand_search_q1_2026", "first_utm_term": "northwind studio",
+            "first_utm_content": null,
+            "latest_call_at": "2026-03-06 16:30:00+00", "latest_call_duration_min": 45,
+            "latest_call_host_id": 1907, "latest_call_host_name": "Devon Achterberg",
+            "latest_call_host_email": "devon.achterberg@example.com",
+            "updated_attributes": null, "disqualifying_group": "[]", "hook_type": "Contact created",
+            "extras": null, "parse_errors": [], "date": "2026-03-04"
+        })
+    );
+    let params = lake.query("select position, key, value, contact_id, event_time from {tracking_params} order by position");
+    assert_eq!(
+        Value::Array(params.into_iter().map(Value::Object).collect()),
+        json!([
+            {"position": 1, "key": "fbclid", "value": "IwAR2synthExampleClickId7f3k", "contact_id": 48213,
+             "event_time": "2026-03-04 14:09:55.061+00"},
+            {"position": 2, "key": "landing_page", "value": "/apply", "contact_id": 48213,
+             "event_time": "2026-03-04 14:09:55.061+00"}
+        ])
+    );
+    let answers =
+        lake.query("select position, question, response from {contact_answers} order by position");
+    assert_eq!(
+        Value::Array(answers.into_iter().map(Value::Object).collect()),
+        json!([
+            {"position": 1, "question": "Phone Number", "response": "+15125550147"},
+            {"position": 2, "question": "Email Address", "response": "marisol.or@example.com"},
+            {"position": 3, "question": "Full Name", "response": "Marisol Okonkwo-Reyes"},
+            {"position": 4, "question": "What is your monthly marketing budget?", "response": "$5k - $10k"},
+            {"position": 5, "question": "How soon do you want to start?", "response": "Within 30 days"}
+        ])
+    );
+}
+
+#[tokio::test]
+async fn contact_updated_columns() {
+    let lake = Lake::new();
+    post_ok(
+        &lake,
+        "/webhooks/iclosed",
+        fixture("contact_updated_multi.json"),
+    )
+    .await;
+    post_ok(
+        &lake,
+        "/webhooks/iclosed",
+        fixture("contact_updated_status_change.json"),
+    )
+    .await;
+    lake.flush().await;
+    let rows = lake.query(
+        "select contact_id, status, updated_attributes, disqualifying_group, secondary_email, \
+         secondary_phone_number, utm_campaign, latest_call_at, date from {contact_events} order by contact_id",
+    );
+    assert_eq!(
+        Value::Array(rows.into_iter().map(Value::Object).collect()),
+        json!([
+            {"contact_id": 48213, "status": "QUALIFIED",
+             "updated_attributes": ["firstName", "email", "phoneNumber", "secondary_email", "secondary_phoneNumber", "tracking"],
+             "disqualifying_group": "[]", "secondary_email": "marisol.or@example.com",
+             "secondary_phone_number": "+15125550147", "utm_campaign": "march_roundup_2026",
+             "latest_call_at": "2026-03-12 19:00:00+00", "date": "2026-03-09"},
+            {"contact_id": 48530, "status": "DISQUALIFIED", "updated_attributes": ["status"],
+             "disqualifying_group": r#"[{"logic":"OR","statements":[{"operator":"IS","question":"What is your monthly marketing budget?","value":"Under $1k"}]}]"#,
+             "secondary_email": null, "secondary_phone_number": null, "utm_campaign": "case_study_series",
+             "latest_call_at": null, "date": "2026-05-19"}
+        ])
+    );
+    let params = lake.query("select list(key order by position) as keys from {tracking_params} where contact_id = 48213");
+    assert_eq!(scalar(&params), json!(["fbclid", "gclid", "ref"]));
+}
+
+#[tokio::test]
+async fn call_columns() {
+    let lake = Lake::new();
+    let booked = post_ok(&lake, "/webhooks/iclosed", fixture("call_scheduled.json")).await;
+    let moved = post_ok(&lake, "/webhooks/iclosed", fixture("call_rescheduled.json")).await;
+    let cancelled = post_ok(&lake, "/webhooks/iclosed", fixture("call_cancelled.json")).await;
+    lake.flush().await;
+    let rows = lake.query(&format!(
+        "select * exclude (received_at, event_time, date), event_time = received_at as at_receipt \
+         from {{call_events}} where event_id = '{moved}'"
+    ));
+    assert_eq!(
+        Value::Object(rows[0].clone()),
+        json!({
+            "event_id": moved, "event_type": "call_rescheduled",
+            "call_id": "918305", "call_type": "STRATEGY_CALL", "event_type_id": "7741",
+            "event_type_name": "Growth Strategy Session", "event_type_slug": "growth-strategy-session",
+            "event_type_kind": "Round Robin", "event_type_category": "STRATEGY_EVENT",
+            "event_type_owner_type": "closer",
+            "start_at": "2026-03-12 19:00:00+00", "end_at": "2026-03-12 19:45:00+00",
+            "old_start_at": "2026-03-06 16:30:00+00", "booked_at": "2026-03-04 14:09:55+00",
+            "duration_min": 45, "canceled": false, "canceled_at": null, "cancel_reason": null,
+            "canceler_name": null, "reschedule_reason": "Travelling that week, next Thursday works better",
+            "is_reschedule": true, "invitee_id": "552108", "invitee_email": "marisol.or@example.com",
+            "invitee_name": "Marisol Okonkwo-Reyes", "invitee_phone": "+15125550147",
+            "invitee_preview_id": "contact_Qm7vT2xLp9aZ",
+            "host_name": "Rafaela Moncrieff", "host_email": "rafaela.moncrieff@example.com",
+            "setter_name": "Priya Halvorsen", "setter_email": "priya.halvorsen@example.com",
+            "location": "https://meet.example.com/nws-7710-pzr",
+            "answers": r#"{"1_question":"Phone Number","1_response":"+15125550147","2_question":"Email Address","2_response":"marisol.or@example.com","3_question":"What is your monthly marketing budget?","3_response":"$5k - $10k"}"#,
+            "utm_source": "facebook", "utm_medium": "paid_social", "utm_campaign": "spring_webinar_2026",
+            "utm_term": null, "utm_content": "carousel_v3", "hook_type": "Call rescheduled",
+            "extras": null, "parse_errors": [], "at_receipt": true
+        })
+    );
+    let rows = lake.query(&format!(
+        "select event_id, event_type, event_time, date, call_id, start_at, canceled, canceled_at, cancel_reason, \
+         canceler_name, duration_min, host_email from {{call_events}} where event_id in ('{booked}', '{cancelled}') \
+         order by event_time"
+    ));
+    assert_eq!(
+        Value::Array(rows.into_iter().map(Value::Object).collect()),
+        json!([
+            {"event_id": booked, "event_type": "call_booked", "event_time": "2026-03-04 14:09:55+00",
+             "date": "2026-03-04", "call_id": "918305", "start_at": "2026-03-06 16:30:00+00", "canceled": false,
+             "canceled_at": null, "cancel_reason": null, "canceler_name": null, "duration_min": 45,
+             "host_email": "devon.achterberg@example.com"},
+            {"event_id": cancelled, "event_type": "call_cancelled", "event_time": "2026-06-02 13:48:21.307+00",
+             "date": "2026-06-02", "call_id": "921774", "start_at": "2026-06-04 15:00:00+00", "canceled": true,
+             "canceled_at": "2026-06-02 13:48:21.307+00", "cancel_reason": null,
+             "canceler_name": "Aiyana Brightwater", "duration_min": 20,
+             "host_email": "priya.halvorsen@example.com"}
+        ])
+    );
+}
+
+#[tokio::test]
+async fn outcome_columns() {
+    let lake = Lake::new();
+    let sale = post_ok(&lake, "/webhooks/iclosed", fixture("call_outcome.json")).await;
+    let no_sale = post_ok(
+        &lake,
+        "/webhooks/iclosed",
+        fixture("call_outcome_no_sale.json"),
+    )
+    .await;
+    lake.flush().await;
+    let rows = lake.query(&format!(
+        "select * exclude (received_at) from {{call_outcomes}} where event_id = '{sale}'"
+    ));
+    assert_eq!(
+        Value::Object(rows[0].clone()),
+        json!({
+            "event_id": sale, "event_type": "call_outcome", "event_time": "2026-03-12 19:52:10+00",
+            "outcome_id": 60417, "contact_id": 48213, "contact_email": "marisol.or@example.com",
+            "contact_first_name": "Marisol", "contact_last_name": "Okonkwo-Reyes",
+            "contact_phone_number": "+15125550147", "user_id": 2051, "booking_event_id": 3318,
+            "booking_event_name": "Growth Strategy Session", "call_start_at": "2026-03-12 19:00:00+00",
+            "call_duration_min": 45, "closer_email": "rafaela.moncrieff@example.com", "outcome": "SALE",
+            "no_sale_reason": null, "objection": null, "deal_value": 7500.0, "deal_transaction_type": "SALE",
+            "deal_created_at": "2026-03-12 19:52:10+00", "product_name": "Growth Accelerator Retainer",
+            "notes": "Signed the six-month retainer; kickoff booked for the 23rd.", "transactions": "[]",
+            "hook_type": "Outcome added", "extras": null, "parse_errors": [], "date": "2026-03-12"
+        })
+    );
+    let rows = lake.query(&format!(
+        "select outcome, no_sale_reason, objection, deal_value, deal_created_at, event_time = received_at as at_receipt \
+         from {{call_outcomes}} where event_id = '{no_sale}'"
+    ));
+    assert_eq!(
+        Value::Object(rows[0].clone()),
+        json!({"outcome": "NO_SALE", "no_sale_reason": "FOLLOW_UP_SCHEDULE", "objection": "PARTNER",
+               "deal_value": null, "deal_created_at": null, "at_receipt": true})
+    );
+}
+
+#[tokio::test]
+async fn raw_events_keep_the_exact_object_text() {
+    let lake = Lake::new();
+    let body =
+        r#"[ {"hookType":"Contact created", "id": 7,  "previewId":"contact_a", "weird": 1.50} ]"#;
+    let id = post_ok(&lake, "/webhooks/iclosed", body.to_string()).await;
+    lake.flush().await;
+    let rows = lake.query("select * exclude (received_at, event_time) from {raw_events}");
+    assert_eq!(
+        Value::Object(rows[0].clone()),
+        json!({
+            "event_id": id, "event_type": "contact_created", "hook_type": "Contact created",
+            "source_path": "/webhooks/iclosed",
+            "payload": r#"{"hookType":"Contact created", "id": 7,  "previewId":"contact_a", "weird": 1.50}"#,
+            "date": rows[0]["date"]
+        })
+    );
+    // The unknown key is kept on the typed row too.
+    let extras = lake.query("select extras from {contact_events}");
+    assert_eq!(scalar(&extras), r#"{"weird":1.5}"#);
+}
+
+#[tokio::test]
+async fn redelivery_and_reformatting_keep_the_event_id() {
+    let lake = Lake::new();
+    let original = fixture("contact_updated.json");
+    let first = post_ok(&lake, "/webhooks/iclosed", original.clone()).await;
+    let again = post_ok(&lake, "/webhooks/iclosed", original).await;
+    // The same object with its keys in reverse order and no whitespace.
+    let value: Value = serde_json::from_str(&fixture_object("contact_updated.json")).unwrap();
+    let reversed: String = {
+        let map = value.as_object().unwrap();
+        let parts: Vec<String> = map
+            .iter()
+            .rev()
+            .map(|(k, v)| format!("{}:{}", Value::String(k.clone()), v))
+            .collect();
+        format!("{{{}}}", parts.join(","))
+    };
+    let reordered = post_ok(&lake, "/webhooks/iclosed", reversed).await;
+    assert_eq!(first, again);
+    assert_eq!(first, reordered);
+    // A real change is a different event.
+    let changed = fixture("contact_updated.json").replace("America/Chicago", "America/Denver");
+    assert_ne!(post_ok(&lake, "/webhooks/iclosed", changed).await, first);
+    lake.flush().await;
+    let rows =
+        lake.query("select count(*) as n, count(distinct event_id) as ids from {contact_events}");
+    assert_eq!(rows[0]["n"], 4);
+    assert_eq!(rows[0]["ids"], 2);
+}
+
+#[tokio::test]
+async fn unknown_event_types_are_kept_raw_and_counted() {
+    let lake = Lake::new();
+    let id = post_ok(
+        &lake,
+        "/webhooks/iclosed",
+        r#"{"hookType": "Note added", "note": "call back"}"#.into(),
+    )
+    .await;
+    let shapeless = post_ok(
+        &lake,
+        "/webhooks/iclosed",
+        r#"{"something": "else"}"#.into(),
+    )
+    .await;
+    lake.flush().await;
+    let rows = lake.query(
+        "select event_id, event_type, hook_type from {raw_events} order by hook_type nulls last",
+    );
+    assert_eq!(
+        Value::Array(rows.into_iter().map(Value::Object).collect()),
+        json!([
+            {"event_id": id, "event_type": "unknown", "hook_type": "Note added"},
+            {"event_id": shapeless, "event_type": "unknown", "hook_type": null}
+        ])
+    );
+    let metrics = lake.request("GET", "/metrics", "").await.body;
+    assert!(
+        metrics.contains("hooklake_events_accepted_total{event_type=\"unknown\"} 2"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn malformed_bodies_get_a_4xx_with_a_message_and_the_server_keeps_serving() {
+    let lake = Lake::with(|c| c.max_body_bytes = 4096);
+    let deep = "[".repeat(200) + &"]".repeat(200);
+    let cases: Vec<(&str, Vec<u8>, StatusCode, &str)> = vec![
+        (
+            "truncated",
+            br#"[{"id": 1, "previewId": "#.to_vec(),
+            StatusCode::BAD_REQUEST,
+            "not valid JSON",
+        ),
+        (
+            "number",
+            b"42".to_vec(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "body is a JSON number",
+        ),
+        (
+            "string",
+            br#""hello""#.to_vec(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "body is a JSON string",
+        ),
+        (
+            "null",
+            b"null".to_vec(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "body is a JSON null",
+        ),
+        (
+            "numbers",
+            b"[1, 2, 3]".to_vec(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "array element 0 is a JSON number",
+        ),
+        (
+            "mixed",
+            br#"[{"a": 1}, [2]]"#.to_vec(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "array element 1 is a JSON array",
+        ),
+        (
+            "empty array",
+            b"[]".to_vec(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "empty array",
+        ),
+        (
+            "empty body",
+            b"".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "body is empty",
+        ),
+        (
+            "deep nesting",
+            deep.into_bytes(),
+            StatusCode::BAD_REQUEST,
+            "nested deeper than 64",
+        ),
+        (
+            "invalid UTF-8",
+            b"{\"a\": \"\xff\xfe\"}".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "not valid UTF-8",
+        ),
+        (
+            "oversize",
+            vec![b' '; 5000],
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "larger than the limit of 4096 bytes",
+        ),
+        (
+            "two documents",
+            br#"{"a":1}{"b":2}"#.to_vec(),
+            StatusCode::BAD_REQUEST,
+            "not valid JSON",
+        ),
+    ];
+    for (what, body, status, message) in cases {
+        let r = lake.post("/webhooks/iclosed", body).await;
+        assert_eq!(r.status, status, "{what}: {}", r.body);
+        let error = r.json()["error"].as_str().unwrap_or_default().to_string();
+        assert!(error.contains(message), "{what}: {error}");
+        // The server still answers, and still takes a good event.
+        assert_eq!(
+            lake.request("GET", "/healthz", "").await.status,
+            StatusCode::OK
+        );
+    }
+    post_ok(&lake, "/webhooks/iclosed", fixture("call_outcome.json")).await;
+    let report = lake.flush().await;
+    assert_eq!(
+        report["events"], 1,
+        "rejected bodies must leave nothing behind: {report}"
+    );
+    let metrics = lake.request("GET", "/metrics", "").await.body;
+    assert!(
+        metrics.contains("hooklake_requests_total{outcome=\"invalid_json\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("hooklake_requests_total{outcome=\"too_large\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn unknown_url_kind_is_a_404_listing_the_kinds() {
+    let lake = Lake::new();
+    let r = lake
+        .post(
+            "/webhooks/iclosed/contactDeleted",
+            fixture("contact_created.json"),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let error = r.json()["error"].as_str().unwrap().to_string();
+    assert!(
+        error.contains("contactDeleted")
+            && error.contains("newContactCreated")
+            && error.contains("call_outcome"),
+        "{error}"
+    );
+    let r = lake.post("/nowhere", "").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert!(r.json()["error"].as_str().unwrap().contains("/nowhere"));
+    let r = lake.request("GET", "/webhooks/iclosed", "").await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert!(r.json()["error"].as_str().unwrap().contains("GET"));
+}
+
+#[tokio::test]
+async fn a_full_buffer_answers_503_with_retry_after_and_recovers_after_a_flush() {
+    let body = fixture("contact_created.json");
+    let lake = Lake::with(|c| {
+        c.max_body_bytes = 8192;
+        c.buffer_max_bytes = 8192;
+    });
+    post_ok(&lake, "/webhooks/iclosed", body.clone()).await;
+    let r = lake.post("/webhooks/iclosed", body.clone()).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.body);
+    assert_eq!(r.headers["retry-after"], "5");
+    assert!(r.json()["error"].as_str().unwrap().contains("buffer full"));
+    assert_eq!(
+        lake.flush().await["events"],
+        1,
+        "the refused request must not be half-accepted"
+    );
+    post_ok(&lake, "/webhooks/iclosed", body).await;
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics() {
+    let lake = Lake::new();
+    assert_eq!(
+        lake.request("GET", "/healthz", "").await.json(),
+        json!({"status": "ok"})
+    );
+    assert_eq!(
+        lake.request("GET", "/readyz", "").await.json(),
+        json!({"ready": true})
+    );
+    post_ok(&lake, "/webhooks/iclosed", fixture("call_scheduled.json")).await;
+    let before = lake.request("GET", "/metrics", "").await.body;
+    assert!(before.contains("\nhooklake_buffer_events 1\n"), "{before}");
+    lake.flush().await;
+    let after = lake.request("GET", "/metrics", "").await.body;
+    assert!(after.contains("\nhooklake_buffer_events 0\n"), "{after}");
+    assert!(
+        after.contains("hooklake_rows_written_total{table=\"call_events\"} 1"),
+        "{after}"
+    );
+    assert!(
+        after.contains("hooklake_flushes_total{result=\"ok\"} 1"),
+        "{after}"
+    );
+}
+
+#[tokio::test]
+async fn admin_flush_reports_what_it_wrote() {
+    let lake = Lake::new();
+    assert_eq!(
+        lake.flush().await["events"],
+        0,
+        "an empty flush writes nothing"
+    );
+    post_ok(&lake, "/webhooks/iclosed", fixture("contact_created.json")).await;
+    let report = lake.flush().await;
+    assert_eq!(report["reason"], "manual");
+    assert_eq!(
+        report["rows"],
+        json!({"call_events": 0, "call_outcomes": 0, "contact_answers": 5,
+        "contact_events": 1, "raw_events": 1, "tracking_params": 2})
+    );
+    let files: Vec<&str> = report["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(files.len(), 4);
+    let flush_id = report["flush_id"].as_str().unwrap();
+    for f in files {
+        assert!(
+            f.ends_with(&format!("/date=2026-03-04/part-{flush_id}.parquet")),
+            "{f}"
+        );
+        assert!(lake.dir.path().join(f).is_file());
+    }
+}

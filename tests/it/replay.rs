@@ -1,0 +1,145 @@
+//! `hooklake replay`: NDJSON, JSON arrays and stdin, with rejected lines reported.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use crate::util::{duckdb, fixture, fixture_object, fixtures_dir, scalar, scan};
+
+fn replay(data_dir: &std::path::Path, args: &[&str], stdin: Option<&str>) -> (i32, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hooklake"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("replay")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).unwrap();
+    }
+    drop(input);
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn a_malformed_line_is_reported_and_the_rest_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("export.ndjson");
+    let lines = [
+        fixture_object("contact_created.json"),
+        r#"{"id": 1, "previewId": "#.to_string(),
+        String::new(),
+        serde_json::to_string(
+            &serde_json::from_str::<serde_json::Value>(&fixture("call_scheduled.json")).unwrap(),
+        )
+        .unwrap(),
+        "42".to_string(),
+        fixture_object("call_outcome.json"),
+    ];
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let lake = dir.path().join("lake");
+    let (code, summary) = replay(&lake, &[input.to_str().unwrap()], None);
+    assert_eq!(code, 3, "some input rejected: {summary}");
+    assert!(summary.contains("events accepted: 3"), "{summary}");
+    assert!(summary.contains("rejected: 2"), "{summary}");
+    assert!(
+        summary.contains("export.ndjson:line 2: body is not valid JSON"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("export.ndjson:line 5: body is a JSON number"),
+        "{summary}"
+    );
+    let rows = duckdb(&format!(
+        "select event_type from {} order by event_type",
+        scan(&lake, "raw_events")
+    ));
+    let types: Vec<&str> = rows
+        .iter()
+        .map(|r| r["event_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        vec!["call_booked", "call_outcome", "contact_created"]
+    );
+    let source = duckdb(&format!(
+        "select distinct source_path from {}",
+        scan(&lake, "raw_events")
+    ));
+    assert_eq!(scalar(&source), format!("replay:{}", input.display()));
+}
+
+#[test]
+fn pretty_printed_arrays_and_stdin_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let files: Vec<String> = ["contact_updated.json", "call_rescheduled.json"]
+        .iter()
+        .map(|n| fixtures_dir().join(n).display().to_string())
+        .collect();
+    let mut args: Vec<&str> = files.iter().map(String::as_str).collect();
+    args.push("-");
+    let (code, summary) = replay(&lake, &args, Some(&fixture("call_cancelled.json")));
+    assert_eq!(code, 0, "{summary}");
+    assert!(summary.contains("events accepted: 3"), "{summary}");
+    assert!(
+        summary.contains("call_cancelled: 1") && summary.contains("contact_updated: 1"),
+        "{summary}"
+    );
+    let n = duckdb(&format!(
+        "select count(*) from {}",
+        scan(&lake, "call_events")
+    ));
+    assert_eq!(scalar(&n), 2);
+}
+
+#[test]
+fn a_broken_array_keeps_the_elements_before_the_break() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("broken.json");
+    let text = format!(
+        "[\n{},\n7,\n{},\n{{\"id\": ",
+        fixture_object("contact_created.json"),
+        fixture_object("call_outcome.json")
+    );
+    std::fs::write(&input, text).unwrap();
+    let lake = dir.path().join("lake");
+    let (code, summary) = replay(&lake, &[input.to_str().unwrap()], None);
+    assert_eq!(code, 3, "{summary}");
+    assert!(summary.contains("events accepted: 2"), "{summary}");
+    assert!(
+        summary.contains("broken.json:element 1: not a JSON object"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("invalid JSON array, rest of file skipped"),
+        "{summary}"
+    );
+    assert_eq!(
+        scalar(&duckdb(&format!(
+            "select count(*) from {}",
+            scan(&lake, "raw_events")
+        ))),
+        2
+    );
+}
+
+#[test]
+fn a_missing_file_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_hooklake"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["replay", "/nonexistent/export.ndjson"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/export.ndjson"));
+}

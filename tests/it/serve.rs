@@ -1,0 +1,218 @@
+//! The server over a real socket: the library's `serve` with an injected shutdown, and the
+//! `hooklake` binary itself (serve, flush, SIGTERM).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use hooklake::client;
+use hooklake::config::Config;
+use serde_json::Value;
+
+use crate::util::{duckdb, fixture, scalar, scan};
+
+#[tokio::test]
+async fn shutdown_flushes_what_was_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        data_dir: dir.path().to_path_buf(),
+        ..Config::default()
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        hooklake::server::serve(&config, listener, async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    for name in [
+        "contact_created.json",
+        "call_scheduled.json",
+        "call_outcome.json",
+    ] {
+        let (status, body) =
+            client::send(&base, "POST", "/webhooks/iclosed", fixture(name).as_bytes())
+                .await
+                .unwrap();
+        assert_eq!(status, 200, "{body}");
+    }
+    // Nothing is on disk before shutdown (the interval is 60 s)...
+    assert!(!dir.path().join("raw_events").exists());
+    stop.send(()).unwrap();
+    let report = server.await.unwrap().unwrap();
+    assert_eq!(report.events, 3);
+    // ...and everything is after.
+    assert_eq!(
+        scalar(&duckdb(&format!(
+            "select count(*) from {}",
+            scan(dir.path(), "raw_events")
+        ))),
+        3
+    );
+}
+
+/// A running `hooklake serve` child process and its address.
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Server {
+    fn start(data_dir: &std::path::Path) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hooklake"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .env("HOOKLAKE_LOG", "info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        // Reads the log until the listen address shows, then keeps draining it so the child
+        // never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listen=").nth(1) {
+                    let _ = tx.send(
+                        rest.split_whitespace()
+                            .next()
+                            .unwrap_or_default()
+                            .to_string(),
+                    );
+                }
+            }
+        });
+        let Ok(addr) = rx.recv_timeout(Duration::from_secs(30)) else {
+            let _ = child.kill();
+            panic!("the server did not log its listen address within 30 s");
+        };
+        Server {
+            child,
+            base: format!("http://{addr}"),
+        }
+    }
+
+    fn hooklake(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_hooklake"))
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        for _ in 0..600 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.child.kill().unwrap();
+        panic!("server did not exit within 30 s of SIGTERM");
+    }
+}
+
+#[tokio::test]
+async fn the_binary_serves_flushes_on_request_and_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let (status, body) = client::send(&server.base, "GET", "/readyz", b"")
+        .await
+        .unwrap();
+    assert_eq!((status, body.as_str()), (200, r#"{"ready":true}"#));
+
+    let (status, _) = client::send(
+        &server.base,
+        "POST",
+        "/webhooks/iclosed/contactCreated",
+        fixture("contact_created.json").as_bytes(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200);
+    let flush = server.hooklake(&["flush", "--url", &server.base]);
+    assert!(
+        flush.status.success(),
+        "{}",
+        String::from_utf8_lossy(&flush.stderr)
+    );
+    let report: Value = serde_json::from_slice(&flush.stdout).unwrap();
+    assert_eq!(report["events"], 1);
+    assert_eq!(report["rows"]["contact_events"], 1);
+
+    let (status, _) = client::send(
+        &server.base,
+        "POST",
+        "/webhooks/iclosed",
+        fixture("call_cancelled.json").as_bytes(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200);
+    let exit = server.terminate();
+    assert!(exit.success(), "graceful shutdown exits 0, got {exit}");
+    let rows = duckdb(&format!(
+        "select event_type, count(*) as n from {} group by all order by all",
+        scan(dir.path(), "raw_events")
+    ));
+    let counts: Vec<(String, i64)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["event_type"].as_str().unwrap().to_string(),
+                r["n"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        counts,
+        vec![("call_cancelled".into(), 1), ("contact_created".into(), 1)]
+    );
+}
+
+#[test]
+fn flush_without_a_server_names_the_url() {
+    let out = Command::new(env!("CARGO_BIN_EXE_hooklake"))
+        .args(["flush", "--url", "http://127.0.0.1:9"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot reach http://127.0.0.1:9/admin/flush"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn bad_configuration_is_reported_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hooklake.toml");
+    std::fs::write(&path, "flush_interval = 5\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_hooklake"))
+        .arg("--config")
+        .arg(&path)
+        .arg("serve")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("flush_interval") && stderr.contains("hooklake.toml"),
+        "{stderr}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_hooklake"))
+        .args(["serve", "--listen", "not-an-address"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("listen"));
+}
