@@ -76,6 +76,42 @@ impl Buffer {
         std::mem::take(&mut self.events)
     }
 
+    /// Reserves room for `bytes` of events that will be pushed with [`Buffer::push_reserved`]
+    /// (after they are logged), or refuses when the bound would be passed.
+    pub fn reserve(&mut self, bytes: usize) -> Result<(), BufferFull> {
+        if self.bytes + bytes > self.limits.max_bytes {
+            return Err(BufferFull {
+                buffered_bytes: self.bytes,
+                max_bytes: self.limits.max_bytes,
+            });
+        }
+        self.bytes += bytes;
+        Ok(())
+    }
+
+    /// Gives back a reservation that will not be used.
+    pub fn unreserve(&mut self, bytes: usize) {
+        self.bytes = self.bytes.saturating_sub(bytes);
+    }
+
+    /// Adds events whose bytes were reserved. Returns whether a flush is now due.
+    pub fn push_reserved(&mut self, batch: Vec<Envelope>) -> bool {
+        self.events.extend(batch);
+        self.flush_due()
+    }
+
+    /// The smallest log sequence number of a buffered event (logged events only).
+    pub fn min_seq(&self) -> Option<u64> {
+        self.events.iter().map(|e| e.seq).filter(|s| *s > 0).min()
+    }
+
+    /// Appends events recovered from the log, past the bound if need be (they were
+    /// acknowledged before the crash).
+    pub fn restore_back(&mut self, events: Vec<Envelope>) {
+        self.bytes += events.iter().map(Envelope::approx_bytes).sum::<usize>();
+        self.events.extend(events);
+    }
+
     /// Puts back events a failed flush took, ahead of anything accepted since.
     pub fn restore(&mut self, mut events: Vec<Envelope>) {
         self.bytes += events.iter().map(Envelope::approx_bytes).sum::<usize>();
@@ -148,6 +184,20 @@ mod tests {
         assert_eq!(refused.batch.len(), 2);
         assert_eq!(b.len(), 1);
         b.push_all(vec![event(4)]).unwrap();
+    }
+
+    #[test]
+    fn reservations_count_against_the_bound() {
+        let one = event(1).approx_bytes();
+        let mut b = Buffer::new(limits(2, 2 * one));
+        b.reserve(one).unwrap();
+        b.reserve(one).unwrap();
+        assert!(b.reserve(1).is_err());
+        b.unreserve(one);
+        let mut e = event(1);
+        e.seq = 9;
+        assert!(!b.push_reserved(vec![e]));
+        assert_eq!((b.len(), b.bytes(), b.min_seq()), (1, one, Some(9)));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Mode, Pipeline};
 
 /// Exit code of `replay` when some input was rejected (the rest was written).
 pub const EXIT_REJECTED: u8 = 3;
@@ -99,10 +99,19 @@ pub fn resolve(args: &Args) -> anyhow::Result<Config> {
 async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve { .. } => {
+            // Recover first: the listener opens once every acknowledged event is back in the buffer.
+            let (pipeline, _) =
+                Pipeline::open(&config, Arc::new(Metrics::default()), Mode::Logged)?;
             let listener = tokio::net::TcpListener::bind(&config.listen)
                 .await
                 .with_context(|| format!("cannot listen on {}", config.listen))?;
-            crate::server::serve(&config, listener, crate::server::shutdown_signal()).await?;
+            crate::server::serve(
+                &config,
+                pipeline,
+                listener,
+                crate::server::shutdown_signal(),
+            )
+            .await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Flush { .. } => {
@@ -115,7 +124,8 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCode> 
             }
         }
         Command::Replay { files } => {
-            let pipeline = Pipeline::new(&config, Arc::new(Metrics::default()))?;
+            let (pipeline, _) =
+                Pipeline::open(&config, Arc::new(Metrics::default()), Mode::Unlogged)?;
             let summary = crate::replay::replay(pipeline, &files, config.max_json_depth).await?;
             print!("{summary}");
             Ok(if summary.rejected.is_empty() {

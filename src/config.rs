@@ -37,6 +37,25 @@ pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
 pub const DEFAULT_PARTITION_TIME_ZONE: &str = "+00:00";
 /// Default URL of a running server, used by `hooklake flush`.
 pub const DEFAULT_SERVER_URL: &str = "http://127.0.0.1:8080";
+/// Default durability: a 200 means the request is on disk (fdatasync'd).
+pub const DEFAULT_DURABILITY: Durability = Durability::Fsync;
+/// Default longest time between log fsyncs with `durability = "batch"`.
+pub const DEFAULT_DURABILITY_BATCH_MS: u64 = 10;
+/// Default time an event id is remembered for deduplication (iClosed retries for 24 h).
+pub const DEFAULT_DEDUP_WINDOW_HOURS: u64 = 72;
+/// Default size of a write-ahead log segment (64 MiB).
+pub const DEFAULT_WAL_SEGMENT_MAX_BYTES: u64 = 64 * 1024 * 1024;
+
+/// When a webhook request is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    /// After the request is in the write-ahead log and fdatasync'd (group commit).
+    Fsync,
+    /// After the request is written to the log; fsync at most every `durability_batch_ms`. A
+    /// power loss can lose that window; a process crash loses nothing.
+    Batch,
+}
 
 /// Environment variables that are not config keys but are read elsewhere.
 const META_ENV: &[&str] = &["HOOKLAKE_CONFIG", "HOOKLAKE_LOG"];
@@ -71,6 +90,14 @@ pub struct Config {
     pub partition_time_zone: String,
     /// URL of the running server that `hooklake flush` talks to.
     pub server_url: String,
+    /// `fsync` (a 200 means on disk) or `batch` (fsync at most every `durability_batch_ms`).
+    pub durability: Durability,
+    /// Longest time between log fsyncs with `durability = "batch"`, in milliseconds.
+    pub durability_batch_ms: u64,
+    /// Hours an event id is remembered: a redelivery within the window is not written again.
+    pub dedup_window_hours: u64,
+    /// Size at which a write-ahead log segment is closed and a new one started.
+    pub wal_segment_max_bytes: u64,
 }
 
 impl Default for Config {
@@ -89,6 +116,10 @@ impl Default for Config {
             zstd_level: DEFAULT_ZSTD_LEVEL,
             partition_time_zone: DEFAULT_PARTITION_TIME_ZONE.to_string(),
             server_url: DEFAULT_SERVER_URL.to_string(),
+            durability: DEFAULT_DURABILITY,
+            durability_batch_ms: DEFAULT_DURABILITY_BATCH_MS,
+            dedup_window_hours: DEFAULT_DEDUP_WINDOW_HOURS,
+            wal_segment_max_bytes: DEFAULT_WAL_SEGMENT_MAX_BYTES,
         }
     }
 }
@@ -197,6 +228,15 @@ impl Config {
         }
         if !(1..=22).contains(&self.zstd_level) {
             return invalid("zstd_level", "must be between 1 and 22".into());
+        }
+        if !(1..=10_000).contains(&self.durability_batch_ms) {
+            return invalid("durability_batch_ms", "must be between 1 and 10000".into());
+        }
+        if self.dedup_window_hours == 0 {
+            return invalid("dedup_window_hours", "must be at least 1".into());
+        }
+        if self.wal_segment_max_bytes < 1024 * 1024 {
+            return invalid("wal_segment_max_bytes", "must be at least 1 MiB".into());
         }
         if let Err(message) = parse_offset(&self.partition_time_zone) {
             return invalid("partition_time_zone", message);

@@ -286,6 +286,8 @@ pub struct Envelope {
     pub raw: String,
     /// The parsed object.
     pub object: Map<String, Value>,
+    /// Sequence number of the write-ahead log record that holds it (0 when not logged).
+    pub seq: u64,
 }
 
 impl Envelope {
@@ -313,6 +315,7 @@ impl Envelope {
             source_path: source_path.to_string(),
             raw: raw.to_string(),
             object,
+            seq: 0,
         })
     }
 

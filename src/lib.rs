@@ -7,15 +7,17 @@
 //! those as Parquet files published atomically. [`server`] runs that lifecycle behind a socket,
 //! [`replay`] runs it over files, [`metrics`] counts everything, and [`cli`] is the command line.
 
-pub mod buffer;
-pub mod cli;
-pub mod client;
 pub mod config;
 pub mod event;
-pub mod flatten;
 pub mod ingest;
-pub mod metrics;
-pub mod pipeline;
-pub mod replay;
-pub mod server;
+pub mod wal;
+pub mod buffer;
+pub mod state;
+pub mod flatten;
 pub mod sink;
+pub mod pipeline;
+pub mod metrics;
+pub mod server;
+pub mod replay;
+pub mod client;
+pub mod cli;

@@ -19,8 +19,24 @@ const COUNTERS: &[(&str, &str)] = &[
         "Events accepted into the buffer, by event type.",
     ),
     (
+        "hooklake_events_duplicate_total",
+        "Events answered 200 but not taken: already written or pending.",
+    ),
+    (
         "hooklake_parse_errors_total",
-        "Values that could not be read as their column's type, by table.",
+        "Values that could not be read as their column's type.",
+    ),
+    (
+        "hooklake_recovered_events_total",
+        "Events put back in the buffer from the write-ahead log at start.",
+    ),
+    (
+        "hooklake_wal_damage_total",
+        "Damaged places found in the write-ahead log at start (torn tails, corruption).",
+    ),
+    (
+        "hooklake_dedup_purged_total",
+        "Event ids forgotten because they are older than the dedup window.",
     ),
     (
         "hooklake_flushes_total",
@@ -91,7 +107,9 @@ impl Metrics {
         for (name, help) in COUNTERS {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
             for ((n, label), value) in &counters {
-                if n == name {
+                if n == name && label.is_empty() {
+                    let _ = writeln!(out, "{name} {value}");
+                } else if n == name {
                     let _ = writeln!(
                         out,
                         "{name}{{{}=\"{}\"}} {value}",

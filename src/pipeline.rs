@@ -1,16 +1,20 @@
-//! The pipeline: the one place that sequences buffer -> flatten -> sink, and the flush triggers.
+//! The pipeline: the one place that sequences dedup -> wal -> buffer -> flatten -> sink ->
+//! commit, and the flush triggers.
 //!
-//! [`Pipeline::accept`] is the ack point: when it returns `Ok`, the events are in the buffer and
-//! the caller may answer 200. (The write-ahead log slots in here, before the buffer.)
-//! [`Pipeline::flush`] takes the whole buffer, flattens and encodes it on a blocking thread, and
-//! publishes the files; [`Pipeline::run_triggers`] fires flushes on the interval, the cron
-//! schedule and the size limits. Invariants: one flush runs at a time; a failed flush puts its
-//! events back in the buffer, so no accepted event is dropped by a flush error; the async
-//! workers never encode Parquet or fsync.
+//! [`Pipeline::accept`] is the ack point: it drops ids already written or already pending,
+//! reserves buffer room, appends the request to the write-ahead log (group commit), and only then
+//! buffers the events, so that when it returns `Ok` the caller may answer 200.
+//! [`Pipeline::flush`] takes the whole buffer, flattens and encodes it on a blocking thread,
+//! publishes the files, and commits the flush in the state store (flush number, log position,
+//! event ids); [`Pipeline::open`] recovers from a crash at any point of that sequence (the
+//! numbered steps are in ARCHITECTURE.md). Invariants: one flush runs at a time; a failed flush
+//! puts its events back in the buffer; an event id is written by at most one committed flush;
+//! the async workers never encode Parquet or fsync.
 
-use std::collections::BTreeMap;
-use std::hash::{BuildHasher, RandomState};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::collections::{BTreeMap, HashSet};
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,12 +23,14 @@ use serde::Serialize;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::buffer::{Buffer, Limits, Refused};
-use crate::config::Config;
-use crate::event::Envelope;
+use crate::buffer::{Buffer, BufferFull, Limits, Refused};
+use crate::config::{self, Config};
+use crate::event::{self, Envelope};
 use crate::flatten;
 use crate::metrics::{Gauges, Metrics};
 use crate::sink::{FileWritten, Sink, SinkError, WriterSettings};
+use crate::state::{Committed, Store, StoreError, id_bytes};
+use crate::wal::{self, Entry, Wal, WalConfig, WalError};
 
 /// What made a flush happen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -73,8 +79,79 @@ pub struct FlushReport {
 pub enum FlushError {
     #[error(transparent)]
     Sink(#[from] SinkError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
     #[error("flush task failed: {0}")]
     Task(String),
+}
+
+/// Why a batch of events was not accepted; the sender should retry later (503).
+#[derive(Debug, thiserror::Error)]
+pub enum AcceptError {
+    #[error(transparent)]
+    Full(#[from] BufferFull),
+    #[error(transparent)]
+    Log(#[from] WalError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("accept task failed: {0}")]
+    Task(String),
+}
+
+/// Why the pipeline could not open its data directory.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Log(#[from] WalError),
+    #[error(
+        "data directory {0} is in use by another hooklake process (lock held on {0}/_hooklake/lock)"
+    )]
+    Locked(PathBuf),
+    #[error("cannot use {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// What one accepted request did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Outcome {
+    /// Events taken (new, and now durable).
+    pub accepted: usize,
+    /// Events already written or already pending, answered but not taken again.
+    pub duplicates: usize,
+    /// Whether a size trigger fired.
+    #[serde(skip)]
+    pub flush_due: bool,
+}
+
+/// What start-up recovery found and did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Recovery {
+    /// Log records replayed (those after the last committed flush).
+    pub records: usize,
+    /// Events put back in the buffer from them.
+    pub events: usize,
+    /// Events in them that a committed flush had already written.
+    pub duplicates: usize,
+    /// Published files of an uncommitted flush that were removed.
+    pub removed_files: usize,
+    /// Damaged places in the log (truncated torn tail, skipped corruption).
+    pub damage: Vec<String>,
+}
+
+/// Whether requests go through the write-ahead log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The server: every request is logged before it is acknowledged.
+    Logged,
+    /// Batch replay: the input files are the durable source; nothing is logged.
+    Unlogged,
 }
 
 /// Time-based flush triggers.
@@ -96,72 +173,329 @@ impl Triggers {
     }
 }
 
-/// Buffer, sink and flush coordination, shared by the HTTP server and batch replay.
+/// Dedup, log, buffer, sink, state and flush coordination, shared by the server and replay.
 pub struct Pipeline {
     buffer: Mutex<Buffer>,
     sink: Sink,
-    /// Held for the whole of a flush so flushes never overlap; holds the flush sequence number.
-    flush_lock: tokio::sync::Mutex<u64>,
+    store: Store,
+    wal: Option<Wal>,
+    /// Ids of events accepted but not yet committed by a flush; a second copy is a duplicate.
+    pending_ids: Mutex<HashSet<[u8; 16]>>,
+    /// Requests between their log append and their buffer push: token -> a lower bound of their
+    /// log sequence number. A flush never lets replay start after one of them.
+    in_flight: Mutex<BTreeMap<u64, u64>>,
+    next_token: AtomicU64,
+    /// Held for the whole of a flush so flushes never overlap.
+    flush_lock: tokio::sync::Mutex<()>,
     /// Signalled when a size trigger fires.
     flush_due: Notify,
     metrics: Arc<Metrics>,
-    /// Random per process, so two processes writing one directory never pick the same file name.
-    instance: String,
     last_flush_unix_secs: AtomicI64,
+    dedup_window_secs: u64,
+    /// Testing hook shared with the log: while set, log writes fail as if the disk were full.
+    fail_log_writes: Arc<AtomicBool>,
+    /// An exclusive lock on `<data_dir>/_hooklake/lock`, held while the pipeline lives.
+    _lock: File,
 }
 
 impl Pipeline {
-    /// Opens the data directory and builds an empty pipeline.
-    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Arc<Pipeline>, SinkError> {
+    /// Opens the data directory, recovers from any crash, and returns a pipeline whose buffer
+    /// holds every logged event not yet committed.
+    pub fn open(
+        config: &Config,
+        metrics: Arc<Metrics>,
+        mode: Mode,
+    ) -> Result<(Arc<Pipeline>, Recovery), OpenError> {
+        let state_dir = config.data_dir.join("_hooklake");
+        let ioerr = |path: &std::path::Path| {
+            let path = path.to_path_buf();
+            move |source| OpenError::Io { path, source }
+        };
+        std::fs::create_dir_all(&state_dir).map_err(ioerr(&state_dir))?;
+        let lock_path = state_dir.join("lock");
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(ioerr(&lock_path))?;
+        if lock.try_lock().is_err() {
+            return Err(OpenError::Locked(config.data_dir.clone()));
+        }
+        let store = Store::open(&state_dir.join("state.redb"))?;
+        let committed = store.committed()?;
         let settings = WriterSettings {
             zstd_level: config.zstd_level,
             row_group_rows: config.row_group_rows,
         };
         let sink = Sink::open(&config.data_dir, settings, config.partition_offset())?;
+        let mut recovery = Recovery {
+            removed_files: sink.remove_uncommitted(committed.flush_seq)?.len(),
+            ..Default::default()
+        };
         let limits = Limits {
             flush_max_rows: config.flush_max_rows,
             flush_max_bytes: config.flush_max_bytes,
             max_bytes: config.buffer_max_bytes,
         };
-        let instance = format!(
-            "{:08x}",
-            RandomState::new().hash_one(std::process::id()) as u32
-        );
-        Ok(Arc::new(Pipeline {
+        let fail_log_writes = Arc::new(AtomicBool::new(false));
+        let (wal, records) = match mode {
+            Mode::Unlogged => (None, Vec::new()),
+            Mode::Logged => {
+                let durability = match config.durability {
+                    config::Durability::Fsync => wal::Durability::Fsync,
+                    config::Durability::Batch => wal::Durability::Batch {
+                        interval: Duration::from_millis(config.durability_batch_ms),
+                    },
+                };
+                let wal_config = WalConfig {
+                    dir: state_dir.join("wal"),
+                    durability,
+                    segment_max_bytes: config.wal_segment_max_bytes,
+                    fail_writes: fail_log_writes.clone(),
+                };
+                let (wal, recovered) = Wal::open(wal_config, committed.replay_from)?;
+                recovery.damage = recovered.damage;
+                (Some(wal), recovered.records)
+            }
+        };
+        let pipeline = Pipeline {
             buffer: Mutex::new(Buffer::new(limits)),
             sink,
-            flush_lock: tokio::sync::Mutex::new(0),
+            store,
+            wal,
+            pending_ids: Mutex::new(HashSet::new()),
+            in_flight: Mutex::new(BTreeMap::new()),
+            next_token: AtomicU64::new(0),
+            flush_lock: tokio::sync::Mutex::new(()),
             flush_due: Notify::new(),
             metrics,
-            instance,
             last_flush_unix_secs: AtomicI64::new(0),
-        }))
+            dedup_window_secs: config.dedup_window_hours * 3600,
+            fail_log_writes,
+            _lock: lock,
+        };
+        pipeline.replay_log(records, &mut recovery)?;
+        pipeline.metrics.add(
+            "hooklake_recovered_events_total",
+            "",
+            recovery.events as u64,
+        );
+        pipeline.metrics.add(
+            "hooklake_wal_damage_total",
+            "",
+            recovery.damage.len() as u64,
+        );
+        if recovery.records > 0 || recovery.removed_files > 0 || !recovery.damage.is_empty() {
+            tracing::info!(
+                records = recovery.records,
+                events = recovery.events,
+                duplicates = recovery.duplicates,
+                removed_files = recovery.removed_files,
+                damage = recovery.damage.len(),
+                "recovered from the write-ahead log"
+            );
+        }
+        Ok((Arc::new(pipeline), recovery))
+    }
+
+    /// Puts the events of logged records back in the buffer, through the same parsing and
+    /// dedup as live traffic (but not the buffer bound: they were acknowledged).
+    fn replay_log(
+        &self,
+        records: Vec<(u64, Vec<u8>)>,
+        recovery: &mut Recovery,
+    ) -> Result<(), StoreError> {
+        for (seq, payload) in records {
+            recovery.records += 1;
+            let Some(entry) = Entry::decode(&payload) else {
+                recovery
+                    .damage
+                    .push(format!("log record {seq}: payload is not a request entry"));
+                continue;
+            };
+            // The body was validated before it was logged; parse it with the widest depth limit so
+            // a lowered `max_json_depth` cannot lose it.
+            let events = match event::parse_body(
+                &entry.body,
+                entry.url_kind,
+                entry.received_at_us,
+                &entry.source_path,
+                128,
+            ) {
+                Ok(events) => events,
+                Err(e) => {
+                    recovery.damage.push(format!("log record {seq}: {e}"));
+                    continue;
+                }
+            };
+            let (mut fresh, duplicates) = self.claim_ids(events)?;
+            recovery.duplicates += duplicates;
+            recovery.events += fresh.len();
+            for e in &mut fresh {
+                e.seq = seq;
+            }
+            self.buffer().restore_back(fresh);
+        }
+        Ok(())
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
     }
 
+    /// Testing hook: makes log writes fail (as if the disk were full) while `fail` is true.
+    pub fn simulate_log_failure(&self, fail: bool) {
+        self.fail_log_writes.store(fail, Ordering::Relaxed);
+    }
+
     fn buffer(&self) -> std::sync::MutexGuard<'_, Buffer> {
         self.buffer.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Takes a batch of events, whole or not at all (a refused batch is handed back). Returns
-    /// whether a size trigger fired; the trigger task is then notified.
-    pub fn accept(&self, batch: Vec<Envelope>) -> Result<bool, Refused> {
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashSet<[u8; 16]>> {
+        self.pending_ids.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn in_flight(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, u64>> {
+        self.in_flight.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Splits events into fresh ones (whose ids are now pending) and a count of duplicates (ids
+    /// already committed, already pending, or repeated within the batch).
+    fn claim_ids(&self, events: Vec<Envelope>) -> Result<(Vec<Envelope>, usize), StoreError> {
+        let ids: Vec<[u8; 16]> = events.iter().map(|e| id_bytes(&e.event_id)).collect();
+        let mut pending = self.pending();
+        let committed = self.store.seen(&ids)?;
+        let mut fresh = Vec::with_capacity(events.len());
+        let mut duplicates = 0;
+        for ((event, id), seen) in events.into_iter().zip(ids).zip(committed) {
+            if !seen && pending.insert(id) {
+                fresh.push(event);
+            } else {
+                duplicates += 1;
+            }
+        }
+        Ok((fresh, duplicates))
+    }
+
+    fn release_ids(&self, events: &[Envelope]) {
+        let mut pending = self.pending();
+        for e in events {
+            pending.remove(&id_bytes(&e.event_id));
+        }
+    }
+
+    /// Takes a request's events: duplicates are dropped, the rest are logged (if this pipeline
+    /// logs) and buffered, whole or not at all. `entry` is the request as the log keeps it.
+    ///
+    /// Runs to completion even if the caller stops waiting (the work is a spawned task), so a
+    /// client that disconnects cannot leave an event logged but not buffered.
+    pub async fn accept(
+        self: &Arc<Self>,
+        entry: Entry,
+        events: Vec<Envelope>,
+    ) -> Result<Outcome, AcceptError> {
+        let this = self.clone();
+        tokio::spawn(async move { this.accept_now(entry, events).await })
+            .await
+            .map_err(|e| AcceptError::Task(e.to_string()))?
+    }
+
+    async fn accept_now(
+        &self,
+        entry: Entry,
+        events: Vec<Envelope>,
+    ) -> Result<Outcome, AcceptError> {
+        let (mut fresh, duplicates) = self.claim_ids(events)?;
+        self.metrics
+            .add("hooklake_events_duplicate_total", "", duplicates as u64);
+        if fresh.is_empty() {
+            return Ok(Outcome {
+                accepted: 0,
+                duplicates,
+                flush_due: false,
+            });
+        }
+        let bytes: usize = fresh.iter().map(Envelope::approx_bytes).sum();
+        if let Err(full) = self.buffer().reserve(bytes) {
+            self.release_ids(&fresh);
+            return Err(full.into());
+        }
+        if let Some(wal) = &self.wal {
+            let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+            self.in_flight().insert(token, wal.next_seq());
+            let appended = wal.append(entry.encode()).await;
+            let seq = match appended {
+                Ok(seq) => seq,
+                Err(e) => {
+                    self.in_flight().remove(&token);
+                    self.buffer().unreserve(bytes);
+                    self.release_ids(&fresh);
+                    return Err(e.into());
+                }
+            };
+            for e in &mut fresh {
+                e.seq = seq;
+            }
+            self.count_accepted(&fresh);
+            let accepted = fresh.len();
+            let flush_due = self.buffer().push_reserved(fresh);
+            self.in_flight().remove(&token);
+            return Ok(self.finish_accept(accepted, duplicates, flush_due));
+        }
+        self.count_accepted(&fresh);
+        let accepted = fresh.len();
+        let flush_due = self.buffer().push_reserved(fresh);
+        Ok(self.finish_accept(accepted, duplicates, flush_due))
+    }
+
+    fn count_accepted(&self, events: &[Envelope]) {
         let mut counts: BTreeMap<&'static str, u64> = BTreeMap::new();
-        for e in &batch {
+        for e in events {
             *counts.entry(e.event_type.as_str()).or_default() += 1;
         }
-        let due = self.buffer().push_all(batch)?;
         for (event_type, n) in counts {
             self.metrics
                 .add("hooklake_events_accepted_total", event_type, n);
         }
-        if due {
+    }
+
+    fn finish_accept(&self, accepted: usize, duplicates: usize, flush_due: bool) -> Outcome {
+        if flush_due {
             self.flush_due.notify_one();
         }
-        Ok(due)
+        Outcome {
+            accepted,
+            duplicates,
+            flush_due,
+        }
+    }
+
+    /// Takes a batch without logging it (replay's path); a refused batch is handed back.
+    pub fn accept_unlogged(&self, batch: Vec<Envelope>) -> Result<Outcome, Refused> {
+        let (fresh, duplicates) = match self.claim_ids(batch.clone()) {
+            Ok(claimed) => claimed,
+            Err(e) => {
+                tracing::error!(error = %e, "state store read failed");
+                let full = BufferFull {
+                    buffered_bytes: 0,
+                    max_bytes: 0,
+                };
+                return Err(Refused { full, batch });
+            }
+        };
+        let bytes: usize = fresh.iter().map(Envelope::approx_bytes).sum();
+        if let Err(full) = self.buffer().reserve(bytes) {
+            self.release_ids(&fresh);
+            return Err(Refused { full, batch });
+        }
+        self.metrics
+            .add("hooklake_events_duplicate_total", "", duplicates as u64);
+        self.count_accepted(&fresh);
+        let accepted = fresh.len();
+        let flush_due = self.buffer().push_reserved(fresh);
+        Ok(self.finish_accept(accepted, duplicates, flush_due))
     }
 
     /// Current gauge values for `/metrics`.
@@ -180,9 +514,30 @@ impl Pipeline {
         }
     }
 
+    /// Forgets event ids older than the dedup window; returns how many.
+    pub fn purge_dedup_index(&self) -> Result<u64, StoreError> {
+        let cutoff = (Utc::now().timestamp().max(0) as u64).saturating_sub(self.dedup_window_secs);
+        let purged = self.store.purge_before(cutoff)?;
+        self.metrics.add("hooklake_dedup_purged_total", "", purged);
+        Ok(purged)
+    }
+
+    /// The first log sequence number that may hold an event not yet committed, given that the
+    /// events being flushed are about to be.
+    fn replay_from(&self) -> u64 {
+        let Some(wal) = &self.wal else { return 0 };
+        let buffered = self.buffer().min_seq();
+        let in_flight = self.in_flight().values().min().copied();
+        [buffered, in_flight, Some(wal.next_seq())]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(0)
+    }
+
     /// Flushes everything buffered now. On error the events are back in the buffer.
     pub async fn flush(&self, reason: FlushReason) -> Result<FlushReport, FlushError> {
-        let mut seq = self.flush_lock.lock().await;
+        let _guard = self.flush_lock.lock().await;
         let started = Instant::now();
         self.metrics
             .add("hooklake_flush_triggers_total", reason.as_str(), 1);
@@ -200,69 +555,96 @@ impl Pipeline {
             self.metrics.add("hooklake_flushes_total", "empty", 1);
             return Ok(report);
         }
-        *seq += 1;
-        let flush_id = format!(
-            "{}-{:04}-{}",
-            Utc::now().format("%Y%m%dT%H%M%S%3fZ"),
-            *seq % 10_000,
-            self.instance
-        );
+        let flush_seq = match self.store.committed() {
+            Ok(c) => c.flush_seq + 1,
+            Err(e) => return Err(self.flush_failed(events, e.into())),
+        };
         let sink = self.sink.clone();
-        let id = flush_id.clone();
         let task = tokio::task::spawn_blocking(move || {
             let tables = flatten::flatten(&events);
             let rows: BTreeMap<&'static str, usize> = tables.row_counts().into_iter().collect();
             let parse_errors = tables.parse_error_count();
-            let result = sink.write(tables, &id);
+            let result = sink.write(tables, flush_seq);
             (events, rows, parse_errors, result)
         });
         let (events, rows, parse_errors, result) = match task.await {
             Ok(done) => done,
             Err(e) => {
-                // The events moved into the task are gone only if the task panicked; flattening
-                // and writing do not panic by design, so this is a bug worth a loud log.
+                // Flattening and writing do not panic by design; if they do, the events are still
+                // in the log and come back at the next start.
                 self.metrics.add("hooklake_flushes_total", "failed", 1);
                 tracing::error!(error = %e, "flush task panicked");
                 return Err(FlushError::Task(e.to_string()));
             }
         };
-        match result {
-            Ok(files) => {
-                for f in &files {
-                    self.metrics.add("hooklake_files_written_total", f.table, 1);
-                    self.metrics
-                        .add("hooklake_bytes_written_total", f.table, f.bytes);
-                }
-                for (table, n) in &rows {
-                    self.metrics
-                        .add("hooklake_rows_written_total", table, *n as u64);
-                }
-                self.metrics
-                    .add("hooklake_parse_errors_total", "all", parse_errors as u64);
-                self.metrics.add("hooklake_flushes_total", "ok", 1);
-                self.last_flush_unix_secs
-                    .store(Utc::now().timestamp(), Ordering::Relaxed);
-                report.flush_id = Some(flush_id);
-                report.rows = rows;
-                report.files = files;
-                report.parse_errors = parse_errors;
-                report.duration_ms = started.elapsed().as_millis() as u64;
-                tracing::info!(
-                    flush_id = report.flush_id.as_deref().unwrap_or(""),
-                    reason = reason.as_str(),
-                    events = report.events,
-                    files = report.files.len(),
-                    duration_ms = report.duration_ms,
-                    "flushed"
-                );
-                Ok(report)
-            }
-            Err(e) => {
-                self.metrics.add("hooklake_flushes_total", "failed", 1);
-                tracing::error!(error = %e, events = events.len(), "flush failed; events kept for the next flush");
-                self.buffer().restore(events);
-                Err(e.into())
-            }
+        let files = match result {
+            Ok(files) => files,
+            Err(e) => return Err(self.flush_failed(events, e.into())),
+        };
+        // The commit point: flush number, replay position and the written ids, in one transaction.
+        let record = Committed {
+            flush_seq,
+            replay_from: self.replay_from(),
+        };
+        let ids: Vec<([u8; 16], u64)> = events
+            .iter()
+            .map(|e| {
+                (
+                    id_bytes(&e.event_id),
+                    (e.received_at_us.max(0) / 1_000_000) as u64,
+                )
+            })
+            .collect();
+        if let Err(e) = self.store.commit(record, &ids) {
+            // The published files will be rewritten by the next flush (same number, superset of
+            // rows), or removed at the next start.
+            return Err(self.flush_failed(events, e.into()));
+        }
+        self.release_ids(&events);
+        if let Some(wal) = &self.wal {
+            wal.truncate_before(record.replay_from);
+        }
+        for f in &files {
+            self.metrics.add("hooklake_files_written_total", f.table, 1);
+            self.metrics
+                .add("hooklake_bytes_written_total", f.table, f.bytes);
+        }
+        for (table, n) in &rows {
+            self.metrics
+                .add("hooklake_rows_written_total", table, *n as u64);
+        }
+        self.metrics
+            .add("hooklake_parse_errors_total", "", parse_errors as u64);
+        self.metrics.add("hooklake_flushes_total", "ok", 1);
+        self.last_flush_unix_secs
+            .store(Utc::now().timestamp(), Ordering::Relaxed);
+        report.flush_id = Some(format!("{flush_seq:012}"));
+        report.rows = rows;
+        report.files = files;
+        report.parse_errors = parse_errors;
+        report.duration_ms = started.elapsed().as_millis() as u64;
+        tracing::info!(
+            flush_id = report.flush_id.as_deref().unwrap_or(""),
+            reason = reason.as_str(),
+            events = report.events,
+            files = report.files.len(),
+            duration_ms = report.duration_ms,
+            "flushed"
+        );
+        Ok(report)
+    }
+
+    fn flush_failed(&self, events: Vec<Envelope>, error: FlushError) -> FlushError {
+        self.metrics.add("hooklake_flushes_total", "failed", 1);
+        tracing::error!(error = %error, events = events.len(), "flush failed; events kept for the next flush");
+        self.buffer().restore(events);
+        error
+    }
+
+    /// Makes the log durable and stops its writer (after the final flush).
+    pub fn close(&self) {
+        if let Some(wal) = &self.wal {
+            wal.close();
         }
     }
 
@@ -328,7 +710,11 @@ mod tests {
         };
         edit(&mut config);
         config.validate().unwrap();
-        Pipeline::new(&config, Arc::new(Metrics::default())).unwrap()
+        open(&config, Mode::Unlogged).0
+    }
+
+    fn open(config: &Config, mode: Mode) -> (Arc<Pipeline>, Recovery) {
+        Pipeline::open(config, Arc::new(Metrics::default()), mode).unwrap()
     }
 
     fn event(n: i64) -> Vec<Envelope> {
@@ -372,7 +758,7 @@ mod tests {
             p.clone()
                 .run_triggers(Triggers::from_config(&Config::default()), stop.clone()),
         );
-        p.accept(event(1)).unwrap();
+        p.accept_unlogged(event(1)).unwrap();
         tokio::time::sleep(Duration::from_secs(59)).await;
         assert_eq!(flushes(&p, "ok"), 0);
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -398,7 +784,7 @@ mod tests {
             schedule: crate::config::parse_schedule("* * * * *").ok(),
         };
         let task = tokio::spawn(p.clone().run_triggers(triggers, stop.clone()));
-        p.accept(event(1)).unwrap();
+        p.accept_unlogged(event(1)).unwrap();
         // The next minute boundary is at most 60 s of (paused) time away.
         tokio::time::sleep(Duration::from_secs(61)).await;
         settle(&p, "ok", 1).await;
@@ -424,8 +810,8 @@ mod tests {
             schedule: None,
         };
         let task = tokio::spawn(p.clone().run_triggers(triggers, stop.clone()));
-        assert!(!p.accept(event(1)).unwrap());
-        assert!(p.accept(event(2)).unwrap());
+        assert!(!p.accept_unlogged(event(1)).unwrap().flush_due);
+        assert!(p.accept_unlogged(event(2)).unwrap().flush_due);
         settle(&p, "ok", 1).await;
         assert_eq!(p.metrics().get("hooklake_flush_triggers_total", "size"), 1);
         assert_eq!(
@@ -441,7 +827,7 @@ mod tests {
     async fn a_failed_flush_keeps_its_events() {
         let dir = tempfile::tempdir().unwrap();
         let p = pipeline(dir.path(), |_| {});
-        p.accept(event(1)).unwrap();
+        p.accept_unlogged(event(1)).unwrap();
         std::fs::write(dir.path().join("raw_events"), b"in the way").unwrap();
         assert!(p.flush(FlushReason::Manual).await.is_err());
         assert_eq!(p.gauges(true).buffer_events, 1);
@@ -450,5 +836,132 @@ mod tests {
         assert_eq!(report.events, 1);
         assert_eq!(report.rows["raw_events"], 1);
         assert_eq!(report.files.len(), 2);
+    }
+
+    /// A request as the server logs it, holding one contact object.
+    fn request(n: i64) -> (Entry, Vec<Envelope>) {
+        let body =
+            format!(r#"[{{"id": {n}, "previewId": "p", "updatedAt": "2026-03-04T10:00:00Z"}}]"#);
+        let entry = Entry {
+            received_at_us: 1_772_000_000_000_000,
+            url_kind: None,
+            source_path: "/w".into(),
+            body: body.into_bytes(),
+        };
+        let events = event::parse_body(&entry.body, None, entry.received_at_us, "/w", 64).unwrap();
+        (entry, events)
+    }
+
+    fn logged_config(dir: &std::path::Path) -> Config {
+        Config {
+            data_dir: dir.to_path_buf(),
+            ..Config::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn acknowledged_events_survive_a_crash_and_are_written_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = logged_config(dir.path());
+        {
+            let (p, recovery) = open(&config, Mode::Logged);
+            assert_eq!(recovery.records, 0);
+            for n in 1..=3 {
+                let (entry, events) = request(n);
+                assert_eq!(p.accept(entry, events).await.unwrap().accepted, 1);
+            }
+            let (entry, events) = request(1);
+            assert_eq!(
+                p.accept(entry, events).await.unwrap().duplicates,
+                1,
+                "pending ids are duplicates"
+            );
+            p.close();
+            // Dropped without a flush: a crash.
+        }
+        let (p, recovery) = open(&config, Mode::Logged);
+        // The all-duplicate request was answered without being logged.
+        assert_eq!(
+            (recovery.records, recovery.events, recovery.duplicates),
+            (3, 3, 0)
+        );
+        let report = p.flush(FlushReason::Manual).await.unwrap();
+        assert_eq!(report.rows["contact_events"], 3);
+        // Committed ids stay duplicates, across a restart too.
+        let (entry, events) = request(2);
+        assert_eq!(p.accept(entry, events).await.unwrap().duplicates, 1);
+        p.close();
+        drop(p);
+        let (p, recovery) = open(&config, Mode::Logged);
+        assert_eq!(
+            recovery.events, 0,
+            "a committed flush is not replayed: {recovery:?}"
+        );
+        let (entry, events) = request(3);
+        assert_eq!(p.accept(entry, events).await.unwrap().duplicates, 1);
+        p.close();
+    }
+
+    #[tokio::test]
+    async fn files_of_an_uncommitted_flush_are_removed_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = logged_config(dir.path());
+        let (p, _) = open(&config, Mode::Logged);
+        let (entry, events) = request(1);
+        p.accept(entry, events).await.unwrap();
+        let report = p.flush(FlushReason::Manual).await.unwrap();
+        p.close();
+        drop(p);
+        // A crash after the renames of flush 2 and before its commit leaves its files behind.
+        for f in &report.files {
+            let from = dir.path().join(&f.path);
+            std::fs::copy(&from, from.with_file_name("part-000000000002.parquet")).unwrap();
+        }
+        let (p, recovery) = open(&config, Mode::Logged);
+        assert_eq!(recovery.removed_files, report.files.len());
+        for f in &report.files {
+            assert!(dir.path().join(&f.path).exists(), "committed files stay");
+        }
+        p.close();
+    }
+
+    #[tokio::test]
+    async fn a_failing_log_refuses_requests_and_recovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, _) = open(&logged_config(dir.path()), Mode::Logged);
+        p.simulate_log_failure(true);
+        let (entry, events) = request(1);
+        let err = p.accept(entry, events).await.unwrap_err();
+        assert!(matches!(err, AcceptError::Log(_)), "{err}");
+        assert_eq!(p.gauges(true).buffer_events, 0);
+        assert_eq!(
+            p.gauges(true).buffer_bytes,
+            0,
+            "the reservation is given back"
+        );
+        p.simulate_log_failure(false);
+        let (entry, events) = request(1);
+        assert_eq!(
+            p.accept(entry, events).await.unwrap().accepted,
+            1,
+            "the failed id is not held as pending"
+        );
+        p.close();
+    }
+
+    #[tokio::test]
+    async fn a_second_process_cannot_open_the_same_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = logged_config(dir.path());
+        let (p, _) = open(&config, Mode::Logged);
+        let err = Pipeline::open(&config, Arc::new(Metrics::default()), Mode::Unlogged)
+            .err()
+            .unwrap();
+        assert!(
+            err.to_string()
+                .contains("in use by another hooklake process"),
+            "{err}"
+        );
+        p.close();
     }
 }

@@ -36,8 +36,10 @@ pub struct Rejection {
 pub struct Summary {
     /// Request bodies read (lines, or documents).
     pub bodies: usize,
-    /// Events accepted, by event type.
+    /// Events read, by event type.
     pub by_type: BTreeMap<&'static str, usize>,
+    /// Events already written (or repeated in the input), not written again.
+    pub duplicates: usize,
     pub rejected: Vec<Rejection>,
     /// Rows written, by table.
     pub rows: BTreeMap<&'static str, usize>,
@@ -45,8 +47,12 @@ pub struct Summary {
 }
 
 impl Summary {
-    pub fn accepted(&self) -> usize {
+    pub fn read(&self) -> usize {
         self.by_type.values().sum()
+    }
+
+    pub fn accepted(&self) -> usize {
+        self.read() - self.duplicates
     }
 }
 
@@ -56,10 +62,12 @@ const SHOWN_REJECTIONS: usize = 50;
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "bodies read: {}", self.bodies)?;
-        writeln!(f, "events accepted: {}", self.accepted())?;
+        writeln!(f, "events read: {}", self.read())?;
         for (t, n) in &self.by_type {
             writeln!(f, "  {t}: {n}")?;
         }
+        writeln!(f, "duplicates skipped: {}", self.duplicates)?;
+        writeln!(f, "events accepted: {}", self.accepted())?;
         writeln!(f, "rejected: {}", self.rejected.len())?;
         for r in self.rejected.iter().take(SHOWN_REJECTIONS) {
             writeln!(f, "  {}:{}: {}", r.file, r.place, r.reason)?;
@@ -109,19 +117,20 @@ pub async fn replay(
                         *summary.by_type.entry(e.event_type.as_str()).or_default() += 1;
                     }
                     // Replay has no client to answer 503 to: when the buffer is full, flush.
-                    let due = match pipeline.accept(events) {
-                        Ok(due) => due,
+                    let outcome = match pipeline.accept_unlogged(events) {
+                        Ok(outcome) => outcome,
                         Err(refused) => {
                             flush(&pipeline, &mut summary).await?;
-                            pipeline
-                                .accept(refused.batch)
-                                .map_err(|r| ReplayError::Read {
+                            pipeline.accept_unlogged(refused.batch).map_err(|r| {
+                                ReplayError::Read {
                                     file: name.clone(),
                                     source: std::io::Error::other(r.full.to_string()),
-                                })?
+                                }
+                            })?
                         }
                     };
-                    if due {
+                    summary.duplicates += outcome.duplicates;
+                    if outcome.flush_due {
                         flush(&pipeline, &mut summary).await?;
                     }
                 }

@@ -15,7 +15,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::ingest::{AppState, router};
-use crate::metrics::Metrics;
 use crate::pipeline::{FlushReason, FlushReport, Pipeline, Triggers};
 
 /// Attempts of the final flush before giving up.
@@ -23,12 +22,15 @@ const FINAL_FLUSH_ATTEMPTS: u32 = 3;
 
 /// Runs the server on `listener` until `shutdown` completes, then flushes. Returns the report of
 /// the final flush.
+///
+/// `pipeline` comes from [`Pipeline::open`], which has already recovered the log: the listener
+/// is only served once the buffer holds every event acknowledged before a crash.
 pub async fn serve(
     config: &Config,
+    pipeline: Arc<Pipeline>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<FlushReport> {
-    let pipeline = Pipeline::new(config, Arc::new(Metrics::default()))?;
     let ready = Arc::new(AtomicBool::new(false));
     let state = AppState {
         pipeline: pipeline.clone(),
@@ -43,6 +45,7 @@ pub async fn serve(
             .run_triggers(Triggers::from_config(config), stop_triggers.clone()),
     );
 
+    let purge = tokio::spawn(purge_dedup_index(pipeline.clone(), stop_triggers.clone()));
     ready.store(true, Ordering::Release);
     tracing::info!(
         listen = %listener.local_addr()?,
@@ -60,10 +63,12 @@ pub async fn serve(
 
     stop_triggers.cancel();
     triggers.await?;
+    purge.await?;
     let mut attempt = 1;
     loop {
         match pipeline.flush(FlushReason::Shutdown).await {
             Ok(report) => {
+                pipeline.close();
                 tracing::info!(
                     events = report.events,
                     files = report.files.len(),
@@ -82,6 +87,27 @@ pub async fn serve(
                     "final flush failed, {buffered} buffered events were not written: {e}"
                 ));
             }
+        }
+    }
+}
+
+/// How often ids older than the dedup window are forgotten.
+const PURGE_INTERVAL: Duration = Duration::from_secs(600);
+
+/// Purges the dedup index now and every [`PURGE_INTERVAL`] until `stop`.
+async fn purge_dedup_index(pipeline: Arc<Pipeline>, stop: CancellationToken) {
+    loop {
+        let p = pipeline.clone();
+        match tokio::task::spawn_blocking(move || p.purge_dedup_index()).await {
+            Ok(Ok(n)) if n > 0 => {
+                tracing::info!(purged = n, "forgot event ids older than the dedup window")
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "dedup index purge failed; will retry"),
+            _ => {}
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(PURGE_INTERVAL) => {}
         }
     }
 }

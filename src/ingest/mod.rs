@@ -22,7 +22,8 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::event::{self, EventType};
-use crate::pipeline::{FlushReason, FlushReport, Pipeline};
+use crate::pipeline::{AcceptError, FlushReason, FlushReport, Pipeline};
+use crate::wal::Entry;
 pub use error::ApiError;
 
 /// What every handler can reach.
@@ -40,8 +41,10 @@ pub struct AppState {
 /// The body of a 200 answer to a webhook.
 #[derive(Debug, Serialize)]
 pub struct Ack {
-    /// Events taken from the body.
+    /// New events taken from the body (durable when the answer is sent).
     pub accepted: usize,
+    /// Events of the body already written or already pending: answered, not taken again.
+    pub duplicates: usize,
     /// The `event_id` of each, in body order.
     pub event_ids: Vec<String>,
 }
@@ -66,7 +69,8 @@ async fn webhook(
     uri: Uri,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    answer(&state, ingest(&state, uri.path(), None, body))
+    let result = ingest(&state, uri.path(), None, body).await;
+    answer(&state, result)
 }
 
 async fn webhook_kind(
@@ -76,7 +80,7 @@ async fn webhook_kind(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let result = match EventType::from_name(&kind) {
-        Some(t) if t != EventType::Unknown => ingest(&state, uri.path(), Some(t), body),
+        Some(t) if t != EventType::Unknown => ingest(&state, uri.path(), Some(t), body).await,
         _ => Err(ApiError::UnknownKind {
             kind,
             accepted: EventType::url_kinds().join(", "),
@@ -101,7 +105,7 @@ fn answer(state: &AppState, result: Result<Ack, ApiError>) -> Response {
     }
 }
 
-fn ingest(
+async fn ingest(
     state: &AppState,
     path: &str,
     kind: Option<EventType>,
@@ -123,12 +127,23 @@ fn ingest(
         );
     }
     let event_ids: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
-    state
+    let entry = Entry {
+        received_at_us,
+        url_kind: kind,
+        source_path: path.to_string(),
+        body: body.to_vec(),
+    };
+    let outcome = state
         .pipeline
-        .accept(events)
-        .map_err(|refused| ApiError::Overloaded(refused.full.to_string()))?;
+        .accept(entry, events)
+        .await
+        .map_err(|e| match e {
+            AcceptError::Task(message) => ApiError::Internal(message),
+            other => ApiError::Overloaded(other.to_string()),
+        })?;
     Ok(Ack {
-        accepted: event_ids.len(),
+        accepted: outcome.accepted,
+        duplicates: outcome.duplicates,
         event_ids,
     })
 }

@@ -1,6 +1,6 @@
 //! The Parquet sink: rows -> date-partitioned files, published atomically.
 //!
-//! Layout: `<data_dir>/<table>/date=YYYY-MM-DD/part-<flush_id>.parquet`, where the date is the
+//! Layout: `<data_dir>/<table>/date=YYYY-MM-DD/part-<flush_seq>.parquet`, where the date is the
 //! calendar date of the row's `event_time` in the partition time zone. A flush writes at most one
 //! file per table per partition.
 //!
@@ -105,16 +105,28 @@ impl Sink {
         Ok(sink)
     }
 
+    /// Deletes the published files of flushes after `committed` (a flush that crashed between
+    /// its renames and its commit record). Returns the files removed.
+    pub fn remove_uncommitted(&self, committed: u64) -> Result<Vec<PathBuf>, SinkError> {
+        let uncommitted =
+            self.files_matching(|name| flush_seq_of(name).is_some_and(|seq| seq > committed))?;
+        for path in &uncommitted {
+            tracing::warn!(path = %path.display(), "removing a file of a flush that was never committed");
+            fs::remove_file(path).map_err(io("remove", path))?;
+        }
+        Ok(uncommitted)
+    }
+
     /// The data directory.
     pub fn root(&self) -> &Path {
         &self.root
     }
 
-    /// Writes every table's rows as one file per partition, named after `flush_id`, and
+    /// Writes every table's rows as one file per partition, named after `flush_seq`, and
     /// publishes them all or none.
-    pub fn write(&self, tables: Tables, flush_id: &str) -> Result<Vec<FileWritten>, SinkError> {
+    pub fn write(&self, tables: Tables, flush_seq: u64) -> Result<Vec<FileWritten>, SinkError> {
         let mut staged = Vec::new();
-        let result = self.stage_all(tables, flush_id, &mut staged);
+        let result = self.stage_all(tables, flush_seq, &mut staged);
         if let Err(e) = result {
             for s in &staged {
                 let _ = fs::remove_file(&s.tmp);
@@ -127,15 +139,15 @@ impl Sink {
     fn stage_all(
         &self,
         t: Tables,
-        flush_id: &str,
+        flush_seq: u64,
         staged: &mut Vec<Staged>,
     ) -> Result<(), SinkError> {
-        self.stage::<ContactEventRow>(t.contact_events, flush_id, staged)?;
-        self.stage::<TrackingParamRow>(t.tracking_params, flush_id, staged)?;
-        self.stage::<ContactAnswerRow>(t.contact_answers, flush_id, staged)?;
-        self.stage::<CallEventRow>(t.call_events, flush_id, staged)?;
-        self.stage::<CallOutcomeRow>(t.call_outcomes, flush_id, staged)?;
-        self.stage::<RawEventRow>(t.raw_events, flush_id, staged)?;
+        self.stage::<ContactEventRow>(t.contact_events, flush_seq, staged)?;
+        self.stage::<TrackingParamRow>(t.tracking_params, flush_seq, staged)?;
+        self.stage::<ContactAnswerRow>(t.contact_answers, flush_seq, staged)?;
+        self.stage::<CallEventRow>(t.call_events, flush_seq, staged)?;
+        self.stage::<CallOutcomeRow>(t.call_outcomes, flush_seq, staged)?;
+        self.stage::<RawEventRow>(t.raw_events, flush_seq, staged)?;
         Ok(())
     }
 
@@ -151,7 +163,7 @@ impl Sink {
     fn stage<T: Table>(
         &self,
         rows: Vec<T>,
-        flush_id: &str,
+        flush_seq: u64,
         staged: &mut Vec<Staged>,
     ) -> Result<(), SinkError> {
         let mut partitions: BTreeMap<String, Vec<T>> = BTreeMap::new();
@@ -165,7 +177,7 @@ impl Sink {
             T::sort(&mut rows);
             let dir = self.root.join(T::NAME).join(format!("date={date}"));
             fs::create_dir_all(&dir).map_err(io("create directory", &dir))?;
-            let name = file_name(flush_id);
+            let name = file_name(flush_seq);
             let final_path = dir.join(&name);
             let tmp = dir.join(format!(".{name}{TMP_SUFFIX}"));
             let file = File::create(&tmp).map_err(io("create", &tmp))?;
@@ -243,8 +255,15 @@ impl Sink {
     /// Every file under `<root>/<table>/<partition>/` whose name satisfies `keep`.
     fn files_matching(&self, keep: impl Fn(&str) -> bool) -> Result<Vec<PathBuf>, SinkError> {
         let mut found = Vec::new();
-        for table in read_dirs(&self.root)? {
-            for partition in read_dirs(&table)? {
+        // Table directories, not hooklake's own state (`_hooklake`) or other hidden entries.
+        let tables = read_dirs(&self.root)?
+            .into_iter()
+            .filter(|d| !name_of(d).starts_with(['_', '.']));
+        for table in tables {
+            for partition in read_dirs(&table)?
+                .into_iter()
+                .filter(|d| name_of(d).starts_with("date="))
+            {
                 for entry in fs::read_dir(&partition).map_err(io("list", &partition))? {
                     let path = entry.map_err(io("list", &partition))?.path();
                     if path.file_name().and_then(|n| n.to_str()).is_some_and(&keep) {
@@ -255,6 +274,19 @@ impl Sink {
         }
         Ok(found)
     }
+}
+
+fn name_of(path: &Path) -> &str {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+}
+
+/// The flush sequence number in a published file name (`part-000000000042.parquet`).
+pub fn flush_seq_of(name: &str) -> Option<u64> {
+    let digits = name.strip_prefix("part-")?.strip_suffix(".parquet")?;
+    (digits.len() == 12 && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| digits.parse().ok())?
 }
 
 /// The sub-directories of `dir`.
@@ -275,9 +307,10 @@ fn fsync_dir(dir: &Path) -> Result<(), SinkError> {
         .map_err(io("fsync directory", dir))
 }
 
-/// The name of a flush's file in each partition it touches.
-pub fn file_name(flush_id: &str) -> String {
-    format!("part-{flush_id}.parquet")
+/// The name of a flush's file in each partition it touches: deterministic, so a flush that is
+/// redone after a failed commit overwrites its own files instead of adding copies.
+pub fn file_name(flush_seq: u64) -> String {
+    format!("part-{flush_seq:012}.parquet")
 }
 
 #[cfg(test)]
@@ -298,9 +331,27 @@ mod tests {
 
     #[test]
     fn file_names_are_pinned() {
-        assert_eq!(
-            file_name("20260304T140712123Z-0001-1a2b3c4d"),
-            "part-20260304T140712123Z-0001-1a2b3c4d.parquet"
+        assert_eq!(file_name(42), "part-000000000042.parquet");
+        assert_eq!(flush_seq_of("part-000000000042.parquet"), Some(42));
+        assert_eq!(flush_seq_of("part-42.parquet"), None);
+        assert_eq!(flush_seq_of(".part-000000000042.parquet.tmp"), None);
+    }
+
+    #[test]
+    fn uncommitted_files_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = Sink::open(dir.path(), settings(), utc()).unwrap();
+        let event = Envelope::parse_one(r#"{"id": 1, "previewId": "p"}"#, None, 0, "/w").unwrap();
+        sink.write(crate::flatten::flatten(std::slice::from_ref(&event)), 1)
+            .unwrap();
+        let files = sink.write(crate::flatten::flatten(&[event]), 2).unwrap();
+        let removed = sink.remove_uncommitted(1).unwrap();
+        assert_eq!(removed.len(), 2);
+        assert!(files.iter().all(|f| !dir.path().join(&f.path).exists()));
+        assert!(
+            dir.path()
+                .join("raw_events/date=1970-01-01/part-000000000001.parquet")
+                .exists()
         );
     }
 
@@ -328,7 +379,7 @@ mod tests {
         .iter()
         .map(|t| Envelope::parse_one(t, None, 0, "/w").unwrap())
         .collect();
-        let files = sink.write(crate::flatten::flatten(&events), "f1").unwrap();
+        let files = sink.write(crate::flatten::flatten(&events), 1).unwrap();
         let summary: Vec<(&str, &str, usize)> = files
             .iter()
             .map(|f| (f.table, f.date.as_str(), f.rows))
@@ -362,7 +413,7 @@ mod tests {
         fs::write(dir.path().join("raw_events"), b"not a directory").unwrap();
         let event = Envelope::parse_one(r#"{"id": 1, "previewId": "p"}"#, None, 0, "/w").unwrap();
         let err = sink
-            .write(crate::flatten::flatten(&[event]), "f1")
+            .write(crate::flatten::flatten(&[event]), 1)
             .unwrap_err();
         assert!(err.to_string().contains("raw_events"), "{err}");
         let leftovers: Vec<_> = walk(dir.path())

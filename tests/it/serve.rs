@@ -6,7 +6,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use hooklake::client;
+use std::sync::Arc;
+
 use hooklake::config::Config;
+use hooklake::metrics::Metrics;
+use hooklake::pipeline::{Mode, Pipeline};
 use serde_json::Value;
 
 use crate::util::{duckdb, fixture, scalar, scan};
@@ -22,7 +26,9 @@ async fn shutdown_flushes_what_was_acknowledged() {
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
-        hooklake::server::serve(&config, listener, async {
+        let (pipeline, _) =
+            Pipeline::open(&config, Arc::new(Metrics::default()), Mode::Logged).unwrap();
+        hooklake::server::serve(&config, pipeline, listener, async {
             let _ = stopped.await;
         })
         .await

@@ -12,7 +12,7 @@ use axum::http::{Request, StatusCode};
 use hooklake::config::Config;
 use hooklake::ingest::{AppState, router};
 use hooklake::metrics::Metrics;
-use hooklake::pipeline::Pipeline;
+use hooklake::pipeline::{Mode, Pipeline};
 use http_body_util::BodyExt;
 use serde_json::{Map, Value};
 use tower::ServiceExt;
@@ -65,7 +65,8 @@ impl Lake {
         };
         edit(&mut config);
         config.validate().unwrap();
-        let pipeline = Pipeline::new(&config, Arc::new(Metrics::default())).unwrap();
+        let (pipeline, _) =
+            Pipeline::open(&config, Arc::new(Metrics::default()), Mode::Logged).unwrap();
         let state = AppState {
             pipeline: pipeline.clone(),
             max_body_bytes: config.max_body_bytes,

@@ -1,0 +1,196 @@
+//! Persistent pipeline state in an embedded store (redb): the commit record of the last flush and
+//! the index of event ids already written (deduplication).
+//!
+//! One redb write transaction per flush records, atomically, the flush sequence number whose
+//! files are published, the log position replay must start from, and the ids of the events the
+//! flush wrote. That transaction is the commit point of a flush (ARCHITECTURE.md, "Durability
+//! contract"). Ids older than the dedup window are purged by [`Store::purge_before`].
+//! Invariant: no HTTP and no Parquet here; only ids, times and sequence numbers.
+
+use std::path::Path;
+
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+
+/// Event id (16 bytes) -> receive time in seconds since the epoch.
+const SEEN: TableDefinition<&[u8], u64> = TableDefinition::new("seen");
+/// (receive time in seconds, event id) -> nothing: the same ids ordered by time, for purging.
+const SEEN_BY_TIME: TableDefinition<(u64, &[u8]), ()> = TableDefinition::new("seen_by_time");
+/// Named counters: `flush_seq`, `replay_from`.
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+#[derive(Debug, thiserror::Error)]
+#[error("state store {op}: {message}")]
+pub struct StoreError {
+    op: &'static str,
+    message: String,
+}
+
+fn err<E: std::fmt::Display>(op: &'static str) -> impl FnOnce(E) -> StoreError {
+    move |e| StoreError {
+        op,
+        message: e.to_string(),
+    }
+}
+
+/// What the last committed flush recorded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Committed {
+    /// Sequence number of the last committed flush (0 before the first).
+    pub flush_seq: u64,
+    /// First write-ahead log sequence number that may hold events not yet written.
+    pub replay_from: u64,
+}
+
+/// The store; cheap to share behind an `Arc`.
+pub struct Store {
+    db: Database,
+}
+
+impl Store {
+    /// Opens or creates the store file.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let db = Database::create(path).map_err(err("open"))?;
+        let txn = db.begin_write().map_err(err("begin"))?;
+        {
+            txn.open_table(SEEN).map_err(err("create table"))?;
+            txn.open_table(SEEN_BY_TIME).map_err(err("create table"))?;
+            txn.open_table(META).map_err(err("create table"))?;
+        }
+        txn.commit().map_err(err("commit"))?;
+        Ok(Store { db })
+    }
+
+    /// The last commit record.
+    pub fn committed(&self) -> Result<Committed, StoreError> {
+        let txn = self.db.begin_read().map_err(err("begin read"))?;
+        let meta = txn.open_table(META).map_err(err("open table"))?;
+        let get = |k: &str| -> Result<u64, StoreError> {
+            Ok(meta
+                .get(k)
+                .map_err(err("read"))?
+                .map(|v| v.value())
+                .unwrap_or(0))
+        };
+        Ok(Committed {
+            flush_seq: get("flush_seq")?,
+            replay_from: get("replay_from")?,
+        })
+    }
+
+    /// Which of `ids` were already written by a committed flush.
+    pub fn seen(&self, ids: &[[u8; 16]]) -> Result<Vec<bool>, StoreError> {
+        let txn = self.db.begin_read().map_err(err("begin read"))?;
+        let seen = txn.open_table(SEEN).map_err(err("open table"))?;
+        ids.iter()
+            .map(|id| Ok(seen.get(&id[..]).map_err(err("read"))?.is_some()))
+            .collect()
+    }
+
+    /// Records a flush: its sequence number, the replay position, and the ids it wrote (with
+    /// their receive times in seconds). Durable when it returns.
+    pub fn commit(&self, record: Committed, ids: &[([u8; 16], u64)]) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(err("begin write"))?;
+        {
+            let mut seen = txn.open_table(SEEN).map_err(err("open table"))?;
+            let mut by_time = txn.open_table(SEEN_BY_TIME).map_err(err("open table"))?;
+            for (id, secs) in ids {
+                seen.insert(&id[..], secs).map_err(err("insert"))?;
+                by_time
+                    .insert((*secs, &id[..]), ())
+                    .map_err(err("insert"))?;
+            }
+            let mut meta = txn.open_table(META).map_err(err("open table"))?;
+            meta.insert("flush_seq", record.flush_seq)
+                .map_err(err("insert"))?;
+            meta.insert("replay_from", record.replay_from)
+                .map_err(err("insert"))?;
+        }
+        txn.commit().map_err(err("commit"))
+    }
+
+    /// Forgets ids received before `cutoff_secs`; returns how many.
+    pub fn purge_before(&self, cutoff_secs: u64) -> Result<u64, StoreError> {
+        let txn = self.db.begin_write().map_err(err("begin write"))?;
+        let mut purged = 0;
+        {
+            let mut seen = txn.open_table(SEEN).map_err(err("open table"))?;
+            let mut by_time = txn.open_table(SEEN_BY_TIME).map_err(err("open table"))?;
+            let old: Vec<(u64, Vec<u8>)> = by_time
+                .range(..(cutoff_secs, &[][..]))
+                .map_err(err("scan"))?
+                .map(|entry| entry.map(|(k, _)| (k.value().0, k.value().1.to_vec())))
+                .collect::<Result<_, _>>()
+                .map_err(err("scan"))?;
+            for (secs, id) in old {
+                by_time.remove((secs, &id[..])).map_err(err("remove"))?;
+                seen.remove(&id[..]).map_err(err("remove"))?;
+                purged += 1;
+            }
+        }
+        txn.commit().map_err(err("commit"))?;
+        Ok(purged)
+    }
+
+    /// Number of ids in the dedup index.
+    pub fn seen_count(&self) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read().map_err(err("begin read"))?;
+        let seen = txn.open_table(SEEN).map_err(err("open table"))?;
+        seen.len().map_err(err("count"))
+    }
+}
+
+/// Parses a 32-hex-digit event id into its 16 bytes.
+pub fn id_bytes(event_id: &str) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    for (i, chunk) in event_id.as_bytes().chunks(2).take(16).enumerate() {
+        let hex = std::str::from_utf8(chunk).unwrap_or("00");
+        out[i] = u8::from_str_radix(hex, 16).unwrap_or(0);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commits_survive_reopen_and_purge_forgets_old_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.redb");
+        let a = id_bytes("00112233445566778899aabbccddeeff");
+        let b = id_bytes("ffeeddccbbaa99887766554433221100");
+        {
+            let store = Store::open(&path).unwrap();
+            assert_eq!(store.committed().unwrap(), Committed::default());
+            store
+                .commit(
+                    Committed {
+                        flush_seq: 1,
+                        replay_from: 5,
+                    },
+                    &[(a, 100), (b, 200)],
+                )
+                .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(
+            store.committed().unwrap(),
+            Committed {
+                flush_seq: 1,
+                replay_from: 5
+            }
+        );
+        assert_eq!(
+            store.seen(&[a, b, [0; 16]]).unwrap(),
+            vec![true, true, false]
+        );
+        assert_eq!(store.purge_before(150).unwrap(), 1);
+        assert_eq!(store.seen(&[a, b]).unwrap(), vec![false, true]);
+        assert_eq!(store.seen_count().unwrap(), 1);
+    }
+
+    #[test]
+    fn ids_parse_from_hex() {
+        assert_eq!(id_bytes("00ff10")[..3], [0, 255, 16]);
+    }
+}
