@@ -58,7 +58,7 @@ pub enum Durability {
 }
 
 /// Environment variables that are not config keys but are read elsewhere.
-const META_ENV: &[&str] = &["HOOKLAKE_CONFIG", "HOOKLAKE_LOG"];
+const META_ENV: &[&str] = &["HOOKLAKE_CONFIG", "HOOKLAKE_LOG", "HOOKLAKE_CRASH_AT"];
 
 /// Everything a hooklake process needs to know; see `config/example.toml` for each key.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

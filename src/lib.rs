@@ -21,3 +21,4 @@ pub mod server;
 pub mod replay;
 pub mod client;
 pub mod cli;
+pub mod failpoint;

@@ -581,6 +581,7 @@ impl Pipeline {
             Ok(files) => files,
             Err(e) => return Err(self.flush_failed(events, e.into())),
         };
+        crate::failpoint::hit("flush-after-renames");
         // The commit point: flush number, replay position and the written ids, in one transaction.
         let record = Committed {
             flush_seq,
@@ -600,6 +601,7 @@ impl Pipeline {
             // rows), or removed at the next start.
             return Err(self.flush_failed(events, e.into()));
         }
+        crate::failpoint::hit("flush-after-commit");
         self.release_ids(&events);
         if let Some(wal) = &self.wal {
             wal.truncate_before(record.replay_from);

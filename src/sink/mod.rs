@@ -214,7 +214,11 @@ impl Sink {
     fn publish(&self, staged: Vec<Staged>) -> Result<Vec<FileWritten>, SinkError> {
         let mut dirs = Vec::new();
         let mut written = Vec::with_capacity(staged.len());
+        crate::failpoint::hit("flush-before-rename");
         for (i, s) in staged.iter().enumerate() {
+            if i == 1 {
+                crate::failpoint::hit("flush-between-renames");
+            }
             if let Err(e) = fs::rename(&s.tmp, &s.final_path) {
                 // Undo this flush so its events can be retried without duplicates.
                 for done in &staged[..i] {

@@ -1,5 +1,6 @@
 #![recursion_limit = "256"]
 
+mod crash;
 mod http;
 mod queries;
 mod replay;

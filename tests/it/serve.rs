@@ -1,9 +1,7 @@
 //! The server over a real socket: the library's `serve` with an injected shutdown, and the
 //! `hooklake` binary itself (serve, flush, SIGTERM).
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
 use hooklake::client;
 use std::sync::Arc;
@@ -13,7 +11,7 @@ use hooklake::metrics::Metrics;
 use hooklake::pipeline::{Mode, Pipeline};
 use serde_json::Value;
 
-use crate::util::{duckdb, fixture, scalar, scan};
+use crate::util::{Server, duckdb, fixture, scalar, scan};
 
 #[tokio::test]
 async fn shutdown_flushes_what_was_acknowledged() {
@@ -57,74 +55,6 @@ async fn shutdown_flushes_what_was_acknowledged() {
         ))),
         3
     );
-}
-
-/// A running `hooklake serve` child process and its address.
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Server {
-    fn start(data_dir: &std::path::Path) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hooklake"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
-            .env("HOOKLAKE_LOG", "info")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        // Reads the log until the listen address shows, then keeps draining it so the child
-        // never blocks on a full pipe.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listen=").nth(1) {
-                    let _ = tx.send(
-                        rest.split_whitespace()
-                            .next()
-                            .unwrap_or_default()
-                            .to_string(),
-                    );
-                }
-            }
-        });
-        let Ok(addr) = rx.recv_timeout(Duration::from_secs(30)) else {
-            let _ = child.kill();
-            panic!("the server did not log its listen address within 30 s");
-        };
-        Server {
-            child,
-            base: format!("http://{addr}"),
-        }
-    }
-
-    fn hooklake(&self, args: &[&str]) -> std::process::Output {
-        Command::new(env!("CARGO_BIN_EXE_hooklake"))
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    fn terminate(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
-        for _ in 0..600 {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        self.child.kill().unwrap();
-        panic!("server did not exit within 30 s of SIGTERM");
-    }
 }
 
 #[tokio::test]
