@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Acknowledgement benchmark (issue 3): acked events/s and p50/p99/p999 ack latency of
+# single-event requests at 1, 16 and 256 connections, for durability = fsync and batch, next to
+# the physical floor measured in the same run: the disk's 4 KiB append + fdatasync latency on the
+# data directory's file system, and a do-nothing HTTP server under the same load generator.
+#
+# Usage: scripts/bench-ack.sh [SECONDS_PER_RUN] [DATA_DIR]
+# Prints one JSON line per measurement and a markdown summary (paste it into docs/benchmarks.md).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs="${1:-5}"
+data="${2:-$(mktemp -d /var/tmp/hooklake-bench.XXXXXX)}"
+mkdir -p "$data"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+echo "== building (release)" >&2
+cargo build --release --quiet --bin hooklake --example ack_bench
+bin="$CARGO_TARGET_DIR/release/hooklake"
+bench="$CARGO_TARGET_DIR/release/examples/ack_bench"
+out="$(mktemp)"
+port=18480
+pids=()
+cleanup() { for p in "${pids[@]:-}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
+
+run() { # label url conns [rate]
+    local label=$1 url=$2 conns=$3 rate=${4:-}
+    echo "== $label conns=$conns ${rate:+rate=$rate}" >&2
+    local line
+    line=$("$bench" load "$url" "$conns" "$secs" $rate)
+    echo "{\"run\": \"$label\", ${line#\{}" | tee -a "$out"
+}
+
+echo "== fdatasync floor on $data" >&2
+floor=$("$bench" fsync "$data" 2000)
+echo "{\"run\": \"fsync-floor\", ${floor#\{}" | tee -a "$out"
+
+"$bench" noop "127.0.0.1:$port" & pids+=($!)
+wait_port $port
+for c in 1 16 256; do run noop "http://127.0.0.1:$port/webhooks/iclosed" $c; done
+kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
+
+start_server() { # durability
+    port=$((port + 1))
+    rm -rf "$data/lake"
+    HOOKLAKE_DURABILITY=$1 HOOKLAKE_LOG=warn "$bin" serve --data-dir "$data/lake" --listen "127.0.0.1:$port" & pids+=($!)
+    wait_port $port
+}
+stop_server() { kill -TERM "${pids[-1]}"; wait "${pids[-1]}" || true; }
+
+for mode in fsync batch; do
+    # The fixed-rate run gets a fresh server: after a closed-loop run, a 100k-row flush may still
+    # be encoding, and on 2 cores it competes with the requests (measured separately below).
+    start_server $mode
+    run "$mode" "http://127.0.0.1:$port/webhooks/iclosed" 16 2000
+    stop_server
+    start_server $mode
+    for c in 1 16 256; do run "$mode" "http://127.0.0.1:$port/webhooks/iclosed" $c; done
+    # Right after 256 connections: the 100k-row flushes those triggered run during this one.
+    run "$mode-during-flush" "http://127.0.0.1:$port/webhooks/iclosed" 16 2000
+    stop_server
+done
+rm -rf "$data/lake"
+
+python3 - "$out" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+floor = next(r for r in rows if r["run"] == "fsync-floor")
+print(f"\nfdatasync floor (4 KiB append + fdatasync, {floor['fsync_count']} samples): p50 {floor['p50_us']/1000:.2f} ms, p99 {floor['p99_us']/1000:.2f} ms\n")
+print("| server | conns | offered rate | acked/s | p50 ms | p99 ms | p99.9 ms | errors |")
+print("|---|---|---|---|---|---|---|---|")
+for r in rows:
+    if r["run"] == "fsync-floor":
+        continue
+    rate = "closed loop" if r["rate"] is None else f"{r['rate']:.0f}/s"
+    print(f"| {r['run']} | {r['conns']} | {rate} | {r['per_sec']:.0f} | {r['p50_us']/1000:.2f} | {r['p99_us']/1000:.2f} | {r['p999_us']/1000:.2f} | {r['errors']} |")
+for r in rows:
+    if r["run"] == "fsync" and r["rate"] is not None:
+        print(f"\nfsync at {r['rate']:.0f}/s: p50 = {r['p50_us']/max(floor['p50_us'],1):.2f}x floor p50 (target <= 1.5x), "
+              f"p99 = {r['p99_us']/max(floor['p99_us'],1):.2f}x floor p99 (target <= 2x)")
+    if r["run"] == "batch" and r["rate"] is not None:
+        print(f"batch at {r['rate']:.0f}/s: p99 = {r['p99_us']/1000:.2f} ms (target < 5 ms)")
+fs256 = [r for r in rows if r["run"] == "fsync" and r["conns"] == 256 and r["rate"] is None]
+if fs256:
+    print(f"fsync at 256 connections: {fs256[0]['per_sec']:.0f} acked events/s (target >= 20000)")
+PY
