@@ -43,6 +43,8 @@ pub const DEFAULT_DURABILITY: Durability = Durability::Fsync;
 pub const DEFAULT_DURABILITY_BATCH_MS: u64 = 10;
 /// Default time an event id is remembered for deduplication (iClosed retries for 24 h).
 pub const DEFAULT_DEDUP_WINDOW_HOURS: u64 = 72;
+/// Default free space below which requests are refused with 503 (256 MiB).
+pub const DEFAULT_MIN_FREE_BYTES: u64 = 256 * 1024 * 1024;
 /// Default size of a write-ahead log segment (64 MiB).
 pub const DEFAULT_WAL_SEGMENT_MAX_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -98,6 +100,9 @@ pub struct Config {
     pub dedup_window_hours: u64,
     /// Size at which a write-ahead log segment is closed and a new one started.
     pub wal_segment_max_bytes: u64,
+    /// Free bytes the data directory's file system must keep; below it, requests get 503 with
+    /// `Retry-After` (checked at most once a second) instead of filling the disk.
+    pub min_free_bytes: u64,
 }
 
 impl Default for Config {
@@ -120,6 +125,7 @@ impl Default for Config {
             durability_batch_ms: DEFAULT_DURABILITY_BATCH_MS,
             dedup_window_hours: DEFAULT_DEDUP_WINDOW_HOURS,
             wal_segment_max_bytes: DEFAULT_WAL_SEGMENT_MAX_BYTES,
+            min_free_bytes: DEFAULT_MIN_FREE_BYTES,
         }
     }
 }

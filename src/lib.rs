@@ -11,6 +11,7 @@ pub mod config;
 pub mod event;
 pub mod ingest;
 pub mod wal;
+pub mod disk;
 pub mod buffer;
 pub mod state;
 pub mod flatten;

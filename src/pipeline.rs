@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::buffer::{Buffer, BufferFull, Limits, Refused};
 use crate::config::{self, Config};
+use crate::disk::{DiskFull, DiskGuard};
 use crate::event::{self, Envelope};
 use crate::flatten;
 use crate::metrics::{Gauges, Metrics};
@@ -90,6 +91,8 @@ pub enum FlushError {
 pub enum AcceptError {
     #[error(transparent)]
     Full(#[from] BufferFull),
+    #[error(transparent)]
+    Disk(#[from] DiskFull),
     #[error(transparent)]
     Log(#[from] WalError),
     #[error(transparent)]
@@ -192,6 +195,8 @@ pub struct Pipeline {
     metrics: Arc<Metrics>,
     last_flush_unix_secs: AtomicI64,
     dedup_window_secs: u64,
+    /// Refuses events while the data directory's disk is nearly full.
+    disk: DiskGuard,
     /// Testing hook shared with the log: while set, log writes fail as if the disk were full.
     fail_log_writes: Arc<AtomicBool>,
     /// An exclusive lock on `<data_dir>/_hooklake/lock`, held while the pipeline lives.
@@ -272,6 +277,7 @@ impl Pipeline {
             metrics,
             last_flush_unix_secs: AtomicI64::new(0),
             dedup_window_secs: config.dedup_window_hours * 3600,
+            disk: DiskGuard::new(&config.data_dir, config.min_free_bytes),
             fail_log_writes,
             _lock: lock,
         };
@@ -416,6 +422,10 @@ impl Pipeline {
                 duplicates,
                 flush_due: false,
             });
+        }
+        if let Err(full) = self.disk.check() {
+            self.release_ids(&fresh);
+            return Err(full.into());
         }
         let bytes: usize = fresh.iter().map(Envelope::approx_bytes).sum();
         if let Err(full) = self.buffer().reserve(bytes) {

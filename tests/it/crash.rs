@@ -327,3 +327,84 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// The newest log segment of a data directory.
+fn last_segment(data_dir: &std::path::Path) -> std::path::PathBuf {
+    let mut segments: Vec<_> = std::fs::read_dir(data_dir.join("_hooklake/wal"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
+        .collect();
+    segments.sort();
+    segments.pop().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_torn_or_corrupt_log_tail_is_reported_and_the_server_starts() {
+    use crate::util::fixture;
+    let dir = tempfile::tempdir().unwrap();
+    let names = [
+        "contact_created.json",
+        "call_scheduled.json",
+        "call_outcome.json",
+    ];
+    let server = Server::start(dir.path());
+    for name in names {
+        let (status, _) = client::send(
+            &server.base,
+            "POST",
+            "/webhooks/iclosed",
+            fixture(name).as_bytes(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(status, 200);
+    }
+    server.kill();
+
+    // A torn write: half a record header at the end of the log.
+    let segment = last_segment(dir.path());
+    let mut data = std::fs::read(&segment).unwrap();
+    let complete = data.len();
+    data.extend_from_slice(&[0x2a, 0, 0, 0, 0x11, 0x22]);
+    std::fs::write(&segment, &data).unwrap();
+    let server = Server::start(dir.path());
+    let (_, metrics) = client::send(&server.base, "GET", "/metrics", b"")
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("\nhooklake_wal_damage_total 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("\nhooklake_recovered_events_total 3\n"),
+        "{metrics}"
+    );
+    let log = server.log.lock().unwrap().join("\n");
+    assert!(
+        log.contains("record header cut short") && log.contains("truncated 6 bytes"),
+        "{log}"
+    );
+    server.kill();
+    assert_eq!(
+        std::fs::metadata(&segment).unwrap().len() as usize,
+        complete,
+        "the torn tail is cut off"
+    );
+
+    // Disk damage: a flipped bit in the last record. That record is lost, reported, and the
+    // server still starts with the others.
+    let mut data = std::fs::read(&segment).unwrap();
+    let last = data.len() - 3;
+    data[last] ^= 0x01;
+    std::fs::write(&segment, &data).unwrap();
+    let server = Server::start(dir.path());
+    let log = server.log.lock().unwrap().join("\n");
+    assert!(log.contains("checksum mismatch"), "{log}");
+    assert!(server.terminate().success());
+    let rows = duckdb(&format!(
+        "select count(*) as n from {}",
+        scan(dir.path(), "raw_events")
+    ));
+    assert_eq!(rows[0]["n"], 2);
+}

@@ -631,3 +631,27 @@ async fn admin_flush_reports_what_it_wrote() {
         assert!(lake.dir.path().join(f).is_file());
     }
 }
+
+#[tokio::test]
+async fn a_nearly_full_disk_answers_503_before_anything_is_written() {
+    let lake = Lake::with(|c| c.min_free_bytes = u64::MAX);
+    let r = lake
+        .post("/webhooks/iclosed", fixture("call_scheduled.json"))
+        .await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.body);
+    assert_eq!(r.headers["retry-after"], "5");
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("disk nearly full"),
+        "{}",
+        r.body
+    );
+    assert_eq!(lake.flush().await["events"], 0);
+    // The server stays up and healthy.
+    assert_eq!(
+        lake.request("GET", "/healthz", "").await.status,
+        StatusCode::OK
+    );
+}
