@@ -247,10 +247,10 @@ impl Config {
         if let Err(message) = parse_offset(&self.partition_time_zone) {
             return invalid("partition_time_zone", message);
         }
-        if let Some(expr) = &self.flush_schedule {
-            if let Err(message) = parse_schedule(expr) {
-                return invalid("flush_schedule", message);
-            }
+        if let Some(expr) = &self.flush_schedule
+            && let Err(message) = parse_schedule(expr)
+        {
+            return invalid("flush_schedule", message);
         }
         Ok(())
     }

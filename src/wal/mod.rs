@@ -91,6 +91,9 @@ pub struct Recovered {
     pub damage: Vec<String>,
 }
 
+/// An append waiting for its group commit, and where to send its sequence number.
+type Pending = (Vec<u8>, tokio::sync::oneshot::Sender<Result<u64, WalError>>);
+
 enum Command {
     Append {
         payload: Vec<u8>,
@@ -295,10 +298,7 @@ impl Writer {
     }
 
     /// Writes a group of appends, makes them durable, and answers each.
-    fn commit(
-        &mut self,
-        group: Vec<(Vec<u8>, tokio::sync::oneshot::Sender<Result<u64, WalError>>)>,
-    ) {
+    fn commit(&mut self, group: Vec<Pending>) {
         let first_seq = self
             .next_seq
             .fetch_add(group.len() as u64, Ordering::AcqRel);
@@ -315,10 +315,11 @@ impl Writer {
         for (i, (_, done)) in group.into_iter().enumerate() {
             let _ = done.send(result.clone().map(|()| first_seq + i as u64));
         }
-        if result.is_ok() && self.active.len >= self.config.segment_max_bytes {
-            if let Err(e) = self.roll() {
-                tracing::error!(error = %e, "cannot start a new write-ahead log segment; staying on the current one");
-            }
+        if result.is_ok()
+            && self.active.len >= self.config.segment_max_bytes
+            && let Err(e) = self.roll()
+        {
+            tracing::error!(error = %e, "cannot start a new write-ahead log segment; staying on the current one");
         }
     }
 
