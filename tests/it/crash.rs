@@ -241,16 +241,8 @@ async fn a_crash_at_any_point_of_a_flush_loses_and_duplicates_nothing() {
         let server = Server::start_with(dir.path(), &[("HOOKLAKE_CRASH_AT", point)]);
         let mut ids = BTreeSet::new();
         for name in names {
-            let (status, text) = client::send(
-                &server.base,
-                "POST",
-                "/webhooks/iclosed",
-                fixture(name).as_bytes(),
-            )
-            .await
-            .unwrap();
-            assert_eq!(status, 200, "{text}");
-            let ack: serde_json::Value = serde_json::from_str(&text).unwrap();
+            let (status, ack) = server.post(&fixture(name)).await;
+            assert_eq!(status, 200, "{ack}");
             ids.insert(ack["event_ids"][0].as_str().unwrap().to_string());
         }
         let flush = server.hooklake(&["flush", "--url", &server.base]);
@@ -263,18 +255,11 @@ async fn a_crash_at_any_point_of_a_flush_loses_and_duplicates_nothing() {
 
         let server = Server::start(dir.path());
         for name in names {
-            let (status, text) = client::send(
-                &server.base,
-                "POST",
-                "/webhooks/iclosed",
-                fixture(name).as_bytes(),
-            )
-            .await
-            .unwrap();
-            assert_eq!(status, 200, "{text}");
-            assert!(
-                text.contains(r#""duplicates":1"#),
-                "{point}: a redelivery after the crash must be a duplicate: {text}"
+            let (status, ack) = server.post(&fixture(name)).await;
+            assert_eq!(status, 200, "{ack}");
+            assert_eq!(
+                ack["duplicates"], 1,
+                "{point}: a redelivery after the crash must be a duplicate: {ack}"
             );
         }
         assert!(server.terminate().success());

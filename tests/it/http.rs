@@ -550,19 +550,7 @@ async fn a_full_buffer_answers_503_with_retry_after_and_recovers_after_a_flush()
 async fn a_failing_log_answers_503_and_the_server_recovers_by_itself() {
     let lake = Lake::new();
     lake.pipeline.simulate_log_failure(true);
-    let r = lake
-        .post("/webhooks/iclosed", fixture("call_scheduled.json"))
-        .await;
-    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.body);
-    assert_eq!(r.headers["retry-after"], "5");
-    assert!(
-        r.json()["error"]
-            .as_str()
-            .unwrap()
-            .contains("no space left on device"),
-        "{}",
-        r.body
-    );
+    assert_retry_later(&lake, "no space left on device").await;
     assert_eq!(
         lake.request("GET", "/healthz", "").await.status,
         StatusCode::OK
@@ -635,23 +623,22 @@ async fn admin_flush_reports_what_it_wrote() {
 #[tokio::test]
 async fn a_nearly_full_disk_answers_503_before_anything_is_written() {
     let lake = Lake::with(|c| c.min_free_bytes = u64::MAX);
-    let r = lake
-        .post("/webhooks/iclosed", fixture("call_scheduled.json"))
-        .await;
-    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.body);
-    assert_eq!(r.headers["retry-after"], "5");
-    assert!(
-        r.json()["error"]
-            .as_str()
-            .unwrap()
-            .contains("disk nearly full"),
-        "{}",
-        r.body
-    );
+    assert_retry_later(&lake, "disk nearly full").await;
     assert_eq!(lake.flush().await["events"], 0);
     // The server stays up and healthy.
     assert_eq!(
         lake.request("GET", "/healthz", "").await.status,
         StatusCode::OK
     );
+}
+
+/// Posts an event and checks it is refused with 503, `Retry-After` and `message`.
+async fn assert_retry_later(lake: &Lake, message: &str) {
+    let r = lake
+        .post("/webhooks/iclosed", fixture("call_scheduled.json"))
+        .await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.body);
+    assert_eq!(r.headers["retry-after"], "5");
+    let error = r.json()["error"].as_str().unwrap_or_default().to_string();
+    assert!(error.contains(message), "{error}");
 }

@@ -253,6 +253,18 @@ impl Server {
             .unwrap()
     }
 
+    /// POSTs a body to the webhook endpoint; returns the status and the JSON answer.
+    pub async fn post(&self, body: &str) -> (u16, serde_json::Value) {
+        let (status, text) =
+            hooklake::client::send(&self.base, "POST", "/webhooks/iclosed", body.as_bytes())
+                .await
+                .unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+        )
+    }
+
     /// Waits for the process to exit by itself.
     pub fn wait(mut self) -> std::process::ExitStatus {
         self.child.wait().unwrap()
