@@ -1,7 +1,8 @@
 //! The in-memory buffer of accepted events and its size-based flush triggers.
 //!
-//! Invariant: the buffer never holds more than `max_bytes` of newly accepted events: a batch
-//! that does not fit is refused whole (the caller answers 503), never accepted in part. Events
+//! Invariant: the buffer never holds more than `max_bytes` of newly accepted events: room for a
+//! batch is reserved before it is logged, and a batch that does not fit is refused whole (the
+//! caller answers 503), never accepted in part. Events
 //! handed back by a failed flush ([`Buffer::restore`]) are put back first, in their order, even
 //! past the bound, because they were already acknowledged. No I/O here.
 
@@ -26,13 +27,6 @@ pub struct BufferFull {
     pub max_bytes: usize,
 }
 
-/// A batch the buffer refused, handed back to the caller.
-#[derive(Debug)]
-pub struct Refused {
-    pub full: BufferFull,
-    pub batch: Vec<Envelope>,
-}
-
 /// Accepted events waiting for the next flush.
 #[derive(Debug)]
 pub struct Buffer {
@@ -48,21 +42,6 @@ impl Buffer {
             bytes: 0,
             limits,
         }
-    }
-
-    /// Takes a whole batch or none of it. Returns whether a flush is now due.
-    pub fn push_all(&mut self, batch: Vec<Envelope>) -> Result<bool, Refused> {
-        let added: usize = batch.iter().map(Envelope::approx_bytes).sum();
-        if self.bytes + added > self.limits.max_bytes {
-            let full = BufferFull {
-                buffered_bytes: self.bytes,
-                max_bytes: self.limits.max_bytes,
-            };
-            return Err(Refused { full, batch });
-        }
-        self.bytes += added;
-        self.events.extend(batch);
-        Ok(self.flush_due())
     }
 
     /// Whether a size trigger has fired.
@@ -105,11 +84,14 @@ impl Buffer {
         self.events.iter().map(|e| e.seq).filter(|s| *s > 0).min()
     }
 
-    /// Appends events recovered from the log, past the bound if need be (they were
-    /// acknowledged before the crash).
-    pub fn restore_back(&mut self, events: Vec<Envelope>) {
+    /// Appends events without checking the bound: events recovered from the log (they were
+    /// acknowledged before the crash) and batch replay (which flushes whenever a flush is due,
+    /// so it never holds more than `flush_max_bytes` plus one body). Returns whether a flush is
+    /// now due.
+    pub fn push_unbounded(&mut self, events: Vec<Envelope>) -> bool {
         self.bytes += events.iter().map(Envelope::approx_bytes).sum::<usize>();
         self.events.extend(events);
+        self.flush_due()
     }
 
     /// Puts back events a failed flush took, ahead of anything accepted since.
@@ -158,8 +140,8 @@ mod tests {
     #[test]
     fn row_trigger_fires_at_the_limit() {
         let mut b = Buffer::new(limits(3, usize::MAX));
-        assert!(!b.push_all(vec![event(1), event(2)]).unwrap());
-        assert!(b.push_all(vec![event(3)]).unwrap());
+        assert!(!b.push_unbounded(vec![event(1), event(2)]));
+        assert!(b.push_unbounded(vec![event(3)]));
         assert_eq!(b.take().len(), 3);
         assert!(b.is_empty() && b.bytes() == 0);
     }
@@ -171,19 +153,7 @@ mod tests {
             flush_max_bytes: 1,
             max_bytes: usize::MAX,
         });
-        assert!(b.push_all(vec![event(1)]).unwrap());
-    }
-
-    #[test]
-    fn a_batch_that_does_not_fit_is_refused_whole() {
-        let one = event(1).approx_bytes();
-        let mut b = Buffer::new(limits(100, 2 * one));
-        b.push_all(vec![event(1)]).unwrap();
-        let refused = b.push_all(vec![event(2), event(3)]).unwrap_err();
-        assert_eq!(refused.full.buffered_bytes, one);
-        assert_eq!(refused.batch.len(), 2);
-        assert_eq!(b.len(), 1);
-        b.push_all(vec![event(4)]).unwrap();
+        assert!(b.push_unbounded(vec![event(1)]));
     }
 
     #[test]
@@ -203,9 +173,9 @@ mod tests {
     #[test]
     fn restore_puts_events_back_first() {
         let mut b = Buffer::new(limits(100, usize::MAX));
-        b.push_all(vec![event(1), event(2)]).unwrap();
+        b.push_unbounded(vec![event(1), event(2)]);
         let taken = b.take();
-        b.push_all(vec![event(3)]).unwrap();
+        b.push_unbounded(vec![event(3)]);
         b.restore(taken);
         let order: Vec<i64> = b.take().iter().map(|e| e.received_at_us).collect();
         assert_eq!(order, vec![1, 2, 3]);

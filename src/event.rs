@@ -227,7 +227,7 @@ fn truthy(v: &Value) -> bool {
 /// Identical redeliveries, and copies that differ only in key order or whitespace, share an id.
 pub fn event_id(object: &Map<String, Value>) -> String {
     let mut hasher = Sha256::new();
-    write_canonical(&mut hasher, &Value::Object(object.clone()));
+    write_canonical_map(&mut hasher, object);
     let digest = hasher.finalize();
     let mut out = String::with_capacity(32);
     for byte in &digest[..16] {
@@ -236,27 +236,30 @@ pub fn event_id(object: &Map<String, Value>) -> String {
     out
 }
 
+/// Feeds the canonical form of an object to the hasher: keys sorted, no whitespace.
+fn write_canonical_map(hasher: &mut Sha256, map: &Map<String, Value>) {
+    let mut keys: Vec<&String> = map.keys().collect();
+    keys.sort();
+    hasher.update(b"{");
+    for (i, key) in keys.into_iter().enumerate() {
+        if i > 0 {
+            hasher.update(b",");
+        }
+        hasher.update(
+            serde_json::to_string(key)
+                .expect("a string serializes")
+                .as_bytes(),
+        );
+        hasher.update(b":");
+        write_canonical(hasher, &map[key]);
+    }
+    hasher.update(b"}");
+}
+
 /// Feeds the canonical form of `value` to the hasher without building it as a string.
 fn write_canonical(hasher: &mut Sha256, value: &Value) {
     match value {
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            hasher.update(b"{");
-            for (i, key) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    hasher.update(b",");
-                }
-                hasher.update(
-                    serde_json::to_string(key)
-                        .expect("a string serializes")
-                        .as_bytes(),
-                );
-                hasher.update(b":");
-                write_canonical(hasher, &map[key]);
-            }
-            hasher.update(b"}");
-        }
+        Value::Object(map) => write_canonical_map(hasher, map),
         Value::Array(items) => {
             hasher.update(b"[");
             for (i, item) in items.iter().enumerate() {

@@ -23,7 +23,7 @@ use serde::Serialize;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::buffer::{Buffer, BufferFull, Limits, Refused};
+use crate::buffer::{Buffer, BufferFull, Limits};
 use crate::config::{self, Config};
 use crate::disk::{DiskFull, DiskGuard};
 use crate::event::{self, Envelope};
@@ -341,7 +341,7 @@ impl Pipeline {
             for e in &mut fresh {
                 e.seq = seq;
             }
-            self.buffer().restore_back(fresh);
+            self.buffer().push_unbounded(fresh);
         }
         Ok(())
     }
@@ -482,29 +482,16 @@ impl Pipeline {
         }
     }
 
-    /// Takes a batch without logging it (replay's path); a refused batch is handed back.
-    pub fn accept_unlogged(&self, batch: Vec<Envelope>) -> Result<Outcome, Refused> {
-        let (fresh, duplicates) = match self.claim_ids(batch.clone()) {
-            Ok(claimed) => claimed,
-            Err(e) => {
-                tracing::error!(error = %e, "state store read failed");
-                let full = BufferFull {
-                    buffered_bytes: 0,
-                    max_bytes: 0,
-                };
-                return Err(Refused { full, batch });
-            }
-        };
-        let bytes: usize = fresh.iter().map(Envelope::approx_bytes).sum();
-        if let Err(full) = self.buffer().reserve(bytes) {
-            self.release_ids(&fresh);
-            return Err(Refused { full, batch });
-        }
+    /// Takes a batch without logging it (batch replay: the input files are the durable source).
+    /// Duplicates are dropped; the bound is not checked, since replay flushes whenever a flush is
+    /// due.
+    pub fn accept_unlogged(&self, batch: Vec<Envelope>) -> Result<Outcome, StoreError> {
+        let (fresh, duplicates) = self.claim_ids(batch)?;
         self.metrics
             .add("hooklake_events_duplicate_total", "", duplicates as u64);
         self.count_accepted(&fresh);
         let accepted = fresh.len();
-        let flush_due = self.buffer().push_reserved(fresh);
+        let flush_due = self.buffer().push_unbounded(fresh);
         Ok(self.finish_accept(accepted, duplicates, flush_due))
     }
 

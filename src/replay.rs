@@ -93,6 +93,8 @@ pub enum ReplayError {
     },
     #[error(transparent)]
     Flush(#[from] crate::pipeline::FlushError),
+    #[error(transparent)]
+    Store(#[from] crate::state::StoreError),
 }
 
 /// Replays every input into `pipeline`, flushing whenever a size trigger fires and at the end.
@@ -116,19 +118,8 @@ pub async fn replay(
                     for e in &events {
                         *summary.by_type.entry(e.event_type.as_str()).or_default() += 1;
                     }
-                    // Replay has no client to answer 503 to: when the buffer is full, flush.
-                    let outcome = match pipeline.accept_unlogged(events) {
-                        Ok(outcome) => outcome,
-                        Err(refused) => {
-                            flush(&pipeline, &mut summary).await?;
-                            pipeline.accept_unlogged(refused.batch).map_err(|r| {
-                                ReplayError::Read {
-                                    file: name.clone(),
-                                    source: std::io::Error::other(r.full.to_string()),
-                                }
-                            })?
-                        }
-                    };
+                    // Replay flushes as soon as a flush is due, so the buffer stays bounded.
+                    let outcome = pipeline.accept_unlogged(events)?;
                     summary.duplicates += outcome.duplicates;
                     if outcome.flush_due {
                         flush(&pipeline, &mut summary).await?;

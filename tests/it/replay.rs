@@ -143,3 +143,29 @@ fn a_missing_file_is_an_error_naming_it() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/export.ndjson"));
 }
+
+#[test]
+fn replaying_the_same_export_twice_writes_nothing_new() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let file = fixtures_dir()
+        .join("contact_created.json")
+        .display()
+        .to_string();
+    let (code, first) = replay(&lake, &[&file], None);
+    assert_eq!(code, 0, "{first}");
+    assert!(first.contains("events accepted: 1"), "{first}");
+    let (code, second) = replay(&lake, &[&file, &file], None);
+    assert_eq!(code, 0, "{second}");
+    assert!(
+        second.contains("duplicates skipped: 2") && second.contains("events accepted: 0"),
+        "{second}"
+    );
+    assert_eq!(
+        scalar(&duckdb(&format!(
+            "select count(*) from {}",
+            scan(&lake, "contact_events")
+        ))),
+        1
+    );
+}
