@@ -11,7 +11,7 @@
 //! puts its events back in the buffer; an event id is written by at most one committed flush;
 //! the async workers never encode Parquet or fsync.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -180,7 +180,7 @@ impl Triggers {
 pub struct Pipeline {
     buffer: Mutex<Buffer>,
     sink: Sink,
-    store: Store,
+    store: Arc<Store>,
     wal: Option<Wal>,
     /// Ids of events accepted but not yet committed by a flush; a second copy is a duplicate.
     pending_ids: Mutex<HashSet<[u8; 16]>>,
@@ -267,7 +267,7 @@ impl Pipeline {
         let pipeline = Pipeline {
             buffer: Mutex::new(Buffer::new(limits)),
             sink,
-            store,
+            store: Arc::new(store),
             wal,
             pending_ids: Mutex::new(HashSet::new()),
             in_flight: Mutex::new(BTreeMap::new()),
@@ -557,14 +557,26 @@ impl Pipeline {
             Err(e) => return Err(self.flush_failed(events, e.into())),
         };
         let sink = self.sink.clone();
+        let store = self.store.clone();
         let task = tokio::task::spawn_blocking(move || {
-            let tables = flatten::flatten(&events);
-            let rows: BTreeMap<&'static str, usize> = tables.row_counts().into_iter().collect();
-            let parse_errors = tables.parse_error_count();
-            let result = sink.write(tables, flush_seq);
-            (events, rows, parse_errors, result)
+            let result = (|| {
+                let mut tables = flatten::flatten(&events);
+                // Change tracking needs the previous state of every contact in the batch.
+                let ids: BTreeSet<i64> = tables
+                    .contact_events
+                    .iter()
+                    .filter_map(|r| r.contact_id)
+                    .collect();
+                let mut contacts = store.contacts(ids)?;
+                flatten::changes::track(&mut tables, &mut contacts);
+                let rows: BTreeMap<&'static str, usize> = tables.row_counts().into_iter().collect();
+                let parse_errors = tables.parse_error_count();
+                let files = sink.write(tables, flush_seq)?;
+                Ok::<_, FlushError>((rows, parse_errors, files, contacts))
+            })();
+            (events, result)
         });
-        let (events, rows, parse_errors, result) = match task.await {
+        let (events, result) = match task.await {
             Ok(done) => done,
             Err(e) => {
                 // Flattening and writing do not panic by design; if they do, the events are still
@@ -574,12 +586,13 @@ impl Pipeline {
                 return Err(FlushError::Task(e.to_string()));
             }
         };
-        let files = match result {
-            Ok(files) => files,
-            Err(e) => return Err(self.flush_failed(events, e.into())),
+        let (rows, parse_errors, files, contacts) = match result {
+            Ok(done) => done,
+            Err(e) => return Err(self.flush_failed(events, e)),
         };
         crate::failpoint::hit("flush-after-renames");
-        // The commit point: flush number, replay position and the written ids, in one transaction.
+        // The commit point: flush number, replay position, the written ids and the contact states,
+        // in one transaction.
         let record = Committed {
             flush_seq,
             replay_from: self.replay_from(),
@@ -593,7 +606,7 @@ impl Pipeline {
                 )
             })
             .collect();
-        if let Err(e) = self.store.commit(record, &ids) {
+        if let Err(e) = self.store.commit(record, &ids, &contacts) {
             // The published files will be rewritten by the next flush (same number, superset of
             // rows), or removed at the next start.
             return Err(self.flush_failed(events, e.into()));
@@ -834,7 +847,11 @@ mod tests {
         let report = p.flush(FlushReason::Manual).await.unwrap();
         assert_eq!(report.events, 1);
         assert_eq!(report.rows["raw_events"], 1);
-        assert_eq!(report.files.len(), 2);
+        assert_eq!(
+            report.files.len(),
+            3,
+            "contact_events, raw_events, status_transitions"
+        );
     }
 
     /// A request as the server logs it, holding one contact object.

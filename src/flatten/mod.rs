@@ -7,6 +7,7 @@
 //! Later stages (change tracking) plug in here with a per-contact state lookup.
 
 mod call;
+pub mod changes;
 mod contact;
 pub mod docs;
 mod outcome;
@@ -21,7 +22,8 @@ pub use call::preview_id_from_url;
 use reader::Obj;
 use table::{Micros, Table};
 pub use tables::{
-    CallEventRow, CallOutcomeRow, ContactAnswerRow, ContactEventRow, RawEventRow, TrackingParamRow,
+    AttributeChangeRow, CallEventRow, CallOutcomeRow, ContactAnswerRow, ContactEventRow,
+    RawEventRow, StatusTransitionRow, TrackingParamRow,
 };
 
 /// The rows made from a batch of events, one vector per table.
@@ -33,6 +35,9 @@ pub struct Tables {
     pub call_events: Vec<CallEventRow>,
     pub call_outcomes: Vec<CallOutcomeRow>,
     pub raw_events: Vec<RawEventRow>,
+    /// Filled by [`changes::track`], which needs the contacts' previous states.
+    pub attribute_changes: Vec<AttributeChangeRow>,
+    pub status_transitions: Vec<StatusTransitionRow>,
 }
 
 impl Tables {
@@ -45,6 +50,8 @@ impl Tables {
             (CallEventRow::NAME, self.call_events.len()),
             (CallOutcomeRow::NAME, self.call_outcomes.len()),
             (RawEventRow::NAME, self.raw_events.len()),
+            (AttributeChangeRow::NAME, self.attribute_changes.len()),
+            (StatusTransitionRow::NAME, self.status_transitions.len()),
         ]
     }
 
@@ -79,6 +86,8 @@ pub fn table_docs() -> Vec<(&'static str, &'static str, Vec<table::ColumnDoc>)> 
         doc::<CallEventRow>(),
         doc::<CallOutcomeRow>(),
         doc::<RawEventRow>(),
+        doc::<AttributeChangeRow>(),
+        doc::<StatusTransitionRow>(),
     ]
 }
 

@@ -105,6 +105,18 @@ impl Cell for Option<f64> {
     }
 }
 
+impl Cell for bool {
+    const NULLABLE: bool = false;
+    fn data_type() -> DataType {
+        DataType::Boolean
+    }
+    fn build<'a>(values: impl ExactSizeIterator<Item = &'a Self>) -> ArrayRef {
+        let mut b = BooleanBuilder::with_capacity(values.len());
+        values.for_each(|v| b.append_value(*v));
+        Arc::new(b.finish())
+    }
+}
+
 impl Cell for Option<bool> {
     const NULLABLE: bool = true;
     fn data_type() -> DataType {

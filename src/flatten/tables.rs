@@ -330,3 +330,73 @@ table! {
         payload: String,
     }
 }
+
+table! {
+    /// One row per attribute that changed, or that iClosed reported as changed, in a contact
+    /// event, compared with the contact's previous state kept by hooklake. The first event of a
+    /// contact has no rows here (there is nothing to compare with).
+    AttributeChangeRow, "attribute_changes", sort = [contact_id, event_time, event_id, attribute], {
+        /// Id of the contact object.
+        event_id: String,
+        /// Event type of that object.
+        event_type: String,
+        /// When hooklake received the event (UTC).
+        received_at: Micros,
+        /// Event time of the contact object (see `contact_events.event_time`).
+        event_time: Micros,
+        /// Source: `id`.
+        contact_id: Option<i64>,
+        /// The flattened column name (`email`, `utm_campaign`, `status`, ...), `answer:<question>`
+        /// for a form answer, `param:<key>` for a custom tracking parameter, or iClosed's own name
+        /// for a reported group in which nothing differed (`tracking`, `questionsAndAnswers`, ...).
+        attribute: String,
+        /// Value in the previous state, as text.
+        old_value: Option<String>,
+        /// Value in this event, as text.
+        new_value: Option<String>,
+        /// iClosed listed the attribute (or its group) in `updatedAttributes`.
+        reported: bool,
+        /// The value differs from the previous state.
+        detected: bool,
+        /// The event is older (`event_time`) than the state it was compared with: it arrived
+        /// late. It did not change the state, and the row compares it with that newer state.
+        late: bool,
+    }
+}
+
+table! {
+    /// One row each time a contact's status differs from its previous status, and one when a
+    /// contact is first seen (`from_status` null).
+    StatusTransitionRow, "status_transitions", sort = [contact_id, event_time, event_id], {
+        /// Id of the contact object.
+        event_id: String,
+        /// Event type of that object.
+        event_type: String,
+        /// When hooklake received the event (UTC).
+        received_at: Micros,
+        /// Event time of the contact object (see `contact_events.event_time`).
+        event_time: Micros,
+        /// Source: `id`.
+        contact_id: Option<i64>,
+        /// Status before; null when the contact is first seen.
+        from_status: Option<String>,
+        /// Status after. Source: `status`.
+        to_status: Option<String>,
+        /// When the status changed. Source: `updatedAt`, else the event time.
+        transitioned_at: Micros,
+        /// Seconds from the start of `from_status` to this transition; null when `from_status`
+        /// is null.
+        seconds_in_from_status: Option<f64>,
+        /// The contact's first-touch source at that moment. Source: `tracking.first_utm_source`.
+        first_utm_source: Option<String>,
+        /// Source: `tracking.first_utm_campaign`.
+        first_utm_campaign: Option<String>,
+        /// The contact's last-touch source at that moment. Source: `tracking.utm_source`.
+        utm_source: Option<String>,
+        /// Source: `tracking.utm_campaign`.
+        utm_campaign: Option<String>,
+        /// The event is older than the state it was compared with (it arrived late); it did not
+        /// change the state. `queries/status_history.sql` gives the exact history regardless.
+        late: bool,
+    }
+}

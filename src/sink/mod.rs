@@ -23,8 +23,8 @@ use serde::Serialize;
 
 use crate::flatten::table::{Micros, Table};
 use crate::flatten::{
-    CallEventRow, CallOutcomeRow, ContactAnswerRow, ContactEventRow, RawEventRow, Tables,
-    TrackingParamRow,
+    AttributeChangeRow, CallEventRow, CallOutcomeRow, ContactAnswerRow, ContactEventRow,
+    RawEventRow, StatusTransitionRow, Tables, TrackingParamRow,
 };
 pub use writer::WriterSettings;
 
@@ -148,6 +148,8 @@ impl Sink {
         self.stage::<CallEventRow>(t.call_events, flush_seq, staged)?;
         self.stage::<CallOutcomeRow>(t.call_outcomes, flush_seq, staged)?;
         self.stage::<RawEventRow>(t.raw_events, flush_seq, staged)?;
+        self.stage::<AttributeChangeRow>(t.attribute_changes, flush_seq, staged)?;
+        self.stage::<StatusTransitionRow>(t.status_transitions, flush_seq, staged)?;
         Ok(())
     }
 

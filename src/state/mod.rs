@@ -1,20 +1,26 @@
-//! Persistent pipeline state in an embedded store (redb): the commit record of the last flush and
-//! the index of event ids already written (deduplication).
+//! Persistent pipeline state in an embedded store (redb): the commit record of the last flush,
+//! the index of event ids already written (deduplication), and the last known state of every
+//! contact (change tracking).
 //!
 //! One redb write transaction per flush records, atomically, the flush sequence number whose
-//! files are published, the log position replay must start from, and the ids of the events the
-//! flush wrote. That transaction is the commit point of a flush (ARCHITECTURE.md, "Durability
+//! files are published, the log position replay must start from, the ids of the events the
+//! flush wrote, and the contact states those events produced. That transaction is the commit point of a flush (ARCHITECTURE.md, "Durability
 //! contract"). Ids older than the dedup window are purged by [`Store::purge_before`].
 //! Invariant: no HTTP and no Parquet here; only ids, times and sequence numbers.
 
 use std::path::Path;
 
+use std::collections::HashMap;
+
+use crate::flatten::changes::ContactState;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 /// Event id (16 bytes) -> receive time in seconds since the epoch.
 const SEEN: TableDefinition<&[u8], u64> = TableDefinition::new("seen");
 /// (receive time in seconds, event id) -> nothing: the same ids ordered by time, for purging.
 const SEEN_BY_TIME: TableDefinition<(u64, &[u8]), ()> = TableDefinition::new("seen_by_time");
+/// Contact id -> its last known state ([`ContactState`] as JSON).
+const CONTACTS: TableDefinition<i64, &[u8]> = TableDefinition::new("contacts");
 /// Named counters: `flush_seq`, `replay_from`.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
@@ -55,6 +61,7 @@ impl Store {
             txn.open_table(SEEN).map_err(err("create table"))?;
             txn.open_table(SEEN_BY_TIME).map_err(err("create table"))?;
             txn.open_table(META).map_err(err("create table"))?;
+            txn.open_table(CONTACTS).map_err(err("create table"))?;
         }
         txn.commit().map_err(err("commit"))?;
         Ok(Store { db })
@@ -86,10 +93,40 @@ impl Store {
             .collect()
     }
 
-    /// Records a flush: its sequence number, the replay position, and the ids it wrote (with
-    /// their receive times in seconds). Durable when it returns.
-    pub fn commit(&self, record: Committed, ids: &[([u8; 16], u64)]) -> Result<(), StoreError> {
+    /// The stored states of these contacts (contacts never seen are absent).
+    pub fn contacts(
+        &self,
+        ids: impl IntoIterator<Item = i64>,
+    ) -> Result<HashMap<i64, ContactState>, StoreError> {
+        let txn = self.db.begin_read().map_err(err("begin read"))?;
+        let table = txn.open_table(CONTACTS).map_err(err("open table"))?;
+        let mut states = HashMap::new();
+        for id in ids {
+            if let Some(bytes) = table.get(id).map_err(err("read"))? {
+                let state: ContactState =
+                    serde_json::from_slice(bytes.value()).map_err(err("decode contact"))?;
+                states.insert(id, state);
+            }
+        }
+        Ok(states)
+    }
+
+    /// Records a flush: its sequence number, the replay position, the ids it wrote (with their
+    /// receive times in seconds) and the contact states it produced. Durable when it returns.
+    pub fn commit(
+        &self,
+        record: Committed,
+        ids: &[([u8; 16], u64)],
+        contacts: &HashMap<i64, ContactState>,
+    ) -> Result<(), StoreError> {
         let txn = self.db.begin_write().map_err(err("begin write"))?;
+        {
+            let mut table = txn.open_table(CONTACTS).map_err(err("open table"))?;
+            for (id, state) in contacts {
+                let bytes = serde_json::to_vec(state).map_err(err("encode contact"))?;
+                table.insert(*id, bytes.as_slice()).map_err(err("insert"))?;
+            }
+        }
         {
             let mut seen = txn.open_table(SEEN).map_err(err("open table"))?;
             let mut by_time = txn.open_table(SEEN_BY_TIME).map_err(err("open table"))?;
@@ -162,14 +199,21 @@ mod tests {
         {
             let store = Store::open(&path).unwrap();
             assert_eq!(store.committed().unwrap(), Committed::default());
+            let mut contacts = HashMap::new();
+            contacts.insert(
+                7,
+                ContactState {
+                    event_time_us: 1,
+                    event_id: "e".into(),
+                    ..Default::default()
+                },
+            );
+            let record = Committed {
+                flush_seq: 1,
+                replay_from: 5,
+            };
             store
-                .commit(
-                    Committed {
-                        flush_seq: 1,
-                        replay_from: 5,
-                    },
-                    &[(a, 100), (b, 200)],
-                )
+                .commit(record, &[(a, 100), (b, 200)], &contacts)
                 .unwrap();
         }
         let store = Store::open(&path).unwrap();
@@ -180,6 +224,9 @@ mod tests {
                 replay_from: 5
             }
         );
+        let contacts = store.contacts([7, 8]).unwrap();
+        assert_eq!(contacts.len(), 1);
+        assert_eq!(contacts[&7].event_id, "e");
         assert_eq!(
             store.seen(&[a, b, [0; 16]]).unwrap(),
             vec![true, true, false]

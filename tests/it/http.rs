@@ -600,8 +600,8 @@ async fn admin_flush_reports_what_it_wrote() {
     assert_eq!(report["reason"], "manual");
     assert_eq!(
         report["rows"],
-        json!({"call_events": 0, "call_outcomes": 0, "contact_answers": 5,
-        "contact_events": 1, "raw_events": 1, "tracking_params": 2})
+        json!({"attribute_changes": 0, "call_events": 0, "call_outcomes": 0, "contact_answers": 5,
+        "contact_events": 1, "raw_events": 1, "status_transitions": 1, "tracking_params": 2})
     );
     let files: Vec<&str> = report["files"]
         .as_array()
@@ -609,7 +609,7 @@ async fn admin_flush_reports_what_it_wrote() {
         .iter()
         .map(|f| f["path"].as_str().unwrap())
         .collect();
-    assert_eq!(files.len(), 4);
+    assert_eq!(files.len(), 5);
     let flush_id = report["flush_id"].as_str().unwrap();
     for f in files {
         assert!(

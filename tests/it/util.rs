@@ -127,6 +127,8 @@ impl Lake {
             "call_events",
             "call_outcomes",
             "raw_events",
+            "attribute_changes",
+            "status_transitions",
         ] {
             sql = sql.replace(&format!("{{{table}}}"), &self.scan(table));
         }

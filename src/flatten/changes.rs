@@ -1,0 +1,449 @@
+//! Change tracking: contact rows + the previous state of each contact -> `attribute_changes` and
+//! `status_transitions`, and the next state.
+//!
+//! A contact's state is its last snapshot: every attribute as text (flattened column names,
+//! `answer:<question>`, `param:<key>`), the event time and id of that snapshot, and when its
+//! current status began. Contact rows of a batch are applied in event-time order. A row older
+//! than the state (it arrived late) is compared with the state but does not replace it; its
+//! rows are flagged `late`. Invariant: pure; the caller loads states before and stores them
+//! after, atomically with the flush that writes these rows.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use chrono::{DateTime, SecondsFormat};
+use serde::{Deserialize, Serialize};
+
+use super::Tables;
+use super::table::Micros;
+use super::tables::{AttributeChangeRow, ContactEventRow, StatusTransitionRow};
+
+/// The last known snapshot of a contact, as the state store keeps it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ContactState {
+    /// Event time of the snapshot, microseconds since the epoch.
+    pub event_time_us: i64,
+    /// Id of the event the snapshot came from.
+    pub event_id: String,
+    /// When the current status began (the transition into it, or first sight).
+    pub status_since_us: Option<i64>,
+    /// Attribute -> value as text; a missing key is null.
+    pub values: BTreeMap<String, String>,
+}
+
+/// iClosed's names in `updatedAttributes` and the attributes each stands for. A name ending in
+/// `*` is a prefix: the whole group.
+pub const REPORTED_NAMES: &[(&str, &[&str])] = &[
+    ("firstName", &["first_name"]),
+    ("lastName", &["last_name"]),
+    ("email", &["email"]),
+    ("phoneNumber", &["phone_number"]),
+    ("secondary_email", &["secondary_email"]),
+    ("secondary_phoneNumber", &["secondary_phone_number"]),
+    ("status", &["status"]),
+    ("timeZone", &["time_zone"]),
+    ("country", &["country"]),
+    ("ipAddress", &["ip_address"]),
+    ("userId", &["user_id"]),
+    ("accountId", &["account_id"]),
+    ("previewId", &["preview_id"]),
+    ("createdAt", &["created_at"]),
+    ("joinedTime", &["joined_time"]),
+    ("disqualifyingGroup", &["disqualifying_group"]),
+    ("tracking", &["utm_*", "first_utm_*", "param:*"]),
+    ("questionsAndAnswers", &["answer:*"]),
+    ("event", &["booking_event_*"]),
+    ("latestCall", &["latest_call_*"]),
+];
+
+fn matches(pattern: &str, attribute: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => attribute.starts_with(prefix),
+        None => pattern == attribute,
+    }
+}
+
+fn text_ts(t: Option<Micros>) -> Option<String> {
+    t.and_then(|m| DateTime::from_timestamp_micros(m.0))
+        .map(|d| d.to_rfc3339_opts(SecondsFormat::AutoSi, true))
+}
+
+/// The attributes of one contact row (with its tracking parameters and answers) as text.
+pub fn snapshot(
+    row: &ContactEventRow,
+    params: &[(Option<String>, Option<String>)],
+    answers: &[(Option<String>, Option<String>)],
+) -> BTreeMap<String, String> {
+    let fields: [(&str, Option<String>); 36] = [
+        ("account_id", row.account_id.map(|v| v.to_string())),
+        ("user_id", row.user_id.map(|v| v.to_string())),
+        ("preview_id", row.preview_id.clone()),
+        ("first_name", row.first_name.clone()),
+        ("last_name", row.last_name.clone()),
+        ("email", row.email.clone()),
+        ("phone_number", row.phone_number.clone()),
+        ("secondary_email", row.secondary_email.clone()),
+        ("secondary_phone_number", row.secondary_phone_number.clone()),
+        ("status", row.status.clone()),
+        ("created_at", text_ts(row.created_at)),
+        ("joined_time", text_ts(row.joined_time)),
+        ("time_zone", row.time_zone.clone()),
+        ("country", row.country.clone()),
+        ("ip_address", row.ip_address.clone()),
+        (
+            "booking_event_id",
+            row.booking_event_id.map(|v| v.to_string()),
+        ),
+        ("booking_event_name", row.booking_event_name.clone()),
+        ("booking_event_type", row.booking_event_type.clone()),
+        (
+            "booking_event_link_prefix",
+            row.booking_event_link_prefix.clone(),
+        ),
+        ("booking_event_color", row.booking_event_color.clone()),
+        ("utm_source", row.utm_source.clone()),
+        ("utm_medium", row.utm_medium.clone()),
+        ("utm_campaign", row.utm_campaign.clone()),
+        ("utm_term", row.utm_term.clone()),
+        ("utm_content", row.utm_content.clone()),
+        ("first_utm_source", row.first_utm_source.clone()),
+        ("first_utm_medium", row.first_utm_medium.clone()),
+        ("first_utm_campaign", row.first_utm_campaign.clone()),
+        ("first_utm_term", row.first_utm_term.clone()),
+        ("first_utm_content", row.first_utm_content.clone()),
+        ("latest_call_at", text_ts(row.latest_call_at)),
+        (
+            "latest_call_duration_min",
+            row.latest_call_duration_min.map(|v| v.to_string()),
+        ),
+        (
+            "latest_call_host_id",
+            row.latest_call_host_id.map(|v| v.to_string()),
+        ),
+        ("latest_call_host_name", row.latest_call_host_name.clone()),
+        ("latest_call_host_email", row.latest_call_host_email.clone()),
+        ("disqualifying_group", row.disqualifying_group.clone()),
+    ];
+    let mut values: BTreeMap<String, String> = fields
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k.to_string(), v)))
+        .collect();
+    for (key, value) in params {
+        if let (Some(k), Some(v)) = (key, value) {
+            values.insert(format!("param:{k}"), v.clone());
+        }
+    }
+    for (question, response) in answers {
+        if let (Some(q), Some(r)) = (question, response) {
+            values.insert(format!("answer:{q}"), r.clone());
+        }
+    }
+    values
+}
+
+/// Computes `attribute_changes` and `status_transitions` for the contact rows in `tables`,
+/// advancing `states` (contact id -> state) as it goes.
+pub fn track(tables: &mut Tables, states: &mut HashMap<i64, ContactState>) {
+    let mut params: HashMap<&str, Vec<(Option<String>, Option<String>)>> = HashMap::new();
+    for p in &tables.tracking_params {
+        params
+            .entry(p.event_id.as_str())
+            .or_default()
+            .push((p.key.clone(), p.value.clone()));
+    }
+    let mut answers: HashMap<&str, Vec<(Option<String>, Option<String>)>> = HashMap::new();
+    for a in &tables.contact_answers {
+        answers
+            .entry(a.event_id.as_str())
+            .or_default()
+            .push((a.question.clone(), a.response.clone()));
+    }
+    let mut order: Vec<&ContactEventRow> = tables.contact_events.iter().collect();
+    order.sort_by(|a, b| {
+        (a.event_time, a.received_at, &a.event_id).cmp(&(b.event_time, b.received_at, &b.event_id))
+    });
+    let mut changes = Vec::new();
+    let mut transitions = Vec::new();
+    for row in order {
+        let Some(contact_id) = row.contact_id else {
+            continue;
+        };
+        let empty = Vec::new();
+        let mut snap = snapshot(
+            row,
+            params.get(row.event_id.as_str()).unwrap_or(&empty),
+            answers.get(row.event_id.as_str()).unwrap_or(&empty),
+        );
+        let transitioned_at = row.updated_at.unwrap_or(row.event_time);
+        let status = snap.get("status").cloned();
+        let transition =
+            |from: Option<String>, seconds: Option<f64>, late: bool| StatusTransitionRow {
+                event_id: row.event_id.clone(),
+                event_type: row.event_type.clone(),
+                received_at: row.received_at,
+                event_time: row.event_time,
+                contact_id: row.contact_id,
+                from_status: from,
+                to_status: status.clone(),
+                transitioned_at,
+                seconds_in_from_status: seconds,
+                first_utm_source: row.first_utm_source.clone(),
+                first_utm_campaign: row.first_utm_campaign.clone(),
+                utm_source: row.utm_source.clone(),
+                utm_campaign: row.utm_campaign.clone(),
+                late,
+            };
+        let Some(previous) = states.get(&contact_id) else {
+            transitions.push(transition(None, None, false));
+            states.insert(
+                contact_id,
+                ContactState {
+                    event_time_us: row.event_time.0,
+                    event_id: row.event_id.clone(),
+                    status_since_us: Some(transitioned_at.0),
+                    values: snap,
+                },
+            );
+            continue;
+        };
+        let late = row.event_time.0 < previous.event_time_us;
+        // A payload without a status keeps the status: it is not a change to nothing.
+        if let (None, Some(kept)) = (&status, previous.values.get("status")) {
+            snap.insert("status".into(), kept.clone());
+        }
+        diff(row, &previous.values, &snap, late, &mut changes);
+        let old_status = previous.values.get("status").cloned();
+        let status_changed = status.is_some() && status != old_status;
+        if status_changed {
+            let seconds = previous
+                .status_since_us
+                .map(|since| (transitioned_at.0 - since) as f64 / 1e6);
+            transitions.push(transition(old_status, seconds, late));
+        }
+        if !late {
+            let status_since_us = if status_changed {
+                Some(transitioned_at.0)
+            } else {
+                previous.status_since_us
+            };
+            states.insert(
+                contact_id,
+                ContactState {
+                    event_time_us: row.event_time.0,
+                    event_id: row.event_id.clone(),
+                    status_since_us,
+                    values: snap,
+                },
+            );
+        }
+    }
+    tables.attribute_changes = changes;
+    tables.status_transitions = transitions;
+}
+
+/// Rows for every attribute that differs or was reported.
+fn diff(
+    row: &ContactEventRow,
+    old: &BTreeMap<String, String>,
+    new: &BTreeMap<String, String>,
+    late: bool,
+    out: &mut Vec<AttributeChangeRow>,
+) {
+    let reported_names: Vec<&str> = row
+        .updated_attributes
+        .iter()
+        .flatten()
+        .map(String::as_str)
+        .collect();
+    let patterns: Vec<&str> = reported_names
+        .iter()
+        .flat_map(|name| {
+            REPORTED_NAMES
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, attrs)| attrs.to_vec())
+                // A name we have no mapping for is taken as one of our attribute names.
+                .unwrap_or_else(|| vec![*name])
+        })
+        .collect();
+    let is_reported = |attribute: &str| patterns.iter().any(|p| matches(p, attribute));
+    let keys: BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+    let mut covered: BTreeSet<&str> = BTreeSet::new();
+    let mut push = |attribute: String,
+                    old_value: Option<String>,
+                    new_value: Option<String>,
+                    reported: bool,
+                    detected: bool| {
+        out.push(AttributeChangeRow {
+            event_id: row.event_id.clone(),
+            event_type: row.event_type.clone(),
+            received_at: row.received_at,
+            event_time: row.event_time,
+            contact_id: row.contact_id,
+            attribute,
+            old_value,
+            new_value,
+            reported,
+            detected,
+            late,
+        });
+    };
+    for key in keys {
+        let (o, n) = (old.get(key), new.get(key));
+        let detected = o != n;
+        let reported = is_reported(key);
+        if detected || reported {
+            push(key.clone(), o.cloned(), n.cloned(), reported, detected);
+        }
+        if reported {
+            covered.insert(key.as_str());
+        }
+    }
+    // A reported name none of whose attributes has a value on either side still gets its row.
+    for name in reported_names {
+        let attrs: Vec<&str> = REPORTED_NAMES
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, attrs)| attrs.to_vec())
+            .unwrap_or_else(|| vec![name]);
+        if !covered.iter().any(|c| attrs.iter().any(|p| matches(p, c))) {
+            let attribute = if attrs.len() == 1 && !attrs[0].ends_with('*') {
+                attrs[0]
+            } else {
+                name
+            };
+            push(attribute.to_string(), None, None, true, false);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Envelope;
+    use serde_json::json;
+
+    fn contact(body: serde_json::Value, received_at_us: i64) -> Envelope {
+        Envelope::parse_one(&body.to_string(), None, received_at_us, "/w").unwrap()
+    }
+
+    fn run(events: &[Envelope], states: &mut HashMap<i64, ContactState>) -> Tables {
+        let mut tables = crate::flatten::flatten(events);
+        track(&mut tables, states);
+        tables
+    }
+
+    fn changes(t: &Tables) -> Vec<(String, Option<String>, Option<String>, bool, bool, bool)> {
+        t.attribute_changes
+            .iter()
+            .map(|c| {
+                (
+                    c.attribute.clone(),
+                    c.old_value.clone(),
+                    c.new_value.clone(),
+                    c.reported,
+                    c.detected,
+                    c.late,
+                )
+            })
+            .collect()
+    }
+
+    fn s(v: &str) -> Option<String> {
+        Some(v.to_string())
+    }
+
+    #[test]
+    fn first_sight_is_a_transition_from_nothing_and_no_changes() {
+        let mut states = HashMap::new();
+        let t = run(
+            &[contact(
+                json!({"id": 1, "previewId": "p", "status": "POTENTIAL", "updatedAt": "2026-01-01T00:00:00Z"}),
+                0,
+            )],
+            &mut states,
+        );
+        assert!(t.attribute_changes.is_empty());
+        assert_eq!(t.status_transitions.len(), 1);
+        assert_eq!(t.status_transitions[0].from_status, None);
+        assert_eq!(t.status_transitions[0].to_status, s("POTENTIAL"));
+        assert_eq!(t.status_transitions[0].seconds_in_from_status, None);
+        assert_eq!(states[&1].values["status"], "POTENTIAL");
+    }
+
+    #[test]
+    fn reported_and_detected_changes_are_told_apart() {
+        let mut states = HashMap::new();
+        let first = json!({"id": 1, "previewId": "p", "status": "POTENTIAL", "email": "a@x", "phoneNumber": "1",
+                           "tracking": {"utm_source": "g", "utmKey_1": "fbclid", "utmValue_1": "c1"},
+                           "updatedAt": "2026-01-01T00:00:00Z"});
+        let second = json!({"id": 1, "previewId": "p", "status": "QUALIFIED", "email": "b@x", "phoneNumber": "2",
+                            "tracking": {"utm_source": "g", "utmKey_1": "fbclid", "utmValue_1": "c2"},
+                            "updatedAttributes": ["email", "country", "status", "questionsAndAnswers", "shoeSize"],
+                            "updatedAt": "2026-01-01T01:00:00Z"});
+        let t = run(&[contact(second, 2), contact(first, 1)], &mut states);
+        assert_eq!(
+            changes(&t),
+            vec![
+                ("email".into(), s("a@x"), s("b@x"), true, true, false),
+                ("param:fbclid".into(), s("c1"), s("c2"), false, true, false),
+                ("phone_number".into(), s("1"), s("2"), false, true, false),
+                (
+                    "status".into(),
+                    s("POTENTIAL"),
+                    s("QUALIFIED"),
+                    true,
+                    true,
+                    false
+                ),
+                ("country".into(), None, None, true, false, false),
+                ("questionsAndAnswers".into(), None, None, true, false, false),
+                ("shoeSize".into(), None, None, true, false, false),
+            ]
+        );
+        let moves: Vec<_> = t
+            .status_transitions
+            .iter()
+            .map(|r| {
+                (
+                    r.from_status.clone(),
+                    r.to_status.clone(),
+                    r.seconds_in_from_status,
+                )
+            })
+            .collect();
+        assert_eq!(
+            moves,
+            vec![
+                (None, s("POTENTIAL"), None),
+                (s("POTENTIAL"), s("QUALIFIED"), Some(3600.0))
+            ]
+        );
+    }
+
+    #[test]
+    fn a_late_event_is_flagged_and_does_not_replace_the_state() {
+        let mut states = HashMap::new();
+        let newer = json!({"id": 1, "previewId": "p", "status": "QUALIFIED", "updatedAt": "2026-01-01T02:00:00Z"});
+        run(&[contact(newer, 1)], &mut states);
+        let older = json!({"id": 1, "previewId": "p", "status": "POTENTIAL", "updatedAt": "2026-01-01T01:00:00Z"});
+        let t = run(&[contact(older, 2)], &mut states);
+        assert_eq!(
+            changes(&t),
+            vec![(
+                "status".into(),
+                s("QUALIFIED"),
+                s("POTENTIAL"),
+                false,
+                true,
+                true
+            )]
+        );
+        assert!(t.status_transitions.iter().all(|r| r.late));
+        assert_eq!(states[&1].values["status"], "QUALIFIED");
+        // A missing status is neither a transition nor a change, and the status is kept.
+        let silent = json!({"id": 1, "previewId": "p", "updatedAt": "2026-01-01T03:00:00Z"});
+        let t = run(&[contact(silent, 3)], &mut states);
+        assert!(t.status_transitions.is_empty() && t.attribute_changes.is_empty());
+        assert_eq!(states[&1].values["status"], "QUALIFIED");
+    }
+}
