@@ -17,6 +17,9 @@ use super::Tables;
 use super::table::Micros;
 use super::tables::{AttributeChangeRow, ContactEventRow, StatusTransitionRow};
 
+/// Key/value pairs of a contact row: tracking parameters or question/answer pairs.
+type Pairs = Vec<(Option<String>, Option<String>)>;
+
 /// The last known snapshot of a contact, as the state store keeps it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ContactState {
@@ -143,14 +146,14 @@ pub fn snapshot(
 /// Computes `attribute_changes` and `status_transitions` for the contact rows in `tables`,
 /// advancing `states` (contact id -> state) as it goes.
 pub fn track(tables: &mut Tables, states: &mut HashMap<i64, ContactState>) {
-    let mut params: HashMap<&str, Vec<(Option<String>, Option<String>)>> = HashMap::new();
+    let mut params: HashMap<&str, Pairs> = HashMap::new();
     for p in &tables.tracking_params {
         params
             .entry(p.event_id.as_str())
             .or_default()
             .push((p.key.clone(), p.value.clone()));
     }
-    let mut answers: HashMap<&str, Vec<(Option<String>, Option<String>)>> = HashMap::new();
+    let mut answers: HashMap<&str, Pairs> = HashMap::new();
     for a in &tables.contact_answers {
         answers
             .entry(a.event_id.as_str())
@@ -332,7 +335,10 @@ mod tests {
         tables
     }
 
-    fn changes(t: &Tables) -> Vec<(String, Option<String>, Option<String>, bool, bool, bool)> {
+    /// (attribute, old, new, reported, detected, late)
+    type Change = (String, Option<String>, Option<String>, bool, bool, bool);
+
+    fn changes(t: &Tables) -> Vec<Change> {
         t.attribute_changes
             .iter()
             .map(|c| {
