@@ -1,5 +1,6 @@
 #![recursion_limit = "256"]
 
+mod changes;
 mod crash;
 mod http;
 mod queries;

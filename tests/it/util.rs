@@ -60,7 +60,24 @@ impl Lake {
     }
 
     pub fn with(edit: impl FnOnce(&mut Config)) -> Lake {
-        let dir = tempfile::tempdir().unwrap();
+        Lake::open(tempfile::tempdir().unwrap(), edit)
+    }
+
+    /// Stops this lake's pipeline (as a crash would: no flush) and opens a new one on the same
+    /// directory, which recovers from the log.
+    pub fn restart(self) -> Lake {
+        self.pipeline.close();
+        let Lake {
+            dir,
+            pipeline,
+            router,
+        } = self;
+        drop(router);
+        drop(pipeline);
+        Lake::open(dir, |_| {})
+    }
+
+    fn open(dir: tempfile::TempDir, edit: impl FnOnce(&mut Config)) -> Lake {
         let mut config = Config {
             data_dir: dir.path().to_path_buf(),
             ..Config::default()

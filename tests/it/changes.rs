@@ -1,0 +1,224 @@
+//! Change tracking through the HTTP endpoint: a lead's journey, in order, then shuffled with
+//! duplicates across a restart; every row of `status_transitions` and `attribute_changes`
+//! checked with DuckDB.
+
+use serde_json::{Value, json};
+
+use crate::util::{Lake, duckdb, fixture_object};
+
+/// The five events of one lead's journey, oldest first:
+/// 1. first form step (POTENTIAL, phone only), 2. second form step (still POTENTIAL: name,
+///    email, a second answer), 3. qualified (status reported; campaign changed, not reported),
+/// 4. email changed (reported) and phone changed (not reported), 5. strategy call booked.
+fn journey() -> Vec<String> {
+    let base: Value =
+        serde_json::from_str(&fixture_object("contact_created_potential.json")).unwrap();
+    let step = |edit: &dyn Fn(&mut serde_json::Map<String, Value>)| {
+        let mut object = base.as_object().unwrap().clone();
+        edit(&mut object);
+        Value::Object(object)
+    };
+    let e1 = base.clone();
+    let e2 = step(&|o| {
+        o.insert("firstName".into(), json!("Ada"));
+        o.insert("lastName".into(), json!("Kowalczyk"));
+        o.insert("email".into(), json!("ada@example.com"));
+        o.insert("updatedAt".into(), json!("2026-04-11T09:44:00.000Z"));
+        let qa = o["questionsAndAnswers"].as_object_mut().unwrap();
+        qa.insert("2_question".into(), json!("Email Address"));
+        qa.insert("2_response".into(), json!("ada@example.com"));
+        qa.insert("Email Address".into(), json!("ada@example.com"));
+    });
+    let qualified = |o: &mut serde_json::Map<String, Value>| {
+        for (k, v) in e2.as_object().unwrap() {
+            o.insert(k.clone(), v.clone());
+        }
+        o.insert("hookType".into(), json!("Contact updated"));
+        o.insert("status".into(), json!("QUALIFIED"));
+        o["tracking"]
+            .as_object_mut()
+            .unwrap()
+            .insert("utm_campaign".into(), json!("spring_promo"));
+    };
+    let e3 = step(&|o| {
+        qualified(o);
+        o.insert("updatedAt".into(), json!("2026-04-11T09:47:30.000Z"));
+        o.insert("updatedAttributes".into(), json!(["status"]));
+    });
+    let e4 = step(&|o| {
+        qualified(o);
+        o.insert("email".into(), json!("ada.k@example.com"));
+        o.insert("phoneNumber".into(), json!("+447700900999"));
+        o.insert("updatedAt".into(), json!("2026-04-11T10:05:00.000Z"));
+        o.insert("updatedAttributes".into(), json!(["email"]));
+    });
+    let e5 = step(&|o| {
+        qualified(o);
+        o.insert("email".into(), json!("ada.k@example.com"));
+        o.insert("phoneNumber".into(), json!("+447700900999"));
+        o.insert("hookType".into(), json!("Contact by status"));
+        o.insert("status".into(), json!("STRATEGY_CALL_BOOKED"));
+        o.insert("updatedAt".into(), json!("2026-04-11T11:00:00.000Z"));
+        o.insert("updatedAttributes".into(), json!(["status"]));
+    });
+    [e1, e2, e3, e4, e5].iter().map(Value::to_string).collect()
+}
+
+async fn deliver(lake: &Lake, body: &str) -> (String, u64) {
+    let r = lake.post("/webhooks/iclosed", body.to_string()).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let ack = r.json();
+    (
+        ack["event_ids"][0].as_str().unwrap().to_string(),
+        ack["duplicates"].as_u64().unwrap(),
+    )
+}
+
+fn rows(lake: &Lake, sql: &str) -> Value {
+    Value::Array(lake.query(sql).into_iter().map(Value::Object).collect())
+}
+
+const TRANSITIONS: &str = "select event_id, event_type, from_status, to_status, transitioned_at, \
+    seconds_in_from_status, first_utm_source, first_utm_campaign, utm_source, utm_campaign, late \
+    from {status_transitions} order by transitioned_at, late";
+const CHANGES: &str = "select event_id, attribute, old_value, new_value, reported, detected, late \
+    from {attribute_changes} order by event_time, attribute";
+const HISTORY: &str = "status_history";
+
+fn history(lake: &Lake) -> Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("queries")
+        .join(format!("{HISTORY}.sql"));
+    let sql = std::fs::read_to_string(path).unwrap();
+    let rows = duckdb(&format!(
+        "SET VARIABLE data_dir = '{}'; {sql}",
+        lake.dir.path().display()
+    ));
+    Value::Array(rows.into_iter().map(Value::Object).collect())
+}
+
+#[tokio::test]
+async fn a_journey_in_order_gives_every_transition_and_change() {
+    let lake = Lake::new();
+    let mut ids = Vec::new();
+    for body in journey() {
+        ids.push(deliver(&lake, &body).await.0);
+    }
+    lake.flush().await;
+    let [e1, e2, e3, e4, e5] = [&ids[0], &ids[1], &ids[2], &ids[3], &ids[4]];
+    assert_eq!(
+        rows(&lake, TRANSITIONS),
+        json!([
+            {"event_id": e1, "event_type": "contact_created", "from_status": null, "to_status": "POTENTIAL",
+             "transitioned_at": "2026-04-11 09:41:03.006+00", "seconds_in_from_status": null,
+             "first_utm_source": "linkedin", "first_utm_campaign": null, "utm_source": "linkedin",
+             "utm_campaign": null, "late": false},
+            {"event_id": e3, "event_type": "contact_updated", "from_status": "POTENTIAL", "to_status": "QUALIFIED",
+             "transitioned_at": "2026-04-11 09:47:30+00", "seconds_in_from_status": 386.994,
+             "first_utm_source": "linkedin", "first_utm_campaign": null, "utm_source": "linkedin",
+             "utm_campaign": "spring_promo", "late": false},
+            {"event_id": e5, "event_type": "contact_status", "from_status": "QUALIFIED",
+             "to_status": "STRATEGY_CALL_BOOKED", "transitioned_at": "2026-04-11 11:00:00+00",
+             "seconds_in_from_status": 4350.0, "first_utm_source": "linkedin", "first_utm_campaign": null,
+             "utm_source": "linkedin", "utm_campaign": "spring_promo", "late": false}
+        ])
+    );
+    assert_eq!(
+        rows(&lake, CHANGES),
+        json!([
+            {"event_id": e2, "attribute": "answer:Email Address", "old_value": null, "new_value": "ada@example.com",
+             "reported": false, "detected": true, "late": false},
+            {"event_id": e2, "attribute": "email", "old_value": null, "new_value": "ada@example.com",
+             "reported": false, "detected": true, "late": false},
+            {"event_id": e2, "attribute": "first_name", "old_value": null, "new_value": "Ada",
+             "reported": false, "detected": true, "late": false},
+            {"event_id": e2, "attribute": "last_name", "old_value": null, "new_value": "Kowalczyk",
+             "reported": false, "detected": true, "late": false},
+            {"event_id": e3, "attribute": "status", "old_value": "POTENTIAL", "new_value": "QUALIFIED",
+             "reported": true, "detected": true, "late": false},
+            {"event_id": e3, "attribute": "utm_campaign", "old_value": null, "new_value": "spring_promo",
+             "reported": false, "detected": true, "late": false},
+            {"event_id": e4, "attribute": "email", "old_value": "ada@example.com", "new_value": "ada.k@example.com",
+             "reported": true, "detected": true, "late": false},
+            {"event_id": e4, "attribute": "phone_number", "old_value": "+447700900318",
+             "new_value": "+447700900999", "reported": false, "detected": true, "late": false},
+            {"event_id": e5, "attribute": "status", "old_value": "QUALIFIED", "new_value": "STRATEGY_CALL_BOOKED",
+             "reported": true, "detected": true, "late": false}
+        ])
+    );
+    assert_eq!(
+        history(&lake),
+        json!([
+            {"contact_id": 48377, "status": "POTENTIAL", "started_at": "2026-04-11 09:41:03.006+00",
+             "ended_at": "2026-04-11 09:47:30+00", "seconds": 386.994},
+            {"contact_id": 48377, "status": "QUALIFIED", "started_at": "2026-04-11 09:47:30+00",
+             "ended_at": "2026-04-11 11:00:00+00", "seconds": 4350.0},
+            {"contact_id": 48377, "status": "STRATEGY_CALL_BOOKED", "started_at": "2026-04-11 11:00:00+00",
+             "ended_at": null, "seconds": null}
+        ])
+    );
+}
+
+#[tokio::test]
+async fn the_same_journey_shuffled_with_duplicates_across_a_restart_gives_the_same_history() {
+    let bodies = journey();
+    let in_order = Lake::new();
+    for body in &bodies {
+        deliver(&in_order, body).await;
+    }
+    in_order.flush().await;
+
+    let lake = Lake::new();
+    // e2 before e1, in one flush: a batch is applied in event-time order, so this is exact.
+    deliver(&lake, &bodies[1]).await;
+    let (e1, _) = deliver(&lake, &bodies[0]).await;
+    deliver(&lake, &bodies[2]).await;
+    lake.flush().await;
+    // e5 survives a restart through the log, and is flushed before e4 arrives.
+    deliver(&lake, &bodies[4]).await;
+    let lake = lake.restart();
+    assert_eq!(
+        deliver(&lake, &bodies[4]).await.1,
+        1,
+        "a redelivery after the restart is a duplicate"
+    );
+    lake.flush().await;
+    let (e4, _) = deliver(&lake, &bodies[3]).await;
+    assert_eq!(
+        deliver(&lake, &bodies[2]).await.1,
+        1,
+        "a redelivery after a flush is a duplicate"
+    );
+    lake.flush().await;
+
+    // The exact history does not depend on the order of arrival.
+    assert_eq!(history(&lake), history(&in_order));
+    // e4 met a newer state (e5's): its rows are flagged, and the state kept e5's values.
+    let flagged = rows(
+        &lake,
+        "select distinct event_id from {attribute_changes} where late",
+    );
+    assert_eq!(flagged, json!([{"event_id": e4}]));
+    let late_moves = rows(
+        &lake,
+        "select event_id, from_status, to_status from {status_transitions} where late",
+    );
+    assert_eq!(
+        late_moves,
+        json!([{"event_id": e4, "from_status": "STRATEGY_CALL_BOOKED", "to_status": "QUALIFIED"}])
+    );
+    // Everything not flagged is what the in-order run computed.
+    let on_time = "select event_id, from_status, to_status, transitioned_at, seconds_in_from_status \
+                   from {status_transitions} where not late order by transitioned_at";
+    assert_eq!(rows(&lake, on_time), rows(&in_order, on_time));
+    let first = rows(
+        &lake,
+        "select event_id from {status_transitions} where from_status is null",
+    );
+    assert_eq!(first, json!([{"event_id": e1}]));
+    let counts = rows(
+        &lake,
+        "select count(*) as n, count(distinct event_id) as ids from {contact_events}",
+    );
+    assert_eq!(counts, json!([{"n": 5, "ids": 5}]));
+}
