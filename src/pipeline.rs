@@ -30,7 +30,7 @@ use crate::event::{self, Envelope};
 use crate::flatten;
 use crate::metrics::{Gauges, Metrics};
 use crate::sink::{FileWritten, Sink, SinkError, WriterSettings};
-use crate::state::{Committed, Store, StoreError, id_bytes};
+use crate::state::{Committed, States, Store, StoreError, id_bytes};
 use crate::wal::{self, Entry, Wal, WalConfig, WalError};
 
 /// What made a flush happen.
@@ -567,12 +567,21 @@ impl Pipeline {
                     .iter()
                     .filter_map(|r| r.contact_id)
                     .collect();
-                let mut contacts = store.contacts(ids)?;
-                flatten::changes::track(&mut tables, &mut contacts);
+                let calls: BTreeSet<&str> = tables
+                    .call_events
+                    .iter()
+                    .filter_map(|r| r.call_id.as_deref())
+                    .collect();
+                let mut states = States {
+                    contacts: store.contacts(ids)?,
+                    calls: store.calls(calls)?,
+                };
+                flatten::changes::track(&mut tables, &mut states.contacts);
+                flatten::changes::track_calls(&mut tables, &mut states.calls);
                 let rows: BTreeMap<&'static str, usize> = tables.row_counts().into_iter().collect();
                 let parse_errors = tables.parse_error_count();
                 let files = sink.write(tables, flush_seq)?;
-                Ok::<_, FlushError>((rows, parse_errors, files, contacts))
+                Ok::<_, FlushError>((rows, parse_errors, files, states))
             })();
             (events, result)
         });
@@ -586,7 +595,7 @@ impl Pipeline {
                 return Err(FlushError::Task(e.to_string()));
             }
         };
-        let (rows, parse_errors, files, contacts) = match result {
+        let (rows, parse_errors, files, states) = match result {
             Ok(done) => done,
             Err(e) => return Err(self.flush_failed(events, e)),
         };
@@ -606,7 +615,7 @@ impl Pipeline {
                 )
             })
             .collect();
-        if let Err(e) = self.store.commit(record, &ids, &contacts) {
+        if let Err(e) = self.store.commit(record, &ids, &states) {
             // The published files will be rewritten by the next flush (same number, superset of
             // rows), or removed at the next start.
             return Err(self.flush_failed(events, e.into()));

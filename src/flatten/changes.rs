@@ -1,5 +1,6 @@
 //! Change tracking: contact rows + the previous state of each contact -> `attribute_changes` and
-//! `status_transitions`, and the next state.
+//! `status_transitions`, and the next state; call rows + the last slot of each call ->
+//! `previous_start_at` and `slot_start_at`.
 //!
 //! A contact's state is its last snapshot: every attribute as text (flattened column names,
 //! `answer:<question>`, `param:<key>`), the event time and id of that snapshot, and when its
@@ -31,6 +32,50 @@ pub struct ContactState {
     pub status_since_us: Option<i64>,
     /// Attribute -> value as text; a missing key is null.
     pub values: BTreeMap<String, String>,
+}
+
+/// The last known slot of a call, as the state store keeps it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CallState {
+    /// Event time of the event that set the slot, microseconds since the epoch.
+    pub event_time_us: i64,
+    /// Start of the latest slot, microseconds since the epoch.
+    pub start_at_us: Option<i64>,
+}
+
+/// Fills `previous_start_at` and `slot_start_at` of the call rows in `tables`, advancing
+/// `states` (call id -> state). Rows are applied in event-time order; a row older than the
+/// state does not replace it.
+pub fn track_calls(tables: &mut Tables, states: &mut HashMap<String, CallState>) {
+    let mut order: Vec<usize> = (0..tables.call_events.len()).collect();
+    order.sort_by(|&a, &b| {
+        let (a, b) = (&tables.call_events[a], &tables.call_events[b]);
+        (a.event_time, a.received_at, &a.event_id).cmp(&(b.event_time, b.received_at, &b.event_id))
+    });
+    for i in order {
+        let row = &mut tables.call_events[i];
+        let Some(call_id) = row.call_id.clone() else {
+            row.slot_start_at = row.start_at;
+            continue;
+        };
+        let previous = states.get(&call_id);
+        let known = previous.and_then(|s| s.start_at_us).map(Micros);
+        row.previous_start_at = row.old_start_at.or(known);
+        row.slot_start_at = match row.event_type.as_str() {
+            "call_cancelled" => known.or(row.start_at),
+            _ => row.start_at,
+        };
+        let late = previous.is_some_and(|s| row.event_time.0 < s.event_time_us);
+        if !late && row.event_type != "call_cancelled" && row.start_at.is_some() {
+            states.insert(
+                call_id,
+                CallState {
+                    event_time_us: row.event_time.0,
+                    start_at_us: row.start_at.map(|m| m.0),
+                },
+            );
+        }
+    }
 }
 
 /// iClosed's names in `updatedAttributes` and the attributes each stands for. A name ending in
@@ -356,6 +401,76 @@ mod tests {
 
     fn s(v: &str) -> Option<String> {
         Some(v.to_string())
+    }
+
+    fn call(kind: &str, start: &str, old: Option<&str>, received_at_us: i64) -> Envelope {
+        let mut event = json!({"uuid": "c1", "utc_start_time": start, "created_at": "2026-01-01T00:00:00Z",
+                               "canceled": kind == "Call canceled", "canceled_at": "2026-01-05T00:00:00Z"});
+        if let Some(old) = old {
+            event["old_start_time"] = json!(old);
+        }
+        let body = json!({"event_type": {}, "event": event, "invitee": {}, "hookType": kind});
+        Envelope::parse_one(&body.to_string(), None, received_at_us, "/w").unwrap()
+    }
+
+    #[test]
+    fn calls_remember_their_latest_slot() {
+        let mut states = HashMap::new();
+        // Booked for the 10th, moved to the 12th without old_start_time, then cancelled with the
+        // original slot in the payload (iClosed keeps it).
+        let events = [
+            call(
+                "Call booked",
+                "2026-01-10T10:00:00Z",
+                None,
+                1_767_225_600_000_000,
+            ),
+            call(
+                "Call rescheduled",
+                "2026-01-12T10:00:00Z",
+                None,
+                1_767_312_000_000_000,
+            ),
+            call(
+                "Call canceled",
+                "2026-01-10T10:00:00Z",
+                None,
+                1_767_571_200_000_000,
+            ),
+        ];
+        let mut tables = crate::flatten::flatten(&events);
+        track_calls(&mut tables, &mut states);
+        tables.call_events.sort_by_key(|r| r.event_time);
+        let ts = |s: &str| {
+            Some(Micros(
+                DateTime::parse_from_rfc3339(s).unwrap().timestamp_micros(),
+            ))
+        };
+        let slots: Vec<_> = tables
+            .call_events
+            .iter()
+            .map(|r| (r.event_type.as_str(), r.previous_start_at, r.slot_start_at))
+            .collect();
+        assert_eq!(
+            slots,
+            vec![
+                ("call_booked", None, ts("2026-01-10T10:00:00Z")),
+                (
+                    "call_rescheduled",
+                    ts("2026-01-10T10:00:00Z"),
+                    ts("2026-01-12T10:00:00Z")
+                ),
+                (
+                    "call_cancelled",
+                    ts("2026-01-12T10:00:00Z"),
+                    ts("2026-01-12T10:00:00Z")
+                ),
+            ]
+        );
+        assert_eq!(
+            states["c1"].start_at_us,
+            ts("2026-01-12T10:00:00Z").map(|m| m.0)
+        );
     }
 
     #[test]

@@ -188,6 +188,13 @@ table! {
         end_at: Option<Micros>,
         /// Previous slot start of a reschedule. Source: `event.old_start_time`.
         old_start_at: Option<Micros>,
+        /// The call's slot start before this event: `old_start_at` when iClosed sends it, else
+        /// the start hooklake last saw for this call (null for a call's first event).
+        previous_start_at: Option<Micros>,
+        /// The call's latest slot start at this event: `start_at`, except for a cancellation,
+        /// where iClosed may send the original slot of a rescheduled call: then the latest slot
+        /// hooklake saw.
+        slot_start_at: Option<Micros>,
         /// When the call was booked. Source: `event.created_at`.
         booked_at: Option<Micros>,
         /// Duration in minutes (`HOURS` converted). Source: `event_type.duration`, `event_type.durationUnit`.

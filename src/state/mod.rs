@@ -12,7 +12,7 @@ use std::path::Path;
 
 use std::collections::HashMap;
 
-use crate::flatten::changes::ContactState;
+use crate::flatten::changes::{CallState, ContactState};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 /// Event id (16 bytes) -> receive time in seconds since the epoch.
@@ -21,6 +21,8 @@ const SEEN: TableDefinition<&[u8], u64> = TableDefinition::new("seen");
 const SEEN_BY_TIME: TableDefinition<(u64, &[u8]), ()> = TableDefinition::new("seen_by_time");
 /// Contact id -> its last known state ([`ContactState`] as JSON).
 const CONTACTS: TableDefinition<i64, &[u8]> = TableDefinition::new("contacts");
+/// Call id -> its last known slot ([`CallState`] as JSON).
+const CALLS: TableDefinition<&str, &[u8]> = TableDefinition::new("calls");
 /// Named counters: `flush_seq`, `replay_from`.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
@@ -36,6 +38,13 @@ fn err<E: std::fmt::Display>(op: &'static str) -> impl FnOnce(E) -> StoreError {
         op,
         message: e.to_string(),
     }
+}
+
+/// The contact and call states a flush read and advanced.
+#[derive(Debug, Default)]
+pub struct States {
+    pub contacts: HashMap<i64, ContactState>,
+    pub calls: HashMap<String, CallState>,
 }
 
 /// What the last committed flush recorded.
@@ -62,6 +71,7 @@ impl Store {
             txn.open_table(SEEN_BY_TIME).map_err(err("create table"))?;
             txn.open_table(META).map_err(err("create table"))?;
             txn.open_table(CONTACTS).map_err(err("create table"))?;
+            txn.open_table(CALLS).map_err(err("create table"))?;
         }
         txn.commit().map_err(err("commit"))?;
         Ok(Store { db })
@@ -111,18 +121,46 @@ impl Store {
         Ok(states)
     }
 
+    /// The stored slots of these calls (calls never seen are absent).
+    pub fn calls<'a>(
+        &self,
+        ids: impl IntoIterator<Item = &'a str>,
+    ) -> Result<HashMap<String, CallState>, StoreError> {
+        let txn = self.db.begin_read().map_err(err("begin read"))?;
+        let table = txn.open_table(CALLS).map_err(err("open table"))?;
+        let mut states = HashMap::new();
+        for id in ids {
+            if let Some(bytes) = table.get(id).map_err(err("read"))? {
+                let state: CallState =
+                    serde_json::from_slice(bytes.value()).map_err(err("decode call"))?;
+                states.insert(id.to_string(), state);
+            }
+        }
+        Ok(states)
+    }
+
     /// Records a flush: its sequence number, the replay position, the ids it wrote (with their
-    /// receive times in seconds) and the contact states it produced. Durable when it returns.
+    /// receive times in seconds) and the contact and call states it produced. Durable when it
+    /// returns.
     pub fn commit(
         &self,
         record: Committed,
         ids: &[([u8; 16], u64)],
-        contacts: &HashMap<i64, ContactState>,
+        states: &States,
     ) -> Result<(), StoreError> {
         let txn = self.db.begin_write().map_err(err("begin write"))?;
         {
+            let mut table = txn.open_table(CALLS).map_err(err("open table"))?;
+            for (id, state) in &states.calls {
+                let bytes = serde_json::to_vec(state).map_err(err("encode call"))?;
+                table
+                    .insert(id.as_str(), bytes.as_slice())
+                    .map_err(err("insert"))?;
+            }
+        }
+        {
             let mut table = txn.open_table(CONTACTS).map_err(err("open table"))?;
-            for (id, state) in contacts {
+            for (id, state) in &states.contacts {
                 let bytes = serde_json::to_vec(state).map_err(err("encode contact"))?;
                 table.insert(*id, bytes.as_slice()).map_err(err("insert"))?;
             }
@@ -199,13 +237,18 @@ mod tests {
         {
             let store = Store::open(&path).unwrap();
             assert_eq!(store.committed().unwrap(), Committed::default());
-            let mut contacts = HashMap::new();
-            contacts.insert(
-                7,
-                ContactState {
-                    event_time_us: 1,
-                    event_id: "e".into(),
-                    ..Default::default()
+            let mut states = States::default();
+            let contact = ContactState {
+                event_time_us: 1,
+                event_id: "e".into(),
+                ..Default::default()
+            };
+            states.contacts.insert(7, contact);
+            states.calls.insert(
+                "c".into(),
+                CallState {
+                    event_time_us: 2,
+                    start_at_us: Some(3),
                 },
             );
             let record = Committed {
@@ -213,7 +256,7 @@ mod tests {
                 replay_from: 5,
             };
             store
-                .commit(record, &[(a, 100), (b, 200)], &contacts)
+                .commit(record, &[(a, 100), (b, 200)], &states)
                 .unwrap();
         }
         let store = Store::open(&path).unwrap();
@@ -227,6 +270,7 @@ mod tests {
         let contacts = store.contacts([7, 8]).unwrap();
         assert_eq!(contacts.len(), 1);
         assert_eq!(contacts[&7].event_id, "e");
+        assert_eq!(store.calls(["c", "d"]).unwrap()["c"].start_at_us, Some(3));
         assert_eq!(
             store.seen(&[a, b, [0; 16]]).unwrap(),
             vec![true, true, false]
