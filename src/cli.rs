@@ -64,6 +64,13 @@ pub enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Recompute every table and the state store from raw_events (after a mapping change),
+    /// into a new directory or in place (the old contents are kept beside it).
+    Rebuild {
+        /// Write the rebuilt lake here instead of replacing the data directory.
+        #[arg(long)]
+        into: Option<PathBuf>,
+    },
     /// Print the reference of every table and column (docs/tables.md).
     Tables,
 }
@@ -133,6 +140,15 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCode> 
             } else {
                 ExitCode::from(EXIT_REJECTED)
             })
+        }
+        Command::Rebuild { into } => {
+            let report = crate::rebuild::rebuild(&config, into.as_deref()).await?;
+            print!("{}", report.summary);
+            println!("rebuilt: {}", report.rebuilt.display());
+            if let Some(previous) = report.previous {
+                println!("previous contents kept at: {}", previous.display());
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Tables => {
             print!("{}", crate::flatten::docs::tables_markdown());

@@ -20,6 +20,7 @@ pub mod pipeline;
 pub mod metrics;
 pub mod server;
 pub mod replay;
+pub mod rebuild;
 pub mod client;
 pub mod cli;
 pub mod failpoint;

@@ -4,6 +4,7 @@ mod changes;
 mod crash;
 mod http;
 mod queries;
+mod rebuild;
 mod replay;
 mod serve;
 mod util;

@@ -77,6 +77,19 @@ impl Lake {
         Lake::open(dir, |_| {})
     }
 
+    /// Stops the pipeline without a flush and hands back the directory (unlocked).
+    pub fn close(self) -> tempfile::TempDir {
+        self.pipeline.close();
+        let Lake {
+            dir,
+            pipeline,
+            router,
+        } = self;
+        drop(router);
+        drop(pipeline);
+        dir
+    }
+
     fn open(dir: tempfile::TempDir, edit: impl FnOnce(&mut Config)) -> Lake {
         let mut config = Config {
             data_dir: dir.path().to_path_buf(),

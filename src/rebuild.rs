@@ -1,0 +1,301 @@
+//! `hooklake rebuild`: recompute every table and the state store from `raw_events`.
+//!
+//! Reads every published `raw_events` file of a data directory, orders the events by event time
+//! (then receive time and id), and feeds them through a fresh pipeline into a new directory:
+//! the same parsing, routing (an event keeps its recorded type; `unknown` ones are routed again,
+//! so a new mapping can claim them), flattening, change tracking and dedup as live traffic, with
+//! the original receive times and paths. In place, the new directory is then exchanged with the
+//! old one in one atomic `renameat2(RENAME_EXCHANGE)`, and the old one is kept beside it.
+//! Invariant: the source directory is only read (and locked against a running server) until
+//! the exchange.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow_array::{Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use chrono::Utc;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use crate::config::Config;
+use crate::event::{Envelope, EventType};
+use crate::metrics::Metrics;
+use crate::pipeline::{FlushReason, Mode, Pipeline};
+use crate::replay::Summary;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RebuildError {
+    #[error("cannot read {path}: {message}")]
+    Read { path: PathBuf, message: String },
+    #[error("{0} is in use by another hooklake process; stop it first")]
+    Locked(PathBuf),
+    #[error("target {0} already exists and is not empty")]
+    TargetExists(PathBuf),
+    #[error("cannot exchange {0} and {1}: {2}")]
+    Exchange(PathBuf, PathBuf, std::io::Error),
+    #[error(transparent)]
+    Open(#[from] crate::pipeline::OpenError),
+    #[error(transparent)]
+    Flush(#[from] crate::pipeline::FlushError),
+    #[error(transparent)]
+    Store(#[from] crate::state::StoreError),
+}
+
+/// One row of `raw_events`.
+struct Raw {
+    event_time: i64,
+    received_at: i64,
+    event_id: String,
+    event_type: String,
+    source_path: String,
+    payload: String,
+}
+
+/// What a rebuild did.
+#[derive(Debug)]
+pub struct Report {
+    pub summary: Summary,
+    /// Where the rebuilt tables are.
+    pub rebuilt: PathBuf,
+    /// In place: where the previous contents were moved.
+    pub previous: Option<PathBuf>,
+}
+
+/// Rebuilds `config.data_dir` into `into`, or in place when `into` is `None`.
+pub async fn rebuild(config: &Config, into: Option<&Path>) -> Result<Report, RebuildError> {
+    let source = config.data_dir.clone();
+    let _lock = lock(&source)?;
+    let mut raws = read_raw_events(&source)?;
+    // Copies of one event id (there should be none) are dropped by the pipeline's dedup.
+    raws.sort_by(|a, b| {
+        (a.event_time, a.received_at, &a.event_id).cmp(&(b.event_time, b.received_at, &b.event_id))
+    });
+
+    let stamp = Utc::now().format("%Y%m%dT%H%M%SZ");
+    let target = match into {
+        Some(dir) => dir.to_path_buf(),
+        None => sibling(&source, &format!("rebuild-{stamp}")),
+    };
+    if target.exists()
+        && std::fs::read_dir(&target)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(true)
+    {
+        return Err(RebuildError::TargetExists(target));
+    }
+    let target_config = Config {
+        data_dir: target.clone(),
+        ..config.clone()
+    };
+    let (pipeline, _) =
+        Pipeline::open(&target_config, Arc::new(Metrics::default()), Mode::Unlogged)?;
+    let mut summary = Summary::default();
+    let progress = indicatif::ProgressBar::new(raws.len() as u64);
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        progress.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    for raw in raws {
+        progress.inc(1);
+        let kind = EventType::from_name(&raw.event_type).filter(|t| *t != EventType::Unknown);
+        let envelope =
+            match Envelope::parse_one(&raw.payload, kind, raw.received_at, &raw.source_path) {
+                Ok(e) => e,
+                Err(e) => {
+                    summary.rejected.push(crate::replay::Rejection {
+                        file: "raw_events".into(),
+                        place: format!("event {}", raw.event_id),
+                        reason: e.to_string(),
+                    });
+                    continue;
+                }
+            };
+        summary.bodies += 1;
+        *summary
+            .by_type
+            .entry(envelope.event_type.as_str())
+            .or_default() += 1;
+        let outcome = pipeline.accept_unlogged(vec![envelope])?;
+        summary.duplicates += outcome.duplicates;
+        if outcome.flush_due {
+            add_flush(&mut summary, pipeline.flush(FlushReason::Replay).await?);
+        }
+    }
+    add_flush(&mut summary, pipeline.flush(FlushReason::Replay).await?);
+    progress.finish_and_clear();
+    drop(pipeline);
+
+    let previous = match into {
+        Some(_) => None,
+        None => {
+            exchange(&source, &target)?;
+            // `target` now holds the previous contents; give it a name that says so.
+            let kept = sibling(&source, &format!("before-rebuild-{stamp}"));
+            std::fs::rename(&target, &kept)
+                .map_err(|e| RebuildError::Exchange(target.clone(), kept.clone(), e))?;
+            Some(kept)
+        }
+    };
+    let rebuilt = if into.is_some() { target } else { source };
+    Ok(Report {
+        summary,
+        rebuilt,
+        previous,
+    })
+}
+
+fn add_flush(summary: &mut Summary, report: crate::pipeline::FlushReport) {
+    for (table, n) in report.rows {
+        *summary.rows.entry(table).or_default() += n;
+    }
+    summary.files_written += report.files.len();
+}
+
+/// `<dir>.<suffix>` next to `dir`.
+fn sibling(dir: &Path, suffix: &str) -> PathBuf {
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "data".into());
+    dir.with_file_name(format!("{name}.{suffix}"))
+}
+
+/// Takes the source directory's lock, so no server writes it meanwhile.
+fn lock(dir: &Path) -> Result<File, RebuildError> {
+    let state = dir.join("_hooklake");
+    std::fs::create_dir_all(&state).map_err(|e| RebuildError::Read {
+        path: state.clone(),
+        message: e.to_string(),
+    })?;
+    let path = state.join("lock");
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| RebuildError::Read {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+    file.try_lock()
+        .map_err(|_| RebuildError::Locked(dir.to_path_buf()))?;
+    Ok(file)
+}
+
+/// Every row of every published `raw_events` file.
+fn read_raw_events(dir: &Path) -> Result<Vec<Raw>, RebuildError> {
+    let table = dir.join("raw_events");
+    let mut files = Vec::new();
+    if table.exists() {
+        for partition in std::fs::read_dir(&table).map_err(|e| RebuildError::Read {
+            path: table.clone(),
+            message: e.to_string(),
+        })? {
+            let partition = partition
+                .map_err(|e| RebuildError::Read {
+                    path: table.clone(),
+                    message: e.to_string(),
+                })?
+                .path();
+            if !partition
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("date="))
+            {
+                continue;
+            }
+            for file in std::fs::read_dir(&partition).map_err(|e| RebuildError::Read {
+                path: partition.clone(),
+                message: e.to_string(),
+            })? {
+                let path = file
+                    .map_err(|e| RebuildError::Read {
+                        path: partition.clone(),
+                        message: e.to_string(),
+                    })?
+                    .path();
+                if path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(crate::sink::flush_seq_of)
+                    .is_some()
+                {
+                    files.push(path);
+                }
+            }
+        }
+    }
+    files.sort();
+    let mut raws = Vec::new();
+    for path in files {
+        let read = |message: String| RebuildError::Read {
+            path: path.clone(),
+            message,
+        };
+        let file = File::open(&path).map_err(|e| read(e.to_string()))?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+            .and_then(|b| b.build())
+            .map_err(|e| read(e.to_string()))?;
+        for batch in reader {
+            let batch = batch.map_err(|e| read(e.to_string()))?;
+            append_rows(&batch, &mut raws).map_err(read)?;
+        }
+    }
+    Ok(raws)
+}
+
+fn append_rows(batch: &RecordBatch, out: &mut Vec<Raw>) -> Result<(), String> {
+    fn strings<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a StringArray, String> {
+        batch
+            .column_by_name(name)
+            .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+            .ok_or_else(|| format!("column {name} is missing or not text"))
+    }
+    fn times<'a>(
+        batch: &'a RecordBatch,
+        name: &str,
+    ) -> Result<&'a TimestampMicrosecondArray, String> {
+        batch
+            .column_by_name(name)
+            .and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>())
+            .ok_or_else(|| format!("column {name} is missing or not a timestamp"))
+    }
+    let (ids, types, paths, payloads) = (
+        strings(batch, "event_id")?,
+        strings(batch, "event_type")?,
+        strings(batch, "source_path")?,
+        strings(batch, "payload")?,
+    );
+    let (event_times, received) = (times(batch, "event_time")?, times(batch, "received_at")?);
+    for i in 0..batch.num_rows() {
+        out.push(Raw {
+            event_time: event_times.value(i),
+            received_at: received.value(i),
+            event_id: ids.value(i).to_string(),
+            event_type: types.value(i).to_string(),
+            source_path: paths.value(i).to_string(),
+            payload: payloads.value(i).to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Atomically exchanges two directories (Linux `renameat2` with `RENAME_EXCHANGE`).
+fn exchange(a: &Path, b: &Path) -> Result<(), RebuildError> {
+    use std::os::unix::ffi::OsStrExt;
+    let fail = |e: std::io::Error| RebuildError::Exchange(a.to_path_buf(), b.to_path_buf(), e);
+    let ca = std::ffi::CString::new(a.as_os_str().as_bytes()).map_err(|e| fail(e.into()))?;
+    let cb = std::ffi::CString::new(b.as_os_str().as_bytes()).map_err(|e| fail(e.into()))?;
+    // SAFETY: both paths are valid NUL-terminated strings that outlive the call.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            ca.as_ptr(),
+            libc::AT_FDCWD,
+            cb.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if rc != 0 {
+        return Err(fail(std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
