@@ -45,6 +45,14 @@ pub const DEFAULT_DURABILITY_BATCH_MS: u64 = 10;
 pub const DEFAULT_DEDUP_WINDOW_HOURS: u64 = 72;
 /// Default free space below which requests are refused with 503 (256 MiB).
 pub const DEFAULT_MIN_FREE_BYTES: u64 = 256 * 1024 * 1024;
+/// Default lead statuses that are not flagged `status_unknown`.
+pub const DEFAULT_KNOWN_STATUSES: &[&str] = &[
+    "POTENTIAL",
+    "QUALIFIED",
+    "DISQUALIFIED",
+    "STRATEGY_CALL_BOOKED",
+    "DISCOVERY_CALL_BOOKED",
+];
 /// Default size of a write-ahead log segment (64 MiB).
 pub const DEFAULT_WAL_SEGMENT_MAX_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -100,6 +108,8 @@ pub struct Config {
     pub dedup_window_hours: u64,
     /// Size at which a write-ahead log segment is closed and a new one started.
     pub wal_segment_max_bytes: u64,
+    /// Lead statuses that are not flagged `status_unknown` in `contact_events.quality_flags`.
+    pub known_statuses: Vec<String>,
     /// Free bytes the data directory's file system must keep; below it, requests get 503 with
     /// `Retry-After` (checked at most once a second) instead of filling the disk.
     pub min_free_bytes: u64,
@@ -126,6 +136,10 @@ impl Default for Config {
             dedup_window_hours: DEFAULT_DEDUP_WINDOW_HOURS,
             wal_segment_max_bytes: DEFAULT_WAL_SEGMENT_MAX_BYTES,
             min_free_bytes: DEFAULT_MIN_FREE_BYTES,
+            known_statuses: DEFAULT_KNOWN_STATUSES
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
         }
     }
 }

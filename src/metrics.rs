@@ -27,6 +27,10 @@ const COUNTERS: &[(&str, &str)] = &[
         "Values that could not be read as their column's type.",
     ),
     (
+        "hooklake_quality_flags_total",
+        "Contact rows flagged by a data-quality rule, by flag.",
+    ),
+    (
         "hooklake_recovered_events_total",
         "Events put back in the buffer from the write-ahead log at start.",
     ),
@@ -162,6 +166,7 @@ fn label_name(metric: &str) -> &'static str {
         "hooklake_events_accepted_total" => "event_type",
         "hooklake_flushes_total" => "result",
         "hooklake_flush_triggers_total" => "trigger",
+        "hooklake_quality_flags_total" => "flag",
         _ => "table",
     }
 }

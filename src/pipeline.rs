@@ -195,6 +195,8 @@ pub struct Pipeline {
     metrics: Arc<Metrics>,
     last_flush_unix_secs: AtomicI64,
     dedup_window_secs: u64,
+    /// Settings of flattening (known statuses).
+    flatten_options: Arc<flatten::Options>,
     /// Refuses events while the data directory's disk is nearly full.
     disk: DiskGuard,
     /// Testing hook shared with the log: while set, log writes fail as if the disk were full.
@@ -278,6 +280,9 @@ impl Pipeline {
             last_flush_unix_secs: AtomicI64::new(0),
             dedup_window_secs: config.dedup_window_hours * 3600,
             disk: DiskGuard::new(&config.data_dir, config.min_free_bytes),
+            flatten_options: Arc::new(flatten::Options {
+                known_statuses: config.known_statuses.clone(),
+            }),
             fail_log_writes,
             _lock: lock,
         };
@@ -558,9 +563,10 @@ impl Pipeline {
         };
         let sink = self.sink.clone();
         let store = self.store.clone();
+        let options = self.flatten_options.clone();
         let task = tokio::task::spawn_blocking(move || {
             let result = (|| {
-                let mut tables = flatten::flatten(&events);
+                let mut tables = flatten::flatten_with(&events, &options);
                 // Change tracking needs the previous state of every contact in the batch.
                 let ids: BTreeSet<i64> = tables
                     .contact_events
@@ -580,8 +586,12 @@ impl Pipeline {
                 flatten::changes::track_calls(&mut tables, &mut states.calls);
                 let rows: BTreeMap<&'static str, usize> = tables.row_counts().into_iter().collect();
                 let parse_errors = tables.parse_error_count();
+                let mut flags: BTreeMap<String, u64> = BTreeMap::new();
+                for flag in tables.contact_events.iter().flat_map(|r| &r.quality_flags) {
+                    *flags.entry(flag.clone()).or_default() += 1;
+                }
                 let files = sink.write(tables, flush_seq)?;
-                Ok::<_, FlushError>((rows, parse_errors, files, states))
+                Ok::<_, FlushError>((rows, parse_errors, flags, files, states))
             })();
             (events, result)
         });
@@ -595,7 +605,7 @@ impl Pipeline {
                 return Err(FlushError::Task(e.to_string()));
             }
         };
-        let (rows, parse_errors, files, states) = match result {
+        let (rows, parse_errors, flags, files, states) = match result {
             Ok(done) => done,
             Err(e) => return Err(self.flush_failed(events, e)),
         };
@@ -636,6 +646,9 @@ impl Pipeline {
         }
         self.metrics
             .add("hooklake_parse_errors_total", "", parse_errors as u64);
+        for (flag, n) in &flags {
+            self.metrics.add("hooklake_quality_flags_total", flag, *n);
+        }
         self.metrics.add("hooklake_flushes_total", "ok", 1);
         self.last_flush_unix_secs
             .store(Utc::now().timestamp(), Ordering::Relaxed);

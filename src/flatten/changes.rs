@@ -191,6 +191,7 @@ pub fn snapshot(
 /// Computes `attribute_changes` and `status_transitions` for the contact rows in `tables`,
 /// advancing `states` (contact id -> state) as it goes.
 pub fn track(tables: &mut Tables, states: &mut HashMap<i64, ContactState>) {
+    carry(&mut tables.contact_events, states);
     let mut params: HashMap<&str, Pairs> = HashMap::new();
     for p in &tables.tracking_params {
         params
@@ -221,6 +222,26 @@ pub fn track(tables: &mut Tables, states: &mut HashMap<i64, ContactState>) {
             params.get(row.event_id.as_str()).unwrap_or(&empty),
             answers.get(row.event_id.as_str()).unwrap_or(&empty),
         );
+        // Absent fields are unchanged: compare with the previous values, never with nothing
+        // (late rows are not carried in the table, but are compared the same way).
+        if let Some(previous) = states.get(&contact_id) {
+            for column in &row.missing_fields {
+                let group = match column.as_str() {
+                    "contact_answers" => Some("answer:"),
+                    "tracking_params" => Some("param:"),
+                    _ => None,
+                };
+                for (key, value) in &previous.values {
+                    let carried = match group {
+                        Some(prefix) => key.starts_with(prefix),
+                        None => key == column,
+                    };
+                    if carried {
+                        snap.entry(key.clone()).or_insert_with(|| value.clone());
+                    }
+                }
+            }
+        }
         let transitioned_at = row.updated_at.unwrap_or(row.event_time);
         let status = snap.get("status").cloned();
         let transition =
@@ -254,7 +275,7 @@ pub fn track(tables: &mut Tables, states: &mut HashMap<i64, ContactState>) {
             continue;
         };
         let late = row.event_time.0 < previous.event_time_us;
-        // A payload without a status keeps the status: it is not a change to nothing.
+        // A null status keeps the status too: a contact always has one.
         if let (None, Some(kept)) = (&status, previous.values.get("status")) {
             snap.insert("status".into(), kept.clone());
         }
@@ -286,6 +307,101 @@ pub fn track(tables: &mut Tables, states: &mut HashMap<i64, ContactState>) {
     }
     tables.attribute_changes = changes;
     tables.status_transitions = transitions;
+}
+
+/// Fills the absent fields of contact rows with the contact's last known values, in event-time
+/// order (a batch may hold several events of one contact). Rows older than the state they meet
+/// are not carried: the values they would get come from a later snapshot.
+fn carry(rows: &mut [ContactEventRow], states: &HashMap<i64, ContactState>) {
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    order.sort_by(|&a, &b| {
+        let (a, b) = (&rows[a], &rows[b]);
+        (a.event_time, a.received_at, &a.event_id).cmp(&(b.event_time, b.received_at, &b.event_id))
+    });
+    // The values carried so far in this batch, per contact, with their event time.
+    let mut latest: HashMap<i64, (i64, BTreeMap<String, String>)> = HashMap::new();
+    for i in order {
+        let row = &mut rows[i];
+        let Some(contact_id) = row.contact_id else {
+            continue;
+        };
+        let known = latest.get(&contact_id).cloned().or_else(|| {
+            states
+                .get(&contact_id)
+                .map(|s| (s.event_time_us, s.values.clone()))
+        });
+        if let Some((time, values)) = &known {
+            if row.event_time.0 >= *time {
+                for column in row.missing_fields.clone() {
+                    if let Some(text) = values.get(&column) {
+                        set_column(row, &column, text);
+                    }
+                }
+            }
+        }
+        if known
+            .as_ref()
+            .is_none_or(|(time, _)| row.event_time.0 >= *time)
+        {
+            let mut values = snapshot(row, &[], &[]);
+            // Keep the carried group values (answers, parameters) for the next row.
+            if let Some((_, old)) = &known {
+                for (k, v) in old {
+                    if k.starts_with("answer:") || k.starts_with("param:") {
+                        values.entry(k.clone()).or_insert_with(|| v.clone());
+                    }
+                }
+            }
+            latest.insert(contact_id, (row.event_time.0, values));
+        }
+    }
+}
+
+/// Sets a carried column of a contact row from its text form in the state.
+fn set_column(row: &mut ContactEventRow, column: &str, text: &str) {
+    let s = || Some(text.to_string());
+    let i = || text.parse::<i64>().ok();
+    let t = || super::reader::parse_timestamp(text);
+    match column {
+        "account_id" => row.account_id = i(),
+        "user_id" => row.user_id = i(),
+        "preview_id" => row.preview_id = s(),
+        "first_name" => row.first_name = s(),
+        "last_name" => row.last_name = s(),
+        "email" => row.email = s(),
+        "phone_number" => row.phone_number = s(),
+        "secondary_email" => row.secondary_email = s(),
+        "secondary_phone_number" => row.secondary_phone_number = s(),
+        "status" => row.status = s(),
+        "created_at" => row.created_at = t(),
+        "joined_time" => row.joined_time = t(),
+        "time_zone" => row.time_zone = s(),
+        "country" => row.country = s(),
+        "ip_address" => row.ip_address = s(),
+        "booking_event_id" => row.booking_event_id = i(),
+        "booking_event_name" => row.booking_event_name = s(),
+        "booking_event_type" => row.booking_event_type = s(),
+        "booking_event_link_prefix" => row.booking_event_link_prefix = s(),
+        "booking_event_color" => row.booking_event_color = s(),
+        "utm_source" => row.utm_source = s(),
+        "utm_medium" => row.utm_medium = s(),
+        "utm_campaign" => row.utm_campaign = s(),
+        "utm_term" => row.utm_term = s(),
+        "utm_content" => row.utm_content = s(),
+        "first_utm_source" => row.first_utm_source = s(),
+        "first_utm_medium" => row.first_utm_medium = s(),
+        "first_utm_campaign" => row.first_utm_campaign = s(),
+        "first_utm_term" => row.first_utm_term = s(),
+        "first_utm_content" => row.first_utm_content = s(),
+        "latest_call_at" => row.latest_call_at = t(),
+        "latest_call_duration_min" => row.latest_call_duration_min = i(),
+        "latest_call_host_id" => row.latest_call_host_id = i(),
+        "latest_call_host_name" => row.latest_call_host_name = s(),
+        "latest_call_host_email" => row.latest_call_host_email = s(),
+        "disqualifying_group" => row.disqualifying_group = s(),
+        // Groups carried in the state only (their rows are not repeated).
+        _ => {}
+    }
 }
 
 /// Rows for every attribute that differs or was reported.

@@ -2,17 +2,18 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::reader::{Notes, Obj};
 use super::table::Micros;
 use super::tables::{ContactAnswerRow, ContactEventRow, TrackingParamRow};
-use super::{Head, Tables};
+use super::{Head, Options, Tables};
 
 /// Flattens one contact object and returns its event time.
 pub(super) fn flatten(
     head: &Head,
-    obj: &serde_json::Map<String, Value>,
+    obj: &Map<String, Value>,
+    options: &Options,
     out: &mut Tables,
 ) -> Micros {
     let mut notes = Notes::default();
@@ -96,9 +97,152 @@ pub(super) fn flatten(
     o.finish(&mut notes);
     row.extras = notes.extras_json();
     row.parse_errors = notes.parse_errors;
+    row.missing_fields = missing_fields(obj);
+    row.quality_flags = quality_flags(&row, options);
     let event_time = row.event_time;
     out.contact_events.push(row);
     event_time
+}
+
+/// Each carried column and the payload paths it is read from; a column is missing when every
+/// one of its paths is absent. A path through an explicit `null` is not absent: it clears.
+pub const COLUMN_SOURCES: &[(&str, &[&[&str]])] = &[
+    ("account_id", &[&["accountId"]]),
+    ("user_id", &[&["userId"]]),
+    ("preview_id", &[&["previewId"]]),
+    ("first_name", &[&["firstName"]]),
+    ("last_name", &[&["lastName"]]),
+    ("email", &[&["email"]]),
+    ("phone_number", &[&["phoneNumber"]]),
+    ("secondary_email", &[&["secondary_email"]]),
+    ("secondary_phone_number", &[&["secondary_phoneNumber"]]),
+    ("status", &[&["status"]]),
+    ("created_at", &[&["createdAt"]]),
+    ("joined_time", &[&["joinedTime"]]),
+    ("time_zone", &[&["timeZone"]]),
+    ("country", &[&["country"]]),
+    ("ip_address", &[&["ipAddress"]]),
+    ("booking_event_id", &[&["event", "id"]]),
+    ("booking_event_name", &[&["event", "name"]]),
+    ("booking_event_type", &[&["event", "eventType"]]),
+    ("booking_event_link_prefix", &[&["event", "linkPrefix"]]),
+    ("booking_event_color", &[&["event", "color"]]),
+    ("utm_source", &[&["tracking", "utm_source"]]),
+    ("utm_medium", &[&["tracking", "utm_medium"]]),
+    ("utm_campaign", &[&["tracking", "utm_campaign"]]),
+    ("utm_term", &[&["tracking", "utm_term"]]),
+    ("utm_content", &[&["tracking", "utm_content"]]),
+    ("first_utm_source", &[&["tracking", "first_utm_source"]]),
+    ("first_utm_medium", &[&["tracking", "first_utm_medium"]]),
+    ("first_utm_campaign", &[&["tracking", "first_utm_campaign"]]),
+    ("first_utm_term", &[&["tracking", "first_utm_term"]]),
+    ("first_utm_content", &[&["tracking", "first_utm_content"]]),
+    ("latest_call_at", &[&["latestCall", "dateTime"]]),
+    ("latest_call_duration_min", &[&["latestCall", "duration"]]),
+    ("latest_call_host_id", &[&["latestCall", "user", "id"]]),
+    (
+        "latest_call_host_name",
+        &[
+            &["latestCall", "user", "firstName"],
+            &["latestCall", "user", "lastName"],
+        ],
+    ),
+    (
+        "latest_call_host_email",
+        &[&["latestCall", "user", "email"]],
+    ),
+    ("disqualifying_group", &[&["disqualifyingGroup"]]),
+    ("contact_answers", &[&["questionsAndAnswers"]]),
+    ("tracking_params", &[&["tracking"]]),
+];
+
+/// Whether `path` is absent from `obj` (an explicit `null` on the way is not absent).
+fn absent(obj: &Map<String, Value>, path: &[&str]) -> bool {
+    let mut current = obj;
+    for (i, key) in path.iter().enumerate() {
+        match current.get(*key) {
+            None => return true,
+            Some(Value::Object(next)) if i + 1 < path.len() => current = next,
+            Some(_) => return false,
+        }
+    }
+    false
+}
+
+/// The carried columns absent from a contact payload.
+fn missing_fields(obj: &Map<String, Value>) -> Vec<String> {
+    COLUMN_SOURCES
+        .iter()
+        .filter(|(_, paths)| paths.iter().all(|p| absent(obj, p)))
+        .map(|(column, _)| column.to_string())
+        .collect()
+}
+
+/// Tolerance before a timestamp counts as in the future (clock skew between iClosed and us).
+const FUTURE_TOLERANCE_US: i64 = 5 * 60 * 1_000_000;
+
+/// The basic rules a contact's sent values break.
+fn quality_flags(row: &ContactEventRow, options: &Options) -> Vec<String> {
+    let mut flags = Vec::new();
+    let emails = [&row.email, &row.secondary_email];
+    if emails
+        .iter()
+        .any(|e| e.as_deref().is_some_and(|e| !plausible_email(e)))
+    {
+        flags.push("email_malformed".to_string());
+    }
+    let phones = [&row.phone_number, &row.secondary_phone_number];
+    if phones
+        .iter()
+        .any(|p| p.as_deref().is_some_and(|p| !plausible_phone(p)))
+    {
+        flags.push("phone_malformed".to_string());
+    }
+    if let Some(status) = &row.status {
+        if !options
+            .known_statuses
+            .iter()
+            .any(|k| k.eq_ignore_ascii_case(status))
+        {
+            flags.push("status_unknown".to_string());
+        }
+    }
+    if let (Some(created), Some(updated)) = (row.created_at, row.updated_at) {
+        if updated < created {
+            flags.push("updated_before_created".to_string());
+        }
+    }
+    let horizon = row.received_at.0.saturating_add(FUTURE_TOLERANCE_US);
+    if [row.created_at, row.updated_at, row.joined_time]
+        .iter()
+        .flatten()
+        .any(|t| t.0 > horizon)
+    {
+        flags.push("timestamp_in_future".to_string());
+    }
+    flags
+}
+
+/// One `@`, a non-empty local part, a dotted domain, no spaces.
+fn plausible_email(e: &str) -> bool {
+    let Some((local, domain)) = e.split_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && !domain.contains('@')
+        && domain.split('.').count() >= 2
+        && domain.split('.').all(|label| !label.is_empty())
+        && !e.chars().any(char::is_whitespace)
+}
+
+/// Digits with optional `+` first and common separators; 7 to 15 digits (E.164 allows 15).
+fn plausible_phone(p: &str) -> bool {
+    let digits = p.chars().filter(char::is_ascii_digit).count();
+    let allowed = p
+        .chars()
+        .enumerate()
+        .all(|(i, c)| c.is_ascii_digit() || " ()-.".contains(c) || (c == '+' && i == 0));
+    allowed && (7..=15).contains(&digits)
 }
 
 /// The five `utm_*` values of a tracking object, with a key prefix (`""` or `"first_"`).

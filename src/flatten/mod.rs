@@ -98,17 +98,40 @@ pub(crate) struct Head {
     received_at: Micros,
 }
 
-/// Flattens a batch of events into rows of every table.
+/// Settings flattening depends on.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Statuses that are not flagged `status_unknown` (compared case-insensitively).
+    pub known_statuses: Vec<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            known_statuses: crate::config::DEFAULT_KNOWN_STATUSES
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        }
+    }
+}
+
+/// Flattens a batch of events into rows of every table, with default options.
 pub fn flatten(events: &[Envelope]) -> Tables {
+    flatten_with(events, &Options::default())
+}
+
+/// Flattens a batch of events into rows of every table.
+pub fn flatten_with(events: &[Envelope], options: &Options) -> Tables {
     let mut out = Tables::default();
     for envelope in events {
-        flatten_one(envelope, &mut out);
+        flatten_one(envelope, options, &mut out);
     }
     out
 }
 
 /// Flattens one event into `out`.
-pub fn flatten_one(envelope: &Envelope, out: &mut Tables) {
+pub fn flatten_one(envelope: &Envelope, options: &Options, out: &mut Tables) {
     let head = Head {
         event_id: envelope.event_id.clone(),
         event_type: envelope.event_type.as_str().to_string(),
@@ -116,7 +139,7 @@ pub fn flatten_one(envelope: &Envelope, out: &mut Tables) {
     };
     let object = &envelope.object;
     let event_time = match envelope.event_type.family() {
-        Family::Contact => contact::flatten(&head, object, out),
+        Family::Contact => contact::flatten(&head, object, options, out),
         Family::Call => call::flatten(&head, envelope.event_type, object, out),
         Family::Outcome => outcome::flatten(&head, object, out),
         Family::Unknown => head.received_at,

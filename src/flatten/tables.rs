@@ -104,6 +104,15 @@ table! {
         /// `path: problem` for each value that could not be read as its column's type (the
         /// column is then null); empty when all values parsed.
         parse_errors: Vec<String>,
+        /// Columns whose source key was absent from the payload (not sent as null): their value
+        /// is carried from the contact's last known state (left null for the contact's first
+        /// event, or for an event older than that state). `contact_answers` / `tracking_params`
+        /// mean the whole `questionsAndAnswers` / `tracking` object was absent.
+        missing_fields: Vec<String>,
+        /// Rules the sent values break (the values are kept): `email_malformed`,
+        /// `phone_malformed`, `status_unknown` (not in `known_statuses`), `updated_before_created`,
+        /// `timestamp_in_future` (more than 5 minutes after `received_at`).
+        quality_flags: Vec<String>,
     }
 }
 

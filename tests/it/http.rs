@@ -125,7 +125,7 @@ async fn contact_created_columns() {
             "latest_call_host_id": 1907, "latest_call_host_name": "Devon Achterberg",
             "latest_call_host_email": "devon.achterberg@example.com",
             "updated_attributes": null, "disqualifying_group": "[]", "hook_type": "Contact created",
-            "extras": null, "parse_errors": [], "date": "2026-03-04"
+            "extras": null, "parse_errors": [], "missing_fields": [], "quality_flags": [], "date": "2026-03-04"
         })
     );
     let params = lake.query("select position, key, value, contact_id, event_time from {tracking_params} order by position");
