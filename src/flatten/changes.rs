@@ -330,12 +330,12 @@ fn carry(rows: &mut [ContactEventRow], states: &HashMap<i64, ContactState>) {
                 .get(&contact_id)
                 .map(|s| (s.event_time_us, s.values.clone()))
         });
-        if let Some((time, values)) = &known {
-            if row.event_time.0 >= *time {
-                for column in row.missing_fields.clone() {
-                    if let Some(text) = values.get(&column) {
-                        set_column(row, &column, text);
-                    }
+        if let Some((time, values)) = &known
+            && row.event_time.0 >= *time
+        {
+            for column in row.missing_fields.clone() {
+                if let Some(text) = values.get(&column) {
+                    set_column(row, &column, text);
                 }
             }
         }

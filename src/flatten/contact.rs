@@ -198,19 +198,18 @@ fn quality_flags(row: &ContactEventRow, options: &Options) -> Vec<String> {
     {
         flags.push("phone_malformed".to_string());
     }
-    if let Some(status) = &row.status {
-        if !options
+    if let Some(status) = &row.status
+        && !options
             .known_statuses
             .iter()
             .any(|k| k.eq_ignore_ascii_case(status))
-        {
-            flags.push("status_unknown".to_string());
-        }
+    {
+        flags.push("status_unknown".to_string());
     }
-    if let (Some(created), Some(updated)) = (row.created_at, row.updated_at) {
-        if updated < created {
-            flags.push("updated_before_created".to_string());
-        }
+    if let (Some(created), Some(updated)) = (row.created_at, row.updated_at)
+        && updated < created
+    {
+        flags.push("updated_before_created".to_string());
     }
     let horizon = row.received_at.0.saturating_add(FUTURE_TOLERANCE_US);
     if [row.created_at, row.updated_at, row.joined_time]
