@@ -195,7 +195,8 @@ fn route_by_shape(object: &Map<String, Value>) -> EventType {
             EventType::CallBooked
         };
     }
-    if has("id") && has("previewId") {
+    // A partial update may carry little more than `id` and `updatedAttributes`.
+    if has("id") && (has("previewId") || has("updatedAttributes")) {
         return if has("updatedAttributes") {
             EventType::ContactUpdated
         } else {
@@ -485,6 +486,8 @@ mod tests {
         let unknown_hook =
             obj(json!({"id": 1, "previewId": "contact_x", "hookType": "Note added"}));
         assert_eq!(route(&unknown_hook, None), EventType::Unknown);
+        let partial = obj(json!({"id": 1, "updatedAttributes": ["status"], "status": "QUALIFIED"}));
+        assert_eq!(route(&partial, None), EventType::ContactUpdated);
         let bare = obj(json!({"id": 1, "previewId": "contact_x"}));
         assert_eq!(route(&bare, None), EventType::ContactCreated);
         let call = obj(json!({"event_type": {}, "event": {"canceled": "true"}, "invitee": {}}));

@@ -32,6 +32,10 @@ pub struct ContactState {
     pub status_since_us: Option<i64>,
     /// Attribute -> value as text; a missing key is null.
     pub values: BTreeMap<String, String>,
+    /// Attribute -> event time of the payload that last sent it (set or cleared): a payload
+    /// older than that never overwrites it.
+    #[serde(default)]
+    pub set_at: BTreeMap<String, i64>,
 }
 
 /// The last known slot of a call, as the state store keeps it.
@@ -263,13 +267,15 @@ pub fn track(tables: &mut Tables, states: &mut HashMap<i64, ContactState>) {
             };
         let Some(previous) = states.get(&contact_id) else {
             transitions.push(transition(None, None, false));
+            let (values, set_at) = merge(None, row, &snap);
             states.insert(
                 contact_id,
                 ContactState {
                     event_time_us: row.event_time.0,
                     event_id: row.event_id.clone(),
                     status_since_us: Some(transitioned_at.0),
-                    values: snap,
+                    values,
+                    set_at,
                 },
             );
             continue;
@@ -288,25 +294,81 @@ pub fn track(tables: &mut Tables, states: &mut HashMap<i64, ContactState>) {
                 .map(|since| (transitioned_at.0 - since) as f64 / 1e6);
             transitions.push(transition(old_status, seconds, late));
         }
-        if !late {
+        let (values, set_at) = merge(Some(previous), row, &snap);
+        let next = if late {
+            // Latest data wins per attribute: the late payload only fills in what no newer
+            // payload has sent; the snapshot's time and status history stay.
+            ContactState {
+                values,
+                set_at,
+                ..previous.clone()
+            }
+        } else {
             let status_since_us = if status_changed {
                 Some(transitioned_at.0)
             } else {
                 previous.status_since_us
             };
-            states.insert(
-                contact_id,
-                ContactState {
-                    event_time_us: row.event_time.0,
-                    event_id: row.event_id.clone(),
-                    status_since_us,
-                    values: snap,
-                },
-            );
-        }
+            ContactState {
+                event_time_us: row.event_time.0,
+                event_id: row.event_id.clone(),
+                status_since_us,
+                values,
+                set_at,
+            }
+        };
+        states.insert(contact_id, next);
     }
     tables.attribute_changes = changes;
     tables.status_transitions = transitions;
+}
+
+/// The state values after `row`: every attribute the row sent (set, or cleared with null) wins
+/// unless a newer payload already sent it; absent attributes keep their values.
+fn merge(
+    previous: Option<&ContactState>,
+    row: &ContactEventRow,
+    snap: &BTreeMap<String, String>,
+) -> (BTreeMap<String, String>, BTreeMap<String, i64>) {
+    let t = row.event_time.0;
+    let (mut values, mut set_at) = previous
+        .map(|p| (p.values.clone(), p.set_at.clone()))
+        .unwrap_or_default();
+    let missing = |name: &str| row.missing_fields.iter().any(|m| m == name);
+    let sent = |key: &str| {
+        if key.starts_with("answer:") {
+            !missing("contact_answers")
+        } else if key.starts_with("param:") {
+            !missing("tracking_params")
+        } else {
+            !missing(key)
+        }
+    };
+    let columns = super::contact::COLUMN_SOURCES
+        .iter()
+        .map(|(c, _)| c.to_string());
+    let keys: BTreeSet<String> = columns
+        .chain(snap.keys().cloned())
+        .chain(values.keys().cloned())
+        .collect();
+    for key in keys {
+        if key == "contact_answers" || key == "tracking_params" || !sent(&key) {
+            continue;
+        }
+        // A null status keeps the status: a contact always has one.
+        if key == "status" && !snap.contains_key("status") {
+            continue;
+        }
+        if set_at.get(&key).is_some_and(|&newer| newer > t) {
+            continue;
+        }
+        match snap.get(&key) {
+            Some(v) => values.insert(key.clone(), v.clone()),
+            None => values.remove(&key),
+        };
+        set_at.insert(key, t);
+    }
+    (values, set_at)
 }
 
 /// Fills the absent fields of contact rows with the contact's last known values, in event-time
@@ -682,5 +744,129 @@ mod tests {
         let t = run(&[contact(silent, 3)], &mut states);
         assert!(t.status_transitions.is_empty() && t.attribute_changes.is_empty());
         assert_eq!(states[&1].values["status"], "QUALIFIED");
+    }
+
+    fn row_of(t: &Tables) -> &ContactEventRow {
+        &t.contact_events[0]
+    }
+
+    #[test]
+    fn absent_fields_are_carried_and_listed_and_change_nothing() {
+        let mut states = HashMap::new();
+        let full = json!({"id": 1, "previewId": "p", "status": "POTENTIAL", "email": "a@x.io", "firstName": "Ada",
+                          "tracking": {"utm_source": "g", "utmKey_1": "fbclid", "utmValue_1": "c1"},
+                          "questionsAndAnswers": {"1_question": "Budget", "1_response": "10k"},
+                          "updatedAt": "2026-01-01T00:00:00Z"});
+        let first = run(&[contact(full, 1)], &mut states);
+        assert!(
+            row_of(&first)
+                .missing_fields
+                .contains(&"last_name".to_string()),
+            "first events list their gaps too"
+        );
+        assert_eq!(row_of(&first).last_name, None);
+
+        let partial = json!({"id": 1, "status": "QUALIFIED", "updatedAttributes": ["status"], "updatedAt": "2026-01-01T01:00:00Z",
+                             "hookType": "Contact updated"});
+        let t = run(&[contact(partial, 2)], &mut states);
+        let row = row_of(&t);
+        assert_eq!(
+            (
+                row.email.clone(),
+                row.first_name.clone(),
+                row.utm_source.clone()
+            ),
+            (s("a@x.io"), s("Ada"), s("g"))
+        );
+        assert_eq!(row.preview_id, s("p"));
+        for column in [
+            "email",
+            "first_name",
+            "utm_source",
+            "preview_id",
+            "contact_answers",
+            "tracking_params",
+        ] {
+            assert!(
+                row.missing_fields.contains(&column.to_string()),
+                "{column}: {:?}",
+                row.missing_fields
+            );
+        }
+        assert!(!row.missing_fields.contains(&"status".to_string()));
+        assert_eq!(
+            changes(&t),
+            vec![(
+                "status".into(),
+                s("POTENTIAL"),
+                s("QUALIFIED"),
+                true,
+                true,
+                false
+            )]
+        );
+        assert_eq!(t.status_transitions[0].from_status, s("POTENTIAL"));
+
+        // An explicit null clears: a change to null, and a null in the row.
+        let cleared = json!({"id": 1, "email": null, "updatedAt": "2026-01-01T02:00:00Z", "hookType": "Contact updated"});
+        let t = run(&[contact(cleared, 3)], &mut states);
+        assert_eq!(row_of(&t).email, None);
+        assert!(!row_of(&t).missing_fields.contains(&"email".to_string()));
+        assert_eq!(
+            changes(&t),
+            vec![("email".into(), s("a@x.io"), None, false, true, false)]
+        );
+        assert!(t.status_transitions.is_empty());
+        assert_eq!(states[&1].values.get("email"), None);
+        assert_eq!(states[&1].values["first_name"], "Ada");
+        assert_eq!(states[&1].values["answer:Budget"], "10k");
+    }
+
+    #[test]
+    fn a_late_payload_fills_in_only_what_no_newer_payload_sent() {
+        let mut states = HashMap::new();
+        let e1 = json!({"id": 1, "previewId": "p", "status": "POTENTIAL", "email": "a@x.io", "phoneNumber": "+15550001",
+                        "updatedAt": "2026-01-01T01:00:00Z"});
+        run(&[contact(e1, 1)], &mut states);
+        let partial = json!({"id": 1, "status": "QUALIFIED", "updatedAt": "2026-01-01T03:00:00Z", "hookType": "Contact updated"});
+        run(&[contact(partial, 2)], &mut states);
+        // The full payload that came between them in time arrives last.
+        let e2 = json!({"id": 1, "previewId": "p", "status": "POTENTIAL", "email": "b@x.io", "phoneNumber": "+15550001",
+                        "updatedAt": "2026-01-01T02:00:00Z"});
+        let t = run(&[contact(e2, 3)], &mut states);
+        assert!(t.attribute_changes.iter().all(|c| c.late));
+        assert_eq!(
+            states[&1].values["email"], "b@x.io",
+            "the late payload is the latest that sent an email"
+        );
+        assert_eq!(
+            states[&1].values["status"], "QUALIFIED",
+            "the newer status stays"
+        );
+        let next =
+            json!({"id": 1, "updatedAt": "2026-01-01T04:00:00Z", "hookType": "Contact updated"});
+        let t = run(&[contact(next, 4)], &mut states);
+        assert_eq!(
+            (row_of(&t).email.clone(), row_of(&t).status.clone()),
+            (s("b@x.io"), s("QUALIFIED"))
+        );
+        assert!(t.attribute_changes.is_empty());
+    }
+
+    #[test]
+    fn within_one_batch_a_partial_update_carries_from_the_event_before_it_in_time() {
+        let mut states = HashMap::new();
+        let e1 = json!({"id": 1, "previewId": "p", "status": "POTENTIAL", "email": "a@x.io", "updatedAt": "2026-01-01T01:00:00Z"});
+        run(&[contact(e1, 1)], &mut states);
+        let partial = json!({"id": 1, "status": "QUALIFIED", "updatedAt": "2026-01-01T03:00:00Z", "hookType": "Contact updated"});
+        let e2 = json!({"id": 1, "previewId": "p", "status": "POTENTIAL", "email": "b@x.io", "updatedAt": "2026-01-01T02:00:00Z"});
+        let t = run(&[contact(partial, 2), contact(e2, 3)], &mut states);
+        let carried = t
+            .contact_events
+            .iter()
+            .find(|r| r.status == s("QUALIFIED"))
+            .unwrap();
+        assert_eq!(carried.email, s("b@x.io"));
+        assert!(t.attribute_changes.iter().all(|c| !c.late));
     }
 }

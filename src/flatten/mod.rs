@@ -173,8 +173,11 @@ fn hook_type_text(v: &Value) -> Option<String> {
 mod tests {
     use super::*;
 
+    /// Receive time of test events: 2027-01-15, after every fixture's timestamps.
+    const RECEIVED_US: i64 = 1_800_000_000_000_000;
+
     fn envelope(text: &str, kind: Option<EventType>) -> Envelope {
-        Envelope::parse_one(text, kind, 1_700_000_000_000_000, "/webhooks/iclosed").unwrap()
+        Envelope::parse_one(text, kind, RECEIVED_US, "/webhooks/iclosed").unwrap()
     }
 
     fn fixture(name: &str) -> String {
@@ -260,6 +263,12 @@ mod tests {
                 .collect();
             assert_eq!(extras, vec![&None], "{name}");
             assert_eq!(t.parse_error_count(), 0, "{name}");
+            let flags: Vec<&String> = t
+                .contact_events
+                .iter()
+                .flat_map(|r| &r.quality_flags)
+                .collect();
+            assert!(flags.is_empty(), "{name}: {flags:?}");
             seen += 1;
         }
         assert_eq!(seen, 10);
@@ -288,7 +297,7 @@ mod tests {
         let row = &t.contact_events[0];
         assert_eq!(row.contact_id, None);
         assert_eq!(row.status, None);
-        assert_eq!(row.event_time.0, 1_700_000_000_000_000);
+        assert_eq!(row.event_time.0, RECEIVED_US);
         assert_eq!(row.parse_errors.len(), 4, "{:?}", row.parse_errors);
         assert!(row.extras.as_deref().unwrap().contains("\"tracking\":[1]"));
     }
@@ -303,5 +312,60 @@ mod tests {
         assert_eq!(t.raw_events[0].event_type, "unknown");
         assert_eq!(t.raw_events[0].hook_type.as_deref(), Some("Note added"));
         assert_eq!(t.row_counts().iter().map(|(_, n)| n).sum::<usize>(), 1);
+    }
+
+    #[test]
+    fn quality_flags_are_raised_by_payloads_built_for_them() {
+        let base = serde_json::json!({"id": 1, "previewId": "p", "status": "QUALIFIED", "email": "ada@example.com",
+            "phoneNumber": "+44 7700 900318", "createdAt": "2026-01-01T00:00:00Z", "updatedAt": "2026-01-01T01:00:00Z"});
+        let flags = |edit: serde_json::Value| {
+            let mut object = base.clone();
+            for (k, v) in edit.as_object().unwrap() {
+                object[k] = v.clone();
+            }
+            let t = flatten(&[envelope(&object.to_string(), None)]);
+            t.contact_events[0].quality_flags.clone()
+        };
+        assert!(flags(serde_json::json!({})).is_empty());
+        let check = |edit: serde_json::Value, flag: &str| {
+            assert_eq!(flags(edit.clone()), vec![flag.to_string()], "{edit}")
+        };
+        check(
+            serde_json::json!({"email": "ada.example.com"}),
+            "email_malformed",
+        );
+        check(
+            serde_json::json!({"secondary_email": "ada@localhost"}),
+            "email_malformed",
+        );
+        check(
+            serde_json::json!({"phoneNumber": "call me maybe"}),
+            "phone_malformed",
+        );
+        check(
+            serde_json::json!({"secondary_phoneNumber": "12"}),
+            "phone_malformed",
+        );
+        check(
+            serde_json::json!({"status": "STRATEGY_CALL_HELD"}),
+            "status_unknown",
+        );
+        check(
+            serde_json::json!({"updatedAt": "2025-12-31T00:00:00Z"}),
+            "updated_before_created",
+        );
+        check(
+            serde_json::json!({"createdAt": "2027-06-01T00:00:00Z", "updatedAt": "2027-06-01T01:00:00Z"}),
+            "timestamp_in_future",
+        );
+        // Casing of a known status does not matter, and the list is configurable.
+        assert!(flags(serde_json::json!({"status": "qualified"})).is_empty());
+        let custom = Options {
+            known_statuses: vec!["STRATEGY_CALL_HELD".into()],
+        };
+        let mut object = base.clone();
+        object["status"] = serde_json::json!("STRATEGY_CALL_HELD");
+        let t = flatten_with(&[envelope(&object.to_string(), None)], &custom);
+        assert!(t.contact_events[0].quality_flags.is_empty());
     }
 }

@@ -222,3 +222,136 @@ async fn the_same_journey_shuffled_with_duplicates_across_a_restart_gives_the_sa
     );
     assert_eq!(counts, json!([{"n": 5, "ids": 5}]));
 }
+
+/// The journey, then an update that carries only `id`, `updatedAt`, `status` and
+/// `updatedAttributes` (what iClosed's guidance warns partial updates may look like).
+#[tokio::test]
+async fn a_partial_update_is_completed_from_the_contact_state() {
+    let lake = Lake::new();
+    for body in journey() {
+        deliver(&lake, &body).await;
+    }
+    lake.flush().await;
+    let partial = json!({"id": 48377, "updatedAt": "2026-04-11T12:00:00.000Z", "status": "QUALIFIED",
+                         "updatedAttributes": ["status"], "hookType": "Contact updated"});
+    let (id, _) = deliver(&lake, &partial.to_string()).await;
+    lake.flush().await;
+    let row = rows(
+        &lake,
+        &format!(
+            "select first_name, last_name, email, phone_number, preview_id, time_zone, utm_campaign, first_utm_source, \
+             booking_event_name, status, list_sort(missing_fields) as missing from {{contact_events}} where event_id = '{id}'"
+        ),
+    );
+    let missing: Vec<&str> = {
+        let mut m: Vec<&str> = [
+            "account_id",
+            "user_id",
+            "preview_id",
+            "first_name",
+            "last_name",
+            "email",
+            "phone_number",
+            "secondary_email",
+            "secondary_phone_number",
+            "created_at",
+            "joined_time",
+            "time_zone",
+            "country",
+            "ip_address",
+            "booking_event_id",
+            "booking_event_name",
+            "booking_event_type",
+            "booking_event_link_prefix",
+            "booking_event_color",
+            "utm_source",
+            "utm_medium",
+            "utm_campaign",
+            "utm_term",
+            "utm_content",
+            "first_utm_source",
+            "first_utm_medium",
+            "first_utm_campaign",
+            "first_utm_term",
+            "first_utm_content",
+            "latest_call_at",
+            "latest_call_duration_min",
+            "latest_call_host_id",
+            "latest_call_host_name",
+            "latest_call_host_email",
+            "disqualifying_group",
+            "contact_answers",
+            "tracking_params",
+        ]
+        .to_vec();
+        m.sort();
+        m
+    };
+    assert_eq!(
+        row,
+        json!([{"first_name": "Ada", "last_name": "Kowalczyk", "email": "ada.k@example.com",
+                "phone_number": "+447700900999", "preview_id": "contact_x8_RbN0wKe4J", "time_zone": "Europe/London",
+                "utm_campaign": "spring_promo", "first_utm_source": "linkedin",
+                "booking_event_name": "Intro Discovery Call", "status": "QUALIFIED", "missing": missing}])
+    );
+    // Only the status changed; nothing absent is reported as changed.
+    let changes = rows(
+        &lake,
+        &format!(
+            "select attribute, old_value, new_value, reported, detected from {{attribute_changes}} where event_id = '{id}'"
+        ),
+    );
+    assert_eq!(
+        changes,
+        json!([{"attribute": "status", "old_value": "STRATEGY_CALL_BOOKED", "new_value": "QUALIFIED", "reported": true, "detected": true}])
+    );
+    let moves = rows(
+        &lake,
+        &format!(
+            "select from_status, to_status, seconds_in_from_status from {{status_transitions}} where event_id = '{id}'"
+        ),
+    );
+    assert_eq!(
+        moves,
+        json!([{"from_status": "STRATEGY_CALL_BOOKED", "to_status": "QUALIFIED", "seconds_in_from_status": 3600.0}])
+    );
+    // The newest snapshot of the contact is complete.
+    let latest = rows(
+        &lake,
+        "select arg_max(email, event_time) as email, arg_max(status, event_time) as status from {contact_events}",
+    );
+    assert_eq!(
+        latest,
+        json!([{"email": "ada.k@example.com", "status": "QUALIFIED"}])
+    );
+}
+
+/// The same partial update delivered before the full update it follows in time (both in one
+/// flush): its carried values come from that full update.
+#[tokio::test]
+async fn a_partial_update_delivered_before_its_predecessor_carries_the_right_snapshot() {
+    let lake = Lake::new();
+    let bodies = journey();
+    for body in &bodies[..3] {
+        deliver(&lake, body).await;
+    }
+    lake.flush().await;
+    let partial = json!({"id": 48377, "updatedAt": "2026-04-11T10:30:00.000Z", "status": "QUALIFIED",
+                         "updatedAttributes": [], "hookType": "Contact updated"});
+    let (id, _) = deliver(&lake, &partial.to_string()).await;
+    deliver(&lake, &bodies[3]).await; // e4 (10:05) changed the email and the phone
+    lake.flush().await;
+    let row = rows(
+        &lake,
+        &format!("select email, phone_number from {{contact_events}} where event_id = '{id}'"),
+    );
+    assert_eq!(
+        row,
+        json!([{"email": "ada.k@example.com", "phone_number": "+447700900999"}])
+    );
+    let late = rows(
+        &lake,
+        "select count(*) as n from {attribute_changes} where late",
+    );
+    assert_eq!(late, json!([{"n": 0}]));
+}
