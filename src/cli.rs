@@ -73,6 +73,11 @@ pub enum Command {
     },
     /// Print the reference of every table and column (docs/tables.md).
     Tables,
+    /// Check or show the effective configuration (defaults < file < HOOKLAKE_* < flags).
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
 }
 
 /// Parses the command line and runs it.
@@ -87,6 +92,14 @@ pub fn run() -> anyhow::Result<ExitCode> {
 }
 
 /// Layers defaults, config file, environment and flags into one validated config.
+#[derive(Debug, Subcommand)]
+pub enum ConfigAction {
+    /// Validate the configuration; exit 0 when it is usable.
+    Check,
+    /// Print the effective configuration as TOML, secrets masked.
+    Show,
+}
+
 pub fn resolve(args: &Args) -> anyhow::Result<Config> {
     let mut config = Config::load(args.config.as_deref(), std::env::vars())?;
     if let Some(dir) = &args.data_dir {
@@ -148,6 +161,22 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCode> 
             if let Some(previous) = report.previous {
                 println!("previous contents kept at: {}", previous.display());
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config {
+            action: ConfigAction::Check,
+        } => {
+            println!(
+                "configuration ok (data_dir {}, listen {})",
+                config.data_dir.display(),
+                config.listen
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config {
+            action: ConfigAction::Show,
+        } => {
+            print!("{}", config.to_toml_masked());
             Ok(ExitCode::SUCCESS)
         }
         Command::Tables => {

@@ -152,7 +152,7 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("invalid config file {path}: {message}")]
+    #[error("invalid configuration in {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("unknown environment variable {0}: it names no config key (see config/example.toml)")]
     UnknownEnv(String),
@@ -170,7 +170,7 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let origin = file
             .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("<environment>"));
+            .unwrap_or_else(|| PathBuf::from("the HOOKLAKE_* environment"));
         let mut table = match file {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -269,6 +269,21 @@ impl Config {
         Ok(())
     }
 
+    /// The effective configuration as TOML, with the value of every key that names a secret
+    /// (`token`, `secret`, `password`, `key`) masked.
+    pub fn to_toml_masked(&self) -> String {
+        let mut table = toml::Table::try_from(self).expect("the config serializes");
+        mask_secrets(&mut table);
+        if self.flush_schedule.is_none() {
+            // TOML has no null: say that the key exists and is unset.
+            return format!(
+                "{}# flush_schedule is unset\n",
+                toml::to_string(&table).expect("TOML")
+            );
+        }
+        toml::to_string(&table).expect("TOML")
+    }
+
     /// The partition time zone as an offset; only call after [`Config::validate`].
     pub fn partition_offset(&self) -> FixedOffset {
         parse_offset(&self.partition_time_zone)
@@ -280,6 +295,20 @@ impl Config {
         self.flush_schedule
             .as_deref()
             .and_then(|s| parse_schedule(s).ok())
+    }
+}
+
+/// Replaces the value of every key that names a secret with `********`.
+fn mask_secrets(table: &mut toml::Table) {
+    for (key, value) in table.iter_mut() {
+        if ["token", "secret", "password", "key"]
+            .iter()
+            .any(|s| key.contains(s))
+        {
+            *value = toml::Value::String("********".into());
+        } else if let toml::Value::Table(inner) = value {
+            mask_secrets(inner);
+        }
     }
 }
 
@@ -404,6 +433,29 @@ mod tests {
         check(|c| c.zstd_level = 0, "zstd_level");
         check(|c| c.buffer_max_bytes = 1, "buffer_max_bytes");
         Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn secrets_are_masked_and_the_rest_shown() {
+        let mut table: toml::Table =
+            toml::from_str("admin_token = 'x'\nlisten = 'y'\n[auth]\nhmac_key = 'z'\n").unwrap();
+        mask_secrets(&mut table);
+        let text = toml::to_string(&table).unwrap();
+        assert!(
+            !text.contains("'x'") && !text.contains("\"x\"") && !text.contains("\"z\""),
+            "{text}"
+        );
+        assert!(text.contains("listen = \"y\""), "{text}");
+        let shown = Config {
+            flush_interval_secs: 7,
+            ..Config::default()
+        }
+        .to_toml_masked();
+        assert!(
+            shown.contains("flush_interval_secs = 7")
+                && shown.contains("# flush_schedule is unset"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -152,3 +152,44 @@ fn bad_configuration_is_reported_before_anything_starts() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("listen"));
 }
+
+#[test]
+fn config_check_and_show_report_the_effective_configuration() {
+    let run = |env: &[(&str, &str)], args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_hooklake"))
+            .envs(env.iter().copied())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let ok = run(
+        &[("HOOKLAKE_FLUSH_INTERVAL_SECS", "7")],
+        &["config", "check"],
+    );
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let shown = run(
+        &[("HOOKLAKE_FLUSH_INTERVAL_SECS", "7")],
+        &["--data-dir", "/srv/lake", "config", "show"],
+    );
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        text.contains("flush_interval_secs = 7") && text.contains("data_dir = \"/srv/lake\""),
+        "{text}"
+    );
+    let bad = run(
+        &[("HOOKLAKE_FLUSH_INTERVAL_SECS", "soon")],
+        &["config", "check"],
+    );
+    assert!(!bad.status.success());
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        stderr.contains("flush_interval_secs") && stderr.contains("HOOKLAKE_"),
+        "{stderr}"
+    );
+    let unknown = run(&[("HOOKLAKE_FLUSH_EVERY", "5")], &["config", "check"]);
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("HOOKLAKE_FLUSH_EVERY"));
+}
