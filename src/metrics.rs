@@ -7,6 +7,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 /// Counter names and their help text; [`Metrics::add`] only takes these.
 const COUNTERS: &[(&str, &str)] = &[
@@ -64,20 +66,112 @@ const COUNTERS: &[(&str, &str)] = &[
     ),
 ];
 
-/// Counters of one process.
-#[derive(Debug, Default)]
+/// Counters and histograms of one process.
+#[derive(Debug)]
 pub struct Metrics {
     counters: Mutex<BTreeMap<(&'static str, String), u64>>,
+    /// Seconds from receiving a webhook request to answering it (log fsync included).
+    pub ack_latency: Histogram,
+    /// Seconds a successful flush took, from taking the buffer to the commit.
+    pub flush_duration: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            counters: Mutex::default(),
+            ack_latency: Histogram::new(
+                "hooklake_ack_latency_seconds",
+                "Time from receiving a webhook request to answering it.",
+                &[
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                ],
+            ),
+            flush_duration: Histogram::new(
+                "hooklake_flush_duration_seconds",
+                "Time a successful flush took, commit included.",
+                &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0],
+            ),
+        }
+    }
+}
+
+/// A Prometheus histogram with fixed buckets; lock-free to observe.
+#[derive(Debug)]
+pub struct Histogram {
+    name: &'static str,
+    help: &'static str,
+    bounds: &'static [f64],
+    /// Observations per bucket (not cumulative); the last is +Inf.
+    counts: Vec<AtomicU64>,
+    /// Sum of observations, in microseconds.
+    sum_us: AtomicU64,
+}
+
+impl Histogram {
+    fn new(name: &'static str, help: &'static str, bounds: &'static [f64]) -> Histogram {
+        let counts = (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect();
+        Histogram {
+            name,
+            help,
+            bounds,
+            counts,
+            sum_us: AtomicU64::new(0),
+        }
+    }
+
+    /// Records one observation.
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let bucket = self
+            .bounds
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(self.bounds.len());
+        self.counts[bucket].fetch_add(1, Ordering::Relaxed);
+        self.sum_us
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "# HELP {} {}\n# TYPE {} histogram",
+            self.name, self.help, self.name
+        );
+        let mut cumulative = 0;
+        for (i, count) in self.counts.iter().enumerate() {
+            cumulative += count.load(Ordering::Relaxed);
+            let le = self
+                .bounds
+                .get(i)
+                .map_or("+Inf".to_string(), |b| b.to_string());
+            let _ = writeln!(out, "{}_bucket{{le=\"{le}\"}} {cumulative}", self.name);
+        }
+        let _ = writeln!(
+            out,
+            "{}_sum {}",
+            self.name,
+            self.sum_us.load(Ordering::Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(out, "{}_count {cumulative}", self.name);
+    }
 }
 
 /// Point-in-time values the renderer reads from the pipeline.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Gauges {
     pub buffer_events: usize,
     pub buffer_bytes: usize,
     pub oldest_unflushed_age_secs: f64,
     pub last_flush_unix_secs: f64,
     pub ready: bool,
+    /// Bytes of write-ahead log segments on disk.
+    pub wal_bytes: u64,
+    /// Bytes of the state store file.
+    pub state_bytes: u64,
+    /// Per table: published files, and the most files in one partition.
+    pub files: Vec<(&'static str, u64, u64)>,
 }
 
 impl Metrics {
@@ -156,6 +250,44 @@ impl Metrics {
                 "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
             );
         }
+        let sizes = [
+            (
+                "hooklake_wal_bytes",
+                "Bytes of write-ahead log segments on disk.",
+                gauges.wal_bytes,
+            ),
+            (
+                "hooklake_state_store_bytes",
+                "Bytes of the state store (dedup index, contact and call states).",
+                gauges.state_bytes,
+            ),
+        ];
+        for (name, help, value) in sizes {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP hooklake_parquet_files Published Parquet files, by table.\n# TYPE hooklake_parquet_files gauge"
+        );
+        for (table, files, _) in &gauges.files {
+            let _ = writeln!(out, "hooklake_parquet_files{{table=\"{table}\"}} {files}");
+        }
+        let _ = writeln!(
+            out,
+            "# HELP hooklake_partition_files_max Most files in one partition, by table (compaction merges them).\n\
+             # TYPE hooklake_partition_files_max gauge"
+        );
+        for (table, _, max) in &gauges.files {
+            let _ = writeln!(
+                out,
+                "hooklake_partition_files_max{{table=\"{table}\"}} {max}"
+            );
+        }
+        self.ack_latency.render(&mut out);
+        self.flush_duration.render(&mut out);
         out
     }
 }
@@ -204,5 +336,24 @@ mod tests {
         );
         assert!(text.contains("\nhooklake_buffer_events 4\n"), "{text}");
         assert!(text.contains("\nhooklake_ready 1\n"), "{text}");
+        m.ack_latency.observe(Duration::from_micros(700));
+        m.ack_latency.observe(Duration::from_secs(10));
+        let text = m.render(Gauges::default());
+        assert!(
+            text.contains("hooklake_ack_latency_seconds_bucket{le=\"0.0005\"} 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("hooklake_ack_latency_seconds_bucket{le=\"0.001\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("hooklake_ack_latency_seconds_bucket{le=\"+Inf\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("hooklake_ack_latency_seconds_sum 10.0007\n"),
+            "{text}"
+        );
     }
 }

@@ -502,8 +502,13 @@ impl Pipeline {
 
     /// Current gauge values for `/metrics`.
     pub fn gauges(&self, ready: bool) -> Gauges {
-        let buffer = self.buffer();
+        // Disk figures first, so the buffer lock is held only for the counts.
+        let wal_bytes = dir_bytes(&self.sink.root().join("_hooklake/wal"));
+        let state_bytes =
+            std::fs::metadata(self.sink.root().join("_hooklake/state.redb")).map_or(0, |m| m.len());
+        let files = self.sink.file_counts();
         let now_us = Utc::now().timestamp_micros();
+        let buffer = self.buffer();
         Gauges {
             buffer_events: buffer.len(),
             buffer_bytes: buffer.bytes(),
@@ -513,7 +518,17 @@ impl Pipeline {
                 .unwrap_or(0.0),
             last_flush_unix_secs: self.last_flush_unix_secs.load(Ordering::Relaxed) as f64,
             ready,
+            wal_bytes,
+            state_bytes,
+            files,
         }
+    }
+
+    /// Creates and removes a probe file in the data directory: `Ok` when it is writable.
+    pub fn probe_writable(&self) -> std::io::Result<()> {
+        let probe = self.sink.root().join("_hooklake").join(".ready-probe");
+        std::fs::write(&probe, b"ok")?;
+        std::fs::remove_file(&probe)
     }
 
     /// Forgets event ids older than the dedup window; returns how many.
@@ -657,6 +672,7 @@ impl Pipeline {
         report.files = files;
         report.parse_errors = parse_errors;
         report.duration_ms = started.elapsed().as_millis() as u64;
+        self.metrics.flush_duration.observe(started.elapsed());
         tracing::info!(
             flush_id = report.flush_id.as_deref().unwrap_or(""),
             reason = reason.as_str(),
@@ -720,6 +736,19 @@ impl Pipeline {
             }
         }
     }
+}
+
+/// Total size of the files in a directory (0 if it cannot be read).
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 /// The schedule's next occurrence strictly after both now and `after`, and the wait until it.

@@ -74,6 +74,18 @@ impl Tables {
     }
 }
 
+/// Every table's directory name, in pipeline order.
+pub const TABLE_NAMES: [&str; 8] = [
+    "contact_events",
+    "tracking_params",
+    "contact_answers",
+    "call_events",
+    "call_outcomes",
+    "raw_events",
+    "attribute_changes",
+    "status_transitions",
+];
+
 /// Names and documentation of every table, in pipeline order (used for `docs/tables.md`).
 pub fn table_docs() -> Vec<(&'static str, &'static str, Vec<table::ColumnDoc>)> {
     fn doc<T: Table>() -> (&'static str, &'static str, Vec<table::ColumnDoc>) {

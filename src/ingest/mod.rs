@@ -69,8 +69,9 @@ async fn webhook(
     uri: Uri,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let started = std::time::Instant::now();
     let result = ingest(&state, uri.path(), None, body).await;
-    answer(&state, result)
+    answer(&state, result, started)
 }
 
 async fn webhook_kind(
@@ -79,6 +80,7 @@ async fn webhook_kind(
     uri: Uri,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let started = std::time::Instant::now();
     let result = match EventType::from_name(&kind) {
         Some(t) if t != EventType::Unknown => ingest(&state, uri.path(), Some(t), body).await,
         _ => Err(ApiError::UnknownKind {
@@ -86,14 +88,19 @@ async fn webhook_kind(
             accepted: EventType::url_kinds().join(", "),
         }),
     };
-    answer(&state, result)
+    answer(&state, result, started)
 }
 
 /// Counts the outcome of a webhook request and renders it.
-fn answer(state: &AppState, result: Result<Ack, ApiError>) -> Response {
+fn answer(
+    state: &AppState,
+    result: Result<Ack, ApiError>,
+    started: std::time::Instant,
+) -> Response {
     let metrics = state.pipeline.metrics();
     match result {
         Ok(ack) => {
+            metrics.ack_latency.observe(started.elapsed());
             metrics.add("hooklake_requests_total", "accepted", 1);
             Json(ack).into_response()
         }
@@ -161,15 +168,24 @@ async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
+/// Ready when the server accepts events and the data directory is writable.
 async fn readyz(State(state): State<AppState>) -> Response {
-    if state.ready.load(Ordering::Acquire) {
-        Json(json!({ "ready": true })).into_response()
-    } else {
-        (
+    let started = state.ready.load(Ordering::Acquire);
+    let pipeline = state.pipeline.clone();
+    let writable = tokio::task::spawn_blocking(move || pipeline.probe_writable()).await;
+    let problem = match (started, writable) {
+        (false, _) => Some("not accepting events (starting or shutting down)".to_string()),
+        (true, Ok(Err(e))) => Some(format!("data directory is not writable: {e}")),
+        (true, Err(e)) => Some(e.to_string()),
+        (true, Ok(Ok(()))) => None,
+    };
+    match problem {
+        None => Json(json!({ "ready": true })).into_response(),
+        Some(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "ready": false })),
+            Json(json!({ "ready": false, "reason": reason })),
         )
-            .into_response()
+            .into_response(),
     }
 }
 

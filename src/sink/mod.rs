@@ -258,6 +258,38 @@ impl Sink {
         Ok(written)
     }
 
+    /// Per table: published files, and the most files in one partition.
+    pub fn file_counts(&self) -> Vec<(&'static str, u64, u64)> {
+        crate::flatten::TABLE_NAMES
+            .iter()
+            .map(|table| {
+                let partitions = read_dirs(&self.root.join(table)).unwrap_or_default();
+                let counts: Vec<u64> = partitions
+                    .iter()
+                    .map(|p| {
+                        fs::read_dir(p)
+                            .map(|entries| {
+                                entries
+                                    .filter_map(Result::ok)
+                                    .filter(|e| {
+                                        e.file_name()
+                                            .to_str()
+                                            .is_some_and(|n| flush_seq_of(n).is_some())
+                                    })
+                                    .count() as u64
+                            })
+                            .unwrap_or(0)
+                    })
+                    .collect();
+                (
+                    *table,
+                    counts.iter().sum(),
+                    counts.iter().copied().max().unwrap_or(0),
+                )
+            })
+            .collect()
+    }
+
     /// Every file under `<root>/<table>/<partition>/` whose name satisfies `keep`.
     fn files_matching(&self, keep: impl Fn(&str) -> bool) -> Result<Vec<PathBuf>, SinkError> {
         let mut found = Vec::new();

@@ -586,6 +586,40 @@ async fn health_readiness_and_metrics() {
         after.contains("hooklake_flushes_total{result=\"ok\"} 1"),
         "{after}"
     );
+    assert!(
+        after.contains("\nhooklake_ack_latency_seconds_count 1\n"),
+        "{after}"
+    );
+    assert!(
+        after.contains("\nhooklake_flush_duration_seconds_count 1\n"),
+        "{after}"
+    );
+    assert!(
+        after.contains("hooklake_parquet_files{table=\"call_events\"} 1\n"),
+        "{after}"
+    );
+    assert!(
+        after.contains("hooklake_partition_files_max{table=\"raw_events\"} 1\n"),
+        "{after}"
+    );
+    assert!(
+        !after.contains("\nhooklake_wal_bytes 0\n")
+            && !after.contains("\nhooklake_state_store_bytes 0\n"),
+        "{after}"
+    );
+    // Readiness needs a writable data directory: a directory where the probe file goes
+    // makes the write fail (permissions cannot, as tests may run as root).
+    std::fs::create_dir(lake.dir.path().join("_hooklake/.ready-probe")).unwrap();
+    let r = lake.request("GET", "/readyz", "").await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        r.json()["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not writable"),
+        "{}",
+        r.body
+    );
 }
 
 #[tokio::test]
