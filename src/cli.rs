@@ -73,6 +73,19 @@ pub enum Command {
     },
     /// Print the reference of every table and column (docs/tables.md).
     Tables,
+    /// Merge the small files of closed partitions (the server also does this in the
+    /// background). Stop the server first, or use POST /admin/compact.
+    Compact {
+        /// Only this table.
+        #[arg(long)]
+        table: Option<String>,
+        /// Only this date (YYYY-MM-DD), closed or not.
+        #[arg(long, conflicts_with = "before")]
+        date: Option<chrono::NaiveDate>,
+        /// Only dates before this one (YYYY-MM-DD), closed or not.
+        #[arg(long)]
+        before: Option<chrono::NaiveDate>,
+    },
     /// Check or show the effective configuration (defaults < file < HOOKLAKE_* < flags).
     Config {
         #[command(subcommand)]
@@ -161,6 +174,49 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCode> 
             if let Some(previous) = report.previous {
                 println!("previous contents kept at: {}", previous.display());
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Compact {
+            table,
+            date,
+            before,
+        } => {
+            if let Some(t) = &table {
+                anyhow::ensure!(
+                    crate::flatten::TABLE_NAMES.contains(&t.as_str()),
+                    "unknown table {t:?}; tables: {}",
+                    crate::flatten::TABLE_NAMES.join(", ")
+                );
+            }
+            let (pipeline, _) =
+                Pipeline::open(&config, Arc::new(Metrics::default()), Mode::Unlogged)?;
+            // An explicit date is compacted even if its day is not over; otherwise closed ones only.
+            let last_closed = if date.is_some() || before.is_some() {
+                chrono::NaiveDate::MAX
+            } else {
+                let grace = chrono::Duration::hours(config.compaction_grace_hours as i64);
+                crate::compact::last_closed_date(
+                    chrono::Utc::now(),
+                    config.partition_offset(),
+                    grace,
+                )
+            };
+            let selection = crate::compact::Selection {
+                table,
+                date,
+                before,
+            };
+            let done = tokio::task::spawn_blocking(move || {
+                pipeline.compact(&selection, last_closed, config.compaction_target_file_bytes)
+            })
+            .await??;
+            for c in &done {
+                println!(
+                    "{}: {} files -> {}, {} rows, {} repeated event_ids removed",
+                    c.partition, c.files_before, c.files_after, c.rows, c.duplicates_removed
+                );
+            }
+            println!("compacted {} partitions", done.len());
             Ok(ExitCode::SUCCESS)
         }
         Command::Config {

@@ -45,6 +45,12 @@ pub const DEFAULT_DURABILITY_BATCH_MS: u64 = 10;
 pub const DEFAULT_DEDUP_WINDOW_HOURS: u64 = 72;
 /// Default free space below which requests are refused with 503 (256 MiB).
 pub const DEFAULT_MIN_FREE_BYTES: u64 = 256 * 1024 * 1024;
+/// Default seconds between background compaction passes.
+pub const DEFAULT_COMPACTION_INTERVAL_SECS: u64 = 600;
+/// Default hours after a partition's day ends before it is compacted (late events still land).
+pub const DEFAULT_COMPACTION_GRACE_HOURS: u64 = 2;
+/// Default target size of a compacted file (256 MiB).
+pub const DEFAULT_COMPACTION_TARGET_FILE_BYTES: u64 = 256 * 1024 * 1024;
 /// Default lead statuses that are not flagged `status_unknown`.
 pub const DEFAULT_KNOWN_STATUSES: &[&str] = &[
     "POTENTIAL",
@@ -108,6 +114,14 @@ pub struct Config {
     pub dedup_window_hours: u64,
     /// Size at which a write-ahead log segment is closed and a new one started.
     pub wal_segment_max_bytes: u64,
+    /// Whether `serve` compacts closed partitions in the background.
+    pub compaction_enabled: bool,
+    /// Seconds between background compaction passes.
+    pub compaction_interval_secs: u64,
+    /// Hours after a partition's day ends (in `partition_time_zone`) before it is compacted.
+    pub compaction_grace_hours: u64,
+    /// Target size of a compacted file in bytes; a partition larger than that gets several.
+    pub compaction_target_file_bytes: u64,
     /// Lead statuses that are not flagged `status_unknown` in `contact_events.quality_flags`.
     pub known_statuses: Vec<String>,
     /// Free bytes the data directory's file system must keep; below it, requests get 503 with
@@ -140,6 +154,10 @@ impl Default for Config {
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
+            compaction_enabled: true,
+            compaction_interval_secs: DEFAULT_COMPACTION_INTERVAL_SECS,
+            compaction_grace_hours: DEFAULT_COMPACTION_GRACE_HOURS,
+            compaction_target_file_bytes: DEFAULT_COMPACTION_TARGET_FILE_BYTES,
         }
     }
 }
@@ -251,6 +269,15 @@ impl Config {
         }
         if !(1..=10_000).contains(&self.durability_batch_ms) {
             return invalid("durability_batch_ms", "must be between 1 and 10000".into());
+        }
+        if self.compaction_interval_secs == 0 {
+            return invalid("compaction_interval_secs", "must be at least 1".into());
+        }
+        if self.compaction_target_file_bytes < 1024 * 1024 {
+            return invalid(
+                "compaction_target_file_bytes",
+                "must be at least 1 MiB".into(),
+            );
         }
         if self.dedup_window_hours == 0 {
             return invalid("dedup_window_hours", "must be at least 1".into());

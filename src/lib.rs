@@ -16,6 +16,7 @@ pub mod buffer;
 pub mod state;
 pub mod flatten;
 pub mod sink;
+pub mod compact;
 pub mod pipeline;
 pub mod metrics;
 pub mod server;

@@ -29,6 +29,10 @@ const COUNTERS: &[(&str, &str)] = &[
         "Values that could not be read as their column's type.",
     ),
     (
+        "hooklake_compactions_total",
+        "Partitions compacted, by table.",
+    ),
+    (
         "hooklake_quality_flags_total",
         "Contact rows flagged by a data-quality rule, by flag.",
     ),

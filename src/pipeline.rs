@@ -236,6 +236,10 @@ impl Pipeline {
             row_group_rows: config.row_group_rows,
         };
         let sink = Sink::open(&config.data_dir, settings, config.partition_offset())?;
+        crate::compact::recover(&store, &config.data_dir).map_err(|e| OpenError::Io {
+            path: config.data_dir.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
         let mut recovery = Recovery {
             removed_files: sink.remove_uncommitted(committed.flush_seq)?.len(),
             ..Default::default()
@@ -522,6 +526,35 @@ impl Pipeline {
             state_bytes,
             files,
         }
+    }
+
+    /// The offset whose calendar date names partitions.
+    pub fn partition_offset(&self) -> chrono::FixedOffset {
+        self.sink.offset()
+    }
+
+    /// Compacts the selected closed partitions (see [`crate::compact`]); runs beside flushes.
+    pub fn compact(
+        &self,
+        selection: &crate::compact::Selection,
+        last_closed: chrono::NaiveDate,
+        target_file_bytes: u64,
+    ) -> Result<Vec<crate::compact::Compacted>, crate::compact::CompactError> {
+        let done = crate::compact::compact(
+            &self.sink,
+            &self.store,
+            selection,
+            last_closed,
+            target_file_bytes,
+        )?;
+        for c in &done {
+            self.metrics.add(
+                "hooklake_compactions_total",
+                c.partition.split('/').next().unwrap_or(""),
+                1,
+            );
+        }
+        Ok(done)
     }
 
     /// Creates and removes a probe file in the data directory: `Ok` when it is writable.

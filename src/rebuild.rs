@@ -215,8 +215,7 @@ fn read_raw_events(dir: &Path) -> Result<Vec<Raw>, RebuildError> {
                 if path
                     .file_name()
                     .and_then(|n| n.to_str())
-                    .and_then(crate::sink::flush_seq_of)
-                    .is_some()
+                    .is_some_and(crate::sink::is_published)
                 {
                     files.push(path);
                 }

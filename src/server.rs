@@ -7,7 +7,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -31,13 +31,8 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<FlushReport> {
-    let ready = Arc::new(AtomicBool::new(false));
-    let state = AppState {
-        pipeline: pipeline.clone(),
-        max_body_bytes: config.max_body_bytes,
-        max_json_depth: config.max_json_depth,
-        ready: ready.clone(),
-    };
+    let state = AppState::new(pipeline.clone(), config);
+    let ready = state.ready.clone();
     let stop_triggers = CancellationToken::new();
     let triggers = tokio::spawn(
         pipeline
@@ -46,6 +41,13 @@ pub async fn serve(
     );
 
     let purge = tokio::spawn(purge_dedup_index(pipeline.clone(), stop_triggers.clone()));
+    let compactor = config.compaction_enabled.then(|| {
+        tokio::spawn(compact_closed_partitions(
+            pipeline.clone(),
+            config.clone(),
+            stop_triggers.clone(),
+        ))
+    });
     ready.store(true, Ordering::Release);
     tracing::info!(
         listen = %listener.local_addr()?,
@@ -64,6 +66,9 @@ pub async fn serve(
     stop_triggers.cancel();
     triggers.await?;
     purge.await?;
+    if let Some(compactor) = compactor {
+        compactor.await?;
+    }
     let mut attempt = 1;
     loop {
         match pipeline.flush(FlushReason::Shutdown).await {
@@ -108,6 +113,35 @@ async fn purge_dedup_index(pipeline: Arc<Pipeline>, stop: CancellationToken) {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(PURGE_INTERVAL) => {}
+        }
+    }
+}
+
+/// Compacts closed partitions every `compaction_interval_secs` until `stop`.
+async fn compact_closed_partitions(
+    pipeline: Arc<Pipeline>,
+    config: Config,
+    stop: CancellationToken,
+) {
+    let every = Duration::from_secs(config.compaction_interval_secs);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let p = pipeline.clone();
+        let grace = chrono::Duration::hours(config.compaction_grace_hours as i64);
+        let last_closed =
+            crate::compact::last_closed_date(chrono::Utc::now(), config.partition_offset(), grace);
+        let target = config.compaction_target_file_bytes;
+        let selection = crate::compact::Selection::default();
+        match tokio::task::spawn_blocking(move || p.compact(&selection, last_closed, target)).await
+        {
+            Ok(Ok(done)) if !done.is_empty() => {
+                tracing::info!(partitions = done.len(), "compaction pass done")
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "compaction pass failed; will retry"),
+            _ => {}
         }
     }
 }

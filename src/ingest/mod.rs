@@ -36,6 +36,24 @@ pub struct AppState {
     pub max_json_depth: usize,
     /// True once the server accepts events (after start-up; later, after log recovery).
     pub ready: Arc<AtomicBool>,
+    /// How long after its day a partition is closed, for `POST /admin/compact`.
+    pub compaction_grace: chrono::Duration,
+    /// Target size of compacted files.
+    pub compaction_target_file_bytes: u64,
+}
+
+impl AppState {
+    /// The state of a server for `pipeline`, not yet ready.
+    pub fn new(pipeline: Arc<Pipeline>, config: &crate::config::Config) -> AppState {
+        AppState {
+            pipeline,
+            max_body_bytes: config.max_body_bytes,
+            max_json_depth: config.max_json_depth,
+            ready: Arc::new(AtomicBool::new(false)),
+            compaction_grace: chrono::Duration::hours(config.compaction_grace_hours as i64),
+            compaction_target_file_bytes: config.compaction_target_file_bytes,
+        }
+    }
 }
 
 /// The body of a 200 answer to a webhook.
@@ -55,6 +73,7 @@ pub fn router(state: AppState) -> Router {
         .route("/webhooks/iclosed", post(webhook))
         .route("/webhooks/iclosed/{kind}", post(webhook_kind))
         .route("/admin/flush", post(admin_flush))
+        .route("/admin/compact", post(admin_compact))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -162,6 +181,21 @@ async fn admin_flush(State(state): State<AppState>) -> Result<Json<FlushReport>,
         .await
         .map(Json)
         .map_err(|e| ApiError::FlushFailed(e.to_string()))
+}
+
+/// Compacts the closed partitions now and returns what was merged.
+async fn admin_compact(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let pipeline = state.pipeline.clone();
+    let (grace, target) = (state.compaction_grace, state.compaction_target_file_bytes);
+    let done = tokio::task::spawn_blocking(move || {
+        let last_closed =
+            crate::compact::last_closed_date(Utc::now(), pipeline.partition_offset(), grace);
+        pipeline.compact(&crate::compact::Selection::default(), last_closed, target)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(Json(json!({ "compacted": done })))
 }
 
 async fn healthz() -> Json<Value> {

@@ -182,7 +182,6 @@ impl Sink {
             let name = file_name(flush_seq);
             let final_path = dir.join(&name);
             let tmp = dir.join(format!(".{name}{TMP_SUFFIX}"));
-            let file = File::create(&tmp).map_err(io("create", &tmp))?;
             staged.push(Staged {
                 tmp: tmp.clone(),
                 final_path,
@@ -194,22 +193,43 @@ impl Sink {
                     bytes: 0,
                 },
             });
-            let parquet = |source| SinkError::Parquet {
-                path: tmp.clone(),
-                source,
-            };
-            let props = writer::writer_properties::<T>(self.settings);
-            let mut writer =
-                ArrowWriter::try_new(file, T::schema(), Some(props)).map_err(parquet)?;
-            for chunk in rows.chunks(self.settings.row_group_rows) {
-                writer.write(&T::to_batch(chunk)).map_err(parquet)?;
-            }
-            let file = writer.into_inner().map_err(parquet)?;
-            file.sync_all().map_err(io("fsync", &tmp))?;
-            let last = staged.last_mut().expect("just pushed");
-            last.file.bytes = file.metadata().map_err(io("stat", &tmp))?.len();
+            let batches = rows.chunks(self.settings.row_group_rows).map(T::to_batch);
+            let bytes = self.write_file::<T>(&tmp, batches)?;
+            staged.last_mut().expect("just pushed").file.bytes = bytes;
         }
         Ok(())
+    }
+
+    /// Writes batches of table `T` to `path` with the table's writer properties and fsyncs the
+    /// file; returns its size.
+    pub fn write_file<T: Table>(
+        &self,
+        path: &Path,
+        batches: impl Iterator<Item = arrow_array::RecordBatch>,
+    ) -> Result<u64, SinkError> {
+        let file = File::create(path).map_err(io("create", path))?;
+        let parquet = |source| SinkError::Parquet {
+            path: path.to_path_buf(),
+            source,
+        };
+        let props = writer::writer_properties::<T>(self.settings);
+        let mut writer = ArrowWriter::try_new(file, T::schema(), Some(props)).map_err(parquet)?;
+        for batch in batches {
+            writer.write(&batch).map_err(parquet)?;
+        }
+        let file = writer.into_inner().map_err(parquet)?;
+        file.sync_all().map_err(io("fsync", path))?;
+        Ok(file.metadata().map_err(io("stat", path))?.len())
+    }
+
+    /// The offset whose calendar date names partitions.
+    pub fn offset(&self) -> FixedOffset {
+        self.offset
+    }
+
+    /// The settings files are written with.
+    pub fn settings(&self) -> WriterSettings {
+        self.settings
     }
 
     /// Renames staged files to their final names and makes the renames durable.
@@ -271,11 +291,7 @@ impl Sink {
                             .map(|entries| {
                                 entries
                                     .filter_map(Result::ok)
-                                    .filter(|e| {
-                                        e.file_name()
-                                            .to_str()
-                                            .is_some_and(|n| flush_seq_of(n).is_some())
-                                    })
+                                    .filter(|e| e.file_name().to_str().is_some_and(is_published))
                                     .count() as u64
                             })
                             .unwrap_or(0)
@@ -320,6 +336,16 @@ fn name_of(path: &Path) -> &str {
         .unwrap_or_default()
 }
 
+/// The name of the `k`-th output file of compaction `id`.
+pub fn compacted_name(id: u64, k: usize) -> String {
+    format!("compact-{id:012}-{k:03}.parquet")
+}
+
+/// Whether a file name is a published data file (of a flush or a compaction).
+pub fn is_published(name: &str) -> bool {
+    flush_seq_of(name).is_some() || (name.starts_with("compact-") && name.ends_with(".parquet"))
+}
+
 /// The flush sequence number in a published file name (`part-000000000042.parquet`).
 pub fn flush_seq_of(name: &str) -> Option<u64> {
     let digits = name.strip_prefix("part-")?.strip_suffix(".parquet")?;
@@ -339,7 +365,8 @@ fn read_dirs(dir: &Path) -> Result<Vec<PathBuf>, SinkError> {
     Ok(dirs)
 }
 
-fn fsync_dir(dir: &Path) -> Result<(), SinkError> {
+/// Makes the entries of a directory (new names, removed names) durable.
+pub fn fsync_dir(dir: &Path) -> Result<(), SinkError> {
     File::open(dir)
         .and_then(|f| f.sync_all())
         .map_err(io("fsync directory", dir))

@@ -23,7 +23,9 @@ const SEEN_BY_TIME: TableDefinition<(u64, &[u8]), ()> = TableDefinition::new("se
 const CONTACTS: TableDefinition<i64, &[u8]> = TableDefinition::new("contacts");
 /// Call id -> its last known slot ([`CallState`] as JSON).
 const CALLS: TableDefinition<&str, &[u8]> = TableDefinition::new("calls");
-/// Named counters: `flush_seq`, `replay_from`.
+/// Compaction id -> the compaction in progress ([`Compaction`] as JSON), until it is finished.
+const COMPACTIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("compactions");
+/// Named counters: `flush_seq`, `replay_from`, `compaction_seq`.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +47,17 @@ fn err<E: std::fmt::Display>(op: &'static str) -> impl FnOnce(E) -> StoreError {
 pub struct States {
     pub contacts: HashMap<i64, ContactState>,
     pub calls: HashMap<String, CallState>,
+}
+
+/// A compaction between its intent and its end: which files it replaces with which.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Compaction {
+    /// Partition directory, relative to the data directory.
+    pub partition: String,
+    /// File names replaced.
+    pub inputs: Vec<String>,
+    /// File names written.
+    pub outputs: Vec<String>,
 }
 
 /// What the last committed flush recorded.
@@ -72,6 +85,7 @@ impl Store {
             txn.open_table(META).map_err(err("create table"))?;
             txn.open_table(CONTACTS).map_err(err("create table"))?;
             txn.open_table(CALLS).map_err(err("create table"))?;
+            txn.open_table(COMPACTIONS).map_err(err("create table"))?;
         }
         txn.commit().map_err(err("commit"))?;
         Ok(Store { db })
@@ -181,6 +195,60 @@ impl Store {
                 .map_err(err("insert"))?;
         }
         txn.commit().map_err(err("commit"))
+    }
+
+    /// A new compaction id.
+    pub fn next_compaction_id(&self) -> Result<u64, StoreError> {
+        let txn = self.db.begin_write().map_err(err("begin write"))?;
+        let id = {
+            let mut meta = txn.open_table(META).map_err(err("open table"))?;
+            let id = meta
+                .get("compaction_seq")
+                .map_err(err("read"))?
+                .map(|v| v.value())
+                .unwrap_or(0)
+                + 1;
+            meta.insert("compaction_seq", id).map_err(err("insert"))?;
+            id
+        };
+        txn.commit().map_err(err("commit"))?;
+        Ok(id)
+    }
+
+    /// Records that compaction `id` is about to publish its outputs (durable when it returns).
+    pub fn begin_compaction(&self, id: u64, compaction: &Compaction) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(compaction).map_err(err("encode compaction"))?;
+        let txn = self.db.begin_write().map_err(err("begin write"))?;
+        txn.open_table(COMPACTIONS)
+            .map_err(err("open table"))?
+            .insert(id, bytes.as_slice())
+            .map_err(err("insert"))?;
+        txn.commit().map_err(err("commit"))
+    }
+
+    /// Forgets a finished compaction.
+    pub fn end_compaction(&self, id: u64) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(err("begin write"))?;
+        txn.open_table(COMPACTIONS)
+            .map_err(err("open table"))?
+            .remove(id)
+            .map_err(err("remove"))?;
+        txn.commit().map_err(err("commit"))
+    }
+
+    /// Compactions that began and did not end (a crash in between).
+    pub fn unfinished_compactions(&self) -> Result<Vec<(u64, Compaction)>, StoreError> {
+        let txn = self.db.begin_read().map_err(err("begin read"))?;
+        let table = txn.open_table(COMPACTIONS).map_err(err("open table"))?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(err("scan"))? {
+            let (id, bytes) = entry.map_err(err("scan"))?;
+            out.push((
+                id.value(),
+                serde_json::from_slice(bytes.value()).map_err(err("decode compaction"))?,
+            ));
+        }
+        Ok(out)
     }
 
     /// Forgets ids received before `cutoff_secs`; returns how many.

@@ -5,7 +5,6 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use axum::Router;
@@ -99,12 +98,10 @@ impl Lake {
         config.validate().unwrap();
         let (pipeline, _) =
             Pipeline::open(&config, Arc::new(Metrics::default()), Mode::Logged).unwrap();
-        let state = AppState {
-            pipeline: pipeline.clone(),
-            max_body_bytes: config.max_body_bytes,
-            max_json_depth: config.max_json_depth,
-            ready: Arc::new(AtomicBool::new(true)),
-        };
+        let state = AppState::new(pipeline.clone(), &config);
+        state
+            .ready
+            .store(true, std::sync::atomic::Ordering::Release);
         Lake {
             dir,
             pipeline,

@@ -1,0 +1,402 @@
+//! Compaction: merges the small files of a closed partition into few large ones.
+//!
+//! A partition is closed once its day is over in the partition time zone, plus a grace period
+//! for late events. Its published files are read, concatenated, sorted by the table's sort key,
+//! cleared of repeated `event_id`s, and written as `compact-<id>-<k>.parquet` files of about
+//! `target_file_bytes`. The protocol, crash-safe at every step:
+//!
+//! 1. Write every output under a hidden temporary name and fsync it.
+//! 2. Record the intent (partition, inputs, outputs) in the state store.
+//! 3. Rename the outputs to their final names; fsync the partition directory.
+//! 4. Delete the inputs; fsync the partition directory.
+//! 5. Forget the intent.
+//!
+//! [`recover`] (run at start) finishes an intent whose outputs were published (deletes the
+//! remaining inputs) and drops one whose outputs were not (the inputs are intact; the temporary
+//! files are swept by the sink). A reader listing the partition between steps 3 and 4 sees the
+//! rows twice (inputs and outputs); the queries in `queries/` remove repeated `event_id`s.
+//! A late event for a compacted partition lands in a new small file, merged by the next pass.
+//! Invariant: compaction only deletes files it has merged into published outputs, and never
+//! touches a file a flush is writing (it lists published names only, and flushes never reuse
+//! a published name of another flush).
+
+use std::collections::HashSet;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+
+use arrow_array::{
+    Array, ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray, UInt32Array,
+};
+use arrow_schema::DataType;
+use chrono::{Duration, FixedOffset, NaiveDate, Utc};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use serde::Serialize;
+
+use crate::flatten::table::Table;
+use crate::flatten::{
+    AttributeChangeRow, CallEventRow, CallOutcomeRow, ContactAnswerRow, ContactEventRow,
+    RawEventRow, StatusTransitionRow, TrackingParamRow,
+};
+use crate::sink::{Sink, compacted_name, fsync_dir, is_published};
+use crate::state::{Compaction, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CompactError {
+    #[error("{op} {path}: {message}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        message: String,
+    },
+    #[error(transparent)]
+    Sink(#[from] crate::sink::SinkError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> CompactError + use<> {
+    let path = path.to_path_buf();
+    move |e| CompactError::Io {
+        op,
+        path,
+        message: e.to_string(),
+    }
+}
+
+/// Which partitions to compact.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    /// Only this table.
+    pub table: Option<String>,
+    /// Only this date.
+    pub date: Option<NaiveDate>,
+    /// Only dates before this one.
+    pub before: Option<NaiveDate>,
+}
+
+/// One partition compacted.
+#[derive(Debug, Clone, Serialize)]
+pub struct Compacted {
+    pub partition: String,
+    pub files_before: usize,
+    pub files_after: usize,
+    pub rows: usize,
+    /// Repeated `event_id`s removed.
+    pub duplicates_removed: usize,
+}
+
+/// Finishes or drops compactions a crash interrupted.
+pub fn recover(store: &Store, root: &Path) -> Result<usize, CompactError> {
+    let unfinished = store.unfinished_compactions()?;
+    for (id, c) in &unfinished {
+        let dir = root.join(&c.partition);
+        let published = c.outputs.iter().all(|o| dir.join(o).exists());
+        if published {
+            for input in &c.inputs {
+                let path = dir.join(input);
+                if path.exists() {
+                    fs::remove_file(&path).map_err(io_err("remove", &path))?;
+                }
+            }
+            fsync_dir(&dir)?;
+            tracing::warn!(partition = %c.partition, "finished a compaction interrupted after publishing");
+        } else {
+            // Outputs renamed before the crash would duplicate the inputs: remove them.
+            for output in &c.outputs {
+                let path = dir.join(output);
+                if path.exists() {
+                    fs::remove_file(&path).map_err(io_err("remove", &path))?;
+                }
+            }
+            tracing::warn!(partition = %c.partition, "dropped a compaction interrupted before publishing");
+        }
+        store.end_compaction(*id)?;
+    }
+    Ok(unfinished.len())
+}
+
+/// The last date whose partition is closed at `now`: its day is over in `offset`, plus `grace`.
+pub fn last_closed_date(
+    now: chrono::DateTime<Utc>,
+    offset: FixedOffset,
+    grace: Duration,
+) -> NaiveDate {
+    (now - grace).with_timezone(&offset).date_naive() - Duration::days(1)
+}
+
+/// Compacts every selected partition with at least two files, up to `last_closed` included.
+pub fn compact(
+    sink: &Sink,
+    store: &Store,
+    selection: &Selection,
+    last_closed: NaiveDate,
+    target_file_bytes: u64,
+) -> Result<Vec<Compacted>, CompactError> {
+    let mut done = Vec::new();
+    for table in crate::flatten::TABLE_NAMES {
+        if selection.table.as_deref().is_some_and(|t| t != table) {
+            continue;
+        }
+        let table_dir = sink.root().join(table);
+        let Ok(entries) = fs::read_dir(&table_dir) else {
+            continue;
+        };
+        let mut partitions: Vec<(NaiveDate, PathBuf)> = entries
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let date =
+                    NaiveDate::parse_from_str(name.strip_prefix("date=")?, "%Y-%m-%d").ok()?;
+                Some((date, e.path()))
+            })
+            .collect();
+        partitions.sort();
+        for (date, dir) in partitions {
+            let selected = date <= last_closed
+                && selection.date.is_none_or(|d| d == date)
+                && selection.before.is_none_or(|b| date < b);
+            if !selected {
+                continue;
+            }
+            let partition = format!("{table}/date={date}");
+            let result = match table {
+                "contact_events" => compact_partition::<ContactEventRow>(
+                    sink,
+                    store,
+                    &dir,
+                    &partition,
+                    target_file_bytes,
+                ),
+                "tracking_params" => compact_partition::<TrackingParamRow>(
+                    sink,
+                    store,
+                    &dir,
+                    &partition,
+                    target_file_bytes,
+                ),
+                "contact_answers" => compact_partition::<ContactAnswerRow>(
+                    sink,
+                    store,
+                    &dir,
+                    &partition,
+                    target_file_bytes,
+                ),
+                "call_events" => compact_partition::<CallEventRow>(
+                    sink,
+                    store,
+                    &dir,
+                    &partition,
+                    target_file_bytes,
+                ),
+                "call_outcomes" => compact_partition::<CallOutcomeRow>(
+                    sink,
+                    store,
+                    &dir,
+                    &partition,
+                    target_file_bytes,
+                ),
+                "raw_events" => compact_partition::<RawEventRow>(
+                    sink,
+                    store,
+                    &dir,
+                    &partition,
+                    target_file_bytes,
+                ),
+                "attribute_changes" => compact_partition::<AttributeChangeRow>(
+                    sink,
+                    store,
+                    &dir,
+                    &partition,
+                    target_file_bytes,
+                ),
+                _ => compact_partition::<StatusTransitionRow>(
+                    sink,
+                    store,
+                    &dir,
+                    &partition,
+                    target_file_bytes,
+                ),
+            };
+            if let Some(c) = result? {
+                tracing::info!(
+                    partition = %c.partition,
+                    files_before = c.files_before,
+                    files_after = c.files_after,
+                    rows = c.rows,
+                    "compacted"
+                );
+                done.push(c);
+            }
+        }
+    }
+    Ok(done)
+}
+
+/// Compacts one partition of table `T`; `None` when there was nothing to merge.
+fn compact_partition<T: Table>(
+    sink: &Sink,
+    store: &Store,
+    dir: &Path,
+    partition: &str,
+    target_file_bytes: u64,
+) -> Result<Option<Compacted>, CompactError> {
+    let mut inputs: Vec<String> = fs::read_dir(dir)
+        .map_err(io_err("list", dir))?
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| is_published(n))
+        .collect();
+    inputs.sort();
+    if inputs.len() < 2 {
+        return Ok(None);
+    }
+    let schema = T::schema();
+    let mut batches = Vec::new();
+    let mut input_bytes = 0;
+    for name in &inputs {
+        let path = dir.join(name);
+        input_bytes += fs::metadata(&path).map_err(io_err("stat", &path))?.len();
+        let file = File::open(&path).map_err(io_err("open", &path))?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+            .and_then(|b| b.build())
+            .map_err(|e| CompactError::Io {
+                op: "read",
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+        for batch in reader {
+            let batch = batch.map_err(|e| CompactError::Io {
+                op: "read",
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+            if batch.schema().fields() != schema.fields() {
+                // Written by a version with another schema: `hooklake rebuild` brings it up to date.
+                tracing::warn!(partition, file = %name, "schema differs from the current one; partition not compacted");
+                return Ok(None);
+            }
+            batches.push(batch);
+        }
+    }
+    let all =
+        arrow_select::concat::concat_batches(&schema, &batches).map_err(|e| CompactError::Io {
+            op: "merge",
+            path: dir.to_path_buf(),
+            message: e.to_string(),
+        })?;
+    let order = sorted_unique(&all, T::sort_columns());
+    let duplicates_removed = all.num_rows() - order.len();
+    let merged =
+        arrow_select::take::take_record_batch(&all, &UInt32Array::from(order)).map_err(|e| {
+            CompactError::Io {
+                op: "merge",
+                path: dir.to_path_buf(),
+                message: e.to_string(),
+            }
+        })?;
+
+    // Split into files of about the target size, judging by the inputs' bytes per row.
+    let rows = merged.num_rows();
+    if rows == 0 {
+        return Ok(None);
+    }
+    let per_file = if input_bytes == 0 || rows == 0 {
+        rows.max(1)
+    } else {
+        ((target_file_bytes as f64 / (input_bytes as f64 / rows as f64)) as usize).max(1)
+    };
+    let id = store.next_compaction_id()?;
+    let row_group = sink.settings().row_group_rows;
+    let mut outputs = Vec::new();
+    for (k, start) in (0..rows).step_by(per_file).enumerate() {
+        let name = compacted_name(id, k);
+        let tmp = dir.join(format!(".{name}.tmp"));
+        let part = merged.slice(start, per_file.min(rows - start));
+        let chunks: Vec<RecordBatch> = (0..part.num_rows())
+            .step_by(row_group)
+            .map(|s| part.slice(s, row_group.min(part.num_rows() - s)))
+            .collect();
+        sink.write_file::<T>(&tmp, chunks.into_iter())?;
+        outputs.push(name);
+    }
+    let intent = Compaction {
+        partition: partition.to_string(),
+        inputs: inputs.clone(),
+        outputs: outputs.clone(),
+    };
+    store.begin_compaction(id, &intent)?;
+    crate::failpoint::hit("compact-after-intent");
+    for name in &outputs {
+        let tmp = dir.join(format!(".{name}.tmp"));
+        fs::rename(&tmp, dir.join(name)).map_err(io_err("rename", &tmp))?;
+    }
+    fsync_dir(dir)?;
+    crate::failpoint::hit("compact-after-publish");
+    for name in &inputs {
+        let path = dir.join(name);
+        fs::remove_file(&path).map_err(io_err("remove", &path))?;
+    }
+    fsync_dir(dir)?;
+    store.end_compaction(id)?;
+    Ok(Some(Compacted {
+        partition: partition.to_string(),
+        files_before: inputs.len(),
+        files_after: outputs.len(),
+        rows,
+        duplicates_removed,
+    }))
+}
+
+/// Row indices sorted by `keys` (nulls first), keeping the first row of each `event_id`.
+fn sorted_unique(batch: &RecordBatch, keys: &[&str]) -> Vec<u32> {
+    let columns: Vec<&ArrayRef> = keys
+        .iter()
+        .filter_map(|k| batch.column_by_name(k))
+        .collect();
+    let mut order: Vec<u32> = (0..batch.num_rows() as u32).collect();
+    order.sort_by(|&a, &b| {
+        columns
+            .iter()
+            .map(|c| compare(c, a as usize, b as usize))
+            .find(|o| o.is_ne())
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
+    let Some(ids) = batch
+        .column_by_name("event_id")
+        .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+    else {
+        return order;
+    };
+    let mut seen = HashSet::new();
+    order.retain(|&i| seen.insert(ids.value(i as usize)));
+    order
+}
+
+/// Compares two rows of a sort-key column (text, integer or timestamp; nulls first).
+fn compare(column: &ArrayRef, a: usize, b: usize) -> std::cmp::Ordering {
+    match (column.is_null(a), column.is_null(b)) {
+        (true, true) => return std::cmp::Ordering::Equal,
+        (true, false) => return std::cmp::Ordering::Less,
+        (false, true) => return std::cmp::Ordering::Greater,
+        _ => {}
+    }
+    let any = column.as_any();
+    match column.data_type() {
+        DataType::Utf8 => {
+            let c = any.downcast_ref::<StringArray>().expect("utf8");
+            c.value(a).cmp(c.value(b))
+        }
+        DataType::Int64 => {
+            let c = any.downcast_ref::<Int64Array>().expect("int64");
+            c.value(a).cmp(&c.value(b))
+        }
+        DataType::Timestamp(_, _) => {
+            let c = any
+                .downcast_ref::<TimestampMicrosecondArray>()
+                .expect("timestamp");
+            c.value(a).cmp(&c.value(b))
+        }
+        // Sort keys are declared on text, integer and timestamp columns only.
+        _ => std::cmp::Ordering::Equal,
+    }
+}
