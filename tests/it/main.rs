@@ -1,6 +1,7 @@
 #![recursion_limit = "256"]
 
 mod changes;
+mod compact;
 mod crash;
 mod http;
 mod queries;
