@@ -86,6 +86,18 @@ pub enum Command {
         #[arg(long)]
         before: Option<chrono::NaiveDate>,
     },
+    /// Write deterministic, realistic iClosed payloads as NDJSON (for tests and benchmarks).
+    Gen {
+        /// Leads to generate (about 4.5 events each).
+        #[arg(long, default_value_t = 1000)]
+        contacts: i64,
+        /// Seed: the same seed gives the same output.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Output file (default: stdout).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Check or show the effective configuration (defaults < file < HOOKLAKE_* < flags).
     Config {
         #[command(subcommand)]
@@ -217,6 +229,30 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCode> 
                 );
             }
             println!("compacted {} partitions", done.len());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Gen {
+            contacts,
+            seed,
+            out,
+        } => {
+            let written = match out {
+                Some(path) => {
+                    let file = std::fs::File::create(&path)
+                        .with_context(|| format!("cannot create {}", path.display()))?;
+                    let mut writer = std::io::BufWriter::new(file);
+                    let n = crate::generate::write_ndjson(contacts, seed, &mut writer)?;
+                    std::io::Write::flush(&mut writer)?;
+                    n
+                }
+                None => {
+                    let mut writer = std::io::BufWriter::new(std::io::stdout().lock());
+                    let n = crate::generate::write_ndjson(contacts, seed, &mut writer)?;
+                    std::io::Write::flush(&mut writer)?;
+                    n
+                }
+            };
+            eprintln!("generated {written} events for {contacts} leads (seed {seed})");
             Ok(ExitCode::SUCCESS)
         }
         Command::Config {

@@ -23,5 +23,6 @@ pub mod server;
 pub mod replay;
 pub mod rebuild;
 pub mod client;
+pub mod generate;
 pub mod cli;
 pub mod failpoint;
