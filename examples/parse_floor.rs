@@ -20,5 +20,8 @@ fn main() {
         lines += 1;
     }
     let secs = started.elapsed().as_secs_f64();
-    println!(r#"{{"lines": {lines}, "bytes": {bytes}, "secs": {secs:.3}, "per_sec": {:.0}}}"#, lines as f64 / secs);
+    println!(
+        r#"{{"lines": {lines}, "bytes": {bytes}, "secs": {secs:.3}, "per_sec": {:.0}}}"#,
+        lines as f64 / secs
+    );
 }

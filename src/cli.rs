@@ -144,19 +144,15 @@ pub fn resolve(args: &Args) -> anyhow::Result<Config> {
 async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve { .. } => {
+            // Signals first: from here on, SIGTERM means a graceful stop, never an abrupt one.
+            let shutdown = crate::server::shutdown_signal();
             // Recover first: the listener opens once every acknowledged event is back in the buffer.
             let (pipeline, _) =
                 Pipeline::open(&config, Arc::new(Metrics::default()), Mode::Logged)?;
             let listener = tokio::net::TcpListener::bind(&config.listen)
                 .await
                 .with_context(|| format!("cannot listen on {}", config.listen))?;
-            crate::server::serve(
-                &config,
-                pipeline,
-                listener,
-                crate::server::shutdown_signal(),
-            )
-            .await?;
+            crate::server::serve(&config, pipeline, listener, shutdown).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Flush { .. } => {

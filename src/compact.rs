@@ -316,7 +316,7 @@ fn compact_partition<T: Table>(
             .step_by(row_group)
             .map(|s| part.slice(s, row_group.min(part.num_rows() - s)))
             .collect();
-        sink.write_file::<T>(&tmp, chunks.into_iter())?;
+        sink.write_file::<T>(&tmp, chunks.into_iter(), true)?;
         outputs.push(name);
     }
     let intent = Compaction {

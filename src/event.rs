@@ -286,10 +286,10 @@ pub struct Envelope {
     pub received_at_us: i64,
     /// Request path it came in on (or `replay:<file>` for batch input).
     pub source_path: String,
-    /// The object's exact JSON text as it arrived (what `raw_events.payload` stores).
+    /// The object's exact JSON text as it arrived (what `raw_events.payload` stores). The parsed
+    /// form is not kept: a buffered event costs its text only, and flattening parses it again
+    /// (parsing is cheap next to the memory a parsed tree holds while events wait).
     pub raw: String,
-    /// The parsed object.
-    pub object: Map<String, Value>,
     /// Sequence number of the write-ahead log record that holds it (0 when not logged).
     pub seq: u64,
 }
@@ -318,15 +318,21 @@ impl Envelope {
             received_at_us,
             source_path: source_path.to_string(),
             raw: raw.to_string(),
-            object,
             seq: 0,
         })
     }
 
+    /// The object, parsed again from its text (which was valid when the envelope was made).
+    pub fn object(&self) -> Map<String, Value> {
+        match serde_json::from_str::<Value>(&self.raw) {
+            Ok(Value::Object(map)) => map,
+            _ => Map::new(),
+        }
+    }
+
     /// Bytes this event holds in memory, roughly: what the buffer bound counts.
     pub fn approx_bytes(&self) -> usize {
-        // The parsed map costs about as much again as its text.
-        2 * self.raw.len() + self.source_path.len() + 64
+        self.raw.len() + self.source_path.len() + self.event_id.len() + 64
     }
 }
 

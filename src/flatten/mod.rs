@@ -149,7 +149,8 @@ pub fn flatten_one(envelope: &Envelope, options: &Options, out: &mut Tables) {
         event_type: envelope.event_type.as_str().to_string(),
         received_at: Micros(envelope.received_at_us),
     };
-    let object = &envelope.object;
+    let parsed = envelope.object();
+    let object = &parsed;
     let event_time = match envelope.event_type.family() {
         Family::Contact => contact::flatten(&head, object, options, out),
         Family::Call => call::flatten(&head, envelope.event_type, object, out),

@@ -143,14 +143,17 @@ async fn ingest(
     })?;
     let received_at_us = Utc::now().timestamp_micros();
     let events = event::parse_body(&body, kind, received_at_us, path, state.max_json_depth)?;
-    for e in &events {
-        tracing::debug!(
-            event_id = %e.event_id,
-            event_type = e.event_type.as_str(),
-            contact_id = ?e.object.get("id").or_else(|| e.object.get("contactId")),
-            updated_attributes = ?e.object.get("updatedAttributes"),
-            "event accepted"
-        );
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        for e in &events {
+            let object = e.object();
+            tracing::debug!(
+                event_id = %e.event_id,
+                event_type = e.event_type.as_str(),
+                contact_id = ?object.get("id").or_else(|| object.get("contactId")),
+                updated_attributes = ?object.get("updatedAttributes"),
+                "event accepted"
+            );
+        }
     }
     let event_ids: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
     let entry = Entry {

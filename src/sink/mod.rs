@@ -28,6 +28,9 @@ use crate::flatten::{
 };
 pub use writer::WriterSettings;
 
+/// Above this many files (or directories), one `syncfs` replaces an fsync each.
+const SYNC_EACH_MAX: usize = 32;
+
 /// Suffix of temporary files.
 const TMP_SUFFIX: &str = ".tmp";
 
@@ -126,7 +129,9 @@ impl Sink {
     /// publishes them all or none.
     pub fn write(&self, tables: Tables, flush_seq: u64) -> Result<Vec<FileWritten>, SinkError> {
         let mut staged = Vec::new();
-        let result = self.stage_all(tables, flush_seq, &mut staged);
+        let result = self
+            .stage_all(tables, flush_seq, &mut staged)
+            .and_then(|()| self.sync_files(staged.iter().map(|s| s.tmp.as_path())));
         if let Err(e) = result {
             for s in &staged {
                 let _ = fs::remove_file(&s.tmp);
@@ -194,18 +199,19 @@ impl Sink {
                 },
             });
             let batches = rows.chunks(self.settings.row_group_rows).map(T::to_batch);
-            let bytes = self.write_file::<T>(&tmp, batches)?;
+            let bytes = self.write_file::<T>(&tmp, batches, false)?;
             staged.last_mut().expect("just pushed").file.bytes = bytes;
         }
         Ok(())
     }
 
-    /// Writes batches of table `T` to `path` with the table's writer properties and fsyncs the
-    /// file; returns its size.
+    /// Writes batches of table `T` to `path` with the table's writer properties, fsyncing the
+    /// file if `sync`; returns its size.
     pub fn write_file<T: Table>(
         &self,
         path: &Path,
         batches: impl Iterator<Item = arrow_array::RecordBatch>,
+        sync: bool,
     ) -> Result<u64, SinkError> {
         let file = File::create(path).map_err(io("create", path))?;
         let parquet = |source| SinkError::Parquet {
@@ -218,8 +224,28 @@ impl Sink {
             writer.write(&batch).map_err(parquet)?;
         }
         let file = writer.into_inner().map_err(parquet)?;
-        file.sync_all().map_err(io("fsync", path))?;
+        if sync {
+            file.sync_all().map_err(io("fsync", path))?;
+        }
         Ok(file.metadata().map_err(io("stat", path))?.len())
+    }
+
+    /// Makes written files durable: one fsync each when there are few, else one `syncfs` of the
+    /// data directory's file system (a backfill spanning years writes thousands of files per
+    /// flush, and an fsync each would dominate its time).
+    fn sync_files<'a>(
+        &self,
+        files: impl ExactSizeIterator<Item = &'a Path>,
+    ) -> Result<(), SinkError> {
+        if files.len() > SYNC_EACH_MAX {
+            return sync_filesystem(&self.root);
+        }
+        for path in files {
+            File::open(path)
+                .and_then(|f| f.sync_all())
+                .map_err(io("fsync", path))?;
+        }
+        Ok(())
     }
 
     /// The offset whose calendar date names partitions.
@@ -269,8 +295,12 @@ impl Sink {
         parents.sort();
         parents.dedup();
         parents.push(self.root.clone());
-        for dir in dirs.iter().chain(&parents) {
-            fsync_dir(dir)?;
+        if dirs.len() + parents.len() > SYNC_EACH_MAX {
+            sync_filesystem(&self.root)?;
+        } else {
+            for dir in dirs.iter().chain(&parents) {
+                fsync_dir(dir)?;
+            }
         }
         for s in staged {
             written.push(s.file);
@@ -363,6 +393,17 @@ fn read_dirs(dir: &Path) -> Result<Vec<PathBuf>, SinkError> {
         }
     }
     Ok(dirs)
+}
+
+/// Makes everything written to the file system holding `dir` durable (Linux `syncfs`).
+fn sync_filesystem(dir: &Path) -> Result<(), SinkError> {
+    use std::os::fd::AsRawFd;
+    let handle = File::open(dir).map_err(io("open", dir))?;
+    // SAFETY: `handle` is an open descriptor for the duration of the call.
+    if unsafe { libc::syncfs(handle.as_raw_fd()) } != 0 {
+        return Err(io("syncfs", dir)(std::io::Error::last_os_error()));
+    }
+    Ok(())
 }
 
 /// Makes the entries of a directory (new names, removed names) durable.

@@ -522,10 +522,10 @@ async fn unknown_url_kind_is_a_404_listing_the_kinds() {
 #[tokio::test]
 async fn a_full_buffer_answers_503_with_retry_after_and_recovers_after_a_flush() {
     let body = fixture("contact_created.json");
-    // Room for one contact event (about twice its text) but not two.
+    // Room for one contact event (about its text) but not two.
     let lake = Lake::with(|c| {
         c.max_body_bytes = 4096;
-        c.buffer_max_bytes = 5000;
+        c.buffer_max_bytes = 4096;
     });
     post_ok(&lake, "/webhooks/iclosed", body).await;
     let r = lake
