@@ -380,6 +380,13 @@ fn carry(rows: &mut [ContactEventRow], states: &HashMap<i64, ContactState>) {
         let (a, b) = (&rows[a], &rows[b]);
         (a.event_time, a.received_at, &a.event_id).cmp(&(b.event_time, b.received_at, &b.event_id))
     });
+    // Contacts with several rows in this batch: later rows carry from earlier ones.
+    let mut rows_per_contact: HashMap<i64, usize> = HashMap::new();
+    for row in rows.iter() {
+        if let Some(id) = row.contact_id {
+            *rows_per_contact.entry(id).or_default() += 1;
+        }
+    }
     // The values carried so far in this batch, per contact, with their event time.
     let mut latest: HashMap<i64, (i64, BTreeMap<String, String>)> = HashMap::new();
     for i in order {
@@ -387,32 +394,34 @@ fn carry(rows: &mut [ContactEventRow], states: &HashMap<i64, ContactState>) {
         let Some(contact_id) = row.contact_id else {
             continue;
         };
-        let known = latest.get(&contact_id).cloned().or_else(|| {
+        let known = latest.get(&contact_id).map(|(t, v)| (*t, v)).or_else(|| {
             states
                 .get(&contact_id)
-                .map(|s| (s.event_time_us, s.values.clone()))
+                .map(|s| (s.event_time_us, &s.values))
         });
-        if let Some((time, values)) = &known
-            && row.event_time.0 >= *time
-        {
-            for column in row.missing_fields.clone() {
-                if let Some(text) = values.get(&column) {
-                    set_column(row, &column, text);
-                }
-            }
+        let current = known.is_none_or(|(time, _)| row.event_time.0 >= time);
+        let (to_set, groups): (Vec<(String, String)>, Vec<(String, String)>) = match known {
+            Some((_, values)) if current => (
+                row.missing_fields
+                    .iter()
+                    .filter_map(|c| values.get(c).map(|v| (c.clone(), v.clone())))
+                    .collect(),
+                values
+                    .iter()
+                    .filter(|(k, _)| k.starts_with("answer:") || k.starts_with("param:"))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            ),
+            _ => (Vec::new(), Vec::new()),
+        };
+        for (column, text) in &to_set {
+            set_column(row, column, text);
         }
-        if known
-            .as_ref()
-            .is_none_or(|(time, _)| row.event_time.0 >= *time)
-        {
+        if current && rows_per_contact.get(&contact_id).is_some_and(|n| *n > 1) {
             let mut values = snapshot(row, &[], &[]);
             // Keep the carried group values (answers, parameters) for the next row.
-            if let Some((_, old)) = &known {
-                for (k, v) in old {
-                    if k.starts_with("answer:") || k.starts_with("param:") {
-                        values.entry(k.clone()).or_insert_with(|| v.clone());
-                    }
-                }
+            for (k, v) in groups {
+                values.entry(k).or_insert(v);
             }
             latest.insert(contact_id, (row.event_time.0, values));
         }
