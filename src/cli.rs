@@ -144,6 +144,7 @@ pub fn resolve(args: &Args) -> anyhow::Result<Config> {
 async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve { .. } => {
+            config.check_exposure()?;
             // Signals first: from here on, SIGTERM means a graceful stop, never an abrupt one.
             let shutdown = crate::server::shutdown_signal();
             // Recover first: the listener opens once every acknowledged event is back in the buffer.

@@ -122,6 +122,21 @@ pub struct Config {
     pub compaction_grace_hours: u64,
     /// Target size of a compacted file in bytes; a partition larger than that gets several.
     pub compaction_target_file_bytes: u64,
+    /// Shared secrets a webhook request may carry (path `/t/<token>/...`, `?token=`, or
+    /// `Authorization: Bearer`); several at once allow rotation. Empty: no token check.
+    pub auth_tokens: Vec<String>,
+    /// Secrets for HMAC-SHA256 signatures of the request body. Empty: no signature check.
+    pub hmac_secrets: Vec<String>,
+    /// Header that carries the signature (hex, base64, or `sha256=<hex>`).
+    pub hmac_header: String,
+    /// Header with a Unix timestamp that is signed with the body (`<timestamp>.<body>`), against
+    /// replays; unset: the body alone is signed.
+    pub hmac_timestamp_header: Option<String>,
+    /// Largest difference between the signed timestamp and now, in seconds.
+    pub hmac_tolerance_secs: u64,
+    /// Token for `/admin/*` (`Authorization: Bearer`); unset: admin endpoints answer loopback
+    /// clients only.
+    pub admin_token: Option<String>,
     /// Lead statuses that are not flagged `status_unknown` in `contact_events.quality_flags`.
     pub known_statuses: Vec<String>,
     /// Free bytes the data directory's file system must keep; below it, requests get 503 with
@@ -155,6 +170,12 @@ impl Default for Config {
                 .map(|s| s.to_string())
                 .collect(),
             compaction_enabled: true,
+            auth_tokens: Vec::new(),
+            hmac_secrets: Vec::new(),
+            hmac_header: "x-signature".to_string(),
+            hmac_timestamp_header: None,
+            hmac_tolerance_secs: 300,
+            admin_token: None,
             compaction_interval_secs: DEFAULT_COMPACTION_INTERVAL_SECS,
             compaction_grace_hours: DEFAULT_COMPACTION_GRACE_HOURS,
             compaction_target_file_bytes: DEFAULT_COMPACTION_TARGET_FILE_BYTES,
@@ -228,9 +249,29 @@ impl Config {
         let value =
             toml::Table::try_from(Config::default()).expect("the default config serializes");
         let mut keys: Vec<String> = value.keys().cloned().collect();
-        // `flush_schedule` is None by default, so TOML omits it; it is still a key.
-        keys.push("flush_schedule".to_string());
+        // Keys that are None by default are omitted by TOML; they are still keys.
+        keys.extend(["flush_schedule", "hmac_timestamp_header", "admin_token"].map(String::from));
         keys
+    }
+
+    /// Refuses to serve a non-loopback address without any webhook secret.
+    pub fn check_exposure(&self) -> Result<(), ConfigError> {
+        let addr = SocketAddr::from_str(&self.listen).map_err(|e| ConfigError::Invalid {
+            key: "listen",
+            message: e.to_string(),
+        })?;
+        if !addr.ip().is_loopback() && self.auth_tokens.is_empty() && self.hmac_secrets.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "listen",
+                message: format!(
+                    "{} is not a loopback address and no webhook secret is set: anyone could post events. \
+                     Set auth_tokens (e.g. HOOKLAKE_AUTH_TOKENS='[\"<long random string>\"]') or hmac_secrets, \
+                     then register https://<host>/t/<token>/webhooks/iclosed in iClosed",
+                    self.listen
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// Checks every value once, so later code can rely on it.
@@ -460,6 +501,32 @@ mod tests {
         check(|c| c.zstd_level = 0, "zstd_level");
         check(|c| c.buffer_max_bytes = 1, "buffer_max_bytes");
         Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn a_public_listener_needs_a_secret() {
+        let public = Config {
+            listen: "0.0.0.0:8080".into(),
+            ..Config::default()
+        };
+        let err = public.check_exposure().unwrap_err().to_string();
+        assert!(
+            err.contains("auth_tokens") && err.contains("0.0.0.0:8080"),
+            "{err}"
+        );
+        Config {
+            auth_tokens: vec!["t".into()],
+            ..public.clone()
+        }
+        .check_exposure()
+        .unwrap();
+        Config {
+            hmac_secrets: vec!["k".into()],
+            ..public
+        }
+        .check_exposure()
+        .unwrap();
+        Config::default().check_exposure().unwrap();
     }
 
     #[test]

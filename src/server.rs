@@ -55,13 +55,16 @@ pub async fn serve(
         "hooklake is accepting webhooks"
     );
     let ready_on_stop = ready.clone();
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            ready_on_stop.store(false, Ordering::Release);
-            tracing::info!("shutting down: no new connections, finishing in-flight requests");
-        })
-        .await?;
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        ready_on_stop.store(false, Ordering::Release);
+        tracing::info!("shutting down: no new connections, finishing in-flight requests");
+    })
+    .await?;
 
     stop_triggers.cancel();
     triggers.await?;

@@ -21,6 +21,9 @@ use super::tables::{AttributeChangeRow, ContactEventRow, StatusTransitionRow};
 /// Key/value pairs of a contact row: tracking parameters or question/answer pairs.
 type Pairs = Vec<(Option<String>, Option<String>)>;
 
+/// Attribute/value pairs taken from a state.
+type Attributes = Vec<(String, String)>;
+
 /// The last known snapshot of a contact, as the state store keeps it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ContactState {
@@ -400,7 +403,7 @@ fn carry(rows: &mut [ContactEventRow], states: &HashMap<i64, ContactState>) {
                 .map(|s| (s.event_time_us, &s.values))
         });
         let current = known.is_none_or(|(time, _)| row.event_time.0 >= time);
-        let (to_set, groups): (Vec<(String, String)>, Vec<(String, String)>) = match known {
+        let (to_set, groups): (Attributes, Attributes) = match known {
             Some((_, values)) if current => (
                 row.missing_fields
                     .iter()

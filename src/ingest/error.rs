@@ -21,6 +21,10 @@ pub enum ApiError {
     TooLarge(usize),
     #[error("cannot read body: {0}")]
     Unreadable(String),
+    #[error("unauthorized: {0}")]
+    Unauthorized(super::auth::AuthFailure),
+    #[error("admin endpoints need the admin token, or a loopback client when none is set")]
+    AdminForbidden,
     #[error("unknown event kind {kind:?}; accepted kinds: {accepted}")]
     UnknownKind { kind: String, accepted: String },
     #[error("no route for {method} {path}")]
@@ -43,6 +47,8 @@ impl ApiError {
             ) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Body(_) | ApiError::Unreadable(_) => StatusCode::BAD_REQUEST,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::AdminForbidden => StatusCode::FORBIDDEN,
             ApiError::UnknownKind { .. } | ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -63,6 +69,8 @@ impl ApiError {
             ApiError::Body(BodyError::EmptyArray) => "empty_array",
             ApiError::TooLarge(_) => "too_large",
             ApiError::Unreadable(_) => "unreadable",
+            ApiError::Unauthorized(failure) => failure.reason(),
+            ApiError::AdminForbidden => "unauthorized_admin",
             ApiError::UnknownKind { .. } => "unknown_kind",
             ApiError::NotFound { .. } => "not_found",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",

@@ -5,6 +5,7 @@
 //! is sent only after `accept` returned. Invariant: this module knows no Arrow, no file paths and
 //! no WAL; every error response is built by [`ApiError`].
 
+pub mod auth;
 pub mod error;
 
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -40,6 +41,10 @@ pub struct AppState {
     pub compaction_grace: chrono::Duration,
     /// Target size of compacted files.
     pub compaction_target_file_bytes: u64,
+    /// Who may post webhooks.
+    pub auth: Arc<auth::Auth>,
+    /// Token for `/admin/*`; without one, admin endpoints answer loopback clients only.
+    pub admin_token: Option<String>,
 }
 
 impl AppState {
@@ -52,6 +57,8 @@ impl AppState {
             ready: Arc::new(AtomicBool::new(false)),
             compaction_grace: chrono::Duration::hours(config.compaction_grace_hours as i64),
             compaction_target_file_bytes: config.compaction_target_file_bytes,
+            auth: Arc::new(auth::Auth::from_config(config)),
+            admin_token: config.admin_token.clone(),
         }
     }
 }
@@ -69,11 +76,22 @@ pub struct Ack {
 
 /// Builds the router; tests drive it with `tower::ServiceExt::oneshot`, no socket needed.
 pub fn router(state: AppState) -> Router {
+    let admin = Router::new()
+        .route("/admin/flush", post(admin_flush))
+        .route("/admin/compact", post(admin_compact))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            admin_guard,
+        ));
     Router::new()
         .route("/webhooks/iclosed", post(webhook))
         .route("/webhooks/iclosed/{kind}", post(webhook_kind))
-        .route("/admin/flush", post(admin_flush))
-        .route("/admin/compact", post(admin_compact))
+        .route("/t/{token}/webhooks/iclosed", post(webhook_token))
+        .route(
+            "/t/{token}/webhooks/iclosed/{kind}",
+            post(webhook_token_kind),
+        )
+        .merge(admin)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -86,28 +104,112 @@ pub fn router(state: AppState) -> Router {
 async fn webhook(
     State(state): State<AppState>,
     uri: Uri,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let started = std::time::Instant::now();
-    let result = ingest(&state, uri.path(), None, body).await;
-    answer(&state, result, started)
+    handle(&state, None, None, &uri, &headers, body).await
 }
 
 async fn webhook_kind(
     State(state): State<AppState>,
     Path(kind): Path<String>,
     uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    handle(&state, None, Some(kind), &uri, &headers, body).await
+}
+
+async fn webhook_token(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    handle(&state, Some(token), None, &uri, &headers, body).await
+}
+
+async fn webhook_token_kind(
+    State(state): State<AppState>,
+    Path((token, kind)): Path<(String, String)>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    handle(&state, Some(token), Some(kind), &uri, &headers, body).await
+}
+
+/// Every webhook route: authenticate, resolve the URL kind, ingest, answer.
+async fn handle(
+    state: &AppState,
+    token: Option<String>,
+    kind: Option<String>,
+    uri: &Uri,
+    headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let started = std::time::Instant::now();
-    let result = match EventType::from_name(&kind) {
-        Some(t) if t != EventType::Unknown => ingest(&state, uri.path(), Some(t), body).await,
-        _ => Err(ApiError::UnknownKind {
-            kind,
-            accepted: EventType::url_kinds().join(", "),
-        }),
+    let result = async {
+        let body = body.map_err(|rejection| match rejection.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge(state.max_body_bytes),
+            _ => ApiError::Unreadable(rejection.body_text()),
+        })?;
+        let presented = auth::Presented {
+            path_token: token.as_deref(),
+            query: uri.query(),
+        };
+        state
+            .auth
+            .check(presented, headers, &body, Utc::now().timestamp())
+            .map_err(ApiError::Unauthorized)?;
+        let kind = match kind {
+            None => None,
+            Some(name) => match EventType::from_name(&name) {
+                Some(t) if t != EventType::Unknown => Some(t),
+                _ => {
+                    return Err(ApiError::UnknownKind {
+                        kind: name,
+                        accepted: EventType::url_kinds().join(", "),
+                    });
+                }
+            },
+        };
+        // The path is stored with the events: never with a secret in it.
+        ingest(state, &auth::redact_path(uri.path()), kind, body).await
+    }
+    .await;
+    answer(state, result, started)
+}
+
+/// Lets `/admin/*` requests through with the admin token, or without one from loopback.
+async fn admin_guard(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let allowed = match &state.admin_token {
+        Some(token) => request
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|given| auth::constant_time_eq(given.as_bytes(), token.as_bytes())),
+        // Without connection info the request came from inside the process (tests).
+        None => request
+            .extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .is_none_or(|info| info.0.ip().is_loopback()),
     };
-    answer(&state, result, started)
+    if allowed {
+        next.run(request).await
+    } else {
+        state
+            .pipeline
+            .metrics()
+            .add("hooklake_requests_total", "unauthorized_admin", 1);
+        ApiError::AdminForbidden.into_response()
+    }
 }
 
 /// Counts the outcome of a webhook request and renders it.
@@ -135,12 +237,8 @@ async fn ingest(
     state: &AppState,
     path: &str,
     kind: Option<EventType>,
-    body: Result<Bytes, BytesRejection>,
+    body: Bytes,
 ) -> Result<Ack, ApiError> {
-    let body = body.map_err(|rejection| match rejection.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge(state.max_body_bytes),
-        _ => ApiError::Unreadable(rejection.body_text()),
-    })?;
     let received_at_us = Utc::now().timestamp_micros();
     let events = event::parse_body(&body, kind, received_at_us, path, state.max_json_depth)?;
     if tracing::enabled!(tracing::Level::DEBUG) {

@@ -1,5 +1,6 @@
 #![recursion_limit = "256"]
 
+mod auth;
 mod changes;
 mod compact;
 mod crash;
