@@ -168,7 +168,12 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCode> 
         Command::Replay { files } => {
             let (pipeline, _) =
                 Pipeline::open(&config, Arc::new(Metrics::default()), Mode::Unlogged)?;
-            let summary = crate::replay::replay(pipeline, &files, config.max_json_depth).await?;
+            let summary = crate::replay::replay(
+                pipeline,
+                &files,
+                crate::event::BodyLimits::from_config(&config),
+            )
+            .await?;
             print!("{summary}");
             Ok(if summary.rejected.is_empty() {
                 ExitCode::SUCCESS

@@ -21,6 +21,10 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Default largest JSON nesting depth of a request body; deeper bodies get a 400.
 pub const DEFAULT_MAX_JSON_DEPTH: usize = 64;
+/// Default most event objects in one request body.
+pub const DEFAULT_MAX_EVENTS_PER_REQUEST: usize = 1000;
+/// Default longest JSON string in a request body (64 KiB).
+pub const DEFAULT_MAX_STRING_BYTES: usize = 64 * 1024;
 /// Default seconds between scheduled flushes.
 pub const DEFAULT_FLUSH_INTERVAL_SECS: u64 = 60;
 /// Default number of buffered events that triggers a flush.
@@ -88,6 +92,10 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Largest accepted JSON nesting depth of a request body.
     pub max_json_depth: usize,
+    /// Most event objects in one request body; more gets a 413.
+    pub max_events_per_request: usize,
+    /// Longest JSON string in a request body, in bytes; longer gets a 413.
+    pub max_string_bytes: usize,
     /// Seconds between interval flushes; 0 turns the interval trigger off.
     pub flush_interval_secs: u64,
     /// Buffered events that trigger a flush.
@@ -151,6 +159,8 @@ impl Default for Config {
             listen: DEFAULT_LISTEN.to_string(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_json_depth: DEFAULT_MAX_JSON_DEPTH,
+            max_events_per_request: DEFAULT_MAX_EVENTS_PER_REQUEST,
+            max_string_bytes: DEFAULT_MAX_STRING_BYTES,
             flush_interval_secs: DEFAULT_FLUSH_INTERVAL_SECS,
             flush_max_rows: DEFAULT_FLUSH_MAX_ROWS,
             flush_max_bytes: DEFAULT_FLUSH_MAX_BYTES,
@@ -289,6 +299,12 @@ impl Config {
         }
         if self.max_json_depth == 0 || self.max_json_depth > 128 {
             return invalid("max_json_depth", "must be between 1 and 128".into());
+        }
+        if self.max_events_per_request == 0 || self.max_string_bytes == 0 {
+            return invalid(
+                "max_events_per_request",
+                "limits must be at least 1 (also max_string_bytes)".into(),
+            );
         }
         if self.flush_max_rows == 0 {
             return invalid("flush_max_rows", "must be at least 1".into());

@@ -351,6 +351,10 @@ pub enum BodyError {
     WrongShape(&'static str),
     #[error("body is an empty array: expected at least one event object")]
     EmptyArray,
+    #[error("body holds {found} events; the limit is {max} per request (max_events_per_request)")]
+    TooManyEvents { found: usize, max: usize },
+    #[error("body has a string longer than {0} bytes (max_string_bytes)")]
+    StringTooLong(usize),
     #[error("{} is a JSON {found}: expected an object", .index.map(|i| format!("array element {i}")).unwrap_or_else(|| "the value".into()))]
     NotAnObject {
         index: Option<usize>,
@@ -379,14 +383,18 @@ pub fn parse_body(
     url_kind: Option<EventType>,
     received_at_us: i64,
     source_path: &str,
-    max_depth: usize,
+    limits: BodyLimits,
 ) -> Result<Vec<Envelope>, BodyError> {
     let text = std::str::from_utf8(body).map_err(|e| BodyError::InvalidUtf8(e.valid_up_to()))?;
     if text.trim().is_empty() {
         return Err(BodyError::Empty);
     }
-    if nesting_depth(text.as_bytes()) > max_depth {
-        return Err(BodyError::TooDeep(max_depth));
+    let shape = scan(text.as_bytes());
+    if shape.depth > limits.max_depth {
+        return Err(BodyError::TooDeep(limits.max_depth));
+    }
+    if shape.longest_string > limits.max_string_bytes {
+        return Err(BodyError::StringTooLong(limits.max_string_bytes));
     }
     let top: &RawValue =
         serde_json::from_str(text).map_err(|e| BodyError::Syntax(e.to_string()))?;
@@ -403,6 +411,12 @@ pub fn parse_body(
     };
     if items.is_empty() {
         return Err(BodyError::EmptyArray);
+    }
+    if items.len() > limits.max_events {
+        return Err(BodyError::TooManyEvents {
+            found: items.len(),
+            max: limits.max_events,
+        });
     }
     let many = top.get().starts_with('[');
     items
@@ -422,21 +436,63 @@ pub fn parse_body(
         .collect()
 }
 
-/// The deepest nesting of arrays and objects in JSON text (strings are skipped).
-fn nesting_depth(bytes: &[u8]) -> usize {
+/// Limits a request body must stay within.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    /// Deepest nesting of arrays and objects.
+    pub max_depth: usize,
+    /// Most event objects in one body.
+    pub max_events: usize,
+    /// Longest JSON string, in bytes of its escaped text.
+    pub max_string_bytes: usize,
+}
+
+impl BodyLimits {
+    /// For bodies validated before (the log): only serde_json's own recursion limit applies, so a
+    /// lowered setting cannot lose an acknowledged event.
+    pub const LOGGED: BodyLimits = BodyLimits {
+        max_depth: 128,
+        max_events: usize::MAX,
+        max_string_bytes: usize::MAX,
+    };
+
+    pub fn from_config(config: &crate::config::Config) -> BodyLimits {
+        BodyLimits {
+            max_depth: config.max_json_depth,
+            max_events: config.max_events_per_request,
+            max_string_bytes: config.max_string_bytes,
+        }
+    }
+}
+
+/// What one pass over JSON text finds: nesting depth and longest string.
+struct Shape {
+    depth: usize,
+    longest_string: usize,
+}
+
+/// The deepest nesting of arrays and objects, and the longest string, of JSON text.
+fn scan(bytes: &[u8]) -> Shape {
     let (mut depth, mut max, mut in_string, mut escaped) = (0usize, 0usize, false, false);
-    for &b in bytes {
+    let (mut string_start, mut longest) = (0usize, 0usize);
+    for (i, &b) in bytes.iter().enumerate() {
         if in_string {
             match (escaped, b) {
                 (true, _) => escaped = false,
                 (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
+                (false, b'"') => {
+                    in_string = false;
+                    longest = longest.max(i - string_start);
+                }
                 _ => {}
             }
             continue;
         }
         match b {
-            b'"' => in_string = true,
+            b'"' => {
+                in_string = true;
+                string_start = i + 1;
+            }
             b'[' | b'{' => {
                 depth += 1;
                 max = max.max(depth);
@@ -445,7 +501,10 @@ fn nesting_depth(bytes: &[u8]) -> usize {
             _ => {}
         }
     }
-    max
+    Shape {
+        depth: max,
+        longest_string: longest,
+    }
 }
 
 #[cfg(test)]
@@ -525,7 +584,12 @@ mod tests {
 
     #[test]
     fn bodies_parse_or_say_what_is_wrong() {
-        let parse = |body: &[u8]| parse_body(body, None, 0, "/w", 64);
+        let limits = BodyLimits {
+            max_depth: 64,
+            max_events: 3,
+            max_string_bytes: 100,
+        };
+        let parse = |body: &[u8]| parse_body(body, None, 0, "/w", limits);
         let ok = parse(br#"[{"a": 1}, {"b": [2]}]"#).unwrap();
         assert_eq!(ok.len(), 2);
         assert_eq!(ok[1].raw, r#"{"b": [2]}"#);
@@ -548,6 +612,12 @@ mod tests {
         check(b"\xff\xfe", "UTF-8");
         check(&[b'['; 65], "deeper than 64");
         check(br#"{"a": 1} {"b": 2}"#, "not valid JSON");
+        check(b"[{}, {}, {}, {}]", "holds 4 events; the limit is 3");
+        check(
+            format!(r#"{{"a": "{}"}}"#, "x".repeat(101)).as_bytes(),
+            "longer than 100 bytes",
+        );
+        assert!(parse(format!(r#"{{"a": "{}"}}"#, "x".repeat(100)).as_bytes()).is_ok());
         // Brackets inside strings do not count towards depth.
         assert!(parse(br#"{"a": "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["}"#).is_ok());
     }

@@ -329,14 +329,14 @@ impl Pipeline {
                     .push(format!("log record {seq}: payload is not a request entry"));
                 continue;
             };
-            // The body was validated before it was logged; parse it with the widest depth limit so
-            // a lowered `max_json_depth` cannot lose it.
+            // The body was validated before it was logged; parse it with the widest limits so a
+            // lowered setting cannot lose it.
             let events = match event::parse_body(
                 &entry.body,
                 entry.url_kind,
                 entry.received_at_us,
                 &entry.source_path,
-                128,
+                event::BodyLimits::LOGGED,
             ) {
                 Ok(events) => events,
                 Err(e) => {
@@ -948,7 +948,14 @@ mod tests {
             source_path: "/w".into(),
             body: body.into_bytes(),
         };
-        let events = event::parse_body(&entry.body, None, entry.received_at_us, "/w", 64).unwrap();
+        let events = event::parse_body(
+            &entry.body,
+            None,
+            entry.received_at_us,
+            "/w",
+            event::BodyLimits::LOGGED,
+        )
+        .unwrap();
         (entry, events)
     }
 

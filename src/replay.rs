@@ -18,7 +18,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::de::{DeserializeSeed, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
-use crate::event::{self, Envelope};
+use crate::event::{self, BodyLimits, Envelope};
 use crate::pipeline::{FlushReason, Pipeline};
 
 /// One input the replay could not use.
@@ -101,7 +101,7 @@ pub enum ReplayError {
 pub async fn replay(
     pipeline: Arc<Pipeline>,
     inputs: &[PathBuf],
-    max_json_depth: usize,
+    limits: BodyLimits,
 ) -> Result<Summary, ReplayError> {
     let mut summary = Summary::default();
     for input in inputs {
@@ -110,7 +110,7 @@ pub async fn replay(
         let path = input.clone();
         // Reading and parsing are blocking work; each batch is handed back to the runtime to flush.
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Item>(4);
-        let reader = tokio::task::spawn_blocking(move || read_input(&path, max_json_depth, tx));
+        let reader = tokio::task::spawn_blocking(move || read_input(&path, limits, tx));
         while let Some(item) = rx.recv().await {
             match item {
                 Item::Events(events) => {
@@ -168,7 +168,7 @@ enum Item {
 /// Reads one input (a path, or `-` for stdin) and sends its bodies.
 fn read_input(
     path: &Path,
-    max_json_depth: usize,
+    limits: BodyLimits,
     tx: tokio::sync::mpsc::Sender<Item>,
 ) -> std::io::Result<()> {
     let source_path = format!("replay:{}", path.display());
@@ -196,14 +196,14 @@ fn read_input(
     }
     let one_line_document = serde_json::from_str::<&RawValue>(first.trim()).is_ok();
     if !one_line_document && first.trim_start().starts_with('[') {
-        stream_array(first, reader, &source_path, max_json_depth, &send)?;
+        stream_array(first, reader, &source_path, limits, &send)?;
     } else if !one_line_document && first.trim_start().starts_with('{') {
         let mut text = first;
         reader.read_to_string(&mut text)?;
         send(body_item(
             text.as_bytes(),
             &source_path,
-            max_json_depth,
+            limits,
             format!("line {line_no}"),
         ));
     } else {
@@ -213,7 +213,7 @@ fn read_input(
                 let item = body_item(
                     line.trim_end().as_bytes(),
                     &source_path,
-                    max_json_depth,
+                    limits,
                     format!("line {line_no}"),
                 );
                 if !send(item) {
@@ -231,13 +231,13 @@ fn read_input(
     Ok(())
 }
 
-fn body_item(body: &[u8], source_path: &str, max_json_depth: usize, place: String) -> Item {
+fn body_item(body: &[u8], source_path: &str, limits: BodyLimits, place: String) -> Item {
     match event::parse_body(
         body,
         None,
         Utc::now().timestamp_micros(),
         source_path,
-        max_json_depth,
+        limits,
     ) {
         Ok(events) => Item::Events(events),
         Err(e) => Item::Rejected {
@@ -252,14 +252,14 @@ fn stream_array(
     first: String,
     rest: impl BufRead,
     source_path: &str,
-    max_json_depth: usize,
+    limits: BodyLimits,
     send: &dyn Fn(Item) -> bool,
 ) -> std::io::Result<()> {
     let chained = std::io::Cursor::new(first.into_bytes()).chain(rest);
     let mut de = serde_json::Deserializer::from_reader(chained);
     let seed = ArraySeed {
         source_path,
-        max_json_depth,
+        limits,
         send,
     };
     if let Err(e) = seed.deserialize(&mut de) {
@@ -273,7 +273,7 @@ fn stream_array(
 
 struct ArraySeed<'a> {
     source_path: &'a str,
-    max_json_depth: usize,
+    limits: BodyLimits,
     send: &'a dyn Fn(Item) -> bool,
 }
 
@@ -297,7 +297,7 @@ impl<'de> Visitor<'de> for ArraySeed<'_> {
                 body_item(
                     element.get().as_bytes(),
                     self.source_path,
-                    self.max_json_depth,
+                    self.limits,
                     place,
                 )
             } else {

@@ -46,7 +46,10 @@ impl ApiError {
                 BodyError::WrongShape(_) | BodyError::EmptyArray | BodyError::NotAnObject { .. },
             ) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Body(_) | ApiError::Unreadable(_) => StatusCode::BAD_REQUEST,
-            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::TooLarge(_)
+            | ApiError::Body(BodyError::TooManyEvents { .. } | BodyError::StringTooLong(_)) => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::AdminForbidden => StatusCode::FORBIDDEN,
             ApiError::UnknownKind { .. } | ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
@@ -67,6 +70,8 @@ impl ApiError {
                 "wrong_shape"
             }
             ApiError::Body(BodyError::EmptyArray) => "empty_array",
+            ApiError::Body(BodyError::TooManyEvents { .. }) => "too_many_events",
+            ApiError::Body(BodyError::StringTooLong(_)) => "string_too_long",
             ApiError::TooLarge(_) => "too_large",
             ApiError::Unreadable(_) => "unreadable",
             ApiError::Unauthorized(failure) => failure.reason(),

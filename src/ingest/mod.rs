@@ -33,8 +33,8 @@ pub struct AppState {
     pub pipeline: Arc<Pipeline>,
     /// Largest accepted request body in bytes.
     pub max_body_bytes: usize,
-    /// Largest accepted JSON nesting depth.
-    pub max_json_depth: usize,
+    /// Depth, event count and string length limits of a body.
+    pub body_limits: event::BodyLimits,
     /// True once the server accepts events (after start-up; later, after log recovery).
     pub ready: Arc<AtomicBool>,
     /// How long after its day a partition is closed, for `POST /admin/compact`.
@@ -53,7 +53,7 @@ impl AppState {
         AppState {
             pipeline,
             max_body_bytes: config.max_body_bytes,
-            max_json_depth: config.max_json_depth,
+            body_limits: event::BodyLimits::from_config(config),
             ready: Arc::new(AtomicBool::new(false)),
             compaction_grace: chrono::Duration::hours(config.compaction_grace_hours as i64),
             compaction_target_file_bytes: config.compaction_target_file_bytes,
@@ -240,7 +240,7 @@ async fn ingest(
     body: Bytes,
 ) -> Result<Ack, ApiError> {
     let received_at_us = Utc::now().timestamp_micros();
-    let events = event::parse_body(&body, kind, received_at_us, path, state.max_json_depth)?;
+    let events = event::parse_body(&body, kind, received_at_us, path, state.body_limits)?;
     if tracing::enabled!(tracing::Level::DEBUG) {
         for e in &events {
             let object = e.object();
