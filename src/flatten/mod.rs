@@ -381,4 +381,119 @@ mod tests {
         let t = flatten_with(&[envelope(&object.to_string(), None)], &custom);
         assert!(t.contact_events[0].quality_flags.is_empty());
     }
+
+    mod properties {
+        use super::super::*;
+        use crate::event::{Envelope, EventType};
+        use proptest::prelude::*;
+        use serde_json::{Map, Value};
+
+        /// Keys flattening knows, mixed with arbitrary ones.
+        fn key() -> impl Strategy<Value = String> {
+            let known = [
+                "id",
+                "previewId",
+                "status",
+                "email",
+                "createdAt",
+                "updatedAt",
+                "tracking",
+                "event",
+                "latestCall",
+                "questionsAndAnswers",
+                "updatedAttributes",
+                "disqualifyingGroup",
+                "user",
+                "dateTime",
+                "utm_source",
+                "utmKey_1",
+                "utmValue_1",
+                "1_question",
+                "1_response",
+                "event_type",
+                "invitee",
+                "uuid",
+                "utc_start_time",
+                "canceled",
+                "extended_assigned_to",
+                "primary",
+                "previewUrl",
+                "callOutcome",
+                "contactId",
+                "deal",
+                "dealValue",
+                "transaction",
+                "hookType",
+                "durationUnit",
+                "duration",
+            ];
+            prop_oneof![
+                proptest::sample::select(known.to_vec()).prop_map(str::to_string),
+                proptest::collection::vec(any::<char>(), 0..8)
+                    .prop_map(|c| c.into_iter().collect()),
+            ]
+        }
+
+        fn value() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                any::<f64>()
+                    .prop_filter("finite", |f| f.is_finite())
+                    .prop_map(|f| serde_json::json!(f)),
+                proptest::collection::vec(any::<char>(), 0..12)
+                    .prop_map(|c| Value::String(c.into_iter().collect())),
+                proptest::sample::select(vec![
+                    "2026-03-04T14:07:12.418Z",
+                    "45",
+                    "true",
+                    "HOURS",
+                    "https://x/?preview=contact_1"
+                ])
+                .prop_map(Value::from),
+            ];
+            leaf.prop_recursive(4, 64, 8, |inner| {
+                prop_oneof![
+                    proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                    proptest::collection::btree_map(key(), inner, 0..8)
+                        .prop_map(|m| Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        fn object() -> impl Strategy<Value = Map<String, Value>> {
+            proptest::collection::btree_map(key(), value(), 0..12)
+                .prop_map(|m| m.into_iter().collect())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+            /// Flattening (and change tracking) is total: any object under any event type gives
+            /// its raw row and typed rows that convert to Arrow, and never panics.
+            #[test]
+            fn flattening_any_object_never_panics(object in object(), kind in proptest::sample::select(EventType::ALL.to_vec())) {
+                let text = Value::Object(object).to_string();
+                for url_kind in [None, Some(kind)] {
+                    let envelope = Envelope::parse_one(&text, url_kind, 1_772_000_000_000_000, "/p").unwrap();
+                    let mut tables = flatten(std::slice::from_ref(&envelope));
+                    changes::track(&mut tables, &mut std::collections::HashMap::new());
+                    changes::track_calls(&mut tables, &mut std::collections::HashMap::new());
+                    prop_assert_eq!(tables.raw_events.len(), 1);
+                    let typed = tables.contact_events.len() + tables.call_events.len() + tables.call_outcomes.len();
+                    prop_assert!(typed <= 1);
+                    prop_assert_eq!(typed == 1, envelope.event_type != EventType::Unknown);
+                    ContactEventRow::to_batch(&tables.contact_events);
+                    CallEventRow::to_batch(&tables.call_events);
+                    CallOutcomeRow::to_batch(&tables.call_outcomes);
+                    RawEventRow::to_batch(&tables.raw_events);
+                    TrackingParamRow::to_batch(&tables.tracking_params);
+                    ContactAnswerRow::to_batch(&tables.contact_answers);
+                    AttributeChangeRow::to_batch(&tables.attribute_changes);
+                    StatusTransitionRow::to_batch(&tables.status_transitions);
+                }
+            }
+        }
+    }
 }

@@ -45,11 +45,11 @@ impl ApiError {
             ApiError::Body(
                 BodyError::WrongShape(_) | BodyError::EmptyArray | BodyError::NotAnObject { .. },
             ) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::Body(_) | ApiError::Unreadable(_) => StatusCode::BAD_REQUEST,
             ApiError::TooLarge(_)
             | ApiError::Body(BodyError::TooManyEvents { .. } | BodyError::StringTooLong(_)) => {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
+            ApiError::Body(_) | ApiError::Unreadable(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::AdminForbidden => StatusCode::FORBIDDEN,
             ApiError::UnknownKind { .. } | ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
