@@ -44,7 +44,7 @@ kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
 start_server() { # durability
     port=$((port + 1))
     rm -rf "$data/lake"
-    HOOKLAKE_DURABILITY=$1 HOOKLAKE_LOG=warn "$bin" serve --data-dir "$data/lake" --listen "127.0.0.1:$port" & pids+=($!)
+    HOOKLAKE_DURABILITY=$1 HOOKLAKE_LOG=warn HOOKLAKE_RATE_LIMIT_PER_MINUTE=0 "$bin" serve --data-dir "$data/lake" --listen "127.0.0.1:$port" & pids+=($!)
     wait_port $port
 }
 stop_server() { kill -TERM "${pids[-1]}"; wait "${pids[-1]}" || true; }

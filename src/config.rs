@@ -130,6 +130,11 @@ pub struct Config {
     pub compaction_grace_hours: u64,
     /// Target size of a compacted file in bytes; a partition larger than that gets several.
     pub compaction_target_file_bytes: u64,
+    /// Webhook requests one client address may send per minute (bursts up to the same number);
+    /// more get 429 with `Retry-After`. 0 turns the limit off.
+    pub rate_limit_per_minute: u32,
+    /// Take the client address from the first `X-Forwarded-For` entry (behind a trusted proxy).
+    pub trust_forwarded_for: bool,
     /// Shared secrets a webhook request may carry (path `/t/<token>/...`, `?token=`, or
     /// `Authorization: Bearer`); several at once allow rotation. Empty: no token check.
     pub auth_tokens: Vec<String>,
@@ -180,6 +185,8 @@ impl Default for Config {
                 .map(|s| s.to_string())
                 .collect(),
             compaction_enabled: true,
+            rate_limit_per_minute: 6000,
+            trust_forwarded_for: false,
             auth_tokens: Vec::new(),
             hmac_secrets: Vec::new(),
             hmac_header: "x-signature".to_string(),

@@ -33,6 +33,8 @@ pub enum ApiError {
     MethodNotAllowed(String),
     #[error("hooklake is at capacity ({0}); retry later")]
     Overloaded(String),
+    #[error("too many requests from this address; retry in {0} s")]
+    RateLimited(u64),
     #[error("flush failed, events are kept for the next flush: {0}")]
     FlushFailed(String),
     #[error("internal error")]
@@ -55,6 +57,7 @@ impl ApiError {
             ApiError::UnknownKind { .. } | ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::FlushFailed(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -80,6 +83,7 @@ impl ApiError {
             ApiError::NotFound { .. } => "not_found",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::Overloaded(_) => "overloaded",
+            ApiError::RateLimited(_) => "rate_limited",
             ApiError::FlushFailed(_) => "flush_failed",
             ApiError::Internal(_) => "internal",
         }
@@ -93,10 +97,15 @@ impl IntoResponse for ApiError {
             tracing::error!(detail = %detail, "internal error answering a request");
         }
         let mut response = (status, Json(json!({ "error": self.to_string() }))).into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        let retry_after = match &self {
+            ApiError::RateLimited(secs) => Some(*secs),
+            _ if status == StatusCode::SERVICE_UNAVAILABLE => Some(RETRY_AFTER_SECS),
+            _ => None,
+        };
+        if let Some(secs) = retry_after {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
     }

@@ -7,12 +7,14 @@
 
 pub mod auth;
 pub mod error;
+pub mod limit;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use axum::Extension;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -21,6 +23,7 @@ use bytes::Bytes;
 use chrono::Utc;
 use serde::Serialize;
 use serde_json::{Value, json};
+use std::net::SocketAddr;
 
 use crate::event::{self, EventType};
 use crate::pipeline::{AcceptError, FlushReason, FlushReport, Pipeline};
@@ -43,6 +46,10 @@ pub struct AppState {
     pub compaction_target_file_bytes: u64,
     /// Who may post webhooks.
     pub auth: Arc<auth::Auth>,
+    /// Requests per minute per client address.
+    pub limiter: Arc<limit::RateLimiter>,
+    /// Whether the client address comes from `X-Forwarded-For`.
+    pub trust_forwarded_for: bool,
     /// Token for `/admin/*`; without one, admin endpoints answer loopback clients only.
     pub admin_token: Option<String>,
 }
@@ -58,6 +65,8 @@ impl AppState {
             compaction_grace: chrono::Duration::hours(config.compaction_grace_hours as i64),
             compaction_target_file_bytes: config.compaction_target_file_bytes,
             auth: Arc::new(auth::Auth::from_config(config)),
+            limiter: Arc::new(limit::RateLimiter::new(config.rate_limit_per_minute)),
+            trust_forwarded_for: config.trust_forwarded_for,
             admin_token: config.admin_token.clone(),
         }
     }
@@ -101,48 +110,115 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// The address a request came from: the peer, or the first `X-Forwarded-For` entry when the
+/// proxy in front is trusted; loopback for in-process calls (tests).
+fn client_address(
+    state: &AppState,
+    headers: &HeaderMap,
+    peer: Option<SocketAddr>,
+) -> std::net::IpAddr {
+    let forwarded = state
+        .trust_forwarded_for
+        .then(|| {
+            headers
+                .get("x-forwarded-for")?
+                .to_str()
+                .ok()?
+                .split(',')
+                .next()?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .flatten();
+    forwarded
+        .or(peer.map(|p| p.ip()))
+        .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]))
+}
+
 async fn webhook(
     State(state): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     uri: Uri,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    handle(&state, None, None, &uri, &headers, body).await
+    handle(
+        &state,
+        peer.map(|p| p.0.0),
+        None,
+        None,
+        &uri,
+        &headers,
+        body,
+    )
+    .await
 }
 
 async fn webhook_kind(
     State(state): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     Path(kind): Path<String>,
     uri: Uri,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    handle(&state, None, Some(kind), &uri, &headers, body).await
+    handle(
+        &state,
+        peer.map(|p| p.0.0),
+        None,
+        Some(kind),
+        &uri,
+        &headers,
+        body,
+    )
+    .await
 }
 
 async fn webhook_token(
     State(state): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     Path(token): Path<String>,
     uri: Uri,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    handle(&state, Some(token), None, &uri, &headers, body).await
+    handle(
+        &state,
+        peer.map(|p| p.0.0),
+        Some(token),
+        None,
+        &uri,
+        &headers,
+        body,
+    )
+    .await
 }
 
 async fn webhook_token_kind(
     State(state): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     Path((token, kind)): Path<(String, String)>,
     uri: Uri,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    handle(&state, Some(token), Some(kind), &uri, &headers, body).await
+    handle(
+        &state,
+        peer.map(|p| p.0.0),
+        Some(token),
+        Some(kind),
+        &uri,
+        &headers,
+        body,
+    )
+    .await
 }
 
 /// Every webhook route: authenticate, resolve the URL kind, ingest, answer.
 async fn handle(
     state: &AppState,
+    peer: Option<SocketAddr>,
     token: Option<String>,
     kind: Option<String>,
     uri: &Uri,
@@ -151,6 +227,12 @@ async fn handle(
 ) -> Response {
     let started = std::time::Instant::now();
     let result = async {
+        // Rate first: a flood costs a map lookup, not a read, a parse or a hash.
+        let client = client_address(state, headers, peer);
+        state
+            .limiter
+            .check(client, started)
+            .map_err(ApiError::RateLimited)?;
         let body = body.map_err(|rejection| match rejection.status() {
             StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge(state.max_body_bytes),
             _ => ApiError::Unreadable(rejection.body_text()),

@@ -238,3 +238,37 @@ async fn a_public_address_needs_a_secret_and_secrets_stay_out_of_the_log() {
         "{log}"
     );
 }
+
+#[tokio::test]
+async fn each_client_address_is_rate_limited_with_retry_after() {
+    let lake = Lake::with(|c| {
+        c.rate_limit_per_minute = 2;
+        c.trust_forwarded_for = true;
+    });
+    let body = fixture("call_scheduled.json");
+    let from = |ip: &'static str| [("x-forwarded-for", ip)];
+    for _ in 0..2 {
+        let (status, _) = post(&lake, "/webhooks/iclosed", &from("203.0.113.5"), &body).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let request = Request::builder()
+        .method("POST")
+        .uri("/webhooks/iclosed")
+        .header("x-forwarded-for", "203.0.113.5, 10.0.0.1")
+        .body(axum::body::Body::from(body.clone()))
+        .unwrap();
+    let response = lake.router.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        response.headers()["retry-after"],
+        "30",
+        "2 a minute: a token every 30 s"
+    );
+    let (status, _) = post(&lake, "/webhooks/iclosed", &from("198.51.100.9"), &body).await;
+    assert_eq!(status, StatusCode::OK, "another address has its own budget");
+    let metrics = lake.request("GET", "/metrics", "").await.body;
+    assert!(
+        metrics.contains("hooklake_requests_total{outcome=\"rate_limited\"} 1"),
+        "{metrics}"
+    );
+}
