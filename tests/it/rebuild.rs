@@ -18,16 +18,7 @@ fn differences(a: &std::path::Path, b: &std::path::Path, table: &str) -> (i64, i
     (get("a_only"), get("b_only"), get("n"))
 }
 
-const TABLES: [&str; 8] = [
-    "contact_events",
-    "tracking_params",
-    "contact_answers",
-    "call_events",
-    "call_outcomes",
-    "raw_events",
-    "attribute_changes",
-    "status_transitions",
-];
+use hooklake::flatten::TABLE_NAMES as TABLES;
 
 fn hooklake(args: &[&std::ffi::OsStr]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_hooklake"))

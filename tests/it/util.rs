@@ -65,15 +65,7 @@ impl Lake {
     /// Stops this lake's pipeline (as a crash would: no flush) and opens a new one on the same
     /// directory, which recovers from the log.
     pub fn restart(self) -> Lake {
-        self.pipeline.close();
-        let Lake {
-            dir,
-            pipeline,
-            router,
-        } = self;
-        drop(router);
-        drop(pipeline);
-        Lake::open(dir, |_| {})
+        Lake::open(self.close(), |_| {})
     }
 
     /// Stops the pipeline without a flush and hands back the directory (unlocked).
@@ -147,16 +139,7 @@ impl Lake {
     /// Runs SQL in DuckDB; `{table}` placeholders become scans of this lake's tables.
     pub fn query(&self, sql: &str) -> Vec<Map<String, Value>> {
         let mut sql = sql.to_string();
-        for table in [
-            "contact_events",
-            "tracking_params",
-            "contact_answers",
-            "call_events",
-            "call_outcomes",
-            "raw_events",
-            "attribute_changes",
-            "status_transitions",
-        ] {
+        for table in hooklake::flatten::TABLE_NAMES {
             sql = sql.replace(&format!("{{{table}}}"), &self.scan(table));
         }
         duckdb(&sql)
