@@ -307,3 +307,13 @@ impl Server {
         panic!("server did not exit within 30 s of SIGTERM");
     }
 }
+
+impl Drop for Server {
+    /// A test that fails half-way must not leave its server running.
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
