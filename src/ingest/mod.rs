@@ -1,14 +1,16 @@
-//! The HTTP interface: webhook endpoints, admin flush, health and metrics.
+//! The HTTP interface: webhook endpoints, admin endpoints, health and metrics.
 //!
-//! `POST /webhooks/iclosed[/{kind}]` takes the raw body (behind an explicit size limit), turns it
-//! into events with [`crate::event::parse_body`], and hands them to [`Pipeline::accept`]; the 200
-//! is sent only after `accept` returned. Invariant: this module knows no Arrow, no file paths and
-//! no WAL; every error response is built by [`ApiError`].
+//! `POST [/t/{token}]/webhooks/iclosed[/{kind}]`, in order: per-client rate limit ([`limit`]),
+//! the raw body behind an explicit size limit, authentication ([`auth`]), the URL kind, then
+//! [`crate::event::parse_body`] and [`Pipeline::accept`]; the 200 is sent only after `accept`
+//! returned. Invariant: this module knows no Arrow, no file paths and no WAL file; every error
+//! response is built by [`ApiError`].
 
 pub mod auth;
 pub mod error;
 pub mod limit;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -23,7 +25,6 @@ use bytes::Bytes;
 use chrono::Utc;
 use serde::Serialize;
 use serde_json::{Value, json};
-use std::net::SocketAddr;
 
 use crate::event::{self, EventType};
 use crate::pipeline::{AcceptError, FlushReason, FlushReport, Pipeline};
