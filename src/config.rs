@@ -130,6 +130,10 @@ pub struct Config {
     pub compaction_grace_hours: u64,
     /// Target size of a compacted file in bytes; a partition larger than that gets several.
     pub compaction_target_file_bytes: u64,
+    /// Open connections at most; more are closed as soon as they are accepted.
+    pub max_connections: usize,
+    /// Seconds a connection may take to send a complete request head (against slowloris).
+    pub header_read_timeout_secs: u64,
     /// Webhook requests one client address may send per minute (bursts up to the same number);
     /// more get 429 with `Retry-After`. 0 turns the limit off.
     pub rate_limit_per_minute: u32,
@@ -185,6 +189,8 @@ impl Default for Config {
                 .map(|s| s.to_string())
                 .collect(),
             compaction_enabled: true,
+            max_connections: 1024,
+            header_read_timeout_secs: 10,
             rate_limit_per_minute: 6000,
             trust_forwarded_for: false,
             auth_tokens: Vec::new(),
@@ -333,6 +339,12 @@ impl Config {
         }
         if !(1..=10_000).contains(&self.durability_batch_ms) {
             return invalid("durability_batch_ms", "must be between 1 and 10000".into());
+        }
+        if self.max_connections == 0 || self.header_read_timeout_secs == 0 {
+            return invalid(
+                "max_connections",
+                "must be at least 1 (also header_read_timeout_secs)".into(),
+            );
         }
         if self.compaction_interval_secs == 0 {
             return invalid("compaction_interval_secs", "must be at least 1".into());

@@ -29,6 +29,10 @@ const COUNTERS: &[(&str, &str)] = &[
         "Values that could not be read as their column's type.",
     ),
     (
+        "hooklake_connections_refused_total",
+        "Connections closed at once because max_connections were open.",
+    ),
+    (
         "hooklake_compactions_total",
         "Partitions compacted, by table.",
     ),

@@ -54,17 +54,12 @@ pub async fn serve(
         data_dir = %config.data_dir.display(),
         "hooklake is accepting webhooks"
     );
-    let ready_on_stop = ready.clone();
-    axum::serve(
-        listener,
-        router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        shutdown.await;
-        ready_on_stop.store(false, Ordering::Release);
-        tracing::info!("shutting down: no new connections, finishing in-flight requests");
-    })
-    .await?;
+    let limits = ConnectionLimits {
+        max_connections: config.max_connections,
+        header_read_timeout: Duration::from_secs(config.header_read_timeout_secs),
+    };
+    accept_loop(listener, router(state), limits, pipeline.clone(), shutdown).await;
+    ready.store(false, Ordering::Release);
 
     stop_triggers.cancel();
     triggers.await?;
@@ -96,6 +91,85 @@ pub async fn serve(
                 ));
             }
         }
+    }
+}
+
+/// Limits on connections, against floods and slow clients.
+#[derive(Debug, Clone, Copy)]
+struct ConnectionLimits {
+    /// Open connections at most; more are closed as soon as they are accepted.
+    max_connections: usize,
+    /// A connection that has not sent a complete request head within this time is closed
+    /// (slowloris).
+    header_read_timeout: Duration,
+}
+
+/// How long in-flight connections may take to finish once shutdown begins.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Accepts connections until `shutdown`, serves each with HTTP/1.1 under `limits`, then lets the
+/// requests in flight finish (up to [`DRAIN_TIMEOUT`]).
+async fn accept_loop(
+    listener: TcpListener,
+    app: axum::Router,
+    limits: ConnectionLimits,
+    pipeline: Arc<Pipeline>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let closing = CancellationToken::new();
+    let mut connections = tokio::task::JoinSet::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        // Out of file descriptors and the like: wait a little rather than spin.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let Ok(permit) = permits.clone().try_acquire_owned() else {
+                    pipeline.metrics().add("hooklake_connections_refused_total", "", 1);
+                    continue; // dropping the stream closes it
+                };
+                let _ = stream.set_nodelay(true);
+                let service = hyper_util::service::TowerToHyperService::new(
+                    app.clone().layer(axum::Extension(axum::extract::ConnectInfo(peer))),
+                );
+                let closing = closing.clone();
+                connections.spawn(async move {
+                    let _permit = permit;
+                    let connection = hyper::server::conn::http1::Builder::new()
+                        .timer(hyper_util::rt::TokioTimer::new())
+                        .header_read_timeout(limits.header_read_timeout)
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                    let mut connection = std::pin::pin!(connection);
+                    tokio::select! {
+                        _ = connection.as_mut() => {}
+                        _ = closing.cancelled() => {
+                            connection.as_mut().graceful_shutdown();
+                            let _ = connection.await;
+                        }
+                    }
+                });
+            }
+        }
+    }
+    tracing::info!("shutting down: no new connections, finishing in-flight requests");
+    drop(listener);
+    closing.cancel();
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("some connections did not finish within {DRAIN_TIMEOUT:?}; closing them");
     }
 }
 

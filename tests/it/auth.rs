@@ -231,7 +231,7 @@ async fn a_public_address_needs_a_secret_and_secrets_stay_out_of_the_log() {
             .await
             .unwrap();
     assert_eq!(status, 401);
-    let log = server.log.lock().unwrap().join("\n");
+    let log = server.log_after("webhook request rejected");
     assert!(server.terminate().success());
     assert!(
         log.contains("unauthorized") && !log.contains("t0ps3cret"),

@@ -2,6 +2,7 @@
 //! `hooklake` binary itself (serve, flush, SIGTERM).
 
 use std::process::Command;
+use std::time::Duration;
 
 use hooklake::client;
 use std::sync::Arc;
@@ -192,4 +193,73 @@ fn config_check_and_show_report_the_effective_configuration() {
     );
     let unknown = run(&[("HOOKLAKE_FLUSH_EVERY", "5")], &["config", "check"]);
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("HOOKLAKE_FLUSH_EVERY"));
+}
+
+/// Reads from `stream` until the server closes it; `true` if that happens within `limit`.
+fn closed_within(stream: &mut std::net::TcpStream, limit: Duration) -> bool {
+    use std::io::Read;
+    stream.set_read_timeout(Some(limit)).unwrap();
+    let mut buf = [0u8; 1024];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return false;
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_are_cut_off_and_connections_are_bounded() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let server = crate::util::Server::start_with(
+        dir.path(),
+        &[
+            ("HOOKLAKE_MAX_CONNECTIONS", "2"),
+            ("HOOKLAKE_HEADER_READ_TIMEOUT_SECS", "1"),
+        ],
+    );
+    let addr = server.base.trim_start_matches("http://").to_string();
+    // Slowloris: half a request head, then nothing.
+    let mut slow = std::net::TcpStream::connect(&addr).unwrap();
+    slow.write_all(b"POST /webhooks/iclosed HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let mut idle = std::net::TcpStream::connect(&addr).unwrap();
+    // Both connections are taken: a third is closed at once.
+    std::thread::sleep(Duration::from_millis(200));
+    let mut third = std::net::TcpStream::connect(&addr).unwrap();
+    assert!(
+        closed_within(&mut third, Duration::from_secs(1)),
+        "a connection over the limit is closed"
+    );
+    // The slow ones are cut off by the header timeout, which frees their places.
+    assert!(
+        closed_within(&mut slow, Duration::from_secs(5)),
+        "a slow request head is cut off"
+    );
+    assert!(
+        closed_within(&mut idle, Duration::from_secs(5)),
+        "an idle connection is cut off"
+    );
+    let (status, _) = client::send(&server.base, "GET", "/healthz", b"")
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "the server serves again");
+    let (_, metrics) = client::send(&server.base, "GET", "/metrics", b"")
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("\nhooklake_connections_refused_total 1\n"),
+        "{metrics}"
+    );
+    assert!(server.terminate().success());
 }

@@ -277,6 +277,18 @@ impl Server {
         )
     }
 
+    /// The log so far, once a line containing `needle` has arrived (or after 10 s).
+    pub fn log_after(&self, needle: &str) -> String {
+        for _ in 0..1000 {
+            let log = self.log.lock().unwrap().join("\n");
+            if log.contains(needle) {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.log.lock().unwrap().join("\n")
+    }
+
     /// Waits for the process to exit by itself.
     pub fn wait(mut self) -> std::process::ExitStatus {
         self.child.wait().unwrap()
