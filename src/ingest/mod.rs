@@ -10,6 +10,7 @@ pub mod auth;
 pub mod error;
 pub mod limit;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -95,12 +96,9 @@ pub fn router(state: AppState) -> Router {
         ));
     Router::new()
         .route("/webhooks/iclosed", post(webhook))
-        .route("/webhooks/iclosed/{kind}", post(webhook_kind))
-        .route("/t/{token}/webhooks/iclosed", post(webhook_token))
-        .route(
-            "/t/{token}/webhooks/iclosed/{kind}",
-            post(webhook_token_kind),
-        )
+        .route("/webhooks/iclosed/{kind}", post(webhook))
+        .route("/t/{token}/webhooks/iclosed", post(webhook))
+        .route("/t/{token}/webhooks/iclosed/{kind}", post(webhook))
         .merge(admin)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -137,78 +135,22 @@ fn client_address(
         .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]))
 }
 
+/// Every webhook route: `[/t/{token}]/webhooks/iclosed[/{kind}]`.
 async fn webhook(
     State(state): State<AppState>,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    params: Option<Path<HashMap<String, String>>>,
     uri: Uri,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let mut params = params.map(|Path(p)| p).unwrap_or_default();
+    let (token, kind) = (params.remove("token"), params.remove("kind"));
     handle(
         &state,
         peer.map(|p| p.0.0),
-        None,
-        None,
-        &uri,
-        &headers,
-        body,
-    )
-    .await
-}
-
-async fn webhook_kind(
-    State(state): State<AppState>,
-    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
-    Path(kind): Path<String>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    handle(
-        &state,
-        peer.map(|p| p.0.0),
-        None,
-        Some(kind),
-        &uri,
-        &headers,
-        body,
-    )
-    .await
-}
-
-async fn webhook_token(
-    State(state): State<AppState>,
-    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
-    Path(token): Path<String>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    handle(
-        &state,
-        peer.map(|p| p.0.0),
-        Some(token),
-        None,
-        &uri,
-        &headers,
-        body,
-    )
-    .await
-}
-
-async fn webhook_token_kind(
-    State(state): State<AppState>,
-    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
-    Path((token, kind)): Path<(String, String)>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    handle(
-        &state,
-        peer.map(|p| p.0.0),
-        Some(token),
-        Some(kind),
+        token,
+        kind,
         &uri,
         &headers,
         body,

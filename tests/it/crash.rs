@@ -93,6 +93,15 @@ async fn client(base: String, ledger: Arc<Mutex<Ledger>>, stop: Arc<AtomicBool>,
     }
 }
 
+/// The lines in which a server reported what it recovered at start.
+fn recovery_lines(server: &Server) -> Vec<String> {
+    let log = server.log.lock().unwrap();
+    log.iter()
+        .filter(|l| l.contains("recovered from the write-ahead log"))
+        .cloned()
+        .collect()
+}
+
 async fn run_round(
     server: &Server,
     ledger: &Arc<Mutex<Ledger>>,
@@ -135,15 +144,7 @@ async fn every_acknowledged_event_is_written_exactly_once_across_kill_9() {
     let mut recoveries: Vec<String> = Vec::new();
     for round in 0..KILL_ROUNDS {
         let server = Server::start_with(dir.path(), &env);
-        recoveries.extend(
-            server
-                .log
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|l| l.contains("recovered from the write-ahead log"))
-                .cloned(),
-        );
+        recoveries.extend(recovery_lines(&server));
         let lifetime = Duration::from_millis(100 + rng.next(300));
         run_round(&server, &ledger, round, tokio::time::sleep(lifetime)).await;
         // The clients have stopped; kill while the server may still be flushing.
@@ -157,15 +158,7 @@ async fn every_acknowledged_event_is_written_exactly_once_across_kill_9() {
 
     // A last run delivers everything left, then shuts down gracefully.
     let server = Server::start_with(dir.path(), &env);
-    recoveries.extend(
-        server
-            .log
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|l| l.contains("recovered from the write-ahead log"))
-            .cloned(),
-    );
+    recoveries.extend(recovery_lines(&server));
     let drained = {
         let ledger = ledger.clone();
         async move {
