@@ -183,46 +183,11 @@ fn lock(dir: &Path) -> Result<File, RebuildError> {
 
 /// Every row of every published `raw_events` file.
 fn read_raw_events(dir: &Path) -> Result<Vec<Raw>, RebuildError> {
-    let table = dir.join("raw_events");
-    let mut files = Vec::new();
-    if table.exists() {
-        for partition in std::fs::read_dir(&table).map_err(|e| RebuildError::Read {
-            path: table.clone(),
+    let files =
+        crate::sink::published_files(dir, "raw_events").map_err(|e| RebuildError::Read {
+            path: dir.join("raw_events"),
             message: e.to_string(),
-        })? {
-            let partition = partition
-                .map_err(|e| RebuildError::Read {
-                    path: table.clone(),
-                    message: e.to_string(),
-                })?
-                .path();
-            if !partition
-                .file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("date="))
-            {
-                continue;
-            }
-            for file in std::fs::read_dir(&partition).map_err(|e| RebuildError::Read {
-                path: partition.clone(),
-                message: e.to_string(),
-            })? {
-                let path = file
-                    .map_err(|e| RebuildError::Read {
-                        path: partition.clone(),
-                        message: e.to_string(),
-                    })?
-                    .path();
-                if path
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(crate::sink::is_published)
-                {
-                    files.push(path);
-                }
-            }
-        }
-    }
-    files.sort();
+        })?;
     let mut raws = Vec::new();
     for path in files {
         let read = |message: String| RebuildError::Read {

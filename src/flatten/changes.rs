@@ -403,24 +403,28 @@ fn carry(rows: &mut [ContactEventRow], states: &HashMap<i64, ContactState>) {
                 .map(|s| (s.event_time_us, &s.values))
         });
         let current = known.is_none_or(|(time, _)| row.event_time.0 >= time);
-        let (to_set, groups): (Attributes, Attributes) = match known {
-            Some((_, values)) if current => (
-                row.missing_fields
-                    .iter()
-                    .filter_map(|c| values.get(c).map(|v| (c.clone(), v.clone())))
-                    .collect(),
-                values
-                    .iter()
-                    .filter(|(k, _)| k.starts_with("answer:") || k.starts_with("param:"))
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-            ),
-            _ => (Vec::new(), Vec::new()),
+        let to_set: Attributes = match known {
+            Some((_, values)) if current => row
+                .missing_fields
+                .iter()
+                .filter_map(|c| values.get(c).map(|v| (c.clone(), v.clone())))
+                .collect(),
+            _ => Vec::new(),
+        };
+        // Only a contact with another row later in the batch needs this row's values kept.
+        let keep_for_next = current && rows_per_contact.get(&contact_id).is_some_and(|n| *n > 1);
+        let groups: Attributes = match known {
+            Some((_, values)) if keep_for_next => values
+                .iter()
+                .filter(|(k, _)| k.starts_with("answer:") || k.starts_with("param:"))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            _ => Vec::new(),
         };
         for (column, text) in &to_set {
             set_column(row, column, text);
         }
-        if current && rows_per_contact.get(&contact_id).is_some_and(|n| *n > 1) {
+        if keep_for_next {
             let mut values = snapshot(row, &[], &[]);
             // Keep the carried group values (answers, parameters) for the next row.
             for (k, v) in groups {

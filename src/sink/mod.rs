@@ -383,6 +383,28 @@ pub fn flush_seq_of(name: &str) -> Option<u64> {
         .then(|| digits.parse().ok())?
 }
 
+/// Every published file of `table` under `root`, in path order (none when the table is absent).
+pub fn published_files(root: &Path, table: &str) -> Result<Vec<PathBuf>, SinkError> {
+    let table_dir = root.join(table);
+    if !table_dir.exists() {
+        return Ok(Vec::new());
+    }
+    let mut files = Vec::new();
+    for partition in read_dirs(&table_dir)?
+        .into_iter()
+        .filter(|d| name_of(d).starts_with("date="))
+    {
+        for entry in fs::read_dir(&partition).map_err(io("list", &partition))? {
+            let path = entry.map_err(io("list", &partition))?.path();
+            if is_published(name_of(&path)) {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
 /// The sub-directories of `dir`.
 fn read_dirs(dir: &Path) -> Result<Vec<PathBuf>, SinkError> {
     let mut dirs = Vec::new();
