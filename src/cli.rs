@@ -86,14 +86,38 @@ pub enum Command {
         #[arg(long)]
         before: Option<chrono::NaiveDate>,
     },
+    /// Run one of the DuckDB queries shipped in queries/ against the lake (needs the duckdb CLI).
+    Query {
+        /// The query to run (see --list).
+        #[arg(required_unless_present = "list")]
+        name: Option<String>,
+        /// List the queries with what each answers.
+        #[arg(long)]
+        list: bool,
+        /// Lake to read: a directory or an object-store URL [default: the data directory].
+        #[arg(long)]
+        data: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = crate::query::Format::Table)]
+        format: crate::query::Format,
+        /// A query parameter as NAME=VALUE (e.g. no_show_hours=48); repeatable.
+        #[arg(long = "set", value_parser = parse_variable)]
+        set: Vec<(String, String)>,
+        /// The DuckDB CLI to run.
+        #[arg(long, default_value = "duckdb")]
+        duckdb: String,
+    },
     /// Write deterministic, realistic iClosed payloads as NDJSON (for tests and benchmarks).
     Gen {
-        /// Leads to generate (about 4.5 events each).
+        /// Leads to generate (about 6.5 deliveries each).
         #[arg(long, default_value_t = 1000)]
         contacts: i64,
         /// Seed: the same seed gives the same output.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Days over which the leads first appear, from 2026-03-01.
+        #[arg(long, default_value_t = 90)]
+        days: i64,
         /// Output file (default: stdout).
         #[arg(long)]
         out: Option<PathBuf>,
@@ -123,6 +147,24 @@ pub enum ConfigAction {
     Check,
     /// Print the effective configuration as TOML, secrets masked.
     Show,
+}
+
+/// `NAME=VALUE`, NAME an identifier (it becomes a DuckDB variable name).
+fn parse_variable(s: &str) -> Result<(String, String), String> {
+    let (name, value) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected NAME=VALUE, got {s:?}"))?;
+    let identifier = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !identifier {
+        return Err(format!(
+            "{name:?} is not a variable name (letters, digits, _)"
+        ));
+    }
+    Ok((name.to_string(), value.to_string()))
 }
 
 pub fn resolve(args: &Args) -> anyhow::Result<Config> {
@@ -233,28 +275,62 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCode> 
             println!("compacted {} partitions", done.len());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Query {
+            name,
+            list,
+            data,
+            format,
+            set,
+            duckdb,
+        } => {
+            if list {
+                print!("{}", crate::query::list());
+                return Ok(ExitCode::SUCCESS);
+            }
+            let data = data.unwrap_or_else(|| config.data_dir.display().to_string());
+            let ok = crate::query::run(&crate::query::Request {
+                name: name.as_deref().unwrap_or_default(),
+                data: &data,
+                format,
+                variables: set,
+                duckdb: &duckdb,
+            })?;
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
         Command::Gen {
             contacts,
             seed,
+            days,
             out,
         } => {
+            let options = crate::generate::Options {
+                contacts,
+                seed,
+                days,
+            };
             let written = match out {
                 Some(path) => {
                     let file = std::fs::File::create(&path)
                         .with_context(|| format!("cannot create {}", path.display()))?;
                     let mut writer = std::io::BufWriter::new(file);
-                    let n = crate::generate::write_ndjson(contacts, seed, &mut writer)?;
+                    let n = crate::generate::write_ndjson(options, &mut writer)?;
                     std::io::Write::flush(&mut writer)?;
                     n
                 }
                 None => {
                     let mut writer = std::io::BufWriter::new(std::io::stdout().lock());
-                    let n = crate::generate::write_ndjson(contacts, seed, &mut writer)?;
+                    let n = crate::generate::write_ndjson(options, &mut writer)?;
                     std::io::Write::flush(&mut writer)?;
                     n
                 }
             };
-            eprintln!("generated {written} events for {contacts} leads (seed {seed})");
+            eprintln!(
+                "generated {written} events for {contacts} leads over {days} days (seed {seed})"
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Config {

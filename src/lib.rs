@@ -24,5 +24,6 @@ pub mod replay;
 pub mod rebuild;
 pub mod client;
 pub mod generate;
+pub mod query;
 pub mod cli;
 pub mod failpoint;

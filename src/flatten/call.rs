@@ -177,12 +177,17 @@ fn first_timestamp(o: &mut Obj<'_>, keys: &[&str], notes: &mut Notes) -> Option<
 /// it holds is also in `extended_assigned_to` it is a duplicate and skipped, else it stays in
 /// extras.
 fn primary_assignee(event: &mut Obj<'_>, notes: &mut Notes) -> (Option<String>, Option<String>) {
-    let extended = event
-        .peek("extended_assigned_to")
-        .and_then(Value::as_object);
+    // iClosed sends an object keyed by position; a list of the same people is read alike.
+    let extended: Option<Vec<&Value>> = match event.peek("extended_assigned_to") {
+        Some(Value::Object(map)) => Some(map.values().collect()),
+        Some(Value::Array(list)) => Some(list.iter().collect()),
+        _ => None,
+    };
     let mut chosen: Option<&Map<String, Value>> = None;
-    if let Some(map) = extended {
-        let people: Vec<&Map<String, Value>> = map.values().filter_map(Value::as_object).collect();
+    if let Some(values) = extended {
+        let count = values.len();
+        let people: Vec<&Map<String, Value>> =
+            values.into_iter().filter_map(Value::as_object).collect();
         let is_primary = |p: &&Map<String, Value>| {
             matches!(p.get("primary"), Some(Value::Bool(true)))
                 || p.get("primary")
@@ -208,7 +213,7 @@ fn primary_assignee(event: &mut Obj<'_>, notes: &mut Notes) -> (Option<String>, 
         if short_is_copy {
             event.skip("assigned_to");
         }
-        let all_plain = people.len() == map.len()
+        let all_plain = people.len() == count
             && people.iter().all(|p| {
                 p.keys()
                     .all(|k| matches!(k.as_str(), "name" | "email" | "primary"))
@@ -262,5 +267,30 @@ mod tests {
             Some("contact_Lp4fY9c_Ts2W"),
         );
         check("https://app.example.com/contacts/42", None);
+    }
+
+    #[test]
+    fn assignees_sent_as_a_list_are_read_like_the_keyed_object() {
+        let host = |assigned: serde_json::Value| {
+            let body = serde_json::json!({"hookType": "Call booked", "invitee": {},
+                "event_type": {"uuid": "1"},
+                "event": {"uuid": "c1", "extended_assigned_to": assigned}});
+            let e = crate::event::Envelope::parse_one(&body.to_string(), None, 0, "/w").unwrap();
+            let t = crate::flatten::flatten(&[e]);
+            let row = &t.call_events[0];
+            (
+                row.host_name.clone(),
+                row.host_email.clone(),
+                row.extras.clone(),
+            )
+        };
+        let a = serde_json::json!({"name": "A", "email": "a@x.com"});
+        let b = serde_json::json!({"name": "B", "email": "b@x.com", "primary": true});
+        let expected = (Some("B".to_string()), Some("b@x.com".to_string()), None);
+        assert_eq!(
+            host(serde_json::json!({"1": a.clone(), "2": b.clone()})),
+            expected
+        );
+        assert_eq!(host(serde_json::json!([a, b])), expected);
     }
 }

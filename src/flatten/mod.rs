@@ -103,6 +103,23 @@ pub fn table_docs() -> Vec<(&'static str, &'static str, Vec<table::ColumnDoc>)> 
     ]
 }
 
+/// Every table's name and Arrow schema, in pipeline order.
+pub fn table_schemas() -> Vec<(&'static str, arrow_schema::SchemaRef)> {
+    fn schema<T: Table>() -> (&'static str, arrow_schema::SchemaRef) {
+        (T::NAME, T::schema())
+    }
+    vec![
+        schema::<ContactEventRow>(),
+        schema::<TrackingParamRow>(),
+        schema::<ContactAnswerRow>(),
+        schema::<CallEventRow>(),
+        schema::<CallOutcomeRow>(),
+        schema::<RawEventRow>(),
+        schema::<AttributeChangeRow>(),
+        schema::<StatusTransitionRow>(),
+    ]
+}
+
 /// The columns every row of an event shares.
 pub(crate) struct Head {
     event_id: String,

@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use crate::util::{Lake, duckdb, fixture_object};
+use crate::util::{Lake, fixture_object, hooklake_query};
 
 /// The five events of one lead's journey, oldest first:
 /// 1. first form step (POTENTIAL, phone only), 2. second form step (still POTENTIAL: name,
@@ -86,15 +86,7 @@ const CHANGES: &str = "select event_id, attribute, old_value, new_value, reporte
 const HISTORY: &str = "status_history";
 
 fn history(lake: &Lake) -> Value {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("queries")
-        .join(format!("{HISTORY}.sql"));
-    let sql = std::fs::read_to_string(path).unwrap();
-    let rows = duckdb(&format!(
-        "SET VARIABLE data_dir = '{}'; {sql}",
-        lake.dir.path().display()
-    ));
-    Value::Array(rows.into_iter().map(Value::Object).collect())
+    Value::Array(hooklake_query(lake.dir.path(), HISTORY, &[]))
 }
 
 #[tokio::test]

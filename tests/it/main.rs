@@ -10,4 +10,5 @@ mod queries;
 mod rebuild;
 mod replay;
 mod serve;
+mod truth;
 mod util;

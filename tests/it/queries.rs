@@ -1,91 +1,342 @@
-//! The SQL in `queries/`, run with the DuckDB CLI against a lake with known contents.
+//! The SQL in `queries/`: each query runs through `hooklake query` (and a few through the stock
+//! DuckDB CLI one-liner) against a lake of generated data, and every row is compared with the
+//! answer computed from the generator's record (`truth.rs`).
 
-use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
 
-use crate::util::{Lake, duckdb, fixture};
+use hooklake::generate::{Lead, Options, leads};
+use serde_json::{Map, Value, json};
 
-/// Runs `queries/<name>.sql` against the lake, the way the file's header says to.
-fn run(lake: &Lake, name: &str) -> Value {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("queries")
-        .join(format!("{name}.sql"));
-    let sql = std::fs::read_to_string(&path).unwrap();
-    let rows = duckdb(&format!(
-        "SET VARIABLE data_dir = '{}'; {sql}",
-        lake.dir.path().display()
-    ));
-    Value::Array(rows.into_iter().map(Value::Object).collect())
+use crate::truth::World;
+use crate::util::{Lake, fixture, hooklake_query};
+
+/// The generated lake every query test reads: built once, kept for the whole test run.
+struct Shared {
+    dir: tempfile::TempDir,
+    world: World,
 }
 
-async fn post(lake: &Lake, body: String) {
-    let r = lake.post("/webhooks/iclosed", body).await;
-    assert_eq!(r.status, 200, "{}", r.body);
+fn shared() -> &'static Shared {
+    static SHARED: OnceLock<Shared> = OnceLock::new();
+    SHARED.get_or_init(|| {
+        // Built on a runtime of its own: the tests calling this may be on any thread.
+        std::thread::spawn(|| {
+            tokio::runtime::Runtime::new()
+                .unwrap()
+                .block_on(build(Options {
+                    contacts: 400,
+                    seed: 11,
+                    days: 21,
+                }))
+        })
+        .join()
+        .unwrap()
+    })
 }
 
-/// Three contacts; 48213 moves on to STRATEGY_CALL_BOOKED; one delivery is repeated.
-async fn lake() -> Lake {
+/// Ingests the generated deliveries over HTTP: every on-time delivery (redeliveries included),
+/// a flush, then the late ones, and a flush, so late events meet a newer state.
+async fn build(options: Options) -> Shared {
+    let all: Vec<Lead> = leads(options).collect();
+    let before = chrono::Utc::now().date_naive();
     let lake = Lake::new();
-    post(&lake, fixture("contact_created.json")).await;
-    post(&lake, fixture("contact_created_potential.json")).await;
-    post(&lake, fixture("contact_updated_status_change.json")).await;
-    post(&lake, fixture("contact_updated_status_change.json")).await;
-    let booked = fixture("contact_updated.json")
-        .replace("\"QUALIFIED\"", "\"STRATEGY_CALL_BOOKED\"")
-        .replace(
-            "\"updatedAttributes\": []",
-            "\"updatedAttributes\": [\"status\"]",
-        );
-    post(&lake, booked).await;
-    post(&lake, fixture("call_scheduled.json")).await;
-    lake.flush().await;
-    lake
-}
-
-#[tokio::test]
-async fn every_query_file_is_tested() {
-    let mut names: Vec<String> =
-        std::fs::read_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("queries"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .filter(|n| n.ends_with(".sql"))
+    for late in [false, true] {
+        let batch: Vec<Value> = all
+            .iter()
+            .flat_map(|l| &l.deliveries)
+            .filter(|d| d.late == late)
+            .map(|d| d.payload.clone())
             .collect();
-    names.sort();
-    // status_history is tested with the change-tracking journeys in changes.rs.
+        assert!(!batch.is_empty());
+        for chunk in batch.chunks(100) {
+            let r = lake
+                .post(
+                    "/webhooks/iclosed",
+                    Value::Array(chunk.to_vec()).to_string(),
+                )
+                .await;
+            assert_eq!(r.status, 200, "{}", r.body);
+        }
+        lake.flush().await;
+    }
+    let today = chrono::Utc::now().date_naive();
     assert_eq!(
-        names,
-        vec![
-            "daily_events.sql",
-            "latest_status.sql",
-            "status_history.sql"
-        ],
-        "add a test for each new query"
+        before, today,
+        "the day changed while ingesting; events timed at receipt straddle midnight: run again"
+    );
+    Shared {
+        dir: lake.close(),
+        world: World { leads: all, today },
+    }
+}
+
+/// The documented one-liner with the stock DuckDB CLI, run from the repository root.
+fn duckdb_cli(dir: &Path, name: &str) -> Vec<Value> {
+    let out = Command::new("duckdb")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .arg("-json")
+        .arg("-c")
+        .arg(format!(
+            "SET VARIABLE data_dir = '{}'; SET TimeZone = 'UTC';",
+            dir.display()
+        ))
+        .arg("-c")
+        .arg(format!(".read queries/{name}.sql"))
+        .output()
+        .expect("the duckdb CLI must be on PATH (pip install duckdb-cli; see README)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{name}: {}{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if stdout.trim().is_empty() {
+        return Vec::new();
+    }
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{name} ({e}): {stdout}"))
+}
+
+/// Same rows in the same order; numbers equal within `tolerance` (the queries round).
+fn assert_rows(name: &str, actual: &[Value], expected: &[Value], tolerance: f64) {
+    let show = |rows: &[Value]| {
+        rows.iter()
+            .map(|r| r.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let context = || {
+        format!(
+            "{name}\n--- actual ---\n{}\n--- expected ---\n{}",
+            show(actual),
+            show(expected)
+        )
+    };
+    assert_eq!(actual.len(), expected.len(), "row count: {}", context());
+    for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
+        let (a, e): (&Map<String, Value>, &Map<String, Value>) =
+            (a.as_object().unwrap(), e.as_object().unwrap());
+        let mut keys: Vec<&String> = a.keys().collect();
+        keys.sort();
+        let mut expected_keys: Vec<&String> = e.keys().collect();
+        expected_keys.sort();
+        assert_eq!(keys, expected_keys, "columns of {name}");
+        for k in keys {
+            let same = match (&a[k], &e[k]) {
+                (Value::Number(x), Value::Number(y)) => {
+                    (x.as_f64().unwrap() - y.as_f64().unwrap()).abs() <= tolerance
+                }
+                (x, y) => x == y,
+            };
+            assert!(
+                same,
+                "{name} row {i} column {k}: {} != {}\n{}",
+                a[k],
+                e[k],
+                context()
+            );
+        }
+    }
+}
+
+/// Rounding to 1 or 2 decimals, plus float noise.
+const ROUNDED: f64 = 0.0051;
+const ROUNDED_PCT: f64 = 0.051;
+
+fn check(name: &str, expected: Vec<Value>, tolerance: f64) {
+    let s = shared();
+    assert!(!expected.is_empty(), "{name}: nothing expected");
+    let actual = hooklake_query(s.dir.path(), name, &[]);
+    assert_rows(name, &actual, &expected, tolerance);
+}
+
+#[test]
+fn every_query_file_is_tested_and_listed() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("queries");
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".sql") && n != "views.sql")
+        .collect();
+    files.sort();
+    let mut listed: Vec<String> = hooklake::query::QUERIES
+        .iter()
+        .map(|(n, _)| format!("{n}.sql"))
+        .collect();
+    listed.sort();
+    assert_eq!(files, listed, "every file in queries/ is in QUERIES");
+    // One test per query below; keep this list in step with them.
+    let tested = [
+        "attribute_churn",
+        "attribution",
+        "daily_engagement",
+        "daily_events",
+        "data_quality",
+        "funnel",
+        "latest_status",
+        "show_rate",
+        "status_durations",
+        "status_history",
+        "time_to_stage",
+        "tracking_params",
+    ];
+    let tested: Vec<String> = tested.iter().map(|n| format!("{n}.sql")).collect();
+    assert_eq!(files, tested, "add a test for each new query");
+}
+
+#[test]
+fn the_generated_lake_has_every_kind_of_event() {
+    let w = &shared().world;
+    let deliveries = || w.leads.iter().flat_map(|l| &l.deliveries);
+    assert!(deliveries().filter(|d| d.redelivery).count() > 20);
+    assert!(deliveries().filter(|d| d.late).count() > 10);
+    let calls = || w.leads.iter().filter_map(|l| l.call.as_ref());
+    assert!(calls().filter(|c| c.cancelled_at.is_some()).count() > 5);
+    assert!(calls().filter(|c| c.rescheduled_to.is_some()).count() > 5);
+    assert!(calls().filter(|c| c.outcome.is_none()).count() > 5);
+    assert!(w.leads.iter().filter(|l| l.unknown_event).count() > 2);
+}
+
+#[test]
+fn funnel() {
+    check("funnel", shared().world.funnel(), ROUNDED_PCT);
+}
+
+#[test]
+fn funnel_via_the_duckdb_cli_one_liner_gives_the_same_rows() {
+    let s = shared();
+    for name in ["funnel", "show_rate", "status_durations"] {
+        let cli = duckdb_cli(s.dir.path(), name);
+        let ours = hooklake_query(s.dir.path(), name, &[]);
+        assert_rows(name, &cli, &ours, 0.0);
+    }
+}
+
+#[test]
+fn attribution() {
+    check("attribution", shared().world.attribution(), 1e-9);
+}
+
+#[test]
+fn time_to_stage() {
+    check("time_to_stage", shared().world.time_to_stage(), ROUNDED);
+}
+
+#[test]
+fn status_durations() {
+    check(
+        "status_durations",
+        shared().world.status_durations(),
+        ROUNDED,
     );
 }
 
-#[tokio::test]
-async fn latest_status_counts_each_contact_once_by_its_newest_snapshot() {
-    let lake = lake().await;
-    assert_eq!(
-        run(&lake, "latest_status"),
-        json!([
-            {"status": "DISQUALIFIED", "contacts": 1},
-            {"status": "POTENTIAL", "contacts": 1},
-            {"status": "STRATEGY_CALL_BOOKED", "contacts": 1}
-        ])
+#[test]
+fn attribute_churn() {
+    check("attribute_churn", shared().world.attribute_churn(), 0.0);
+}
+
+#[test]
+fn daily_engagement() {
+    check("daily_engagement", shared().world.daily_engagement(), 1e-9);
+}
+
+#[test]
+fn show_rate() {
+    check("show_rate", shared().world.show_rate(), ROUNDED_PCT);
+}
+
+#[test]
+fn show_rate_window_is_a_parameter() {
+    // With a window longer than the time since any generated slot, calls without an outcome
+    // are pending, not no-shows.
+    let s = shared();
+    let rows = hooklake_query(
+        s.dir.path(),
+        "show_rate",
+        &["--set", "no_show_hours=100000"],
+    );
+    let overall = rows
+        .iter()
+        .find(|r| r["host"] == "(all)" && r["campaign"] == "(all)")
+        .unwrap();
+    let without_outcome = s
+        .world
+        .leads
+        .iter()
+        .filter_map(|l| l.call.as_ref())
+        .filter(|c| c.cancelled_at.is_none() && c.outcome.is_none())
+        .count();
+    assert!(without_outcome > 0);
+    assert_eq!(overall["pending"], json!(without_outcome));
+}
+
+#[test]
+fn tracking_params() {
+    check(
+        "tracking_params",
+        shared().world.tracking_params(),
+        ROUNDED_PCT,
     );
 }
 
+#[test]
+fn data_quality() {
+    check("data_quality", shared().world.data_quality(), 0.0);
+}
+
+#[test]
+fn latest_status() {
+    check("latest_status", shared().world.latest_status(), 0.0);
+}
+
+#[test]
+fn status_history() {
+    check("status_history", shared().world.status_history(), 0.0);
+}
+
+#[test]
+fn daily_events() {
+    check("daily_events", shared().world.daily_events(), 0.0);
+}
+
 #[tokio::test]
-async fn daily_events_counts_redeliveries_once() {
-    let lake = lake().await;
-    assert_eq!(
-        run(&lake, "daily_events"),
-        json!([
-            {"date": "2026-03-04", "event_type": "call_booked", "events": 1},
-            {"date": "2026-03-04", "event_type": "contact_created", "events": 1},
-            {"date": "2026-03-05", "event_type": "contact_updated", "events": 1},
-            {"date": "2026-04-11", "event_type": "contact_created", "events": 1},
-            {"date": "2026-05-19", "event_type": "contact_updated", "events": 1}
-        ])
+async fn a_query_answers_on_a_lake_missing_tables() {
+    // Only contact events: no call, outcome or change file exists yet.
+    let lake = Lake::new();
+    let r = lake
+        .post("/webhooks/iclosed", fixture("contact_created.json"))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    lake.flush().await;
+    let rows = hooklake_query(lake.dir.path(), "funnel", &[]);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["leads"], json!(1));
+    assert_eq!(rows[0]["booked"], json!(0));
+    let rows = hooklake_query(lake.dir.path(), "show_rate", &[]);
+    assert_eq!(rows[0]["booked"], json!(0));
+}
+
+#[test]
+fn unknown_query_and_missing_directory_are_clear_errors() {
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_hooklake"))
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, err) = run(&["query", "nope", "--data", "/"]);
+    assert!(!ok && err.contains("unknown query \"nope\""), "{err}");
+    let (ok, err) = run(&["query", "funnel", "--data", "/no/such/lake"]);
+    assert!(
+        !ok && err.contains("no data directory at /no/such/lake"),
+        "{err}"
     );
+    let (ok, err) = run(&["query", "funnel", "--set", "bad name=1"]);
+    assert!(!ok && err.contains("is not a variable name"), "{err}");
 }

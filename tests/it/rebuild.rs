@@ -35,7 +35,11 @@ fn hooklake(args: &[&std::ffi::OsStr]) -> String {
 
 #[tokio::test]
 async fn rebuild_equals_the_live_output_on_a_generated_data_set() {
-    let events = hooklake::generate::in_time_order(700, 7);
+    let events = hooklake::generate::in_time_order(hooklake::generate::Options {
+        contacts: 700,
+        seed: 7,
+        days: 4,
+    });
     assert!(events.len() > 3000, "{} events", events.len());
     let lake = Lake::new();
     for (i, chunk) in events.chunks(20).enumerate() {

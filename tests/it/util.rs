@@ -199,6 +199,26 @@ pub fn duckdb(sql: &str) -> Vec<Map<String, Value>> {
         .collect()
 }
 
+/// `hooklake query NAME --data DIR --format json`, parsed.
+pub fn hooklake_query(dir: &Path, name: &str, extra: &[&str]) -> Vec<Value> {
+    let out = Command::new(env!("CARGO_BIN_EXE_hooklake"))
+        .args(["query", name, "--format", "json", "--data"])
+        .arg(dir)
+        .args(extra)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{name}: {}{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if stdout.trim().is_empty() {
+        return Vec::new();
+    }
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{name} ({e}): {stdout}"))
+}
+
 /// The single value of a one-row, one-column query.
 pub fn scalar(rows: &[Map<String, Value>]) -> Value {
     assert_eq!(rows.len(), 1, "{rows:?}");

@@ -1,0 +1,265 @@
+//! `hooklake query`: runs the SQL shipped in `queries/` with the DuckDB CLI.
+//!
+//! The SQL files are compiled into the binary, so `hooklake query` works from any directory and
+//! always runs the queries of its own version. A query file starts with a comment
+//! `-- name: what it answers`, then `.read queries/views.sql` (for the stock DuckDB CLI run from
+//! the repository root); here the views are inlined instead. A table without any file yet (a
+//! new lake with no outcome so far) is read from an empty file of the right schema, so every
+//! query answers on every lake. Invariant: reads the lake, never writes to it.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, bail};
+
+/// The views every query reads.
+pub const VIEWS: &str = include_str!("../queries/views.sql");
+
+/// Every query: name and SQL, in the order `--list` shows them.
+pub const QUERIES: [(&str, &str); 12] = [
+    ("funnel", include_str!("../queries/funnel.sql")),
+    ("attribution", include_str!("../queries/attribution.sql")),
+    (
+        "time_to_stage",
+        include_str!("../queries/time_to_stage.sql"),
+    ),
+    (
+        "status_durations",
+        include_str!("../queries/status_durations.sql"),
+    ),
+    (
+        "attribute_churn",
+        include_str!("../queries/attribute_churn.sql"),
+    ),
+    (
+        "daily_engagement",
+        include_str!("../queries/daily_engagement.sql"),
+    ),
+    ("show_rate", include_str!("../queries/show_rate.sql")),
+    (
+        "tracking_params",
+        include_str!("../queries/tracking_params.sql"),
+    ),
+    ("data_quality", include_str!("../queries/data_quality.sql")),
+    (
+        "latest_status",
+        include_str!("../queries/latest_status.sql"),
+    ),
+    (
+        "status_history",
+        include_str!("../queries/status_history.sql"),
+    ),
+    ("daily_events", include_str!("../queries/daily_events.sql")),
+];
+
+/// How DuckDB prints the result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Csv,
+    Json,
+}
+
+/// The one-line description of a query: the first line of its header, after `-- name: `.
+pub fn description(sql: &str) -> String {
+    let first = sql.lines().next().unwrap_or_default();
+    let text = first.strip_prefix("--").unwrap_or_default().trim();
+    let after_name = text.split_once(": ").map_or(text, |(_, rest)| rest);
+    after_name.trim_end_matches('.').to_string()
+}
+
+/// `name  description` for every query.
+pub fn list() -> String {
+    let width = QUERIES.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
+    QUERIES
+        .iter()
+        .map(|(name, sql)| format!("{name:width$}  {}\n", description(sql)))
+        .collect()
+}
+
+/// A SQL string literal.
+fn literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// The script DuckDB runs: settings, variables, placeholders, the views, then the query.
+pub fn script(
+    sql: &str,
+    data: &str,
+    placeholders: &[(String, PathBuf)],
+    variables: &[(String, String)],
+) -> String {
+    let mut out = String::from("SET TimeZone = 'UTC';\n");
+    out.push_str(&format!("SET VARIABLE data_dir = {};\n", literal(data)));
+    for (table, dir) in placeholders {
+        let pattern = format!("{}/*/*.parquet", dir.display());
+        out.push_str(&format!(
+            "SET VARIABLE {table}_files = {};\n",
+            literal(&pattern)
+        ));
+    }
+    for (name, value) in variables {
+        // Numbers stay numbers; anything else is text.
+        let value = if value.parse::<f64>().is_ok() {
+            value.clone()
+        } else {
+            literal(value)
+        };
+        out.push_str(&format!("SET VARIABLE {name} = {value};\n"));
+    }
+    out.push_str(VIEWS);
+    out.push('\n');
+    for line in sql.lines().filter(|l| !l.trim_start().starts_with(".read")) {
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+/// Tables of a local lake with no Parquet file yet.
+fn empty_tables(data: &Path) -> Vec<&'static str> {
+    crate::flatten::TABLE_NAMES
+        .into_iter()
+        .filter(|table| {
+            let has_file = std::fs::read_dir(data.join(table))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|d| d.file_name().to_string_lossy().starts_with("date="))
+                .any(|d| {
+                    std::fs::read_dir(d.path())
+                        .into_iter()
+                        .flatten()
+                        .flatten()
+                        .any(|f| f.file_name().to_string_lossy().ends_with(".parquet"))
+                });
+            !has_file
+        })
+        .collect()
+}
+
+/// Writes an empty Parquet file of each table's schema under `dir/<table>/date=1970-01-01/`.
+fn write_placeholders(dir: &Path, tables: &[&str]) -> anyhow::Result<Vec<(String, PathBuf)>> {
+    let mut out = Vec::new();
+    for (name, schema) in crate::flatten::table_schemas() {
+        if !tables.contains(&name) {
+            continue;
+        }
+        let table_dir = dir.join(name);
+        let partition = table_dir.join("date=1970-01-01");
+        std::fs::create_dir_all(&partition)?;
+        let file = std::fs::File::create(partition.join("empty.parquet"))?;
+        parquet::arrow::ArrowWriter::try_new(file, schema, None)?.close()?;
+        out.push((name.to_string(), table_dir));
+    }
+    Ok(out)
+}
+
+/// What to run and how.
+pub struct Request<'a> {
+    pub name: &'a str,
+    /// A local directory or an object-store URL DuckDB can read.
+    pub data: &'a str,
+    pub format: Format,
+    /// `name=value` pairs set as DuckDB variables (e.g. `no_show_hours=48`).
+    pub variables: Vec<(String, String)>,
+    /// The DuckDB CLI to run.
+    pub duckdb: &'a str,
+}
+
+/// Runs a query, DuckDB writing its result to our stdout. Returns DuckDB's success.
+pub fn run(request: &Request) -> anyhow::Result<bool> {
+    let Some((_, sql)) = QUERIES.iter().find(|(n, _)| *n == request.name) else {
+        bail!(
+            "unknown query {:?}; `hooklake query --list` shows them",
+            request.name
+        );
+    };
+    let remote = request.data.contains("://");
+    let local = Path::new(request.data);
+    if !remote && !local.is_dir() {
+        bail!("no data directory at {}", local.display());
+    }
+    let scratch = tempfile::tempdir().context("cannot create a temporary directory")?;
+    let placeholders = if remote {
+        Vec::new()
+    } else {
+        write_placeholders(scratch.path(), &empty_tables(local))?
+    };
+    let text = script(sql, request.data, &placeholders, &request.variables);
+    let mode = match request.format {
+        Format::Table => "-box",
+        Format::Csv => "-csv",
+        Format::Json => "-json",
+    };
+    let mut child = Command::new(request.duckdb)
+        .args([mode, "-bail"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .with_context(|| {
+            format!(
+                "cannot run the DuckDB CLI ({}): install it with `pip install duckdb-cli` or pass --duckdb PATH",
+                request.duckdb
+            )
+        })?;
+    child
+        .stdin
+        .take()
+        .expect("stdin is piped")
+        .write_all(text.as_bytes())
+        .context("cannot send the query to DuckDB")?;
+    Ok(child.wait()?.success())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_query_has_a_description_and_reads_the_views() {
+        for (name, sql) in QUERIES {
+            assert!(sql.starts_with(&format!("-- {name}: ")), "{name}");
+            let d = description(sql);
+            assert!(d.len() > 20 && d.len() < 110, "{name}: {d}");
+            assert!(
+                sql.lines().any(|l| l == ".read queries/views.sql"),
+                "{name}"
+            );
+        }
+        let listed = list();
+        assert_eq!(listed.lines().count(), QUERIES.len());
+        assert!(listed.contains("funnel "), "{listed}");
+    }
+
+    #[test]
+    fn descriptions_are_the_first_header_line() {
+        let sql = "-- q: counts things per day.\n-- More text.\n.read x\nSELECT 1;";
+        assert_eq!(description(sql), "counts things per day");
+    }
+
+    #[test]
+    fn the_script_sets_variables_and_inlines_the_views() {
+        let s = script(
+            "-- q: x\n.read queries/views.sql\nSELECT 1;",
+            "/it's",
+            &[(
+                "call_outcomes".into(),
+                PathBuf::from("/tmp/p/call_outcomes"),
+            )],
+            &[
+                ("no_show_hours".into(), "48".into()),
+                ("who".into(), "a'b".into()),
+            ],
+        );
+        assert!(s.contains("SET VARIABLE data_dir = '/it''s';"), "{s}");
+        assert!(
+            s.contains("SET VARIABLE call_outcomes_files = '/tmp/p/call_outcomes/*/*.parquet';")
+        );
+        assert!(s.contains("SET VARIABLE no_show_hours = 48;"));
+        assert!(s.contains("SET VARIABLE who = 'a''b';"));
+        assert!(!s.lines().any(|l| l.starts_with(".read")));
+        assert!(s.contains("CREATE OR REPLACE TEMP VIEW contacts_latest"));
+        assert!(s.trim_end().ends_with("SELECT 1;"));
+    }
+}
