@@ -7,7 +7,7 @@
 -- left out: hooklake compares them with a newer state (attribute_changes.late).
 .read queries/views.sql
 WITH changes AS (
-    SELECT a.*, ce.updated_attributes IS NOT NULL AS has_report,
+    SELECT a.*, a.event_id IN (SELECT event_id FROM stored_contact_events WHERE updated_attributes IS NOT NULL) AS has_report,
            CASE WHEN a.attribute LIKE 'utm\_%' ESCAPE '\' OR a.attribute LIKE 'first\_utm\_%' ESCAPE '\'
                      OR a.attribute LIKE 'param:%' THEN 'tracking'
                 WHEN a.attribute LIKE 'answer:%' THEN 'questionsAndAnswers'
@@ -15,7 +15,6 @@ WITH changes AS (
                 WHEN a.attribute LIKE 'latest\_call\_%' ESCAPE '\' THEN 'latestCall'
                 ELSE a.attribute END AS report_group
     FROM attribute_changes a
-    JOIN contact_events ce USING (event_id)
     WHERE NOT a.late
 ),
 -- Each reported attribute, or group, in which nothing changed.

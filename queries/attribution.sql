@@ -6,12 +6,10 @@
 WITH per_contact AS (
     SELECT c.contact_id, c.first_touch_source, c.first_touch_campaign,
            c.last_touch_source, c.last_touch_campaign,
-           coalesce(s.qualified, false) AS qualified,
+           c.ever_qualified AS qualified,
            b.contact_id IS NOT NULL AS booked,
            coalesce(r.won, false) AS won, coalesce(r.revenue, 0) AS revenue
     FROM contacts c
-    LEFT JOIN (SELECT contact_id, bool_or(upper(status) = 'QUALIFIED') AS qualified
-               FROM contact_events GROUP BY contact_id) s USING (contact_id)
     LEFT JOIN (SELECT DISTINCT contact_id FROM calls) b USING (contact_id)
     LEFT JOIN (SELECT contact_id, bool_or(won) AS won, sum(deal_value) FILTER (WHERE won) AS revenue
                FROM outcomes GROUP BY contact_id) r USING (contact_id)

@@ -3,15 +3,7 @@
 -- disqualified, booked a call, held one (an outcome other than a no-show), won (an outcome
 -- SALE or WON), the revenue of the wins, and the conversion rate (%) between each step.
 .read queries/views.sql
-WITH statuses AS (
-    SELECT contact_id,
-           bool_or(upper(status) = 'QUALIFIED') AS qualified,
-           bool_or(upper(status) = 'DISQUALIFIED') AS disqualified
-    FROM contact_events
-    WHERE contact_id IS NOT NULL
-    GROUP BY contact_id
-),
-booked AS (
+WITH booked AS (
     SELECT DISTINCT contact_id FROM calls WHERE contact_id IS NOT NULL
 ),
 results AS (
@@ -25,11 +17,10 @@ results AS (
 ),
 per_contact AS (
     SELECT c.first_touch_source AS source, c.first_touch_campaign AS campaign,
-           coalesce(s.qualified, false) AS qualified, coalesce(s.disqualified, false) AS disqualified,
+           c.ever_qualified AS qualified, c.ever_disqualified AS disqualified,
            b.contact_id IS NOT NULL AS booked,
            coalesce(r.held, false) AS held, coalesce(r.won, false) AS won, r.revenue
     FROM contacts c
-    LEFT JOIN statuses s USING (contact_id)
     LEFT JOIN booked b USING (contact_id)
     LEFT JOIN results r USING (contact_id)
 ),

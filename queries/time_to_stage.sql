@@ -4,13 +4,7 @@
 -- QUALIFIED interval), from qualified to the first call booked, and from that booking to the
 -- call's first outcome (see the outcomes view for the outcome time).
 .read queries/views.sql
-WITH qualified AS (
-    SELECT contact_id, min(started_at) AS qualified_at
-    FROM status_history
-    WHERE upper(status) = 'QUALIFIED'
-    GROUP BY contact_id
-),
-booked AS (
+WITH booked AS (
     SELECT contact_id, min(booked_at) AS booked_at
     FROM calls
     WHERE contact_id IS NOT NULL
@@ -24,11 +18,10 @@ outcome AS (
 ),
 spans AS (
     SELECT date_trunc('week', timezone('UTC', c.first_seen_at))::DATE AS week,
-           date_diff('second', c.first_seen_at, q.qualified_at) / 3600 AS to_qualified,
-           date_diff('second', q.qualified_at, b.booked_at) / 3600 AS to_booked,
+           date_diff('second', c.first_seen_at, c.qualified_at) / 3600 AS to_qualified,
+           date_diff('second', c.qualified_at, b.booked_at) / 3600 AS to_booked,
            date_diff('second', b.booked_at, o.outcome_at) / 3600 AS to_outcome
     FROM contacts c
-    LEFT JOIN qualified q USING (contact_id)
     LEFT JOIN booked b USING (contact_id)
     LEFT JOIN outcome o USING (contact_id)
 )

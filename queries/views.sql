@@ -7,88 +7,96 @@
 -- `<table>_files` overrides the file pattern of one table (hooklake uses it for tables that
 -- have no file yet).
 --
--- Base views: one per table, each row once. A reader may see a file twice while compaction
--- replaces small files by a merged one, and two writers may both have written an event, so
--- rows are deduplicated by `event_id` (and by the row's position within the event for tables
--- with several rows per event).
+-- Two views per table:
+-- * `stored_<table>`: every row as stored. A reader may see a row twice: while compaction
+--   replaces small files by a merged one, or when two writers both wrote an event.
+-- * `<table>`: each row once, deduplicated by `event_id` (and by the row's position within the
+--   event for tables with several rows per event). Counting queries read these.
+-- The derived views below (contacts, status_history, calls, outcomes) read the stored rows
+-- directly: every aggregate they use (min, max, arg_min, arg_max, bool_or, count of distinct
+-- event ids, the first row of a window) gives the same answer when a row is repeated, and
+-- skipping the deduplication halves their cost on large lakes.
 
+CREATE OR REPLACE TEMP VIEW stored_contact_events AS
+SELECT * FROM read_parquet(coalesce(getvariable('contact_events_files'), coalesce(getvariable('data_dir'), 'data') || '/contact_events/*/*.parquet'), hive_partitioning = true);
 CREATE OR REPLACE TEMP VIEW contact_events AS
-SELECT DISTINCT ON (event_id) *
-FROM read_parquet(coalesce(getvariable('contact_events_files'), coalesce(getvariable('data_dir'), 'data') || '/contact_events/*/*.parquet'), hive_partitioning = true);
+SELECT DISTINCT ON (event_id) * FROM stored_contact_events;
 
+CREATE OR REPLACE TEMP VIEW stored_tracking_params AS
+SELECT * FROM read_parquet(coalesce(getvariable('tracking_params_files'), coalesce(getvariable('data_dir'), 'data') || '/tracking_params/*/*.parquet'), hive_partitioning = true);
 CREATE OR REPLACE TEMP VIEW tracking_params AS
-SELECT DISTINCT ON (event_id, position) *
-FROM read_parquet(coalesce(getvariable('tracking_params_files'), coalesce(getvariable('data_dir'), 'data') || '/tracking_params/*/*.parquet'), hive_partitioning = true);
+SELECT DISTINCT ON (event_id, position) * FROM stored_tracking_params;
 
+CREATE OR REPLACE TEMP VIEW stored_contact_answers AS
+SELECT * FROM read_parquet(coalesce(getvariable('contact_answers_files'), coalesce(getvariable('data_dir'), 'data') || '/contact_answers/*/*.parquet'), hive_partitioning = true);
 CREATE OR REPLACE TEMP VIEW contact_answers AS
-SELECT DISTINCT ON (event_id, position) *
-FROM read_parquet(coalesce(getvariable('contact_answers_files'), coalesce(getvariable('data_dir'), 'data') || '/contact_answers/*/*.parquet'), hive_partitioning = true);
+SELECT DISTINCT ON (event_id, position) * FROM stored_contact_answers;
 
+CREATE OR REPLACE TEMP VIEW stored_call_events AS
+SELECT * FROM read_parquet(coalesce(getvariable('call_events_files'), coalesce(getvariable('data_dir'), 'data') || '/call_events/*/*.parquet'), hive_partitioning = true);
 CREATE OR REPLACE TEMP VIEW call_events AS
-SELECT DISTINCT ON (event_id) *
-FROM read_parquet(coalesce(getvariable('call_events_files'), coalesce(getvariable('data_dir'), 'data') || '/call_events/*/*.parquet'), hive_partitioning = true);
+SELECT DISTINCT ON (event_id) * FROM stored_call_events;
 
+CREATE OR REPLACE TEMP VIEW stored_call_outcomes AS
+SELECT * FROM read_parquet(coalesce(getvariable('call_outcomes_files'), coalesce(getvariable('data_dir'), 'data') || '/call_outcomes/*/*.parquet'), hive_partitioning = true);
 CREATE OR REPLACE TEMP VIEW call_outcomes AS
-SELECT DISTINCT ON (event_id) *
-FROM read_parquet(coalesce(getvariable('call_outcomes_files'), coalesce(getvariable('data_dir'), 'data') || '/call_outcomes/*/*.parquet'), hive_partitioning = true);
+SELECT DISTINCT ON (event_id) * FROM stored_call_outcomes;
 
+CREATE OR REPLACE TEMP VIEW stored_raw_events AS
+SELECT * FROM read_parquet(coalesce(getvariable('raw_events_files'), coalesce(getvariable('data_dir'), 'data') || '/raw_events/*/*.parquet'), hive_partitioning = true);
 CREATE OR REPLACE TEMP VIEW raw_events AS
-SELECT DISTINCT ON (event_id) *
-FROM read_parquet(coalesce(getvariable('raw_events_files'), coalesce(getvariable('data_dir'), 'data') || '/raw_events/*/*.parquet'), hive_partitioning = true);
+SELECT DISTINCT ON (event_id) * FROM stored_raw_events;
 
+CREATE OR REPLACE TEMP VIEW stored_attribute_changes AS
+SELECT * FROM read_parquet(coalesce(getvariable('attribute_changes_files'), coalesce(getvariable('data_dir'), 'data') || '/attribute_changes/*/*.parquet'), hive_partitioning = true);
 CREATE OR REPLACE TEMP VIEW attribute_changes AS
-SELECT DISTINCT ON (event_id, attribute) *
-FROM read_parquet(coalesce(getvariable('attribute_changes_files'), coalesce(getvariable('data_dir'), 'data') || '/attribute_changes/*/*.parquet'), hive_partitioning = true);
+SELECT DISTINCT ON (event_id, attribute) * FROM stored_attribute_changes;
 
+CREATE OR REPLACE TEMP VIEW stored_status_transitions AS
+SELECT * FROM read_parquet(coalesce(getvariable('status_transitions_files'), coalesce(getvariable('data_dir'), 'data') || '/status_transitions/*/*.parquet'), hive_partitioning = true);
 CREATE OR REPLACE TEMP VIEW status_transitions AS
-SELECT DISTINCT ON (event_id) *
-FROM read_parquet(coalesce(getvariable('status_transitions_files'), coalesce(getvariable('data_dir'), 'data') || '/status_transitions/*/*.parquet'), hive_partitioning = true);
+SELECT DISTINCT ON (event_id) * FROM stored_status_transitions;
 
 -- contacts_latest: the newest snapshot of each contact by event time (ties: the larger event_id).
 CREATE OR REPLACE TEMP VIEW contacts_latest AS
 SELECT *
-FROM contact_events
+FROM stored_contact_events
 WHERE contact_id IS NOT NULL
 QUALIFY row_number() OVER (PARTITION BY contact_id ORDER BY event_time DESC, event_id DESC) = 1;
 
--- contacts: one row per contact: its newest snapshot's keys and last touch, when it was first
--- seen, and its first touch (the earliest `first_utm_*` sent, else the earliest `utm_*`,
--- else '(none)').
+-- contacts: one row per contact, in one pass over the snapshots: its newest known preview id,
+-- email and status, when it was first seen, its first touch (the earliest `first_utm_*` sent,
+-- else the earliest `utm_*`, else '(none)'), its last touch (the newest `utm_*` sent), whether
+-- it was ever QUALIFIED / DISQUALIFIED, and when it first became QUALIFIED.
 CREATE OR REPLACE TEMP VIEW contacts AS
-WITH firsts AS (
-    SELECT contact_id,
-           min(event_time) AS first_seen_at,
-           min(date) AS first_seen_date,
-           arg_min(first_utm_source, event_time) FILTER (WHERE first_utm_source IS NOT NULL) AS first_source,
-           arg_min(first_utm_campaign, event_time) FILTER (WHERE first_utm_campaign IS NOT NULL) AS first_campaign,
-           arg_min(utm_source, event_time) FILTER (WHERE utm_source IS NOT NULL) AS earliest_source,
-           arg_min(utm_campaign, event_time) FILTER (WHERE utm_campaign IS NOT NULL) AS earliest_campaign
-    FROM contact_events
-    WHERE contact_id IS NOT NULL
-    GROUP BY contact_id
-)
-SELECT l.contact_id, l.preview_id, l.email, l.status,
-       f.first_seen_at, f.first_seen_date,
-       coalesce(f.first_source, f.earliest_source, '(none)') AS first_touch_source,
-       coalesce(f.first_campaign, f.earliest_campaign, '(none)') AS first_touch_campaign,
-       coalesce(l.utm_source, '(none)') AS last_touch_source,
-       coalesce(l.utm_campaign, '(none)') AS last_touch_campaign
-FROM contacts_latest l
-JOIN firsts f USING (contact_id);
+SELECT contact_id,
+       arg_max(preview_id, event_time) AS preview_id,
+       arg_max(email, event_time) AS email,
+       arg_max(status, event_time) AS status,
+       min(event_time) AS first_seen_at,
+       min(date) AS first_seen_date,
+       coalesce(arg_min(first_utm_source, event_time), arg_min(utm_source, event_time), '(none)') AS first_touch_source,
+       coalesce(arg_min(first_utm_campaign, event_time), arg_min(utm_campaign, event_time), '(none)') AS first_touch_campaign,
+       coalesce(arg_max(utm_source, event_time), '(none)') AS last_touch_source,
+       coalesce(arg_max(utm_campaign, event_time), '(none)') AS last_touch_campaign,
+       coalesce(bool_or(upper(status) = 'QUALIFIED'), false) AS ever_qualified,
+       coalesce(bool_or(upper(status) = 'DISQUALIFIED'), false) AS ever_disqualified,
+       min(coalesce(updated_at, event_time)) FILTER (WHERE upper(status) = 'QUALIFIED') AS qualified_at
+FROM stored_contact_events
+WHERE contact_id IS NOT NULL
+GROUP BY contact_id;
 
 -- status_history: every status interval of every contact: the status, when it began (the
 -- snapshot's `updated_at`), when the next one began (null while it lasts) and the seconds in
 -- between. Built from the snapshots ordered by event time, so it is exact whatever order the
 -- events arrived in (status_transitions flags late arrivals; this view does not need them).
+-- A repeated row does not start an interval: its status equals the one before it.
 CREATE OR REPLACE TEMP VIEW status_history AS
-WITH snapshots AS (
-    SELECT contact_id, event_id, event_time, coalesce(updated_at, event_time) AS changed_at, status
-    FROM contact_events
+WITH ordered AS (
+    SELECT contact_id, status, coalesce(updated_at, event_time) AS changed_at,
+           lag(status) OVER (PARTITION BY contact_id ORDER BY event_time, event_id) AS previous_status
+    FROM stored_contact_events
     WHERE contact_id IS NOT NULL AND status IS NOT NULL
-),
-ordered AS (
-    SELECT *, lag(status) OVER (PARTITION BY contact_id ORDER BY event_time, event_id) AS previous_status
-    FROM snapshots
 ),
 starts AS (
     SELECT contact_id, status, changed_at AS started_at
@@ -107,23 +115,32 @@ CREATE OR REPLACE TEMP VIEW calls AS
 WITH per_call AS (
     SELECT call_id,
            coalesce(min(booked_at), min(event_time) FILTER (WHERE event_type = 'call_booked')) AS booked_at,
-           arg_max(slot_start_at, (event_time, received_at)) FILTER (WHERE slot_start_at IS NOT NULL) AS slot_start_at,
-           arg_max(end_at, (event_time, received_at)) FILTER (WHERE end_at IS NOT NULL AND event_type <> 'call_cancelled') AS slot_end_at,
-           arg_max(host_name, (event_time, received_at)) FILTER (WHERE host_name IS NOT NULL) AS host_name,
-           count(*) FILTER (WHERE event_type = 'call_rescheduled') AS reschedules,
+           arg_max(slot_start_at, (event_time, received_at)) AS slot_start_at,
+           arg_max(end_at, (event_time, received_at)) FILTER (WHERE event_type <> 'call_cancelled') AS slot_end_at,
+           arg_max(host_name, (event_time, received_at)) AS host_name,
+           count(DISTINCT event_id) FILTER (WHERE event_type = 'call_rescheduled') AS reschedules,
            arg_max(event_type, (event_time, received_at)) = 'call_cancelled' AS cancelled,
-           arg_max(invitee_preview_id, (event_time, received_at)) FILTER (WHERE invitee_preview_id IS NOT NULL) AS preview_id,
-           arg_max(lower(invitee_email), (event_time, received_at)) FILTER (WHERE invitee_email IS NOT NULL) AS email
-    FROM call_events
+           arg_max(invitee_preview_id, (event_time, received_at)) AS preview_id,
+           arg_max(lower(invitee_email), (event_time, received_at)) AS email
+    FROM stored_call_events
     WHERE call_id IS NOT NULL
     GROUP BY call_id
+),
+contact_keys AS MATERIALIZED (
+    SELECT contact_id, preview_id, lower(email) AS email FROM contacts
+),
+by_preview AS (
+    SELECT preview_id, min(contact_id) AS contact_id FROM contact_keys WHERE preview_id IS NOT NULL GROUP BY preview_id
+),
+by_email AS (
+    SELECT email, min(contact_id) AS contact_id FROM contact_keys WHERE email IS NOT NULL GROUP BY email
 )
 SELECT p.call_id, p.booked_at, p.slot_start_at, coalesce(p.slot_end_at, p.slot_start_at) AS slot_end_at,
        coalesce(p.host_name, '(unknown)') AS host_name, p.reschedules, p.cancelled,
-       coalesce(by_preview.contact_id, by_email.contact_id) AS contact_id
+       coalesce(bp.contact_id, be.contact_id) AS contact_id
 FROM per_call p
-LEFT JOIN contacts by_preview ON by_preview.preview_id = p.preview_id
-LEFT JOIN contacts by_email ON by_preview.contact_id IS NULL AND lower(by_email.email) = p.email;
+LEFT JOIN by_preview bp ON bp.preview_id = p.preview_id
+LEFT JOIN by_email be ON be.email = p.email;
 
 -- outcomes: the latest version of each outcome record (by `outcome_id`), with when it happened
 -- (`deal_created_at`, else the call's start, else its receipt: iClosed sends no outcome time),
@@ -134,5 +151,5 @@ SELECT coalesce(outcome_id::VARCHAR, event_id) AS outcome_key, contact_id, call_
        outcome, no_sale_reason, deal_value, date,
        upper(outcome) IN ('SALE', 'WON') AS won,
        coalesce(upper(no_sale_reason) = 'NO_SHOW', false) AS no_show
-FROM call_outcomes
+FROM stored_call_outcomes
 QUALIFY row_number() OVER (PARTITION BY coalesce(outcome_id::VARCHAR, event_id) ORDER BY event_time DESC, received_at DESC, event_id DESC) = 1;
