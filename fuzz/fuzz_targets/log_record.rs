@@ -2,6 +2,7 @@
 //! never panics, and whatever decodes encodes back to the same bytes' meaning.
 #![no_main]
 
+use hooklake::flatten::table::Table;
 use hooklake::rejected::Rejection;
 use hooklake::wal::Entry;
 use libfuzzer_sys::fuzz_target;
@@ -15,6 +16,7 @@ fuzz_target!(|data: &[u8]| {
             Rejection::decode(&rejection.encode()),
             Some(rejection.clone())
         );
-        let _ = hooklake::flatten::rejected_row(&rejection);
+        let row = hooklake::flatten::rejected_row(&rejection);
+        hooklake::flatten::RejectedEventRow::to_batch(&[row]);
     }
 });
