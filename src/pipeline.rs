@@ -3,7 +3,8 @@
 //!
 //! [`Pipeline::accept`] is the ack point: it drops ids already written or already pending,
 //! reserves buffer room, appends the request to the write-ahead log (group commit), and only then
-//! buffers the events, so that when it returns `Ok` the caller may answer 200.
+//! buffers the events, so that when it returns `Ok` the caller may answer 200;
+//! [`Pipeline::accept_rejected`] does the same for a dead letter before its 4xx.
 //! [`Pipeline::flush`] takes the whole buffer, flattens and encodes it on a blocking thread,
 //! publishes the files, and commits the flush in the state store (flush number, log position,
 //! event ids); [`Pipeline::open`] recovers from a crash at any point of that sequence (the

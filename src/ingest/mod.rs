@@ -4,8 +4,8 @@
 //! the raw body within its size and time limits ([`body`]), authentication ([`auth`]), the URL
 //! kind, then [`crate::event::parse_body`] and [`Pipeline::accept`]; the 200 is sent only after
 //! `accept` returned. An authenticated body that cannot be turned into events is kept as a dead
-//! letter ([`deadletter`]) before its 4xx is sent. Invariant: this module knows no Arrow, no file paths and no WAL file; every error
-//! response is built by [`ApiError`].
+//! letter ([`deadletter`]) before its 4xx is sent. Invariant: this module knows no Arrow, no
+//! file paths and no WAL file; every error response is built by [`ApiError`].
 
 pub mod auth;
 pub mod body;
