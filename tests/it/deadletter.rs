@@ -258,6 +258,38 @@ async fn authenticated_bad_bodies_are_kept_without_credentials_and_replayed_once
 }
 
 #[tokio::test]
+async fn an_acknowledged_dead_letter_survives_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("HOOKLAKE_AUTH_TOKENS", "[\"kill-token-123456\"]")];
+    let server = Server::start_with(dir.path(), &env);
+    let (status, _) = hooklake::client::send(
+        &server.base,
+        "POST",
+        "/t/kill-token-123456/webhooks/iclosed/call_booked",
+        b"{\"event\": ",
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 400);
+    // No flush happened: the dead letter is only in the log when the process dies.
+    server.kill();
+    let server = Server::start_with(dir.path(), &env);
+    assert!(server.terminate().success(), "the final flush writes it");
+    let rows = duckdb(&format!(
+        "select reason, url_kind, source_path, decode(body) as body from {}",
+        scan(dir.path(), "rejected_events")
+    ));
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["reason"], "invalid_json");
+    assert_eq!(rows[0]["url_kind"], "call_booked");
+    assert_eq!(
+        rows[0]["source_path"],
+        "/t/***/webhooks/iclosed/call_booked"
+    );
+    assert_eq!(rows[0]["body"], "{\"event\": ");
+}
+
+#[tokio::test]
 async fn a_dead_letter_that_cannot_be_kept_still_gets_its_4xx() {
     let lake = Lake::with(guarded);
     lake.pipeline.simulate_log_failure(true);
