@@ -4,10 +4,12 @@
 --
 -- Data directory: the variable `data_dir` (default `data`), a local path or an object-store URL
 -- DuckDB can read (`s3://bucket/lake` after `INSTALL httpfs; LOAD httpfs;` and a secret).
--- `<table>_files` overrides the file pattern of one table (hooklake uses it for tables that
--- have no file yet).
+-- `<table>_files` overrides the file pattern of one table. DuckDB fails on a pattern that
+-- matches no file, so with the stock CLI every table must have a file; `hooklake query` points
+-- tables without one at an empty file of the right schema.
 --
--- Two views per table:
+-- Two views per table (all but rejected_events, which only a person inspecting dead letters
+-- reads; read it with read_parquet directly):
 -- * `stored_<table>`: every row as stored. A reader may see a row twice: while compaction
 --   replaces small files by a merged one, or when two writers both wrote an event.
 -- * `<table>`: each row once, deduplicated by `event_id` (and by the row's position within the

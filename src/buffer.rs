@@ -4,9 +4,42 @@
 //! batch is reserved before it is logged, and a batch that does not fit is refused whole (the
 //! caller answers 503), never accepted in part. Events
 //! handed back by a failed flush ([`Buffer::restore`]) are put back first, in their order, even
-//! past the bound, because they were already acknowledged. No I/O here.
+//! past the bound, because they were already acknowledged. Dead letters ([`Rejection`]) wait
+//! here beside the events and count against the same bound, and the ids of replayed dead
+//! letters wait for the flush that commits their events. No I/O here.
 
 use crate::event::Envelope;
+use crate::rejected::Rejection;
+
+/// Everything one flush takes from the buffer.
+#[derive(Debug, Default)]
+pub struct Taken {
+    /// Accepted events, oldest first.
+    pub events: Vec<Envelope>,
+    /// Dead letters, oldest first.
+    pub rejected: Vec<Rejection>,
+    /// Ids of dead letters whose events are among `events` (`hooklake replay --rejected`): the
+    /// flush that commits the events records them as replayed in the same transaction.
+    pub replayed: Vec<[u8; 16]>,
+}
+
+impl Taken {
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.rejected.is_empty() && self.replayed.is_empty()
+    }
+
+    fn bytes(&self) -> usize {
+        self.events
+            .iter()
+            .map(Envelope::approx_bytes)
+            .sum::<usize>()
+            + self
+                .rejected
+                .iter()
+                .map(Rejection::approx_bytes)
+                .sum::<usize>()
+    }
+}
 
 /// Size limits of the buffer.
 #[derive(Debug, Clone, Copy)]
@@ -31,6 +64,8 @@ pub struct BufferFull {
 #[derive(Debug)]
 pub struct Buffer {
     events: Vec<Envelope>,
+    rejected: Vec<Rejection>,
+    replayed: Vec<[u8; 16]>,
     bytes: usize,
     limits: Limits,
 }
@@ -39,6 +74,8 @@ impl Buffer {
     pub fn new(limits: Limits) -> Buffer {
         Buffer {
             events: Vec::new(),
+            rejected: Vec::new(),
+            replayed: Vec::new(),
             bytes: 0,
             limits,
         }
@@ -46,13 +83,17 @@ impl Buffer {
 
     /// Whether a size trigger has fired.
     pub fn flush_due(&self) -> bool {
-        self.events.len() >= self.limits.flush_max_rows || self.bytes >= self.limits.flush_max_bytes
+        self.len() >= self.limits.flush_max_rows || self.bytes >= self.limits.flush_max_bytes
     }
 
-    /// Takes every buffered event, oldest first.
-    pub fn take(&mut self) -> Vec<Envelope> {
+    /// Takes every buffered event, dead letter and replay mark, oldest first.
+    pub fn take(&mut self) -> Taken {
         self.bytes = 0;
-        std::mem::take(&mut self.events)
+        Taken {
+            events: std::mem::take(&mut self.events),
+            rejected: std::mem::take(&mut self.rejected),
+            replayed: std::mem::take(&mut self.replayed),
+        }
     }
 
     /// Reserves room for `bytes` of events that will be pushed with [`Buffer::push_reserved`]
@@ -79,9 +120,30 @@ impl Buffer {
         self.flush_due()
     }
 
-    /// The smallest log sequence number of a buffered event (logged events only).
+    /// Adds a dead letter whose bytes were reserved. Returns whether a flush is now due.
+    pub fn push_rejected_reserved(&mut self, rejection: Rejection) -> bool {
+        self.rejected.push(rejection);
+        self.flush_due()
+    }
+
+    /// Adds a dead letter without checking the bound (recovered from the log, or carried by a
+    /// rebuild).
+    pub fn push_rejected_unbounded(&mut self, rejection: Rejection) -> bool {
+        self.bytes += rejection.approx_bytes();
+        self.rejected.push(rejection);
+        self.flush_due()
+    }
+
+    /// Records that the dead letter `id` was replayed: its events are buffered.
+    pub fn mark_replayed(&mut self, id: [u8; 16]) {
+        self.replayed.push(id);
+    }
+
+    /// The smallest log sequence number of a buffered event or dead letter (logged ones only).
     pub fn min_seq(&self) -> Option<u64> {
-        self.events.iter().map(|e| e.seq).filter(|s| *s > 0).min()
+        let events = self.events.iter().map(|e| e.seq);
+        let rejected = self.rejected.iter().map(|r| r.seq);
+        events.chain(rejected).filter(|s| *s > 0).min()
     }
 
     /// Appends events without checking the bound: events recovered from the log (they were
@@ -94,20 +156,24 @@ impl Buffer {
         self.flush_due()
     }
 
-    /// Puts back events a failed flush took, ahead of anything accepted since.
-    pub fn restore(&mut self, mut events: Vec<Envelope>) {
-        self.bytes += events.iter().map(Envelope::approx_bytes).sum::<usize>();
-        events.append(&mut self.events);
-        self.events = events;
+    /// Puts back what a failed flush took, ahead of anything accepted since.
+    pub fn restore(&mut self, mut taken: Taken) {
+        self.bytes += taken.bytes();
+        taken.events.append(&mut self.events);
+        self.events = taken.events;
+        taken.rejected.append(&mut self.rejected);
+        self.rejected = taken.rejected;
+        taken.replayed.append(&mut self.replayed);
+        self.replayed = taken.replayed;
     }
 
-    /// Buffered events.
+    /// Buffered events and dead letters (each is a row of a flush).
     pub fn len(&self) -> usize {
-        self.events.len()
+        self.events.len() + self.rejected.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.events.is_empty()
+        self.events.is_empty() && self.rejected.is_empty() && self.replayed.is_empty()
     }
 
     /// Buffered bytes, as counted against the bound.
@@ -117,7 +183,10 @@ impl Buffer {
 
     /// Receive time of the oldest buffered event (microseconds since the epoch).
     pub fn oldest_received_at_us(&self) -> Option<i64> {
-        self.events.iter().map(|e| e.received_at_us).min()
+        let events = self.events.iter().map(|e| e.received_at_us);
+        events
+            .chain(self.rejected.iter().map(|r| r.received_at_us))
+            .min()
     }
 }
 
@@ -142,7 +211,7 @@ mod tests {
         let mut b = Buffer::new(limits(3, usize::MAX));
         assert!(!b.push_unbounded(vec![event(1), event(2)]));
         assert!(b.push_unbounded(vec![event(3)]));
-        assert_eq!(b.take().len(), 3);
+        assert_eq!(b.take().events.len(), 3);
         assert!(b.is_empty() && b.bytes() == 0);
     }
 
@@ -177,7 +246,45 @@ mod tests {
         let taken = b.take();
         b.push_unbounded(vec![event(3)]);
         b.restore(taken);
-        let order: Vec<i64> = b.take().iter().map(|e| e.received_at_us).collect();
+        let order: Vec<i64> = b.take().events.iter().map(|e| e.received_at_us).collect();
         assert_eq!(order, vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn dead_letters_count_as_rows_and_hold_back_the_log() {
+        let mut b = Buffer::new(limits(2, usize::MAX));
+        let meta = crate::rejected::Meta {
+            status: 400,
+            reason: "invalid_json".into(),
+            error: "e".into(),
+            source_path: "/w".into(),
+            url_kind: None,
+            headers: Vec::new(),
+            body_bytes: Some(1),
+            body_truncated: false,
+        };
+        let mut r = Rejection::new(5, meta, b"{", 100);
+        r.seq = 3;
+        let mut e = event(1);
+        e.seq = 7;
+        assert!(!b.push_reserved(vec![e]));
+        assert!(b.push_rejected_unbounded(r), "two rows make a flush due");
+        assert_eq!(
+            (b.len(), b.min_seq(), b.oldest_received_at_us()),
+            (2, Some(3), Some(1))
+        );
+        b.mark_replayed([9; 16]);
+        let taken = b.take();
+        assert!(b.is_empty() && b.bytes() == 0);
+        assert_eq!(
+            (
+                taken.events.len(),
+                taken.rejected.len(),
+                taken.replayed.len()
+            ),
+            (1, 1, 1)
+        );
+        b.restore(taken);
+        assert_eq!((b.len(), b.min_seq()), (2, Some(3)));
     }
 }

@@ -58,11 +58,20 @@ pub enum Command {
         #[arg(long)]
         url: Option<String>,
     },
-    /// Write the tables from exported payloads: NDJSON, a JSON array, or - for stdin.
+    /// Write the tables from exported payloads: NDJSON, a JSON array, or - for stdin; or, with
+    /// --rejected, from the dead letters in rejected_events (after a fix or a raised limit).
     Replay {
         /// Input files.
-        #[arg(required = true)]
+        #[arg(required_unless_present = "rejected", conflicts_with = "rejected")]
         files: Vec<PathBuf>,
+        /// Replay the bodies kept in rejected_events that were not replayed yet; those that
+        /// parse now are written and marked replayed, the rest are reported.
+        #[arg(long)]
+        rejected: bool,
+        /// With --rejected: only dead letters received at or after this time (RFC 3339, or
+        /// YYYY-MM-DD for midnight UTC).
+        #[arg(long, requires = "rejected", value_parser = crate::replay_rejected::parse_since)]
+        since: Option<i64>,
     },
     /// Recompute every table and the state store from raw_events (after a mapping change),
     /// into a new directory or in place (the old contents are kept beside it).
@@ -207,7 +216,29 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCode> 
                 anyhow::bail!("server answered {status}")
             }
         }
-        Command::Replay { files } => {
+        Command::Replay {
+            rejected: true,
+            since,
+            ..
+        } => {
+            let (pipeline, _) =
+                Pipeline::open(&config, Arc::new(Metrics::default()), Mode::Unlogged)?;
+            let report = crate::replay_rejected::replay_rejected(
+                pipeline,
+                &config.data_dir,
+                since,
+                crate::event::BodyLimits::from_config(&config),
+                config.max_body_bytes,
+            )
+            .await?;
+            print!("{report}");
+            Ok(if report.summary.rejected.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_REJECTED)
+            })
+        }
+        Command::Replay { files, .. } => {
             let (pipeline, _) =
                 Pipeline::open(&config, Arc::new(Metrics::default()), Mode::Unlogged)?;
             let summary = crate::replay::replay(

@@ -35,7 +35,7 @@ use serde::Serialize;
 use crate::flatten::table::Table;
 use crate::flatten::{
     AttributeChangeRow, CallEventRow, CallOutcomeRow, ContactAnswerRow, ContactEventRow,
-    RawEventRow, StatusTransitionRow, TrackingParamRow,
+    RawEventRow, RejectedEventRow, StatusTransitionRow, TrackingParamRow,
 };
 use crate::sink::{Sink, compacted_name, fsync_dir, is_published};
 use crate::state::{Compaction, Store, StoreError};
@@ -203,6 +203,13 @@ pub fn compact(
                     target_file_bytes,
                 ),
                 "attribute_changes" => compact_partition::<AttributeChangeRow>(
+                    sink,
+                    store,
+                    &dir,
+                    &partition,
+                    target_file_bytes,
+                ),
+                "rejected_events" => compact_partition::<RejectedEventRow>(
                     sink,
                     store,
                     &dir,

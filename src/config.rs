@@ -25,6 +25,10 @@ pub const DEFAULT_MAX_JSON_DEPTH: usize = 64;
 pub const DEFAULT_MAX_EVENTS_PER_REQUEST: usize = 1000;
 /// Default longest JSON string in a request body (64 KiB).
 pub const DEFAULT_MAX_STRING_BYTES: usize = 64 * 1024;
+/// Default seconds a request body may take to arrive in full; slower ones get 408.
+pub const DEFAULT_BODY_READ_TIMEOUT_SECS: u64 = 30;
+/// Default most bytes of a rejected body kept in `rejected_events` (64 KiB).
+pub const DEFAULT_REJECTED_BODY_MAX_BYTES: usize = 64 * 1024;
 /// Default seconds between scheduled flushes.
 pub const DEFAULT_FLUSH_INTERVAL_SECS: u64 = 60;
 /// Default number of buffered events that triggers a flush.
@@ -134,6 +138,12 @@ pub struct Config {
     pub max_connections: usize,
     /// Seconds a connection may take to send a complete request head (against slowloris).
     pub header_read_timeout_secs: u64,
+    /// Seconds a webhook request's body may take to arrive in full, from the end of its head;
+    /// slower ones get 408 (slowloris on the body).
+    pub body_read_timeout_secs: u64,
+    /// Most bytes of an authenticated but rejected body kept in `rejected_events`; a longer
+    /// body is kept truncated (`body_truncated`, with its original length). 0 keeps no body.
+    pub rejected_body_max_bytes: usize,
     /// Webhook requests one client address may send per minute (bursts up to the same number);
     /// more get 429 with `Retry-After`. 0 turns the limit off.
     pub rate_limit_per_minute: u32,
@@ -191,6 +201,8 @@ impl Default for Config {
             compaction_enabled: true,
             max_connections: 1024,
             header_read_timeout_secs: 10,
+            body_read_timeout_secs: DEFAULT_BODY_READ_TIMEOUT_SECS,
+            rejected_body_max_bytes: DEFAULT_REJECTED_BODY_MAX_BYTES,
             rate_limit_per_minute: 6000,
             trust_forwarded_for: false,
             auth_tokens: Vec::new(),
@@ -344,6 +356,15 @@ impl Config {
             return invalid(
                 "max_connections",
                 "must be at least 1 (also header_read_timeout_secs)".into(),
+            );
+        }
+        if self.body_read_timeout_secs == 0 {
+            return invalid("body_read_timeout_secs", "must be at least 1".into());
+        }
+        if self.rejected_body_max_bytes > crate::rejected::MAX_BODY_BYTES {
+            return invalid(
+                "rejected_body_max_bytes",
+                format!("must be at most {}", crate::rejected::MAX_BODY_BYTES),
             );
         }
         if self.compaction_interval_secs == 0 {

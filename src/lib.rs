@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod event;
+pub mod rejected;
 pub mod ingest;
 pub mod wal;
 pub mod disk;
@@ -21,6 +22,7 @@ pub mod pipeline;
 pub mod metrics;
 pub mod server;
 pub mod replay;
+pub mod replay_rejected;
 pub mod rebuild;
 pub mod client;
 pub mod generate;

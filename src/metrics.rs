@@ -17,6 +17,10 @@ const COUNTERS: &[(&str, &str)] = &[
         "Webhook requests by outcome (accepted, or the rejection reason).",
     ),
     (
+        "hooklake_dead_letters_total",
+        "Authenticated requests refused for their body (4xx), by result: stored in rejected_events, or failed (disk or buffer full, log write failed).",
+    ),
+    (
         "hooklake_events_accepted_total",
         "Events accepted into the buffer, by event type.",
     ),
@@ -304,7 +308,7 @@ fn label_name(metric: &str) -> &'static str {
     match metric {
         "hooklake_requests_total" => "outcome",
         "hooklake_events_accepted_total" => "event_type",
-        "hooklake_flushes_total" => "result",
+        "hooklake_flushes_total" | "hooklake_dead_letters_total" => "result",
         "hooklake_flush_triggers_total" => "trigger",
         "hooklake_quality_flags_total" => "flag",
         _ => "table",

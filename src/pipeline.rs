@@ -3,7 +3,8 @@
 //!
 //! [`Pipeline::accept`] is the ack point: it drops ids already written or already pending,
 //! reserves buffer room, appends the request to the write-ahead log (group commit), and only then
-//! buffers the events, so that when it returns `Ok` the caller may answer 200.
+//! buffers the events, so that when it returns `Ok` the caller may answer 200;
+//! [`Pipeline::accept_rejected`] does the same for a dead letter before its 4xx.
 //! [`Pipeline::flush`] takes the whole buffer, flattens and encodes it on a blocking thread,
 //! publishes the files, and commits the flush in the state store (flush number, log position,
 //! event ids); [`Pipeline::open`] recovers from a crash at any point of that sequence (the
@@ -23,12 +24,13 @@ use serde::Serialize;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::buffer::{Buffer, BufferFull, Limits};
+use crate::buffer::{Buffer, BufferFull, Limits, Taken};
 use crate::config::{self, Config};
 use crate::disk::{DiskFull, DiskGuard};
 use crate::event::{self, Envelope};
 use crate::flatten;
 use crate::metrics::{Gauges, Metrics};
+use crate::rejected::Rejection;
 use crate::sink::{FileWritten, Sink, SinkError, WriterSettings};
 use crate::state::{Committed, States, Store, StoreError, id_bytes};
 use crate::wal::{self, Entry, Wal, WalConfig, WalError};
@@ -66,6 +68,8 @@ pub struct FlushReport {
     pub reason: FlushReason,
     /// Events flushed.
     pub events: usize,
+    /// Dead letters flushed (rows of `rejected_events`).
+    pub rejected: usize,
     /// Rows written per table.
     pub rows: BTreeMap<&'static str, usize>,
     /// Files published.
@@ -142,6 +146,8 @@ pub struct Recovery {
     pub events: usize,
     /// Events in them that a committed flush had already written.
     pub duplicates: usize,
+    /// Dead letters put back in the buffer from them.
+    pub rejected: usize,
     /// Published files of an uncommitted flush that were removed.
     pub removed_files: usize,
     /// Damaged places in the log (truncated torn tail, skipped corruption).
@@ -201,6 +207,11 @@ pub struct Pipeline {
     disk: DiskGuard,
     /// Testing hook shared with the log: while set, log writes fail as if the disk were full.
     fail_log_writes: Arc<AtomicBool>,
+    /// The committed replay position at open: what an unlogged pipeline (batch replay) keeps
+    /// committing, so the log a server left behind is replayed from the same place at its next
+    /// start (dead letters in it are not deduplicated by id; replaying them twice would repeat
+    /// them).
+    committed_replay_from: u64,
     /// An exclusive lock on `<data_dir>/_hooklake/lock`, held while the pipeline lives.
     _lock: File,
 }
@@ -288,6 +299,7 @@ impl Pipeline {
                 known_statuses: config.known_statuses.clone(),
             }),
             fail_log_writes,
+            committed_replay_from: committed.replay_from,
             _lock: lock,
         };
         pipeline.replay_log(records, &mut recovery)?;
@@ -306,6 +318,7 @@ impl Pipeline {
                 records = recovery.records,
                 events = recovery.events,
                 duplicates = recovery.duplicates,
+                rejected = recovery.rejected,
                 removed_files = recovery.removed_files,
                 damage = recovery.damage.len(),
                 "recovered from the write-ahead log"
@@ -323,6 +336,12 @@ impl Pipeline {
     ) -> Result<(), StoreError> {
         for (seq, payload) in records {
             recovery.records += 1;
+            if let Some(mut rejection) = Rejection::decode(&payload) {
+                rejection.seq = seq;
+                recovery.rejected += 1;
+                self.buffer().push_rejected_unbounded(rejection);
+                continue;
+            }
             let Some(entry) = Entry::decode(&payload) else {
                 recovery
                     .damage
@@ -469,6 +488,81 @@ impl Pipeline {
         Ok(self.finish_accept(accepted, duplicates, flush_due))
     }
 
+    /// Keeps a dead letter: logged (if this pipeline logs) and buffered for the next flush, with
+    /// the same durability as an accepted request. `Ok` means it is as durable as configured.
+    /// Refused (an error, nothing kept) when the disk is nearly full, the buffer is full or the
+    /// log cannot be written; the caller still answers its 4xx.
+    pub async fn accept_rejected(
+        self: &Arc<Self>,
+        rejection: Rejection,
+    ) -> Result<(), AcceptError> {
+        let this = self.clone();
+        tokio::spawn(async move { this.accept_rejected_now(rejection).await })
+            .await
+            .map_err(|e| AcceptError::Task(e.to_string()))?
+    }
+
+    async fn accept_rejected_now(&self, mut rejection: Rejection) -> Result<(), AcceptError> {
+        self.disk.check()?;
+        let bytes = rejection.approx_bytes();
+        self.buffer().reserve(bytes)?;
+        let mut token = None;
+        if let Some(wal) = &self.wal {
+            let t = self.next_token.fetch_add(1, Ordering::Relaxed);
+            self.in_flight().insert(t, wal.next_seq());
+            token = Some(t);
+            match wal.append(rejection.encode()).await {
+                Ok(seq) => rejection.seq = seq,
+                Err(e) => {
+                    self.in_flight().remove(&t);
+                    self.buffer().unreserve(bytes);
+                    return Err(e.into());
+                }
+            }
+        }
+        let flush_due = self.buffer().push_rejected_reserved(rejection);
+        if let Some(t) = token {
+            self.in_flight().remove(&t);
+        }
+        self.finish_accept(0, 0, flush_due);
+        Ok(())
+    }
+
+    /// Buffers a dead letter without logging it (a rebuild carrying `rejected_events` over).
+    pub fn accept_rejected_unlogged(&self, rejection: Rejection) -> bool {
+        self.buffer().push_rejected_unbounded(rejection)
+    }
+
+    /// Takes the events of a replayed dead letter without logging them (like
+    /// [`Pipeline::accept_unlogged`]) and marks `id` replayed by the flush that writes them.
+    pub fn accept_replayed(
+        &self,
+        batch: Vec<Envelope>,
+        id: [u8; 16],
+    ) -> Result<Outcome, StoreError> {
+        let (fresh, duplicates) = self.claim_ids(batch)?;
+        self.metrics
+            .add("hooklake_events_duplicate_total", "", duplicates as u64);
+        self.count_accepted(&fresh);
+        let accepted = fresh.len();
+        let flush_due = {
+            let mut buffer = self.buffer();
+            buffer.mark_replayed(id);
+            buffer.push_unbounded(fresh)
+        };
+        Ok(self.finish_accept(accepted, duplicates, flush_due))
+    }
+
+    /// Which of these dead letters a committed flush already replayed.
+    pub fn replayed(&self, ids: &[[u8; 16]]) -> Result<Vec<bool>, StoreError> {
+        self.store.replayed(ids)
+    }
+
+    /// The state store (for a rebuild carrying replay marks over).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     fn count_accepted(&self, events: &[Envelope]) {
         let mut counts: BTreeMap<&'static str, u64> = BTreeMap::new();
         for e in events {
@@ -575,7 +669,9 @@ impl Pipeline {
     /// The first log sequence number that may hold an event not yet committed, given that the
     /// events being flushed are about to be.
     fn replay_from(&self) -> u64 {
-        let Some(wal) = &self.wal else { return 0 };
+        let Some(wal) = &self.wal else {
+            return self.committed_replay_from;
+        };
         let buffered = self.buffer().min_seq();
         let in_flight = self.in_flight().values().min().copied();
         [buffered, in_flight, Some(wal.next_seq())]
@@ -591,30 +687,32 @@ impl Pipeline {
         let started = Instant::now();
         self.metrics
             .add("hooklake_flush_triggers_total", reason.as_str(), 1);
-        let events = self.buffer().take();
+        let taken = self.buffer().take();
         let mut report = FlushReport {
             flush_id: None,
             reason,
-            events: events.len(),
+            events: taken.events.len(),
+            rejected: taken.rejected.len(),
             rows: BTreeMap::new(),
             files: Vec::new(),
             parse_errors: 0,
             duration_ms: 0,
         };
-        if events.is_empty() {
+        if taken.is_empty() {
             self.metrics.add("hooklake_flushes_total", "empty", 1);
             return Ok(report);
         }
         let flush_seq = match self.store.committed() {
             Ok(c) => c.flush_seq + 1,
-            Err(e) => return Err(self.flush_failed(events, e.into())),
+            Err(e) => return Err(self.flush_failed(taken, e.into())),
         };
         let sink = self.sink.clone();
         let store = self.store.clone();
         let options = self.flatten_options.clone();
         let task = tokio::task::spawn_blocking(move || {
             let result = (|| {
-                let mut tables = flatten::flatten_with(&events, &options);
+                let mut tables = flatten::flatten_with(&taken.events, &options);
+                tables.rejected_events = taken.rejected.iter().map(flatten::rejected_row).collect();
                 // Change tracking needs the previous state of every contact in the batch.
                 let ids: BTreeSet<i64> = tables
                     .contact_events
@@ -629,6 +727,7 @@ impl Pipeline {
                 let mut states = States {
                     contacts: store.contacts(ids)?,
                     calls: store.calls(calls)?,
+                    replayed: taken.replayed.clone(),
                 };
                 flatten::changes::track(&mut tables, &mut states.contacts);
                 flatten::changes::track_calls(&mut tables, &mut states.calls);
@@ -641,9 +740,9 @@ impl Pipeline {
                 let files = sink.write(tables, flush_seq)?;
                 Ok::<_, FlushError>((rows, parse_errors, flags, files, states))
             })();
-            (events, result)
+            (taken, result)
         });
-        let (events, result) = match task.await {
+        let (taken, result) = match task.await {
             Ok(done) => done,
             Err(e) => {
                 // Flattening and writing do not panic by design; if they do, the events are still
@@ -655,7 +754,7 @@ impl Pipeline {
         };
         let (rows, parse_errors, flags, files, states) = match result {
             Ok(done) => done,
-            Err(e) => return Err(self.flush_failed(events, e)),
+            Err(e) => return Err(self.flush_failed(taken, e)),
         };
         crate::failpoint::hit("flush-after-renames");
         // The commit point: flush number, replay position, the written ids and the contact states,
@@ -664,7 +763,8 @@ impl Pipeline {
             flush_seq,
             replay_from: self.replay_from(),
         };
-        let ids: Vec<([u8; 16], u64)> = events
+        let ids: Vec<([u8; 16], u64)> = taken
+            .events
             .iter()
             .map(|e| {
                 (
@@ -676,10 +776,10 @@ impl Pipeline {
         if let Err(e) = self.store.commit(record, &ids, &states) {
             // The published files will be rewritten by the next flush (same number, superset of
             // rows), or removed at the next start.
-            return Err(self.flush_failed(events, e.into()));
+            return Err(self.flush_failed(taken, e.into()));
         }
         crate::failpoint::hit("flush-after-commit");
-        self.release_ids(&events);
+        self.release_ids(&taken.events);
         if let Some(wal) = &self.wal {
             wal.truncate_before(record.replay_from);
         }
@@ -717,10 +817,10 @@ impl Pipeline {
         Ok(report)
     }
 
-    fn flush_failed(&self, events: Vec<Envelope>, error: FlushError) -> FlushError {
+    fn flush_failed(&self, taken: Taken, error: FlushError) -> FlushError {
         self.metrics.add("hooklake_flushes_total", "failed", 1);
-        tracing::error!(error = %error, events = events.len(), "flush failed; events kept for the next flush");
-        self.buffer().restore(events);
+        tracing::error!(error = %error, events = taken.events.len(), rejected = taken.rejected.len(), "flush failed; events kept for the next flush");
+        self.buffer().restore(taken);
         error
     }
 

@@ -6,6 +6,8 @@
 //! so a new mapping can claim them), flattening, change tracking and dedup as live traffic, with
 //! the original receive times and paths. In place, the new directory is then exchanged with the
 //! old one in one atomic `renameat2(RENAME_EXCHANGE)`, and the old one is kept beside it.
+//! `rejected_events` does not depend on the mapping: its rows are carried over unchanged, with
+//! the marks of those `hooklake replay --rejected` already replayed.
 //! Invariant: the source directory is only read (and locked against a running server) until
 //! the exchange.
 
@@ -120,7 +122,20 @@ pub async fn rebuild(config: &Config, into: Option<&Path>) -> Result<Report, Reb
             add_flush(&mut summary, pipeline.flush(FlushReason::Replay).await?);
         }
     }
+    // Dead letters and their replay marks, as they were.
+    let letters =
+        crate::replay_rejected::read_rejected(&source).map_err(|e| RebuildError::Read {
+            path: source.join("rejected_events"),
+            message: e.to_string(),
+        })?;
+    for letter in letters {
+        if pipeline.accept_rejected_unlogged(letter) {
+            add_flush(&mut summary, pipeline.flush(FlushReason::Replay).await?);
+        }
+    }
     add_flush(&mut summary, pipeline.flush(FlushReason::Replay).await?);
+    let marks = crate::state::Store::read_replayed(&source.join("_hooklake/state.redb"))?;
+    pipeline.store().put_replayed(&marks)?;
     progress.finish_and_clear();
     drop(pipeline);
 

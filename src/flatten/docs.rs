@@ -59,6 +59,7 @@ fn duckdb_type(t: &DataType) -> &'static str {
         DataType::Boolean => "BOOLEAN",
         DataType::Timestamp(_, _) => "TIMESTAMPTZ",
         DataType::List(_) => "VARCHAR[]",
+        DataType::Binary => "BLOB",
         _ => "other",
     }
 }

@@ -23,7 +23,7 @@ use reader::Obj;
 use table::{Micros, Table};
 pub use tables::{
     AttributeChangeRow, CallEventRow, CallOutcomeRow, ContactAnswerRow, ContactEventRow,
-    RawEventRow, StatusTransitionRow, TrackingParamRow,
+    RawEventRow, RejectedEventRow, StatusTransitionRow, TrackingParamRow,
 };
 
 /// The rows made from a batch of events, one vector per table.
@@ -38,6 +38,8 @@ pub struct Tables {
     /// Filled by [`changes::track`], which needs the contacts' previous states.
     pub attribute_changes: Vec<AttributeChangeRow>,
     pub status_transitions: Vec<StatusTransitionRow>,
+    /// One row per dead letter, see [`rejected_row`].
+    pub rejected_events: Vec<RejectedEventRow>,
 }
 
 impl Tables {
@@ -52,6 +54,7 @@ impl Tables {
             (RawEventRow::NAME, self.raw_events.len()),
             (AttributeChangeRow::NAME, self.attribute_changes.len()),
             (StatusTransitionRow::NAME, self.status_transitions.len()),
+            (RejectedEventRow::NAME, self.rejected_events.len()),
         ]
     }
 
@@ -75,7 +78,7 @@ impl Tables {
 }
 
 /// Every table's directory name, in pipeline order.
-pub const TABLE_NAMES: [&str; 8] = [
+pub const TABLE_NAMES: [&str; 9] = [
     "contact_events",
     "tracking_params",
     "contact_answers",
@@ -84,23 +87,32 @@ pub const TABLE_NAMES: [&str; 8] = [
     "raw_events",
     "attribute_changes",
     "status_transitions",
+    "rejected_events",
 ];
+
+/// `$f::<Row>()` for every table's row type, in pipeline order.
+macro_rules! for_each_table {
+    ($f:ident) => {
+        vec![
+            $f::<ContactEventRow>(),
+            $f::<TrackingParamRow>(),
+            $f::<ContactAnswerRow>(),
+            $f::<CallEventRow>(),
+            $f::<CallOutcomeRow>(),
+            $f::<RawEventRow>(),
+            $f::<AttributeChangeRow>(),
+            $f::<StatusTransitionRow>(),
+            $f::<RejectedEventRow>(),
+        ]
+    };
+}
 
 /// Names and documentation of every table, in pipeline order (used for `docs/tables.md`).
 pub fn table_docs() -> Vec<(&'static str, &'static str, Vec<table::ColumnDoc>)> {
     fn doc<T: Table>() -> (&'static str, &'static str, Vec<table::ColumnDoc>) {
         (T::NAME, T::description(), T::columns())
     }
-    vec![
-        doc::<ContactEventRow>(),
-        doc::<TrackingParamRow>(),
-        doc::<ContactAnswerRow>(),
-        doc::<CallEventRow>(),
-        doc::<CallOutcomeRow>(),
-        doc::<RawEventRow>(),
-        doc::<AttributeChangeRow>(),
-        doc::<StatusTransitionRow>(),
-    ]
+    for_each_table!(doc)
 }
 
 /// Every table's name and Arrow schema, in pipeline order.
@@ -108,16 +120,7 @@ pub fn table_schemas() -> Vec<(&'static str, arrow_schema::SchemaRef)> {
     fn schema<T: Table>() -> (&'static str, arrow_schema::SchemaRef) {
         (T::NAME, T::schema())
     }
-    vec![
-        schema::<ContactEventRow>(),
-        schema::<TrackingParamRow>(),
-        schema::<ContactAnswerRow>(),
-        schema::<CallEventRow>(),
-        schema::<CallOutcomeRow>(),
-        schema::<RawEventRow>(),
-        schema::<AttributeChangeRow>(),
-        schema::<StatusTransitionRow>(),
-    ]
+    for_each_table!(schema)
 }
 
 /// The columns every row of an event shares.
@@ -184,6 +187,26 @@ pub fn flatten_one(envelope: &Envelope, options: &Options, out: &mut Tables) {
         source_path: envelope.source_path.clone(),
         payload: envelope.raw.clone(),
     });
+}
+
+/// The `rejected_events` row of a dead letter.
+pub fn rejected_row(r: &crate::rejected::Rejection) -> RejectedEventRow {
+    RejectedEventRow {
+        event_id: r.id(),
+        event_type: "rejected".into(),
+        received_at: Micros(r.received_at_us),
+        event_time: Micros(r.received_at_us),
+        status: i64::from(r.meta.status),
+        reason: r.meta.reason.clone(),
+        error: r.meta.error.clone(),
+        source_path: r.meta.source_path.clone(),
+        url_kind: r.meta.url_kind.map(|k| k.as_str().to_string()),
+        headers: r.headers_json(),
+        body: r.body.clone(),
+        body_utf8: r.body_is_utf8(),
+        body_truncated: r.meta.body_truncated,
+        body_bytes: r.meta.body_bytes.map(|n| n.min(i64::MAX as u64) as i64),
+    }
 }
 
 /// Reads `hookType` as sent: a string as it is, another non-null value as its JSON text.

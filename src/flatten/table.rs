@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use arrow_array::builder::{
-    BooleanBuilder, Float64Builder, Int64Builder, ListBuilder, StringBuilder,
+    BinaryBuilder, BooleanBuilder, Float64Builder, Int64Builder, ListBuilder, StringBuilder,
     TimestampMicrosecondBuilder,
 };
 use arrow_array::{ArrayRef, RecordBatch};
@@ -65,6 +65,18 @@ impl Cell for Option<String> {
     fn build<'a>(values: impl ExactSizeIterator<Item = &'a Self>) -> ArrayRef {
         let mut b = StringBuilder::with_capacity(values.len(), values.len() * 16);
         values.for_each(|v| b.append_option(v.as_deref()));
+        Arc::new(b.finish())
+    }
+}
+
+impl Cell for Vec<u8> {
+    const NULLABLE: bool = false;
+    fn data_type() -> DataType {
+        DataType::Binary
+    }
+    fn build<'a>(values: impl ExactSizeIterator<Item = &'a Self>) -> ArrayRef {
+        let mut b = BinaryBuilder::with_capacity(values.len(), values.len() * 64);
+        values.for_each(|v| b.append_value(v));
         Arc::new(b.finish())
     }
 }

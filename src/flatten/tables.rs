@@ -416,3 +416,54 @@ table! {
         late: bool,
     }
 }
+
+table! {
+    /// One row per authenticated webhook request whose body could not be turned into events
+    /// (a dead letter): it was answered with its 4xx and kept here, as durably as an accepted
+    /// event, to be inspected and fed back with `hooklake replay --rejected` after a fix.
+    /// Partitioned by the date it was received. Requests refused with 401 (no valid
+    /// credentials) or 429 (rate limit), and bodies that never arrived in full (408), are not
+    /// kept: anyone could fill the disk with them.
+    RejectedEventRow, "rejected_events", sort = [event_time, event_id], {
+        /// Id of the rejected request: 32 hex digits of the SHA-256 of its receive time, path
+        /// and kept body. `hooklake replay --rejected` records the ids it replayed.
+        event_id: String,
+        /// Always `rejected`.
+        event_type: String,
+        /// When hooklake received the request (UTC).
+        received_at: Micros,
+        /// Same as `received_at`: rejected requests are partitioned by date of receipt.
+        event_time: Micros,
+        /// HTTP status of the answer (400, 413 or 422).
+        status: i64,
+        /// Short stable reason, the label counted in `hooklake_requests_total`: `invalid_json`,
+        /// `invalid_utf8`, `too_deep`, `wrong_shape`, `empty_body`, `empty_array`, `too_large`,
+        /// `too_many_events`, `string_too_long`.
+        reason: String,
+        /// The message of the answer's `{"error": ...}`.
+        error: String,
+        /// Request path, a `/t/<token>/` secret replaced by `***`; the query string (which may
+        /// hold `?token=`) is not kept.
+        source_path: String,
+        /// Event kind fixed by the URL (`/webhooks/iclosed/{kind}`), as its `event_type` name;
+        /// null on the generic URL.
+        url_kind: Option<String>,
+        /// Request headers as a JSON object (name: value, repeated names joined with `, `),
+        /// without credentials: `Authorization`, `Proxy-Authorization`, `Cookie`, the HMAC
+        /// signature and timestamp headers, any header whose name mentions a token, secret,
+        /// signature, key or auth, and any header whose value holds a configured secret.
+        headers: String,
+        /// The body exactly as received (bytes, a DuckDB `BLOB`), cut after
+        /// `rejected_body_max_bytes`: `decode(body)` gives the text when `body_utf8`.
+        body: Vec<u8>,
+        /// Whether `body` is valid UTF-8 (a text body cut short is cut on a character boundary).
+        body_utf8: bool,
+        /// Whether `body` is less than the whole body (cut at `rejected_body_max_bytes`, or a
+        /// body over `max_body_bytes`, which is not read to its end). A truncated body cannot be
+        /// replayed.
+        body_truncated: bool,
+        /// Length of the whole body in bytes; null when it was over `max_body_bytes` and sent
+        /// without `Content-Length`.
+        body_bytes: Option<i64>,
+    }
+}

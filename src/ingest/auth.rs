@@ -100,26 +100,7 @@ impl Auth {
         if !self.is_enabled() {
             return Ok(());
         }
-        let bearer = headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            });
-        let query_token = presented.query.and_then(|q| {
-            q.split('&')
-                .find_map(|pair| pair.strip_prefix("token="))
-                .map(percent_decode)
-        });
-        let offered: Vec<String> = [
-            presented.path_token.map(str::to_string),
-            query_token,
-            bearer.map(str::to_string),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
+        let offered = offered_tokens(presented, headers);
         if offered.iter().any(|t| {
             self.tokens
                 .iter()
@@ -138,6 +119,45 @@ impl Auth {
         } else {
             Err(AuthFailure::WrongToken)
         }
+    }
+
+    /// What can be checked before the body is read: `true` when no secret is configured or the
+    /// request carries a valid token. A body over the size limit is never read whole, so its
+    /// HMAC signature cannot be checked; it counts as authenticated only by a token.
+    pub fn token_valid(&self, presented: Presented<'_>, headers: &HeaderMap) -> bool {
+        !self.is_enabled()
+            || offered_tokens(presented, headers).iter().any(|t| {
+                self.tokens
+                    .iter()
+                    .any(|secret| constant_time_eq(t.as_bytes(), secret))
+            })
+    }
+
+    /// Whether a header carries credentials and must never be stored: `Authorization`,
+    /// `Proxy-Authorization`, cookies, the HMAC signature and timestamp headers, any name that
+    /// mentions a token, secret, signature, key or auth, and any value holding a configured
+    /// secret.
+    pub fn is_credential_header(&self, name: &str, value: &[u8]) -> bool {
+        let name = name.to_ascii_lowercase();
+        const NAMED: [&str; 9] = [
+            "auth",
+            "cookie",
+            "token",
+            "secret",
+            "signature",
+            "key",
+            "password",
+            "session",
+            "credential",
+        ];
+        NAMED.iter().any(|part| name.contains(part))
+            || name == self.hmac_header
+            || self.hmac_timestamp_header.as_deref() == Some(name.as_str())
+            || self
+                .tokens
+                .iter()
+                .chain(&self.hmac_secrets)
+                .any(|secret| !secret.is_empty() && contains(value, secret))
     }
 
     fn check_signature(
@@ -185,6 +205,35 @@ impl Auth {
             Err(AuthFailure::BadSignature)
         }
     }
+}
+
+/// The tokens a request offers: its path token, `?token=` and `Authorization: Bearer`.
+fn offered_tokens(presented: Presented<'_>, headers: &HeaderMap) -> Vec<String> {
+    let bearer = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        });
+    let query_token = presented.query.and_then(|q| {
+        q.split('&')
+            .find_map(|pair| pair.strip_prefix("token="))
+            .map(percent_decode)
+    });
+    [
+        presented.path_token.map(str::to_string),
+        query_token,
+        bearer.map(str::to_string),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// Whether `needle` occurs in `haystack`.
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 /// Compares two byte strings in time that depends only on their lengths.

@@ -21,6 +21,8 @@ pub enum ApiError {
     TooLarge(usize),
     #[error("cannot read body: {0}")]
     Unreadable(String),
+    #[error("request body did not arrive within {0} s (body_read_timeout_secs)")]
+    BodyTimeout(u64),
     #[error("unauthorized: {0}")]
     Unauthorized(super::auth::AuthFailure),
     #[error("admin endpoints need the admin token, or a loopback client when none is set")]
@@ -42,6 +44,12 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// Whether an authenticated request refused with this error goes to `rejected_events`:
+    /// its body was received and cannot be turned into events (see [`super::deadletter`]).
+    pub fn is_dead_letter(&self) -> bool {
+        matches!(self, ApiError::Body(_) | ApiError::TooLarge(_))
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Body(
@@ -52,6 +60,7 @@ impl ApiError {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
             ApiError::Body(_) | ApiError::Unreadable(_) => StatusCode::BAD_REQUEST,
+            ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::AdminForbidden => StatusCode::FORBIDDEN,
             ApiError::UnknownKind { .. } | ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
@@ -77,6 +86,7 @@ impl ApiError {
             ApiError::Body(BodyError::StringTooLong(_)) => "string_too_long",
             ApiError::TooLarge(_) => "too_large",
             ApiError::Unreadable(_) => "unreadable",
+            ApiError::BodyTimeout(_) => "body_timeout",
             ApiError::Unauthorized(failure) => failure.reason(),
             ApiError::AdminForbidden => "unauthorized_admin",
             ApiError::UnknownKind { .. } => "unknown_kind",
@@ -106,6 +116,12 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if status == StatusCode::REQUEST_TIMEOUT {
+            // The rest of the body may still come; the connection cannot be reused.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
     }

@@ -1,12 +1,15 @@
 //! The HTTP interface: webhook endpoints, admin endpoints, health and metrics.
 //!
 //! `POST [/t/{token}]/webhooks/iclosed[/{kind}]`, in order: per-client rate limit ([`limit`]),
-//! the raw body behind an explicit size limit, authentication ([`auth`]), the URL kind, then
-//! [`crate::event::parse_body`] and [`Pipeline::accept`]; the 200 is sent only after `accept`
-//! returned. Invariant: this module knows no Arrow, no file paths and no WAL file; every error
-//! response is built by [`ApiError`].
+//! the raw body within its size and time limits ([`body`]), authentication ([`auth`]), the URL
+//! kind, then [`crate::event::parse_body`] and [`Pipeline::accept`]; the 200 is sent only after
+//! `accept` returned. An authenticated body that cannot be turned into events is kept as a dead
+//! letter ([`deadletter`]) before its 4xx is sent. Invariant: this module knows no Arrow, no
+//! file paths and no WAL file; every error response is built by [`ApiError`].
 
 pub mod auth;
+pub mod body;
+pub mod deadletter;
 pub mod error;
 pub mod limit;
 
@@ -16,7 +19,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Extension;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
@@ -38,6 +40,10 @@ pub struct AppState {
     pub pipeline: Arc<Pipeline>,
     /// Largest accepted request body in bytes.
     pub max_body_bytes: usize,
+    /// Longest time a request body may take to arrive.
+    pub body_read_timeout: std::time::Duration,
+    /// Most bytes of a rejected body kept in `rejected_events`.
+    pub rejected_body_max_bytes: usize,
     /// Depth, event count and string length limits of a body.
     pub body_limits: event::BodyLimits,
     /// True once the server accepts events (after start-up; later, after log recovery).
@@ -62,6 +68,8 @@ impl AppState {
         AppState {
             pipeline,
             max_body_bytes: config.max_body_bytes,
+            body_read_timeout: std::time::Duration::from_secs(config.body_read_timeout_secs),
+            rejected_body_max_bytes: config.rejected_body_max_bytes,
             body_limits: event::BodyLimits::from_config(config),
             ready: Arc::new(AtomicBool::new(false)),
             compaction_grace: chrono::Duration::hours(config.compaction_grace_hours as i64),
@@ -142,7 +150,7 @@ async fn webhook(
     params: Option<Path<HashMap<String, String>>>,
     uri: Uri,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: axum::body::Body,
 ) -> Response {
     let mut params = params.map(|Path(p)| p).unwrap_or_default();
     let (token, kind) = (params.remove("token"), params.remove("kind"));
@@ -158,7 +166,8 @@ async fn webhook(
     .await
 }
 
-/// Every webhook route: authenticate, resolve the URL kind, ingest, answer.
+/// Every webhook route: read, authenticate, resolve the URL kind, ingest (or keep the dead
+/// letter), answer.
 async fn handle(
     state: &AppState,
     peer: Option<SocketAddr>,
@@ -166,7 +175,7 @@ async fn handle(
     kind: Option<String>,
     uri: &Uri,
     headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: axum::body::Body,
 ) -> Response {
     let started = std::time::Instant::now();
     let result = async {
@@ -176,13 +185,42 @@ async fn handle(
             .limiter
             .check(client, started)
             .map_err(ApiError::RateLimited)?;
-        let body = body.map_err(|rejection| match rejection.status() {
-            StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge(state.max_body_bytes),
-            _ => ApiError::Unreadable(rejection.body_text()),
-        })?;
         let presented = auth::Presented {
             path_token: token.as_deref(),
             query: uri.query(),
+        };
+        // The path is stored with the events and dead letters: never with a secret in it.
+        let path = auth::redact_path(uri.path());
+        let declared = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        let limit = state.max_body_bytes;
+        let body = match body::read(body, limit, state.body_read_timeout, declared).await {
+            Ok(body) => body,
+            Err(body::BodyFault::TooLarge { prefix, declared }) => {
+                let error = ApiError::TooLarge(limit);
+                // The signature of a body that is not read whole cannot be checked: only a
+                // token makes it a dead letter.
+                if state.auth.token_valid(presented, headers) {
+                    let refused = deadletter::Refused {
+                        received_at_us: Utc::now().timestamp_micros(),
+                        path: &path,
+                        url_kind: kind.as_deref().and_then(url_kind),
+                        headers,
+                        body: &prefix,
+                        whole_len: declared,
+                    };
+                    deadletter::keep(state, &error, refused).await;
+                }
+                return Err(error);
+            }
+            Err(body::BodyFault::TimedOut) => {
+                return Err(ApiError::BodyTimeout(state.body_read_timeout.as_secs()));
+            }
+            Err(body::BodyFault::Unreadable(message)) => {
+                return Err(ApiError::Unreadable(message));
+            }
         };
         state
             .auth
@@ -190,9 +228,9 @@ async fn handle(
             .map_err(ApiError::Unauthorized)?;
         let kind = match kind {
             None => None,
-            Some(name) => match EventType::from_name(&name) {
-                Some(t) if t != EventType::Unknown => Some(t),
-                _ => {
+            Some(name) => match url_kind(&name) {
+                Some(t) => Some(t),
+                None => {
                     return Err(ApiError::UnknownKind {
                         kind: name,
                         accepted: EventType::url_kinds().join(", "),
@@ -200,11 +238,30 @@ async fn handle(
                 }
             },
         };
-        // The path is stored with the events: never with a secret in it.
-        ingest(state, &auth::redact_path(uri.path()), kind, body).await
+        let received_at_us = Utc::now().timestamp_micros();
+        match ingest(state, &path, kind, body.clone(), received_at_us).await {
+            Err(error) if error.is_dead_letter() => {
+                let refused = deadletter::Refused {
+                    received_at_us,
+                    path: &path,
+                    url_kind: kind,
+                    headers,
+                    body: &body,
+                    whole_len: Some(body.len() as u64),
+                };
+                deadletter::keep(state, &error, refused).await;
+                Err(error)
+            }
+            other => other,
+        }
     }
     .await;
     answer(state, result, started)
+}
+
+/// The event type a URL kind names; `None` for a name we do not know.
+fn url_kind(name: &str) -> Option<EventType> {
+    EventType::from_name(name).filter(|t| *t != EventType::Unknown)
 }
 
 /// Lets `/admin/*` requests through with the admin token, or without one from loopback.
@@ -263,8 +320,8 @@ async fn ingest(
     path: &str,
     kind: Option<EventType>,
     body: Bytes,
+    received_at_us: i64,
 ) -> Result<Ack, ApiError> {
-    let received_at_us = Utc::now().timestamp_micros();
     let events = event::parse_body(&body, kind, received_at_us, path, state.body_limits)?;
     if tracing::enabled!(tracing::Level::DEBUG) {
         for e in &events {

@@ -24,7 +24,7 @@ use serde::Serialize;
 use crate::flatten::table::{Micros, Table};
 use crate::flatten::{
     AttributeChangeRow, CallEventRow, CallOutcomeRow, ContactAnswerRow, ContactEventRow,
-    RawEventRow, StatusTransitionRow, Tables, TrackingParamRow,
+    RawEventRow, RejectedEventRow, StatusTransitionRow, Tables, TrackingParamRow,
 };
 pub use writer::WriterSettings;
 
@@ -155,6 +155,7 @@ impl Sink {
         self.stage::<RawEventRow>(t.raw_events, flush_seq, staged)?;
         self.stage::<AttributeChangeRow>(t.attribute_changes, flush_seq, staged)?;
         self.stage::<StatusTransitionRow>(t.status_transitions, flush_seq, staged)?;
+        self.stage::<RejectedEventRow>(t.rejected_events, flush_seq, staged)?;
         Ok(())
     }
 

@@ -4,7 +4,9 @@
 //!
 //! One redb write transaction per flush records, atomically, the flush sequence number whose
 //! files are published, the log position replay must start from, the ids of the events the
-//! flush wrote, and the contact states those events produced. That transaction is the commit point of a flush (ARCHITECTURE.md, "Durability
+//! flush wrote, the contact states those events produced, and the dead letters whose events it
+//! replayed (`hooklake replay --rejected`: a dead letter is replayed by exactly one committed
+//! flush). That transaction is the commit point of a flush (ARCHITECTURE.md, "Durability
 //! contract"). Ids older than the dedup window are purged by [`Store::purge_before`].
 //! Invariant: no HTTP and no Parquet here; only ids, times and sequence numbers.
 
@@ -25,6 +27,9 @@ const CONTACTS: TableDefinition<i64, &[u8]> = TableDefinition::new("contacts");
 const CALLS: TableDefinition<&str, &[u8]> = TableDefinition::new("calls");
 /// Compaction id -> the compaction in progress ([`Compaction`] as JSON), until it is finished.
 const COMPACTIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("compactions");
+/// Dead-letter id (16 bytes, `rejected_events.event_id`) -> Unix seconds when a committed flush
+/// wrote its events (`hooklake replay --rejected`).
+const REPLAYED: TableDefinition<&[u8], u64> = TableDefinition::new("rejected_replayed");
 /// Named counters: `flush_seq`, `replay_from`, `compaction_seq`.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
@@ -47,6 +52,8 @@ fn err<E: std::fmt::Display>(op: &'static str) -> impl FnOnce(E) -> StoreError {
 pub struct States {
     pub contacts: HashMap<i64, ContactState>,
     pub calls: HashMap<String, CallState>,
+    /// Dead letters whose events the flush writes: recorded as replayed by its commit.
+    pub replayed: Vec<[u8; 16]>,
 }
 
 /// A compaction between its intent and its end: which files it replaces with which.
@@ -86,6 +93,7 @@ impl Store {
             txn.open_table(CONTACTS).map_err(err("create table"))?;
             txn.open_table(CALLS).map_err(err("create table"))?;
             txn.open_table(COMPACTIONS).map_err(err("create table"))?;
+            txn.open_table(REPLAYED).map_err(err("create table"))?;
         }
         txn.commit().map_err(err("commit"))?;
         Ok(Store { db })
@@ -177,6 +185,13 @@ impl Store {
             for (id, state) in &states.contacts {
                 let bytes = serde_json::to_vec(state).map_err(err("encode contact"))?;
                 table.insert(*id, bytes.as_slice()).map_err(err("insert"))?;
+            }
+        }
+        if !states.replayed.is_empty() {
+            let now = chrono::Utc::now().timestamp().max(0) as u64;
+            let mut table = txn.open_table(REPLAYED).map_err(err("open table"))?;
+            for id in &states.replayed {
+                table.insert(&id[..], now).map_err(err("insert"))?;
             }
         }
         {
@@ -272,6 +287,58 @@ impl Store {
         }
         txn.commit().map_err(err("commit"))?;
         Ok(purged)
+    }
+
+    /// Which of these dead letters a committed flush already replayed.
+    pub fn replayed(&self, ids: &[[u8; 16]]) -> Result<Vec<bool>, StoreError> {
+        let txn = self.db.begin_read().map_err(err("begin read"))?;
+        let table = txn.open_table(REPLAYED).map_err(err("open table"))?;
+        ids.iter()
+            .map(|id| Ok(table.get(&id[..]).map_err(err("read"))?.is_some()))
+            .collect()
+    }
+
+    /// Every replayed dead letter and when (for a rebuild, which carries them over).
+    pub fn all_replayed(&self) -> Result<Vec<([u8; 16], u64)>, StoreError> {
+        let txn = self.db.begin_read().map_err(err("begin read"))?;
+        let table = txn.open_table(REPLAYED).map_err(err("open table"))?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(err("scan"))? {
+            let (k, v) = entry.map_err(err("scan"))?;
+            if let Ok(id) = <[u8; 16]>::try_from(k.value()) {
+                out.push((id, v.value()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The replay marks of the store file at `path`, read without writing to it (the source of a
+    /// rebuild); none when the file or its table does not exist.
+    pub fn read_replayed(path: &Path) -> Result<Vec<([u8; 16], u64)>, StoreError> {
+        if !path.exists() {
+            return Ok(Vec::new());
+        }
+        let store = Store {
+            db: Database::open(path).map_err(err("open"))?,
+        };
+        let txn = store.db.begin_read().map_err(err("begin read"))?;
+        match txn.open_table(REPLAYED) {
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(Vec::new()),
+            Err(e) => Err(err("open table")(e)),
+            Ok(_) => store.all_replayed(),
+        }
+    }
+
+    /// Records dead letters as replayed at the given times (a rebuild carrying them over).
+    pub fn put_replayed(&self, marks: &[([u8; 16], u64)]) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(err("begin write"))?;
+        {
+            let mut table = txn.open_table(REPLAYED).map_err(err("open table"))?;
+            for (id, secs) in marks {
+                table.insert(&id[..], secs).map_err(err("insert"))?;
+            }
+        }
+        txn.commit().map_err(err("commit"))
     }
 
     /// Number of ids in the dedup index.

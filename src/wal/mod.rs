@@ -1,4 +1,5 @@
-//! The write-ahead log: every accepted request body is on disk before it is acknowledged.
+//! The write-ahead log: every accepted request body (and every kept dead letter) is on disk
+//! before it is acknowledged.
 //!
 //! The log is a directory of segment files named after the sequence number of their first
 //! record (`00000000000000000042.wal`); records are laid out as described in [`record`]. One

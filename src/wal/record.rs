@@ -19,6 +19,9 @@
 //! 11      P     source path, UTF-8
 //! 11+P    ...   the request body, exactly as received
 //! ```
+//!
+//! A payload whose byte 8 is `0xFF` is not an entry but a dead letter
+//! ([`crate::rejected::Rejection`], laid out in its module); [`Entry::decode`] refuses it.
 
 use crate::event::EventType;
 

@@ -4,6 +4,7 @@ mod auth;
 mod changes;
 mod compact;
 mod crash;
+mod deadletter;
 mod hostile;
 mod http;
 mod queries;

@@ -168,7 +168,10 @@ fn every_query_file_is_tested_and_listed() {
     assert_eq!(files, listed, "every file in queries/ is in QUERIES");
     let readme = std::fs::read_to_string(dir.join("README.md")).unwrap();
     for (name, _) in hooklake::query::QUERIES {
-        assert!(readme.contains(&format!("### `{name}`")), "queries/README.md: {name}");
+        assert!(
+            readme.contains(&format!("### `{name}`")),
+            "queries/README.md: {name}"
+        );
     }
     // One test per query below; keep this list in step with them.
     let tested = [
