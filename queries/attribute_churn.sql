@@ -26,7 +26,7 @@ reported_groups AS (
     HAVING NOT bool_or(detected)
 ),
 counts AS (
-    SELECT date_trunc('week', timezone('UTC', event_time))::DATE AS week, attribute,
+    SELECT utc_week(event_time) AS week, attribute,
            count(*) AS changes, count(DISTINCT contact_id) AS contacts,
            count(*) FILTER (WHERE has_report AND NOT reported) AS unreported,
            0 AS reported_unchanged
@@ -34,7 +34,7 @@ counts AS (
     WHERE detected
     GROUP BY ALL
     UNION ALL
-    SELECT date_trunc('week', timezone('UTC', event_time))::DATE, attribute, 0, 0, 0, count(*)
+    SELECT utc_week(event_time), attribute, 0, 0, 0, count(*)
     FROM reported_groups
     GROUP BY ALL
 )

@@ -3,27 +3,22 @@
 -- leads, qualified, booked, won and revenue when each contact is credited to its first touch
 -- (earliest `first_utm_*`) and when it is credited to its last touch (newest snapshot's `utm_*`).
 .read queries/views.sql
-WITH per_contact AS (
-    SELECT c.contact_id, c.first_touch_source, c.first_touch_campaign,
-           c.last_touch_source, c.last_touch_campaign,
-           c.ever_qualified AS qualified,
-           b.contact_id IS NOT NULL AS booked,
-           coalesce(r.won, false) AS won, coalesce(r.revenue, 0) AS revenue
-    FROM contacts c
-    LEFT JOIN (SELECT DISTINCT contact_id FROM calls) b USING (contact_id)
-    LEFT JOIN (SELECT contact_id, bool_or(won) AS won, sum(deal_value) FILTER (WHERE won) AS revenue
-               FROM outcomes GROUP BY contact_id) r USING (contact_id)
+WITH per_contact AS MATERIALIZED (
+    SELECT first_touch_source, first_touch_campaign, last_touch_source, last_touch_campaign,
+           ever_qualified, booked, won, revenue
+    FROM contact_funnel
 ),
 credited AS (
-    SELECT 'first' AS model, first_touch_source AS utm_source, first_touch_campaign AS utm_campaign, * EXCLUDE (first_touch_source, first_touch_campaign, last_touch_source, last_touch_campaign)
+    SELECT 'first' AS model, first_touch_source AS utm_source, first_touch_campaign AS utm_campaign,
+           ever_qualified, booked, won, revenue
     FROM per_contact
     UNION ALL
-    SELECT 'last', last_touch_source, last_touch_campaign, * EXCLUDE (first_touch_source, first_touch_campaign, last_touch_source, last_touch_campaign)
+    SELECT 'last', last_touch_source, last_touch_campaign, ever_qualified, booked, won, revenue
     FROM per_contact
 ),
 per_model AS (
     SELECT utm_source, utm_campaign, model,
-           count(*) AS leads, count(*) FILTER (WHERE qualified) AS qualified,
+           count(*) AS leads, count(*) FILTER (WHERE ever_qualified) AS qualified,
            count(*) FILTER (WHERE booked) AS booked, count(*) FILTER (WHERE won) AS won,
            sum(revenue) AS revenue
     FROM credited

@@ -13,7 +13,7 @@ WITH matched AS (
     JOIN calls c USING (contact_id)
     QUALIFY row_number() OVER (
         PARTITION BY o.outcome_key
-        ORDER BY abs(date_diff('second', c.slot_start_at, o.call_start_at)) NULLS LAST, c.booked_at DESC, c.call_id) = 1
+        ORDER BY abs(epoch_us(c.slot_start_at) - epoch_us(o.call_start_at)) NULLS LAST, c.booked_at DESC, c.call_id) = 1
 ),
 results AS (
     SELECT call_id, bool_or(NOT no_show) AS any_held, bool_or(no_show) AS any_no_show
@@ -21,7 +21,7 @@ results AS (
     GROUP BY call_id
 ),
 per_call AS (
-    SELECT c.call_id, c.host_name, coalesce(ct.first_touch_campaign, '(unknown contact)') AS campaign,
+    SELECT c.call_id, c.host_name, coalesce(c.first_touch_campaign, '(unknown contact)') AS campaign,
            c.cancelled, c.reschedules > 0 AS rescheduled,
            NOT c.cancelled AND coalesce(r.any_held, false) AS held,
            NOT c.cancelled AND NOT coalesce(r.any_held, false)
@@ -29,7 +29,6 @@ per_call AS (
                     OR (r.call_id IS NULL
                         AND c.slot_end_at + to_hours(coalesce(getvariable('no_show_hours'), 24)::BIGINT) < now())) AS no_show
     FROM calls c
-    LEFT JOIN contacts ct USING (contact_id)
     LEFT JOIN results r USING (call_id)
 )
 SELECT CASE WHEN grouping(host_name) = 1 THEN '(all)' ELSE host_name END AS host,

@@ -4,26 +4,12 @@
 -- QUALIFIED interval), from qualified to the first call booked, and from that booking to the
 -- call's first outcome (see the outcomes view for the outcome time).
 .read queries/views.sql
-WITH booked AS (
-    SELECT contact_id, min(booked_at) AS booked_at
-    FROM calls
-    WHERE contact_id IS NOT NULL
-    GROUP BY contact_id
-),
-outcome AS (
-    SELECT contact_id, min(outcome_at) AS outcome_at
-    FROM outcomes
-    WHERE contact_id IS NOT NULL
-    GROUP BY contact_id
-),
-spans AS (
-    SELECT date_trunc('week', timezone('UTC', c.first_seen_at))::DATE AS week,
-           date_diff('second', c.first_seen_at, c.qualified_at) / 3600 AS to_qualified,
-           date_diff('second', c.qualified_at, b.booked_at) / 3600 AS to_booked,
-           date_diff('second', b.booked_at, o.outcome_at) / 3600 AS to_outcome
-    FROM contacts c
-    LEFT JOIN booked b USING (contact_id)
-    LEFT JOIN outcome o USING (contact_id)
+WITH spans AS (
+    SELECT utc_week(first_seen_at) AS week,
+           hours_between(first_seen_at, qualified_at) AS to_qualified,
+           hours_between(qualified_at, first_booked_at) AS to_booked,
+           hours_between(first_booked_at, first_outcome_at) AS to_outcome
+    FROM contact_funnel
 )
 SELECT week,
        count(*) AS leads,

@@ -4,9 +4,10 @@
 --
 -- Data directory: the variable `data_dir` (default `data`), a local path or an object-store URL
 -- DuckDB can read (`s3://bucket/lake` after `INSTALL httpfs; LOAD httpfs;` and a secret).
--- `<table>_files` overrides the file pattern of one table. DuckDB fails on a pattern that
--- matches no file, so with the stock CLI every table must have a file; `hooklake query` points
--- tables without one at an empty file of the right schema.
+-- `<table>_files` (a list of files or patterns) overrides where one table is read from:
+-- `hooklake query` lists the files itself (binding these views then lists no directory) and
+-- points a table without any file at an empty file of its schema. DuckDB fails on a pattern
+-- that matches nothing, so with the stock CLI every table needs at least one file.
 --
 -- Two views per table (all but rejected_events, which only a person inspecting dead letters
 -- reads; read it with read_parquet directly):
@@ -19,43 +20,50 @@
 -- event ids, the first row of a window) gives the same answer when a row is repeated, and
 -- skipping the deduplication halves their cost on large lakes.
 
+-- utc_week(ts): the Monday (UTC) of the week of a timestamp; hours_between(a, b): b - a in
+-- hours. Plain arithmetic on epoch microseconds: independent of the session's TimeZone and
+-- several times cheaper than calendar functions on TIMESTAMPTZ.
+CREATE OR REPLACE TEMP MACRO utc_week(ts) AS
+    DATE '1970-01-01' + (floor(epoch_us(ts) / 86400e6) - (floor(epoch_us(ts) / 86400e6) + 3) % 7)::INTEGER;
+CREATE OR REPLACE TEMP MACRO hours_between(a, b) AS (epoch_us(b) - epoch_us(a)) / 3600e6;
+
 CREATE OR REPLACE TEMP VIEW stored_contact_events AS
-SELECT * FROM read_parquet(coalesce(getvariable('contact_events_files'), coalesce(getvariable('data_dir'), 'data') || '/contact_events/*/*.parquet'), hive_partitioning = true);
+SELECT * FROM read_parquet(coalesce(getvariable('contact_events_files'), [coalesce(getvariable('data_dir'), 'data') || '/contact_events/*/*.parquet']), hive_partitioning = true);
 CREATE OR REPLACE TEMP VIEW contact_events AS
 SELECT DISTINCT ON (event_id) * FROM stored_contact_events;
 
 CREATE OR REPLACE TEMP VIEW stored_tracking_params AS
-SELECT * FROM read_parquet(coalesce(getvariable('tracking_params_files'), coalesce(getvariable('data_dir'), 'data') || '/tracking_params/*/*.parquet'), hive_partitioning = true);
+SELECT * FROM read_parquet(coalesce(getvariable('tracking_params_files'), [coalesce(getvariable('data_dir'), 'data') || '/tracking_params/*/*.parquet']), hive_partitioning = true);
 CREATE OR REPLACE TEMP VIEW tracking_params AS
 SELECT DISTINCT ON (event_id, position) * FROM stored_tracking_params;
 
 CREATE OR REPLACE TEMP VIEW stored_contact_answers AS
-SELECT * FROM read_parquet(coalesce(getvariable('contact_answers_files'), coalesce(getvariable('data_dir'), 'data') || '/contact_answers/*/*.parquet'), hive_partitioning = true);
+SELECT * FROM read_parquet(coalesce(getvariable('contact_answers_files'), [coalesce(getvariable('data_dir'), 'data') || '/contact_answers/*/*.parquet']), hive_partitioning = true);
 CREATE OR REPLACE TEMP VIEW contact_answers AS
 SELECT DISTINCT ON (event_id, position) * FROM stored_contact_answers;
 
 CREATE OR REPLACE TEMP VIEW stored_call_events AS
-SELECT * FROM read_parquet(coalesce(getvariable('call_events_files'), coalesce(getvariable('data_dir'), 'data') || '/call_events/*/*.parquet'), hive_partitioning = true);
+SELECT * FROM read_parquet(coalesce(getvariable('call_events_files'), [coalesce(getvariable('data_dir'), 'data') || '/call_events/*/*.parquet']), hive_partitioning = true);
 CREATE OR REPLACE TEMP VIEW call_events AS
 SELECT DISTINCT ON (event_id) * FROM stored_call_events;
 
 CREATE OR REPLACE TEMP VIEW stored_call_outcomes AS
-SELECT * FROM read_parquet(coalesce(getvariable('call_outcomes_files'), coalesce(getvariable('data_dir'), 'data') || '/call_outcomes/*/*.parquet'), hive_partitioning = true);
+SELECT * FROM read_parquet(coalesce(getvariable('call_outcomes_files'), [coalesce(getvariable('data_dir'), 'data') || '/call_outcomes/*/*.parquet']), hive_partitioning = true);
 CREATE OR REPLACE TEMP VIEW call_outcomes AS
 SELECT DISTINCT ON (event_id) * FROM stored_call_outcomes;
 
 CREATE OR REPLACE TEMP VIEW stored_raw_events AS
-SELECT * FROM read_parquet(coalesce(getvariable('raw_events_files'), coalesce(getvariable('data_dir'), 'data') || '/raw_events/*/*.parquet'), hive_partitioning = true);
+SELECT * FROM read_parquet(coalesce(getvariable('raw_events_files'), [coalesce(getvariable('data_dir'), 'data') || '/raw_events/*/*.parquet']), hive_partitioning = true);
 CREATE OR REPLACE TEMP VIEW raw_events AS
 SELECT DISTINCT ON (event_id) * FROM stored_raw_events;
 
 CREATE OR REPLACE TEMP VIEW stored_attribute_changes AS
-SELECT * FROM read_parquet(coalesce(getvariable('attribute_changes_files'), coalesce(getvariable('data_dir'), 'data') || '/attribute_changes/*/*.parquet'), hive_partitioning = true);
+SELECT * FROM read_parquet(coalesce(getvariable('attribute_changes_files'), [coalesce(getvariable('data_dir'), 'data') || '/attribute_changes/*/*.parquet']), hive_partitioning = true);
 CREATE OR REPLACE TEMP VIEW attribute_changes AS
 SELECT DISTINCT ON (event_id, attribute) * FROM stored_attribute_changes;
 
 CREATE OR REPLACE TEMP VIEW stored_status_transitions AS
-SELECT * FROM read_parquet(coalesce(getvariable('status_transitions_files'), coalesce(getvariable('data_dir'), 'data') || '/status_transitions/*/*.parquet'), hive_partitioning = true);
+SELECT * FROM read_parquet(coalesce(getvariable('status_transitions_files'), [coalesce(getvariable('data_dir'), 'data') || '/status_transitions/*/*.parquet']), hive_partitioning = true);
 CREATE OR REPLACE TEMP VIEW status_transitions AS
 SELECT DISTINCT ON (event_id) * FROM stored_status_transitions;
 
@@ -107,42 +115,42 @@ starts AS (
 )
 SELECT contact_id, status, started_at,
        lead(started_at) OVER (PARTITION BY contact_id ORDER BY started_at) AS ended_at,
-       date_diff('microsecond', started_at, ended_at) / 1e6 AS seconds
+       (epoch_us(ended_at) - epoch_us(started_at)) / 1e6 AS seconds
 FROM starts;
 
--- calls: one row per call id: when it was booked, its latest slot and host, how often it was
--- rescheduled, whether its latest event is a cancellation, and the contact it belongs to
--- (by the preview id in the invitee's URL, else by the invitee's email).
+-- call_summaries: one row per call id: when it was booked, its latest slot and host, how often
+-- it was rescheduled, whether its latest event is a cancellation, and the invitee's preview id
+-- (from `invitee.previewUrl`) and email, which name its contact.
+CREATE OR REPLACE TEMP VIEW call_summaries AS
+SELECT call_id,
+       coalesce(min(booked_at), min(event_time) FILTER (WHERE event_type = 'call_booked')) AS booked_at,
+       arg_max(slot_start_at, (event_time, received_at)) AS slot_start_at,
+       coalesce(arg_max(end_at, (event_time, received_at)) FILTER (WHERE event_type <> 'call_cancelled'),
+                arg_max(slot_start_at, (event_time, received_at))) AS slot_end_at,
+       coalesce(arg_max(host_name, (event_time, received_at)), '(unknown)') AS host_name,
+       count(DISTINCT event_id) FILTER (WHERE event_type = 'call_rescheduled') AS reschedules,
+       arg_max(event_type, (event_time, received_at)) = 'call_cancelled' AS cancelled,
+       arg_max(invitee_preview_id, (event_time, received_at)) AS preview_id,
+       arg_max(lower(invitee_email), (event_time, received_at)) AS email
+FROM stored_call_events
+WHERE call_id IS NOT NULL
+GROUP BY call_id;
+
+-- calls: call_summaries with the contact each call belongs to (by preview id, else by email)
+-- and that contact's first touch. (contact_funnel repeats this match against the contacts it
+-- has already computed, so a query reading it scans the contact snapshots once.)
 CREATE OR REPLACE TEMP VIEW calls AS
-WITH per_call AS (
-    SELECT call_id,
-           coalesce(min(booked_at), min(event_time) FILTER (WHERE event_type = 'call_booked')) AS booked_at,
-           arg_max(slot_start_at, (event_time, received_at)) AS slot_start_at,
-           arg_max(end_at, (event_time, received_at)) FILTER (WHERE event_type <> 'call_cancelled') AS slot_end_at,
-           arg_max(host_name, (event_time, received_at)) AS host_name,
-           count(DISTINCT event_id) FILTER (WHERE event_type = 'call_rescheduled') AS reschedules,
-           arg_max(event_type, (event_time, received_at)) = 'call_cancelled' AS cancelled,
-           arg_max(invitee_preview_id, (event_time, received_at)) AS preview_id,
-           arg_max(lower(invitee_email), (event_time, received_at)) AS email
-    FROM stored_call_events
-    WHERE call_id IS NOT NULL
-    GROUP BY call_id
+WITH c AS MATERIALIZED (
+    SELECT contact_id, preview_id, lower(email) AS email, first_touch_source, first_touch_campaign FROM contacts
 ),
-contact_keys AS MATERIALIZED (
-    SELECT contact_id, preview_id, lower(email) AS email FROM contacts
-),
-by_preview AS (
-    SELECT preview_id, min(contact_id) AS contact_id FROM contact_keys WHERE preview_id IS NOT NULL GROUP BY preview_id
-),
-by_email AS (
-    SELECT email, min(contact_id) AS contact_id FROM contact_keys WHERE email IS NOT NULL GROUP BY email
-)
-SELECT p.call_id, p.booked_at, p.slot_start_at, coalesce(p.slot_end_at, p.slot_start_at) AS slot_end_at,
-       coalesce(p.host_name, '(unknown)') AS host_name, p.reschedules, p.cancelled,
-       coalesce(bp.contact_id, be.contact_id) AS contact_id
-FROM per_call p
-LEFT JOIN by_preview bp ON bp.preview_id = p.preview_id
-LEFT JOIN by_email be ON be.email = p.email;
+by_preview AS (SELECT preview_id, min(contact_id) AS contact_id FROM c WHERE preview_id IS NOT NULL GROUP BY preview_id),
+by_email AS (SELECT email, min(contact_id) AS contact_id FROM c WHERE email IS NOT NULL GROUP BY email)
+SELECT s.* EXCLUDE (preview_id, email), m.contact_id, c.first_touch_source, c.first_touch_campaign
+FROM call_summaries s
+LEFT JOIN by_preview bp ON bp.preview_id = s.preview_id
+LEFT JOIN by_email be ON be.email = s.email
+CROSS JOIN LATERAL (SELECT coalesce(bp.contact_id, be.contact_id) AS contact_id) m
+LEFT JOIN c ON c.contact_id = m.contact_id;
 
 -- outcomes: the latest version of each outcome record (by `outcome_id`), with when it happened
 -- (`deal_created_at`, else the call's start, else its receipt: iClosed sends no outcome time),
@@ -155,3 +163,32 @@ SELECT coalesce(outcome_id::VARCHAR, event_id) AS outcome_key, contact_id, call_
        coalesce(upper(no_sale_reason) = 'NO_SHOW', false) AS no_show
 FROM stored_call_outcomes
 QUALIFY row_number() OVER (PARTITION BY coalesce(outcome_id::VARCHAR, event_id) ORDER BY event_time DESC, received_at DESC, event_id DESC) = 1;
+
+-- contact_funnel: contacts with how far each got: whether it booked a call (matched as in
+-- calls), its first booking, whether a call was held (an outcome other than a no-show) or won,
+-- the revenue of its wins, and its first outcome's time.
+CREATE OR REPLACE TEMP VIEW contact_funnel AS
+WITH c AS MATERIALIZED (SELECT * FROM contacts),
+by_preview AS (SELECT preview_id, min(contact_id) AS contact_id FROM c WHERE preview_id IS NOT NULL GROUP BY preview_id),
+by_email AS (SELECT lower(email) AS email, min(contact_id) AS contact_id FROM c WHERE email IS NOT NULL GROUP BY 1),
+booked AS (
+    SELECT coalesce(bp.contact_id, be.contact_id) AS contact_id, min(s.booked_at) AS first_booked_at, count(*) AS calls
+    FROM call_summaries s
+    LEFT JOIN by_preview bp ON bp.preview_id = s.preview_id
+    LEFT JOIN by_email be ON be.email = s.email
+    WHERE coalesce(bp.contact_id, be.contact_id) IS NOT NULL
+    GROUP BY 1
+),
+results AS (
+    SELECT contact_id, bool_or(NOT no_show) AS held, bool_or(won) AS won,
+           sum(deal_value) FILTER (WHERE won) AS revenue, min(outcome_at) AS first_outcome_at
+    FROM outcomes
+    WHERE contact_id IS NOT NULL
+    GROUP BY contact_id
+)
+SELECT c.*, b.contact_id IS NOT NULL AS booked, b.first_booked_at, coalesce(b.calls, 0) AS calls,
+       coalesce(r.held, false) AS held, coalesce(r.won, false) AS won, coalesce(r.revenue, 0) AS revenue,
+       r.first_outcome_at
+FROM c
+LEFT JOIN booked b USING (contact_id)
+LEFT JOIN results r USING (contact_id);

@@ -60,6 +60,16 @@ impl FlushReason {
     }
 }
 
+/// Milliseconds a flush spent in each stage (logged with the flush line).
+#[derive(Debug, Default, Clone, Copy)]
+struct Stages {
+    flatten_ms: u64,
+    load_ms: u64,
+    track_ms: u64,
+    write_ms: u64,
+    commit_ms: u64,
+}
+
 /// What a flush wrote; also the body of `POST /admin/flush`.
 #[derive(Debug, Clone, Serialize)]
 pub struct FlushReport {
@@ -711,6 +721,12 @@ impl Pipeline {
         let options = self.flatten_options.clone();
         let task = tokio::task::spawn_blocking(move || {
             let result = (|| {
+                let mut stages = Stages::default();
+                let mut clock = Instant::now();
+                let mut lap = |slot: &mut u64| {
+                    *slot = clock.elapsed().as_millis() as u64;
+                    clock = Instant::now();
+                };
                 let mut tables = flatten::flatten_with(&taken.events, &options);
                 tables.rejected_events = taken.rejected.iter().map(flatten::rejected_row).collect();
                 // Change tracking needs the previous state of every contact in the batch.
@@ -724,13 +740,16 @@ impl Pipeline {
                     .iter()
                     .filter_map(|r| r.call_id.as_deref())
                     .collect();
+                lap(&mut stages.flatten_ms);
                 let mut states = States {
                     contacts: store.contacts(ids)?,
                     calls: store.calls(calls)?,
                     replayed: taken.replayed.clone(),
                 };
+                lap(&mut stages.load_ms);
                 flatten::changes::track(&mut tables, &mut states.contacts);
                 flatten::changes::track_calls(&mut tables, &mut states.calls);
+                lap(&mut stages.track_ms);
                 let rows: BTreeMap<&'static str, usize> = tables.row_counts().into_iter().collect();
                 let parse_errors = tables.parse_error_count();
                 let mut flags: BTreeMap<String, u64> = BTreeMap::new();
@@ -738,7 +757,8 @@ impl Pipeline {
                     *flags.entry(flag.clone()).or_default() += 1;
                 }
                 let files = sink.write(tables, flush_seq)?;
-                Ok::<_, FlushError>((rows, parse_errors, flags, files, states))
+                lap(&mut stages.write_ms);
+                Ok::<_, FlushError>((rows, parse_errors, flags, files, states, stages))
             })();
             (taken, result)
         });
@@ -752,7 +772,7 @@ impl Pipeline {
                 return Err(FlushError::Task(e.to_string()));
             }
         };
-        let (rows, parse_errors, flags, files, states) = match result {
+        let (rows, parse_errors, flags, files, states, mut stages) = match result {
             Ok(done) => done,
             Err(e) => return Err(self.flush_failed(taken, e)),
         };
@@ -773,12 +793,14 @@ impl Pipeline {
                 )
             })
             .collect();
+        let commit_started = Instant::now();
         if let Err(e) = self.store.commit(record, &ids, &states) {
             // The published files will be rewritten by the next flush (same number, superset of
             // rows), or removed at the next start.
             return Err(self.flush_failed(taken, e.into()));
         }
         crate::failpoint::hit("flush-after-commit");
+        stages.commit_ms = commit_started.elapsed().as_millis() as u64;
         self.release_ids(&taken.events);
         if let Some(wal) = &self.wal {
             wal.truncate_before(record.replay_from);
@@ -812,6 +834,11 @@ impl Pipeline {
             events = report.events,
             files = report.files.len(),
             duration_ms = report.duration_ms,
+            flatten_ms = stages.flatten_ms,
+            load_state_ms = stages.load_ms,
+            track_ms = stages.track_ms,
+            write_ms = stages.write_ms,
+            commit_ms = stages.commit_ms,
             "flushed"
         );
         Ok(report)

@@ -5,7 +5,8 @@
 //! `-- name: what it answers`, then `.read queries/views.sql` (for the stock DuckDB CLI run from
 //! the repository root); here the views are inlined instead. A table without any file yet (a
 //! new lake with no outcome so far) is read from an empty file of the right schema, so every
-//! query answers on every lake. Invariant: reads the lake, never writes to it.
+//! query answers on every lake. hooklake lists each table's published files itself, so DuckDB
+//! walks no directory while binding the views. Invariant: reads the lake, never writes to it.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -83,20 +84,24 @@ fn literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-/// The script DuckDB runs: settings, variables, placeholders, the views, then the query.
+/// The script DuckDB runs: settings, variables, file lists, the views, then the query.
+/// `files` gives tables whose files are listed here rather than by DuckDB globbing.
 pub fn script(
     sql: &str,
     data: &str,
-    placeholders: &[(String, PathBuf)],
+    files: &[(String, Vec<PathBuf>)],
     variables: &[(String, String)],
 ) -> String {
     let mut out = String::from("SET TimeZone = 'UTC';\n");
     out.push_str(&format!("SET VARIABLE data_dir = {};\n", literal(data)));
-    for (table, dir) in placeholders {
-        let pattern = format!("{}/*/*.parquet", dir.display());
+    for (table, paths) in files {
+        let list: Vec<String> = paths
+            .iter()
+            .map(|p| literal(&p.display().to_string()))
+            .collect();
         out.push_str(&format!(
-            "SET VARIABLE {table}_files = {};\n",
-            literal(&pattern)
+            "SET VARIABLE {table}_files = [{}];\n",
+            list.join(", ")
         ));
     }
     for (name, value) in variables {
@@ -117,41 +122,22 @@ pub fn script(
     out
 }
 
-/// Tables of a local lake with no Parquet file yet.
-fn empty_tables(data: &Path) -> Vec<&'static str> {
-    crate::flatten::TABLE_NAMES
-        .into_iter()
-        .filter(|table| {
-            let has_file = std::fs::read_dir(data.join(table))
-                .into_iter()
-                .flatten()
-                .flatten()
-                .filter(|d| d.file_name().to_string_lossy().starts_with("date="))
-                .any(|d| {
-                    std::fs::read_dir(d.path())
-                        .into_iter()
-                        .flatten()
-                        .flatten()
-                        .any(|f| f.file_name().to_string_lossy().ends_with(".parquet"))
-                });
-            !has_file
-        })
-        .collect()
-}
-
-/// Writes an empty Parquet file of each table's schema under `dir/<table>/date=1970-01-01/`.
-fn write_placeholders(dir: &Path, tables: &[&str]) -> anyhow::Result<Vec<(String, PathBuf)>> {
+/// The published files of every table of a local lake; a table without any is given an empty
+/// file of its schema, written under `scratch/<table>/date=1970-01-01/` (DuckDB refuses an
+/// empty list).
+fn table_files(data: &Path, scratch: &Path) -> anyhow::Result<Vec<(String, Vec<PathBuf>)>> {
     let mut out = Vec::new();
     for (name, schema) in crate::flatten::table_schemas() {
-        if !tables.contains(&name) {
-            continue;
+        let mut files = crate::sink::published_files(data, name)?;
+        if files.is_empty() {
+            let partition = scratch.join(name).join("date=1970-01-01");
+            std::fs::create_dir_all(&partition)?;
+            let path = partition.join("empty.parquet");
+            let file = std::fs::File::create(&path)?;
+            parquet::arrow::ArrowWriter::try_new(file, schema, None)?.close()?;
+            files.push(path);
         }
-        let table_dir = dir.join(name);
-        let partition = table_dir.join("date=1970-01-01");
-        std::fs::create_dir_all(&partition)?;
-        let file = std::fs::File::create(partition.join("empty.parquet"))?;
-        parquet::arrow::ArrowWriter::try_new(file, schema, None)?.close()?;
-        out.push((name.to_string(), table_dir));
+        out.push((name.to_string(), files));
     }
     Ok(out)
 }
@@ -182,12 +168,13 @@ pub fn run(request: &Request) -> anyhow::Result<bool> {
         bail!("no data directory at {}", local.display());
     }
     let scratch = tempfile::tempdir().context("cannot create a temporary directory")?;
-    let placeholders = if remote {
+    // Listing the files here spares DuckDB a directory walk each time it binds a view.
+    let files = if remote {
         Vec::new()
     } else {
-        write_placeholders(scratch.path(), &empty_tables(local))?
+        table_files(local, scratch.path())?
     };
-    let text = script(sql, request.data, &placeholders, &request.variables);
+    let text = script(sql, request.data, &files, &request.variables);
     let mode = match request.format {
         Format::Table => "-box",
         Format::Csv => "-csv",
@@ -245,7 +232,7 @@ mod tests {
             "/it's",
             &[(
                 "call_outcomes".into(),
-                PathBuf::from("/tmp/p/call_outcomes"),
+                vec![PathBuf::from("/l/a.parquet"), PathBuf::from("/l/b.parquet")],
             )],
             &[
                 ("no_show_hours".into(), "48".into()),
@@ -253,9 +240,7 @@ mod tests {
             ],
         );
         assert!(s.contains("SET VARIABLE data_dir = '/it''s';"), "{s}");
-        assert!(
-            s.contains("SET VARIABLE call_outcomes_files = '/tmp/p/call_outcomes/*/*.parquet';")
-        );
+        assert!(s.contains("SET VARIABLE call_outcomes_files = ['/l/a.parquet', '/l/b.parquet'];"));
         assert!(s.contains("SET VARIABLE no_show_hours = 48;"));
         assert!(s.contains("SET VARIABLE who = 'a''b';"));
         assert!(!s.lines().any(|l| l.starts_with(".read")));

@@ -348,18 +348,19 @@ fn unknown_query_and_missing_directory_are_clear_errors() {
     assert!(!ok && err.contains("is not a variable name"), "{err}");
 }
 
-/// Copies `from` into `to`, writing every Parquet file twice (as a reader may see a partition
-/// while compaction swaps its files, or when two writers wrote the same events).
+/// Copies `from` into `to`, writing every Parquet file twice: once under its name and once as
+/// a compaction output (`compact-<id>-<k>.parquet`), as a reader sees a partition between
+/// compaction's renames and its deletes, or when two writers wrote the same events.
 fn copy_twice(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
+    for (k, entry) in std::fs::read_dir(from).unwrap().enumerate() {
         let entry = entry.unwrap();
         let (source, target) = (entry.path(), to.join(entry.file_name()));
         if entry.file_type().unwrap().is_dir() {
             copy_twice(&source, &target);
         } else if source.extension().is_some_and(|e| e == "parquet") {
             std::fs::copy(&source, &target).unwrap();
-            std::fs::copy(&source, target.with_extension("copy.parquet")).unwrap();
+            std::fs::copy(&source, to.join(format!("compact-999999-{k}.parquet"))).unwrap();
         }
     }
 }
@@ -369,6 +370,12 @@ fn every_query_gives_the_same_answer_when_every_file_is_seen_twice() {
     let s = shared();
     let doubled = tempfile::tempdir().unwrap();
     copy_twice(s.dir.path(), doubled.path());
+    let files = |dir: &Path| {
+        hooklake::sink::published_files(dir, "contact_events")
+            .unwrap()
+            .len()
+    };
+    assert_eq!(files(doubled.path()), 2 * files(s.dir.path()));
     for (name, _) in hooklake::query::QUERIES {
         let once = hooklake_query(s.dir.path(), name, &[]);
         let twice = hooklake_query(doubled.path(), name, &[]);
