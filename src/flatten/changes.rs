@@ -268,7 +268,7 @@ pub fn track(tables: &mut Tables, states: &mut HashMap<i64, ContactState>) {
                 utm_campaign: row.utm_campaign.clone(),
                 late,
             };
-        let Some(previous) = states.get(&contact_id) else {
+        let Some(mut previous) = states.remove(&contact_id) else {
             transitions.push(transition(None, None, false));
             let (values, set_at) = merge(None, row, &snap);
             states.insert(
@@ -297,14 +297,18 @@ pub fn track(tables: &mut Tables, states: &mut HashMap<i64, ContactState>) {
                 .map(|since| (transitioned_at.0 - since) as f64 / 1e6);
             transitions.push(transition(old_status, seconds, late));
         }
-        let (values, set_at) = merge(Some(previous), row, &snap);
+        let held = (
+            std::mem::take(&mut previous.values),
+            std::mem::take(&mut previous.set_at),
+        );
+        let (values, set_at) = merge(Some(held), row, &snap);
         let next = if late {
             // Latest data wins per attribute: the late payload only fills in what no newer
             // payload has sent; the snapshot's time and status history stay.
             ContactState {
                 values,
                 set_at,
-                ..previous.clone()
+                ..previous
             }
         } else {
             let status_since_us = if status_changed {
@@ -327,16 +331,15 @@ pub fn track(tables: &mut Tables, states: &mut HashMap<i64, ContactState>) {
 }
 
 /// The state values after `row`: every attribute the row sent (set, or cleared with null) wins
-/// unless a newer payload already sent it; absent attributes keep their values.
+/// unless a newer payload already sent it; absent attributes keep their values. Takes the
+/// previous values and times by value and updates them in place.
 fn merge(
-    previous: Option<&ContactState>,
+    previous: Option<(BTreeMap<String, String>, BTreeMap<String, i64>)>,
     row: &ContactEventRow,
     snap: &BTreeMap<String, String>,
 ) -> (BTreeMap<String, String>, BTreeMap<String, i64>) {
     let t = row.event_time.0;
-    let (mut values, mut set_at) = previous
-        .map(|p| (p.values.clone(), p.set_at.clone()))
-        .unwrap_or_default();
+    let (mut values, mut set_at) = previous.unwrap_or_default();
     let missing = |name: &str| row.missing_fields.iter().any(|m| m == name);
     let sent = |key: &str| {
         if key.starts_with("answer:") {
@@ -347,91 +350,101 @@ fn merge(
             !missing(key)
         }
     };
-    let columns = super::contact::COLUMN_SOURCES
-        .iter()
-        .map(|(c, _)| c.to_string());
-    let keys: BTreeSet<String> = columns
-        .chain(snap.keys().cloned())
-        .chain(values.keys().cloned())
+    let held: Vec<String> = values
+        .keys()
+        .filter(|k| !snap.contains_key(*k))
+        .cloned()
         .collect();
-    for key in keys {
-        if key == "contact_answers" || key == "tracking_params" || !sent(&key) {
-            continue;
+    let mut apply = |key: &str| {
+        if key == "contact_answers" || key == "tracking_params" || !sent(key) {
+            return;
         }
         // A null status keeps the status: a contact always has one.
         if key == "status" && !snap.contains_key("status") {
-            continue;
+            return;
         }
-        if set_at.get(&key).is_some_and(|&newer| newer > t) {
-            continue;
+        if set_at.get(key).is_some_and(|&newer| newer > t) {
+            return;
         }
-        match snap.get(&key) {
-            Some(v) => values.insert(key.clone(), v.clone()),
-            None => values.remove(&key),
-        };
-        set_at.insert(key, t);
+        match snap.get(key) {
+            Some(v) if values.get(key) != Some(v) => {
+                values.insert(key.to_string(), v.clone());
+            }
+            Some(_) => {}
+            None => {
+                values.remove(key);
+            }
+        }
+        match set_at.get_mut(key) {
+            Some(at) => *at = t,
+            None => {
+                set_at.insert(key.to_string(), t);
+            }
+        }
+    };
+    // Every attribute the row may have sent, once: what it holds, the columns it left null,
+    // and the keys the state holds that the row lacks (a group key absent from a sent group
+    // was cleared).
+    for key in snap.keys() {
+        apply(key);
+    }
+    let columns = super::contact::COLUMN_SOURCES.iter().map(|(c, _)| *c);
+    for key in columns.clone().filter(|c| !snap.contains_key(*c)) {
+        apply(key);
+    }
+    for key in held
+        .iter()
+        .filter(|k| !columns.clone().any(|c| c == k.as_str()))
+    {
+        apply(key);
     }
     (values, set_at)
 }
 
 /// Fills the absent fields of contact rows with the contact's last known values, in event-time
 /// order (a batch may hold several events of one contact). Rows older than the state they meet
-/// are not carried: the values they would get come from a later snapshot.
+/// are not carried: the values they would get come from a later snapshot. The values of an
+/// earlier row of the batch are only rendered when a later row lacks something.
 fn carry(rows: &mut [ContactEventRow], states: &HashMap<i64, ContactState>) {
     let mut order: Vec<usize> = (0..rows.len()).collect();
     order.sort_by(|&a, &b| {
         let (a, b) = (&rows[a], &rows[b]);
         (a.event_time, a.received_at, &a.event_id).cmp(&(b.event_time, b.received_at, &b.event_id))
     });
-    // Contacts with several rows in this batch: later rows carry from earlier ones.
-    let mut rows_per_contact: HashMap<i64, usize> = HashMap::new();
-    for row in rows.iter() {
-        if let Some(id) = row.contact_id {
-            *rows_per_contact.entry(id).or_default() += 1;
-        }
-    }
-    // The values carried so far in this batch, per contact, with their event time.
-    let mut latest: HashMap<i64, (i64, BTreeMap<String, String>)> = HashMap::new();
+    // The newest row of each contact so far in this batch: its event time and index.
+    let mut latest: HashMap<i64, (i64, usize)> = HashMap::new();
     for i in order {
-        let row = &mut rows[i];
-        let Some(contact_id) = row.contact_id else {
+        let Some(contact_id) = rows[i].contact_id else {
             continue;
         };
-        let known = latest.get(&contact_id).map(|(t, v)| (*t, v)).or_else(|| {
-            states
-                .get(&contact_id)
-                .map(|s| (s.event_time_us, &s.values))
-        });
-        let current = known.is_none_or(|(time, _)| row.event_time.0 >= time);
-        let to_set: Attributes = match known {
-            Some((_, values)) if current => row
-                .missing_fields
-                .iter()
-                .filter_map(|c| values.get(c).map(|v| (c.clone(), v.clone())))
-                .collect(),
-            _ => Vec::new(),
-        };
-        // Only a contact with another row later in the batch needs this row's values kept.
-        let keep_for_next = current && rows_per_contact.get(&contact_id).is_some_and(|n| *n > 1);
-        let groups: Attributes = match known {
-            Some((_, values)) if keep_for_next => values
-                .iter()
-                .filter(|(k, _)| k.starts_with("answer:") || k.starts_with("param:"))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            _ => Vec::new(),
-        };
-        for (column, text) in &to_set {
-            set_column(row, column, text);
+        let in_batch = latest.get(&contact_id).copied();
+        let known_time = in_batch
+            .map(|(t, _)| t)
+            .or_else(|| states.get(&contact_id).map(|s| s.event_time_us));
+        let current = known_time.is_none_or(|time| rows[i].event_time.0 >= time);
+        if !current {
+            continue;
         }
-        if keep_for_next {
-            let mut values = snapshot(row, &[], &[]);
-            // Keep the carried group values (answers, parameters) for the next row.
-            for (k, v) in groups {
-                values.entry(k).or_insert(v);
+        if !rows[i].missing_fields.is_empty() {
+            let pick = |values: &BTreeMap<String, String>| -> Attributes {
+                rows[i]
+                    .missing_fields
+                    .iter()
+                    .filter_map(|c| values.get(c).map(|v| (c.clone(), v.clone())))
+                    .collect()
+            };
+            let to_set = match in_batch {
+                Some((_, j)) => pick(&snapshot(&rows[j], &[], &[])),
+                None => states
+                    .get(&contact_id)
+                    .map(|s| pick(&s.values))
+                    .unwrap_or_default(),
+            };
+            for (column, text) in &to_set {
+                set_column(&mut rows[i], column, text);
             }
-            latest.insert(contact_id, (row.event_time.0, values));
         }
+        latest.insert(contact_id, (rows[i].event_time.0, i));
     }
 }
 

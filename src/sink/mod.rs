@@ -21,11 +21,8 @@ use chrono::{DateTime, FixedOffset};
 use parquet::arrow::ArrowWriter;
 use serde::Serialize;
 
+use crate::flatten::Tables;
 use crate::flatten::table::{Micros, Table};
-use crate::flatten::{
-    AttributeChangeRow, CallEventRow, CallOutcomeRow, ContactAnswerRow, ContactEventRow,
-    RawEventRow, RejectedEventRow, StatusTransitionRow, Tables, TrackingParamRow,
-};
 pub use writer::WriterSettings;
 
 /// Above this many files (or directories), one `syncfs` replaces an fsync each.
@@ -141,22 +138,65 @@ impl Sink {
         self.publish(staged)
     }
 
+    /// Stages every table, two at a time (encoding and compressing is most of a flush's time):
+    /// two workers take the tables from a queue, largest first, so neither waits on the other.
     fn stage_all(
         &self,
         t: Tables,
         flush_seq: u64,
         staged: &mut Vec<Staged>,
     ) -> Result<(), SinkError> {
-        self.stage::<ContactEventRow>(t.contact_events, flush_seq, staged)?;
-        self.stage::<TrackingParamRow>(t.tracking_params, flush_seq, staged)?;
-        self.stage::<ContactAnswerRow>(t.contact_answers, flush_seq, staged)?;
-        self.stage::<CallEventRow>(t.call_events, flush_seq, staged)?;
-        self.stage::<CallOutcomeRow>(t.call_outcomes, flush_seq, staged)?;
-        self.stage::<RawEventRow>(t.raw_events, flush_seq, staged)?;
-        self.stage::<AttributeChangeRow>(t.attribute_changes, flush_seq, staged)?;
-        self.stage::<StatusTransitionRow>(t.status_transitions, flush_seq, staged)?;
-        self.stage::<RejectedEventRow>(t.rejected_events, flush_seq, staged)?;
-        Ok(())
+        type Job<'a> = Box<dyn FnOnce(&mut Vec<Staged>) -> Result<(), SinkError> + Send + 'a>;
+        fn job<'a, T: Table>(sink: &'a Sink, rows: Vec<T>, flush_seq: u64) -> Job<'a> {
+            Box::new(move |out: &mut Vec<Staged>| sink.stage(rows, flush_seq, out))
+        }
+        let Tables {
+            contact_events,
+            tracking_params,
+            contact_answers,
+            call_events,
+            call_outcomes,
+            raw_events,
+            attribute_changes,
+            status_transitions,
+            rejected_events,
+        } = t;
+        // Largest first: contact snapshots have the most columns, raw payloads the most bytes.
+        let queue: std::sync::Mutex<std::collections::VecDeque<Job>> = std::sync::Mutex::new(
+            [
+                job(self, contact_events, flush_seq),
+                job(self, raw_events, flush_seq),
+                job(self, attribute_changes, flush_seq),
+                job(self, status_transitions, flush_seq),
+                job(self, call_events, flush_seq),
+                job(self, tracking_params, flush_seq),
+                job(self, contact_answers, flush_seq),
+                job(self, call_outcomes, flush_seq),
+                job(self, rejected_events, flush_seq),
+            ]
+            .into(),
+        );
+        let work = |out: &mut Vec<Staged>| -> Result<(), SinkError> {
+            loop {
+                let next = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
+                match next {
+                    Some(stage) => stage(out)?,
+                    None => return Ok(()),
+                }
+            }
+        };
+        let mut theirs = Vec::new();
+        let (mine, other) = std::thread::scope(|scope| {
+            let other = scope.spawn(|| work(&mut theirs));
+            let mine = work(staged);
+            let other = other
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (mine, other)
+        });
+        // Whatever happened, the caller removes every temporary staged by either worker.
+        staged.append(&mut theirs);
+        mine.and(other)
     }
 
     /// The partition date of an event time.
@@ -174,13 +214,17 @@ impl Sink {
         flush_seq: u64,
         staged: &mut Vec<Staged>,
     ) -> Result<(), SinkError> {
-        let mut partitions: BTreeMap<String, Vec<T>> = BTreeMap::new();
+        // Rows grouped by their day in the partition time zone (named once per day).
+        let day_us = 86_400_000_000_i64;
+        let shift = i64::from(self.offset.local_minus_utc()) * 1_000_000;
+        let mut by_day: BTreeMap<i64, Vec<T>> = BTreeMap::new();
         for row in rows {
-            partitions
-                .entry(self.partition_date(row.event_time()))
-                .or_default()
-                .push(row);
+            let day = (row.event_time().0 + shift).div_euclid(day_us);
+            by_day.entry(day).or_default().push(row);
         }
+        let partitions = by_day
+            .into_iter()
+            .map(|(day, rows)| (self.partition_date(Micros(day * day_us - shift)), rows));
         for (date, mut rows) in partitions {
             T::sort(&mut rows);
             let dir = self.root.join(T::NAME).join(format!("date={date}"));

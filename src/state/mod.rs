@@ -81,10 +81,18 @@ pub struct Store {
     db: Database,
 }
 
+/// redb's page cache. Its default (1 GiB) is a ceiling the process's resident memory grows to
+/// as the dedup index and contact states grow; 64 MiB holds the B-trees' interior pages of a
+/// store with millions of entries, which is what lookups touch again.
+const CACHE_BYTES: usize = 64 * 1024 * 1024;
+
 impl Store {
     /// Opens or creates the store file.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let db = Database::create(path).map_err(err("open"))?;
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
+            .map_err(err("open"))?;
         let txn = db.begin_write().map_err(err("begin"))?;
         {
             txn.open_table(SEEN).map_err(err("create table"))?;
@@ -319,7 +327,10 @@ impl Store {
             return Ok(Vec::new());
         }
         let store = Store {
-            db: Database::open(path).map_err(err("open"))?,
+            db: redb::Builder::new()
+                .set_cache_size(CACHE_BYTES)
+                .open(path)
+                .map_err(err("open"))?,
         };
         let txn = store.db.begin_read().map_err(err("begin read"))?;
         match txn.open_table(REPLAYED) {
