@@ -192,7 +192,10 @@ pub fn resolve(args: &Args) -> anyhow::Result<Config> {
     Ok(config)
 }
 
-async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCode> {
+async fn dispatch(command: Command, mut config: Config) -> anyhow::Result<ExitCode> {
+    if matches!(command, Command::Replay { .. } | Command::Rebuild { .. }) {
+        config.flush_max_rows = config.flush_max_rows.min(config.replay_flush_max_rows);
+    }
     match command {
         Command::Serve { .. } => {
             config.check_exposure()?;

@@ -106,6 +106,9 @@ pub struct Config {
     pub flush_max_rows: usize,
     /// Buffered payload bytes that trigger a flush.
     pub flush_max_bytes: usize,
+    /// `replay` and `rebuild` flush at most this many events at a time (peak memory follows the
+    /// flush size; a batch job has no latency reason to flush more at once).
+    pub replay_flush_max_rows: usize,
     /// Optional cron expression (5 fields, or 6 with seconds first) for scheduled flushes, in UTC.
     pub flush_schedule: Option<String>,
     /// Hard bound on buffered payload bytes; requests beyond it get a 503 with `Retry-After`.
@@ -182,6 +185,7 @@ impl Default for Config {
             max_string_bytes: DEFAULT_MAX_STRING_BYTES,
             flush_interval_secs: DEFAULT_FLUSH_INTERVAL_SECS,
             flush_max_rows: DEFAULT_FLUSH_MAX_ROWS,
+            replay_flush_max_rows: 10_000,
             flush_max_bytes: DEFAULT_FLUSH_MAX_BYTES,
             flush_schedule: None,
             buffer_max_bytes: DEFAULT_BUFFER_MAX_BYTES,
@@ -330,6 +334,9 @@ impl Config {
                 "max_events_per_request",
                 "limits must be at least 1 (also max_string_bytes)".into(),
             );
+        }
+        if self.replay_flush_max_rows == 0 {
+            return invalid("replay_flush_max_rows", "must be at least 1".into());
         }
         if self.flush_max_rows == 0 {
             return invalid("flush_max_rows", "must be at least 1".into());

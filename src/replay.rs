@@ -113,8 +113,8 @@ pub async fn replay(
         let reader = tokio::task::spawn_blocking(move || read_input(&path, limits, tx));
         while let Some(item) = rx.recv().await {
             match item {
-                Item::Events(events) => {
-                    summary.bodies += 1;
+                Item::Events { events, bodies } => {
+                    summary.bodies += bodies;
                     for e in &events {
                         *summary.by_type.entry(e.event_type.as_str()).or_default() += 1;
                     }
@@ -159,10 +159,17 @@ async fn flush(pipeline: &Pipeline, summary: &mut Summary) -> Result<(), ReplayE
     Ok(())
 }
 
-/// What the reader thread sends: the events of one body, or why a body was rejected.
+/// What the reader thread sends: the events of `bodies` consecutive bodies, or why a body was
+/// rejected.
 enum Item {
-    Events(Vec<Envelope>),
-    Rejected { place: String, reason: String },
+    Events {
+        events: Vec<Envelope>,
+        bodies: usize,
+    },
+    Rejected {
+        place: String,
+        reason: String,
+    },
 }
 
 /// Reads one input (a path, or `-` for stdin) and sends its bodies.
@@ -181,7 +188,14 @@ fn read_input(
     };
     let progress = progress_bar(len, &path.display().to_string());
     let mut reader = BufReader::with_capacity(1 << 20, progress.wrap_read(raw));
-    let send = |item: Item| tx.blocking_send(item).is_ok();
+    // Bodies are sent in batches of about BATCH_EVENTS events: one line is usually one event,
+    // and taking them one at a time costs more than parsing them.
+    let batcher = std::cell::RefCell::new(Batcher {
+        tx: &tx,
+        events: Vec::new(),
+        bodies: 0,
+    });
+    let send = |item: Item| batcher.borrow_mut().send(item);
 
     let mut first = String::new();
     let mut line_no = 0usize;
@@ -227,8 +241,45 @@ fn read_input(
             line_no += 1;
         }
     }
+    batcher.borrow_mut().flush();
     progress.finish_and_clear();
     Ok(())
+}
+
+/// Events per batch the reader sends.
+const BATCH_EVENTS: usize = 256;
+
+/// Gathers the events of consecutive bodies; a rejection is sent after the events before it.
+struct Batcher<'a> {
+    tx: &'a tokio::sync::mpsc::Sender<Item>,
+    events: Vec<Envelope>,
+    bodies: usize,
+}
+
+impl Batcher<'_> {
+    /// Queues or sends `item`; false once the receiver is gone.
+    fn send(&mut self, item: Item) -> bool {
+        match item {
+            Item::Events { mut events, bodies } => {
+                self.events.append(&mut events);
+                self.bodies += bodies;
+                self.events.len() < BATCH_EVENTS || self.flush()
+            }
+            rejected => self.flush() && self.tx.blocking_send(rejected).is_ok(),
+        }
+    }
+
+    /// Sends the gathered events, if any.
+    fn flush(&mut self) -> bool {
+        if self.bodies == 0 {
+            return true;
+        }
+        let item = Item::Events {
+            events: std::mem::take(&mut self.events),
+            bodies: std::mem::take(&mut self.bodies),
+        };
+        self.tx.blocking_send(item).is_ok()
+    }
 }
 
 fn body_item(body: &[u8], source_path: &str, limits: BodyLimits, place: String) -> Item {
@@ -239,7 +290,7 @@ fn body_item(body: &[u8], source_path: &str, limits: BodyLimits, place: String) 
         source_path,
         limits,
     ) {
-        Ok(events) => Item::Events(events),
+        Ok(events) => Item::Events { events, bodies: 1 },
         Err(e) => Item::Rejected {
             place,
             reason: e.to_string(),

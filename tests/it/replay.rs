@@ -169,3 +169,47 @@ fn replaying_the_same_export_twice_writes_nothing_new() {
         1
     );
 }
+
+#[test]
+fn replay_flushes_in_bounded_batches_and_keeps_every_event_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let input = dir.path().join("in.ndjson");
+    let mut file = std::fs::File::create(&input).unwrap();
+    let options = hooklake::generate::Options {
+        contacts: 400,
+        seed: 5,
+        days: 3,
+    };
+    let lines = hooklake::generate::write_ndjson(options, &mut file).unwrap();
+    drop(file);
+    let out = Command::new(env!("CARGO_BIN_EXE_hooklake"))
+        .env("HOOKLAKE_REPLAY_FLUSH_MAX_ROWS", "500")
+        .arg("--data-dir")
+        .arg(&lake)
+        .arg("replay")
+        .arg(&input)
+        .output()
+        .unwrap();
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{summary}");
+    let distinct: i64 = hooklake::generate::in_time_order(options).len() as i64;
+    assert!(lines as i64 > distinct, "the input has redeliveries");
+    assert!(
+        summary.contains(&format!("events accepted: {distinct}")),
+        "{summary}"
+    );
+    let rows = duckdb(&format!(
+        "select count(*) as n, count(distinct event_id) as ids, \
+                count(distinct regexp_extract(filename, 'part-(\\d+)', 1)) as flushes \
+         from read_parquet('{}/raw_events/*/*.parquet', filename = true)",
+        lake.display()
+    ));
+    assert_eq!(rows[0]["n"], serde_json::json!(distinct));
+    assert_eq!(rows[0]["ids"], serde_json::json!(distinct));
+    let flushes = rows[0]["flushes"].as_i64().unwrap();
+    assert!(
+        flushes >= distinct / 500,
+        "{flushes} flushes for {distinct} events"
+    );
+}
