@@ -165,7 +165,8 @@ FROM stored_call_outcomes
 QUALIFY row_number() OVER (PARTITION BY coalesce(outcome_id::VARCHAR, event_id) ORDER BY event_time DESC, received_at DESC, event_id DESC) = 1;
 
 -- contact_funnel: contacts with how far each got: whether it booked a call (matched as in
--- calls), its first booking, whether a call was held (an outcome other than a no-show) or won,
+-- calls), its first booking, whether an outcome was recorded (`with_outcome`), whether one of
+-- them was not a no-show (`showed`) or a win (`won`),
 -- the revenue of its wins, and its first outcome's time.
 CREATE OR REPLACE TEMP VIEW contact_funnel AS
 WITH c AS MATERIALIZED (SELECT * FROM contacts),
@@ -180,14 +181,15 @@ booked AS (
     GROUP BY 1
 ),
 results AS (
-    SELECT contact_id, bool_or(NOT no_show) AS held, bool_or(won) AS won,
+    SELECT contact_id, bool_or(NOT no_show) AS showed, bool_or(won) AS won,
            sum(deal_value) FILTER (WHERE won) AS revenue, min(outcome_at) AS first_outcome_at
     FROM outcomes
     WHERE contact_id IS NOT NULL
     GROUP BY contact_id
 )
 SELECT c.*, b.contact_id IS NOT NULL AS booked, b.first_booked_at, coalesce(b.calls, 0) AS calls,
-       coalesce(r.held, false) AS held, coalesce(r.won, false) AS won, coalesce(r.revenue, 0) AS revenue,
+       r.contact_id IS NOT NULL AS with_outcome, coalesce(r.showed, false) AS showed,
+       coalesce(r.won, false) AS won, coalesce(r.revenue, 0) AS revenue,
        r.first_outcome_at
 FROM c
 LEFT JOIN booked b USING (contact_id)

@@ -58,11 +58,15 @@ fn latest(lead: &Lead) -> &Snapshot {
     lead.snapshots.iter().max_by_key(|s| s.at).unwrap()
 }
 
-fn held(lead: &Lead) -> bool {
+fn with_outcome(lead: &Lead) -> bool {
+    lead.call.as_ref().is_some_and(|c| c.outcome.is_some())
+}
+
+fn no_show_only(lead: &Lead) -> bool {
     lead.call
         .as_ref()
         .and_then(|c| c.outcome.as_ref())
-        .is_some_and(|o| o.no_sale_reason != Some("NO_SHOW"))
+        .is_some_and(|o| o.no_sale_reason == Some("NO_SHOW"))
 }
 
 fn revenue(lead: &Lead) -> Option<f64> {
@@ -112,7 +116,7 @@ impl World {
     }
 
     pub fn funnel(&self) -> Vec<Value> {
-        let mut groups: BTreeMap<(&str, &str), [f64; 7]> = BTreeMap::new();
+        let mut groups: BTreeMap<(&str, &str), [f64; 8]> = BTreeMap::new();
         for l in &self.leads {
             let g = groups
                 .entry((l.first_source, l.first_campaign))
@@ -122,13 +126,14 @@ impl World {
                 ever(l, "QUALIFIED"),
                 ever(l, "DISQUALIFIED"),
                 l.call.is_some(),
-                held(l),
+                with_outcome(l),
+                no_show_only(l),
                 revenue(l).is_some(),
             ];
             for (i, f) in flags.into_iter().enumerate() {
                 g[i] += f as u8 as f64;
             }
-            g[6] += revenue(l).unwrap_or(0.0);
+            g[7] += revenue(l).unwrap_or(0.0);
         }
         let mut rows: Vec<_> = groups.into_iter().collect();
         rows.sort_by(|a, b| b.1[0].total_cmp(&a.1[0]).then(a.0.cmp(&b.0)));
@@ -136,9 +141,9 @@ impl World {
             .map(|((source, campaign), g)| {
                 let n = g.map(|x| x as usize);
                 json!({"source": source, "campaign": campaign, "leads": n[0], "qualified": n[1],
-                       "disqualified": n[2], "booked": n[3], "held": n[4], "won": n[5], "revenue": g[6],
-                       "qualified_pct": pct(n[1], n[0]), "booked_pct": pct(n[3], n[1]),
-                       "held_pct": pct(n[4], n[3]), "won_pct": pct(n[5], n[4])})
+                       "disqualified": n[2], "booked": n[3], "held": n[4], "no_shows": n[5], "won": n[6],
+                       "revenue": g[7], "qualified_pct": pct(n[1], n[0]), "booked_pct": pct(n[3], n[1]),
+                       "held_pct": pct(n[4], n[3]), "won_pct": pct(n[6], n[4])})
             })
             .collect()
     }
