@@ -195,6 +195,7 @@ pub fn resolve(args: &Args) -> anyhow::Result<Config> {
 async fn dispatch(command: Command, mut config: Config) -> anyhow::Result<ExitCode> {
     if matches!(command, Command::Replay { .. } | Command::Rebuild { .. }) {
         config.flush_max_rows = config.flush_max_rows.min(config.replay_flush_max_rows);
+        config.flush_threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     }
     match command {
         Command::Serve { .. } => {

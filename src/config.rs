@@ -106,6 +106,8 @@ pub struct Config {
     pub flush_max_rows: usize,
     /// Buffered payload bytes that trigger a flush.
     pub flush_max_bytes: usize,
+    /// Threads a server's flush flattens and encodes on (`replay` and `rebuild` use every core).
+    pub flush_threads: usize,
     /// `replay` and `rebuild` flush at most this many events at a time (peak memory follows the
     /// flush size; a batch job has no latency reason to flush more at once).
     pub replay_flush_max_rows: usize,
@@ -186,6 +188,7 @@ impl Default for Config {
             flush_interval_secs: DEFAULT_FLUSH_INTERVAL_SECS,
             flush_max_rows: DEFAULT_FLUSH_MAX_ROWS,
             replay_flush_max_rows: 10_000,
+            flush_threads: 1,
             flush_max_bytes: DEFAULT_FLUSH_MAX_BYTES,
             flush_schedule: None,
             buffer_max_bytes: DEFAULT_BUFFER_MAX_BYTES,
@@ -334,6 +337,9 @@ impl Config {
                 "max_events_per_request",
                 "limits must be at least 1 (also max_string_bytes)".into(),
             );
+        }
+        if self.flush_threads == 0 {
+            return invalid("flush_threads", "must be at least 1".into());
         }
         if self.replay_flush_max_rows == 0 {
             return invalid("replay_flush_max_rows", "must be at least 1".into());

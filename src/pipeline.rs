@@ -255,6 +255,7 @@ impl Pipeline {
         let settings = WriterSettings {
             zstd_level: config.zstd_level,
             row_group_rows: config.row_group_rows,
+            threads: config.flush_threads,
         };
         let sink = Sink::open(&config.data_dir, settings, config.partition_offset())?;
         crate::compact::recover(&store, &config.data_dir).map_err(|e| OpenError::Io {
@@ -307,6 +308,7 @@ impl Pipeline {
             disk: DiskGuard::new(&config.data_dir, config.min_free_bytes),
             flatten_options: Arc::new(flatten::Options {
                 known_statuses: config.known_statuses.clone(),
+                threads: config.flush_threads,
             }),
             fail_log_writes,
             committed_replay_from: committed.replay_from,

@@ -149,6 +149,8 @@ pub(crate) struct Head {
 pub struct Options {
     /// Statuses that are not flagged `status_unknown` (compared case-insensitively).
     pub known_statuses: Vec<String>,
+    /// Threads a large batch is flattened on.
+    pub threads: usize,
 }
 
 impl Default for Options {
@@ -158,6 +160,7 @@ impl Default for Options {
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
+            threads: 1,
         }
     }
 }
@@ -169,8 +172,8 @@ pub fn flatten(events: &[Envelope]) -> Tables {
 
 /// Flattens a batch of events into rows of every table.
 pub fn flatten_with(events: &[Envelope], options: &Options) -> Tables {
-    // Large batches (a flush) are split in two halves flattened side by side; the rows come
-    // out in the same order as one pass would give.
+    // Large batches (a flush) are split in as many parts as `options.threads`, flattened side
+    // by side; the rows come out in the same order as one pass would give.
     const SPLIT_ABOVE: usize = 4096;
     let one_pass = |events: &[Envelope]| {
         let mut out = Tables::default();
@@ -179,19 +182,29 @@ pub fn flatten_with(events: &[Envelope], options: &Options) -> Tables {
         }
         out
     };
-    if events.len() <= SPLIT_ABOVE {
+    let threads = options.threads.max(1);
+    if threads == 1 || events.len() <= SPLIT_ABOVE {
         return one_pass(events);
     }
-    let (first, second) = events.split_at(events.len() / 2);
-    let (mut out, rest) = std::thread::scope(|scope| {
-        let other = scope.spawn(|| one_pass(second));
-        let mine = one_pass(first);
-        let rest = other
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        (mine, rest)
+    let parts: Vec<Tables> = std::thread::scope(|scope| {
+        let mut chunks = events.chunks(events.len().div_ceil(threads));
+        let first = chunks.next().unwrap_or_default();
+        let others: Vec<_> = chunks.map(|c| scope.spawn(move || one_pass(c))).collect();
+        let mut parts = vec![one_pass(first)];
+        for handle in others {
+            parts.push(
+                handle
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            );
+        }
+        parts
     });
-    out.append(rest);
+    let mut parts = parts.into_iter();
+    let mut out = parts.next().unwrap_or_default();
+    for part in parts {
+        out.append(part);
+    }
     out
 }
 
@@ -264,6 +277,34 @@ mod tests {
 
     fn envelope(text: &str, kind: Option<EventType>) -> Envelope {
         Envelope::parse_one(text, kind, RECEIVED_US, "/webhooks/iclosed").unwrap()
+    }
+
+    #[test]
+    fn a_batch_split_across_threads_gives_the_rows_of_one_pass_in_order() {
+        let events: Vec<Envelope> = crate::generate::in_time_order(crate::generate::Options {
+            contacts: 1500,
+            seed: 3,
+            days: 10,
+        })
+        .iter()
+        .map(|v| envelope(&v.to_string(), None))
+        .collect();
+        assert!(events.len() > 4096, "{} events", events.len());
+        let one = flatten_with(&events, &Options::default());
+        for threads in [2, 3] {
+            let options = Options {
+                threads,
+                ..Options::default()
+            };
+            let split = flatten_with(&events, &options);
+            assert_eq!(split.row_counts(), one.row_counts(), "{threads} threads");
+            let ids = |t: &Tables| -> Vec<String> {
+                let raw = t.raw_events.iter().map(|r| r.event_id.clone());
+                let answers = t.contact_answers.iter().map(|r| r.event_id.clone());
+                raw.chain(answers).collect()
+            };
+            assert_eq!(ids(&split), ids(&one), "{threads} threads");
+        }
     }
 
     fn fixture(name: &str) -> String {
@@ -448,6 +489,7 @@ mod tests {
         assert!(flags(serde_json::json!({"status": "qualified"})).is_empty());
         let custom = Options {
             known_statuses: vec!["STRATEGY_CALL_HELD".into()],
+            ..Options::default()
         };
         let mut object = base.clone();
         object["status"] = serde_json::json!("STRATEGY_CALL_HELD");

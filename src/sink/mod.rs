@@ -138,8 +138,8 @@ impl Sink {
         self.publish(staged)
     }
 
-    /// Stages every table, two at a time (encoding and compressing is most of a flush's time):
-    /// two workers take the tables from a queue, largest first, so neither waits on the other.
+    /// Stages every table on `settings.threads` workers (encoding and compressing is most of a
+    /// flush's time): they take the tables from a queue, largest first.
     fn stage_all(
         &self,
         t: Tables,
@@ -185,18 +185,28 @@ impl Sink {
                 }
             }
         };
-        let mut theirs = Vec::new();
-        let (mine, other) = std::thread::scope(|scope| {
-            let other = scope.spawn(|| work(&mut theirs));
-            let mine = work(staged);
-            let other = other
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            (mine, other)
+        let helpers = self.settings.threads.max(1) - 1;
+        let mut theirs: Vec<Vec<Staged>> = (0..helpers).map(|_| Vec::new()).collect();
+        let results: Vec<Result<(), SinkError>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = theirs
+                .iter_mut()
+                .map(|out| scope.spawn(|| work(out)))
+                .collect();
+            let mut results = vec![work(staged)];
+            for handle in handles {
+                results.push(
+                    handle
+                        .join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                );
+            }
+            results
         });
-        // Whatever happened, the caller removes every temporary staged by either worker.
-        staged.append(&mut theirs);
-        mine.and(other)
+        // Whatever happened, the caller removes every temporary staged by any worker.
+        for mut out in theirs {
+            staged.append(&mut out);
+        }
+        results.into_iter().collect()
     }
 
     /// The partition date of an event time.
@@ -493,6 +503,7 @@ mod tests {
 
     fn settings() -> WriterSettings {
         WriterSettings {
+            threads: 2,
             zstd_level: 3,
             row_group_rows: 1000,
         }

@@ -16,6 +16,8 @@ pub struct WriterSettings {
     pub zstd_level: i32,
     /// Rows per row group.
     pub row_group_rows: usize,
+    /// Files staged at once by a flush.
+    pub threads: usize,
 }
 
 /// Properties for a file of table `T`: ZSTD, page-level statistics (min/max that let DuckDB skip
@@ -52,6 +54,7 @@ mod tests {
         let props = writer_properties::<ContactEventRow>(WriterSettings {
             zstd_level: 5,
             row_group_rows: 200_000,
+            threads: 1,
         });
         let col = ColumnPath::from("email");
         assert_eq!(
