@@ -8,9 +8,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
 use crate::util::{Lake, Response, Server, duckdb, scalar, scan};
 
@@ -40,15 +38,7 @@ async fn post(lake: &Lake, uri: &str, body: Vec<u8>) -> Response {
         .header("x-request-id", "req-42")
         .body(Body::from(body))
         .unwrap();
-    let response = lake.router.clone().oneshot(request).await.unwrap();
-    let status = response.status();
-    let headers = response.headers().clone();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    Response {
-        status,
-        headers,
-        body: String::from_utf8(bytes.to_vec()).unwrap(),
-    }
+    crate::util::send(&lake.router, request).await
 }
 
 /// Three contact objects in one body (small, so only the event limit refuses them).

@@ -10,7 +10,7 @@ use hooklake::generate::{Lead, Options, leads};
 use serde_json::{Map, Value, json};
 
 use crate::truth::World;
-use crate::util::{Lake, fixture, hooklake_query};
+use crate::util::{Lake, fixture, hooklake_query, json_rows};
 
 /// The generated lake every query test reads: built once, kept for the whole test run.
 struct Shared {
@@ -86,16 +86,7 @@ fn duckdb_cli(dir: &Path, name: &str) -> Vec<Value> {
         .arg(format!(".read queries/{name}.sql"))
         .output()
         .expect("the duckdb CLI must be on PATH (pip install duckdb-cli; see README)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{name}: {}{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if stdout.trim().is_empty() {
-        return Vec::new();
-    }
-    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{name} ({e}): {stdout}"))
+    json_rows(name, &out)
 }
 
 /// Same rows in the same order; numbers equal within `tolerance` (the queries round).

@@ -109,15 +109,7 @@ impl Lake {
             .header("content-type", "application/json")
             .body(body.into())
             .unwrap();
-        let response = self.router.clone().oneshot(request).await.unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        Response {
-            status,
-            headers,
-            body: String::from_utf8(bytes.to_vec()).unwrap(),
-        }
+        send(&self.router, request).await
     }
 
     pub async fn post(&self, path: &str, body: impl Into<Body>) -> Response {
@@ -207,6 +199,11 @@ pub fn hooklake_query(dir: &Path, name: &str, extra: &[&str]) -> Vec<Value> {
         .args(extra)
         .output()
         .unwrap();
+    json_rows(name, &out)
+}
+
+/// The rows a successful `-json` / `--format json` run of query `name` printed.
+pub fn json_rows(name: &str, out: &std::process::Output) -> Vec<Value> {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -347,5 +344,18 @@ impl Drop for Server {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+/// Sends `request` through `router` and reads the whole answer.
+pub async fn send(router: &Router, request: Request<Body>) -> Response {
+    let response = router.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    Response {
+        status,
+        headers,
+        body: String::from_utf8(bytes.to_vec()).unwrap(),
     }
 }
