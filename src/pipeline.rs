@@ -749,7 +749,7 @@ impl Pipeline {
                     replayed: taken.replayed.clone(),
                 };
                 lap(&mut stages.load_ms);
-                flatten::changes::track(&mut tables, &mut states.contacts);
+                flatten::changes::track_with(&mut tables, &mut states.contacts, options.threads);
                 flatten::changes::track_calls(&mut tables, &mut states.calls);
                 lap(&mut stages.track_ms);
                 let rows: BTreeMap<&'static str, usize> = tables.row_counts().into_iter().collect();

@@ -198,7 +198,13 @@ pub fn snapshot(
 /// Computes `attribute_changes` and `status_transitions` for the contact rows in `tables`,
 /// advancing `states` (contact id -> state) as it goes.
 pub fn track(tables: &mut Tables, states: &mut HashMap<i64, ContactState>) {
-    carry(&mut tables.contact_events, states);
+    track_with(tables, states, 1);
+}
+
+/// [`track`] on `threads` threads: contacts are independent, so each thread takes the contacts
+/// whose id falls in its share, with their states. Gives the same rows (in another order) and
+/// the same states as one thread.
+pub fn track_with(tables: &mut Tables, states: &mut HashMap<i64, ContactState>, threads: usize) {
     let mut params: HashMap<&str, Pairs> = HashMap::new();
     for p in &tables.tracking_params {
         params
@@ -213,7 +219,69 @@ pub fn track(tables: &mut Tables, states: &mut HashMap<i64, ContactState>) {
             .or_default()
             .push((a.question.clone(), a.response.clone()));
     }
-    let mut order: Vec<&ContactEventRow> = tables.contact_events.iter().collect();
+    let threads = threads.max(1);
+    if threads == 1 {
+        carry(&mut tables.contact_events, states);
+        let (changes, transitions) = track_rows(&tables.contact_events, &params, &answers, states);
+        tables.attribute_changes = changes;
+        tables.status_transitions = transitions;
+        return;
+    }
+    let share = |id: Option<i64>| id.map_or(0, |id| id.rem_euclid(threads as i64) as usize);
+    let rows = std::mem::take(&mut tables.contact_events);
+    let total = rows.len();
+    tables.attribute_changes.clear();
+    tables.status_transitions.clear();
+    let mut groups: Vec<Share> = (0..threads).map(|_| Default::default()).collect();
+    for (i, row) in rows.into_iter().enumerate() {
+        let group = &mut groups[share(row.contact_id)];
+        group.0.push(i);
+        group.1.push(row);
+    }
+    for (id, state) in states.drain() {
+        groups[share(Some(id))].2.insert(id, state);
+    }
+    let (params, answers) = (&params, &answers);
+    let done: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = groups
+            .into_iter()
+            .map(|(positions, mut rows, mut group_states)| {
+                scope.spawn(move || {
+                    carry(&mut rows, &group_states);
+                    let (changes, transitions) =
+                        track_rows(&rows, params, answers, &mut group_states);
+                    (positions, rows, changes, transitions, group_states)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    let mut slots: Vec<Option<ContactEventRow>> = (0..total).map(|_| None).collect();
+    for (positions, rows, mut changes, mut transitions, group_states) in done {
+        for (i, row) in positions.into_iter().zip(rows) {
+            slots[i] = Some(row);
+        }
+        tables.attribute_changes.append(&mut changes);
+        tables.status_transitions.append(&mut transitions);
+        states.extend(group_states);
+    }
+    tables.contact_events = slots.into_iter().flatten().collect();
+}
+
+/// One thread's share of a batch: the rows' positions in the batch, the rows, their states.
+type Share = (Vec<usize>, Vec<ContactEventRow>, HashMap<i64, ContactState>);
+
+/// The change and transition rows of `rows` (one batch, carried), advancing `states`.
+fn track_rows(
+    rows: &[ContactEventRow],
+    params: &HashMap<&str, Pairs>,
+    answers: &HashMap<&str, Pairs>,
+    states: &mut HashMap<i64, ContactState>,
+) -> (Vec<AttributeChangeRow>, Vec<StatusTransitionRow>) {
+    let mut order: Vec<&ContactEventRow> = rows.iter().collect();
     order.sort_by(|a, b| {
         (a.event_time, a.received_at, &a.event_id).cmp(&(b.event_time, b.received_at, &b.event_id))
     });
@@ -326,8 +394,7 @@ pub fn track(tables: &mut Tables, states: &mut HashMap<i64, ContactState>) {
         };
         states.insert(contact_id, next);
     }
-    tables.attribute_changes = changes;
-    tables.status_transitions = transitions;
+    (changes, transitions)
 }
 
 /// The state values after `row`: every attribute the row sent (set, or cleared with null) wins
@@ -585,6 +652,61 @@ mod tests {
         let mut tables = crate::flatten::flatten(events);
         track(&mut tables, states);
         tables
+    }
+
+    #[test]
+    fn tracking_on_several_threads_gives_the_rows_and_states_of_one() {
+        let events: Vec<Envelope> = crate::generate::in_time_order(crate::generate::Options {
+            contacts: 600,
+            seed: 9,
+            days: 5,
+        })
+        .iter()
+        .enumerate()
+        .map(|(i, v)| contact(v.clone(), 1_800_000_000_000_000 + i as i64))
+        .collect();
+        // Two batches interleaved in time, so the second meets states and arrives partly late.
+        let (a, b): (Vec<_>, Vec<_>) = events
+            .into_iter()
+            .enumerate()
+            .partition(|(i, _)| i % 2 == 0);
+        let strip = |v: Vec<(usize, Envelope)>| v.into_iter().map(|(_, e)| e).collect::<Vec<_>>();
+        let (a, b) = (strip(a), strip(b));
+        let outcome = |threads: usize| {
+            let mut states = HashMap::new();
+            let mut seen = Vec::new();
+            for batch in [&a, &b] {
+                let mut tables = crate::flatten::flatten(batch);
+                track_with(&mut tables, &mut states, threads);
+                let mut changes: Vec<String> = tables
+                    .attribute_changes
+                    .iter()
+                    .map(|r| format!("{r:?}"))
+                    .collect();
+                let mut transitions: Vec<String> = tables
+                    .status_transitions
+                    .iter()
+                    .map(|r| format!("{r:?}"))
+                    .collect();
+                changes.sort();
+                transitions.sort();
+                let carried: Vec<String> = tables
+                    .contact_events
+                    .iter()
+                    .map(|r| format!("{r:?}"))
+                    .collect();
+                seen.push((changes, transitions, carried));
+            }
+            let states: BTreeMap<i64, String> =
+                states.iter().map(|(k, v)| (*k, format!("{v:?}"))).collect();
+            (seen, states)
+        };
+        let one = outcome(1);
+        assert!(
+            one.0[1].0.iter().any(|r| r.contains("late: true")),
+            "no late rows"
+        );
+        assert_eq!(outcome(3), one);
     }
 
     /// (attribute, old, new, reported, detected, late)
