@@ -29,3 +29,4 @@ pub mod generate;
 pub mod query;
 pub mod cli;
 pub mod failpoint;
+pub mod parallel;

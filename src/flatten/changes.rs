@@ -242,22 +242,10 @@ pub fn track_with(tables: &mut Tables, states: &mut HashMap<i64, ContactState>, 
         groups[share(Some(id))].2.insert(id, state);
     }
     let (params, answers) = (&params, &answers);
-    let done: Vec<_> = std::thread::scope(|scope| {
-        let handles: Vec<_> = groups
-            .into_iter()
-            .map(|(positions, mut rows, mut group_states)| {
-                scope.spawn(move || {
-                    carry(&mut rows, &group_states);
-                    let (changes, transitions) =
-                        track_rows(&rows, params, answers, &mut group_states);
-                    (positions, rows, changes, transitions, group_states)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect()
+    let done = crate::parallel::map(groups, |(positions, mut rows, mut group_states)| {
+        carry(&mut rows, &group_states);
+        let (changes, transitions) = track_rows(&rows, params, answers, &mut group_states);
+        (positions, rows, changes, transitions, group_states)
     });
     let mut slots: Vec<Option<ContactEventRow>> = (0..total).map(|_| None).collect();
     for (positions, rows, mut changes, mut transitions, group_states) in done {

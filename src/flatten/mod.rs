@@ -186,20 +186,8 @@ pub fn flatten_with(events: &[Envelope], options: &Options) -> Tables {
     if threads == 1 || events.len() <= SPLIT_ABOVE {
         return one_pass(events);
     }
-    let parts: Vec<Tables> = std::thread::scope(|scope| {
-        let mut chunks = events.chunks(events.len().div_ceil(threads));
-        let first = chunks.next().unwrap_or_default();
-        let others: Vec<_> = chunks.map(|c| scope.spawn(move || one_pass(c))).collect();
-        let mut parts = vec![one_pass(first)];
-        for handle in others {
-            parts.push(
-                handle
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-            );
-        }
-        parts
-    });
+    let chunks: Vec<&[Envelope]> = events.chunks(events.len().div_ceil(threads)).collect();
+    let parts = crate::parallel::map(chunks, one_pass);
     let mut parts = parts.into_iter();
     let mut out = parts.next().unwrap_or_default();
     for part in parts {

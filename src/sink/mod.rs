@@ -185,28 +185,20 @@ impl Sink {
                 }
             }
         };
-        let helpers = self.settings.threads.max(1) - 1;
-        let mut theirs: Vec<Vec<Staged>> = (0..helpers).map(|_| Vec::new()).collect();
-        let results: Vec<Result<(), SinkError>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = theirs
-                .iter_mut()
-                .map(|out| scope.spawn(|| work(out)))
-                .collect();
-            let mut results = vec![work(staged)];
-            for handle in handles {
-                results.push(
-                    handle
-                        .join()
-                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-                );
-            }
-            results
+        let outs: Vec<Vec<Staged>> = (0..self.settings.threads.max(1))
+            .map(|_| Vec::new())
+            .collect();
+        let done = crate::parallel::map(outs, |mut out| {
+            let result = work(&mut out);
+            (out, result)
         });
         // Whatever happened, the caller removes every temporary staged by any worker.
-        for mut out in theirs {
+        let mut result = Ok(());
+        for (mut out, worker) in done {
             staged.append(&mut out);
+            result = result.and(worker);
         }
-        results.into_iter().collect()
+        result
     }
 
     /// The partition date of an event time.
