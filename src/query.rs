@@ -84,9 +84,10 @@ fn literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-/// The script DuckDB runs: settings, variables, file lists, the views, then the query.
-/// `files` gives tables whose files are listed here rather than by DuckDB globbing.
+/// The script DuckDB runs: settings, variables, file lists, `views` (see [`views_for`]), then
+/// the query. `files` gives tables whose files are listed here rather than by DuckDB globbing.
 pub fn script(
+    views: &str,
     sql: &str,
     data: &str,
     files: &[(String, Vec<PathBuf>)],
@@ -113,7 +114,7 @@ pub fn script(
         };
         out.push_str(&format!("SET VARIABLE {name} = {value};\n"));
     }
-    out.push_str(&views_for(sql));
+    out.push_str(views);
     out.push('\n');
     for line in sql.lines().filter(|l| !l.trim_start().starts_with(".read")) {
         out.push_str(line);
@@ -124,7 +125,7 @@ pub fn script(
 
 /// The statements of `views.sql` that `sql` needs, directly or through another view, in file
 /// order. DuckDB binds a view when it is created, opening a file of each table it reads, so
-/// creating only these saves a query a tenth of a second on a large lake.
+/// creating only these saves up to 0.07 s per query on a lake of a year of daily partitions.
 pub fn views_for(sql: &str) -> String {
     const START: &str = "CREATE OR REPLACE TEMP ";
     let code = |text: &str| -> String {
@@ -153,9 +154,10 @@ pub fn views_for(sql: &str) -> String {
             (name, text)
         })
         .collect();
+    let query = code(sql);
     let mut needed: Vec<bool> = statements
         .iter()
-        .map(|(name, _)| mentions(&code(sql), name))
+        .map(|(name, _)| mentions(&query, name))
         .collect();
     // Add what the needed statements read, until nothing changes.
     loop {
@@ -207,12 +209,19 @@ fn mentions(text: &str, name: &str) -> bool {
     })
 }
 
-/// The published files of every table of a local lake; a table without any is given an empty
-/// file of its schema, written under `scratch/<table>/date=1970-01-01/` (DuckDB refuses an
-/// empty list).
-fn table_files(data: &Path, scratch: &Path) -> anyhow::Result<Vec<(String, Vec<PathBuf>)>> {
+/// The published files of the tables `views` read (`<table>_files`) in a local lake; a table
+/// without any is given an empty file of its schema, written under
+/// `scratch/<table>/date=1970-01-01/` (DuckDB refuses an empty list).
+fn table_files(
+    data: &Path,
+    scratch: &Path,
+    views: &str,
+) -> anyhow::Result<Vec<(String, Vec<PathBuf>)>> {
     let mut out = Vec::new();
     for (name, schema) in crate::flatten::table_schemas() {
+        if !views.contains(&format!("'{name}_files'")) {
+            continue;
+        }
         let mut files = crate::sink::published_files(data, name)?;
         if files.is_empty() {
             let partition = scratch.join(name).join("date=1970-01-01");
@@ -252,14 +261,15 @@ pub fn run(request: &Request) -> anyhow::Result<bool> {
     if !remote && !local.is_dir() {
         bail!("no data directory at {}", local.display());
     }
+    let views = views_for(sql);
     let scratch = tempfile::tempdir().context("cannot create a temporary directory")?;
     // Listing the files here spares DuckDB a directory walk each time it binds a view.
     let files = if remote {
         Vec::new()
     } else {
-        table_files(local, scratch.path())?
+        table_files(local, scratch.path(), &views)?
     };
-    let text = script(sql, request.data, &files, &request.variables);
+    let text = script(&views, sql, request.data, &files, &request.variables);
     let mode = match request.format {
         Format::Table => "-box",
         Format::Csv => "-csv",
@@ -340,6 +350,7 @@ mod tests {
     #[test]
     fn the_script_sets_variables_and_inlines_the_views() {
         let s = script(
+            "CREATE OR REPLACE TEMP VIEW v AS SELECT 1;\n",
             "-- q: x\n.read queries/views.sql\nSELECT 1;",
             "/it's",
             &[(
@@ -356,7 +367,7 @@ mod tests {
         assert!(s.contains("SET VARIABLE no_show_hours = 48;"));
         assert!(s.contains("SET VARIABLE who = 'a''b';"));
         assert!(!s.lines().any(|l| l.starts_with(".read")));
-        assert!(!s.contains("CREATE OR REPLACE TEMP VIEW contacts_latest"));
+        assert!(s.contains("CREATE OR REPLACE TEMP VIEW v AS SELECT 1;"));
         assert!(s.trim_end().ends_with("SELECT 1;"));
     }
 }
