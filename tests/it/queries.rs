@@ -51,13 +51,7 @@ async fn build(options: Options) -> Shared {
             .collect();
         assert!(!batch.is_empty());
         for chunk in batch.chunks(100) {
-            let r = lake
-                .post(
-                    "/webhooks/iclosed",
-                    Value::Array(chunk.to_vec()).to_string(),
-                )
-                .await;
-            assert_eq!(r.status, 200, "{}", r.body);
+            lake.post_events(chunk).await;
         }
         lake.flush().await;
     }

@@ -2,8 +2,6 @@
 
 use std::process::Command;
 
-use serde_json::Value;
-
 use crate::util::{Lake, duckdb, scan};
 
 /// Rows in `a` but not in `b` and the other way round, and the row count of `a`, per table.
@@ -43,13 +41,7 @@ async fn rebuild_equals_the_live_output_on_a_generated_data_set() {
     assert!(events.len() > 3000, "{} events", events.len());
     let lake = Lake::new();
     for (i, chunk) in events.chunks(20).enumerate() {
-        let r = lake
-            .post(
-                "/webhooks/iclosed",
-                Value::Array(chunk.to_vec()).to_string(),
-            )
-            .await;
-        assert_eq!(r.status, 200, "{}", r.body);
+        lake.post_events(chunk).await;
         if i % 40 == 39 {
             lake.flush().await;
         }

@@ -112,6 +112,17 @@ impl Lake {
         send(&self.router, request).await
     }
 
+    /// Posts `events` as one JSON array to the webhook route and expects a 200.
+    pub async fn post_events(&self, events: &[serde_json::Value]) {
+        let r = self
+            .post(
+                "/webhooks/iclosed",
+                serde_json::Value::Array(events.to_vec()).to_string(),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    }
+
     pub async fn post(&self, path: &str, body: impl Into<Body>) -> Response {
         self.request("POST", path, body).await
     }
