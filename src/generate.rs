@@ -8,7 +8,7 @@
 //! strategy call with one of three hosts, which may be cancelled, rescheduled (half the time
 //! without `old_start_time`), and given an outcome (a sale with a deal, a no-sale, a no-show)
 //! or none. A few leads carry an undocumented key (`leadScore`), an unparsable `joinedTime`,
-//! or an event type hooklake does not know. Some deliveries are repeated (redeliveries) and
+//! a malformed email, or an event type hooklake does not know. Some deliveries are repeated (redeliveries) and
 //! some qualification updates arrive late, after later leads. Invariant: the same options
 //! always give the same bytes.
 
@@ -262,7 +262,13 @@ fn lead(c: i64, options: &Options, rng: &mut Lcg) -> Lead {
         t0,
         status: "POTENTIAL".into(),
         names: false,
-        email: format!("lead{id}@example.com"),
+        // One lead in 37 types an email without `@` (flagged `email_malformed`) until it
+        // changes it; decided by id, so the random draws of every lead stay as they were.
+        email: if id % 37 == 0 {
+            format!("lead{id}.example.com")
+        } else {
+            format!("lead{id}@example.com")
+        },
         phone: format!("+1555{id:07}"),
         utm: (source, medium, campaign),
         first: (source, medium, campaign),

@@ -188,6 +188,16 @@ fn the_generated_lake_has_every_kind_of_event() {
     assert!(calls().filter(|c| c.rescheduled_to.is_some()).count() > 5);
     assert!(calls().filter(|c| c.outcome.is_none()).count() > 5);
     assert!(w.leads.iter().filter(|l| l.unknown_event).count() > 2);
+    let malformed = w
+        .leads
+        .iter()
+        .flat_map(|l| &l.snapshots)
+        .filter(|s| s.attributes.get("email").is_some_and(|e| !e.contains('@')))
+        .count();
+    assert!(
+        malformed > 5,
+        "{malformed} snapshots with a malformed email"
+    );
 }
 
 #[test]

@@ -417,14 +417,22 @@ impl World {
     }
 
     pub fn data_quality(&self) -> Vec<Value> {
-        // date -> [unknown, parse errors, late, rows with extras]
-        let mut days: BTreeMap<NaiveDate, [usize; 4]> = BTreeMap::new();
+        // date -> [unknown, parse errors, late, rows with extras, flagged rows]
+        let mut days: BTreeMap<NaiveDate, [usize; 5]> = BTreeMap::new();
         for l in &self.leads {
             if l.unknown_event {
                 days.entry(self.today).or_default()[0] += 1;
             }
             for s in &l.snapshots {
-                let flags = [false, s.parse_error, s.late, s.extras_key.is_some()];
+                // The only rule generated data breaks: an email without `@`.
+                let malformed = s.attributes.get("email").is_some_and(|e| !e.contains('@'));
+                let flags = [
+                    false,
+                    s.parse_error,
+                    s.late,
+                    s.extras_key.is_some(),
+                    malformed,
+                ];
                 if flags.iter().any(|f| *f) {
                     let d = days.entry(day(s.at)).or_default();
                     for (i, f) in flags.into_iter().enumerate() {
@@ -437,7 +445,7 @@ impl World {
             .map(|(date, d)| {
                 let keys = if d[3] > 0 { "leadScore" } else { "" };
                 json!({"date": date.to_string(), "unknown_events": d[0], "parse_error_rows": d[1],
-                       "late_events": d[2], "flagged_rows": 0, "extras_keys": keys, "rows_with_extras": d[3]})
+                       "late_events": d[2], "flagged_rows": d[4], "extras_keys": keys, "rows_with_extras": d[3]})
             })
             .collect()
     }
