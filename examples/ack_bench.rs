@@ -1,17 +1,22 @@
 //! Acknowledgement benchmark tool, used by `scripts/bench-ack.sh`.
 //!
 //! ```text
-//! ack_bench fsync DIR [COUNT]                   p50/p99 of a 4 KiB append + fdatasync in DIR
+//! ack_bench fsync DIR [COUNT [RATE]]            p50/p99 of a 4 KiB append + fdatasync in DIR,
+//!                                               back to back or RATE times a second
+//! ack_bench fsync-overwrite DIR [COUNT]         the same over a file zero-filled and synced first
 //! ack_bench noop ADDR                           a do-nothing HTTP server (200 to every POST)
 //! ack_bench load URL CONNS SECS [RATE]          single-event POSTs over CONNS keep-alive
 //!                                               connections for SECS seconds; closed loop, or
 //!                                               open loop at RATE requests/s in total
 //! ```
 //! Every request carries a new contact object (unique `id`), so none is a duplicate. In open
-//! loop, a request that is due while its connection still waits for the previous answer is timed
-//! from when it was due, so a slow server cannot hide its queueing (no coordinated omission);
-//! otherwise it is timed from when it is sent, so the load generator's own timer lateness (tokio
-//! timers have 1 ms resolution) is not charged to the server. Output: one JSON line.
+//! loop, a pacer thread releases requests at evenly spaced times (tokio's timers tick every
+//! millisecond and would release them in bursts); a request that is due while its connection
+//! still waits for the previous answer is timed from when it was due, so a slow server cannot
+//! hide its queueing (no coordinated omission); otherwise it is timed from when it is sent, so
+//! the hand-over from the pacer is not charged to the server. Requests of the first half second
+//! (a tenth of the run at most) are sent but not timed: a warm-up. Output: one JSON line; `ok`
+//! and `per_sec` count the timed requests.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -30,6 +35,13 @@ fn main() {
             &arg(1),
             args.get(2)
                 .map_or(2000, |c| c.parse().unwrap_or_else(|_| usage())),
+            args.get(3)
+                .map(|r| r.parse::<f64>().unwrap_or_else(|_| usage())),
+        ),
+        Some("fsync-overwrite") => fsync_overwrite(
+            &arg(1),
+            args.get(2)
+                .map_or(2000, |c| c.parse().unwrap_or_else(|_| usage())),
         ),
         Some("noop") => noop(&arg(1)),
         Some("load") => {
@@ -44,7 +56,9 @@ fn main() {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: ack_bench fsync DIR [COUNT] | noop ADDR | load URL CONNS SECS [RATE]");
+    eprintln!(
+        "usage: ack_bench fsync DIR [COUNT [RATE]] | fsync-overwrite DIR [COUNT] | noop ADDR | load URL CONNS SECS [RATE]"
+    );
     std::process::exit(2)
 }
 
@@ -56,7 +70,7 @@ fn pct(sorted: &[u64], p: f64) -> u64 {
     sorted[((sorted.len() - 1) as f64 * p / 100.0).round() as usize]
 }
 
-fn fsync(dir: &str, count: usize) {
+fn fsync(dir: &str, count: usize, rate: Option<f64>) {
     let path = std::path::Path::new(dir).join(".ack_bench_fsync");
     let mut file = std::fs::OpenOptions::new()
         .create(true)
@@ -66,6 +80,41 @@ fn fsync(dir: &str, count: usize) {
         .unwrap();
     let block = vec![0x5au8; 4096];
     let mut samples = Vec::with_capacity(count);
+    // SAFETY: prctl with PR_SET_TIMERSLACK only changes this thread's sleep precision.
+    unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1u64, 0u64, 0u64, 0u64) };
+    let began = Instant::now();
+    for i in 0..count {
+        if let Some(rate) = rate {
+            let due = began + Duration::from_secs_f64(i as f64 / rate);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
+        let start = Instant::now();
+        file.write_all(&block).unwrap();
+        file.sync_data().unwrap();
+        samples.push(start.elapsed().as_micros() as u64);
+    }
+    std::fs::remove_file(&path).unwrap();
+    report_fsync(count, samples);
+}
+
+/// 4 KiB overwrites + fdatasync of a file written with zeros and synced beforehand: what the
+/// log's pre-zeroed segments pay per group commit (no size change, so no journal commit).
+fn fsync_overwrite(dir: &str, count: usize) {
+    let path = std::path::Path::new(dir).join(".ack_bench_fsync_overwrite");
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(&path)
+        .unwrap();
+    let block = vec![0x5au8; 4096];
+    file.write_all(&vec![0u8; 4096 * count]).unwrap();
+    file.sync_all().unwrap();
+    use std::io::Seek;
+    file.seek(std::io::SeekFrom::Start(0)).unwrap();
+    let mut samples = Vec::with_capacity(count);
     for _ in 0..count {
         let start = Instant::now();
         file.write_all(&block).unwrap();
@@ -73,6 +122,10 @@ fn fsync(dir: &str, count: usize) {
         samples.push(start.elapsed().as_micros() as u64);
     }
     std::fs::remove_file(&path).unwrap();
+    report_fsync(count, samples);
+}
+
+fn report_fsync(count: usize, mut samples: Vec<u64>) {
     samples.sort_unstable();
     println!(
         r#"{{"fsync_count": {count}, "p50_us": {}, "p99_us": {}, "p999_us": {}}}"#,
@@ -93,6 +146,9 @@ fn noop(addr: &str) {
         axum::serve(listener, app).await.unwrap();
     });
 }
+
+/// How long the load generator sends before it starts timing.
+const WARM_UP: Duration = Duration::from_millis(500);
 
 fn load(url: &str, conns: usize, secs: u64, rate: Option<f64>) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -118,15 +174,44 @@ fn load(url: &str, conns: usize, secs: u64, rate: Option<f64>) {
         .as_millis() as u64
         * 1000;
     let counter = Arc::new(AtomicU64::new(0));
+    // Open loop: one pacer thread releases requests at exact, evenly spaced times (tokio timers
+    // tick every millisecond, which would release them in bursts) and hands each to the next
+    // connection in turn.
+    let period = rate.map(|r| Duration::from_secs_f64(1.0 / r));
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(secs);
+    // Requests of the first half second (connections, caches, allocator) are sent, not timed.
+    let warmed_up = started + WARM_UP.min(Duration::from_secs(secs) / 10);
+    let mut releases = Vec::new();
+    let mut receivers = Vec::new();
+    for _ in 0..conns {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+        releases.push(tx);
+        receivers.push(rx);
+    }
+    if let Some(period) = period {
+        std::thread::spawn(move || {
+            // SAFETY: prctl with PR_SET_TIMERSLACK only changes this thread's sleep precision.
+            unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1u64, 0u64, 0u64, 0u64) };
+            let mut due = started;
+            let mut next = 0;
+            while due < deadline {
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+                let _ = releases[next].send(due);
+                next = (next + 1) % releases.len();
+                due += period;
+            }
+        });
+    } else {
+        drop(releases);
+    }
     let (samples, errors, elapsed) = runtime.block_on(async {
-        let started = Instant::now();
-        let deadline = started + Duration::from_secs(secs);
-        let tasks: Vec<_> = (0..conns)
-            .map(|c| {
+        let tasks: Vec<_> = receivers
+            .into_iter()
+            .map(|mut release| {
                 let (authority, path, counter) = (authority.clone(), path.clone(), counter.clone());
-                // Open loop: each connection sends one request every `period`, staggered.
-                let period = rate.map(|r| Duration::from_secs_f64(conns as f64 / r));
-                let offset = period.map(|p| p.mul_f64(c as f64 / conns as f64)).unwrap_or_default();
                 tokio::spawn(async move {
                     let stream = tokio::net::TcpStream::connect(&authority).await.unwrap();
                     stream.set_nodelay(true).unwrap();
@@ -135,21 +220,24 @@ fn load(url: &str, conns: usize, secs: u64, rate: Option<f64>) {
                     tokio::spawn(connection);
                     let mut samples = Vec::new();
                     let mut errors = 0u64;
-                    let mut due = started + offset;
-                    // When the previous answer came back; a request due before that waited for the
-                    // server and is timed from when it was due.
+                    // When the previous answer came back.
                     let mut previous_done = started;
                     loop {
-                        if period.is_some() {
-                            tokio::time::sleep_until(due.into()).await;
-                        } else {
-                            due = Instant::now();
-                        }
+                        // When this request was due: released by the pacer, or now (closed loop).
+                        let due = match period {
+                            Some(_) => match release.recv().await {
+                                Some(due) => due,
+                                None => break,
+                            },
+                            None => Instant::now(),
+                        };
                         if due >= deadline {
                             break;
                         }
-                        // Timer lateness is the load generator's, not the server's: time from the
-                        // later of when the request was due and when the connection was free.
+                        // A request due while its connection still waited for the previous answer
+                        // is timed from when it was due: a slow server cannot hide its queueing.
+                        // Otherwise it is timed from when it is sent, so the hand-over from the
+                        // pacer thread is not charged to the server.
                         let start = if previous_done > due { due } else { Instant::now() };
                         let n = base + counter.fetch_add(1, Ordering::Relaxed);
                         let body = format!(
@@ -166,7 +254,9 @@ fn load(url: &str, conns: usize, secs: u64, rate: Option<f64>) {
                                 let _ = response.into_body().collect().await;
                                 previous_done = Instant::now();
                                 if ok {
-                                    samples.push(start.elapsed().as_micros() as u64);
+                                    if start >= warmed_up {
+                                        samples.push(start.elapsed().as_micros() as u64);
+                                    }
                                 } else {
                                     errors += 1;
                                 }
@@ -175,9 +265,6 @@ fn load(url: &str, conns: usize, secs: u64, rate: Option<f64>) {
                                 errors += 1;
                                 break;
                             }
-                        }
-                        if let Some(period) = period {
-                            due += period;
                         }
                     }
                     (samples, errors)
@@ -200,7 +287,7 @@ fn load(url: &str, conns: usize, secs: u64, rate: Option<f64>) {
         rate.map_or("null".to_string(), |r| format!("{r}")),
         elapsed.as_secs_f64(),
         samples.len(),
-        samples.len() as f64 / elapsed.as_secs_f64(),
+        samples.len() as f64 / (elapsed - (warmed_up - started)).as_secs_f64(),
         pct(&samples, 50.0),
         pct(&samples, 99.0),
         pct(&samples, 99.9)

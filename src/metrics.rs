@@ -265,7 +265,7 @@ impl Metrics {
         let sizes = [
             (
                 "hooklake_wal_bytes",
-                "Bytes of write-ahead log segments on disk.",
+                "Bytes of the write-ahead log directory on disk (segments are created at full size, zero-filled, plus one prepared spare).",
                 gauges.wal_bytes,
             ),
             (

@@ -2,21 +2,28 @@
 //! before it is acknowledged.
 //!
 //! The log is a directory of segment files named after the sequence number of their first
-//! record (`00000000000000000042.wal`); records are laid out as described in [`record`]. One
-//! writer thread owns the active segment and does **group commit**: it takes every append that
-//! is waiting, writes them with one `write`, makes them durable with one `fdatasync`, and only
-//! then answers each of them. Concurrent requests therefore share fsyncs, and throughput does not
-//! fall to one request per disk flush.
+//! record (`00000000000000000042.wal`); records are laid out as described in [`record`], and
+//! written over zeros prepared ahead of time ([`segment`]).
+//!
+//! **Group commit.** One append at a time holds the log. An append that finds the log free and
+//! nobody waiting writes and syncs its record itself, on the caller's thread: at low load an
+//! acknowledgement costs one `write` and one `fdatasync`, with no hand-over to another thread.
+//! Appends that arrive while the log is held queue up; the writer thread takes every queued
+//! append at once, writes them with one `write`, makes them durable with one `fdatasync`, and
+//! answers each. Concurrent requests therefore share fsyncs, and throughput does not fall to one
+//! request per disk flush.
 //!
 //! Durability modes: `Fsync` answers an append after the `fdatasync` covering it; `Batch`
 //! answers after the `write` and fsyncs at most every `interval` (a power loss can lose the
 //! appends of the last interval; a process crash loses nothing, the data is in the page cache).
 //!
 //! Recovery rules, applied by [`Wal::open`]:
-//! 1. Segments are read in order; each record's length and CRC-32C are checked.
+//! 1. Segments are read in order; each record's length and CRC-32C are checked. A record header
+//!    of 16 zero bytes followed only by zeros is the clean end of a segment (its prepared space).
 //! 2. At the first invalid record of the **last** segment (a torn or corrupt tail, the normal
-//!    result of a crash mid-write) the segment is truncated to the last valid record, and the
-//!    truncation is reported. It is never trusted and never a reason to refuse to start.
+//!    result of a crash mid-write) the segment is truncated to the last valid record (the bytes
+//!    after it are zeroed, so the prepared space stays), and the truncation is reported. It is
+//!    never trusted and never a reason to refuse to start.
 //! 3. An invalid record in an older segment (which a crash cannot produce: only disk damage) ends
 //!    that segment; the loss is reported and reading goes on with the next segment.
 //! 4. Sequence numbers only grow; a failed append's numbers are never reused, so they may have
@@ -25,18 +32,18 @@
 //! Invariant: this module knows bytes and sequence numbers only; it does not parse bodies.
 
 pub mod record;
+mod segment;
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub use record::Entry;
 use record::{Decoded, decode_record, encode_record};
+use segment::{Active, Spare};
 
 /// Default size at which the active segment is closed and a new one started.
 pub const DEFAULT_SEGMENT_MAX_BYTES: u64 = 64 * 1024 * 1024;
@@ -92,25 +99,94 @@ pub struct Recovered {
     pub damage: Vec<String>,
 }
 
-/// An append waiting for its group commit, and where to send its sequence number.
-type Pending = (Vec<u8>, tokio::sync::oneshot::Sender<Result<u64, WalError>>);
+/// Where a queued append's sequence number is sent.
+type Answer = tokio::sync::oneshot::Sender<Result<u64, WalError>>;
 
-enum Command {
-    Append {
-        payload: Vec<u8>,
-        done: tokio::sync::oneshot::Sender<Result<u64, WalError>>,
-    },
-    TruncateBefore(u64),
-    Shutdown,
+/// Work waiting for the log, and who holds it.
+#[derive(Default)]
+struct Queue {
+    waiting: Vec<(Vec<u8>, Answer)>,
+    /// An append (inline or the writer thread's group) is writing to the log.
+    busy: bool,
+    truncate_before: Option<u64>,
+    shutdown: bool,
+    /// Batch mode: when the oldest write that is not synced yet happened.
+    dirty_since: Option<Instant>,
+}
+
+struct Shared {
+    durability: Durability,
+    queue: Mutex<Queue>,
+    /// Wakes the writer thread.
+    wake: Condvar,
+    /// Locked only by whoever set `Queue::busy`, so never contended.
+    log: Mutex<Log>,
+    /// The next sequence number the writer will assign; only grows.
+    next_seq: AtomicU64,
+}
+
+impl Shared {
+    fn queue(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn log(&self) -> MutexGuard<'_, Log> {
+        self.log.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Gives the log back after a write (`wrote`: something reached the file) and wakes the
+    /// writer thread if it has work.
+    fn release(&self, wrote: bool) {
+        let mut q = self.queue();
+        q.busy = false;
+        let batch = matches!(self.durability, Durability::Batch { .. });
+        let newly_dirty = batch && wrote && q.dirty_since.is_none();
+        if newly_dirty {
+            q.dirty_since = Some(Instant::now());
+        }
+        if newly_dirty || !q.waiting.is_empty() || q.truncate_before.is_some() || q.shutdown {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Writes payloads as consecutive records; returns the first one's sequence number.
+    fn commit(&self, payloads: &[&[u8]]) -> Result<u64, WalError> {
+        let mut log = self.log();
+        let first_seq = self
+            .next_seq
+            .fetch_add(payloads.len() as u64, Ordering::AcqRel);
+        let mut buf =
+            Vec::with_capacity(payloads.iter().map(|p| p.len() + record::HEADER_LEN).sum());
+        for (i, payload) in payloads.iter().enumerate() {
+            encode_record(first_seq + i as u64, payload, &mut buf);
+        }
+        log.write(&buf, self.durability == Durability::Fsync)?;
+        if log.active.len >= log.segment_max_bytes
+            && let Err(e) = log.roll(self.next_seq.load(Ordering::Acquire))
+        {
+            tracing::error!(error = %e, "cannot start a new write-ahead log segment; staying on the current one");
+        }
+        Ok(first_seq)
+    }
+}
+
+/// Releases the log if an inline append unwinds.
+struct Held<'a> {
+    shared: &'a Shared,
+    wrote: bool,
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.shared.release(self.wrote);
+    }
 }
 
 /// A handle to the log; cloneable, shared by every request.
 #[derive(Clone)]
 pub struct Wal {
-    tx: mpsc::Sender<Command>,
-    /// The next sequence number the writer will assign; only grows.
-    next_seq: Arc<AtomicU64>,
-    thread: Arc<std::sync::Mutex<Option<JoinHandle<()>>>>,
+    shared: Arc<Shared>,
+    thread: Arc<Mutex<Option<JoinHandle<()>>>>,
 }
 
 impl Wal {
@@ -121,6 +197,7 @@ impl Wal {
         let mut segments = list_segments(&config.dir)?;
         let mut recovered = Recovered::default();
         let mut last_seq = 0u64;
+        let (mut last_len, mut last_size) = (0u64, 0u64);
         let count = segments.len();
         for (i, (_, path)) in segments.iter().enumerate() {
             let data = fs::read(path).map_err(io("read", path))?;
@@ -136,13 +213,17 @@ impl Wal {
                     }
                     Decoded::End => break,
                     Decoded::Invalid(why) => {
-                        let lost = data.len() - offset;
+                        // Zero fill after the damage is not counted as lost.
+                        let damaged = data.iter().rposition(|b| *b != 0).map_or(0, |p| p + 1);
+                        let lost = damaged.saturating_sub(offset);
                         if i + 1 == count {
                             let file = OpenOptions::new()
                                 .write(true)
                                 .open(path)
                                 .map_err(io("open", path))?;
-                            file.set_len(offset as u64).map_err(io("truncate", path))?;
+                            let zeros = vec![0u8; damaged.saturating_sub(offset)];
+                            std::os::unix::fs::FileExt::write_all_at(&file, &zeros, offset as u64)
+                                .map_err(io("truncate", path))?;
                             file.sync_all().map_err(io("fsync", path))?;
                             recovered.damage.push(format!(
                                 "{}: {why} at byte {offset}; truncated {lost} bytes of torn tail",
@@ -158,253 +239,240 @@ impl Wal {
                     }
                 }
             }
+            last_len = offset as u64;
+            last_size = data.len() as u64;
         }
         for line in &recovered.damage {
             tracing::warn!(damage = %line, "write-ahead log damage found during recovery");
         }
         let next_seq = (last_seq + 1).max(replay_from).max(1);
-        if segments.is_empty() {
-            segments.push((next_seq, segment_path(&config.dir, next_seq)));
-        }
-        let (first, path) = segments.last().cloned().expect("at least one segment");
-        let mut file = OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(io("open", &path))?;
-        let len = file.seek(SeekFrom::End(0)).map_err(io("seek", &path))?;
-        fsync_dir(&config.dir)?;
-        let next = Arc::new(AtomicU64::new(next_seq));
-        let (tx, rx) = mpsc::channel();
-        let writer = Writer {
-            config,
-            segments: segments.iter().map(|(s, p)| (*s, p.clone())).collect(),
-            active: Segment {
-                first,
-                path,
-                file,
-                len,
-            },
-            next_seq: next.clone(),
-            broken: false,
-            dirty_since: None,
+        let max = config.segment_max_bytes;
+        let spare = Spare::start(&config.dir, max)?;
+        // The last segment goes on if it has prepared space left; a full one, or one written
+        // without prepared space (by an earlier version), is closed.
+        let active = match segments.last() {
+            Some((first, path)) if last_len < max && last_len < last_size => {
+                Active::resume(path, *first, last_len)?
+            }
+            _ => {
+                let path = segment_path(&config.dir, next_seq);
+                segments.push((next_seq, path.clone()));
+                Active::create(&path, next_seq, &spare)?
+            }
         };
-        let thread = std::thread::Builder::new()
-            .name("wal-writer".into())
-            .spawn(move || writer.run(rx))
-            .map_err(|e| WalError::Io {
-                op: "start",
-                path: PathBuf::new(),
-                message: e.to_string(),
-            })?;
+        fsync_dir(&config.dir)?;
+        let shared = Arc::new(Shared {
+            durability: config.durability,
+            queue: Mutex::new(Queue::default()),
+            wake: Condvar::new(),
+            log: Mutex::new(Log {
+                dir: config.dir.clone(),
+                segment_max_bytes: max,
+                fail_writes: config.fail_writes.clone(),
+                segments,
+                active,
+                broken: false,
+                spare,
+            }),
+            next_seq: AtomicU64::new(next_seq),
+        });
+        let thread = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("wal-writer".into())
+                .spawn(move || run(&shared))
+                .map_err(|e| WalError::Io {
+                    op: "start",
+                    path: PathBuf::new(),
+                    message: e.to_string(),
+                })?
+        };
         Ok((
             Wal {
-                tx,
-                next_seq: next,
-                thread: Arc::new(std::sync::Mutex::new(Some(thread))),
+                shared,
+                thread: Arc::new(Mutex::new(Some(thread))),
             },
             recovered,
         ))
     }
 
     /// Appends one payload; returns its sequence number once it is as durable as configured.
+    ///
+    /// When the log is free and nobody waits, the write and its sync happen right here, on the
+    /// caller's thread (a tokio worker is blocked for one `fdatasync`); otherwise the append
+    /// joins the writer thread's next group.
     pub async fn append(&self, payload: Vec<u8>) -> Result<u64, WalError> {
-        let (done, answer) = tokio::sync::oneshot::channel();
-        self.tx
-            .send(Command::Append { payload, done })
-            .map_err(|_| WalError::Closed)?;
-        answer.await.map_err(|_| WalError::Closed)?
+        let shared = &*self.shared;
+        // Either the payload comes back (write it here) or it is queued (wait for the answer).
+        let queued = {
+            let mut q = shared.queue();
+            if q.shutdown {
+                return Err(WalError::Closed);
+            }
+            if !q.busy && q.waiting.is_empty() {
+                q.busy = true;
+                Ok(payload)
+            } else {
+                let (done, answer) = tokio::sync::oneshot::channel();
+                q.waiting.push((payload, done));
+                if !q.busy {
+                    shared.wake.notify_one();
+                }
+                Err(answer)
+            }
+        };
+        match queued {
+            Ok(payload) => {
+                let mut held = Held {
+                    shared,
+                    wrote: false,
+                };
+                let result = shared.commit(&[&payload]);
+                held.wrote = result.is_ok();
+                result
+            }
+            Err(answer) => answer.await.map_err(|_| WalError::Closed)?,
+        }
     }
 
     /// A lower bound of the sequence number of any append started after this call.
     pub fn next_seq(&self) -> u64 {
-        self.next_seq.load(Ordering::Acquire)
+        self.shared.next_seq.load(Ordering::Acquire)
     }
 
     /// Deletes every closed segment whose records all have sequence numbers below `seq`.
     pub fn truncate_before(&self, seq: u64) {
-        let _ = self.tx.send(Command::TruncateBefore(seq));
+        let mut q = self.shared.queue();
+        q.truncate_before = Some(q.truncate_before.map_or(seq, |s| s.max(seq)));
+        self.shared.wake.notify_one();
     }
 
     /// Makes everything written durable and stops the writer thread.
     pub fn close(&self) {
-        let _ = self.tx.send(Command::Shutdown);
+        {
+            let mut q = self.shared.queue();
+            q.shutdown = true;
+            self.shared.wake.notify_one();
+        }
         if let Some(thread) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = thread.join();
         }
     }
 }
 
-struct Segment {
-    first: u64,
-    path: PathBuf,
-    file: File,
-    len: u64,
+/// The writer thread: group commits of queued appends, batch-mode syncs, segment deletion.
+fn run(shared: &Shared) {
+    let mut q = shared.queue();
+    loop {
+        if q.busy {
+            q = shared.wake.wait(q).unwrap_or_else(|e| e.into_inner());
+            continue;
+        }
+        if !q.waiting.is_empty() {
+            let take = q.waiting.len().min(MAX_GROUP);
+            let group: Vec<_> = q.waiting.drain(..take).collect();
+            q.busy = true;
+            drop(q);
+            let mut held = Held {
+                shared,
+                wrote: false,
+            };
+            let payloads: Vec<&[u8]> = group.iter().map(|(p, _)| p.as_slice()).collect();
+            let result = shared.commit(&payloads);
+            held.wrote = result.is_ok();
+            drop(held);
+            for (i, (_, done)) in group.into_iter().enumerate() {
+                let _ = done.send(result.clone().map(|first| first + i as u64));
+            }
+            q = shared.queue();
+            continue;
+        }
+        if let Some(seq) = q.truncate_before.take() {
+            q.busy = true;
+            drop(q);
+            shared.log().truncate_before(seq);
+            shared.release(false);
+            q = shared.queue();
+            continue;
+        }
+        if let (Durability::Batch { interval }, Some(since)) = (shared.durability, q.dirty_since) {
+            let elapsed = since.elapsed();
+            if elapsed >= interval || q.shutdown {
+                q.dirty_since = None;
+                q.busy = true;
+                drop(q);
+                if let Err(e) = shared.log().active.sync() {
+                    tracing::error!(error = %e, "write-ahead log fsync failed");
+                }
+                shared.release(false);
+                q = shared.queue();
+            } else {
+                q = shared
+                    .wake
+                    .wait_timeout(q, interval - elapsed)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+            continue;
+        }
+        if q.shutdown {
+            break;
+        }
+        q = shared.wake.wait(q).unwrap_or_else(|e| e.into_inner());
+    }
+    drop(q);
+    let _ = shared.log().active.sync();
 }
 
-/// The writer thread's state.
-struct Writer {
-    config: WalConfig,
+/// The segments on disk and the one being written.
+struct Log {
+    dir: PathBuf,
+    segment_max_bytes: u64,
+    fail_writes: Arc<AtomicBool>,
     /// Every segment on disk, oldest first, the active one last.
     segments: Vec<(u64, PathBuf)>,
-    active: Segment,
-    next_seq: Arc<AtomicU64>,
-    /// A failed write could not be undone; the next batch must repair the file first.
+    active: Active,
+    /// A failed write could not be undone; the next write must repair the file first.
     broken: bool,
-    /// In batch mode, when the oldest unsynced write happened.
-    dirty_since: Option<Instant>,
+    spare: Spare,
 }
 
-impl Writer {
-    fn run(mut self, rx: mpsc::Receiver<Command>) {
-        loop {
-            let first = match (self.config.durability, self.dirty_since) {
-                (Durability::Batch { interval }, Some(since)) => {
-                    match rx.recv_timeout(interval.saturating_sub(since.elapsed())) {
-                        Ok(c) => c,
-                        Err(mpsc::RecvTimeoutError::Timeout) => {
-                            self.sync_batch();
-                            continue;
-                        }
-                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                    }
-                }
-                _ => match rx.recv() {
-                    Ok(c) => c,
-                    Err(_) => break,
-                },
-            };
-            let mut group = Vec::new();
-            let mut stop = false;
-            let mut command = Some(first);
-            while let Some(c) = command.take() {
-                match c {
-                    Command::Append { payload, done } => group.push((payload, done)),
-                    Command::TruncateBefore(seq) => self.truncate_before(seq),
-                    Command::Shutdown => stop = true,
-                }
-                if !stop && group.len() < MAX_GROUP {
-                    command = rx.try_recv().ok();
-                }
-            }
-            if !group.is_empty() {
-                self.commit(group);
-            }
-            if stop {
-                break;
-            }
-        }
-        let _ = self.active.file.sync_data();
-    }
-
-    /// Writes a group of appends, makes them durable, and answers each.
-    fn commit(&mut self, group: Vec<Pending>) {
-        let first_seq = self
-            .next_seq
-            .fetch_add(group.len() as u64, Ordering::AcqRel);
-        let mut buf = Vec::with_capacity(
-            group
-                .iter()
-                .map(|(p, _)| p.len() + record::HEADER_LEN)
-                .sum(),
-        );
-        for (i, (payload, _)) in group.iter().enumerate() {
-            encode_record(first_seq + i as u64, payload, &mut buf);
-        }
-        let result = self.write_durably(&buf);
-        for (i, (_, done)) in group.into_iter().enumerate() {
-            let _ = done.send(result.clone().map(|()| first_seq + i as u64));
-        }
-        if result.is_ok()
-            && self.active.len >= self.config.segment_max_bytes
-            && let Err(e) = self.roll()
-        {
-            tracing::error!(error = %e, "cannot start a new write-ahead log segment; staying on the current one");
-        }
-    }
-
-    fn write_durably(&mut self, buf: &[u8]) -> Result<(), WalError> {
-        let path = self.active.path.clone();
+impl Log {
+    fn write(&mut self, buf: &[u8], sync: bool) -> Result<(), WalError> {
+        let path = self.active.path().to_path_buf();
         if self.broken {
-            self.active
-                .file
-                .set_len(self.active.len)
-                .map_err(io("repair", &path))?;
-            self.active
-                .file
-                .seek(SeekFrom::Start(self.active.len))
-                .map_err(io("seek", &path))?;
+            self.active.repair().map_err(io("repair", &path))?;
             self.broken = false;
         }
-        let written = if self.config.fail_writes.load(Ordering::Relaxed) {
+        let written = if self.fail_writes.load(Ordering::Relaxed) {
             Err(std::io::Error::new(
                 std::io::ErrorKind::StorageFull,
                 "simulated: no space left on device",
             ))
         } else {
-            self.active
-                .file
-                .write_all(buf)
-                .and_then(|()| match self.config.durability {
-                    Durability::Fsync => self.active.file.sync_data(),
-                    Durability::Batch { .. } => Ok(()),
-                })
+            self.active.write(buf, sync)
         };
-        match written {
-            Ok(()) => {
-                self.active.len += buf.len() as u64;
-                if matches!(self.config.durability, Durability::Batch { .. })
-                    && self.dirty_since.is_none()
-                {
-                    self.dirty_since = Some(Instant::now());
-                }
-                Ok(())
-            }
-            Err(e) => {
-                // Undo a partial write so no garbage sits before the next good record.
-                let undone = self.active.file.set_len(self.active.len).and_then(|()| {
-                    self.active
-                        .file
-                        .seek(SeekFrom::Start(self.active.len))
-                        .map(drop)
-                });
-                self.broken = undone.is_err();
-                tracing::error!(error = %e, path = %path.display(), "write-ahead log append failed");
-                Err(io("append", &path)(e))
-            }
+        if written.is_ok() && self.active.half_full() {
+            self.spare.request();
         }
+        written.map_err(|e| {
+            // Undo a partial write so no garbage sits before the next good record.
+            self.broken = self.active.repair().is_err();
+            tracing::error!(error = %e, path = %path.display(), "write-ahead log append failed");
+            io("append", &path)(e)
+        })
     }
 
-    fn sync_batch(&mut self) {
-        if let Err(e) = self.active.file.sync_data() {
-            tracing::error!(error = %e, "write-ahead log fsync failed");
-        }
-        self.dirty_since = None;
-    }
-
-    /// Closes the active segment and starts a new one.
-    fn roll(&mut self) -> Result<(), WalError> {
+    /// Closes the active segment and starts a new one whose first record will be `first`.
+    fn roll(&mut self, first: u64) -> Result<(), WalError> {
         self.active
-            .file
-            .sync_data()
-            .map_err(io("fsync", &self.active.path))?;
-        let first = self.next_seq.load(Ordering::Acquire);
-        let path = segment_path(&self.config.dir, first);
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(io("create", &path))?;
-        fsync_dir(&self.config.dir)?;
-        self.segments.push((first, path.clone()));
-        self.active = Segment {
-            first,
-            path,
-            file,
-            len: 0,
-        };
-        self.dirty_since = None;
+            .sync()
+            .map_err(io("fsync", self.active.path()))?;
+        let path = segment_path(&self.dir, first);
+        let active = Active::create(&path, first, &self.spare)?;
+        fsync_dir(&self.dir)?;
+        self.segments.push((first, path));
+        self.active = active;
         Ok(())
     }
 
@@ -465,7 +533,7 @@ mod tests {
         WalConfig {
             dir: dir.to_path_buf(),
             durability: Durability::Fsync,
-            segment_max_bytes: DEFAULT_SEGMENT_MAX_BYTES,
+            segment_max_bytes: 1024 * 1024,
             fail_writes: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -502,6 +570,72 @@ mod tests {
         wal.close();
     }
 
+    /// The end of the records in a segment (what follows is zero fill).
+    fn written_len(data: &[u8]) -> usize {
+        data.iter().rposition(|b| *b != 0).map_or(0, |p| p + 1)
+    }
+
+    #[tokio::test]
+    async fn segments_are_written_over_prepared_zeros() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, _) = Wal::open(config(dir.path()), 0).unwrap();
+        wal.append(b"first".to_vec()).await.unwrap();
+        let segment = list_segments(dir.path()).unwrap()[0].1.clone();
+        let data = fs::read(&segment).unwrap();
+        assert_eq!(data.len(), 1024 * 1024, "the whole segment is prepared");
+        assert_eq!(written_len(&data), record::HEADER_LEN + 5);
+        wal.close();
+        // A reopened log continues right after its last record, not after the zero fill.
+        let (wal, r) = Wal::open(config(dir.path()), 0).unwrap();
+        assert!(r.damage.is_empty(), "{:?}", r.damage);
+        assert_eq!(wal.append(b"second".to_vec()).await.unwrap(), 2);
+        wal.close();
+        let (_, r) = Wal::open(config(dir.path()), 0).unwrap();
+        assert_eq!(
+            payloads(&r),
+            vec![(1, "first".into()), (2, "second".into())]
+        );
+        assert!(r.damage.is_empty(), "{:?}", r.damage);
+    }
+
+    #[tokio::test]
+    async fn the_next_segment_is_prepared_while_the_current_one_fills() {
+        let dir = tempfile::tempdir().unwrap();
+        // A stale, incomplete spare from a crash is never used.
+        fs::write(dir.path().join("spare.tmp"), b"garbage").unwrap();
+        let (wal, _) = Wal::open(config(dir.path()), 0).unwrap();
+        assert!(!dir.path().join("spare.tmp").exists());
+        let record = vec![b'r'; 100 * 1024];
+        // Past half of the first segment: the spare is asked for.
+        for _ in 0..6 {
+            wal.append(record.clone()).await.unwrap();
+        }
+        let spare = dir.path().join("spare.zero");
+        for _ in 0..500 {
+            if spare.exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(fs::metadata(&spare).unwrap().len(), 1024 * 1024);
+        assert!(fs::read(&spare).unwrap().iter().all(|b| *b == 0));
+        // Filling the segment rolls onto the spare, which becomes the new segment. (The 11th
+        // record does not fit in what is left: it is appended past the end, then the roll.)
+        for _ in 0..6 {
+            wal.append(record.clone()).await.unwrap();
+        }
+        let segments = list_segments(dir.path()).unwrap();
+        assert_eq!(segments.len(), 2, "{segments:?}");
+        assert!(!spare.exists(), "the spare was taken");
+        let newest = fs::read(&segments[1].1).unwrap();
+        assert_eq!(newest.len(), 1024 * 1024);
+        assert_eq!(written_len(&newest), record::HEADER_LEN + record.len());
+        wal.close();
+        let (_, r) = Wal::open(config(dir.path()), 0).unwrap();
+        assert_eq!(r.records.len(), 12);
+        assert!(r.damage.is_empty(), "{:?}", r.damage);
+    }
+
     #[tokio::test]
     async fn a_torn_tail_is_truncated_and_reported() {
         let dir = tempfile::tempdir().unwrap();
@@ -509,19 +643,17 @@ mod tests {
         wal.append(b"first".to_vec()).await.unwrap();
         wal.append(b"second".to_vec()).await.unwrap();
         wal.close();
+        // A torn write: the last 3 bytes of the last record never reached the disk.
         let segment = list_segments(dir.path()).unwrap()[0].1.clone();
-        let len = fs::metadata(&segment).unwrap().len();
-        OpenOptions::new()
-            .write(true)
-            .open(&segment)
-            .unwrap()
-            .set_len(len - 3)
-            .unwrap();
+        let mut data = fs::read(&segment).unwrap();
+        let end = written_len(&data);
+        data[end - 3..end].fill(0);
+        fs::write(&segment, &data).unwrap();
         let (wal, r) = Wal::open(config(dir.path()), 0).unwrap();
         assert_eq!(payloads(&r), vec![(1, "first".into())]);
         assert_eq!(r.damage.len(), 1);
         assert!(
-            r.damage[0].contains("cut short") && r.damage[0].contains("truncated"),
+            r.damage[0].contains("checksum mismatch") && r.damage[0].contains("truncated"),
             "{:?}",
             r.damage
         );
@@ -534,6 +666,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_record_cut_short_at_the_end_of_the_file_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, _) = Wal::open(config(dir.path()), 0).unwrap();
+        wal.append(b"first".to_vec()).await.unwrap();
+        wal.append(b"second".to_vec()).await.unwrap();
+        wal.close();
+        // A log written without prepared space (as earlier versions did), cut mid-record.
+        let segment = list_segments(dir.path()).unwrap()[0].1.clone();
+        let data = fs::read(&segment).unwrap();
+        let file = OpenOptions::new().write(true).open(&segment).unwrap();
+        file.set_len(written_len(&data) as u64 - 3).unwrap();
+        let (_, r) = Wal::open(config(dir.path()), 0).unwrap();
+        assert_eq!(payloads(&r), vec![(1, "first".into())]);
+        assert!(
+            r.damage[0].contains("cut short") && r.damage[0].contains("truncated 19 bytes"),
+            "{:?}",
+            r.damage
+        );
+    }
+
+    #[tokio::test]
     async fn a_flipped_bit_is_detected() {
         let dir = tempfile::tempdir().unwrap();
         let (wal, _) = Wal::open(config(dir.path()), 0).unwrap();
@@ -542,12 +695,37 @@ mod tests {
         wal.close();
         let segment = list_segments(dir.path()).unwrap()[0].1.clone();
         let mut data = fs::read(&segment).unwrap();
-        let last = data.len() - 1;
+        let last = written_len(&data) - 1;
         data[last] ^= 1;
         fs::write(&segment, data).unwrap();
         let (_, r) = Wal::open(config(dir.path()), 0).unwrap();
         assert_eq!(payloads(&r), vec![(1, "aaaa".into())]);
         assert!(r.damage[0].contains("checksum mismatch"), "{:?}", r.damage);
+    }
+
+    #[tokio::test]
+    async fn garbage_in_the_prepared_space_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, _) = Wal::open(config(dir.path()), 0).unwrap();
+        wal.append(b"kept".to_vec()).await.unwrap();
+        wal.close();
+        // A later record's second page reached the disk, its first did not.
+        let segment = list_segments(dir.path()).unwrap()[0].1.clone();
+        let mut data = fs::read(&segment).unwrap();
+        data[8192..8200].fill(0xab);
+        fs::write(&segment, data).unwrap();
+        let (wal, r) = Wal::open(config(dir.path()), 0).unwrap();
+        assert_eq!(payloads(&r), vec![(1, "kept".into())]);
+        assert!(
+            r.damage[0].contains("non-zero bytes") && r.damage[0].contains("truncated"),
+            "{:?}",
+            r.damage
+        );
+        wal.append(b"after".to_vec()).await.unwrap();
+        wal.close();
+        let (_, r) = Wal::open(config(dir.path()), 0).unwrap();
+        assert_eq!(payloads(&r), vec![(1, "kept".into()), (2, "after".into())]);
+        assert!(r.damage.is_empty(), "{:?}", r.damage);
     }
 
     #[tokio::test]
@@ -588,11 +766,19 @@ mod tests {
         assert_eq!(before[..10], (1..=10).collect::<Vec<u64>>());
         wal.truncate_before(6);
         wal.append(b"y".to_vec()).await.unwrap();
-        let after: Vec<u64> = list_segments(dir.path())
-            .unwrap()
-            .iter()
-            .map(|(s, _)| *s)
-            .collect();
+        // Deletion is the writer thread's background work: wait for it.
+        let mut after = Vec::new();
+        for _ in 0..200 {
+            after = list_segments(dir.path())
+                .unwrap()
+                .iter()
+                .map(|(s, _)| *s)
+                .collect();
+            if after.first() == Some(&6) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
         assert_eq!(after, vec![6, 7, 8, 9, 10, 11]);
         wal.close();
         let (_, r) = Wal::open(cfg, 0).unwrap();

@@ -108,7 +108,8 @@ pub enum Decoded<'a> {
     Invalid(&'static str),
 }
 
-/// Decodes the record starting at `offset` of `data`.
+/// Decodes the record starting at `offset` of `data`. The end of the data, or a zero header
+/// followed by nothing but zeros (space prepared ahead of the writer), is the clean end.
 pub fn decode_record(data: &[u8], offset: usize) -> Decoded<'_> {
     let rest = &data[offset.min(data.len())..];
     if rest.is_empty() {
@@ -116,6 +117,14 @@ pub fn decode_record(data: &[u8], offset: usize) -> Decoded<'_> {
     }
     if rest.len() < HEADER_LEN {
         return Decoded::Invalid("record header cut short");
+    }
+    if rest[..HEADER_LEN].iter().all(|b| *b == 0) {
+        // No record has an all-zero header (sequence numbers start at 1): this is prepared space.
+        return if rest.iter().all(|b| *b == 0) {
+            Decoded::End
+        } else {
+            Decoded::Invalid("non-zero bytes after an empty record header")
+        };
     }
     let len = u32::from_le_bytes(rest[0..4].try_into().unwrap()) as usize;
     let crc = u32::from_le_bytes(rest[4..8].try_into().unwrap());
@@ -171,6 +180,15 @@ mod tests {
             Decoded::Record { seq: 8, .. }
         ));
         assert_eq!(decode_record(&data, data.len()), Decoded::End);
+        // Prepared space after the last record is a clean end; anything else in it is not.
+        let mut prepared = data.clone();
+        prepared.resize(data.len() + 4096, 0);
+        assert_eq!(decode_record(&prepared, data.len()), Decoded::End);
+        prepared[data.len() + 100] = 1;
+        assert!(matches!(
+            decode_record(&prepared, data.len()),
+            Decoded::Invalid(_)
+        ));
         // A torn tail: the last record cut anywhere.
         for cut in 1..HEADER_LEN {
             assert!(matches!(

@@ -308,6 +308,11 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     out
 }
 
+/// Where a log segment's records end (what follows is its zero-filled prepared space).
+fn written_len(data: &[u8]) -> usize {
+    data.iter().rposition(|b| *b != 0).map_or(0, |p| p + 1)
+}
+
 /// The newest log segment of a data directory.
 fn last_segment(data_dir: &std::path::Path) -> std::path::PathBuf {
     let mut segments: Vec<_> = std::fs::read_dir(data_dir.join("_hooklake/wal"))
@@ -342,11 +347,12 @@ async fn a_torn_or_corrupt_log_tail_is_reported_and_the_server_starts() {
     }
     server.kill();
 
-    // A torn write: half a record header at the end of the log.
+    // A torn write: half a record header right after the last record, in the segment's
+    // prepared zeros.
     let segment = last_segment(dir.path());
     let mut data = std::fs::read(&segment).unwrap();
-    let complete = data.len();
-    data.extend_from_slice(&[0x2a, 0, 0, 0, 0x11, 0x22]);
+    let complete = written_len(&data);
+    data[complete..complete + 6].copy_from_slice(&[0x2a, 0, 0, 0, 0x11, 0x22]);
     std::fs::write(&segment, &data).unwrap();
     let server = Server::start(dir.path());
     let (_, metrics) = client::send(&server.base, "GET", "/metrics", b"")
@@ -362,20 +368,18 @@ async fn a_torn_or_corrupt_log_tail_is_reported_and_the_server_starts() {
     );
     let log = server.log_after("truncated 6 bytes");
     assert!(
-        log.contains("record header cut short") && log.contains("truncated 6 bytes"),
+        log.contains("checksum mismatch") && log.contains("truncated 6 bytes"),
         "{log}"
     );
     server.kill();
-    assert_eq!(
-        std::fs::metadata(&segment).unwrap().len() as usize,
-        complete,
-        "the torn tail is cut off"
-    );
+    let after = std::fs::read(&segment).unwrap();
+    assert_eq!(written_len(&after), complete, "the torn tail is cut off");
+    assert_eq!(after[..complete], data[..complete]);
 
     // Disk damage: a flipped bit in the last record. That record is lost, reported, and the
     // server still starts with the others.
-    let mut data = std::fs::read(&segment).unwrap();
-    let last = data.len() - 3;
+    let mut data = after;
+    let last = complete - 3;
     data[last] ^= 0x01;
     std::fs::write(&segment, &data).unwrap();
     let server = Server::start(dir.path());

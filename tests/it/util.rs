@@ -84,6 +84,8 @@ impl Lake {
     fn open(dir: tempfile::TempDir, edit: impl FnOnce(&mut Config)) -> Lake {
         let mut config = Config {
             data_dir: dir.path().to_path_buf(),
+            // Small log segments: tests roll them, and do not zero-fill 64 MiB each.
+            wal_segment_max_bytes: 1024 * 1024,
             ..Config::default()
         };
         edit(&mut config);
@@ -252,6 +254,7 @@ impl Server {
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .env("HOOKLAKE_LOG", "info")
+            .env("HOOKLAKE_WAL_SEGMENT_MAX_BYTES", "1048576")
             .envs(env.iter().copied())
             .stderr(Stdio::piped())
             .spawn()
