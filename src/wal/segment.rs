@@ -208,6 +208,7 @@ impl Active {
     /// ready, else a file zero-filled now. The caller syncs the directory.
     pub fn create(path: &Path, first: u64, spare: &Spare) -> Result<Active, WalError> {
         if !spare.take(path)? {
+            let started = std::time::Instant::now();
             let file = OpenOptions::new()
                 .create(true)
                 .write(true)
@@ -215,6 +216,8 @@ impl Active {
                 .open(path)
                 .map_err(io("create", path))?;
             zero_fill(&file, spare.size, Duration::ZERO).map_err(io("zero-fill", path))?;
+            tracing::info!(path = %path.display(), ms = started.elapsed().as_millis() as u64,
+                "write-ahead log segment zero-filled on the spot (no spare was ready)");
         }
         Active::resume(path, first, 0)
     }
