@@ -617,7 +617,10 @@ mod tests {
         }
         let mut h = Sha256::new();
         map(&mut h, object);
-        h.finalize()[..16].iter().map(|b| format!("{b:02x}")).collect()
+        h.finalize()[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! rows are flagged `late`. Invariant: pure; the caller loads states before and stores them
 //! after, atomically with the flush that writes these rows.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, SecondsFormat};
 use serde::{Deserialize, Serialize};
@@ -294,13 +294,24 @@ fn track_rows(
                     "tracking_params" => Some("param:"),
                     _ => None,
                 };
-                for (key, value) in &previous.values {
-                    let carried = match group {
-                        Some(prefix) => key.starts_with(prefix),
-                        None => key == column,
-                    };
-                    if carried {
-                        snap.entry(key.clone()).or_insert_with(|| value.clone());
+                match group {
+                    // The group's keys sit together in the sorted map, from the prefix on.
+                    Some(prefix) => {
+                        let keys = previous
+                            .values
+                            .range::<str, _>((
+                                std::ops::Bound::Included(prefix),
+                                std::ops::Bound::Unbounded,
+                            ))
+                            .take_while(|(k, _)| k.starts_with(prefix));
+                        for (key, value) in keys {
+                            snap.entry(key.clone()).or_insert_with(|| value.clone());
+                        }
+                    }
+                    None => {
+                        if let Some(value) = previous.values.get(column) {
+                            snap.entry(column.clone()).or_insert_with(|| value.clone());
+                        }
                     }
                 }
             }
@@ -395,7 +406,8 @@ fn merge(
 ) -> (BTreeMap<String, String>, BTreeMap<String, i64>) {
     let t = row.event_time.0;
     let (mut values, mut set_at) = previous.unwrap_or_default();
-    let missing = |name: &str| row.missing_fields.iter().any(|m| m == name);
+    let missing_fields: HashSet<&str> = row.missing_fields.iter().map(String::as_str).collect();
+    let missing = |name: &str| missing_fields.contains(name);
     let sent = |key: &str| {
         if key.starts_with("answer:") {
             !missing("contact_answers")
@@ -443,17 +455,29 @@ fn merge(
     for key in snap.keys() {
         apply(key);
     }
-    let columns = super::contact::COLUMN_SOURCES.iter().map(|(c, _)| *c);
-    for key in columns.clone().filter(|c| !snap.contains_key(*c)) {
-        apply(key);
-    }
-    for key in held
+    let columns = contact_columns();
+    for key in super::contact::COLUMN_SOURCES
         .iter()
-        .filter(|k| !columns.clone().any(|c| c == k.as_str()))
+        .map(|(c, _)| *c)
+        .filter(|c| !snap.contains_key(*c))
     {
         apply(key);
     }
+    for key in held.iter().filter(|k| !columns.contains(k.as_str())) {
+        apply(key);
+    }
     (values, set_at)
+}
+
+/// The contact columns a state may hold, as a set.
+fn contact_columns() -> &'static HashSet<&'static str> {
+    static COLUMNS: std::sync::OnceLock<HashSet<&'static str>> = std::sync::OnceLock::new();
+    COLUMNS.get_or_init(|| {
+        super::contact::COLUMN_SOURCES
+            .iter()
+            .map(|(c, _)| *c)
+            .collect()
+    })
 }
 
 /// Fills the absent fields of contact rows with the contact's last known values, in event-time
