@@ -161,7 +161,9 @@ impl Shared {
             encode_record(first_seq + i as u64, payload, &mut buf);
         }
         log.write(&buf, self.durability == Durability::Fsync)?;
-        if log.active.len >= log.segment_max_bytes
+        // Full, or appending (its zeros could not be written) while a prepared spare waits.
+        let switch = log.active.appending() && log.spare.is_ready();
+        if (log.active.len >= log.segment_max_bytes || switch)
             && let Err(e) = log.roll(self.next_seq.load(Ordering::Acquire))
         {
             tracing::error!(error = %e, "cannot start a new write-ahead log segment; staying on the current one");
@@ -257,7 +259,8 @@ impl Wal {
             _ => {
                 let path = segment_path(&config.dir, next_seq);
                 segments.push((next_seq, path.clone()));
-                Active::create(&path, next_seq, &spare)?
+                let prepare = !config.fail_writes.load(Ordering::Relaxed);
+                Active::create(&path, next_seq, &spare, prepare)?
             }
         };
         fsync_dir(&config.dir)?;
@@ -469,7 +472,8 @@ impl Log {
             .sync()
             .map_err(io("fsync", self.active.path()))?;
         let path = segment_path(&self.dir, first);
-        let active = Active::create(&path, first, &self.spare)?;
+        let prepare = !self.fail_writes.load(Ordering::Relaxed);
+        let active = Active::create(&path, first, &self.spare, prepare)?;
         fsync_dir(&self.dir)?;
         self.segments.push((first, path));
         self.active = active;
@@ -744,6 +748,48 @@ mod tests {
         let (_, r) = Wal::open(cfg, 0).unwrap();
         assert_eq!(payloads(&r), vec![(1, "ok".into()), (3, "later".into())]);
         assert!(r.damage.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_log_opened_on_a_full_disk_starts_and_recovers_when_space_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path());
+        cfg.fail_writes.store(true, Ordering::Relaxed);
+        // The first segment cannot be zero-filled: the log starts anyway, and refuses appends.
+        let (wal, r) = Wal::open(cfg.clone(), 0).unwrap();
+        assert!(r.damage.is_empty());
+        assert!(wal.append(b"refused".to_vec()).await.is_err());
+        cfg.fail_writes.store(false, Ordering::Relaxed);
+        assert_eq!(wal.append(b"kept".to_vec()).await.unwrap(), 2);
+        let first = list_segments(dir.path()).unwrap()[0].1.clone();
+        assert_eq!(
+            fs::read(&first).unwrap().len(),
+            record::HEADER_LEN + 4,
+            "records are appended to a segment that could not be prepared"
+        );
+        // Once a spare is ready, the log moves onto it.
+        let spare = dir.path().join("spare.zero");
+        for _ in 0..500 {
+            if spare.exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(spare.exists());
+        assert_eq!(wal.append(b"next".to_vec()).await.unwrap(), 3);
+        assert_eq!(wal.append(b"last".to_vec()).await.unwrap(), 4);
+        wal.close();
+        let segments = list_segments(dir.path()).unwrap();
+        assert_eq!(segments.len(), 2, "{segments:?}");
+        let second = fs::read(&segments[1].1).unwrap();
+        assert_eq!(second.len(), 1024 * 1024);
+        assert_eq!(written_len(&second), record::HEADER_LEN + 4);
+        let (_, r) = Wal::open(cfg, 0).unwrap();
+        assert_eq!(
+            payloads(&r),
+            vec![(2, "kept".into()), (3, "next".into()), (4, "last".into())]
+        );
+        assert!(r.damage.is_empty(), "{:?}", r.damage);
     }
 
     #[tokio::test]

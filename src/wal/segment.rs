@@ -146,6 +146,11 @@ impl Spare {
         }
     }
 
+    /// A complete spare is waiting.
+    pub(super) fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
     /// Renames the spare to `path` if one is ready; `false` if none is.
     fn take(&self, path: &Path) -> Result<bool, WalError> {
         if !self.ready.swap(false, Ordering::AcqRel) {
@@ -205,9 +210,17 @@ impl Active {
     }
 
     /// Starts the segment whose first record will be `first` at `path`: the spare if one is
-    /// ready, else a file zero-filled now. The caller syncs the directory.
-    pub fn create(path: &Path, first: u64, spare: &Spare) -> Result<Active, WalError> {
-        if !spare.take(path)? {
+    /// ready, else a file zero-filled now. If the zeros cannot be written (a full disk, or
+    /// `prepare` is false: the disk-full simulation), the segment starts empty and records are
+    /// appended to it: slower, and the log keeps working once space returns. The caller syncs
+    /// the directory.
+    pub fn create(
+        path: &Path,
+        first: u64,
+        spare: &Spare,
+        prepare: bool,
+    ) -> Result<Active, WalError> {
+        if !(prepare && spare.take(path)?) {
             let started = std::time::Instant::now();
             let file = OpenOptions::new()
                 .create(true)
@@ -215,9 +228,25 @@ impl Active {
                 .truncate(true)
                 .open(path)
                 .map_err(io("create", path))?;
-            zero_fill(&file, spare.size, Duration::ZERO).map_err(io("zero-fill", path))?;
-            tracing::info!(path = %path.display(), ms = started.elapsed().as_millis() as u64,
-                "write-ahead log segment zero-filled on the spot (no spare was ready)");
+            let filled = if prepare {
+                zero_fill(&file, spare.size, Duration::ZERO)
+            } else {
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::StorageFull,
+                    "simulated: no space left on device",
+                ))
+            };
+            match filled {
+                Ok(()) => {
+                    tracing::info!(path = %path.display(), ms = started.elapsed().as_millis() as u64,
+                    "write-ahead log segment zero-filled on the spot (no spare was ready)")
+                }
+                Err(e) => {
+                    file.set_len(0).map_err(io("truncate", path))?;
+                    tracing::warn!(error = %e, path = %path.display(),
+                        "cannot zero-fill a new write-ahead log segment; appending to it instead");
+                }
+            }
         }
         Active::resume(path, first, 0)
     }
@@ -250,6 +279,11 @@ impl Active {
         }
         self.attempted = self.len;
         self.file.sync_data()
+    }
+
+    /// No prepared space is left: records are being appended.
+    pub fn appending(&self) -> bool {
+        self.len >= self.prepared
     }
 
     /// The segment is past half its prepared size: time to prepare the next one.
