@@ -32,6 +32,9 @@ const ZERO_PIECE: usize = 1024 * 1024;
 /// ...with this pause between pieces, so a request's sync never queues behind much of it.
 const ZERO_PAUSE: Duration = Duration::from_millis(1);
 
+/// After a failed attempt to prepare a spare, the next one waits at least this long.
+const SPARE_RETRY: Duration = Duration::from_secs(1);
+
 const SPARE: &str = "spare.zero";
 const SPARE_TMP: &str = "spare.tmp";
 
@@ -95,8 +98,8 @@ pub(super) struct Spare {
     size: u64,
     /// `spare.zero` is complete and may be taken.
     ready: Arc<AtomicBool>,
-    /// A spare was asked for and is not taken yet.
-    requested: AtomicBool,
+    /// A spare was asked for and is not taken yet (cleared after a failed attempt).
+    requested: Arc<AtomicBool>,
     tx: mpsc::Sender<()>,
 }
 
@@ -109,8 +112,10 @@ impl Spare {
             let _ = fs::remove_file(dir.join(SPARE));
         }
         let ready = Arc::new(AtomicBool::new(complete));
+        let requested = Arc::new(AtomicBool::new(complete));
         let (tx, rx) = mpsc::channel::<()>();
-        let (thread_dir, thread_ready) = (dir.to_path_buf(), ready.clone());
+        let (thread_dir, thread_ready, thread_requested) =
+            (dir.to_path_buf(), ready.clone(), requested.clone());
         std::thread::Builder::new()
             .name("wal-spare".into())
             .spawn(move || {
@@ -120,8 +125,14 @@ impl Spare {
                     }
                     match prepare(&thread_dir, size) {
                         Ok(()) => thread_ready.store(true, Ordering::Release),
-                        Err(e) => tracing::warn!(error = %e, dir = %thread_dir.display(),
-                            "cannot prepare the next write-ahead log segment; it will be prepared when needed"),
+                        Err(e) => {
+                            tracing::warn!(error = %e, dir = %thread_dir.display(),
+                                "cannot prepare the next write-ahead log segment; will try again");
+                            let _ = fs::remove_file(thread_dir.join(SPARE_TMP));
+                            // A full disk stays full for a while: do not retry on every append.
+                            std::thread::sleep(SPARE_RETRY);
+                            thread_requested.store(false, Ordering::Release);
+                        }
                     }
                 }
             })
@@ -133,7 +144,7 @@ impl Spare {
         Ok(Spare {
             dir: dir.to_path_buf(),
             size,
-            requested: AtomicBool::new(complete),
+            requested,
             ready,
             tx,
         })
