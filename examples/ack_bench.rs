@@ -3,7 +3,7 @@
 //! ```text
 //! ack_bench fsync DIR [COUNT [RATE]]            p50/p99 of a 4 KiB append + fdatasync in DIR,
 //!                                               back to back or RATE times a second
-//! ack_bench fsync-overwrite DIR [COUNT]         the same over a file zero-filled and synced first
+//! ack_bench fsync-overwrite DIR [COUNT [RATE]]  the same over a file zero-filled and synced first
 //! ack_bench noop ADDR                           a do-nothing HTTP server (200 to every POST)
 //! ack_bench load URL CONNS SECS [RATE]          single-event POSTs over CONNS keep-alive
 //!                                               connections for SECS seconds; closed loop, or
@@ -31,17 +31,13 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let arg = |i: usize| args.get(i).cloned().unwrap_or_else(|| usage());
     match args.first().map(String::as_str) {
-        Some("fsync") => fsync(
+        Some(mode @ ("fsync" | "fsync-overwrite")) => fsync(
             &arg(1),
             args.get(2)
                 .map_or(2000, |c| c.parse().unwrap_or_else(|_| usage())),
             args.get(3)
                 .map(|r| r.parse::<f64>().unwrap_or_else(|_| usage())),
-        ),
-        Some("fsync-overwrite") => fsync_overwrite(
-            &arg(1),
-            args.get(2)
-                .map_or(2000, |c| c.parse().unwrap_or_else(|_| usage())),
+            mode == "fsync-overwrite",
         ),
         Some("noop") => noop(&arg(1)),
         Some("load") => {
@@ -57,7 +53,7 @@ fn main() {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: ack_bench fsync DIR [COUNT [RATE]] | fsync-overwrite DIR [COUNT] | noop ADDR | load URL CONNS SECS [RATE]"
+        "usage: ack_bench fsync DIR [COUNT [RATE]] | fsync-overwrite DIR [COUNT [RATE]] | noop ADDR | load URL CONNS SECS [RATE]"
     );
     std::process::exit(2)
 }
@@ -70,7 +66,11 @@ fn pct(sorted: &[u64], p: f64) -> u64 {
     sorted[((sorted.len() - 1) as f64 * p / 100.0).round() as usize]
 }
 
-fn fsync(dir: &str, count: usize, rate: Option<f64>) {
+/// `count` 4 KiB writes, each followed by `fdatasync`, back to back or `rate` times a second.
+/// Appends to a new file, or (`overwrite`) overwrites a file written with zeros and synced
+/// beforehand: what the log's prepared segments pay per group commit (no size change, so no
+/// journal commit).
+fn fsync(dir: &str, count: usize, rate: Option<f64>, overwrite: bool) {
     let path = std::path::Path::new(dir).join(".ack_bench_fsync");
     let mut file = std::fs::OpenOptions::new()
         .create(true)
@@ -78,6 +78,12 @@ fn fsync(dir: &str, count: usize, rate: Option<f64>) {
         .truncate(true)
         .open(&path)
         .unwrap();
+    if overwrite {
+        use std::io::Seek;
+        file.write_all(&vec![0u8; 4096 * count]).unwrap();
+        file.sync_all().unwrap();
+        file.seek(std::io::SeekFrom::Start(0)).unwrap();
+    }
     let block = vec![0x5au8; 4096];
     let mut samples = Vec::with_capacity(count);
     // SAFETY: prctl with PR_SET_TIMERSLACK only changes this thread's sleep precision.
@@ -90,32 +96,6 @@ fn fsync(dir: &str, count: usize, rate: Option<f64>) {
                 std::thread::sleep(wait);
             }
         }
-        let start = Instant::now();
-        file.write_all(&block).unwrap();
-        file.sync_data().unwrap();
-        samples.push(start.elapsed().as_micros() as u64);
-    }
-    std::fs::remove_file(&path).unwrap();
-    report_fsync(count, samples);
-}
-
-/// 4 KiB overwrites + fdatasync of a file written with zeros and synced beforehand: what the
-/// log's pre-zeroed segments pay per group commit (no size change, so no journal commit).
-fn fsync_overwrite(dir: &str, count: usize) {
-    let path = std::path::Path::new(dir).join(".ack_bench_fsync_overwrite");
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .open(&path)
-        .unwrap();
-    let block = vec![0x5au8; 4096];
-    file.write_all(&vec![0u8; 4096 * count]).unwrap();
-    file.sync_all().unwrap();
-    use std::io::Seek;
-    file.seek(std::io::SeekFrom::Start(0)).unwrap();
-    let mut samples = Vec::with_capacity(count);
-    for _ in 0..count {
         let start = Instant::now();
         file.write_all(&block).unwrap();
         file.sync_data().unwrap();

@@ -574,6 +574,16 @@ mod tests {
         wal.close();
     }
 
+    /// A closed log in `dir` holding `payloads`; returns its (only) segment.
+    async fn closed_log(dir: &Path, payloads: &[&[u8]]) -> PathBuf {
+        let (wal, _) = Wal::open(config(dir), 0).unwrap();
+        for p in payloads {
+            wal.append(p.to_vec()).await.unwrap();
+        }
+        wal.close();
+        list_segments(dir).unwrap()[0].1.clone()
+    }
+
     /// The end of the records in a segment (what follows is zero fill).
     fn written_len(data: &[u8]) -> usize {
         data.iter().rposition(|b| *b != 0).map_or(0, |p| p + 1)
@@ -643,12 +653,8 @@ mod tests {
     #[tokio::test]
     async fn a_torn_tail_is_truncated_and_reported() {
         let dir = tempfile::tempdir().unwrap();
-        let (wal, _) = Wal::open(config(dir.path()), 0).unwrap();
-        wal.append(b"first".to_vec()).await.unwrap();
-        wal.append(b"second".to_vec()).await.unwrap();
-        wal.close();
+        let segment = closed_log(dir.path(), &[b"first", b"second"]).await;
         // A torn write: the last 3 bytes of the last record never reached the disk.
-        let segment = list_segments(dir.path()).unwrap()[0].1.clone();
         let mut data = fs::read(&segment).unwrap();
         let end = written_len(&data);
         data[end - 3..end].fill(0);
@@ -672,12 +678,8 @@ mod tests {
     #[tokio::test]
     async fn a_record_cut_short_at_the_end_of_the_file_is_reported() {
         let dir = tempfile::tempdir().unwrap();
-        let (wal, _) = Wal::open(config(dir.path()), 0).unwrap();
-        wal.append(b"first".to_vec()).await.unwrap();
-        wal.append(b"second".to_vec()).await.unwrap();
-        wal.close();
+        let segment = closed_log(dir.path(), &[b"first", b"second"]).await;
         // A log written without prepared space (as earlier versions did), cut mid-record.
-        let segment = list_segments(dir.path()).unwrap()[0].1.clone();
         let data = fs::read(&segment).unwrap();
         let file = OpenOptions::new().write(true).open(&segment).unwrap();
         file.set_len(written_len(&data) as u64 - 3).unwrap();
@@ -693,11 +695,7 @@ mod tests {
     #[tokio::test]
     async fn a_flipped_bit_is_detected() {
         let dir = tempfile::tempdir().unwrap();
-        let (wal, _) = Wal::open(config(dir.path()), 0).unwrap();
-        wal.append(b"aaaa".to_vec()).await.unwrap();
-        wal.append(b"bbbb".to_vec()).await.unwrap();
-        wal.close();
-        let segment = list_segments(dir.path()).unwrap()[0].1.clone();
+        let segment = closed_log(dir.path(), &[b"aaaa", b"bbbb"]).await;
         let mut data = fs::read(&segment).unwrap();
         let last = written_len(&data) - 1;
         data[last] ^= 1;
@@ -710,11 +708,8 @@ mod tests {
     #[tokio::test]
     async fn garbage_in_the_prepared_space_is_reported() {
         let dir = tempfile::tempdir().unwrap();
-        let (wal, _) = Wal::open(config(dir.path()), 0).unwrap();
-        wal.append(b"kept".to_vec()).await.unwrap();
-        wal.close();
+        let segment = closed_log(dir.path(), &[b"kept"]).await;
         // A later record's second page reached the disk, its first did not.
-        let segment = list_segments(dir.path()).unwrap()[0].1.clone();
         let mut data = fs::read(&segment).unwrap();
         data[8192..8200].fill(0xab);
         fs::write(&segment, data).unwrap();
