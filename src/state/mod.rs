@@ -8,6 +8,13 @@
 //! replayed (`hooklake replay --rejected`: a dead letter is replayed by exactly one committed
 //! flush). That transaction is the commit point of a flush (ARCHITECTURE.md, "Durability
 //! contract"). Ids older than the dedup window are purged by [`Store::purge_before`].
+//!
+//! The dedup index has two parts. Ids a flush writes go to `seen_recent`, keyed by a counter,
+//! so a commit appends to it instead of touching a leaf of the big id-keyed B-tree per id (with
+//! random ids and copy-on-write pages, a flush of 10 000 ids rewrote most of that tree, and the
+//! commit grew with the index); a copy of those ids is kept in memory for lookups. Once
+//! [`RECENT_MERGE_IDS`] are recent, or at a purge, a commit moves them into `seen` and
+//! `seen_by_time` in key order, one rewrite for many flushes.
 //! Invariant: no HTTP and no Parquet here; only ids, times and sequence numbers.
 
 use std::path::Path;
@@ -21,6 +28,9 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 const SEEN: TableDefinition<&[u8], u64> = TableDefinition::new("seen");
 /// (receive time in seconds, event id) -> nothing: the same ids ordered by time, for purging.
 const SEEN_BY_TIME: TableDefinition<(u64, &[u8]), ()> = TableDefinition::new("seen_by_time");
+/// Counter -> event id (16 bytes) and receive time in seconds (8 bytes, little-endian): ids
+/// committed since the last merge into [`SEEN`].
+const SEEN_RECENT: TableDefinition<u64, &[u8]> = TableDefinition::new("seen_recent");
 /// Contact id -> its last known state ([`ContactState`] as JSON).
 const CONTACTS: TableDefinition<i64, &[u8]> = TableDefinition::new("contacts");
 /// Call id -> its last known slot ([`CallState`] as JSON).
@@ -30,7 +40,7 @@ const COMPACTIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("compactio
 /// Dead-letter id (16 bytes, `rejected_events.event_id`) -> Unix seconds when a committed flush
 /// wrote its events (`hooklake replay --rejected`).
 const REPLAYED: TableDefinition<&[u8], u64> = TableDefinition::new("rejected_replayed");
-/// Named counters: `flush_seq`, `replay_from`, `compaction_seq`.
+/// Named counters: `flush_seq`, `replay_from`, `compaction_seq`, `seen_recent_next`.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 #[derive(Debug, thiserror::Error)]
@@ -76,9 +86,16 @@ pub struct Committed {
     pub replay_from: u64,
 }
 
+/// Recent ids merged into the id-keyed tables at once (about 6 MiB of memory at most).
+pub const RECENT_MERGE_IDS: usize = 1 << 18;
+
 /// The store; cheap to share behind an `Arc`.
 pub struct Store {
     db: Database,
+    /// The ids of `seen_recent`, as committed. A lookup holds the read lock from the start of
+    /// its read transaction to its last lookup, so a merge (which empties this set after its
+    /// commit) can never hide an id from it.
+    recent: std::sync::RwLock<std::collections::HashSet<[u8; 16]>>,
 }
 
 /// redb's page cache. Its default (1 GiB) is a ceiling the process's resident memory grows to
@@ -102,9 +119,23 @@ impl Store {
             txn.open_table(CALLS).map_err(err("create table"))?;
             txn.open_table(COMPACTIONS).map_err(err("create table"))?;
             txn.open_table(REPLAYED).map_err(err("create table"))?;
+            txn.open_table(SEEN_RECENT).map_err(err("create table"))?;
         }
         txn.commit().map_err(err("commit"))?;
-        Ok(Store { db })
+        let mut recent = std::collections::HashSet::new();
+        {
+            let txn = db.begin_read().map_err(err("begin read"))?;
+            let table = txn.open_table(SEEN_RECENT).map_err(err("open table"))?;
+            for entry in table.iter().map_err(err("scan"))? {
+                let (_, value) = entry.map_err(err("scan"))?;
+                let (id, _) = recent_entry(value.value())?;
+                recent.insert(id);
+            }
+        }
+        Ok(Store {
+            db,
+            recent: std::sync::RwLock::new(recent),
+        })
     }
 
     /// The last commit record.
@@ -126,10 +157,11 @@ impl Store {
 
     /// Which of `ids` were already written by a committed flush.
     pub fn seen(&self, ids: &[[u8; 16]]) -> Result<Vec<bool>, StoreError> {
+        let recent = self.recent.read().unwrap_or_else(|e| e.into_inner());
         let txn = self.db.begin_read().map_err(err("begin read"))?;
         let seen = txn.open_table(SEEN).map_err(err("open table"))?;
         ids.iter()
-            .map(|id| Ok(seen.get(&id[..]).map_err(err("read"))?.is_some()))
+            .map(|id| Ok(recent.contains(id) || seen.get(&id[..]).map_err(err("read"))?.is_some()))
             .collect()
     }
 
@@ -202,29 +234,28 @@ impl Store {
                 table.insert(&id[..], now).map_err(err("insert"))?;
             }
         }
+        let recent_count = self.recent.read().unwrap_or_else(|e| e.into_inner()).len();
+        let merge = recent_count + ids.len() >= RECENT_MERGE_IDS;
+        if merge {
+            merge_recent(&txn, ids)?;
+        } else {
+            append_recent(&txn, ids)?;
+        }
         {
-            let mut seen = txn.open_table(SEEN).map_err(err("open table"))?;
-            let mut by_time = txn.open_table(SEEN_BY_TIME).map_err(err("open table"))?;
-            // In key order: each B-tree leaf is reached once, on a path the previous insert
-            // left in cache (the ids themselves are random).
-            let mut sorted: Vec<&([u8; 16], u64)> = ids.iter().collect();
-            sorted.sort_unstable_by_key(|(id, _)| *id);
-            for (id, secs) in &sorted {
-                seen.insert(&id[..], secs).map_err(err("insert"))?;
-            }
-            sorted.sort_unstable_by_key(|(id, secs)| (*secs, *id));
-            for (id, secs) in sorted {
-                by_time
-                    .insert((*secs, &id[..]), ())
-                    .map_err(err("insert"))?;
-            }
             let mut meta = txn.open_table(META).map_err(err("open table"))?;
             meta.insert("flush_seq", record.flush_seq)
                 .map_err(err("insert"))?;
             meta.insert("replay_from", record.replay_from)
                 .map_err(err("insert"))?;
         }
-        txn.commit().map_err(err("commit"))
+        txn.commit().map_err(err("commit"))?;
+        let mut recent = self.recent.write().unwrap_or_else(|e| e.into_inner());
+        if merge {
+            recent.clear();
+        } else {
+            recent.extend(ids.iter().map(|(id, _)| *id));
+        }
+        Ok(())
     }
 
     /// A new compaction id.
@@ -285,6 +316,8 @@ impl Store {
     pub fn purge_before(&self, cutoff_secs: u64) -> Result<u64, StoreError> {
         let txn = self.db.begin_write().map_err(err("begin write"))?;
         let mut purged = 0;
+        // Recent ids join the id-keyed tables first, so that the purge sees them all.
+        merge_recent(&txn, &[])?;
         {
             let mut seen = txn.open_table(SEEN).map_err(err("open table"))?;
             let mut by_time = txn.open_table(SEEN_BY_TIME).map_err(err("open table"))?;
@@ -301,6 +334,10 @@ impl Store {
             }
         }
         txn.commit().map_err(err("commit"))?;
+        self.recent
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         Ok(purged)
     }
 
@@ -338,6 +375,7 @@ impl Store {
                 .set_cache_size(CACHE_BYTES)
                 .open(path)
                 .map_err(err("open"))?,
+            recent: Default::default(),
         };
         let txn = store.db.begin_read().map_err(err("begin read"))?;
         match txn.open_table(REPLAYED) {
@@ -361,10 +399,77 @@ impl Store {
 
     /// Number of ids in the dedup index.
     pub fn seen_count(&self) -> Result<u64, StoreError> {
+        let recent = self.recent.read().unwrap_or_else(|e| e.into_inner());
         let txn = self.db.begin_read().map_err(err("begin read"))?;
         let seen = txn.open_table(SEEN).map_err(err("open table"))?;
-        seen.len().map_err(err("count"))
+        Ok(seen.len().map_err(err("count"))? + recent.len() as u64)
     }
+}
+
+/// Splits a `seen_recent` value into the id and its receive time.
+fn recent_entry(value: &[u8]) -> Result<([u8; 16], u64), StoreError> {
+    let corrupt = || StoreError {
+        op: "read recent id",
+        message: format!("entry of {} bytes, expected 24", value.len()),
+    };
+    let id: [u8; 16] = value
+        .get(..16)
+        .ok_or_else(corrupt)?
+        .try_into()
+        .map_err(|_| corrupt())?;
+    let secs: [u8; 8] = value
+        .get(16..24)
+        .ok_or_else(corrupt)?
+        .try_into()
+        .map_err(|_| corrupt())?;
+    Ok((id, u64::from_le_bytes(secs)))
+}
+
+/// Appends ids to `seen_recent` under the next counter values.
+fn append_recent(txn: &redb::WriteTransaction, ids: &[([u8; 16], u64)]) -> Result<(), StoreError> {
+    let mut meta = txn.open_table(META).map_err(err("open table"))?;
+    let mut next = meta
+        .get("seen_recent_next")
+        .map_err(err("read"))?
+        .map_or(0, |v| v.value());
+    let mut table = txn.open_table(SEEN_RECENT).map_err(err("open table"))?;
+    let mut value = [0u8; 24];
+    for (id, secs) in ids {
+        value[..16].copy_from_slice(id);
+        value[16..].copy_from_slice(&secs.to_le_bytes());
+        table.insert(next, &value[..]).map_err(err("insert"))?;
+        next += 1;
+    }
+    meta.insert("seen_recent_next", next)
+        .map_err(err("insert"))?;
+    Ok(())
+}
+
+/// Moves every id of `seen_recent`, and `ids`, into `seen` and `seen_by_time`, in key order:
+/// each B-tree leaf is reached once, on a path the previous insert left in cache.
+fn merge_recent(txn: &redb::WriteTransaction, ids: &[([u8; 16], u64)]) -> Result<(), StoreError> {
+    let mut all: Vec<([u8; 16], u64)> = ids.to_vec();
+    {
+        let mut recent = txn.open_table(SEEN_RECENT).map_err(err("open table"))?;
+        for entry in recent.iter().map_err(err("scan"))? {
+            let (_, value) = entry.map_err(err("scan"))?;
+            all.push(recent_entry(value.value())?);
+        }
+        recent.retain(|_, _| false).map_err(err("clear"))?;
+    }
+    let mut seen = txn.open_table(SEEN).map_err(err("open table"))?;
+    let mut by_time = txn.open_table(SEEN_BY_TIME).map_err(err("open table"))?;
+    all.sort_unstable_by_key(|(id, _)| *id);
+    for (id, secs) in &all {
+        seen.insert(&id[..], secs).map_err(err("insert"))?;
+    }
+    all.sort_unstable_by_key(|(id, secs)| (*secs, *id));
+    for (id, secs) in &all {
+        by_time
+            .insert((*secs, &id[..]), ())
+            .map_err(err("insert"))?;
+    }
+    Ok(())
 }
 
 /// Parses a 32-hex-digit event id into its 16 bytes.
@@ -431,6 +536,66 @@ mod tests {
         assert_eq!(store.purge_before(150).unwrap(), 1);
         assert_eq!(store.seen(&[a, b]).unwrap(), vec![false, true]);
         assert_eq!(store.seen_count().unwrap(), 1);
+    }
+
+    #[test]
+    fn recent_ids_merge_into_the_index_and_stay_seen_across_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.redb");
+        let id = |n: u64| {
+            let mut id = [0u8; 16];
+            id[..8].copy_from_slice(&n.wrapping_mul(0x9e37_79b9_7f4a_7c15).to_le_bytes());
+            id[8..].copy_from_slice(&n.to_le_bytes());
+            id
+        };
+        let batch = |range: std::ops::Range<u64>| -> Vec<([u8; 16], u64)> {
+            range.map(|n| (id(n), 1_000 + n % 7)).collect()
+        };
+        let first = RECENT_MERGE_IDS as u64 - 1000;
+        let record = |flush_seq| Committed {
+            flush_seq,
+            replay_from: 0,
+        };
+        {
+            let store = Store::open(&path).unwrap();
+            let states = States::default();
+            store.commit(record(1), &batch(0..first), &states).unwrap();
+            assert_eq!(store.recent.read().unwrap().len(), first as usize);
+            // This commit crosses the threshold: everything moves into the id-keyed tables.
+            store
+                .commit(record(2), &batch(first..first + 2000), &states)
+                .unwrap();
+            assert!(store.recent.read().unwrap().is_empty());
+            store
+                .commit(record(3), &batch(first + 2000..first + 2010), &states)
+                .unwrap();
+            assert_eq!(store.recent.read().unwrap().len(), 10);
+            assert_eq!(store.seen_count().unwrap(), first + 2010);
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.recent.read().unwrap().len(), 10);
+        assert_eq!(store.seen_count().unwrap(), first + 2010);
+        let probes: Vec<[u8; 16]> = [
+            0,
+            first - 1,
+            first,
+            first + 1999,
+            first + 2009,
+            first + 2010,
+        ]
+        .into_iter()
+        .map(id)
+        .collect();
+        assert_eq!(
+            store.seen(&probes).unwrap(),
+            vec![true, true, true, true, true, false]
+        );
+        // A purge sees recent and merged ids alike (receive times 1 000 to 1 006).
+        let purged = store.purge_before(1_003).unwrap();
+        let expected = (0..first + 2010).filter(|n| 1_000 + n % 7 >= 1_003).count() as u64;
+        assert_eq!(store.seen_count().unwrap(), expected);
+        assert_eq!(purged, first + 2010 - expected);
+        assert!(store.recent.read().unwrap().is_empty());
     }
 
     #[test]
