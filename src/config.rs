@@ -320,35 +320,32 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid =
             |key: &'static str, message: String| Err(ConfigError::Invalid { key, message });
+        // Counts, sizes and durations that must not be zero, each named on its own.
+        let positive: [(&'static str, u64); 12] = [
+            ("max_body_bytes", self.max_body_bytes as u64),
+            ("max_events_per_request", self.max_events_per_request as u64),
+            ("max_string_bytes", self.max_string_bytes as u64),
+            ("flush_threads", self.flush_threads as u64),
+            ("replay_flush_max_rows", self.replay_flush_max_rows as u64),
+            ("flush_max_rows", self.flush_max_rows as u64),
+            ("flush_max_bytes", self.flush_max_bytes as u64),
+            ("max_connections", self.max_connections as u64),
+            ("header_read_timeout_secs", self.header_read_timeout_secs),
+            ("body_read_timeout_secs", self.body_read_timeout_secs),
+            ("compaction_interval_secs", self.compaction_interval_secs),
+            ("dedup_window_hours", self.dedup_window_hours),
+        ];
+        if let Some((key, _)) = positive.iter().find(|(_, value)| *value == 0) {
+            return invalid(key, "must be at least 1".into());
+        }
         if let Err(e) = SocketAddr::from_str(&self.listen) {
             return invalid(
                 "listen",
                 format!("{:?} is not a socket address: {e}", self.listen),
             );
         }
-        if self.max_body_bytes == 0 {
-            return invalid("max_body_bytes", "must be at least 1".into());
-        }
         if self.max_json_depth == 0 || self.max_json_depth > 128 {
             return invalid("max_json_depth", "must be between 1 and 128".into());
-        }
-        if self.max_events_per_request == 0 || self.max_string_bytes == 0 {
-            return invalid(
-                "max_events_per_request",
-                "limits must be at least 1 (also max_string_bytes)".into(),
-            );
-        }
-        if self.flush_threads == 0 {
-            return invalid("flush_threads", "must be at least 1".into());
-        }
-        if self.replay_flush_max_rows == 0 {
-            return invalid("replay_flush_max_rows", "must be at least 1".into());
-        }
-        if self.flush_max_rows == 0 {
-            return invalid("flush_max_rows", "must be at least 1".into());
-        }
-        if self.flush_max_bytes == 0 {
-            return invalid("flush_max_bytes", "must be at least 1".into());
         }
         if self.buffer_max_bytes < self.max_body_bytes {
             return invalid(
@@ -365,32 +362,17 @@ impl Config {
         if !(1..=10_000).contains(&self.durability_batch_ms) {
             return invalid("durability_batch_ms", "must be between 1 and 10000".into());
         }
-        if self.max_connections == 0 || self.header_read_timeout_secs == 0 {
-            return invalid(
-                "max_connections",
-                "must be at least 1 (also header_read_timeout_secs)".into(),
-            );
-        }
-        if self.body_read_timeout_secs == 0 {
-            return invalid("body_read_timeout_secs", "must be at least 1".into());
-        }
         if self.rejected_body_max_bytes > crate::rejected::MAX_BODY_BYTES {
             return invalid(
                 "rejected_body_max_bytes",
                 format!("must be at most {}", crate::rejected::MAX_BODY_BYTES),
             );
         }
-        if self.compaction_interval_secs == 0 {
-            return invalid("compaction_interval_secs", "must be at least 1".into());
-        }
         if self.compaction_target_file_bytes < 1024 * 1024 {
             return invalid(
                 "compaction_target_file_bytes",
                 "must be at least 1 MiB".into(),
             );
-        }
-        if self.dedup_window_hours == 0 {
-            return invalid("dedup_window_hours", "must be at least 1".into());
         }
         if self.wal_segment_max_bytes < 1024 * 1024 {
             return invalid("wal_segment_max_bytes", "must be at least 1 MiB".into());
@@ -569,6 +551,13 @@ mod tests {
         );
         check(|c| c.zstd_level = 0, "zstd_level");
         check(|c| c.buffer_max_bytes = 1, "buffer_max_bytes");
+        // A zero names its own key, not a neighbour checked with it.
+        check(|c| c.max_string_bytes = 0, "for max_string_bytes:");
+        check(
+            |c| c.header_read_timeout_secs = 0,
+            "for header_read_timeout_secs:",
+        );
+        check(|c| c.dedup_window_hours = 0, "for dedup_window_hours:");
         Config::default().validate().unwrap();
     }
 
