@@ -119,7 +119,7 @@ pub async fn rebuild(config: &Config, into: Option<&Path>) -> Result<Report, Reb
         let outcome = pipeline.accept_unlogged(vec![envelope])?;
         summary.duplicates += outcome.duplicates;
         if outcome.flush_due {
-            add_flush(&mut summary, pipeline.flush(FlushReason::Replay).await?);
+            summary.add_flush(pipeline.flush(FlushReason::Replay).await?);
         }
     }
     // Dead letters and their replay marks, as they were.
@@ -130,10 +130,10 @@ pub async fn rebuild(config: &Config, into: Option<&Path>) -> Result<Report, Reb
         })?;
     for letter in letters {
         if pipeline.accept_rejected_unlogged(letter) {
-            add_flush(&mut summary, pipeline.flush(FlushReason::Replay).await?);
+            summary.add_flush(pipeline.flush(FlushReason::Replay).await?);
         }
     }
-    add_flush(&mut summary, pipeline.flush(FlushReason::Replay).await?);
+    summary.add_flush(pipeline.flush(FlushReason::Replay).await?);
     let marks = crate::state::Store::read_replayed(&source.join("_hooklake/state.redb"))?;
     pipeline.store().put_replayed(&marks)?;
     progress.finish_and_clear();
@@ -156,13 +156,6 @@ pub async fn rebuild(config: &Config, into: Option<&Path>) -> Result<Report, Reb
         rebuilt,
         previous,
     })
-}
-
-fn add_flush(summary: &mut Summary, report: crate::pipeline::FlushReport) {
-    for (table, n) in report.rows {
-        *summary.rows.entry(table).or_default() += n;
-    }
-    summary.files_written += report.files.len();
 }
 
 /// `<dir>.<suffix>` next to `dir`.

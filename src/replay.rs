@@ -54,6 +54,14 @@ impl Summary {
     pub fn accepted(&self) -> usize {
         self.read() - self.duplicates
     }
+
+    /// Adds what one flush wrote.
+    pub fn add_flush(&mut self, report: crate::pipeline::FlushReport) {
+        for (table, n) in report.rows {
+            *self.rows.entry(table).or_default() += n;
+        }
+        self.files_written += report.files.len();
+    }
 }
 
 /// Rejections shown in full in the summary; the rest are counted.
@@ -150,12 +158,9 @@ pub async fn replay(
     Ok(summary)
 }
 
-async fn flush(pipeline: &Pipeline, summary: &mut Summary) -> Result<(), ReplayError> {
-    let report = pipeline.flush(FlushReason::Replay).await?;
-    for (table, n) in report.rows {
-        *summary.rows.entry(table).or_default() += n;
-    }
-    summary.files_written += report.files.len();
+/// Flushes what the pipeline holds and adds what the flush wrote to `summary`.
+pub(crate) async fn flush(pipeline: &Pipeline, summary: &mut Summary) -> Result<(), ReplayError> {
+    summary.add_flush(pipeline.flush(FlushReason::Replay).await?);
     Ok(())
 }
 

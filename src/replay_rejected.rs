@@ -25,9 +25,9 @@ use chrono::{DateTime, NaiveDate, Utc};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::event::{self, BodyLimits, EventType};
-use crate::pipeline::{FlushReason, Pipeline};
+use crate::pipeline::Pipeline;
 use crate::rejected::{Meta, Rejection};
-use crate::replay::{ReplayError, Summary};
+use crate::replay::{ReplayError, Summary, flush};
 use crate::state::id_bytes;
 
 /// What a `replay --rejected` found and did.
@@ -146,15 +146,6 @@ fn received(us: i64) -> String {
     DateTime::<Utc>::from_timestamp_micros(us)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
         .unwrap_or_default()
-}
-
-async fn flush(pipeline: &Pipeline, summary: &mut Summary) -> Result<(), ReplayError> {
-    let report = pipeline.flush(FlushReason::Replay).await?;
-    for (table, n) in report.rows {
-        *summary.rows.entry(table).or_default() += n;
-    }
-    summary.files_written += report.files.len();
-    Ok(())
 }
 
 /// Every dead letter of every published `rejected_events` file, once per id, oldest first.
