@@ -31,8 +31,9 @@ pub trait Cell {
     const NULLABLE: bool;
     /// The Arrow type of the column.
     fn data_type() -> DataType;
-    /// Builds the column from one value per row.
-    fn build<'a>(values: impl ExactSizeIterator<Item = &'a Self>) -> ArrayRef
+    /// Builds the column from one value per row (the values can be walked twice, so that text
+    /// columns reserve their exact size instead of growing by doubling).
+    fn build<'a>(values: impl ExactSizeIterator<Item = &'a Self> + Clone) -> ArrayRef
     where
         Self: 'a;
 }
@@ -50,8 +51,9 @@ impl Cell for String {
     fn data_type() -> DataType {
         DataType::Utf8
     }
-    fn build<'a>(values: impl ExactSizeIterator<Item = &'a Self>) -> ArrayRef {
-        let mut b = StringBuilder::with_capacity(values.len(), values.len() * 16);
+    fn build<'a>(values: impl ExactSizeIterator<Item = &'a Self> + Clone) -> ArrayRef {
+        let bytes = values.clone().map(String::len).sum();
+        let mut b = StringBuilder::with_capacity(values.len(), bytes);
         values.for_each(|v| b.append_value(v));
         Arc::new(b.finish())
     }
@@ -62,8 +64,9 @@ impl Cell for Option<String> {
     fn data_type() -> DataType {
         DataType::Utf8
     }
-    fn build<'a>(values: impl ExactSizeIterator<Item = &'a Self>) -> ArrayRef {
-        let mut b = StringBuilder::with_capacity(values.len(), values.len() * 16);
+    fn build<'a>(values: impl ExactSizeIterator<Item = &'a Self> + Clone) -> ArrayRef {
+        let bytes = values.clone().flatten().map(String::len).sum();
+        let mut b = StringBuilder::with_capacity(values.len(), bytes);
         values.for_each(|v| b.append_option(v.as_deref()));
         Arc::new(b.finish())
     }
@@ -74,8 +77,9 @@ impl Cell for Vec<u8> {
     fn data_type() -> DataType {
         DataType::Binary
     }
-    fn build<'a>(values: impl ExactSizeIterator<Item = &'a Self>) -> ArrayRef {
-        let mut b = BinaryBuilder::with_capacity(values.len(), values.len() * 64);
+    fn build<'a>(values: impl ExactSizeIterator<Item = &'a Self> + Clone) -> ArrayRef {
+        let bytes = values.clone().map(Vec::len).sum();
+        let mut b = BinaryBuilder::with_capacity(values.len(), bytes);
         values.for_each(|v| b.append_value(v));
         Arc::new(b.finish())
     }
@@ -86,7 +90,7 @@ impl Cell for Option<i64> {
     fn data_type() -> DataType {
         DataType::Int64
     }
-    fn build<'a>(values: impl ExactSizeIterator<Item = &'a Self>) -> ArrayRef {
+    fn build<'a>(values: impl ExactSizeIterator<Item = &'a Self> + Clone) -> ArrayRef {
         let mut b = Int64Builder::with_capacity(values.len());
         values.for_each(|v| b.append_option(*v));
         Arc::new(b.finish())
@@ -98,7 +102,7 @@ impl Cell for i64 {
     fn data_type() -> DataType {
         DataType::Int64
     }
-    fn build<'a>(values: impl ExactSizeIterator<Item = &'a Self>) -> ArrayRef {
+    fn build<'a>(values: impl ExactSizeIterator<Item = &'a Self> + Clone) -> ArrayRef {
         let mut b = Int64Builder::with_capacity(values.len());
         values.for_each(|v| b.append_value(*v));
         Arc::new(b.finish())
@@ -110,7 +114,7 @@ impl Cell for Option<f64> {
     fn data_type() -> DataType {
         DataType::Float64
     }
-    fn build<'a>(values: impl ExactSizeIterator<Item = &'a Self>) -> ArrayRef {
+    fn build<'a>(values: impl ExactSizeIterator<Item = &'a Self> + Clone) -> ArrayRef {
         let mut b = Float64Builder::with_capacity(values.len());
         values.for_each(|v| b.append_option(*v));
         Arc::new(b.finish())
@@ -122,7 +126,7 @@ impl Cell for bool {
     fn data_type() -> DataType {
         DataType::Boolean
     }
-    fn build<'a>(values: impl ExactSizeIterator<Item = &'a Self>) -> ArrayRef {
+    fn build<'a>(values: impl ExactSizeIterator<Item = &'a Self> + Clone) -> ArrayRef {
         let mut b = BooleanBuilder::with_capacity(values.len());
         values.for_each(|v| b.append_value(*v));
         Arc::new(b.finish())
@@ -134,7 +138,7 @@ impl Cell for Option<bool> {
     fn data_type() -> DataType {
         DataType::Boolean
     }
-    fn build<'a>(values: impl ExactSizeIterator<Item = &'a Self>) -> ArrayRef {
+    fn build<'a>(values: impl ExactSizeIterator<Item = &'a Self> + Clone) -> ArrayRef {
         let mut b = BooleanBuilder::with_capacity(values.len());
         values.for_each(|v| b.append_option(*v));
         Arc::new(b.finish())
@@ -146,7 +150,7 @@ impl Cell for Micros {
     fn data_type() -> DataType {
         timestamp_type()
     }
-    fn build<'a>(values: impl ExactSizeIterator<Item = &'a Self>) -> ArrayRef {
+    fn build<'a>(values: impl ExactSizeIterator<Item = &'a Self> + Clone) -> ArrayRef {
         let mut b =
             TimestampMicrosecondBuilder::with_capacity(values.len()).with_timezone(TIME_ZONE);
         values.for_each(|v| b.append_value(v.0));
@@ -159,7 +163,7 @@ impl Cell for Option<Micros> {
     fn data_type() -> DataType {
         timestamp_type()
     }
-    fn build<'a>(values: impl ExactSizeIterator<Item = &'a Self>) -> ArrayRef {
+    fn build<'a>(values: impl ExactSizeIterator<Item = &'a Self> + Clone) -> ArrayRef {
         let mut b =
             TimestampMicrosecondBuilder::with_capacity(values.len()).with_timezone(TIME_ZONE);
         values.for_each(|v| b.append_option(v.map(|m| m.0)));
@@ -172,7 +176,7 @@ impl Cell for Vec<String> {
     fn data_type() -> DataType {
         list_type()
     }
-    fn build<'a>(values: impl ExactSizeIterator<Item = &'a Self>) -> ArrayRef {
+    fn build<'a>(values: impl ExactSizeIterator<Item = &'a Self> + Clone) -> ArrayRef {
         let mut b = ListBuilder::with_capacity(StringBuilder::new(), values.len());
         for list in values {
             list.iter().for_each(|s| b.values().append_value(s));
@@ -187,7 +191,7 @@ impl Cell for Option<Vec<String>> {
     fn data_type() -> DataType {
         list_type()
     }
-    fn build<'a>(values: impl ExactSizeIterator<Item = &'a Self>) -> ArrayRef {
+    fn build<'a>(values: impl ExactSizeIterator<Item = &'a Self> + Clone) -> ArrayRef {
         let mut b = ListBuilder::with_capacity(StringBuilder::new(), values.len());
         for list in values {
             if let Some(list) = list {
@@ -218,12 +222,18 @@ pub trait Table: Sized + Send + 'static {
     fn columns() -> Vec<ColumnDoc>;
     /// The event time of the row, which picks its `date=` partition.
     fn event_time(&self) -> Micros;
-    /// Sorts rows the way files of this table are sorted.
-    fn sort(rows: &mut [Self]);
+    /// Sorts rows (by reference: rows are large, pointers are cheap to move) the way files of
+    /// this table are sorted.
+    fn sort(rows: &mut [&Self]);
     /// The columns rows are sorted by, in order (nulls first, ascending).
     fn sort_columns() -> &'static [&'static str];
+    /// Converts rows, in the order given, to a batch of [`Table::schema`].
+    fn refs_to_batch(rows: &[&Self]) -> RecordBatch;
+
     /// Converts rows to a batch of [`Table::schema`].
-    fn to_batch(rows: &[Self]) -> RecordBatch;
+    fn to_batch(rows: &[Self]) -> RecordBatch {
+        Self::refs_to_batch(&rows.iter().collect::<Vec<_>>())
+    }
 
     /// The Arrow schema, derived from [`Table::columns`].
     fn schema() -> SchemaRef {
@@ -274,11 +284,11 @@ macro_rules! table {
                 &[$(stringify!($key)),+]
             }
 
-            fn sort(rows: &mut [Self]) {
+            fn sort(rows: &mut [&Self]) {
                 rows.sort_by(|a, b| ($(&a.$key,)+).cmp(&($(&b.$key,)+)));
             }
 
-            fn to_batch(rows: &[Self]) -> arrow_array::RecordBatch {
+            fn refs_to_batch(rows: &[&Self]) -> arrow_array::RecordBatch {
                 use $crate::flatten::table::Cell;
                 let columns: Vec<arrow_array::ArrayRef> =
                     vec![$(<$ty as Cell>::build(rows.iter().map(|r| &r.$field))),+];

@@ -219,8 +219,8 @@ impl Sink {
         // Rows grouped by their day in the partition time zone (named once per day).
         let day_us = 86_400_000_000_i64;
         let shift = i64::from(self.offset.local_minus_utc()) * 1_000_000;
-        let mut by_day: BTreeMap<i64, Vec<T>> = BTreeMap::new();
-        for row in rows {
+        let mut by_day: BTreeMap<i64, Vec<&T>> = BTreeMap::new();
+        for row in &rows {
             let day = (row.event_time().0 + shift).div_euclid(day_us);
             by_day.entry(day).or_default().push(row);
         }
@@ -245,7 +245,9 @@ impl Sink {
                     bytes: 0,
                 },
             });
-            let batches = rows.chunks(self.settings.row_group_rows).map(T::to_batch);
+            let batches = rows
+                .chunks(self.settings.row_group_rows)
+                .map(T::refs_to_batch);
             let bytes = self.write_file::<T>(&tmp, batches, false)?;
             staged.last_mut().expect("just pushed").file.bytes = bytes;
         }
