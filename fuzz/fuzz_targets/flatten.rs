@@ -21,7 +21,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut tables = flatten::flatten(&events);
     assert_eq!(tables.raw_events.len(), events.len());
-    changes::track(&mut tables, &mut HashMap::new());
+    changes::track(&mut tables, &mut changes::ContactStates::default());
     changes::track_calls(&mut tables, &mut HashMap::new());
     flatten::ContactEventRow::to_batch(&tables.contact_events);
     flatten::TrackingParamRow::to_batch(&tables.tracking_params);

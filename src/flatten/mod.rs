@@ -581,7 +581,7 @@ mod tests {
                 for url_kind in [None, Some(kind)] {
                     let envelope = Envelope::parse_one(&text, url_kind, 1_772_000_000_000_000, "/p").unwrap();
                     let mut tables = flatten(std::slice::from_ref(&envelope));
-                    changes::track(&mut tables, &mut std::collections::HashMap::new());
+                    changes::track(&mut tables, &mut changes::ContactStates::default());
                     changes::track_calls(&mut tables, &mut std::collections::HashMap::new());
                     prop_assert_eq!(tables.raw_events.len(), 1);
                     let typed = tables.contact_events.len() + tables.call_events.len() + tables.call_outcomes.len();

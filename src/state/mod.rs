@@ -21,7 +21,7 @@ use std::path::Path;
 
 use std::collections::HashMap;
 
-use crate::flatten::changes::{CallState, ContactState};
+use crate::flatten::changes::{CallState, ContactState, ContactStates};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 /// Event id (16 bytes) -> receive time in seconds since the epoch.
@@ -60,7 +60,7 @@ fn err<E: std::fmt::Display>(op: &'static str) -> impl FnOnce(E) -> StoreError {
 /// The contact and call states a flush read and advanced.
 #[derive(Debug, Default)]
 pub struct States {
-    pub contacts: HashMap<i64, ContactState>,
+    pub contacts: ContactStates,
     pub calls: HashMap<String, CallState>,
     /// Dead letters whose events the flush writes: recorded as replayed by its commit.
     pub replayed: Vec<[u8; 16]>,
@@ -169,10 +169,10 @@ impl Store {
     pub fn contacts(
         &self,
         ids: impl IntoIterator<Item = i64>,
-    ) -> Result<HashMap<i64, ContactState>, StoreError> {
+    ) -> Result<ContactStates, StoreError> {
         let txn = self.db.begin_read().map_err(err("begin read"))?;
         let table = txn.open_table(CONTACTS).map_err(err("open table"))?;
-        let mut states = HashMap::new();
+        let mut states = ContactStates::default();
         for id in ids {
             if let Some(bytes) = table.get(id).map_err(err("read"))? {
                 let state: ContactState =
@@ -492,16 +492,18 @@ mod tests {
         let path = dir.path().join("state.redb");
         let a = id_bytes("00112233445566778899aabbccddeeff");
         let b = id_bytes("ffeeddccbbaa99887766554433221100");
+        // A column, a group attribute, and a time for an attribute cleared since.
+        let contact: ContactState = serde_json::from_value(serde_json::json!({
+            "event_time_us": 1, "event_id": "e", "status_since_us": null,
+            "values": {"status": "QUALIFIED", "param:gclid": "x"},
+            "set_at": {"status": 1, "email": 1},
+        }))
+        .unwrap();
         {
             let store = Store::open(&path).unwrap();
             assert_eq!(store.committed().unwrap(), Committed::default());
             let mut states = States::default();
-            let contact = ContactState {
-                event_time_us: 1,
-                event_id: "e".into(),
-                ..Default::default()
-            };
-            states.contacts.insert(7, contact);
+            states.contacts.insert(7, contact.clone());
             states.calls.insert(
                 "c".into(),
                 CallState {
@@ -527,7 +529,8 @@ mod tests {
         );
         let contacts = store.contacts([7, 8]).unwrap();
         assert_eq!(contacts.len(), 1);
-        assert_eq!(contacts[&7].event_id, "e");
+        assert_eq!(contacts[&7], contact);
+        assert_eq!(contacts[&7].set_at().len(), 2);
         assert_eq!(store.calls(["c", "d"]).unwrap()["c"].start_at_us, Some(3));
         assert_eq!(
             store.seen(&[a, b, [0; 16]]).unwrap(),

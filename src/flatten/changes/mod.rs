@@ -1,0 +1,1502 @@
+//! Change tracking: contact rows + the previous state of each contact -> `attribute_changes` and
+//! `status_transitions`, and the next state; call rows + the last slot of each call ->
+//! `previous_start_at` and `slot_start_at`.
+//!
+//! A contact's state is its last snapshot: every attribute as text (flattened column names,
+//! `answer:<question>`, `param:<key>`), the event time and id of that snapshot, and when its
+//! current status began. Contact rows of a batch are applied in event-time order. A row older
+//! than the state (it arrived late) is compared with the state but does not replace it; its
+//! rows are flagged `late`. Invariant: pure; the caller loads states before and stores them
+//! after, atomically with the flush that writes these rows.
+//!
+//! The 36 contact columns live in fixed slots (an array per state and per row snapshot, with
+//! the row's text borrowed where it already is text), and only the group attributes
+//! (`param:`, `answer:`) in a map, so that tracking a row costs array steps rather than a
+//! string-keyed map operation per attribute. The state store sees the same JSON as when every
+//! attribute was a map key (`reference.rs`, the first implementation, is the oracle the tests
+//! compare this one with).
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::OnceLock;
+
+use chrono::{DateTime, SecondsFormat};
+use serde::ser::SerializeStruct;
+use serde::{Deserialize, Serialize};
+
+use super::Tables;
+use super::table::Micros;
+use super::tables::{AttributeChangeRow, ContactEventRow, StatusTransitionRow};
+
+#[cfg(test)]
+mod reference;
+
+/// The last known slot of a call, as the state store keeps it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CallState {
+    /// Event time of the event that set the slot, microseconds since the epoch.
+    pub event_time_us: i64,
+    /// Start of the latest slot, microseconds since the epoch.
+    pub start_at_us: Option<i64>,
+}
+
+/// Fills `previous_start_at` and `slot_start_at` of the call rows in `tables`, advancing
+/// `states` (call id -> state). Rows are applied in event-time order; a row older than the
+/// state does not replace it.
+pub fn track_calls(tables: &mut Tables, states: &mut HashMap<String, CallState>) {
+    let mut order: Vec<usize> = (0..tables.call_events.len()).collect();
+    order.sort_by(|&a, &b| {
+        let (a, b) = (&tables.call_events[a], &tables.call_events[b]);
+        (a.event_time, a.received_at, &a.event_id).cmp(&(b.event_time, b.received_at, &b.event_id))
+    });
+    for i in order {
+        let row = &mut tables.call_events[i];
+        let Some(call_id) = row.call_id.clone() else {
+            row.slot_start_at = row.start_at;
+            continue;
+        };
+        let previous = states.get(&call_id);
+        let known = previous.and_then(|s| s.start_at_us).map(Micros);
+        row.previous_start_at = row.old_start_at.or(known);
+        row.slot_start_at = match row.event_type.as_str() {
+            "call_cancelled" => known.or(row.start_at),
+            _ => row.start_at,
+        };
+        let late = previous.is_some_and(|s| row.event_time.0 < s.event_time_us);
+        if !late && row.event_type != "call_cancelled" && row.start_at.is_some() {
+            states.insert(
+                call_id,
+                CallState {
+                    event_time_us: row.event_time.0,
+                    start_at_us: row.start_at.map(|m| m.0),
+                },
+            );
+        }
+    }
+}
+
+/// iClosed's names in `updatedAttributes` and the attributes each stands for. A name ending in
+/// `*` is a prefix: the whole group.
+pub const REPORTED_NAMES: &[(&str, &[&str])] = &[
+    ("firstName", &["first_name"]),
+    ("lastName", &["last_name"]),
+    ("email", &["email"]),
+    ("phoneNumber", &["phone_number"]),
+    ("secondary_email", &["secondary_email"]),
+    ("secondary_phoneNumber", &["secondary_phone_number"]),
+    ("status", &["status"]),
+    ("timeZone", &["time_zone"]),
+    ("country", &["country"]),
+    ("ipAddress", &["ip_address"]),
+    ("userId", &["user_id"]),
+    ("accountId", &["account_id"]),
+    ("previewId", &["preview_id"]),
+    ("createdAt", &["created_at"]),
+    ("joinedTime", &["joined_time"]),
+    ("disqualifyingGroup", &["disqualifying_group"]),
+    ("tracking", &["utm_*", "first_utm_*", "param:*"]),
+    ("questionsAndAnswers", &["answer:*"]),
+    ("event", &["booking_event_*"]),
+    ("latestCall", &["latest_call_*"]),
+];
+
+fn matches(pattern: &str, attribute: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => attribute.starts_with(prefix),
+        None => pattern == attribute,
+    }
+}
+
+fn text_ts(t: Option<Micros>) -> Option<String> {
+    t.and_then(|m| DateTime::from_timestamp_micros(m.0))
+        .map(|d| d.to_rfc3339_opts(SecondsFormat::AutoSi, true))
+}
+
+/// The contact columns a state keeps in slots, in slot order: the columns of
+/// [`super::contact::COLUMN_SOURCES`] that hold one value (its two group columns are kept by
+/// key). A test checks the two lists agree.
+const COLUMNS: [&str; SLOTS] = [
+    "account_id",
+    "user_id",
+    "preview_id",
+    "first_name",
+    "last_name",
+    "email",
+    "phone_number",
+    "secondary_email",
+    "secondary_phone_number",
+    "status",
+    "created_at",
+    "joined_time",
+    "time_zone",
+    "country",
+    "ip_address",
+    "booking_event_id",
+    "booking_event_name",
+    "booking_event_type",
+    "booking_event_link_prefix",
+    "booking_event_color",
+    "utm_source",
+    "utm_medium",
+    "utm_campaign",
+    "utm_term",
+    "utm_content",
+    "first_utm_source",
+    "first_utm_medium",
+    "first_utm_campaign",
+    "first_utm_term",
+    "first_utm_content",
+    "latest_call_at",
+    "latest_call_duration_min",
+    "latest_call_host_id",
+    "latest_call_host_name",
+    "latest_call_host_email",
+    "disqualifying_group",
+];
+
+/// Number of column slots.
+const SLOTS: usize = 36;
+
+/// The slot of `status`.
+const STATUS: usize = 9;
+
+/// The slot of a contact column, if it has one.
+fn slot(name: &str) -> Option<usize> {
+    static SLOT: OnceLock<FastMap<&'static str, usize>> = OnceLock::new();
+    SLOT.get_or_init(|| COLUMNS.iter().enumerate().map(|(i, c)| (*c, i)).collect())
+        .get(name)
+        .copied()
+}
+
+/// The slots in the order of their names (the order attributes are compared and stored in).
+fn slots_by_name() -> &'static [usize; SLOTS] {
+    static ORDER: OnceLock<[usize; SLOTS]> = OnceLock::new();
+    ORDER.get_or_init(|| {
+        let mut order: [usize; SLOTS] = std::array::from_fn(|i| i);
+        order.sort_by_key(|&i| COLUMNS[i]);
+        order
+    })
+}
+
+/// A column of a contact row as text: borrowed when it is text already.
+fn column_text(row: &ContactEventRow, slot: usize) -> Option<Cow<'_, str>> {
+    fn s(v: &Option<String>) -> Option<Cow<'_, str>> {
+        v.as_deref().map(Cow::Borrowed)
+    }
+    fn i<'a>(v: Option<i64>) -> Option<Cow<'a, str>> {
+        v.map(|v| Cow::Owned(v.to_string()))
+    }
+    fn t<'a>(v: Option<Micros>) -> Option<Cow<'a, str>> {
+        text_ts(v).map(Cow::Owned)
+    }
+    match slot {
+        0 => i(row.account_id),
+        1 => i(row.user_id),
+        2 => s(&row.preview_id),
+        3 => s(&row.first_name),
+        4 => s(&row.last_name),
+        5 => s(&row.email),
+        6 => s(&row.phone_number),
+        7 => s(&row.secondary_email),
+        8 => s(&row.secondary_phone_number),
+        9 => s(&row.status),
+        10 => t(row.created_at),
+        11 => t(row.joined_time),
+        12 => s(&row.time_zone),
+        13 => s(&row.country),
+        14 => s(&row.ip_address),
+        15 => i(row.booking_event_id),
+        16 => s(&row.booking_event_name),
+        17 => s(&row.booking_event_type),
+        18 => s(&row.booking_event_link_prefix),
+        19 => s(&row.booking_event_color),
+        20 => s(&row.utm_source),
+        21 => s(&row.utm_medium),
+        22 => s(&row.utm_campaign),
+        23 => s(&row.utm_term),
+        24 => s(&row.utm_content),
+        25 => s(&row.first_utm_source),
+        26 => s(&row.first_utm_medium),
+        27 => s(&row.first_utm_campaign),
+        28 => s(&row.first_utm_term),
+        29 => s(&row.first_utm_content),
+        30 => t(row.latest_call_at),
+        31 => i(row.latest_call_duration_min),
+        32 => i(row.latest_call_host_id),
+        33 => s(&row.latest_call_host_name),
+        34 => s(&row.latest_call_host_email),
+        35 => s(&row.disqualifying_group),
+        _ => None,
+    }
+}
+
+/// A group attribute (or a name an older version kept) in a state: its value, and when a
+/// payload last sent it (set or cleared). An entry has one or both.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Other {
+    value: Option<String>,
+    at: Option<i64>,
+}
+
+/// A contact's attributes as text, with the event time of the payload that last sent each.
+#[derive(Debug, Clone, PartialEq)]
+struct Attrs {
+    /// Value of each column slot; `None` is null.
+    cols: [Option<String>; SLOTS],
+    /// When each column was last sent (set or cleared): a payload older than that never
+    /// overwrites it.
+    col_at: [Option<i64>; SLOTS],
+    /// Every other attribute, by name.
+    others: BTreeMap<String, Other>,
+}
+
+impl Default for Attrs {
+    fn default() -> Self {
+        Attrs {
+            cols: std::array::from_fn(|_| None),
+            col_at: [None; SLOTS],
+            others: BTreeMap::new(),
+        }
+    }
+}
+
+impl Attrs {
+    /// Every attribute with a value or a time, in name order: (name, value, time).
+    fn named(&self) -> impl Iterator<Item = (&str, Option<&str>, Option<i64>)> {
+        let cols = slots_by_name()
+            .iter()
+            .map(|&i| (COLUMNS[i], self.cols[i].as_deref(), self.col_at[i]));
+        let others = self
+            .others
+            .iter()
+            .map(|(k, o)| (k.as_str(), o.value.as_deref(), o.at));
+        merge_by_name(cols, others, |e| e.0).filter(|(_, v, at)| v.is_some() || at.is_some())
+    }
+
+    fn insert_value(&mut self, name: String, value: String) {
+        match slot(&name) {
+            Some(i) => self.cols[i] = Some(value),
+            None => self.others.entry(name).or_default().value = Some(value),
+        }
+    }
+
+    fn insert_at(&mut self, name: String, at: i64) {
+        match slot(&name) {
+            Some(i) => self.col_at[i] = Some(at),
+            None => self.others.entry(name).or_default().at = Some(at),
+        }
+    }
+}
+
+/// Two sequences sorted by `key`, as one sorted sequence (`a` first on equal keys).
+fn merge_by_name<'a, T>(
+    a: impl Iterator<Item = T>,
+    b: impl Iterator<Item = T>,
+    key: impl Fn(&T) -> &'a str,
+) -> impl Iterator<Item = T> {
+    let (mut a, mut b) = (a.peekable(), b.peekable());
+    std::iter::from_fn(move || match (a.peek(), b.peek()) {
+        (Some(x), Some(y)) if key(y) < key(x) => b.next(),
+        (Some(_), _) => a.next(),
+        (None, _) => b.next(),
+    })
+}
+
+/// The last known snapshot of a contact, as the state store keeps it. Stored as JSON:
+/// `event_time_us`, `event_id`, `status_since_us`, `values` (attribute -> text) and `set_at`
+/// (attribute -> event time of the payload that last sent it).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(from = "StoredContact")]
+pub struct ContactState {
+    /// Event time of the snapshot, microseconds since the epoch.
+    pub event_time_us: i64,
+    /// Id of the event the snapshot came from.
+    pub event_id: String,
+    /// When the current status began (the transition into it, or first sight).
+    pub status_since_us: Option<i64>,
+    attrs: Attrs,
+}
+
+impl ContactState {
+    /// Attribute -> value as text; a missing attribute is null.
+    pub fn values(&self) -> BTreeMap<String, String> {
+        self.attrs
+            .named()
+            .filter_map(|(k, v, _)| Some((k.to_string(), v?.to_string())))
+            .collect()
+    }
+
+    /// Attribute -> event time of the payload that last sent it.
+    pub fn set_at(&self) -> BTreeMap<String, i64> {
+        self.attrs
+            .named()
+            .filter_map(|(k, _, at)| Some((k.to_string(), at?)))
+            .collect()
+    }
+}
+
+/// [`ContactState`] as JSON has it.
+#[derive(Deserialize)]
+struct StoredContact {
+    event_time_us: i64,
+    event_id: String,
+    status_since_us: Option<i64>,
+    values: BTreeMap<String, String>,
+    #[serde(default)]
+    set_at: BTreeMap<String, i64>,
+}
+
+impl From<StoredContact> for ContactState {
+    fn from(s: StoredContact) -> Self {
+        let mut attrs = Attrs::default();
+        for (k, v) in s.values {
+            attrs.insert_value(k, v);
+        }
+        for (k, at) in s.set_at {
+            attrs.insert_at(k, at);
+        }
+        ContactState {
+            event_time_us: s.event_time_us,
+            event_id: s.event_id,
+            status_since_us: s.status_since_us,
+            attrs,
+        }
+    }
+}
+
+impl Serialize for ContactState {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        struct Values<'a>(&'a Attrs);
+        impl Serialize for Values<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_map(self.0.named().filter_map(|(k, v, _)| Some((k, v?))))
+            }
+        }
+        struct SetAt<'a>(&'a Attrs);
+        impl Serialize for SetAt<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_map(self.0.named().filter_map(|(k, _, at)| Some((k, at?))))
+            }
+        }
+        let mut st = s.serialize_struct("ContactState", 5)?;
+        st.serialize_field("event_time_us", &self.event_time_us)?;
+        st.serialize_field("event_id", &self.event_id)?;
+        st.serialize_field("status_since_us", &self.status_since_us)?;
+        st.serialize_field("values", &Values(&self.attrs))?;
+        st.serialize_field("set_at", &SetAt(&self.attrs))?;
+        st.end()
+    }
+}
+
+/// The attributes of one contact row as text, with the values it lacks taken from the state.
+struct Snap<'r> {
+    cols: [Option<Cow<'r, str>>; SLOTS],
+    /// `param:<key>` and `answer:<question>` (and names only an older state knows).
+    others: BTreeMap<String, Cow<'r, str>>,
+}
+
+impl<'r> Snap<'r> {
+    /// The row's own attributes, with its tracking parameters and answers.
+    fn of(
+        row: &'r ContactEventRow,
+        params: &[(&'r str, &'r str)],
+        answers: &[(&'r str, &'r str)],
+    ) -> Self {
+        let mut others = BTreeMap::new();
+        for (key, value) in params {
+            others.insert(format!("param:{key}"), Cow::Borrowed(*value));
+        }
+        for (question, response) in answers {
+            others.insert(format!("answer:{question}"), Cow::Borrowed(*response));
+        }
+        Snap {
+            cols: std::array::from_fn(|i| column_text(row, i)),
+            others,
+        }
+    }
+
+    /// Absent fields are unchanged: they take the previous values (a value the row has, from
+    /// carrying, stays).
+    fn fill_missing(&mut self, row: &ContactEventRow, previous: &Attrs) {
+        for column in &row.missing_fields {
+            let prefix = match column.as_str() {
+                "contact_answers" => "answer:",
+                "tracking_params" => "param:",
+                name => {
+                    match slot(name) {
+                        Some(i) => {
+                            if self.cols[i].is_none() {
+                                self.cols[i] = previous.cols[i].clone().map(Cow::Owned);
+                            }
+                        }
+                        None => {
+                            if let Some(v) =
+                                previous.others.get(name).and_then(|o| o.value.as_ref())
+                            {
+                                self.others
+                                    .entry(name.to_string())
+                                    .or_insert_with(|| Cow::Owned(v.clone()));
+                            }
+                        }
+                    }
+                    continue;
+                }
+            };
+            // The group's keys sit together in the sorted map, from the prefix on.
+            let group = previous
+                .others
+                .range::<str, _>((
+                    std::ops::Bound::Included(prefix),
+                    std::ops::Bound::Unbounded,
+                ))
+                .take_while(|(k, _)| k.starts_with(prefix));
+            for (key, other) in group {
+                if let Some(v) = &other.value {
+                    self.others
+                        .entry(key.clone())
+                        .or_insert_with(|| Cow::Owned(v.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Computes `attribute_changes` and `status_transitions` for the contact rows in `tables`,
+/// advancing `states` (contact id -> state) as it goes.
+pub fn track(tables: &mut Tables, states: &mut ContactStates) {
+    track_with(tables, states, 1);
+}
+
+/// Key/value pairs of the rows of one event: tracking parameters or question/answer pairs
+/// (pairs with a null side are not attributes).
+type Pairs<'t> = FastMap<&'t str, Vec<(&'t str, &'t str)>>;
+
+/// Contact id -> state.
+pub type ContactStates = FastMap<i64, ContactState>;
+
+/// A hash map with a fast hasher (ahash; std's SipHash was a tenth of tracking's time).
+type FastMap<K, V> = HashMap<K, V, ahash::RandomState>;
+
+/// [`track`] on `threads` threads: contacts are independent, so each thread takes the contacts
+/// whose id falls in its share, with their states. Gives the same rows (in another order) and
+/// the same states as one thread.
+pub fn track_with(tables: &mut Tables, states: &mut ContactStates, threads: usize) {
+    let mut rows = std::mem::take(&mut tables.contact_events);
+    let mut params: Pairs = FastMap::default();
+    for p in &tables.tracking_params {
+        if let (Some(k), Some(v)) = (&p.key, &p.value) {
+            params.entry(p.event_id.as_str()).or_default().push((k, v));
+        }
+    }
+    let mut answers: Pairs = FastMap::default();
+    for a in &tables.contact_answers {
+        if let (Some(q), Some(r)) = (&a.question, &a.response) {
+            answers.entry(a.event_id.as_str()).or_default().push((q, r));
+        }
+    }
+    let threads = threads.max(1);
+    let (changes, transitions) = if threads == 1 {
+        let mut rows: Vec<&mut ContactEventRow> = rows.iter_mut().collect();
+        carry(&mut rows, states);
+        track_rows(&rows, &params, &answers, states)
+    } else {
+        // Each thread takes the rows (by reference) and states of its share of the contacts.
+        let share = |id: Option<i64>| id.map_or(0, |id| id.rem_euclid(threads as i64) as usize);
+        let mut groups: Vec<Share> = (0..threads).map(|_| Default::default()).collect();
+        for row in rows.iter_mut() {
+            groups[share(row.contact_id)].0.push(row);
+        }
+        for (id, state) in states.drain() {
+            groups[share(Some(id))].1.insert(id, state);
+        }
+        let (params, answers) = (&params, &answers);
+        let done = crate::parallel::map(groups, |(mut rows, mut group_states)| {
+            carry(&mut rows, &group_states);
+            let (changes, transitions) = track_rows(&rows, params, answers, &mut group_states);
+            (changes, transitions, group_states)
+        });
+        let (mut changes, mut transitions) = (Vec::new(), Vec::new());
+        for (mut c, mut t, group_states) in done {
+            changes.append(&mut c);
+            transitions.append(&mut t);
+            states.extend(group_states);
+        }
+        (changes, transitions)
+    };
+    tables.attribute_changes = changes;
+    tables.status_transitions = transitions;
+    tables.contact_events = rows;
+}
+
+/// The pairs of one event.
+fn pairs_of<'p, 't>(pairs: &'p Pairs<'t>, event_id: &str) -> &'p [(&'t str, &'t str)] {
+    pairs.get(event_id).map_or(&[], Vec::as_slice)
+}
+
+/// One thread's share of a batch: its rows and their states.
+type Share<'r> = (Vec<&'r mut ContactEventRow>, ContactStates);
+
+/// The change and transition rows of `rows` (one batch, carried), advancing `states`.
+fn track_rows(
+    rows: &[impl std::ops::Deref<Target = ContactEventRow>],
+    params: &Pairs,
+    answers: &Pairs,
+    states: &mut ContactStates,
+) -> (Vec<AttributeChangeRow>, Vec<StatusTransitionRow>) {
+    let mut order: Vec<&ContactEventRow> = rows.iter().map(|r| &**r).collect();
+    order.sort_by(|a, b| {
+        (a.event_time, a.received_at, &a.event_id).cmp(&(b.event_time, b.received_at, &b.event_id))
+    });
+    let mut changes = Vec::new();
+    let mut transitions = Vec::new();
+    for row in order {
+        let Some(contact_id) = row.contact_id else {
+            continue;
+        };
+        let mut snap = Snap::of(
+            row,
+            pairs_of(params, &row.event_id),
+            pairs_of(answers, &row.event_id),
+        );
+        let previous = states.remove(&contact_id);
+        // Absent fields are unchanged: compare with the previous values, never with nothing
+        // (late rows are not carried in the table, but are compared the same way).
+        if let Some(previous) = &previous {
+            snap.fill_missing(row, &previous.attrs);
+        }
+        let transitioned_at = row.updated_at.unwrap_or(row.event_time);
+        let status: Option<String> = snap.cols[STATUS].as_deref().map(str::to_string);
+        let transition =
+            |from: Option<String>, seconds: Option<f64>, late: bool| StatusTransitionRow {
+                event_id: row.event_id.clone(),
+                event_type: row.event_type.clone(),
+                received_at: row.received_at,
+                event_time: row.event_time,
+                contact_id: row.contact_id,
+                from_status: from,
+                to_status: status.clone(),
+                transitioned_at,
+                seconds_in_from_status: seconds,
+                first_utm_source: row.first_utm_source.clone(),
+                first_utm_campaign: row.first_utm_campaign.clone(),
+                utm_source: row.utm_source.clone(),
+                utm_campaign: row.utm_campaign.clone(),
+                late,
+            };
+        let Some(mut previous) = previous else {
+            transitions.push(transition(None, None, false));
+            states.insert(
+                contact_id,
+                ContactState {
+                    event_time_us: row.event_time.0,
+                    event_id: row.event_id.clone(),
+                    status_since_us: Some(transitioned_at.0),
+                    attrs: merge(Attrs::default(), row, &snap),
+                },
+            );
+            continue;
+        };
+        let late = row.event_time.0 < previous.event_time_us;
+        // A null status keeps the status too: a contact always has one.
+        if status.is_none()
+            && let Some(kept) = &previous.attrs.cols[STATUS]
+        {
+            snap.cols[STATUS] = Some(Cow::Owned(kept.clone()));
+        }
+        diff(row, &previous.attrs, &snap, late, &mut changes);
+        let old_status = previous.attrs.cols[STATUS].clone();
+        let status_changed = status.is_some() && status != old_status;
+        if status_changed {
+            let seconds = previous
+                .status_since_us
+                .map(|since| (transitioned_at.0 - since) as f64 / 1e6);
+            transitions.push(transition(old_status, seconds, late));
+        }
+        let attrs = merge(std::mem::take(&mut previous.attrs), row, &snap);
+        let next = if late {
+            // Latest data wins per attribute: the late payload only fills in what no newer
+            // payload has sent; the snapshot's time and status history stay.
+            ContactState { attrs, ..previous }
+        } else {
+            let status_since_us = if status_changed {
+                Some(transitioned_at.0)
+            } else {
+                previous.status_since_us
+            };
+            ContactState {
+                event_time_us: row.event_time.0,
+                event_id: row.event_id.clone(),
+                status_since_us,
+                attrs,
+            }
+        };
+        states.insert(contact_id, next);
+    }
+    (changes, transitions)
+}
+
+/// The state attributes after `row`: every attribute the row sent (set, or cleared with null)
+/// wins unless a newer payload already sent it; absent attributes keep their values. Takes
+/// the previous attributes by value and updates them in place.
+fn merge(mut attrs: Attrs, row: &ContactEventRow, snap: &Snap) -> Attrs {
+    let t = row.event_time.0;
+    let mut missing = [false; SLOTS];
+    let (mut no_answers, mut no_params) = (false, false);
+    for name in &row.missing_fields {
+        match name.as_str() {
+            "contact_answers" => no_answers = true,
+            "tracking_params" => no_params = true,
+            other => {
+                if let Some(i) = slot(other) {
+                    missing[i] = true;
+                }
+            }
+        }
+    }
+    for (i, absent) in missing.into_iter().enumerate() {
+        let value = snap.cols[i].as_deref();
+        // A null status keeps the status: a contact always has one.
+        if absent || (i == STATUS && value.is_none()) {
+            continue;
+        }
+        if attrs.col_at[i].is_some_and(|newer| newer > t) {
+            continue;
+        }
+        match value {
+            Some(v) if attrs.cols[i].as_deref() != Some(v) => attrs.cols[i] = Some(v.to_string()),
+            Some(_) => {}
+            None => attrs.cols[i] = None,
+        }
+        attrs.col_at[i] = Some(t);
+    }
+    // The other attributes the row may have sent: those it holds, and those the state holds
+    // that the row lacks (a group key absent from a sent group was cleared).
+    let sent = |key: &str| {
+        if key.starts_with("answer:") {
+            !no_answers
+        } else if key.starts_with("param:") {
+            !no_params
+        } else {
+            !row.missing_fields.iter().any(|m| m == key)
+        }
+    };
+    let held: Vec<String> = attrs
+        .others
+        .iter()
+        .filter(|(k, o)| o.value.is_some() && !snap.others.contains_key(*k))
+        .map(|(k, _)| k.clone())
+        .collect();
+    let mut apply = |key: &str, value: Option<&str>| {
+        if key == "contact_answers" || key == "tracking_params" || !sent(key) {
+            return;
+        }
+        if let Some(other) = attrs.others.get_mut(key) {
+            if other.at.is_some_and(|newer| newer > t) {
+                return;
+            }
+            if other.value.as_deref() != value {
+                other.value = value.map(str::to_string);
+            }
+            other.at = Some(t);
+        } else {
+            let other = Other {
+                value: value.map(str::to_string),
+                at: Some(t),
+            };
+            attrs.others.insert(key.to_string(), other);
+        }
+    };
+    for (key, value) in &snap.others {
+        apply(key, Some(value));
+    }
+    for key in &held {
+        apply(key, None);
+    }
+    attrs
+}
+
+/// Fills the absent fields of contact rows with the contact's last known values, in event-time
+/// order (a batch may hold several events of one contact). Rows older than the state they meet
+/// are not carried: the values they would get come from a later snapshot. The values of an
+/// earlier row of the batch are only rendered when a later row lacks something.
+fn carry(rows: &mut [impl std::ops::DerefMut<Target = ContactEventRow>], states: &ContactStates) {
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    order.sort_by(|&a, &b| {
+        let (a, b) = (&*rows[a], &*rows[b]);
+        (a.event_time, a.received_at, &a.event_id).cmp(&(b.event_time, b.received_at, &b.event_id))
+    });
+    // The newest row of each contact so far in this batch: its event time and index.
+    let mut latest: FastMap<i64, (i64, usize)> = FastMap::default();
+    for i in order {
+        let Some(contact_id) = rows[i].contact_id else {
+            continue;
+        };
+        let in_batch = latest.get(&contact_id).copied();
+        let known_time = in_batch
+            .map(|(t, _)| t)
+            .or_else(|| states.get(&contact_id).map(|s| s.event_time_us));
+        let current = known_time.is_none_or(|time| rows[i].event_time.0 >= time);
+        if !current {
+            continue;
+        }
+        if !rows[i].missing_fields.is_empty() {
+            let slots: Vec<usize> = rows[i]
+                .missing_fields
+                .iter()
+                .filter_map(|c| slot(c))
+                .collect();
+            let to_set: Vec<(usize, String)> = match in_batch {
+                Some((_, j)) => slots
+                    .iter()
+                    .filter_map(|&s| Some((s, column_text(&rows[j], s)?.into_owned())))
+                    .collect(),
+                None => states
+                    .get(&contact_id)
+                    .map(|state| {
+                        slots
+                            .iter()
+                            .filter_map(|&s| Some((s, state.attrs.cols[s].clone()?)))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            };
+            for (slot, text) in &to_set {
+                set_column(&mut rows[i], COLUMNS[*slot], text);
+            }
+        }
+        latest.insert(contact_id, (rows[i].event_time.0, i));
+    }
+}
+
+/// Sets a carried column of a contact row from its text form in the state.
+fn set_column(row: &mut ContactEventRow, column: &str, text: &str) {
+    let s = || Some(text.to_string());
+    let i = || text.parse::<i64>().ok();
+    let t = || super::reader::parse_timestamp(text);
+    match column {
+        "account_id" => row.account_id = i(),
+        "user_id" => row.user_id = i(),
+        "preview_id" => row.preview_id = s(),
+        "first_name" => row.first_name = s(),
+        "last_name" => row.last_name = s(),
+        "email" => row.email = s(),
+        "phone_number" => row.phone_number = s(),
+        "secondary_email" => row.secondary_email = s(),
+        "secondary_phone_number" => row.secondary_phone_number = s(),
+        "status" => row.status = s(),
+        "created_at" => row.created_at = t(),
+        "joined_time" => row.joined_time = t(),
+        "time_zone" => row.time_zone = s(),
+        "country" => row.country = s(),
+        "ip_address" => row.ip_address = s(),
+        "booking_event_id" => row.booking_event_id = i(),
+        "booking_event_name" => row.booking_event_name = s(),
+        "booking_event_type" => row.booking_event_type = s(),
+        "booking_event_link_prefix" => row.booking_event_link_prefix = s(),
+        "booking_event_color" => row.booking_event_color = s(),
+        "utm_source" => row.utm_source = s(),
+        "utm_medium" => row.utm_medium = s(),
+        "utm_campaign" => row.utm_campaign = s(),
+        "utm_term" => row.utm_term = s(),
+        "utm_content" => row.utm_content = s(),
+        "first_utm_source" => row.first_utm_source = s(),
+        "first_utm_medium" => row.first_utm_medium = s(),
+        "first_utm_campaign" => row.first_utm_campaign = s(),
+        "first_utm_term" => row.first_utm_term = s(),
+        "first_utm_content" => row.first_utm_content = s(),
+        "latest_call_at" => row.latest_call_at = t(),
+        "latest_call_duration_min" => row.latest_call_duration_min = i(),
+        "latest_call_host_id" => row.latest_call_host_id = i(),
+        "latest_call_host_name" => row.latest_call_host_name = s(),
+        "latest_call_host_email" => row.latest_call_host_email = s(),
+        "disqualifying_group" => row.disqualifying_group = s(),
+        // Groups carried in the state only (their rows are not repeated).
+        _ => {}
+    }
+}
+
+/// Rows for every attribute that differs or was reported.
+fn diff(
+    row: &ContactEventRow,
+    old: &Attrs,
+    new: &Snap,
+    late: bool,
+    out: &mut Vec<AttributeChangeRow>,
+) {
+    let reported_names: Vec<&str> = row
+        .updated_attributes
+        .iter()
+        .flatten()
+        .map(String::as_str)
+        .collect();
+    let patterns: Vec<&str> = reported_names
+        .iter()
+        .flat_map(|name| {
+            REPORTED_NAMES
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, attrs)| attrs.to_vec())
+                // A name we have no mapping for is taken as one of our attribute names.
+                .unwrap_or_else(|| vec![*name])
+        })
+        .collect();
+    let is_reported = |attribute: &str| patterns.iter().any(|p| matches(p, attribute));
+    let mut covered: Vec<&str> = Vec::new();
+    let mut push = |attribute: String,
+                    old_value: Option<String>,
+                    new_value: Option<String>,
+                    reported: bool,
+                    detected: bool| {
+        out.push(AttributeChangeRow {
+            event_id: row.event_id.clone(),
+            event_type: row.event_type.clone(),
+            received_at: row.received_at,
+            event_time: row.event_time,
+            contact_id: row.contact_id,
+            attribute,
+            old_value,
+            new_value,
+            reported,
+            detected,
+            late,
+        });
+    };
+    // Every attribute either side has a value for, in name order: (name, old, new).
+    let cols = slots_by_name()
+        .iter()
+        .map(|&i| (COLUMNS[i], old.cols[i].as_deref(), new.cols[i].as_deref()));
+    let old_others = old
+        .others
+        .iter()
+        .filter_map(|(k, o)| Some((k.as_str(), Some(o.value.as_deref()?), None)));
+    let new_others = new
+        .others
+        .iter()
+        .map(|(k, v)| (k.as_str(), None, Some(v.as_ref())));
+    // The same name on both sides comes out twice in a row (old first): joined below.
+    let mut others = merge_by_name(old_others, new_others, |e| e.0).peekable();
+    let others = std::iter::from_fn(move || {
+        let (name, o, n) = others.next()?;
+        match others.peek() {
+            Some(next) if next.0 == name => {
+                let (_, _, n2) = others.next()?;
+                Some((name, o, n2))
+            }
+            _ => Some((name, o, n)),
+        }
+    });
+    let attributes =
+        merge_by_name(cols, others, |e| e.0).filter(|(_, o, n)| o.is_some() || n.is_some());
+    for (name, o, n) in attributes {
+        let detected = o != n;
+        let reported = !patterns.is_empty() && is_reported(name);
+        if detected || reported {
+            push(
+                name.to_string(),
+                o.map(str::to_string),
+                n.map(str::to_string),
+                reported,
+                detected,
+            );
+        }
+        if reported {
+            covered.push(name);
+        }
+    }
+    // A reported name none of whose attributes has a value on either side still gets its row.
+    for name in reported_names {
+        let attrs: Vec<&str> = REPORTED_NAMES
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, attrs)| attrs.to_vec())
+            .unwrap_or_else(|| vec![name]);
+        if !covered.iter().any(|c| attrs.iter().any(|p| matches(p, c))) {
+            let attribute = if attrs.len() == 1 && !attrs[0].ends_with('*') {
+                attrs[0]
+            } else {
+                name
+            };
+            push(attribute.to_string(), None, None, true, false);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Envelope;
+    use serde_json::json;
+
+    fn contact(body: serde_json::Value, received_at_us: i64) -> Envelope {
+        Envelope::parse_one(&body.to_string(), None, received_at_us, "/w").unwrap()
+    }
+
+    fn run(events: &[Envelope], states: &mut ContactStates) -> Tables {
+        let mut tables = crate::flatten::flatten(events);
+        track(&mut tables, states);
+        tables
+    }
+
+    #[test]
+    fn tracking_on_several_threads_gives_the_rows_and_states_of_one() {
+        let events: Vec<Envelope> = crate::generate::in_time_order(crate::generate::Options {
+            contacts: 600,
+            seed: 9,
+            days: 5,
+        })
+        .iter()
+        .enumerate()
+        .map(|(i, v)| contact(v.clone(), 1_800_000_000_000_000 + i as i64))
+        .collect();
+        // Two batches interleaved in time, so the second meets states and arrives partly late.
+        let (a, b): (Vec<_>, Vec<_>) = events
+            .into_iter()
+            .enumerate()
+            .partition(|(i, _)| i % 2 == 0);
+        let strip = |v: Vec<(usize, Envelope)>| v.into_iter().map(|(_, e)| e).collect::<Vec<_>>();
+        let (a, b) = (strip(a), strip(b));
+        let outcome = |threads: usize| {
+            let mut states = ContactStates::default();
+            let mut seen = Vec::new();
+            for batch in [&a, &b] {
+                let mut tables = crate::flatten::flatten(batch);
+                track_with(&mut tables, &mut states, threads);
+                let mut changes: Vec<String> = tables
+                    .attribute_changes
+                    .iter()
+                    .map(|r| format!("{r:?}"))
+                    .collect();
+                let mut transitions: Vec<String> = tables
+                    .status_transitions
+                    .iter()
+                    .map(|r| format!("{r:?}"))
+                    .collect();
+                changes.sort();
+                transitions.sort();
+                let carried: Vec<String> = tables
+                    .contact_events
+                    .iter()
+                    .map(|r| format!("{r:?}"))
+                    .collect();
+                seen.push((changes, transitions, carried));
+            }
+            let states: BTreeMap<i64, String> =
+                states.iter().map(|(k, v)| (*k, format!("{v:?}"))).collect();
+            (seen, states)
+        };
+        let one = outcome(1);
+        assert!(
+            one.0[1].0.iter().any(|r| r.contains("late: true")),
+            "no late rows"
+        );
+        assert_eq!(outcome(3), one);
+    }
+
+    /// Generated contact events roughed up the ways real deliveries differ: fields left out or
+    /// sent as null, statuses repeated or nulled, reported names of every kind (mapped, groups,
+    /// unknown, repeated), tracking parameters and answers changed or cleared, and events
+    /// delivered late (their time moved back past later ones).
+    fn rough_events(seed: u64, contacts: i64) -> Vec<Envelope> {
+        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        let mut next = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let keys = [
+            "firstName",
+            "lastName",
+            "email",
+            "phoneNumber",
+            "status",
+            "tracking",
+            "questionsAndAnswers",
+            "event",
+            "latestCall",
+            "country",
+            "timeZone",
+            "createdAt",
+            "userId",
+            "disqualifyingGroup",
+            "secondary_email",
+            "ipAddress",
+        ];
+        let reported = [
+            "status",
+            "email",
+            "tracking",
+            "questionsAndAnswers",
+            "firstName",
+            "event",
+            "latestCall",
+            "mystery",
+            "utm_source",
+            "answer:Budget",
+        ];
+        let options = crate::generate::Options {
+            contacts,
+            seed,
+            days: 3,
+        };
+        let mut out = Vec::new();
+        for (i, mut v) in crate::generate::in_time_order(options)
+            .into_iter()
+            .enumerate()
+        {
+            let is_contact = v["hookType"]
+                .as_str()
+                .is_some_and(|h| h.starts_with("Contact"));
+            if is_contact {
+                let obj = v.as_object_mut().unwrap();
+                for _ in 0..next(3) {
+                    let key = keys[next(keys.len() as u64) as usize];
+                    match next(3) {
+                        0 => {
+                            obj.remove(key);
+                        }
+                        1 => {
+                            obj.insert(key.into(), serde_json::Value::Null);
+                        }
+                        _ => {}
+                    }
+                }
+                match next(6) {
+                    0 => {
+                        obj.insert(
+                            "status".into(),
+                            json!(["POTENTIAL", "QUALIFIED", "WON"][next(3) as usize]),
+                        );
+                    }
+                    1 => {
+                        obj.insert("tracking".into(), json!({"utm_source": format!("s{}", next(3)), "utmKey_1": "k", "utmValue_1": format!("v{}", next(2))}));
+                    }
+                    2 => {
+                        obj.insert(
+                            "questionsAndAnswers".into(),
+                            json!({"1_question": "Budget", "1_response": format!("{}k", next(3))}),
+                        );
+                    }
+                    3 => {
+                        obj.insert("latestCall".into(), json!({"dateTime": "2026-03-02T10:00:00Z", "duration": next(60), "user": {"id": 7, "firstName": "Host"}}));
+                    }
+                    _ => {}
+                }
+                let names: Vec<&str> = (0..next(4))
+                    .map(|_| reported[next(reported.len() as u64) as usize])
+                    .collect();
+                match next(4) {
+                    0 => {
+                        obj.remove("updatedAttributes");
+                    }
+                    1 => {
+                        obj.insert("updatedAttributes".into(), serde_json::Value::Null);
+                    }
+                    _ => {
+                        obj.insert("updatedAttributes".into(), json!(names));
+                    }
+                }
+                if next(8) == 0
+                    && let Some(t) = obj
+                        .get("updatedAt")
+                        .and_then(|t| t.as_str())
+                        .and_then(crate::flatten::reader::parse_timestamp)
+                {
+                    let earlier = t.0 - next(48) as i64 * 3_600_000_000;
+                    let text = DateTime::from_timestamp_micros(earlier)
+                        .unwrap()
+                        .to_rfc3339();
+                    obj.insert("updatedAt".into(), json!(text));
+                }
+            }
+            out.push(contact(v, 1_800_000_000_000_000 + i as i64));
+        }
+        out
+    }
+
+    #[test]
+    fn tracking_matches_the_first_implementation() {
+        for seed in 1..=4 {
+            let events = rough_events(seed, 150);
+            // Rows late across batches, and rows with absent fields (carried or compared with
+            // the state): the cases the comparison is here for.
+            let (mut late, mut absent) = (0, 0);
+            for batch in [events.len(), 97, 13] {
+                for threads in [1, 2] {
+                    let mut states = ContactStates::default();
+                    let mut reference_states: HashMap<i64, reference::RefState> = HashMap::new();
+                    for chunk in events.chunks(batch) {
+                        let mut ours = crate::flatten::flatten(chunk);
+                        let mut theirs = crate::flatten::flatten(chunk);
+                        track_with(&mut ours, &mut states, threads);
+                        reference::track(&mut theirs, &mut reference_states);
+                        let rows = |t: &Tables| {
+                            let debug = |rows: &mut dyn Iterator<Item = String>| {
+                                let mut v: Vec<String> = rows.collect();
+                                v.sort();
+                                v
+                            };
+                            (
+                                debug(&mut t.attribute_changes.iter().map(|r| format!("{r:?}"))),
+                                debug(&mut t.status_transitions.iter().map(|r| format!("{r:?}"))),
+                                debug(&mut t.contact_events.iter().map(|r| format!("{r:?}"))),
+                            )
+                        };
+                        assert_eq!(
+                            rows(&ours),
+                            rows(&theirs),
+                            "seed {seed}, batches of {batch}, {threads} threads"
+                        );
+                        late += ours.attribute_changes.iter().filter(|r| r.late).count();
+                        absent += ours
+                            .contact_events
+                            .iter()
+                            .filter(|r| !r.missing_fields.is_empty())
+                            .count();
+                    }
+                    assert_eq!(states.len(), reference_states.len());
+                    for (id, theirs) in &reference_states {
+                        let stored = serde_json::to_value(theirs).unwrap();
+                        assert_eq!(
+                            serde_json::to_value(&states[id]).unwrap(),
+                            stored,
+                            "contact {id}"
+                        );
+                        // A state stored by the first implementation reads back as the same state.
+                        let read: ContactState = serde_json::from_value(stored).unwrap();
+                        assert_eq!(read, states[id]);
+                    }
+                }
+            }
+            assert!(
+                late > 0 && absent > 0,
+                "seed {seed}: {late} late changes, {absent} rows with absent fields"
+            );
+        }
+    }
+
+    #[test]
+    fn column_slots_are_the_single_valued_contact_columns() {
+        let sources: Vec<&str> = crate::flatten::contact::COLUMN_SOURCES
+            .iter()
+            .map(|(c, _)| *c)
+            .filter(|c| !["contact_answers", "tracking_params"].contains(c))
+            .collect();
+        assert_eq!(sources, COLUMNS.to_vec());
+        assert_eq!(COLUMNS[STATUS], "status");
+    }
+
+    /// (attribute, old, new, reported, detected, late)
+    type Change = (String, Option<String>, Option<String>, bool, bool, bool);
+
+    fn changes(t: &Tables) -> Vec<Change> {
+        t.attribute_changes
+            .iter()
+            .map(|c| {
+                (
+                    c.attribute.clone(),
+                    c.old_value.clone(),
+                    c.new_value.clone(),
+                    c.reported,
+                    c.detected,
+                    c.late,
+                )
+            })
+            .collect()
+    }
+
+    fn s(v: &str) -> Option<String> {
+        Some(v.to_string())
+    }
+
+    fn call(kind: &str, start: &str, old: Option<&str>, received_at_us: i64) -> Envelope {
+        let mut event = json!({"uuid": "c1", "utc_start_time": start, "created_at": "2026-01-01T00:00:00Z",
+                               "canceled": kind == "Call canceled", "canceled_at": "2026-01-05T00:00:00Z"});
+        if let Some(old) = old {
+            event["old_start_time"] = json!(old);
+        }
+        let body = json!({"event_type": {}, "event": event, "invitee": {}, "hookType": kind});
+        Envelope::parse_one(&body.to_string(), None, received_at_us, "/w").unwrap()
+    }
+
+    #[test]
+    fn calls_remember_their_latest_slot() {
+        let mut states = HashMap::new();
+        // Booked for the 10th, moved to the 12th without old_start_time, then cancelled with the
+        // original slot in the payload (iClosed keeps it).
+        let events = [
+            call(
+                "Call booked",
+                "2026-01-10T10:00:00Z",
+                None,
+                1_767_225_600_000_000,
+            ),
+            call(
+                "Call rescheduled",
+                "2026-01-12T10:00:00Z",
+                None,
+                1_767_312_000_000_000,
+            ),
+            call(
+                "Call canceled",
+                "2026-01-10T10:00:00Z",
+                None,
+                1_767_571_200_000_000,
+            ),
+        ];
+        let mut tables = crate::flatten::flatten(&events);
+        track_calls(&mut tables, &mut states);
+        tables.call_events.sort_by_key(|r| r.event_time);
+        let ts = |s: &str| {
+            Some(Micros(
+                DateTime::parse_from_rfc3339(s).unwrap().timestamp_micros(),
+            ))
+        };
+        let slots: Vec<_> = tables
+            .call_events
+            .iter()
+            .map(|r| (r.event_type.as_str(), r.previous_start_at, r.slot_start_at))
+            .collect();
+        assert_eq!(
+            slots,
+            vec![
+                ("call_booked", None, ts("2026-01-10T10:00:00Z")),
+                (
+                    "call_rescheduled",
+                    ts("2026-01-10T10:00:00Z"),
+                    ts("2026-01-12T10:00:00Z")
+                ),
+                (
+                    "call_cancelled",
+                    ts("2026-01-12T10:00:00Z"),
+                    ts("2026-01-12T10:00:00Z")
+                ),
+            ]
+        );
+        assert_eq!(
+            states["c1"].start_at_us,
+            ts("2026-01-12T10:00:00Z").map(|m| m.0)
+        );
+    }
+
+    #[test]
+    fn first_sight_is_a_transition_from_nothing_and_no_changes() {
+        let mut states = ContactStates::default();
+        let t = run(
+            &[contact(
+                json!({"id": 1, "previewId": "p", "status": "POTENTIAL", "updatedAt": "2026-01-01T00:00:00Z"}),
+                0,
+            )],
+            &mut states,
+        );
+        assert!(t.attribute_changes.is_empty());
+        assert_eq!(t.status_transitions.len(), 1);
+        assert_eq!(t.status_transitions[0].from_status, None);
+        assert_eq!(t.status_transitions[0].to_status, s("POTENTIAL"));
+        assert_eq!(t.status_transitions[0].seconds_in_from_status, None);
+        assert_eq!(states[&1].values()["status"], "POTENTIAL");
+    }
+
+    #[test]
+    fn reported_and_detected_changes_are_told_apart() {
+        let mut states = ContactStates::default();
+        let first = json!({"id": 1, "previewId": "p", "status": "POTENTIAL", "email": "a@x", "phoneNumber": "1",
+                           "tracking": {"utm_source": "g", "utmKey_1": "fbclid", "utmValue_1": "c1"},
+                           "updatedAt": "2026-01-01T00:00:00Z"});
+        let second = json!({"id": 1, "previewId": "p", "status": "QUALIFIED", "email": "b@x", "phoneNumber": "2",
+                            "tracking": {"utm_source": "g", "utmKey_1": "fbclid", "utmValue_1": "c2"},
+                            "updatedAttributes": ["email", "country", "status", "questionsAndAnswers", "shoeSize"],
+                            "updatedAt": "2026-01-01T01:00:00Z"});
+        let t = run(&[contact(second, 2), contact(first, 1)], &mut states);
+        assert_eq!(
+            changes(&t),
+            vec![
+                ("email".into(), s("a@x"), s("b@x"), true, true, false),
+                ("param:fbclid".into(), s("c1"), s("c2"), false, true, false),
+                ("phone_number".into(), s("1"), s("2"), false, true, false),
+                (
+                    "status".into(),
+                    s("POTENTIAL"),
+                    s("QUALIFIED"),
+                    true,
+                    true,
+                    false
+                ),
+                ("country".into(), None, None, true, false, false),
+                ("questionsAndAnswers".into(), None, None, true, false, false),
+                ("shoeSize".into(), None, None, true, false, false),
+            ]
+        );
+        let moves: Vec<_> = t
+            .status_transitions
+            .iter()
+            .map(|r| {
+                (
+                    r.from_status.clone(),
+                    r.to_status.clone(),
+                    r.seconds_in_from_status,
+                )
+            })
+            .collect();
+        assert_eq!(
+            moves,
+            vec![
+                (None, s("POTENTIAL"), None),
+                (s("POTENTIAL"), s("QUALIFIED"), Some(3600.0))
+            ]
+        );
+    }
+
+    #[test]
+    fn a_late_event_is_flagged_and_does_not_replace_the_state() {
+        let mut states = ContactStates::default();
+        let newer = json!({"id": 1, "previewId": "p", "status": "QUALIFIED", "updatedAt": "2026-01-01T02:00:00Z"});
+        run(&[contact(newer, 1)], &mut states);
+        let older = json!({"id": 1, "previewId": "p", "status": "POTENTIAL", "updatedAt": "2026-01-01T01:00:00Z"});
+        let t = run(&[contact(older, 2)], &mut states);
+        assert_eq!(
+            changes(&t),
+            vec![(
+                "status".into(),
+                s("QUALIFIED"),
+                s("POTENTIAL"),
+                false,
+                true,
+                true
+            )]
+        );
+        assert!(t.status_transitions.iter().all(|r| r.late));
+        assert_eq!(states[&1].values()["status"], "QUALIFIED");
+        // A missing status is neither a transition nor a change, and the status is kept.
+        let silent = json!({"id": 1, "previewId": "p", "updatedAt": "2026-01-01T03:00:00Z"});
+        let t = run(&[contact(silent, 3)], &mut states);
+        assert!(t.status_transitions.is_empty() && t.attribute_changes.is_empty());
+        assert_eq!(states[&1].values()["status"], "QUALIFIED");
+    }
+
+    fn row_of(t: &Tables) -> &ContactEventRow {
+        &t.contact_events[0]
+    }
+
+    #[test]
+    fn absent_fields_are_carried_and_listed_and_change_nothing() {
+        let mut states = ContactStates::default();
+        let full = json!({"id": 1, "previewId": "p", "status": "POTENTIAL", "email": "a@x.io", "firstName": "Ada",
+                          "tracking": {"utm_source": "g", "utmKey_1": "fbclid", "utmValue_1": "c1"},
+                          "questionsAndAnswers": {"1_question": "Budget", "1_response": "10k"},
+                          "updatedAt": "2026-01-01T00:00:00Z"});
+        let first = run(&[contact(full, 1)], &mut states);
+        assert!(
+            row_of(&first)
+                .missing_fields
+                .contains(&"last_name".to_string()),
+            "first events list their gaps too"
+        );
+        assert_eq!(row_of(&first).last_name, None);
+
+        let partial = json!({"id": 1, "status": "QUALIFIED", "updatedAttributes": ["status"], "updatedAt": "2026-01-01T01:00:00Z",
+                             "hookType": "Contact updated"});
+        let t = run(&[contact(partial, 2)], &mut states);
+        let row = row_of(&t);
+        assert_eq!(
+            (
+                row.email.clone(),
+                row.first_name.clone(),
+                row.utm_source.clone()
+            ),
+            (s("a@x.io"), s("Ada"), s("g"))
+        );
+        assert_eq!(row.preview_id, s("p"));
+        for column in [
+            "email",
+            "first_name",
+            "utm_source",
+            "preview_id",
+            "contact_answers",
+            "tracking_params",
+        ] {
+            assert!(
+                row.missing_fields.contains(&column.to_string()),
+                "{column}: {:?}",
+                row.missing_fields
+            );
+        }
+        assert!(!row.missing_fields.contains(&"status".to_string()));
+        assert_eq!(
+            changes(&t),
+            vec![(
+                "status".into(),
+                s("POTENTIAL"),
+                s("QUALIFIED"),
+                true,
+                true,
+                false
+            )]
+        );
+        assert_eq!(t.status_transitions[0].from_status, s("POTENTIAL"));
+
+        // An explicit null clears: a change to null, and a null in the row.
+        let cleared = json!({"id": 1, "email": null, "updatedAt": "2026-01-01T02:00:00Z", "hookType": "Contact updated"});
+        let t = run(&[contact(cleared, 3)], &mut states);
+        assert_eq!(row_of(&t).email, None);
+        assert!(!row_of(&t).missing_fields.contains(&"email".to_string()));
+        assert_eq!(
+            changes(&t),
+            vec![("email".into(), s("a@x.io"), None, false, true, false)]
+        );
+        assert!(t.status_transitions.is_empty());
+        assert_eq!(states[&1].values().get("email"), None);
+        assert_eq!(states[&1].values()["first_name"], "Ada");
+        assert_eq!(states[&1].values()["answer:Budget"], "10k");
+    }
+
+    #[test]
+    fn a_late_payload_fills_in_only_what_no_newer_payload_sent() {
+        let mut states = ContactStates::default();
+        let e1 = json!({"id": 1, "previewId": "p", "status": "POTENTIAL", "email": "a@x.io", "phoneNumber": "+15550001",
+                        "updatedAt": "2026-01-01T01:00:00Z"});
+        run(&[contact(e1, 1)], &mut states);
+        let partial = json!({"id": 1, "status": "QUALIFIED", "updatedAt": "2026-01-01T03:00:00Z", "hookType": "Contact updated"});
+        run(&[contact(partial, 2)], &mut states);
+        // The full payload that came between them in time arrives last.
+        let e2 = json!({"id": 1, "previewId": "p", "status": "POTENTIAL", "email": "b@x.io", "phoneNumber": "+15550001",
+                        "updatedAt": "2026-01-01T02:00:00Z"});
+        let t = run(&[contact(e2, 3)], &mut states);
+        assert!(t.attribute_changes.iter().all(|c| c.late));
+        assert_eq!(
+            states[&1].values()["email"],
+            "b@x.io",
+            "the late payload is the latest that sent an email"
+        );
+        assert_eq!(
+            states[&1].values()["status"],
+            "QUALIFIED",
+            "the newer status stays"
+        );
+        let next =
+            json!({"id": 1, "updatedAt": "2026-01-01T04:00:00Z", "hookType": "Contact updated"});
+        let t = run(&[contact(next, 4)], &mut states);
+        assert_eq!(
+            (row_of(&t).email.clone(), row_of(&t).status.clone()),
+            (s("b@x.io"), s("QUALIFIED"))
+        );
+        assert!(t.attribute_changes.is_empty());
+    }
+
+    #[test]
+    fn within_one_batch_a_partial_update_carries_from_the_event_before_it_in_time() {
+        let mut states = ContactStates::default();
+        let e1 = json!({"id": 1, "previewId": "p", "status": "POTENTIAL", "email": "a@x.io", "updatedAt": "2026-01-01T01:00:00Z"});
+        run(&[contact(e1, 1)], &mut states);
+        let partial = json!({"id": 1, "status": "QUALIFIED", "updatedAt": "2026-01-01T03:00:00Z", "hookType": "Contact updated"});
+        let e2 = json!({"id": 1, "previewId": "p", "status": "POTENTIAL", "email": "b@x.io", "updatedAt": "2026-01-01T02:00:00Z"});
+        let t = run(&[contact(partial, 2), contact(e2, 3)], &mut states);
+        let carried = t
+            .contact_events
+            .iter()
+            .find(|r| r.status == s("QUALIFIED"))
+            .unwrap();
+        assert_eq!(carried.email, s("b@x.io"));
+        assert!(t.attribute_changes.iter().all(|c| !c.late));
+    }
+}
