@@ -4,7 +4,7 @@ use serde_json::{Map, Value};
 
 use super::contact::{full_name, read_utm};
 use super::reader::{Notes, Obj};
-use super::table::Micros;
+use super::table::{Micros, Text};
 use super::tables::CallEventRow;
 use super::{Head, Tables};
 use crate::event::EventType;
@@ -27,8 +27,8 @@ pub(super) fn flatten(
     let mut notes = Notes::default();
     let mut o = Obj::root(obj);
     let mut row = CallEventRow {
-        event_id: head.event_id.clone(),
-        event_type: head.event_type.clone(),
+        event_id: head.event_id.clone().into(),
+        event_type: head.event_type.clone().into(),
         received_at: head.received_at,
         hook_type: super::hook_type(&mut o),
         ..Default::default()
@@ -97,7 +97,7 @@ pub(super) fn flatten(
         if row.invitee_preview_id.is_none() {
             notes
                 .extras
-                .insert("invitee.previewUrl".into(), Value::String(url));
+                .insert("invitee.previewUrl".into(), Value::String(url.to_string()));
         }
     }
     // iClosed mirrors the cancel fields of `event` on `invitee`; equal copies are duplicates,
@@ -176,7 +176,7 @@ fn first_timestamp(o: &mut Obj<'_>, keys: &[&str], notes: &mut Notes) -> Option<
 /// `assigned_to` (number -> name) repeats the names of `extended_assigned_to`; when every name
 /// it holds is also in `extended_assigned_to` it is a duplicate and skipped, else it stays in
 /// extras.
-fn primary_assignee(event: &mut Obj<'_>, notes: &mut Notes) -> (Option<String>, Option<String>) {
+fn primary_assignee(event: &mut Obj<'_>, notes: &mut Notes) -> (Option<Text>, Option<Text>) {
     // iClosed sends an object keyed by position; a list of the same people is read alike.
     let extended: Option<Vec<&Value>> = match event.peek("extended_assigned_to") {
         Some(Value::Object(map)) => Some(map.values().collect()),
@@ -230,17 +230,17 @@ fn primary_assignee(event: &mut Obj<'_>, notes: &mut Notes) -> (Option<String>, 
 }
 
 /// The `contact_…` key in a preview URL: the `preview` query value, else a path segment.
-pub fn preview_id_from_url(url: &str) -> Option<String> {
+pub fn preview_id_from_url(url: &str) -> Option<Text> {
     let (path, query) = url.split_once('?').unwrap_or((url, ""));
     let from_query = query.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=')?;
-        (k == "preview" || k == "previewId").then(|| v.to_string())
+        (k == "preview" || k == "previewId").then(|| v.into())
     });
     from_query
         .or_else(|| {
             path.rsplit('/')
                 .find(|seg| seg.starts_with("contact_"))
-                .map(str::to_string)
+                .map(Text::from)
         })
         .filter(|id| !id.is_empty())
 }
@@ -286,7 +286,7 @@ mod tests {
         };
         let a = serde_json::json!({"name": "A", "email": "a@x.com"});
         let b = serde_json::json!({"name": "B", "email": "b@x.com", "primary": true});
-        let expected = (Some("B".to_string()), Some("b@x.com".to_string()), None);
+        let expected = (Some("B".into()), Some("b@x.com".into()), None);
         assert_eq!(
             host(serde_json::json!({"1": a.clone(), "2": b.clone()})),
             expected

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 use serde_json::{Map, Value};
 
 use super::reader::{Notes, Obj};
-use super::table::Micros;
+use super::table::{Micros, Text};
 use super::tables::{ContactAnswerRow, ContactEventRow, TrackingParamRow};
 use super::{Head, Options, Tables};
 
@@ -19,8 +19,8 @@ pub(super) fn flatten(
     let mut notes = Notes::default();
     let mut o = Obj::root(obj);
     let mut row = ContactEventRow {
-        event_id: head.event_id.clone(),
-        event_type: head.event_type.clone(),
+        event_id: head.event_id.clone().into(),
+        event_type: head.event_type.clone().into(),
         received_at: head.received_at,
         contact_id: o.int("id", &mut notes),
         account_id: o.int("accountId", &mut notes),
@@ -249,15 +249,15 @@ pub(super) fn read_utm(
     tracking: &mut Obj<'_>,
     prefix: &str,
     notes: &mut Notes,
-) -> [Option<String>; 5] {
+) -> [Option<Text>; 5] {
     ["source", "medium", "campaign", "term", "content"]
         .map(|name| tracking.string(&format!("{prefix}utm_{name}"), notes))
 }
 
 /// `first last`, or whichever is present.
-pub(super) fn full_name(first: Option<String>, last: Option<String>) -> Option<String> {
+pub(super) fn full_name(first: Option<Text>, last: Option<Text>) -> Option<Text> {
     match (first, last) {
-        (Some(f), Some(l)) => Some(format!("{f} {l}").trim().to_string()),
+        (Some(f), Some(l)) => Some(format!("{f} {l}").trim().into()),
         (f, l) => f.or(l),
     }
 }
@@ -306,8 +306,8 @@ fn tracking_params(
     }
     for (position, (key_name, value_name)) in positions {
         out.tracking_params.push(TrackingParamRow {
-            event_id: head.event_id.clone(),
-            event_type: head.event_type.clone(),
+            event_id: head.event_id.clone().into(),
+            event_type: head.event_type.clone().into(),
             received_at: head.received_at,
             event_time: row.event_time,
             contact_id: row.contact_id,
@@ -357,8 +357,8 @@ fn contact_answers(
             questions.insert(q.clone());
         }
         out.contact_answers.push(ContactAnswerRow {
-            event_id: head.event_id.clone(),
-            event_type: head.event_type.clone(),
+            event_id: head.event_id.clone().into(),
+            event_type: head.event_type.clone().into(),
             received_at: head.received_at,
             event_time: row.event_time,
             contact_id: row.contact_id,
@@ -371,7 +371,7 @@ fn contact_answers(
     // key is an answer we have no number for, and stays in extras.
     let labels: Vec<String> = answers
         .keys()
-        .filter(|k| questions.contains(*k))
+        .filter(|k| questions.contains(k.as_str()))
         .cloned()
         .collect();
     for label in labels {
@@ -380,7 +380,7 @@ fn contact_answers(
 }
 
 /// A free-text answer: strings as they are, arrays joined with `, `, other scalars as JSON text.
-fn answer_text(o: &mut Obj<'_>, key: &str, notes: &mut Notes) -> Option<String> {
+fn answer_text(o: &mut Obj<'_>, key: &str, notes: &mut Notes) -> Option<Text> {
     match o.peek(key) {
         Some(Value::Array(items)) => {
             o.skip(key);
@@ -393,7 +393,8 @@ fn answer_text(o: &mut Obj<'_>, key: &str, notes: &mut Notes) -> Option<String> 
                             .unwrap_or_else(|| i.to_string())
                     })
                     .collect::<Vec<_>>()
-                    .join(", "),
+                    .join(", ")
+                    .into(),
             )
         }
         _ => o.string(key, notes),

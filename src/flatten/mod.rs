@@ -20,7 +20,7 @@ use serde_json::Value;
 use crate::event::{Envelope, EventType, Family};
 pub use call::preview_id_from_url;
 use reader::Obj;
-use table::{Micros, Table};
+use table::{Micros, Table, Text};
 pub use tables::{
     AttributeChangeRow, CallEventRow, CallOutcomeRow, ContactAnswerRow, ContactEventRow,
     RawEventRow, RejectedEventRow, StatusTransitionRow, TrackingParamRow,
@@ -213,12 +213,12 @@ pub fn flatten_one(envelope: &Envelope, options: &Options, out: &mut Tables) {
     };
     debug_assert!(envelope.event_type != EventType::Unknown || event_time == head.received_at);
     out.raw_events.push(RawEventRow {
-        event_id: head.event_id,
-        event_type: head.event_type,
+        event_id: head.event_id.into(),
+        event_type: head.event_type.into(),
         received_at: head.received_at,
         event_time,
         hook_type: object.get("hookType").and_then(hook_type_text),
-        source_path: envelope.source_path.clone(),
+        source_path: envelope.source_path.clone().into(),
         payload: envelope.raw.clone(),
     });
 }
@@ -226,16 +226,16 @@ pub fn flatten_one(envelope: &Envelope, options: &Options, out: &mut Tables) {
 /// The `rejected_events` row of a dead letter.
 pub fn rejected_row(r: &crate::rejected::Rejection) -> RejectedEventRow {
     RejectedEventRow {
-        event_id: r.id(),
+        event_id: r.id().into(),
         event_type: "rejected".into(),
         received_at: Micros(r.received_at_us),
         event_time: Micros(r.received_at_us),
         status: i64::from(r.meta.status),
-        reason: r.meta.reason.clone(),
-        error: r.meta.error.clone(),
-        source_path: r.meta.source_path.clone(),
-        url_kind: r.meta.url_kind.map(|k| k.as_str().to_string()),
-        headers: r.headers_json(),
+        reason: r.meta.reason.clone().into(),
+        error: r.meta.error.clone().into(),
+        source_path: r.meta.source_path.clone().into(),
+        url_kind: r.meta.url_kind.map(|k| k.as_str().into()),
+        headers: r.headers_json().into(),
         body: r.body.clone(),
         body_utf8: r.body_is_utf8(),
         body_truncated: r.meta.body_truncated,
@@ -244,15 +244,15 @@ pub fn rejected_row(r: &crate::rejected::Rejection) -> RejectedEventRow {
 }
 
 /// Reads `hookType` as sent: a string as it is, another non-null value as its JSON text.
-fn hook_type(o: &mut Obj<'_>) -> Option<String> {
+fn hook_type(o: &mut Obj<'_>) -> Option<Text> {
     o.take("hookType").and_then(hook_type_text)
 }
 
-fn hook_type_text(v: &Value) -> Option<String> {
+fn hook_type_text(v: &Value) -> Option<Text> {
     match v {
         Value::Null => None,
-        Value::String(s) => Some(s.clone()),
-        other => Some(other.to_string()),
+        Value::String(s) => Some(s.clone().into()),
+        other => Some(other.to_string().into()),
     }
 }
 
@@ -286,7 +286,7 @@ mod tests {
             };
             let split = flatten_with(&events, &options);
             assert_eq!(split.row_counts(), one.row_counts(), "{threads} threads");
-            let ids = |t: &Tables| -> Vec<String> {
+            let ids = |t: &Tables| -> Vec<Text> {
                 let raw = t.raw_events.iter().map(|r| r.event_id.clone());
                 let answers = t.contact_answers.iter().map(|r| r.event_id.clone());
                 raw.chain(answers).collect()
@@ -330,7 +330,7 @@ mod tests {
             .collect();
         assert_eq!(
             params,
-            vec![(1, "fbclid".to_string()), (2, "landing_page".to_string())]
+            vec![(1, "fbclid".into()), (2, "landing_page".into())]
         );
         assert_eq!(t.contact_answers.len(), 5);
         assert_eq!(t.raw_events.len(), 1);

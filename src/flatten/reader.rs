@@ -10,7 +10,7 @@
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use serde_json::{Map, Value};
 
-use super::table::Micros;
+use super::table::{Micros, Text};
 
 /// What a row collects besides its columns: unmapped keys and values that did not parse.
 #[derive(Debug, Default)]
@@ -97,11 +97,11 @@ impl<'a> Obj<'a> {
     }
 
     /// A string column: strings as they are, numbers and booleans as their JSON text.
-    pub fn string(&mut self, key: &str, notes: &mut Notes) -> Option<String> {
+    pub fn string(&mut self, key: &str, notes: &mut Notes) -> Option<Text> {
         let v = self.take(key)?;
         match v {
-            Value::String(s) => Some(s.clone()),
-            Value::Number(_) | Value::Bool(_) => Some(v.to_string()),
+            Value::String(s) => Some(Text::from(s.as_str())),
+            Value::Number(_) | Value::Bool(_) => Some(v.to_string().into()),
             _ => {
                 notes.error(&self.full(key), "a string", v);
                 None
@@ -110,7 +110,7 @@ impl<'a> Obj<'a> {
     }
 
     /// Like [`Obj::string`], but an empty or all-blank string is null.
-    pub fn non_empty_string(&mut self, key: &str, notes: &mut Notes) -> Option<String> {
+    pub fn non_empty_string(&mut self, key: &str, notes: &mut Notes) -> Option<Text> {
         self.string(key, notes).filter(|s| !s.trim().is_empty())
     }
 
@@ -179,8 +179,8 @@ impl<'a> Obj<'a> {
     }
 
     /// A JSON column: the value's JSON text, whatever its type.
-    pub fn json(&mut self, key: &str) -> Option<String> {
-        self.take(key).map(Value::to_string)
+    pub fn json(&mut self, key: &str) -> Option<Text> {
+        self.take(key).map(|v| v.to_string().into())
     }
 
     /// A nested object; absent or null gives an empty [`Obj`], another type is a parse error

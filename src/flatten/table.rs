@@ -21,6 +21,10 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 /// records both the same way (`isAdjustedToUTC = true`), which DuckDB reads as `TIMESTAMPTZ`.
 pub const TIME_ZONE: &str = "+00:00";
 
+/// The text of a column: values up to 24 bytes (most names, statuses, UTM values, ids) are
+/// kept inline, without an allocation of their own to make and free for every row.
+pub type Text = compact_str::CompactString;
+
 /// Microseconds since the Unix epoch, UTC: the value of a timestamp column.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Micros(pub i64);
@@ -66,6 +70,32 @@ impl Cell for Option<String> {
     }
     fn build<'a>(values: impl ExactSizeIterator<Item = &'a Self> + Clone) -> ArrayRef {
         let bytes = values.clone().flatten().map(String::len).sum();
+        let mut b = StringBuilder::with_capacity(values.len(), bytes);
+        values.for_each(|v| b.append_option(v.as_deref()));
+        Arc::new(b.finish())
+    }
+}
+
+impl Cell for Text {
+    const NULLABLE: bool = false;
+    fn data_type() -> DataType {
+        DataType::Utf8
+    }
+    fn build<'a>(values: impl ExactSizeIterator<Item = &'a Self> + Clone) -> ArrayRef {
+        let bytes = values.clone().map(|v| v.len()).sum();
+        let mut b = StringBuilder::with_capacity(values.len(), bytes);
+        values.for_each(|v| b.append_value(v));
+        Arc::new(b.finish())
+    }
+}
+
+impl Cell for Option<Text> {
+    const NULLABLE: bool = true;
+    fn data_type() -> DataType {
+        DataType::Utf8
+    }
+    fn build<'a>(values: impl ExactSizeIterator<Item = &'a Self> + Clone) -> ArrayRef {
+        let bytes = values.clone().flatten().map(|v| v.len()).sum();
         let mut b = StringBuilder::with_capacity(values.len(), bytes);
         values.for_each(|v| b.append_option(v.as_deref()));
         Arc::new(b.finish())

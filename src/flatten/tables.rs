@@ -4,16 +4,16 @@
 //! a test fails when it is stale. Invariant: changing a column here is changing the contract;
 //! every table starts with `event_id`, `event_type`, `received_at`, `event_time`.
 
-use super::table::{Micros, table};
+use super::table::{Micros, Text, table};
 
 table! {
     /// One row per contact object (Contact created, Contact updated, Contact by status): a
     /// snapshot of the contact as iClosed sent it.
     ContactEventRow, "contact_events", sort = [contact_id, event_time, event_id], {
         /// Stable id of the source object: 32 hex digits of the SHA-256 of its canonical JSON.
-        event_id: String,
+        event_id: Text,
         /// Normalised event type: `contact_created`, `contact_updated` or `contact_status`.
-        event_type: String,
+        event_type: Text,
         /// When hooklake received the event (UTC).
         received_at: Micros,
         /// `updatedAt`, else `createdAt`, else `received_at`; names the `date=` partition.
@@ -25,21 +25,21 @@ table! {
         /// Owner user id. Source: `userId`.
         user_id: Option<i64>,
         /// Public contact key (`contact_…`), also found in call `invitee.previewUrl`. Source: `previewId`.
-        preview_id: Option<String>,
+        preview_id: Option<Text>,
         /// Source: `firstName`.
-        first_name: Option<String>,
+        first_name: Option<Text>,
         /// Source: `lastName`.
-        last_name: Option<String>,
+        last_name: Option<Text>,
         /// Source: `email`.
-        email: Option<String>,
+        email: Option<Text>,
         /// Source: `phoneNumber`.
-        phone_number: Option<String>,
+        phone_number: Option<Text>,
         /// Source: `secondary_email`.
-        secondary_email: Option<String>,
+        secondary_email: Option<Text>,
         /// Source: `secondary_phoneNumber`.
-        secondary_phone_number: Option<String>,
+        secondary_phone_number: Option<Text>,
         /// Lead status as sent, casing kept (e.g. `POTENTIAL`, `QUALIFIED`). Source: `status`.
-        status: Option<String>,
+        status: Option<Text>,
         /// Source: `createdAt`.
         created_at: Option<Micros>,
         /// Source: `updatedAt`.
@@ -47,41 +47,41 @@ table! {
         /// Source: `joinedTime`.
         joined_time: Option<Micros>,
         /// IANA time zone of the contact. Source: `timeZone`.
-        time_zone: Option<String>,
+        time_zone: Option<Text>,
         /// ISO 3166-1 alpha-2 country. Source: `country`.
-        country: Option<String>,
+        country: Option<Text>,
         /// IPv4 or IPv6 address. Source: `ipAddress`.
-        ip_address: Option<String>,
+        ip_address: Option<Text>,
         /// Booking page (event template) id. Source: `event.id`.
         booking_event_id: Option<i64>,
         /// Source: `event.name`.
-        booking_event_name: Option<String>,
+        booking_event_name: Option<Text>,
         /// e.g. `STRATEGY_EVENT`, `DISCOVERY_EVENT`. Source: `event.eventType`.
-        booking_event_type: Option<String>,
+        booking_event_type: Option<Text>,
         /// Source: `event.linkPrefix`.
-        booking_event_link_prefix: Option<String>,
+        booking_event_link_prefix: Option<Text>,
         /// Colour of the booking page (not in the core contract). Source: `event.color`.
-        booking_event_color: Option<String>,
+        booking_event_color: Option<Text>,
         /// Last-touch UTM source. Source: `tracking.utm_source`.
-        utm_source: Option<String>,
+        utm_source: Option<Text>,
         /// Source: `tracking.utm_medium`.
-        utm_medium: Option<String>,
+        utm_medium: Option<Text>,
         /// Source: `tracking.utm_campaign`.
-        utm_campaign: Option<String>,
+        utm_campaign: Option<Text>,
         /// Source: `tracking.utm_term`.
-        utm_term: Option<String>,
+        utm_term: Option<Text>,
         /// Source: `tracking.utm_content`.
-        utm_content: Option<String>,
+        utm_content: Option<Text>,
         /// First-touch UTM source. Source: `tracking.first_utm_source`.
-        first_utm_source: Option<String>,
+        first_utm_source: Option<Text>,
         /// Source: `tracking.first_utm_medium`.
-        first_utm_medium: Option<String>,
+        first_utm_medium: Option<Text>,
         /// Source: `tracking.first_utm_campaign`.
-        first_utm_campaign: Option<String>,
+        first_utm_campaign: Option<Text>,
         /// Source: `tracking.first_utm_term`.
-        first_utm_term: Option<String>,
+        first_utm_term: Option<Text>,
         /// Source: `tracking.first_utm_content`.
-        first_utm_content: Option<String>,
+        first_utm_content: Option<Text>,
         /// Scheduled start of the latest call; a zone-less value is read as UTC. Source: `latestCall.dateTime`.
         latest_call_at: Option<Micros>,
         /// Source: `latestCall.duration` (minutes).
@@ -89,16 +89,16 @@ table! {
         /// Host user id (not in the core contract; added for joins). Source: `latestCall.user.id`.
         latest_call_host_id: Option<i64>,
         /// `firstName lastName` of the host. Source: `latestCall.user.firstName`, `.lastName`.
-        latest_call_host_name: Option<String>,
+        latest_call_host_name: Option<Text>,
         /// Source: `latestCall.user.email`.
-        latest_call_host_email: Option<String>,
+        latest_call_host_email: Option<Text>,
         /// Attribute names iClosed says changed, exactly as sent; null when the key is absent.
         /// Source: `updatedAttributes`.
         updated_attributes: Option<Vec<String>>,
         /// Disqualification rules as JSON text. Source: `disqualifyingGroup`.
-        disqualifying_group: Option<String>,
+        disqualifying_group: Option<Text>,
         /// Source: `hookType`, as sent.
-        hook_type: Option<String>,
+        hook_type: Option<Text>,
         /// JSON object of every key not mapped to a column, by dotted path; null when none.
         extras: Option<String>,
         /// `path: problem` for each value that could not be read as its column's type (the
@@ -120,9 +120,9 @@ table! {
     /// One row per custom tracking parameter pair `utmKey_N` / `utmValue_N` of a contact object.
     TrackingParamRow, "tracking_params", sort = [contact_id, event_time, event_id, position], {
         /// Id of the contact object the pair came from.
-        event_id: String,
+        event_id: Text,
         /// Event type of that object.
-        event_type: String,
+        event_type: Text,
         /// When hooklake received the event (UTC).
         received_at: Micros,
         /// Event time of the contact object (see `contact_events.event_time`).
@@ -132,9 +132,9 @@ table! {
         /// The `N` of `utmKey_N` (any start index, gaps kept).
         position: i64,
         /// Parameter name, e.g. `fbclid`. Source: `tracking.utmKey_N`.
-        key: Option<String>,
+        key: Option<Text>,
         /// Parameter value. Source: `tracking.utmValue_N`.
-        value: Option<String>,
+        value: Option<Text>,
     }
 }
 
@@ -143,9 +143,9 @@ table! {
     /// iClosed also sends are not repeated).
     ContactAnswerRow, "contact_answers", sort = [contact_id, event_time, event_id, position], {
         /// Id of the contact object the pair came from.
-        event_id: String,
+        event_id: Text,
         /// Event type of that object.
-        event_type: String,
+        event_type: Text,
         /// When hooklake received the event (UTC).
         received_at: Micros,
         /// Event time of the contact object (see `contact_events.event_time`).
@@ -155,9 +155,9 @@ table! {
         /// The `N` of `N_question`.
         position: i64,
         /// Source: `questionsAndAnswers.N_question`.
-        question: Option<String>,
+        question: Option<Text>,
         /// Source: `questionsAndAnswers.N_response` (an array answer is joined with `, `).
-        response: Option<String>,
+        response: Option<Text>,
     }
 }
 
@@ -165,9 +165,9 @@ table! {
     /// One row per call object (Call booked, Call cancelled, Call rescheduled).
     CallEventRow, "call_events", sort = [call_id, event_time, event_id], {
         /// Stable id of the source object.
-        event_id: String,
+        event_id: Text,
         /// `call_booked`, `call_cancelled` or `call_rescheduled`.
-        event_type: String,
+        event_type: Text,
         /// When hooklake received the event (UTC).
         received_at: Micros,
         /// When the change happened: `booked_at` for a booking, `canceled_at` for a
@@ -175,22 +175,22 @@ table! {
         /// `received_at` whenever the chosen time is missing.
         event_time: Micros,
         /// Call id, stable across booking, reschedule and cancel. Source: `event.uuid` (string).
-        call_id: Option<String>,
+        call_id: Option<Text>,
         /// e.g. `STRATEGY_CALL`, `DISCOVERY_CALL`. Source: `event.type`.
-        call_type: Option<String>,
+        call_type: Option<Text>,
         /// Event template id (a digit string in iClosed payloads). Source: `event_type.uuid`.
-        event_type_id: Option<String>,
+        event_type_id: Option<Text>,
         /// Source: `event_type.name`.
-        event_type_name: Option<String>,
+        event_type_name: Option<Text>,
         /// Source: `event_type.slug`.
-        event_type_slug: Option<String>,
+        event_type_slug: Option<Text>,
         /// e.g. `Round Robin`. Source: `event_type.kind`.
-        event_type_kind: Option<String>,
+        event_type_kind: Option<Text>,
         /// e.g. `STRATEGY_EVENT` (not in the core contract). Source: `event_type.type`.
-        event_type_category: Option<String>,
+        event_type_category: Option<Text>,
         /// Role that owns the template, e.g. `closer`, `setter` (not in the core contract).
         /// Source: `event_type.owner.type`.
-        event_type_owner_type: Option<String>,
+        event_type_owner_type: Option<Text>,
         /// Slot start. Source: `event.utc_start_time`, else `event.start_time` (offsets honoured).
         start_at: Option<Micros>,
         /// Slot end. Source: `event.utc_end_time`, else `event.end_time`.
@@ -213,49 +213,49 @@ table! {
         /// Source: `event.canceled_at`.
         canceled_at: Option<Micros>,
         /// Empty string becomes null. Source: `event.cancel_reason`.
-        cancel_reason: Option<String>,
+        cancel_reason: Option<Text>,
         /// Source: `event.canceler_name`.
-        canceler_name: Option<String>,
+        canceler_name: Option<Text>,
         /// Source: `invitee.reschedule_reason`.
-        reschedule_reason: Option<String>,
+        reschedule_reason: Option<Text>,
         /// Whether iClosed flags the booking as a reschedule (not in the core contract).
         /// Source: `invitee.is_reschedule`.
         is_reschedule: Option<bool>,
         /// Invitee id (not in the core contract). Source: `invitee.uuid`.
-        invitee_id: Option<String>,
+        invitee_id: Option<Text>,
         /// Source: `invitee.email`.
-        invitee_email: Option<String>,
+        invitee_email: Option<Text>,
         /// Source: `invitee.name`.
-        invitee_name: Option<String>,
+        invitee_name: Option<Text>,
         /// Phone number for reminders (not in the core contract). Source: `invitee.text_reminder_number`.
-        invitee_phone: Option<String>,
+        invitee_phone: Option<Text>,
         /// Contact `preview_id` parsed from `invitee.previewUrl` (joins to `contact_events.preview_id`).
-        invitee_preview_id: Option<String>,
+        invitee_preview_id: Option<Text>,
         /// Primary assignee (`primary` = true), else the first. Source: `event.extended_assigned_to.*.name`.
-        host_name: Option<String>,
+        host_name: Option<Text>,
         /// Source: `event.extended_assigned_to.*.email` of the same assignee.
-        host_email: Option<String>,
+        host_email: Option<Text>,
         /// Setter's `firstName lastName` (not in the core contract). Source: `event.setter`.
-        setter_name: Option<String>,
+        setter_name: Option<Text>,
         /// Source: `event.setter.email`.
-        setter_email: Option<String>,
+        setter_email: Option<Text>,
         /// Meeting URL or place. Source: `event.location`.
-        location: Option<String>,
+        location: Option<Text>,
         /// Booking-form answers as a JSON object (not in the core contract; calls carry no
         /// contact id, so they are not rows of `contact_answers`). Source: `questions_and_responses`.
-        answers: Option<String>,
+        answers: Option<Text>,
         /// Source: `tracking.utm_source`.
-        utm_source: Option<String>,
+        utm_source: Option<Text>,
         /// Source: `tracking.utm_medium`.
-        utm_medium: Option<String>,
+        utm_medium: Option<Text>,
         /// Source: `tracking.utm_campaign`.
-        utm_campaign: Option<String>,
+        utm_campaign: Option<Text>,
         /// Source: `tracking.utm_term`.
-        utm_term: Option<String>,
+        utm_term: Option<Text>,
         /// Source: `tracking.utm_content`.
-        utm_content: Option<String>,
+        utm_content: Option<Text>,
         /// Source: `hookType`, as sent.
-        hook_type: Option<String>,
+        hook_type: Option<Text>,
         /// JSON object of every key not mapped to a column, by dotted path; null when none.
         extras: Option<String>,
         /// `path: problem` for each value that could not be read as its column's type.
@@ -267,9 +267,9 @@ table! {
     /// One row per call outcome object (Outcome added).
     CallOutcomeRow, "call_outcomes", sort = [contact_id, event_time, event_id], {
         /// Stable id of the source object.
-        event_id: String,
+        event_id: Text,
         /// `call_outcome`.
-        event_type: String,
+        event_type: Text,
         /// When hooklake received the event (UTC).
         received_at: Micros,
         /// `deal_created_at`, else `received_at`.
@@ -279,46 +279,46 @@ table! {
         /// Source: `contactId`.
         contact_id: Option<i64>,
         /// Contact email (not in the core contract; joins to `call_events.invitee_email`). Source: `email`.
-        contact_email: Option<String>,
+        contact_email: Option<Text>,
         /// Contact first name (not in the core contract). Source: `firstName`.
-        contact_first_name: Option<String>,
+        contact_first_name: Option<Text>,
         /// Contact last name (not in the core contract). Source: `lastName`.
-        contact_last_name: Option<String>,
+        contact_last_name: Option<Text>,
         /// Contact phone (not in the core contract). Source: `phoneNumber`.
-        contact_phone_number: Option<String>,
+        contact_phone_number: Option<Text>,
         /// User who recorded the outcome. Source: `userId`.
         user_id: Option<i64>,
         /// Event template id. Source: `eventId`.
         booking_event_id: Option<i64>,
         /// Source: `eventName`.
-        booking_event_name: Option<String>,
+        booking_event_name: Option<Text>,
         /// Start of the call. Source: `startTime`.
         call_start_at: Option<Micros>,
         /// Length of the call in minutes (`HOURS` converted; not in the core contract).
         /// Source: `eventDuration`, `eventDurationUnit`.
         call_duration_min: Option<i64>,
         /// Source: `closerEmail`.
-        closer_email: Option<String>,
+        closer_email: Option<Text>,
         /// e.g. `SALE`, `WON`, `NO_SALE`, raw casing kept. Source: `callOutcome`.
-        outcome: Option<String>,
+        outcome: Option<Text>,
         /// e.g. `NO_SHOW`, `FOLLOW_UP_SCHEDULE`. Source: `noSaleReason`.
-        no_sale_reason: Option<String>,
+        no_sale_reason: Option<Text>,
         /// e.g. `MONEY`, `PARTNER`. Source: `objection`.
-        objection: Option<String>,
+        objection: Option<Text>,
         /// Deal value as float64 (iClosed sends a JSON number). Source: `dealValue`, else `deal.value`.
         deal_value: Option<f64>,
         /// e.g. `SALE`, `WON`, `DEPOSIT`. Source: `deal.transactionType`.
-        deal_transaction_type: Option<String>,
+        deal_transaction_type: Option<Text>,
         /// Source: `deal.createdAt`.
         deal_created_at: Option<Micros>,
         /// Source: `productName`.
-        product_name: Option<String>,
+        product_name: Option<Text>,
         /// Source: `notes`.
-        notes: Option<String>,
+        notes: Option<Text>,
         /// Transactions as JSON text. Source: `transaction`.
-        transactions: Option<String>,
+        transactions: Option<Text>,
         /// Source: `hookType`, as sent.
-        hook_type: Option<String>,
+        hook_type: Option<Text>,
         /// JSON object of every key not mapped to a column, by dotted path; null when none.
         extras: Option<String>,
         /// `path: problem` for each value that could not be read as its column's type.
@@ -331,17 +331,17 @@ table! {
     /// every other table if the mapping rules change.
     RawEventRow, "raw_events", sort = [event_time, event_id], {
         /// Stable id of the object.
-        event_id: String,
+        event_id: Text,
         /// Normalised event type, `unknown` when it could not be routed.
-        event_type: String,
+        event_type: Text,
         /// When hooklake received the event (UTC).
         received_at: Micros,
         /// The event time of the typed row made from the object; `received_at` for `unknown`.
         event_time: Micros,
         /// Source: `hookType`, as sent (a non-string `hookType` is kept as JSON text).
-        hook_type: Option<String>,
+        hook_type: Option<Text>,
         /// Request path the object arrived on (`replay:<file>` for batch input).
-        source_path: String,
+        source_path: Text,
         /// The object as JSON text (keys sorted).
         payload: String,
     }
@@ -353,9 +353,9 @@ table! {
     /// contact has no rows here (there is nothing to compare with).
     AttributeChangeRow, "attribute_changes", sort = [contact_id, event_time, event_id, attribute], {
         /// Id of the contact object.
-        event_id: String,
+        event_id: Text,
         /// Event type of that object.
-        event_type: String,
+        event_type: Text,
         /// When hooklake received the event (UTC).
         received_at: Micros,
         /// Event time of the contact object (see `contact_events.event_time`).
@@ -365,11 +365,11 @@ table! {
         /// The flattened column name (`email`, `utm_campaign`, `status`, ...), `answer:<question>`
         /// for a form answer, `param:<key>` for a custom tracking parameter, or iClosed's own name
         /// for a reported group in which nothing differed (`tracking`, `questionsAndAnswers`, ...).
-        attribute: String,
+        attribute: Text,
         /// Value in the previous state, as text.
-        old_value: Option<String>,
+        old_value: Option<Text>,
         /// Value in this event, as text.
-        new_value: Option<String>,
+        new_value: Option<Text>,
         /// iClosed listed the attribute (or its group) in `updatedAttributes`.
         reported: bool,
         /// The value differs from the previous state.
@@ -385,9 +385,9 @@ table! {
     /// contact is first seen (`from_status` null).
     StatusTransitionRow, "status_transitions", sort = [contact_id, event_time, event_id], {
         /// Id of the contact object.
-        event_id: String,
+        event_id: Text,
         /// Event type of that object.
-        event_type: String,
+        event_type: Text,
         /// When hooklake received the event (UTC).
         received_at: Micros,
         /// Event time of the contact object (see `contact_events.event_time`).
@@ -395,22 +395,22 @@ table! {
         /// Source: `id`.
         contact_id: Option<i64>,
         /// Status before; null when the contact is first seen.
-        from_status: Option<String>,
+        from_status: Option<Text>,
         /// Status after. Source: `status`.
-        to_status: Option<String>,
+        to_status: Option<Text>,
         /// When the status changed. Source: `updatedAt`, else the event time.
         transitioned_at: Micros,
         /// Seconds from the start of `from_status` to this transition; null when `from_status`
         /// is null.
         seconds_in_from_status: Option<f64>,
         /// The contact's first-touch source at that moment. Source: `tracking.first_utm_source`.
-        first_utm_source: Option<String>,
+        first_utm_source: Option<Text>,
         /// Source: `tracking.first_utm_campaign`.
-        first_utm_campaign: Option<String>,
+        first_utm_campaign: Option<Text>,
         /// The contact's last-touch source at that moment. Source: `tracking.utm_source`.
-        utm_source: Option<String>,
+        utm_source: Option<Text>,
         /// Source: `tracking.utm_campaign`.
-        utm_campaign: Option<String>,
+        utm_campaign: Option<Text>,
         /// The event is older than the state it was compared with (it arrived late); it did not
         /// change the state. `queries/status_history.sql` gives the exact history regardless.
         late: bool,
@@ -427,9 +427,9 @@ table! {
     RejectedEventRow, "rejected_events", sort = [event_time, event_id], {
         /// Id of the rejected request: 32 hex digits of the SHA-256 of its receive time, path
         /// and kept body. `hooklake replay --rejected` records the ids it replayed.
-        event_id: String,
+        event_id: Text,
         /// Always `rejected`.
-        event_type: String,
+        event_type: Text,
         /// When hooklake received the request (UTC).
         received_at: Micros,
         /// Same as `received_at`: rejected requests are partitioned by date of receipt.
@@ -439,20 +439,20 @@ table! {
         /// Short stable reason, the label counted in `hooklake_requests_total`: `invalid_json`,
         /// `invalid_utf8`, `too_deep`, `wrong_shape`, `empty_body`, `empty_array`, `too_large`,
         /// `too_many_events`, `string_too_long`.
-        reason: String,
+        reason: Text,
         /// The message of the answer's `{"error": ...}`.
-        error: String,
+        error: Text,
         /// Request path, a `/t/<token>/` secret replaced by `***`; the query string (which may
         /// hold `?token=`) is not kept.
-        source_path: String,
+        source_path: Text,
         /// Event kind fixed by the URL (`/webhooks/iclosed/{kind}`), as its `event_type` name;
         /// null on the generic URL.
-        url_kind: Option<String>,
+        url_kind: Option<Text>,
         /// Request headers as a JSON object (name: value, repeated names joined with `, `),
         /// without credentials: `Authorization`, `Proxy-Authorization`, `Cookie`, the HMAC
         /// signature and timestamp headers, any header whose name mentions a token, secret,
         /// signature, key or auth, and any header whose value holds a configured secret.
-        headers: String,
+        headers: Text,
         /// The body exactly as received (bytes, a DuckDB `BLOB`), cut after
         /// `rejected_body_max_bytes`: `decode(body)` gives the text when `body_utf8`.
         body: Vec<u8>,

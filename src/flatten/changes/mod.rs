@@ -25,7 +25,7 @@ use serde::ser::SerializeStruct;
 use serde::{Deserialize, Serialize};
 
 use super::Tables;
-use super::table::Micros;
+use super::table::{Micros, Text};
 use super::tables::{AttributeChangeRow, ContactEventRow, StatusTransitionRow};
 
 #[cfg(test)]
@@ -55,7 +55,7 @@ pub fn track_calls(tables: &mut Tables, states: &mut HashMap<String, CallState>)
             row.slot_start_at = row.start_at;
             continue;
         };
-        let previous = states.get(&call_id);
+        let previous = states.get(call_id.as_str());
         let known = previous.and_then(|s| s.start_at_us).map(Micros);
         row.previous_start_at = row.old_start_at.or(known);
         row.slot_start_at = match row.event_type.as_str() {
@@ -65,7 +65,7 @@ pub fn track_calls(tables: &mut Tables, states: &mut HashMap<String, CallState>)
         let late = previous.is_some_and(|s| row.event_time.0 < s.event_time_us);
         if !late && row.event_type != "call_cancelled" && row.start_at.is_some() {
             states.insert(
-                call_id,
+                call_id.to_string(),
                 CallState {
                     event_time_us: row.event_time.0,
                     start_at_us: row.start_at.map(|m| m.0),
@@ -180,7 +180,7 @@ fn slots_by_name() -> &'static [usize; SLOTS] {
 
 /// A column of a contact row as text: borrowed when it is text already.
 fn column_text(row: &ContactEventRow, slot: usize) -> Option<Cow<'_, str>> {
-    fn s(v: &Option<String>) -> Option<Cow<'_, str>> {
+    fn s(v: &Option<Text>) -> Option<Cow<'_, str>> {
         v.as_deref().map(Cow::Borrowed)
     }
     fn i<'a>(v: Option<i64>) -> Option<Cow<'a, str>> {
@@ -565,9 +565,9 @@ fn track_rows(
             snap.fill_missing(row, &previous.attrs);
         }
         let transitioned_at = row.updated_at.unwrap_or(row.event_time);
-        let status: Option<String> = snap.cols[STATUS].as_deref().map(str::to_string);
+        let status: Option<Text> = snap.cols[STATUS].as_deref().map(Text::from);
         let transition =
-            |from: Option<String>, seconds: Option<f64>, late: bool| StatusTransitionRow {
+            |from: Option<Text>, seconds: Option<f64>, late: bool| StatusTransitionRow {
                 event_id: row.event_id.clone(),
                 event_type: row.event_type.clone(),
                 received_at: row.received_at,
@@ -589,7 +589,7 @@ fn track_rows(
                 contact_id,
                 ContactState {
                     event_time_us: row.event_time.0,
-                    event_id: row.event_id.clone(),
+                    event_id: row.event_id.to_string(),
                     status_since_us: Some(transitioned_at.0),
                     attrs: merge(Attrs::default(), row, &snap),
                 },
@@ -604,7 +604,7 @@ fn track_rows(
             snap.cols[STATUS] = Some(Cow::Owned(kept.clone()));
         }
         diff(row, &previous.attrs, &snap, late, &mut changes);
-        let old_status = previous.attrs.cols[STATUS].clone();
+        let old_status: Option<Text> = previous.attrs.cols[STATUS].as_deref().map(Text::from);
         let status_changed = status.is_some() && status != old_status;
         if status_changed {
             let seconds = previous
@@ -625,7 +625,7 @@ fn track_rows(
             };
             ContactState {
                 event_time_us: row.event_time.0,
-                event_id: row.event_id.clone(),
+                event_id: row.event_id.to_string(),
                 status_since_us,
                 attrs,
             }
@@ -770,7 +770,7 @@ fn carry(rows: &mut [impl std::ops::DerefMut<Target = ContactEventRow>], states:
 
 /// Sets a carried column of a contact row from its text form in the state.
 fn set_column(row: &mut ContactEventRow, column: &str, text: &str) {
-    let s = || Some(text.to_string());
+    let s = || Some(Text::from(text));
     let i = || text.parse::<i64>().ok();
     let t = || super::reader::parse_timestamp(text);
     match column {
@@ -842,9 +842,9 @@ fn diff(
         .collect();
     let is_reported = |attribute: &str| patterns.iter().any(|p| matches(p, attribute));
     let mut covered: Vec<&str> = Vec::new();
-    let mut push = |attribute: String,
-                    old_value: Option<String>,
-                    new_value: Option<String>,
+    let mut push = |attribute: Text,
+                    old_value: Option<Text>,
+                    new_value: Option<Text>,
                     reported: bool,
                     detected: bool| {
         out.push(AttributeChangeRow {
@@ -892,9 +892,9 @@ fn diff(
         let reported = !patterns.is_empty() && is_reported(name);
         if detected || reported {
             push(
-                name.to_string(),
-                o.map(str::to_string),
-                n.map(str::to_string),
+                Text::from(name),
+                o.map(Text::from),
+                n.map(Text::from),
                 reported,
                 detected,
             );
@@ -916,7 +916,7 @@ fn diff(
             } else {
                 name
             };
-            push(attribute.to_string(), None, None, true, false);
+            push(Text::from(attribute), None, None, true, false);
         }
     }
 }
@@ -1187,7 +1187,7 @@ mod tests {
     }
 
     /// (attribute, old, new, reported, detected, late)
-    type Change = (String, Option<String>, Option<String>, bool, bool, bool);
+    type Change = (Text, Option<Text>, Option<Text>, bool, bool, bool);
 
     fn changes(t: &Tables) -> Vec<Change> {
         t.attribute_changes
@@ -1205,8 +1205,8 @@ mod tests {
             .collect()
     }
 
-    fn s(v: &str) -> Option<String> {
-        Some(v.to_string())
+    fn s(v: &str) -> Option<Text> {
+        Some(v.into())
     }
 
     fn call(kind: &str, start: &str, old: Option<&str>, received_at_us: i64) -> Envelope {

@@ -7,7 +7,13 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use super::{REPORTED_NAMES, matches, set_column, text_ts};
 use crate::flatten::Tables;
+use crate::flatten::table::Text;
 use crate::flatten::tables::{AttributeChangeRow, ContactEventRow, StatusTransitionRow};
+
+/// A row's text as the first implementation had it.
+fn text(v: &Option<Text>) -> Option<String> {
+    v.as_deref().map(String::from)
+}
 
 /// Key/value pairs of a contact row: tracking parameters or question/answer pairs.
 type Pairs = Vec<(Option<String>, Option<String>)>;
@@ -40,40 +46,40 @@ fn snapshot(
     let fields: [(&str, Option<String>); 36] = [
         ("account_id", row.account_id.map(|v| v.to_string())),
         ("user_id", row.user_id.map(|v| v.to_string())),
-        ("preview_id", row.preview_id.clone()),
-        ("first_name", row.first_name.clone()),
-        ("last_name", row.last_name.clone()),
-        ("email", row.email.clone()),
-        ("phone_number", row.phone_number.clone()),
-        ("secondary_email", row.secondary_email.clone()),
-        ("secondary_phone_number", row.secondary_phone_number.clone()),
-        ("status", row.status.clone()),
+        ("preview_id", text(&row.preview_id)),
+        ("first_name", text(&row.first_name)),
+        ("last_name", text(&row.last_name)),
+        ("email", text(&row.email)),
+        ("phone_number", text(&row.phone_number)),
+        ("secondary_email", text(&row.secondary_email)),
+        ("secondary_phone_number", text(&row.secondary_phone_number)),
+        ("status", text(&row.status)),
         ("created_at", text_ts(row.created_at)),
         ("joined_time", text_ts(row.joined_time)),
-        ("time_zone", row.time_zone.clone()),
-        ("country", row.country.clone()),
-        ("ip_address", row.ip_address.clone()),
+        ("time_zone", text(&row.time_zone)),
+        ("country", text(&row.country)),
+        ("ip_address", text(&row.ip_address)),
         (
             "booking_event_id",
             row.booking_event_id.map(|v| v.to_string()),
         ),
-        ("booking_event_name", row.booking_event_name.clone()),
-        ("booking_event_type", row.booking_event_type.clone()),
+        ("booking_event_name", text(&row.booking_event_name)),
+        ("booking_event_type", text(&row.booking_event_type)),
         (
             "booking_event_link_prefix",
-            row.booking_event_link_prefix.clone(),
+            text(&row.booking_event_link_prefix),
         ),
-        ("booking_event_color", row.booking_event_color.clone()),
-        ("utm_source", row.utm_source.clone()),
-        ("utm_medium", row.utm_medium.clone()),
-        ("utm_campaign", row.utm_campaign.clone()),
-        ("utm_term", row.utm_term.clone()),
-        ("utm_content", row.utm_content.clone()),
-        ("first_utm_source", row.first_utm_source.clone()),
-        ("first_utm_medium", row.first_utm_medium.clone()),
-        ("first_utm_campaign", row.first_utm_campaign.clone()),
-        ("first_utm_term", row.first_utm_term.clone()),
-        ("first_utm_content", row.first_utm_content.clone()),
+        ("booking_event_color", text(&row.booking_event_color)),
+        ("utm_source", text(&row.utm_source)),
+        ("utm_medium", text(&row.utm_medium)),
+        ("utm_campaign", text(&row.utm_campaign)),
+        ("utm_term", text(&row.utm_term)),
+        ("utm_content", text(&row.utm_content)),
+        ("first_utm_source", text(&row.first_utm_source)),
+        ("first_utm_medium", text(&row.first_utm_medium)),
+        ("first_utm_campaign", text(&row.first_utm_campaign)),
+        ("first_utm_term", text(&row.first_utm_term)),
+        ("first_utm_content", text(&row.first_utm_content)),
         ("latest_call_at", text_ts(row.latest_call_at)),
         (
             "latest_call_duration_min",
@@ -83,9 +89,9 @@ fn snapshot(
             "latest_call_host_id",
             row.latest_call_host_id.map(|v| v.to_string()),
         ),
-        ("latest_call_host_name", row.latest_call_host_name.clone()),
-        ("latest_call_host_email", row.latest_call_host_email.clone()),
-        ("disqualifying_group", row.disqualifying_group.clone()),
+        ("latest_call_host_name", text(&row.latest_call_host_name)),
+        ("latest_call_host_email", text(&row.latest_call_host_email)),
+        ("disqualifying_group", text(&row.disqualifying_group)),
     ];
     let mut values: BTreeMap<String, String> = fields
         .into_iter()
@@ -112,14 +118,14 @@ pub fn track(tables: &mut Tables, states: &mut HashMap<i64, RefState>) {
         params
             .entry(p.event_id.as_str())
             .or_default()
-            .push((p.key.clone(), p.value.clone()));
+            .push((text(&p.key), text(&p.value)));
     }
     let mut answers: HashMap<&str, Pairs> = HashMap::new();
     for a in &tables.contact_answers {
         answers
             .entry(a.event_id.as_str())
             .or_default()
-            .push((a.question.clone(), a.response.clone()));
+            .push((text(&a.question), text(&a.response)));
     }
     carry(&mut tables.contact_events, states);
     let (changes, transitions) = track_rows(&tables.contact_events, &params, &answers, states);
@@ -189,8 +195,8 @@ fn track_rows(
                 received_at: row.received_at,
                 event_time: row.event_time,
                 contact_id: row.contact_id,
-                from_status: from,
-                to_status: status.clone(),
+                from_status: from.map(Text::from),
+                to_status: status.as_deref().map(Text::from),
                 transitioned_at,
                 seconds_in_from_status: seconds,
                 first_utm_source: row.first_utm_source.clone(),
@@ -206,7 +212,7 @@ fn track_rows(
                 contact_id,
                 RefState {
                     event_time_us: row.event_time.0,
-                    event_id: row.event_id.clone(),
+                    event_id: row.event_id.to_string(),
                     status_since_us: Some(transitioned_at.0),
                     values,
                     set_at,
@@ -249,7 +255,7 @@ fn track_rows(
             };
             RefState {
                 event_time_us: row.event_time.0,
-                event_id: row.event_id.clone(),
+                event_id: row.event_id.to_string(),
                 status_since_us,
                 values,
                 set_at,
@@ -430,9 +436,9 @@ fn diff(
             received_at: row.received_at,
             event_time: row.event_time,
             contact_id: row.contact_id,
-            attribute,
-            old_value,
-            new_value,
+            attribute: attribute.into(),
+            old_value: old_value.map(Text::from),
+            new_value: new_value.map(Text::from),
             reported,
             detected,
             late,
