@@ -301,7 +301,19 @@ impl Envelope {
         received_at_us: i64,
         source_path: &str,
     ) -> Result<Envelope, BodyError> {
-        let object: Map<String, Value> = match serde_json::from_str::<Value>(raw) {
+        Self::parse_within(raw, raw, url_kind, received_at_us, source_path)
+    }
+
+    /// Like [`Envelope::parse_one`], parsing `text`: `raw` with the whitespace around it, so
+    /// that a syntax error names its place in the body as sent.
+    fn parse_within(
+        text: &str,
+        raw: &str,
+        url_kind: Option<EventType>,
+        received_at_us: i64,
+        source_path: &str,
+    ) -> Result<Envelope, BodyError> {
+        let object: Map<String, Value> = match serde_json::from_str::<Value>(text) {
             Ok(Value::Object(map)) => map,
             Ok(other) => {
                 return Err(BodyError::NotAnObject {
@@ -394,6 +406,12 @@ pub fn parse_body(
     }
     if shape.longest_string > limits.max_string_bytes {
         return Err(BodyError::StringTooLong(limits.max_string_bytes));
+    }
+    let trimmed = text.trim_matches(|c| matches!(c, ' ' | '\t' | '\n' | '\r'));
+    if trimmed.starts_with('{') {
+        // One bare object (every NDJSON line): parsed once, with no validating pass first.
+        return Envelope::parse_within(text, trimmed, url_kind, received_at_us, source_path)
+            .map(|e| vec![e]);
     }
     let top: &RawValue =
         serde_json::from_str(text).map_err(|e| BodyError::Syntax(e.to_string()))?;
@@ -513,6 +531,35 @@ mod tests {
 
     fn obj(v: Value) -> Map<String, Value> {
         v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn a_bare_object_parsed_once_places_syntax_errors_as_a_validating_pass_did() {
+        let limits = BodyLimits::LOGGED;
+        let bodies = [
+            "{\"a\":}",
+            "{\"a\":1} x",
+            "\n\n  {\"a\":1,}",
+            "{\"a\" 1}",
+            "{\"a\":1",
+            "\t{\"a\":[1,2}\r\n",
+            "{\"a\":\"\\u12\"}",
+        ];
+        // The same place in the body (the wording may be more precise: "trailing comma" where
+        // the validating pass said "key must be a string").
+        let place = |m: &str| m[m.rfind(" at line ").expect("a place")..].to_string();
+        for body in bodies {
+            let validating = serde_json::from_str::<&RawValue>(body)
+                .unwrap_err()
+                .to_string();
+            match parse_body(body.as_bytes(), None, 0, "/w", limits).unwrap_err() {
+                BodyError::Syntax(m) => assert_eq!(place(&m), place(&validating), "{body:?}"),
+                other => panic!("{body:?}: {other:?}"),
+            }
+        }
+        // The stored text is the object without the whitespace around it.
+        let ok = parse_body(b"\n {\"id\": 1}\r\n", None, 0, "/w", limits).unwrap();
+        assert_eq!(ok[0].raw, "{\"id\": 1}");
     }
 
     #[test]
