@@ -117,36 +117,29 @@ pub async fn replay(
         let pipeline = pipeline.clone();
         let path = input.clone();
         // Reading and parsing are blocking work; each batch is handed back to the runtime to flush.
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Pending>(READ_AHEAD_BATCHES);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Item>(4);
         let reader = tokio::task::spawn_blocking(move || read_input(&path, limits, tx));
-        while let Some(pending) = rx.recv().await {
-            // A batch still being parsed is waited for here, so batches come in input order.
-            let items = pending.await.map_err(|_| ReplayError::Read {
-                file: name.clone(),
-                source: std::io::Error::other("a parsing thread stopped before its batch"),
-            })?;
-            for item in items {
-                match item {
-                    Item::Events { events, bodies } => {
-                        summary.bodies += bodies;
-                        for e in &events {
-                            *summary.by_type.entry(e.event_type.as_str()).or_default() += 1;
-                        }
-                        // Replay flushes as soon as a flush is due, so the buffer stays bounded.
-                        let outcome = pipeline.accept_unlogged(events)?;
-                        summary.duplicates += outcome.duplicates;
-                        if outcome.flush_due {
-                            flush(&pipeline, &mut summary).await?;
-                        }
+        while let Some(item) = rx.recv().await {
+            match item {
+                Item::Events { events, bodies } => {
+                    summary.bodies += bodies;
+                    for e in &events {
+                        *summary.by_type.entry(e.event_type.as_str()).or_default() += 1;
                     }
-                    Item::Rejected { place, reason } => {
-                        summary.bodies += 1;
-                        summary.rejected.push(Rejection {
-                            file: name.clone(),
-                            place,
-                            reason,
-                        });
+                    // Replay flushes as soon as a flush is due, so the buffer stays bounded.
+                    let outcome = pipeline.accept_unlogged(events)?;
+                    summary.duplicates += outcome.duplicates;
+                    if outcome.flush_due {
+                        flush(&pipeline, &mut summary).await?;
                     }
+                }
+                Item::Rejected { place, reason } => {
+                    summary.bodies += 1;
+                    summary.rejected.push(Rejection {
+                        file: name.clone(),
+                        place,
+                        reason,
+                    });
                 }
             }
         }
@@ -171,13 +164,8 @@ pub(crate) async fn flush(pipeline: &Pipeline, summary: &mut Summary) -> Result<
     Ok(())
 }
 
-/// What the reader thread sends, in input order: one batch of items, ready or being parsed.
-type Pending = tokio::sync::oneshot::Receiver<Vec<Item>>;
-
-/// Batches read ahead of the pipeline (parsed, or being parsed).
-const READ_AHEAD_BATCHES: usize = 4;
-
-/// What a batch holds: the events of `bodies` consecutive bodies, or why a body was rejected.
+/// What the reader thread sends: the events of `bodies` consecutive bodies, or why a body was
+/// rejected.
 enum Item {
     Events {
         events: Vec<Envelope>,
@@ -193,7 +181,7 @@ enum Item {
 fn read_input(
     path: &Path,
     limits: BodyLimits,
-    tx: tokio::sync::mpsc::Sender<Pending>,
+    tx: tokio::sync::mpsc::Sender<Item>,
 ) -> std::io::Result<()> {
     let source_path = format!("replay:{}", path.display());
     let (raw, len): (Box<dyn Read + Send>, Option<u64>) = if path == Path::new("-") {
@@ -209,8 +197,8 @@ fn read_input(
     // and taking them one at a time costs more than parsing them.
     let batcher = std::cell::RefCell::new(Batcher {
         tx: &tx,
-        items: Vec::new(),
-        events: 0,
+        events: Vec::new(),
+        bodies: 0,
     });
     let send = |item: Item| batcher.borrow_mut().send(item);
 
@@ -238,141 +226,64 @@ fn read_input(
             format!("line {line_no}"),
         ));
     } else {
-        parse_lines(first, line_no, reader, &source_path, limits, &tx)?;
+        let mut line = first;
+        loop {
+            if !line.trim().is_empty() {
+                let item = body_item(
+                    line.trim_end().as_bytes(),
+                    &source_path,
+                    limits,
+                    format!("line {line_no}"),
+                );
+                if !send(item) {
+                    break;
+                }
+            }
+            line.clear();
+            if reader.read_line(&mut line)? == 0 {
+                break;
+            }
+            line_no += 1;
+        }
     }
     batcher.borrow_mut().flush();
     progress.finish_and_clear();
     Ok(())
 }
 
-/// Parses NDJSON lines on [`parse_threads`] threads, [`BATCH_EVENTS`] lines per batch: this
-/// thread reads the lines and queues each batch's result in input order before handing the
-/// batch to a parsing thread. With one parsing thread, a replay waited for the parsing of the
-/// next flush's events with one core idle.
-fn parse_lines(
-    mut line: String,
-    mut line_no: usize,
-    mut reader: impl BufRead,
-    source_path: &str,
-    limits: BodyLimits,
-    tx: &tokio::sync::mpsc::Sender<Pending>,
-) -> std::io::Result<()> {
-    type Job = (
-        Vec<(usize, String)>,
-        tokio::sync::oneshot::Sender<Vec<Item>>,
-    );
-    let threads = parse_threads();
-    let (work_tx, work_rx) = std::sync::mpsc::sync_channel::<Job>(threads);
-    let work_rx = std::sync::Mutex::new(work_rx);
-    std::thread::scope(|scope| {
-        for _ in 0..threads {
-            scope.spawn(|| {
-                loop {
-                    let job = work_rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
-                    let Ok((lines, done)) = job else {
-                        return;
-                    };
-                    let mut items = Vec::new();
-                    for (n, text) in lines {
-                        let place = format!("line {n}");
-                        gather(
-                            &mut items,
-                            body_item(text.as_bytes(), source_path, limits, place),
-                        );
-                    }
-                    // The receiver is gone only when the replay stopped reading.
-                    let _ = done.send(items);
-                }
-            });
-        }
-        // Queues the batch's result slot, then hands the batch over; false once the replay
-        // stopped reading.
-        let dispatch = |batch: Vec<(usize, String)>| {
-            let (done, pending) = tokio::sync::oneshot::channel();
-            tx.blocking_send(pending).is_ok() && work_tx.send((batch, done)).is_ok()
-        };
-        let mut batch = Vec::with_capacity(BATCH_EVENTS);
-        let result = loop {
-            if !line.trim().is_empty() {
-                line.truncate(line.trim_end().len());
-                batch.push((line_no, std::mem::take(&mut line)));
-                if batch.len() == BATCH_EVENTS
-                    && !dispatch(std::mem::replace(
-                        &mut batch,
-                        Vec::with_capacity(BATCH_EVENTS),
-                    ))
-                {
-                    break Ok(());
-                }
-            }
-            line.clear();
-            match reader.read_line(&mut line) {
-                Ok(0) => break Ok(()),
-                Ok(_) => line_no += 1,
-                Err(e) => break Err(e),
-            }
-        };
-        if result.is_ok() && !batch.is_empty() {
-            dispatch(batch);
-        }
-        // The parsing threads stop once the work queue is closed and empty.
-        drop(work_tx);
-        result
-    })
-}
-
-/// Threads that parse NDJSON lines: one per core, at most four.
-fn parse_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
-}
-
-/// Appends `item` to `items`, joining it to the events before it when both are events.
-fn gather(items: &mut Vec<Item>, item: Item) {
-    match (items.last_mut(), item) {
-        (
-            Some(Item::Events { events, bodies }),
-            Item::Events {
-                events: mut more,
-                bodies: n,
-            },
-        ) => {
-            events.append(&mut more);
-            *bodies += n;
-        }
-        (_, item) => items.push(item),
-    }
-}
-
 /// Events per batch the reader sends.
 const BATCH_EVENTS: usize = 256;
 
-/// Gathers the items of consecutive bodies (read one after another, not in parallel) into
-/// batches of about [`BATCH_EVENTS`] events.
+/// Gathers the events of consecutive bodies; a rejection is sent after the events before it.
 struct Batcher<'a> {
-    tx: &'a tokio::sync::mpsc::Sender<Pending>,
-    items: Vec<Item>,
-    events: usize,
+    tx: &'a tokio::sync::mpsc::Sender<Item>,
+    events: Vec<Envelope>,
+    bodies: usize,
 }
 
 impl Batcher<'_> {
-    /// Queues `item`, sending the batch once it is full; false once the receiver is gone.
+    /// Queues or sends `item`; false once the receiver is gone.
     fn send(&mut self, item: Item) -> bool {
-        if let Item::Events { events, .. } = &item {
-            self.events += events.len();
+        match item {
+            Item::Events { mut events, bodies } => {
+                self.events.append(&mut events);
+                self.bodies += bodies;
+                self.events.len() < BATCH_EVENTS || self.flush()
+            }
+            rejected => self.flush() && self.tx.blocking_send(rejected).is_ok(),
         }
-        gather(&mut self.items, item);
-        (self.events < BATCH_EVENTS && self.items.len() < BATCH_EVENTS) || self.flush()
     }
 
-    /// Sends the gathered items, if any.
+    /// Sends the gathered events, if any.
     fn flush(&mut self) -> bool {
-        if self.items.is_empty() {
+        if self.bodies == 0 {
             return true;
         }
-        self.events = 0;
-        let (done, pending) = tokio::sync::oneshot::channel();
-        let _ = done.send(std::mem::take(&mut self.items));
-        self.tx.blocking_send(pending).is_ok()
+        let item = Item::Events {
+            events: std::mem::take(&mut self.events),
+            bodies: std::mem::take(&mut self.bodies),
+        };
+        self.tx.blocking_send(item).is_ok()
     }
 }
 
