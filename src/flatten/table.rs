@@ -50,57 +50,38 @@ fn list_type() -> DataType {
     DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true)))
 }
 
-impl Cell for String {
-    const NULLABLE: bool = false;
-    fn data_type() -> DataType {
-        DataType::Utf8
-    }
-    fn build<'a>(values: impl ExactSizeIterator<Item = &'a Self> + Clone) -> ArrayRef {
-        let bytes = values.clone().map(String::len).sum();
-        let mut b = StringBuilder::with_capacity(values.len(), bytes);
-        values.for_each(|v| b.append_value(v));
-        Arc::new(b.finish())
-    }
+/// `Cell` for a text type and its `Option`: a `Utf8` column whose buffer is sized exactly.
+macro_rules! text_cells {
+    ($($t:ty),+) => {$(
+        impl Cell for $t {
+            const NULLABLE: bool = false;
+            fn data_type() -> DataType {
+                DataType::Utf8
+            }
+            fn build<'a>(values: impl ExactSizeIterator<Item = &'a Self> + Clone) -> ArrayRef {
+                let bytes = values.clone().map(|v| v.len()).sum();
+                let mut b = StringBuilder::with_capacity(values.len(), bytes);
+                values.for_each(|v| b.append_value(v));
+                Arc::new(b.finish())
+            }
+        }
+
+        impl Cell for Option<$t> {
+            const NULLABLE: bool = true;
+            fn data_type() -> DataType {
+                DataType::Utf8
+            }
+            fn build<'a>(values: impl ExactSizeIterator<Item = &'a Self> + Clone) -> ArrayRef {
+                let bytes = values.clone().flatten().map(|v| v.len()).sum();
+                let mut b = StringBuilder::with_capacity(values.len(), bytes);
+                values.for_each(|v| b.append_option(v.as_deref()));
+                Arc::new(b.finish())
+            }
+        }
+    )+};
 }
 
-impl Cell for Option<String> {
-    const NULLABLE: bool = true;
-    fn data_type() -> DataType {
-        DataType::Utf8
-    }
-    fn build<'a>(values: impl ExactSizeIterator<Item = &'a Self> + Clone) -> ArrayRef {
-        let bytes = values.clone().flatten().map(String::len).sum();
-        let mut b = StringBuilder::with_capacity(values.len(), bytes);
-        values.for_each(|v| b.append_option(v.as_deref()));
-        Arc::new(b.finish())
-    }
-}
-
-impl Cell for Text {
-    const NULLABLE: bool = false;
-    fn data_type() -> DataType {
-        DataType::Utf8
-    }
-    fn build<'a>(values: impl ExactSizeIterator<Item = &'a Self> + Clone) -> ArrayRef {
-        let bytes = values.clone().map(|v| v.len()).sum();
-        let mut b = StringBuilder::with_capacity(values.len(), bytes);
-        values.for_each(|v| b.append_value(v));
-        Arc::new(b.finish())
-    }
-}
-
-impl Cell for Option<Text> {
-    const NULLABLE: bool = true;
-    fn data_type() -> DataType {
-        DataType::Utf8
-    }
-    fn build<'a>(values: impl ExactSizeIterator<Item = &'a Self> + Clone) -> ArrayRef {
-        let bytes = values.clone().flatten().map(|v| v.len()).sum();
-        let mut b = StringBuilder::with_capacity(values.len(), bytes);
-        values.for_each(|v| b.append_option(v.as_deref()));
-        Arc::new(b.finish())
-    }
-}
+text_cells!(String, Text);
 
 impl Cell for Vec<u8> {
     const NULLABLE: bool = false;
