@@ -13,6 +13,8 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
+use crate::json::{Json, Object};
+
 /// Our normalised event types; `Unknown` objects are stored in `raw_events` only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -160,31 +162,31 @@ pub fn fold(name: &str) -> String {
 }
 
 /// Decides the event type of `object`, given the kind fixed by the URL, if any.
-pub fn route(object: &Map<String, Value>, url_kind: Option<EventType>) -> EventType {
+pub fn route(object: &Object, url_kind: Option<EventType>) -> EventType {
     if let Some(kind) = url_kind {
         return kind;
     }
     match object.get("hookType") {
         // A hookType we do not know names a trigger we do not understand: keep it raw rather
         // than guess from the shape (see ARCHITECTURE.md, "Routing").
-        Some(Value::String(hook)) => EventType::from_name(hook).unwrap_or(EventType::Unknown),
+        Some(Json::String(hook)) => EventType::from_name(hook).unwrap_or(EventType::Unknown),
         _ => route_by_shape(object),
     }
 }
 
 /// Routes an object without a usable `hookType` by the keys it has.
-fn route_by_shape(object: &Map<String, Value>) -> EventType {
+fn route_by_shape(object: &Object) -> EventType {
     let has = |k: &str| object.contains_key(k);
     if has("callOutcome") && has("contactId") {
         return EventType::CallOutcome;
     }
     if has("event_type") && has("event") && has("invitee") {
-        let event = object.get("event").and_then(Value::as_object);
+        let event = object.get("event").and_then(Json::as_object);
         let flag = |k: &str| event.and_then(|e| e.get(k)).is_some_and(truthy);
         let rescheduled = has_value(event, "old_start_time")
             || object
                 .get("invitee")
-                .and_then(Value::as_object)
+                .and_then(Json::as_object)
                 .and_then(|i| i.get("is_reschedule"))
                 .is_some_and(truthy);
         return if flag("canceled") {
@@ -206,18 +208,18 @@ fn route_by_shape(object: &Map<String, Value>) -> EventType {
     EventType::Unknown
 }
 
-fn has_value(object: Option<&Map<String, Value>>, key: &str) -> bool {
+fn has_value(object: Option<&Object>, key: &str) -> bool {
     object
         .and_then(|o| o.get(key))
-        .is_some_and(|v| !v.is_null())
+        .is_some_and(|v| *v != Json::Null)
 }
 
 /// `true`, `"true"` (any case) and `1` are true.
-fn truthy(v: &Value) -> bool {
+fn truthy(v: &Json) -> bool {
     match v {
-        Value::Bool(b) => *b,
-        Value::String(s) => s.trim().eq_ignore_ascii_case("true"),
-        Value::Number(n) => n.as_i64() == Some(1),
+        Json::Bool(b) => *b,
+        Json::String(s) => s.trim().eq_ignore_ascii_case("true"),
+        Json::Number(n) => n.as_i64() == Some(1),
         _ => false,
     }
 }
@@ -226,9 +228,10 @@ fn truthy(v: &Value) -> bool {
 /// (keys sorted at every level, no whitespace), as 32 lower-case hex digits.
 ///
 /// Identical redeliveries, and copies that differ only in key order or whitespace, share an id.
-pub fn event_id(object: &Map<String, Value>) -> String {
+pub fn event_id(object: &Object) -> String {
+    // Built in one buffer and hashed once: many small hasher updates cost more than the hash.
     let mut canonical = Vec::with_capacity(1024);
-    write_canonical_map(&mut canonical, object);
+    object.write_canonical(&mut canonical);
     let digest = Sha256::digest(&canonical);
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(32);
@@ -237,41 +240,6 @@ pub fn event_id(object: &Map<String, Value>) -> String {
         out.push(HEX[(byte & 0xf) as usize] as char);
     }
     out
-}
-
-/// Appends the canonical form of an object: keys sorted, no whitespace. (Built in one buffer
-/// and hashed once: many small hasher updates and a string per key cost more than the hash.)
-fn write_canonical_map(out: &mut Vec<u8>, map: &Map<String, Value>) {
-    let mut keys: Vec<&String> = map.keys().collect();
-    keys.sort_unstable();
-    out.push(b'{');
-    for (i, key) in keys.into_iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        serde_json::to_writer(&mut *out, key).expect("a string serializes");
-        out.push(b':');
-        write_canonical(out, &map[key]);
-    }
-    out.push(b'}');
-}
-
-/// Appends the canonical form of `value`.
-fn write_canonical(out: &mut Vec<u8>, value: &Value) {
-    match value {
-        Value::Object(map) => write_canonical_map(out, map),
-        Value::Array(items) => {
-            out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_canonical(out, item);
-            }
-            out.push(b']');
-        }
-        scalar => serde_json::to_writer(&mut *out, scalar).expect("a scalar serializes"),
-    }
 }
 
 /// One accepted event object with what the pipeline needs to process it again.
@@ -313,12 +281,12 @@ impl Envelope {
         received_at_us: i64,
         source_path: &str,
     ) -> Result<Envelope, BodyError> {
-        let object: Map<String, Value> = match serde_json::from_str::<Value>(text) {
-            Ok(Value::Object(map)) => map,
+        let object = match Json::parse(text) {
+            Ok(Json::Object(object)) => object,
             Ok(other) => {
                 return Err(BodyError::NotAnObject {
                     index: None,
-                    found: json_kind(&other),
+                    found: other.kind(),
                 });
             }
             Err(e) => return Err(BodyError::Syntax(e.to_string())),
@@ -533,6 +501,21 @@ mod tests {
         v.as_object().unwrap().clone()
     }
 
+    /// `f` applied to the tree parsed from the object's JSON text.
+    fn tree_of<R>(m: &Map<String, Value>, f: impl FnOnce(&Object) -> R) -> R {
+        let text = Value::Object(m.clone()).to_string();
+        let tree = Json::parse(&text).unwrap();
+        f(tree.as_object().unwrap())
+    }
+
+    fn route_of(m: &Map<String, Value>, kind: Option<EventType>) -> EventType {
+        tree_of(m, |o| route(o, kind))
+    }
+
+    fn id_of(m: &Map<String, Value>) -> String {
+        tree_of(m, event_id)
+    }
+
     #[test]
     fn a_bare_object_parsed_once_places_syntax_errors_as_a_validating_pass_did() {
         let limits = BodyLimits::LOGGED;
@@ -589,25 +572,25 @@ mod tests {
     fn routing_prefers_url_then_hook_type_then_shape() {
         let contact =
             obj(json!({"id": 1, "previewId": "contact_x", "hookType": "Contact updated"}));
-        assert_eq!(route(&contact, None), EventType::ContactUpdated);
+        assert_eq!(route_of(&contact, None), EventType::ContactUpdated);
         assert_eq!(
-            route(&contact, Some(EventType::ContactStatus)),
+            route_of(&contact, Some(EventType::ContactStatus)),
             EventType::ContactStatus
         );
         let unknown_hook =
             obj(json!({"id": 1, "previewId": "contact_x", "hookType": "Note added"}));
-        assert_eq!(route(&unknown_hook, None), EventType::Unknown);
+        assert_eq!(route_of(&unknown_hook, None), EventType::Unknown);
         let partial = obj(json!({"id": 1, "updatedAttributes": ["status"], "status": "QUALIFIED"}));
-        assert_eq!(route(&partial, None), EventType::ContactUpdated);
+        assert_eq!(route_of(&partial, None), EventType::ContactUpdated);
         let bare = obj(json!({"id": 1, "previewId": "contact_x"}));
-        assert_eq!(route(&bare, None), EventType::ContactCreated);
+        assert_eq!(route_of(&bare, None), EventType::ContactCreated);
         let call = obj(json!({"event_type": {}, "event": {"canceled": "true"}, "invitee": {}}));
-        assert_eq!(route(&call, None), EventType::CallCancelled);
+        assert_eq!(route_of(&call, None), EventType::CallCancelled);
         let moved = obj(json!({"event_type": {}, "event": {"old_start_time": "x"}, "invitee": {}}));
-        assert_eq!(route(&moved, None), EventType::CallRescheduled);
+        assert_eq!(route_of(&moved, None), EventType::CallRescheduled);
         let outcome = obj(json!({"callOutcome": "WON", "contactId": 3}));
-        assert_eq!(route(&outcome, None), EventType::CallOutcome);
-        assert_eq!(route(&obj(json!({"x": 1})), None), EventType::Unknown);
+        assert_eq!(route_of(&outcome, None), EventType::CallOutcome);
+        assert_eq!(route_of(&obj(json!({"x": 1})), None), EventType::Unknown);
     }
 
     #[test]
@@ -618,14 +601,11 @@ mod tests {
             serde_json::from_str(r#"{"t":{"a":"x","b":[1,2]},"id":1}"#).unwrap();
         let c: Map<String, Value> =
             serde_json::from_str(r#"{"t":{"a":"y","b":[1,2]},"id":1}"#).unwrap();
-        assert_eq!(event_id(&a), event_id(&b));
-        assert_ne!(event_id(&a), event_id(&c));
-        assert_eq!(event_id(&a).len(), 32);
+        assert_eq!(id_of(&a), id_of(&b));
+        assert_ne!(id_of(&a), id_of(&c));
+        assert_eq!(id_of(&a).len(), 32);
         // Pinned so a change of the canonical form is a deliberate, visible decision.
-        assert_eq!(
-            event_id(&obj(json!({}))),
-            "44136fa355b3678a1146ad16f7e8649e"
-        );
+        assert_eq!(id_of(&obj(json!({}))), "44136fa355b3678a1146ad16f7e8649e");
     }
 
     /// The first implementation of [`event_id`] (the hasher fed piece by piece), kept as the
@@ -694,7 +674,7 @@ mod tests {
         }
         assert!(objects.len() > 250, "{}", objects.len());
         for object in &objects {
-            assert_eq!(event_id(object), event_id_reference(object), "{object:?}");
+            assert_eq!(id_of(object), event_id_reference(object), "{object:?}");
         }
     }
 

@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod event;
+pub mod json;
 pub mod rejected;
 pub mod ingest;
 pub mod wal;
