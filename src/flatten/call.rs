@@ -118,7 +118,7 @@ pub(super) fn flatten(
         row.utm_campaign,
         row.utm_term,
         row.utm_content,
-    ] = read_utm(&mut tracking, "", &mut notes);
+    ] = read_utm(&mut tracking, false, &mut notes);
     tracking.finish(&mut notes);
 
     o.finish(&mut notes);

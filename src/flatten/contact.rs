@@ -71,7 +71,7 @@ pub(super) fn flatten(
     call.finish(&mut notes);
 
     let mut tracking = o.object("tracking", &mut notes);
-    let utm = read_utm(&mut tracking, "", &mut notes);
+    let utm = read_utm(&mut tracking, false, &mut notes);
     [
         row.utm_source,
         row.utm_medium,
@@ -79,7 +79,7 @@ pub(super) fn flatten(
         row.utm_term,
         row.utm_content,
     ] = utm;
-    let first = read_utm(&mut tracking, "first_", &mut notes);
+    let first = read_utm(&mut tracking, true, &mut notes);
     [
         row.first_utm_source,
         row.first_utm_medium,
@@ -156,14 +156,20 @@ pub const COLUMN_SOURCES: &[(&str, &[&[&str]])] = &[
     ("tracking_params", &[&["tracking"]]),
 ];
 
-/// Whether `path` is absent from `obj` (an explicit `null` on the way is not absent).
-fn absent(obj: &Map<String, Value>, path: &[&str]) -> bool {
-    let mut current = obj;
-    for (i, key) in path.iter().enumerate() {
-        match current.get(*key) {
-            None => return true,
-            Some(Value::Object(next)) if i + 1 < path.len() => current = next,
-            Some(_) => return false,
+/// Whether the rest of a path is absent below `value`, the value of its first key (an explicit
+/// `null` on the way is not absent).
+fn absent_below(value: Option<&Value>, rest: &[&str]) -> bool {
+    let mut current = match value {
+        None => return true,
+        Some(v) => v,
+    };
+    for key in rest {
+        match current {
+            Value::Object(map) => match map.get(*key) {
+                None => return true,
+                Some(next) => current = next,
+            },
+            _ => return false,
         }
     }
     false
@@ -171,9 +177,20 @@ fn absent(obj: &Map<String, Value>, path: &[&str]) -> bool {
 
 /// The carried columns absent from a contact payload.
 fn missing_fields(obj: &Map<String, Value>) -> Vec<String> {
+    // Columns in a row share their parent object (`event`, `tracking`, `latestCall`): each
+    // top-level key is looked up once per run of columns under it.
+    let mut last: Option<(&str, Option<&Value>)> = None;
+    let mut top = |key: &'static str| match last {
+        Some((k, v)) if k == key => v,
+        _ => {
+            let v = obj.get(key);
+            last = Some((key, v));
+            v
+        }
+    };
     COLUMN_SOURCES
         .iter()
-        .filter(|(_, paths)| paths.iter().all(|p| absent(obj, p)))
+        .filter(|(_, paths)| paths.iter().all(|p| absent_below(top(p[0]), &p[1..])))
         .map(|(column, _)| column.to_string())
         .collect()
 }
@@ -244,14 +261,28 @@ fn plausible_phone(p: &str) -> bool {
     allowed && (7..=15).contains(&digits)
 }
 
-/// The five `utm_*` values of a tracking object, with a key prefix (`""` or `"first_"`).
+/// The five last-touch `utm_*` values of a tracking object, or the `first_utm_*` ones.
 pub(super) fn read_utm(
     tracking: &mut Obj<'_>,
-    prefix: &str,
+    first_touch: bool,
     notes: &mut Notes,
 ) -> [Option<Text>; 5] {
-    ["source", "medium", "campaign", "term", "content"]
-        .map(|name| tracking.string(&format!("{prefix}utm_{name}"), notes))
+    const LAST: [&str; 5] = [
+        "utm_source",
+        "utm_medium",
+        "utm_campaign",
+        "utm_term",
+        "utm_content",
+    ];
+    const FIRST: [&str; 5] = [
+        "first_utm_source",
+        "first_utm_medium",
+        "first_utm_campaign",
+        "first_utm_term",
+        "first_utm_content",
+    ];
+    let keys = if first_touch { FIRST } else { LAST };
+    keys.map(|key| tracking.string(key, notes))
 }
 
 /// `first last`, or whichever is present.
