@@ -175,8 +175,7 @@ impl Store {
         let mut states = ContactStates::default();
         for id in ids {
             if let Some(bytes) = table.get(id).map_err(err("read"))? {
-                let state: ContactState =
-                    serde_json::from_slice(bytes.value()).map_err(err("decode contact"))?;
+                let state = ContactState::decode(bytes.value()).map_err(err("decode contact"))?;
                 states.insert(id, state);
             }
         }
@@ -222,8 +221,10 @@ impl Store {
         }
         {
             let mut table = txn.open_table(CONTACTS).map_err(err("open table"))?;
+            let mut bytes = Vec::with_capacity(1024);
             for (id, state) in &states.contacts {
-                let bytes = serde_json::to_vec(state).map_err(err("encode contact"))?;
+                bytes.clear();
+                state.encode(&mut bytes);
                 table.insert(*id, bytes.as_slice()).map_err(err("insert"))?;
             }
         }
