@@ -31,7 +31,7 @@ const SEEN_BY_TIME: TableDefinition<(u64, &[u8]), ()> = TableDefinition::new("se
 /// Counter -> event id (16 bytes) and receive time in seconds (8 bytes, little-endian): ids
 /// committed since the last merge into [`SEEN`].
 const SEEN_RECENT: TableDefinition<u64, &[u8]> = TableDefinition::new("seen_recent");
-/// Contact id -> its last known state ([`ContactState`] as JSON).
+/// Contact id -> its last known state ([`ContactState::encode`]; JSON in stores of earlier versions).
 const CONTACTS: TableDefinition<i64, &[u8]> = TableDefinition::new("contacts");
 /// Call id -> its last known slot ([`CallState`] as JSON).
 const CALLS: TableDefinition<&str, &[u8]> = TableDefinition::new("calls");

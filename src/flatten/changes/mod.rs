@@ -12,9 +12,10 @@
 //! The 36 contact columns live in fixed slots (an array per state and per row snapshot, with
 //! the row's text borrowed where it already is text), and only the group attributes
 //! (`param:`, `answer:`) in a map, so that tracking a row costs array steps rather than a
-//! string-keyed map operation per attribute. The state store sees the same JSON as when every
-//! attribute was a map key (`reference.rs`, the first implementation, is the oracle the tests
-//! compare this one with).
+//! string-keyed map operation per attribute. The rows, and the JSON form of the states, are
+//! those of the first implementation (`reference.rs`, the oracle the tests compare this one
+//! with). The state store keeps the binary form of [`ContactState::encode`], and still reads
+//! the JSON that earlier versions stored.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
