@@ -108,23 +108,25 @@ pub enum Decoded<'a> {
     Invalid(&'static str),
 }
 
-/// Decodes the record starting at `offset` of `data`. The end of the data, or a zero header
-/// followed by nothing but zeros (space prepared ahead of the writer), is the clean end.
+/// Decodes the record starting at `offset` of `data`. The end of the data, or nothing but zeros
+/// from `offset` on (space prepared ahead of the writer, even less than a header of it), is the
+/// clean end.
 pub fn decode_record(data: &[u8], offset: usize) -> Decoded<'_> {
     let rest = &data[offset.min(data.len())..];
     if rest.is_empty() {
         return Decoded::End;
     }
-    if rest.len() < HEADER_LEN {
-        return Decoded::Invalid("record header cut short");
-    }
-    if rest[..HEADER_LEN].iter().all(|b| *b == 0) {
-        // No record has an all-zero header (sequence numbers start at 1): this is prepared space.
+    if rest[..rest.len().min(HEADER_LEN)].iter().all(|b| *b == 0) {
+        // No record has an all-zero header (sequence numbers start at 1): this is prepared space,
+        // possibly less than a header's worth of it at the end of a segment.
         return if rest.iter().all(|b| *b == 0) {
             Decoded::End
         } else {
             Decoded::Invalid("non-zero bytes after an empty record header")
         };
+    }
+    if rest.len() < HEADER_LEN {
+        return Decoded::Invalid("record header cut short");
     }
     let len = u32::from_le_bytes(rest[0..4].try_into().unwrap()) as usize;
     let crc = u32::from_le_bytes(rest[4..8].try_into().unwrap());
@@ -184,18 +186,30 @@ mod tests {
         let mut prepared = data.clone();
         prepared.resize(data.len() + 4096, 0);
         assert_eq!(decode_record(&prepared, data.len()), Decoded::End);
+        // Less prepared space than a record header (a segment filled almost to its size).
+        assert_eq!(
+            decode_record(&prepared[..data.len() + 10], data.len()),
+            Decoded::End
+        );
         prepared[data.len() + 100] = 1;
         assert!(matches!(
             decode_record(&prepared, data.len()),
             Decoded::Invalid(_)
         ));
-        // A torn tail: the last record cut anywhere.
+        // A torn tail: a record cut anywhere in its header.
         for cut in 1..HEADER_LEN {
             assert!(matches!(
-                decode_record(&data[..next + cut], next),
+                decode_record(&data[..cut], 0),
                 Decoded::Invalid(_)
             ));
         }
+        // Except where what reached the disk is all zeros (the length of an empty record): that
+        // cannot be told from prepared space, and no record is acknowledged before it is whole.
+        assert_eq!(decode_record(&data[..next + 4], next), Decoded::End);
+        assert!(matches!(
+            decode_record(&data[..next + 5], next),
+            Decoded::Invalid(_)
+        ));
         assert_eq!(
             decode_record(&data[..next - 1], 0),
             Decoded::Invalid("record payload cut short")
