@@ -18,8 +18,8 @@
 //! appends of the last interval; a process crash loses nothing, the data is in the page cache).
 //!
 //! Recovery rules, applied by [`Wal::open`]:
-//! 1. Segments are read in order; each record's length and CRC-32C are checked. A record header
-//!    of 16 zero bytes followed only by zeros is the clean end of a segment (its prepared space).
+//! 1. Segments are read in order; each record's length and CRC-32C are checked. Nothing but
+//!    zeros from a record boundary on is the clean end of a segment (its prepared space).
 //! 2. At the first invalid record of the **last** segment (a torn or corrupt tail, the normal
 //!    result of a crash mid-write) the segment is truncated to the last valid record (the bytes
 //!    after it are zeroed, so the prepared space stays), and the truncation is reported. It is
@@ -223,7 +223,7 @@ impl Wal {
                                 .write(true)
                                 .open(path)
                                 .map_err(io("open", path))?;
-                            let zeros = vec![0u8; damaged.saturating_sub(offset)];
+                            let zeros = vec![0u8; lost];
                             std::os::unix::fs::FileExt::write_all_at(&file, &zeros, offset as u64)
                                 .map_err(io("truncate", path))?;
                             file.sync_all().map_err(io("fsync", path))?;
@@ -584,6 +584,16 @@ mod tests {
         list_segments(dir).unwrap()[0].1.clone()
     }
 
+    /// Polls `done` for up to five seconds (background work of the log's threads).
+    fn wait_until(mut done: impl FnMut() -> bool) {
+        for _ in 0..500 {
+            if done() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// The end of the records in a segment (what follows is zero fill).
     fn written_len(data: &[u8]) -> usize {
         data.iter().rposition(|b| *b != 0).map_or(0, |p| p + 1)
@@ -625,12 +635,7 @@ mod tests {
             wal.append(record.clone()).await.unwrap();
         }
         let spare = dir.path().join("spare.zero");
-        for _ in 0..500 {
-            if spare.exists() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_until(|| spare.exists());
         assert_eq!(fs::metadata(&spare).unwrap().len(), 1024 * 1024);
         assert!(fs::read(&spare).unwrap().iter().all(|b| *b == 0));
         // Filling the segment rolls onto the spare, which becomes the new segment. (The 11th
@@ -764,12 +769,7 @@ mod tests {
         );
         // Once a spare is ready, the log moves onto it.
         let spare = dir.path().join("spare.zero");
-        for _ in 0..500 {
-            if spare.exists() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_until(|| spare.exists());
         assert!(spare.exists());
         assert_eq!(wal.append(b"next".to_vec()).await.unwrap(), 3);
         assert_eq!(wal.append(b"last".to_vec()).await.unwrap(), 4);
@@ -808,19 +808,12 @@ mod tests {
         wal.truncate_before(6);
         wal.append(b"y".to_vec()).await.unwrap();
         // Deletion is the writer thread's background work: wait for it.
-        let mut after = Vec::new();
-        for _ in 0..200 {
-            after = list_segments(dir.path())
-                .unwrap()
-                .iter()
-                .map(|(s, _)| *s)
-                .collect();
-            if after.first() == Some(&6) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        assert_eq!(after, vec![6, 7, 8, 9, 10, 11]);
+        let firsts = || -> Vec<u64> {
+            let segments = list_segments(dir.path()).unwrap();
+            segments.iter().map(|(s, _)| *s).collect()
+        };
+        wait_until(|| firsts().first() == Some(&6));
+        assert_eq!(firsts(), vec![6, 7, 8, 9, 10, 11]);
         wal.close();
         let (_, r) = Wal::open(cfg, 0).unwrap();
         assert_eq!(r.records.first().map(|(s, _)| *s), Some(6));
