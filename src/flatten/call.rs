@@ -27,8 +27,8 @@ pub(super) fn flatten(
     let mut notes = Notes::default();
     let mut o = Obj::root(obj);
     let mut row = CallEventRow {
-        event_id: head.event_id.clone().into(),
-        event_type: head.event_type.clone().into(),
+        event_id: head.event_id.clone(),
+        event_type: head.event_type.clone(),
         received_at: head.received_at,
         hook_type: super::hook_type(&mut o),
         ..Default::default()

@@ -19,8 +19,8 @@ pub(super) fn flatten(
     let mut notes = Notes::default();
     let mut o = Obj::root(obj);
     let mut row = ContactEventRow {
-        event_id: head.event_id.clone().into(),
-        event_type: head.event_type.clone().into(),
+        event_id: head.event_id.clone(),
+        event_type: head.event_type.clone(),
         received_at: head.received_at,
         contact_id: o.int("id", &mut notes),
         account_id: o.int("accountId", &mut notes),
@@ -337,8 +337,8 @@ fn tracking_params(
     }
     for (position, (key_name, value_name)) in positions {
         out.tracking_params.push(TrackingParamRow {
-            event_id: head.event_id.clone().into(),
-            event_type: head.event_type.clone().into(),
+            event_id: head.event_id.clone(),
+            event_type: head.event_type.clone(),
             received_at: head.received_at,
             event_time: row.event_time,
             contact_id: row.contact_id,
@@ -388,8 +388,8 @@ fn contact_answers(
             questions.insert(q.clone());
         }
         out.contact_answers.push(ContactAnswerRow {
-            event_id: head.event_id.clone().into(),
-            event_type: head.event_type.clone().into(),
+            event_id: head.event_id.clone(),
+            event_type: head.event_type.clone(),
             received_at: head.received_at,
             event_time: row.event_time,
             contact_id: row.contact_id,

@@ -139,8 +139,8 @@ pub fn table_schemas() -> Vec<(&'static str, arrow_schema::SchemaRef)> {
 
 /// The columns every row of an event shares.
 pub(crate) struct Head {
-    event_id: String,
-    event_type: String,
+    event_id: Text,
+    event_type: Text,
     received_at: Micros,
 }
 
@@ -199,8 +199,8 @@ pub fn flatten_with(events: &[Envelope], options: &Options) -> Tables {
 /// Flattens one event into `out`.
 pub fn flatten_one(envelope: &Envelope, options: &Options, out: &mut Tables) {
     let head = Head {
-        event_id: envelope.event_id.clone(),
-        event_type: envelope.event_type.as_str().to_string(),
+        event_id: Text::from(envelope.event_id.as_str()),
+        event_type: Text::from(envelope.event_type.as_str()),
         received_at: Micros(envelope.received_at_us),
     };
     let parsed = envelope.object();
@@ -213,12 +213,12 @@ pub fn flatten_one(envelope: &Envelope, options: &Options, out: &mut Tables) {
     };
     debug_assert!(envelope.event_type != EventType::Unknown || event_time == head.received_at);
     out.raw_events.push(RawEventRow {
-        event_id: head.event_id.into(),
-        event_type: head.event_type.into(),
+        event_id: head.event_id,
+        event_type: head.event_type,
         received_at: head.received_at,
         event_time,
         hook_type: object.get("hookType").and_then(hook_type_text),
-        source_path: envelope.source_path.clone().into(),
+        source_path: Text::from(envelope.source_path.as_str()),
         payload: envelope.raw.clone(),
     });
 }
@@ -251,7 +251,7 @@ fn hook_type(o: &mut Obj<'_>) -> Option<Text> {
 fn hook_type_text(v: &Value) -> Option<Text> {
     match v {
         Value::Null => None,
-        Value::String(s) => Some(s.clone().into()),
+        Value::String(s) => Some(Text::from(s.as_str())),
         other => Some(other.to_string().into()),
     }
 }

@@ -12,8 +12,8 @@ pub(super) fn flatten(head: &Head, obj: &Map<String, Value>, out: &mut Tables) -
     let mut notes = Notes::default();
     let mut o = Obj::root(obj);
     let mut row = CallOutcomeRow {
-        event_id: head.event_id.clone().into(),
-        event_type: head.event_type.clone().into(),
+        event_id: head.event_id.clone(),
+        event_type: head.event_type.clone(),
         received_at: head.received_at,
         outcome_id: o.int("uuid", &mut notes),
         contact_id: o.int("contactId", &mut notes),
