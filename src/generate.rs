@@ -8,9 +8,9 @@
 //! strategy call with one of three hosts, which may be cancelled, rescheduled (half the time
 //! without `old_start_time`), and given an outcome (a sale with a deal, a no-sale, a no-show)
 //! or none. A few leads carry an undocumented key (`leadScore`), an unparsable `joinedTime`,
-//! a malformed email, or an event type hooklake does not know. Some deliveries are repeated (redeliveries) and
-//! some qualification updates arrive late, after later leads. Invariant: the same options
-//! always give the same bytes.
+//! a malformed email, or an event type hooklake does not know. Some deliveries are repeated
+//! (redeliveries) and some qualification updates arrive late, after later leads. Invariant: the
+//! same options always give the same bytes.
 
 use std::collections::{BTreeMap, VecDeque};
 
