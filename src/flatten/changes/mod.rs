@@ -22,7 +22,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::OnceLock;
 
 use chrono::{DateTime, SecondsFormat};
-use serde::ser::SerializeStruct;
 use serde::{Deserialize, Serialize};
 
 use super::Tables;
@@ -303,9 +302,10 @@ fn merge_by_name<'a, T>(
     })
 }
 
-/// The last known snapshot of a contact, as the state store keeps it. Stored as JSON:
-/// `event_time_us`, `event_id`, `status_since_us`, `values` (attribute -> text) and `set_at`
-/// (attribute -> event time of the payload that last sent it).
+/// The last known snapshot of a contact. The state store keeps it in the binary form of
+/// [`ContactState::encode`]; earlier versions stored JSON (`event_time_us`, `event_id`,
+/// `status_since_us`, `values`: attribute -> text, `set_at`: attribute -> event time of the
+/// payload that last sent it), which still deserializes.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(from = "StoredContact")]
 pub struct ContactState {
@@ -548,8 +548,12 @@ impl From<StoredContact> for ContactState {
     }
 }
 
+/// The JSON form (what versions before [`ContactState::encode`] stored): written by the tests
+/// only, to compare states with the first implementation's and to check the old form reads.
+#[cfg(test)]
 impl Serialize for ContactState {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
         struct Values<'a>(&'a Attrs);
         impl Serialize for Values<'_> {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
