@@ -205,7 +205,7 @@ pub struct Pipeline {
     in_flight: Mutex<BTreeMap<u64, u64>>,
     next_token: AtomicU64,
     /// Held for the whole of a flush so flushes never overlap.
-    flush_lock: tokio::sync::Mutex<()>,
+    flush_lock: Arc<tokio::sync::Mutex<()>>,
     /// Signalled when a size trigger fires.
     flush_due: Notify,
     metrics: Arc<Metrics>,
@@ -300,7 +300,7 @@ impl Pipeline {
             pending_ids: Mutex::new(HashSet::new()),
             in_flight: Mutex::new(BTreeMap::new()),
             next_token: AtomicU64::new(0),
-            flush_lock: tokio::sync::Mutex::new(()),
+            flush_lock: Arc::new(tokio::sync::Mutex::new(())),
             flush_due: Notify::new(),
             metrics,
             last_flush_unix_secs: AtomicI64::new(0),
@@ -696,10 +696,35 @@ impl Pipeline {
     /// Flushes everything buffered now. On error the events are back in the buffer.
     pub async fn flush(&self, reason: FlushReason) -> Result<FlushReport, FlushError> {
         let _guard = self.flush_lock.lock().await;
+        let taken = self.buffer().take();
+        self.flush_taken(taken, reason).await
+    }
+
+    /// Takes everything buffered now and flushes it in a task of its own, so the caller can go
+    /// on accepting events meanwhile (replay reads the next batch while this one is written).
+    /// Waits first for a flush in progress: flushes stay one at a time and in order.
+    pub async fn spawn_flush(
+        self: &Arc<Self>,
+        reason: FlushReason,
+    ) -> tokio::task::JoinHandle<Result<FlushReport, FlushError>> {
+        let guard = self.flush_lock.clone().lock_owned().await;
+        let taken = self.buffer().take();
+        let this = self.clone();
+        tokio::spawn(async move {
+            let _guard = guard;
+            this.flush_taken(taken, reason).await
+        })
+    }
+
+    /// Flushes `taken`; the caller holds the flush lock.
+    async fn flush_taken(
+        &self,
+        taken: Taken,
+        reason: FlushReason,
+    ) -> Result<FlushReport, FlushError> {
         let started = Instant::now();
         self.metrics
             .add("hooklake_flush_triggers_total", reason.as_str(), 1);
-        let taken = self.buffer().take();
         let mut report = FlushReport {
             flush_id: None,
             reason,

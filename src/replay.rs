@@ -19,7 +19,7 @@ use serde::de::{DeserializeSeed, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
 use crate::event::{self, BodyLimits, Envelope};
-use crate::pipeline::{FlushReason, Pipeline};
+use crate::pipeline::{FlushError, FlushReason, FlushReport, Pipeline};
 
 /// One input the replay could not use.
 #[derive(Debug, Clone, PartialEq)]
@@ -56,7 +56,7 @@ impl Summary {
     }
 
     /// Adds what one flush wrote.
-    pub fn add_flush(&mut self, report: crate::pipeline::FlushReport) {
+    pub fn add_flush(&mut self, report: FlushReport) {
         for (table, n) in report.rows {
             *self.rows.entry(table).or_default() += n;
         }
@@ -100,23 +100,48 @@ pub enum ReplayError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    Flush(#[from] crate::pipeline::FlushError),
+    Flush(#[from] FlushError),
     #[error(transparent)]
     Store(#[from] crate::state::StoreError),
 }
 
 /// Replays every input into `pipeline`, flushing whenever a size trigger fires and at the end.
+///
+/// A flush runs beside the reader: while one batch is written, the next is read and accepted.
 pub async fn replay(
     pipeline: Arc<Pipeline>,
     inputs: &[PathBuf],
     limits: BodyLimits,
 ) -> Result<Summary, ReplayError> {
     let mut summary = Summary::default();
+    let mut running = None;
+    let read = read_all(&pipeline, inputs, limits, &mut summary, &mut running).await;
+    // A flush in progress is seen through even when reading failed, so that what it holds is
+    // committed or, on failure, back in the buffer; never cut off by the process exiting.
+    let finished = finish(running, &mut summary).await;
+    read?;
+    finished?;
+    flush(&pipeline, &mut summary).await?;
+    Ok(summary)
+}
+
+/// The flush in progress started by [`Pipeline::spawn_flush`].
+type Running = tokio::task::JoinHandle<Result<FlushReport, FlushError>>;
+
+/// Reads and accepts every input; once a flush is due, waits for the one in progress (if any)
+/// and starts the next. So at most two flushes' worth of events are held: one being written,
+/// one being read.
+async fn read_all(
+    pipeline: &Arc<Pipeline>,
+    inputs: &[PathBuf],
+    limits: BodyLimits,
+    summary: &mut Summary,
+    running: &mut Option<Running>,
+) -> Result<(), ReplayError> {
     for input in inputs {
         let name = input.display().to_string();
-        let pipeline = pipeline.clone();
         let path = input.clone();
-        // Reading and parsing are blocking work; each batch is handed back to the runtime to flush.
+        // Reading and parsing are blocking work; each batch is handed back to the runtime.
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Item>(4);
         let reader = tokio::task::spawn_blocking(move || read_input(&path, limits, tx));
         while let Some(item) = rx.recv().await {
@@ -126,11 +151,11 @@ pub async fn replay(
                     for e in &events {
                         *summary.by_type.entry(e.event_type.as_str()).or_default() += 1;
                     }
-                    // Replay flushes as soon as a flush is due, so the buffer stays bounded.
                     let outcome = pipeline.accept_unlogged(events)?;
                     summary.duplicates += outcome.duplicates;
                     if outcome.flush_due {
-                        flush(&pipeline, &mut summary).await?;
+                        finish(running.take(), summary).await?;
+                        *running = Some(pipeline.spawn_flush(FlushReason::Replay).await);
                     }
                 }
                 Item::Rejected { place, reason } => {
@@ -154,8 +179,19 @@ pub async fn replay(
                 source,
             })?;
     }
-    flush(&pipeline, &mut summary).await?;
-    Ok(summary)
+    Ok(())
+}
+
+/// Waits for the flush in progress, if any, and adds what it wrote to `summary`.
+async fn finish(running: Option<Running>, summary: &mut Summary) -> Result<(), ReplayError> {
+    let Some(handle) = running else {
+        return Ok(());
+    };
+    let report = handle
+        .await
+        .map_err(|e| FlushError::Task(e.to_string()))??;
+    summary.add_flush(report);
+    Ok(())
 }
 
 /// Flushes what the pipeline holds and adds what the flush wrote to `summary`.

@@ -212,4 +212,15 @@ fn replay_flushes_in_bounded_batches_and_keeps_every_event_once() {
         flushes >= distinct / 500,
         "{flushes} flushes for {distinct} events"
     );
+    // Each flush starts from the states the one before it committed (the reader runs ahead,
+    // the flushes do not): a contact's history opens once, however many flushes it spans.
+    let opened = duckdb(&format!(
+        "select count(*) filter (where from_status is null) as opened, \
+                count(distinct contact_id) as contacts, \
+                count(distinct regexp_extract(filename, 'part-(\\d+)', 1)) as flushes \
+         from read_parquet('{}/status_transitions/*/*.parquet', filename = true)",
+        lake.display()
+    ));
+    assert_eq!(opened[0]["opened"], opened[0]["contacts"], "{opened:?}");
+    assert!(opened[0]["flushes"].as_i64().unwrap() > 1, "{opened:?}");
 }
