@@ -212,7 +212,8 @@ impl<'a> Obj<'a> {
     pub fn finish(self, notes: &mut Notes) {
         let Some(map) = self.map else { return };
         for (k, v) in map {
-            if !self.used.contains(&k.as_str()) {
+            // `used` holds the map's own keys (from `get_key_value`), so identity is equality.
+            if !self.used.iter().any(|u| std::ptr::eq(*u, k.as_str())) {
                 notes.extras.insert(self.full(k), v.clone());
             }
         }
