@@ -267,7 +267,15 @@ impl Sink {
             path: path.to_path_buf(),
             source,
         };
-        let props = writer::writer_properties::<T>(self.settings);
+        let mut batches = batches.peekable();
+        let mut props = writer::writer_properties::<T>(self.settings);
+        // Batches are row groups of `row_group_rows`: a shorter first one is the only one, so
+        // its columns' sizes are the file's.
+        if let Some(first) = batches.peek()
+            && first.num_rows() < self.settings.row_group_rows
+        {
+            props = writer::uncompress_small_columns(props, first);
+        }
         let mut writer = ArrowWriter::try_new(file, T::schema(), Some(props)).map_err(parquet)?;
         for batch in batches {
             writer.write(&batch).map_err(parquet)?;

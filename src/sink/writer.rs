@@ -3,9 +3,13 @@
 //! Invariant: every file hooklake writes gets its properties from [`writer_properties`], so
 //! compression is always set explicitly (the parquet crate's default is none).
 
+use arrow_array::cast::AsArray;
+use arrow_array::{Array, RecordBatch};
+use arrow_schema::DataType;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::SortingColumn;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 
 use crate::flatten::table::Table;
 
@@ -43,11 +47,62 @@ pub fn writer_properties<T: Table>(settings: WriterSettings) -> WriterProperties
         .build()
 }
 
+/// Column chunks whose values take fewer bytes than this (written plainly) are stored
+/// uncompressed. Most are all null: a flush's small files hold many sparse columns, and 77 of
+/// the 168 columns of a million-event replay's files came out larger compressed than not. Each
+/// compressed chunk costs a ZSTD compressor and decompressor, whose creation asks the CPU for
+/// its features: about 25 µs on a virtual machine, where `cpuid` traps to the hypervisor. Below
+/// this size, leaving chunks uncompressed made that replay's files slightly smaller and took 4%
+/// off its CPU; at 1 KiB the files grew (docs/benchmarks.md, fifth session).
+pub const COMPRESS_MIN_BYTES: usize = 256;
+
+/// `props` with every flat column of `batch` (a file's only row group) whose values take
+/// under [`COMPRESS_MIN_BYTES`] stored uncompressed; nested columns keep `props`' compression.
+pub fn uncompress_small_columns(props: WriterProperties, batch: &RecordBatch) -> WriterProperties {
+    let small: Vec<&str> = batch
+        .schema_ref()
+        .fields()
+        .iter()
+        .zip(batch.columns())
+        .filter(|(_, array)| value_bytes(array.as_ref()).is_some_and(|n| n < COMPRESS_MIN_BYTES))
+        .map(|(field, _)| field.name().as_str())
+        .collect();
+    if small.is_empty() {
+        return props;
+    }
+    let mut builder = props.into_builder();
+    for name in small {
+        builder = builder.set_column_compression(ColumnPath::from(name), Compression::UNCOMPRESSED);
+    }
+    builder.build()
+}
+
+/// The bytes a flat column's non-null values take written plainly, or `None` for a nested
+/// column (whose Parquet leaves have other paths).
+fn value_bytes(array: &dyn Array) -> Option<usize> {
+    let present = array.len() - array.null_count();
+    match array.data_type() {
+        DataType::Utf8 => Some(offsets_span(array.as_string::<i32>().value_offsets())),
+        DataType::LargeUtf8 => Some(offsets_span(array.as_string::<i64>().value_offsets())),
+        DataType::Binary => Some(offsets_span(array.as_binary::<i32>().value_offsets())),
+        DataType::LargeBinary => Some(offsets_span(array.as_binary::<i64>().value_offsets())),
+        DataType::Boolean => Some(present.div_ceil(8)),
+        other => other.primitive_width().map(|width| present * width),
+    }
+}
+
+/// Bytes between the first and the last offset of a (possibly sliced) array.
+fn offsets_span<O: arrow_array::OffsetSizeTrait>(offsets: &[O]) -> usize {
+    match (offsets.first(), offsets.last()) {
+        (Some(first), Some(last)) => last.as_usize().saturating_sub(first.as_usize()),
+        _ => 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::flatten::ContactEventRow;
-    use parquet::schema::types::ColumnPath;
 
     #[test]
     fn compression_and_statistics_are_explicit() {
@@ -69,5 +124,56 @@ mod tests {
             .map(|s| ContactEventRow::columns()[s.column_idx as usize].name)
             .collect();
         assert_eq!(names, vec!["contact_id", "event_time", "event_id"]);
+    }
+
+    #[test]
+    fn only_columns_with_next_to_no_values_are_left_uncompressed() {
+        let settings = WriterSettings {
+            zstd_level: 3,
+            row_group_rows: 1000,
+            threads: 1,
+        };
+        // 300 rows: a long text in every row, an id in every row, a sparse column with one short
+        // value, a flag (300 bits: 38 bytes), and a list column (nested: left as configured).
+        let rows: Vec<ContactEventRow> = (0..300)
+            .map(|i| ContactEventRow {
+                event_id: format!("event-{i:06}").into(),
+                contact_id: Some(i),
+                email: Some(format!("lead{i}@example.com").into()),
+                secondary_email: (i == 7).then(|| "x@example.com".into()),
+                missing_fields: vec!["email".to_string()],
+                ..Default::default()
+            })
+            .collect();
+        let batch = ContactEventRow::to_batch(&rows);
+        let props =
+            uncompress_small_columns(writer_properties::<ContactEventRow>(settings), &batch);
+        let zstd = Compression::ZSTD(ZstdLevel::try_new(3).unwrap());
+        let of = |name: &str| props.compression(&ColumnPath::from(name));
+        assert_eq!(of("event_id"), zstd);
+        assert_eq!(of("contact_id"), zstd, "300 ids take 2400 bytes");
+        assert_eq!(of("email"), zstd);
+        assert_eq!(of("secondary_email"), Compression::UNCOMPRESSED);
+        assert_eq!(of("updated_at"), Compression::UNCOMPRESSED, "all null");
+        assert_eq!(
+            props.compression(&ColumnPath::new(vec![
+                "missing_fields".into(),
+                "list".into(),
+                "item".into()
+            ])),
+            zstd
+        );
+        // A slice counts only its own values.
+        let slice = batch.slice(0, 20);
+        let props =
+            uncompress_small_columns(writer_properties::<ContactEventRow>(settings), &slice);
+        assert_eq!(
+            props.compression(&ColumnPath::from("contact_id")),
+            Compression::UNCOMPRESSED
+        );
+        assert_eq!(
+            props.compression(&ColumnPath::from("event_id")),
+            Compression::UNCOMPRESSED
+        );
     }
 }
