@@ -1,7 +1,9 @@
 //! Parquet writer properties: compression, statistics, row groups, sort order.
 //!
 //! Invariant: every file hooklake writes gets its properties from [`writer_properties`], so
-//! compression is always set explicitly (the parquet crate's default is none).
+//! compression is always set explicitly (the parquet crate's default is none): ZSTD, except for
+//! the column chunks of a one-row-group file that hold next to nothing
+//! ([`uncompress_small_columns`]).
 
 use arrow_array::cast::AsArray;
 use arrow_array::{Array, RecordBatch};
@@ -133,8 +135,9 @@ mod tests {
             row_group_rows: 1000,
             threads: 1,
         };
-        // 300 rows: a long text in every row, an id in every row, a sparse column with one short
-        // value, a flag (300 bits: 38 bytes), and a list column (nested: left as configured).
+        // 300 rows: an event id and an email in every row, a contact id in every row (2400
+        // bytes), a sparse column with one short value, an all-null column, and a list column
+        // (nested: left as configured).
         let rows: Vec<ContactEventRow> = (0..300)
             .map(|i| ContactEventRow {
                 event_id: format!("event-{i:06}").into(),
