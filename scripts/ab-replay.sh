@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Compares hooklake binaries on one replay input, side by side: runs them in turn, N rounds
+# (alternating, so that a slow spell of the machine hits every binary alike), and prints for
+# each the medians of wall time, user CPU, peak RSS and the flush stages summed over a run.
+# How the batch-throughput changes in docs/benchmarks.md were measured.
+#
+# Usage: scripts/ab-replay.sh ROUNDS INPUT BINARY... (env VAR=value before BINARY is not
+# supported: wrap such a run in a small script that execs the binary)
+# Example: scripts/ab-replay.sh 3 /var/tmp/hb/events.ndjson old/hooklake target/release/hooklake
+set -euo pipefail
+[ $# -ge 3 ] || { sed -n '2,10p' "$0" >&2; exit 2; }
+rounds=$1; input=$2; shift 2
+[ -r "$input" ] || { echo "cannot read $input" >&2; exit 1; }
+work=$(mktemp -d /var/tmp/hooklake-ab.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+results="$work/results"
+: > "$results"
+for round in $(seq "$rounds"); do
+    for bin in "$@"; do
+        echo "== round $round/$rounds: $bin" >&2
+        rm -rf "$work/lake"
+        HOOKLAKE_LOG=info /usr/bin/time -f "TIME %e %U %M" -o "$work/time" \
+            "$bin" --data-dir "$work/lake" replay "$input" > /dev/null 2> "$work/log" \
+            || { tail -5 "$work/log" >&2; exit 1; }
+        python3 - "$bin" "$work/time" "$work/log" >> "$results" <<'PY'
+import json, re, sys
+bin_, time_file, log_file = sys.argv[1:4]
+wall, user, rss_kib = open(time_file).read().split()[1:4]
+run = {"wall_s": float(wall), "user_s": float(user), "rss_mib": int(rss_kib) // 1024}
+for line in open(log_file):
+    for stage in ("flatten", "track", "write", "commit"):
+        m = re.search(rf"\b{stage}_ms=(\d+)", line)
+        if m:
+            run[stage + "_s"] = run.get(stage + "_s", 0) + int(m.group(1)) / 1000
+print(json.dumps({"bin": bin_, **run}))
+PY
+    done
+done
+python3 - "$results" <<'PY'
+import json, statistics, sys
+runs = [json.loads(line) for line in open(sys.argv[1])]
+order = list(dict.fromkeys(r["bin"] for r in runs))
+keys = ["wall_s", "user_s", "rss_mib", "flatten_s", "track_s", "write_s", "commit_s"]
+print("| binary | runs | " + " | ".join(keys) + " |")
+print("|---" * (len(keys) + 2) + "|")
+for b in order:
+    mine = [r for r in runs if r["bin"] == b]
+    medians = [statistics.median(r.get(k, 0) for r in mine) for k in keys]
+    print(f"| {b} | {len(mine)} | " + " | ".join(f"{m:.2f}" for m in medians) + " |")
+PY
