@@ -312,6 +312,7 @@ fn string_list(v: Option<&Value>) -> Option<Vec<String>> {
 }
 
 /// `prefix<N><suffix>` -> N, for keys like `utmKey_3` or `3_question`.
+#[inline]
 fn numbered(key: &str, prefix: &str, suffix: &str) -> Option<i64> {
     let n = key.strip_prefix(prefix)?.strip_suffix(suffix)?;
     if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
