@@ -73,13 +73,6 @@ impl<'a> Json<'a> {
         }
     }
 
-    pub fn as_str(&self) -> Option<&str> {
-        match self {
-            Json::String(s) => Some(s),
-            _ => None,
-        }
-    }
-
     /// The JSON type name, for error messages.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -185,16 +178,17 @@ impl<'de> Visitor<'de> for TreeVisitor {
         while let Some(key) = map.next_key::<Key<'de>>()? {
             members.push((key.0, map.next_value()?));
         }
-        // Sorted by key, the last of equal keys kept (a stable sort keeps them in order).
+        // Sorted by key, the last of equal keys kept (a stable sort keeps them in order; the
+        // later of two equal members moves into the earlier one's place and is removed).
         members.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut unique: Vec<(Cow<'de, str>, Json<'de>)> = Vec::with_capacity(members.len());
-        for member in members {
-            match unique.last_mut() {
-                Some(last) if last.0 == member.0 => *last = member,
-                _ => unique.push(member),
+        members.dedup_by(|later, earlier| {
+            let same = later.0 == earlier.0;
+            if same {
+                std::mem::swap(later, earlier);
             }
-        }
-        Ok(Json::Object(Object(unique)))
+            same
+        });
+        Ok(Json::Object(Object(members)))
     }
 }
 
