@@ -409,21 +409,17 @@ impl Store {
 
 /// Splits a `seen_recent` value into the id and its receive time.
 fn recent_entry(value: &[u8]) -> Result<([u8; 16], u64), StoreError> {
-    let corrupt = || StoreError {
-        op: "read recent id",
-        message: format!("entry of {} bytes, expected 24", value.len()),
+    let Ok::<&[u8; 24], _>(entry) = value.try_into() else {
+        return Err(StoreError {
+            op: "read recent id",
+            message: format!("entry of {} bytes, expected 24", value.len()),
+        });
     };
-    let id: [u8; 16] = value
-        .get(..16)
-        .ok_or_else(corrupt)?
-        .try_into()
-        .map_err(|_| corrupt())?;
-    let secs: [u8; 8] = value
-        .get(16..24)
-        .ok_or_else(corrupt)?
-        .try_into()
-        .map_err(|_| corrupt())?;
-    Ok((id, u64::from_le_bytes(secs)))
+    let (id, secs) = entry.split_at(16);
+    Ok((
+        id.try_into().expect("16 bytes"),
+        u64::from_le_bytes(secs.try_into().expect("8 bytes")),
+    ))
 }
 
 /// Appends ids to `seen_recent` under the next counter values.
