@@ -685,8 +685,8 @@ pub fn track_with(tables: &mut Tables, states: &mut ContactStates, threads: usiz
     let threads = threads.max(1);
     let (changes, transitions) = if threads == 1 {
         let mut rows: Vec<&mut ContactEventRow> = rows.iter_mut().collect();
-        carry(&mut rows, states);
-        track_rows(&rows, &params, &answers, states)
+        let order = carry(&mut rows, states);
+        track_rows(&rows, &order, &params, &answers, states)
     } else {
         // Each thread takes the rows (by reference) and states of its share of the contacts.
         let share = |id: Option<i64>| id.map_or(0, |id| id.rem_euclid(threads as i64) as usize);
@@ -699,8 +699,9 @@ pub fn track_with(tables: &mut Tables, states: &mut ContactStates, threads: usiz
         }
         let (params, answers) = (&params, &answers);
         let done = crate::parallel::map(groups, |(mut rows, mut group_states)| {
-            carry(&mut rows, &group_states);
-            let (changes, transitions) = track_rows(&rows, params, answers, &mut group_states);
+            let order = carry(&mut rows, &group_states);
+            let (changes, transitions) =
+                track_rows(&rows, &order, params, answers, &mut group_states);
             (changes, transitions, group_states)
         });
         let (mut changes, mut transitions) = (Vec::new(), Vec::new());
@@ -724,20 +725,18 @@ fn pairs_of<'p, 't>(pairs: &'p Pairs<'t>, event_id: &str) -> &'p [(&'t str, &'t 
 /// One thread's share of a batch: its rows and their states.
 type Share<'r> = (Vec<&'r mut ContactEventRow>, ContactStates);
 
-/// The change and transition rows of `rows` (one batch, carried), advancing `states`.
+/// The change and transition rows of `rows` (one batch, carried), taken in event-time `order`
+/// (from [`carry`]), advancing `states`.
 fn track_rows(
     rows: &[impl std::ops::Deref<Target = ContactEventRow>],
+    order: &[usize],
     params: &Pairs,
     answers: &Pairs,
     states: &mut ContactStates,
 ) -> (Vec<AttributeChangeRow>, Vec<StatusTransitionRow>) {
-    let mut order: Vec<&ContactEventRow> = rows.iter().map(|r| &**r).collect();
-    order.sort_by(|a, b| {
-        (a.event_time, a.received_at, &a.event_id).cmp(&(b.event_time, b.received_at, &b.event_id))
-    });
     let mut changes = Vec::new();
     let mut transitions = Vec::new();
-    for row in order {
+    for row in order.iter().map(|&i| &*rows[i]) {
         let Some(contact_id) = row.contact_id else {
             continue;
         };
@@ -906,8 +905,12 @@ fn merge(mut attrs: Attrs, row: &ContactEventRow, snap: &Snap) -> Attrs {
 /// Fills the absent fields of contact rows with the contact's last known values, in event-time
 /// order (a batch may hold several events of one contact). Rows older than the state they meet
 /// are not carried: the values they would get come from a later snapshot. The values of an
-/// earlier row of the batch are only rendered when a later row lacks something.
-fn carry(rows: &mut [impl std::ops::DerefMut<Target = ContactEventRow>], states: &ContactStates) {
+/// earlier row of the batch are only rendered when a later row lacks something. Returns that
+/// order (indices into `rows`; carrying changes no column it is sorted by).
+fn carry(
+    rows: &mut [impl std::ops::DerefMut<Target = ContactEventRow>],
+    states: &ContactStates,
+) -> Vec<usize> {
     let mut order: Vec<usize> = (0..rows.len()).collect();
     order.sort_by(|&a, &b| {
         let (a, b) = (&*rows[a], &*rows[b]);
@@ -915,7 +918,7 @@ fn carry(rows: &mut [impl std::ops::DerefMut<Target = ContactEventRow>], states:
     });
     // The newest row of each contact so far in this batch: its event time and index.
     let mut latest: FastMap<i64, (i64, usize)> = FastMap::default();
-    for i in order {
+    for &i in &order {
         let Some(contact_id) = rows[i].contact_id else {
             continue;
         };
@@ -954,6 +957,7 @@ fn carry(rows: &mut [impl std::ops::DerefMut<Target = ContactEventRow>], states:
         }
         latest.insert(contact_id, (rows[i].event_time.0, i));
     }
+    order
 }
 
 /// Sets a carried column of a contact row from its text form in the state.
