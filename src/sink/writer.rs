@@ -53,9 +53,10 @@ pub fn writer_properties<T: Table>(settings: WriterSettings) -> WriterProperties
 /// uncompressed. Most are all null: a flush's small files hold many sparse columns, and 77 of
 /// the 168 columns of a million-event replay's files came out larger compressed than not. Each
 /// compressed chunk costs a ZSTD compressor and decompressor, whose creation asks the CPU for
-/// its features: about 25 µs on a virtual machine, where `cpuid` traps to the hypervisor. Below
-/// this size, leaving chunks uncompressed made that replay's files slightly smaller and took 4%
-/// off its CPU; at 1 KiB the files grew (docs/benchmarks.md, fifth session).
+/// its features; on a virtual machine `cpuid` traps to the hypervisor (4.1 µs a call here), and
+/// creating them was 15% of the replay's Parquet encoding in a profile. Below this size, leaving
+/// chunks uncompressed made that replay's files slightly smaller and took 4% off its CPU; at
+/// 1 KiB the files grew (docs/benchmarks.md, fifth session).
 pub const COMPRESS_MIN_BYTES: usize = 256;
 
 /// `props` with every flat column of `batch` (a file's only row group) whose values take
