@@ -956,6 +956,8 @@ mod tests {
     fn pipeline(dir: &std::path::Path, edit: impl FnOnce(&mut Config)) -> Arc<Pipeline> {
         let mut config = Config {
             data_dir: dir.to_path_buf(),
+            // The free-space guard has its own tests; these must not depend on the host's disk.
+            min_free_bytes: 0,
             ..Config::default()
         };
         edit(&mut config);
@@ -1116,6 +1118,8 @@ mod tests {
     fn logged_config(dir: &std::path::Path) -> Config {
         Config {
             data_dir: dir.to_path_buf(),
+            // The free-space guard has its own tests; these must not depend on the host's disk.
+            min_free_bytes: 0,
             ..Config::default()
         }
     }

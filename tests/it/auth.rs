@@ -197,7 +197,7 @@ async fn admin_endpoints_need_the_admin_token_when_one_is_set() {
 #[tokio::test]
 async fn a_public_address_needs_a_secret_and_secrets_stay_out_of_the_log() {
     let dir = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hooklake"))
+    let out = crate::util::hooklake_command()
         .args(["serve", "--listen", "0.0.0.0:0", "--data-dir"])
         .arg(dir.path())
         .output()

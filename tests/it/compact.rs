@@ -3,7 +3,6 @@
 //! nothing.
 
 use std::path::Path;
-use std::process::Command;
 
 use serde_json::json;
 
@@ -108,7 +107,7 @@ async fn closed_partitions_become_one_sorted_file_and_late_events_are_merged_nex
 }
 
 fn hooklake(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_hooklake"))
+    crate::util::hooklake_command()
         .arg("--data-dir")
         .arg(dir)
         .envs(env.iter().copied())

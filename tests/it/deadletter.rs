@@ -3,7 +3,6 @@
 //! feeds them back exactly once; a body that does not arrive in time gets 408.
 
 use std::io::{Read, Write};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -161,7 +160,7 @@ async fn authenticated_bad_bodies_are_kept_without_credentials_and_replayed_once
     // Raise the event limit and replay: the three contacts are written, once.
     let dir = lake.close();
     let replay = |env: &[(&str, &str)]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_hooklake"))
+        let out = crate::util::hooklake_command()
             .arg("--data-dir")
             .arg(dir.path())
             .args(["replay", "--rejected"])
@@ -208,7 +207,7 @@ async fn authenticated_bad_bodies_are_kept_without_credentials_and_replayed_once
     assert_eq!(contacts(), 3, "nothing doubles");
     // --since after every receipt finds nothing.
     let (code, later) = {
-        let out = Command::new(env!("CARGO_BIN_EXE_hooklake"))
+        let out = crate::util::hooklake_command()
             .arg("--data-dir")
             .arg(dir.path())
             .args(["replay", "--rejected", "--since", "2999-01-01"])
@@ -225,7 +224,7 @@ async fn authenticated_bad_bodies_are_kept_without_credentials_and_replayed_once
     // A rebuild carries the dead letters and their replay marks over.
     let scratch = tempfile::tempdir().unwrap();
     let rebuilt = scratch.path().join("rebuilt");
-    let out = Command::new(env!("CARGO_BIN_EXE_hooklake"))
+    let out = crate::util::hooklake_command()
         .arg("--data-dir")
         .arg(dir.path())
         .arg("rebuild")
@@ -234,7 +233,7 @@ async fn authenticated_bad_bodies_are_kept_without_credentials_and_replayed_once
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
-    let out = Command::new(env!("CARGO_BIN_EXE_hooklake"))
+    let out = crate::util::hooklake_command()
         .arg("--data-dir")
         .arg(&rebuilt)
         .args(["replay", "--rejected"])

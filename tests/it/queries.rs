@@ -323,10 +323,7 @@ async fn a_query_answers_on_a_lake_missing_tables() {
 #[test]
 fn unknown_query_and_missing_directory_are_clear_errors() {
     let run = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_hooklake"))
-            .args(args)
-            .output()
-            .unwrap();
+        let out = crate::util::hooklake_command().args(args).output().unwrap();
         (
             out.status.success(),
             String::from_utf8_lossy(&out.stderr).into_owned(),

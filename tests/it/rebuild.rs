@@ -1,7 +1,5 @@
 //! `hooklake rebuild` recomputes the same rows the live pipeline wrote, on a generated data set.
 
-use std::process::Command;
-
 use crate::util::{Lake, duckdb, scan};
 
 /// Rows in `a` but not in `b` and the other way round, and the row count of `a`, per table.
@@ -19,10 +17,7 @@ fn differences(a: &std::path::Path, b: &std::path::Path, table: &str) -> (i64, i
 use hooklake::flatten::TABLE_NAMES as TABLES;
 
 fn hooklake(args: &[&std::ffi::OsStr]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_hooklake"))
-        .args(args)
-        .output()
-        .unwrap();
+    let out = crate::util::hooklake_command().args(args).output().unwrap();
     assert!(
         out.status.success(),
         "{}",

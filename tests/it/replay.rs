@@ -1,12 +1,12 @@
 //! `hooklake replay`: NDJSON, JSON arrays and stdin, with rejected lines reported.
 
 use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use crate::util::{duckdb, fixture, fixture_object, fixtures_dir, scalar, scan};
 
 fn replay(data_dir: &std::path::Path, args: &[&str], stdin: Option<&str>) -> (i32, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hooklake"))
+    let mut child = crate::util::hooklake_command()
         .arg("--data-dir")
         .arg(data_dir)
         .arg("replay")
@@ -134,7 +134,7 @@ fn a_broken_array_keeps_the_elements_before_the_break() {
 #[test]
 fn a_missing_file_is_an_error_naming_it() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_hooklake"))
+    let out = crate::util::hooklake_command()
         .arg("--data-dir")
         .arg(dir.path())
         .args(["replay", "/nonexistent/export.ndjson"])
@@ -183,7 +183,7 @@ fn replay_flushes_in_bounded_batches_and_keeps_every_event_once() {
     };
     let lines = hooklake::generate::write_ndjson(options, &mut file).unwrap();
     drop(file);
-    let out = Command::new(env!("CARGO_BIN_EXE_hooklake"))
+    let out = crate::util::hooklake_command()
         .env("HOOKLAKE_REPLAY_FLUSH_MAX_ROWS", "500")
         .arg("--data-dir")
         .arg(&lake)

@@ -1,7 +1,6 @@
 //! The server over a real socket: the library's `serve` with an injected shutdown, and the
 //! `hooklake` binary itself (serve, flush, SIGTERM).
 
-use std::process::Command;
 use std::time::Duration;
 
 use hooklake::client;
@@ -19,6 +18,7 @@ async fn shutdown_flushes_what_was_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let config = Config {
         data_dir: dir.path().to_path_buf(),
+        min_free_bytes: 0,
         ..Config::default()
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -118,7 +118,7 @@ async fn the_binary_serves_flushes_on_request_and_on_sigterm() {
 
 #[test]
 fn flush_without_a_server_names_the_url() {
-    let out = Command::new(env!("CARGO_BIN_EXE_hooklake"))
+    let out = crate::util::hooklake_command()
         .args(["flush", "--url", "http://127.0.0.1:9"])
         .output()
         .unwrap();
@@ -135,7 +135,7 @@ fn bad_configuration_is_reported_before_anything_starts() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("hooklake.toml");
     std::fs::write(&path, "flush_interval = 5\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_hooklake"))
+    let out = crate::util::hooklake_command()
         .arg("--config")
         .arg(&path)
         .arg("serve")
@@ -147,7 +147,7 @@ fn bad_configuration_is_reported_before_anything_starts() {
         stderr.contains("flush_interval") && stderr.contains("hooklake.toml"),
         "{stderr}"
     );
-    let out = Command::new(env!("CARGO_BIN_EXE_hooklake"))
+    let out = crate::util::hooklake_command()
         .args(["serve", "--listen", "not-an-address"])
         .output()
         .unwrap();
@@ -157,7 +157,7 @@ fn bad_configuration_is_reported_before_anything_starts() {
 #[test]
 fn config_check_and_show_report_the_effective_configuration() {
     let run = |env: &[(&str, &str)], args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_hooklake"))
+        crate::util::hooklake_command()
             .envs(env.iter().copied())
             .args(args)
             .output()

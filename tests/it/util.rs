@@ -86,6 +86,8 @@ impl Lake {
             data_dir: dir.path().to_path_buf(),
             // Small log segments: tests roll them, and do not zero-fill 64 MiB each.
             wal_segment_max_bytes: 1024 * 1024,
+            // The free-space guard has its own test; the others must not depend on the host.
+            min_free_bytes: 0,
             ..Config::default()
         };
         edit(&mut config);
@@ -206,7 +208,7 @@ pub fn duckdb(sql: &str) -> Vec<Map<String, Value>> {
 
 /// `hooklake query NAME --data DIR --format json`, parsed.
 pub fn hooklake_query(dir: &Path, name: &str, extra: &[&str]) -> Vec<Value> {
-    let out = Command::new(env!("CARGO_BIN_EXE_hooklake"))
+    let out = hooklake_command()
         .args(["query", name, "--format", "json", "--data"])
         .arg(dir)
         .args(extra)
@@ -250,7 +252,7 @@ impl Server {
 
     /// Starts `hooklake serve` with extra environment variables (`HOOKLAKE_*` settings).
     pub fn start_with(data_dir: &std::path::Path, env: &[(&str, &str)]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hooklake"))
+        let mut child = hooklake_command()
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .env("HOOKLAKE_LOG", "info")
@@ -290,10 +292,7 @@ impl Server {
     }
 
     pub fn hooklake(&self, args: &[&str]) -> std::process::Output {
-        Command::new(env!("CARGO_BIN_EXE_hooklake"))
-            .args(args)
-            .output()
-            .unwrap()
+        hooklake_command().args(args).output().unwrap()
     }
 
     /// POSTs a body to the webhook endpoint; returns the status and the JSON answer.
@@ -372,4 +371,12 @@ pub async fn send(router: &Router, request: Request<Body>) -> Response {
         headers,
         body: String::from_utf8(bytes.to_vec()).unwrap(),
     }
+}
+
+/// The `hooklake` binary, run so that the tests do not depend on how full the host's disk is:
+/// the free-space guard (`min_free_bytes`, 256 MiB by default) is off unless a test sets it.
+pub fn hooklake_command() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_hooklake"));
+    command.env("HOOKLAKE_MIN_FREE_BYTES", "0");
+    command
 }
