@@ -373,10 +373,16 @@ pub async fn send(router: &Router, request: Request<Body>) -> Response {
     }
 }
 
-/// The `hooklake` binary, run so that the tests do not depend on how full the host's disk is:
-/// the free-space guard (`min_free_bytes`, 256 MiB by default) is off unless a test sets it.
+/// The `hooklake` binary, run so that the tests do not depend on the host: no `HOOKLAKE_*`
+/// variable of the environment reaches it (a test sets its own), and the free-space guard
+/// (`min_free_bytes`, 256 MiB by default) is off unless a test sets it.
 pub fn hooklake_command() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_hooklake"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("HOOKLAKE_") {
+            command.env_remove(name);
+        }
+    }
     command.env("HOOKLAKE_MIN_FREE_BYTES", "0");
     command
 }
