@@ -1,0 +1,139 @@
+//! Times each stage of a flush on its own, on one thread, so that a change to one stage can be
+//! measured without the noise of a whole replay (two cores shared by reader and flush, disk,
+//! page cache). Reads the first LINES lines of an NDJSON file, then ROUNDS times: parses them as
+//! the request path does, flattens them, tracks changes from empty states, and writes every
+//! table as Parquet under a temporary directory (in /dev/shm when it exists, so the disk is not
+//! timed). Prints the median and the lowest time of each stage, in microseconds per event.
+//!
+//! cargo run --release --example stage_bench -- FILE [LINES, default 20000] [ROUNDS, default 7]
+
+use std::io::BufRead;
+use std::path::Path;
+use std::time::Instant;
+
+use hooklake::config::Config;
+use hooklake::event::{self, BodyLimits, Envelope};
+use hooklake::flatten::{self, Options, changes};
+use hooklake::sink::Sink;
+use hooklake::sink::writer::WriterSettings;
+
+const STAGES: [&str; 4] = ["parse", "flatten", "track", "write"];
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let Some(path) = args.next() else {
+        eprintln!("usage: stage_bench FILE.ndjson [LINES] [ROUNDS]");
+        std::process::exit(2)
+    };
+    let number = |arg: Option<String>, default: usize| {
+        arg.map_or(default, |a| {
+            a.parse().unwrap_or_else(|_| {
+                eprintln!("not a number: {a}");
+                std::process::exit(2)
+            })
+        })
+    };
+    let max_lines = number(args.next(), 20_000);
+    let rounds = number(args.next(), 7).max(1);
+
+    let file = std::fs::File::open(&path).unwrap_or_else(|e| {
+        eprintln!("{path}: {e}");
+        std::process::exit(1)
+    });
+    let lines: Vec<String> = std::io::BufReader::new(file)
+        .lines()
+        .take(max_lines)
+        .collect::<Result<_, _>>()
+        .unwrap_or_else(|e| {
+            eprintln!("{path}: {e}");
+            std::process::exit(1)
+        });
+
+    let config = Config::default();
+    let settings = WriterSettings {
+        zstd_level: config.zstd_level,
+        row_group_rows: config.row_group_rows,
+        threads: 1,
+    };
+    let options = Options {
+        threads: 1,
+        ..Options::default()
+    };
+    let scratch = if Path::new("/dev/shm").is_dir() {
+        tempfile::tempdir_in("/dev/shm")
+    } else {
+        tempfile::tempdir()
+    }
+    .expect("a temporary directory");
+    let sink = Sink::open(scratch.path(), settings, config.partition_offset()).expect("sink");
+
+    let mut times: Vec<[f64; 4]> = Vec::with_capacity(rounds);
+    let mut events_per_round = 0;
+    for round in 0..rounds {
+        let mut lap = {
+            let mut last = Instant::now();
+            move || {
+                let now = Instant::now();
+                let secs = now.duration_since(last).as_secs_f64();
+                last = now;
+                secs
+            }
+        };
+        let events: Vec<Envelope> = lines
+            .iter()
+            .enumerate()
+            .flat_map(|(i, line)| {
+                event::parse_body(
+                    line.as_bytes(),
+                    None,
+                    1_800_000_000_000_000,
+                    "/replay",
+                    BodyLimits::LOGGED,
+                )
+                .unwrap_or_else(|e| {
+                    eprintln!("{path}:{}: {e}", i + 1);
+                    std::process::exit(1)
+                })
+            })
+            .collect();
+        let parse = lap();
+        let mut tables = flatten::flatten_with(&events, &options);
+        let flatten = lap();
+        let mut states = changes::ContactStates::default();
+        changes::track_with(&mut tables, &mut states, 1);
+        changes::track_calls(&mut tables, &mut Default::default());
+        let track = lap();
+        sink.write(tables, round as u64 + 1).expect("write");
+        let write = lap();
+        events_per_round = events.len();
+        times.push([parse, flatten, track, write]);
+        eprintln!("round {}/{rounds} done", round + 1);
+    }
+
+    println!(
+        "{} events from {} lines, {rounds} rounds, one thread (µs per event)",
+        events_per_round,
+        lines.len()
+    );
+    println!("| stage | median | lowest |");
+    println!("|---|---|---|");
+    let per_event = |secs: f64| secs * 1e6 / events_per_round.max(1) as f64;
+    let mut total = (0.0, 0.0);
+    for (i, stage) in STAGES.iter().enumerate() {
+        let mut column: Vec<f64> = times.iter().map(|t| t[i]).collect();
+        column.sort_by(f64::total_cmp);
+        let (median, lowest) = (column[column.len() / 2], column[0]);
+        total.0 += median;
+        total.1 += lowest;
+        println!(
+            "| {stage} | {:.2} | {:.2} |",
+            per_event(median),
+            per_event(lowest)
+        );
+    }
+    println!(
+        "| sum | {:.2} | {:.2} |",
+        per_event(total.0),
+        per_event(total.1)
+    );
+}
