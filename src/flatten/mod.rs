@@ -176,7 +176,13 @@ pub fn flatten_with(events: &[Envelope], options: &Options) -> Tables {
     // by side; the rows come out in the same order as one pass would give.
     const SPLIT_ABOVE: usize = 4096;
     let one_pass = |events: &[Envelope]| {
-        let mut out = Tables::default();
+        // Every event makes a raw row, and most make a contact row: sized once rather than by
+        // doubling, since a contact row is over a kilobyte and each doubling copies them all.
+        let mut out = Tables {
+            contact_events: Vec::with_capacity(events.len()),
+            raw_events: Vec::with_capacity(events.len()),
+            ..Tables::default()
+        };
         for envelope in events {
             flatten_one(envelope, options, &mut out);
         }
