@@ -176,7 +176,7 @@ fn absent_below(value: Option<&Value>, rest: &[&str]) -> bool {
 }
 
 /// The carried columns absent from a contact payload.
-fn missing_fields(obj: &Map<String, Value>) -> Vec<String> {
+fn missing_fields(obj: &Map<String, Value>) -> Vec<&'static str> {
     // Columns in a row share their parent object (`event`, `tracking`, `latestCall`): each
     // top-level key is looked up once per run of columns under it.
     let mut last: Option<(&str, Option<&Value>)> = None;
@@ -191,7 +191,7 @@ fn missing_fields(obj: &Map<String, Value>) -> Vec<String> {
     COLUMN_SOURCES
         .iter()
         .filter(|(_, paths)| paths.iter().all(|p| absent_below(top(p[0]), &p[1..])))
-        .map(|(column, _)| column.to_string())
+        .map(|(column, _)| *column)
         .collect()
 }
 

@@ -108,7 +108,7 @@ table! {
         /// is carried from the contact's last known state (left null for the contact's first
         /// event, or for an event older than that state). `contact_answers` / `tracking_params`
         /// mean the whole `questionsAndAnswers` / `tracking` object was absent.
-        missing_fields: Vec<String>,
+        missing_fields: Vec<&'static str>,
         /// Rules the sent values break (the values are kept): `email_malformed`,
         /// `phone_malformed`, `status_unknown` (not in `known_statuses`), `updated_before_created`,
         /// `timestamp_in_future` (more than 5 minutes after `received_at`).

@@ -145,7 +145,7 @@ mod tests {
                 contact_id: Some(i),
                 email: Some(format!("lead{i}@example.com").into()),
                 secondary_email: (i == 7).then(|| "x@example.com".into()),
-                missing_fields: vec!["email".to_string()],
+                missing_fields: vec!["email"],
                 ..Default::default()
             })
             .collect();

@@ -607,7 +607,7 @@ impl<'r> Snap<'r> {
     /// carrying, stays).
     fn fill_missing(&mut self, row: &ContactEventRow, previous: &Attrs) {
         for column in &row.missing_fields {
-            let prefix = match column.as_str() {
+            let prefix = match *column {
                 "contact_answers" => "answer:",
                 "tracking_params" => "param:",
                 name => {
@@ -830,7 +830,7 @@ fn merge(mut attrs: Attrs, row: &ContactEventRow, snap: &Snap) -> Attrs {
     let mut missing = [false; SLOTS];
     let (mut no_answers, mut no_params) = (false, false);
     for name in &row.missing_fields {
-        match name.as_str() {
+        match *name {
             "contact_answers" => no_answers = true,
             "tracking_params" => no_params = true,
             other => {
@@ -864,7 +864,7 @@ fn merge(mut attrs: Attrs, row: &ContactEventRow, snap: &Snap) -> Attrs {
         } else if key.starts_with("param:") {
             !no_params
         } else {
-            !row.missing_fields.iter().any(|m| m == key)
+            !row.missing_fields.contains(&key)
         }
     };
     let held: Vec<String> = attrs
@@ -1612,9 +1612,7 @@ mod tests {
                           "updatedAt": "2026-01-01T00:00:00Z"});
         let first = run(&[contact(full, 1)], &mut states);
         assert!(
-            row_of(&first)
-                .missing_fields
-                .contains(&"last_name".to_string()),
+            row_of(&first).missing_fields.contains(&"last_name"),
             "first events list their gaps too"
         );
         assert_eq!(row_of(&first).last_name, None);
@@ -1641,12 +1639,12 @@ mod tests {
             "tracking_params",
         ] {
             assert!(
-                row.missing_fields.contains(&column.to_string()),
+                row.missing_fields.contains(&column),
                 "{column}: {:?}",
                 row.missing_fields
             );
         }
-        assert!(!row.missing_fields.contains(&"status".to_string()));
+        assert!(!row.missing_fields.contains(&"status"));
         assert_eq!(
             changes(&t),
             vec![(
@@ -1664,7 +1662,7 @@ mod tests {
         let cleared = json!({"id": 1, "email": null, "updatedAt": "2026-01-01T02:00:00Z", "hookType": "Contact updated"});
         let t = run(&[contact(cleared, 3)], &mut states);
         assert_eq!(row_of(&t).email, None);
-        assert!(!row_of(&t).missing_fields.contains(&"email".to_string()));
+        assert!(!row_of(&t).missing_fields.contains(&"email"));
         assert_eq!(
             changes(&t),
             vec![("email".into(), s("a@x.io"), None, false, true, false)]

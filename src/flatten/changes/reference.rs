@@ -161,7 +161,7 @@ fn track_rows(
         // (late rows are not carried in the table, but are compared the same way).
         if let Some(previous) = states.get(&contact_id) {
             for column in &row.missing_fields {
-                let group = match column.as_str() {
+                let group = match *column {
                     "contact_answers" => Some("answer:"),
                     "tracking_params" => Some("param:"),
                     _ => None,
@@ -181,8 +181,9 @@ fn track_rows(
                         }
                     }
                     None => {
-                        if let Some(value) = previous.values.get(column) {
-                            snap.entry(column.clone()).or_insert_with(|| value.clone());
+                        if let Some(value) = previous.values.get(*column) {
+                            snap.entry(column.to_string())
+                                .or_insert_with(|| value.clone());
                         }
                     }
                 }
@@ -278,7 +279,7 @@ fn merge(
 ) -> (BTreeMap<String, String>, BTreeMap<String, i64>) {
     let t = row.event_time.0;
     let (mut values, mut set_at) = previous.unwrap_or_default();
-    let missing_fields: HashSet<&str> = row.missing_fields.iter().map(String::as_str).collect();
+    let missing_fields: HashSet<&str> = row.missing_fields.iter().copied().collect();
     let missing = |name: &str| missing_fields.contains(name);
     let sent = |key: &str| {
         if key.starts_with("answer:") {
@@ -381,7 +382,7 @@ fn carry(rows: &mut [ContactEventRow], states: &HashMap<i64, RefState>) {
                 rows[i]
                     .missing_fields
                     .iter()
-                    .filter_map(|c| values.get(c).map(|v| (c.clone(), v.clone())))
+                    .filter_map(|c| values.get(*c).map(|v| (c.to_string(), v.clone())))
                     .collect()
             };
             let to_set = match in_batch {
