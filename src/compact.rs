@@ -37,7 +37,7 @@ use crate::flatten::{
     AttributeChangeRow, CallEventRow, CallOutcomeRow, ContactAnswerRow, ContactEventRow,
     RawEventRow, RejectedEventRow, StatusTransitionRow, TrackingParamRow,
 };
-use crate::sink::{Sink, compacted_name, fsync_dir, is_published};
+use crate::sink::{FileKind, Sink, compacted_name, fsync_dir, is_published};
 use crate::state::{Compaction, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -323,7 +323,7 @@ fn compact_partition<T: Table>(
             .step_by(row_group)
             .map(|s| part.slice(s, row_group.min(part.num_rows() - s)))
             .collect();
-        sink.write_file::<T>(&tmp, chunks.into_iter(), true)?;
+        sink.write_file::<T>(&tmp, chunks.into_iter(), FileKind::Compacted)?;
         outputs.push(name);
     }
     let intent = Compaction {

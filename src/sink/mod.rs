@@ -23,7 +23,7 @@ use serde::Serialize;
 
 use crate::flatten::Tables;
 use crate::flatten::table::{Micros, Table};
-pub use writer::WriterSettings;
+pub use writer::{FileKind, WriterSettings};
 
 /// Above this many files (or directories), one `syncfs` replaces an fsync each.
 const SYNC_EACH_MAX: usize = 32;
@@ -248,19 +248,20 @@ impl Sink {
             let batches = rows
                 .chunks(self.settings.row_group_rows)
                 .map(T::refs_to_batch);
-            let bytes = self.write_file::<T>(&tmp, batches, false)?;
+            let bytes = self.write_file::<T>(&tmp, batches, FileKind::Flush)?;
             staged.last_mut().expect("just pushed").file.bytes = bytes;
         }
         Ok(())
     }
 
-    /// Writes batches of table `T` to `path` with the table's writer properties, fsyncing the
-    /// file if `sync`; returns its size.
+    /// Writes batches of table `T` to `path` with the table's writer properties, as a file of
+    /// `kind` (a compacted file is fsynced here, a flush's files later, together); returns its
+    /// size.
     pub fn write_file<T: Table>(
         &self,
         path: &Path,
         batches: impl Iterator<Item = arrow_array::RecordBatch>,
-        sync: bool,
+        kind: FileKind,
     ) -> Result<u64, SinkError> {
         let file = File::create(path).map_err(io("create", path))?;
         let parquet = |source| SinkError::Parquet {
@@ -274,14 +275,14 @@ impl Sink {
         if let Some(first) = batches.peek()
             && first.num_rows() < self.settings.row_group_rows
         {
-            props = writer::uncompress_small_columns(props, first);
+            props = writer::compression_by_size(props, first, kind);
         }
         let mut writer = ArrowWriter::try_new(file, T::schema(), Some(props)).map_err(parquet)?;
         for batch in batches {
             writer.write(&batch).map_err(parquet)?;
         }
         let file = writer.into_inner().map_err(parquet)?;
-        if sync {
+        if kind == FileKind::Compacted {
             file.sync_all().map_err(io("fsync", path))?;
         }
         Ok(file.metadata().map_err(io("stat", path))?.len())

@@ -61,8 +61,30 @@ async fn closed_partitions_become_one_sorted_file_and_late_events_are_merged_nex
     )
     .unwrap();
 
+    // The codecs of a table's column chunks, as DuckDB reads them from the files' metadata.
+    let codecs = |table: &str| -> String {
+        let rows = duckdb(&format!(
+            "select string_agg(distinct compression, ',' order by compression) as c \
+             from parquet_metadata('{}/{table}/*/*.parquet')",
+            lake.dir.path().display()
+        ));
+        rows[0]["c"].as_str().unwrap_or_default().to_string()
+    };
+    // Flush files compress their small column chunks (five payloads) with Snappy ...
+    assert!(
+        codecs("raw_events").contains("SNAPPY"),
+        "{}",
+        codecs("raw_events")
+    );
+
     let r = lake.post("/admin/compact", "").await;
     assert_eq!(r.status, 200, "{}", r.body);
+    // ... compacted files never: the same values, fifteen payloads, are ZSTD.
+    let after = codecs("raw_events");
+    assert!(
+        after.contains("ZSTD") && !after.contains("SNAPPY"),
+        "{after}"
+    );
     let compacted = r.json()["compacted"].as_array().unwrap().clone();
     let ours = compacted
         .iter()
