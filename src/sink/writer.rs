@@ -63,9 +63,9 @@ pub const COMPRESS_MIN_BYTES: usize = 256;
 /// In a flush's files, column chunks whose values take fewer bytes than this are compressed
 /// with Snappy rather than ZSTD. Snappy costs next to nothing to set up, where ZSTD's setup
 /// (above) outweighs its better ratio on small chunks. A replay of the benchmark's million
-/// events took 6% less time, and its flush files took 21% more bytes. Flush files are short-lived:
-/// compaction rewrites a closed partition's files with ZSTD only, so the lake a query reads for
-/// long is as small as before (docs/benchmarks.md, sixth session).
+/// events used 7% less CPU and 3-6% less time, and its flush files took 20% more bytes. Flush
+/// files are short-lived: compaction rewrites a closed partition's files with ZSTD only, so the
+/// lake a query reads for long is as small as before (docs/benchmarks.md, sixth session).
 pub const FLUSH_ZSTD_MIN_BYTES: usize = 64 * 1024;
 
 /// Who a file is written for, which decides how hard its small column chunks are compressed.
