@@ -1,4 +1,4 @@
-//! Parquet writer properties: compression, statistics, row groups, sort order.
+//! Parquet writer properties: compression, dictionaries, statistics, row groups, sort order.
 //!
 //! Invariant: every file hooklake writes gets its properties from [`writer_properties`], so
 //! compression is always set explicitly (the parquet crate's default is none): ZSTD, except for
