@@ -1,11 +1,15 @@
 //! Contact objects -> `contact_events`, `tracking_params`, `contact_answers`.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
+use arrow_array::ArrayRef;
+use arrow_array::builder::{ListBuilder, StringBuilder};
+use arrow_schema::DataType;
 use serde_json::{Map, Value};
 
 use super::reader::{Notes, Obj};
-use super::table::{Micros, Text};
+use super::table::{Cell, Micros, Text};
 use super::tables::{ContactAnswerRow, ContactEventRow, TrackingParamRow};
 use super::{Head, Options, Tables};
 
@@ -175,8 +179,99 @@ fn absent_below(value: Option<&Value>, rest: &[&str]) -> bool {
     false
 }
 
+/// A set of the columns of [`COLUMN_SOURCES`], one bit per position: the columns a contact
+/// payload lacks (`missing_fields`). Change tracking asks about them three times per row, and
+/// a bit test replaced a hashed name lookup each time (docs/benchmarks.md, seventh session).
+/// The column holds their names, in declaration order.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub struct ColumnSet(u64);
+
+impl std::fmt::Debug for ColumnSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.names()).finish()
+    }
+}
+
+const _: () = assert!(COLUMN_SOURCES.len() <= 64, "a ColumnSet holds 64 columns");
+
+impl ColumnSet {
+    /// The set of the named columns; a name that is not a carried column is not taken.
+    pub fn of<'a>(names: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut set = ColumnSet::default();
+        for name in names {
+            if let Some(position) = COLUMN_SOURCES.iter().position(|(c, _)| *c == name) {
+                set.insert(position);
+            }
+        }
+        set
+    }
+
+    /// Adds the column at `position` in [`COLUMN_SOURCES`].
+    pub fn insert(&mut self, position: usize) {
+        debug_assert!(position < COLUMN_SOURCES.len());
+        self.0 |= 1 << position;
+    }
+
+    /// Whether the column at `position` in [`COLUMN_SOURCES`] is in the set.
+    pub fn has(self, position: usize) -> bool {
+        position < 64 && self.0 >> position & 1 == 1
+    }
+
+    /// Whether the named column is in the set.
+    pub fn contains(self, name: &str) -> bool {
+        COLUMN_SOURCES
+            .iter()
+            .position(|(c, _)| *c == name)
+            .is_some_and(|position| self.has(position))
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    pub fn len(self) -> usize {
+        self.0.count_ones() as usize
+    }
+
+    /// The positions in the set, in increasing order.
+    pub fn positions(self) -> impl Iterator<Item = usize> {
+        let mut bits = self.0;
+        std::iter::from_fn(move || {
+            let position = bits.trailing_zeros() as usize;
+            (bits != 0).then(|| {
+                bits &= bits - 1;
+                position
+            })
+        })
+    }
+
+    /// The names in the set, in the order of [`COLUMN_SOURCES`].
+    pub fn names(self) -> impl Iterator<Item = &'static str> {
+        self.positions().map(|position| COLUMN_SOURCES[position].0)
+    }
+}
+
+impl Cell for ColumnSet {
+    const NULLABLE: bool = false;
+    fn data_type() -> DataType {
+        super::table::list_type()
+    }
+    fn build<'a>(values: impl ExactSizeIterator<Item = &'a Self> + Clone) -> ArrayRef {
+        let names: usize = values.clone().map(|set| set.len()).sum();
+        let mut b = ListBuilder::with_capacity(
+            StringBuilder::with_capacity(names, names * 16),
+            values.len(),
+        );
+        for set in values {
+            set.names().for_each(|name| b.values().append_value(name));
+            b.append(true);
+        }
+        Arc::new(b.finish())
+    }
+}
+
 /// The carried columns absent from a contact payload.
-fn missing_fields(obj: &Map<String, Value>) -> Vec<&'static str> {
+fn missing_fields(obj: &Map<String, Value>) -> ColumnSet {
     // Columns in a row share their parent object (`event`, `tracking`, `latestCall`): each
     // top-level key is looked up once per run of columns under it.
     let mut last: Option<(&str, Option<&Value>)> = None;
@@ -188,11 +283,13 @@ fn missing_fields(obj: &Map<String, Value>) -> Vec<&'static str> {
             v
         }
     };
-    COLUMN_SOURCES
-        .iter()
-        .filter(|(_, paths)| paths.iter().all(|p| absent_below(top(p[0]), &p[1..])))
-        .map(|(column, _)| *column)
-        .collect()
+    let mut missing = ColumnSet::default();
+    for (position, (_, paths)) in COLUMN_SOURCES.iter().enumerate() {
+        if paths.iter().all(|p| absent_below(top(p[0]), &p[1..])) {
+            missing.insert(position);
+        }
+    }
+    missing
 }
 
 /// Tolerance before a timestamp counts as in the future (clock skew between iClosed and us).

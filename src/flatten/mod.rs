@@ -19,6 +19,7 @@ use serde_json::Value;
 
 use crate::event::{Envelope, EventType, Family};
 pub use call::preview_id_from_url;
+pub use contact::ColumnSet;
 use reader::Obj;
 use table::{Micros, Table, Text};
 pub use tables::{

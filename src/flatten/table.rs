@@ -46,7 +46,8 @@ fn timestamp_type() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some(TIME_ZONE.into()))
 }
 
-fn list_type() -> DataType {
+/// The Arrow type of a list-of-texts column.
+pub fn list_type() -> DataType {
     DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true)))
 }
 
@@ -182,28 +183,21 @@ impl Cell for Option<Micros> {
     }
 }
 
-/// `Cell` for a list of texts: a `List<Utf8>` column. Lists of names fixed in the code (which
-/// columns were missing) hold `&'static str`, without an allocation per name.
-macro_rules! list_cells {
-    ($($t:ty),+) => {$(
-        impl Cell for Vec<$t> {
-            const NULLABLE: bool = false;
-            fn data_type() -> DataType {
-                list_type()
-            }
-            fn build<'a>(values: impl ExactSizeIterator<Item = &'a Self> + Clone) -> ArrayRef {
-                let mut b = ListBuilder::with_capacity(StringBuilder::new(), values.len());
-                for list in values {
-                    list.iter().for_each(|s| b.values().append_value(s));
-                    b.append(true);
-                }
-                Arc::new(b.finish())
-            }
+/// `Cell` for a list of texts: a `List<Utf8>` column.
+impl Cell for Vec<String> {
+    const NULLABLE: bool = false;
+    fn data_type() -> DataType {
+        list_type()
+    }
+    fn build<'a>(values: impl ExactSizeIterator<Item = &'a Self> + Clone) -> ArrayRef {
+        let mut b = ListBuilder::with_capacity(StringBuilder::new(), values.len());
+        for list in values {
+            list.iter().for_each(|s| b.values().append_value(s));
+            b.append(true);
         }
-    )+};
+        Arc::new(b.finish())
+    }
 }
-
-list_cells!(String, &'static str);
 
 impl Cell for Option<Vec<String>> {
     const NULLABLE: bool = true;

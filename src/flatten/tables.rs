@@ -4,6 +4,7 @@
 //! a test fails when it is stale. Invariant: changing a column here is changing the contract;
 //! every table starts with `event_id`, `event_type`, `received_at`, `event_time`.
 
+use super::contact::ColumnSet;
 use super::table::{Micros, Text, table};
 
 table! {
@@ -108,7 +109,7 @@ table! {
         /// is carried from the contact's last known state (left null for the contact's first
         /// event, or for an event older than that state). `contact_answers` / `tracking_params`
         /// mean the whole `questionsAndAnswers` / `tracking` object was absent.
-        missing_fields: Vec<&'static str>,
+        missing_fields: ColumnSet,
         /// Rules the sent values break (the values are kept): `email_malformed`,
         /// `phone_malformed`, `status_unknown` (not in `known_statuses`), `updated_before_created`,
         /// `timestamp_in_future` (more than 5 minutes after `received_at`).

@@ -204,7 +204,7 @@ mod tests {
                 email: Some(format!("lead{i}@example.com").into()),
                 secondary_email: (i == 7).then(|| "x@example.com".into()),
                 extras: Some(format!("{{\"note\":\"{i:0>288}\"}}")),
-                missing_fields: vec!["email"],
+                missing_fields: crate::flatten::ColumnSet::of(["email"]),
                 ..Default::default()
             })
             .collect();

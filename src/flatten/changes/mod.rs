@@ -157,6 +157,20 @@ const COLUMNS: [&str; SLOTS] = [
 /// Number of column slots.
 const SLOTS: usize = 36;
 
+/// Positions in [`super::contact::COLUMN_SOURCES`] (and so in a row's `missing_fields`) of the
+/// two group columns, after the slots: the slot of a column is its position there.
+const ANSWERS: usize = SLOTS;
+const PARAMS: usize = SLOTS + 1;
+
+/// The key prefix in a state of the attributes of a group column's position.
+fn group_prefix(position: usize) -> Option<&'static str> {
+    match position {
+        ANSWERS => Some("answer:"),
+        PARAMS => Some("param:"),
+        _ => None,
+    }
+}
+
 /// The slot of `status`.
 const STATUS: usize = 9;
 
@@ -606,29 +620,12 @@ impl<'r> Snap<'r> {
     /// Absent fields are unchanged: they take the previous values (a value the row has, from
     /// carrying, stays).
     fn fill_missing(&mut self, row: &ContactEventRow, previous: &Attrs) {
-        for column in &row.missing_fields {
-            let prefix = match *column {
-                "contact_answers" => "answer:",
-                "tracking_params" => "param:",
-                name => {
-                    match slot(name) {
-                        Some(i) => {
-                            if self.cols[i].is_none() {
-                                self.cols[i] = previous.cols[i].clone().map(Cow::Owned);
-                            }
-                        }
-                        None => {
-                            if let Some(v) =
-                                previous.others.get(name).and_then(|o| o.value.as_ref())
-                            {
-                                self.others
-                                    .entry(name.to_string())
-                                    .or_insert_with(|| Cow::Owned(v.clone()));
-                            }
-                        }
-                    }
-                    continue;
+        for position in row.missing_fields.positions() {
+            let Some(prefix) = group_prefix(position) else {
+                if position < SLOTS && self.cols[position].is_none() {
+                    self.cols[position] = previous.cols[position].clone().map(Cow::Owned);
                 }
+                continue;
             };
             // The group's keys sit together in the sorted map, from the prefix on.
             let group = previous
@@ -827,20 +824,10 @@ fn track_rows(
 /// the previous attributes by value and updates them in place.
 fn merge(mut attrs: Attrs, row: &ContactEventRow, snap: &Snap) -> Attrs {
     let t = row.event_time.0;
-    let mut missing = [false; SLOTS];
-    let (mut no_answers, mut no_params) = (false, false);
-    for name in &row.missing_fields {
-        match *name {
-            "contact_answers" => no_answers = true,
-            "tracking_params" => no_params = true,
-            other => {
-                if let Some(i) = slot(other) {
-                    missing[i] = true;
-                }
-            }
-        }
-    }
-    for (i, absent) in missing.into_iter().enumerate() {
+    let missing = row.missing_fields;
+    let (no_answers, no_params) = (missing.has(ANSWERS), missing.has(PARAMS));
+    for i in 0..SLOTS {
+        let absent = missing.has(i);
         let value = snap.cols[i].as_deref();
         // A null status keeps the status: a contact always has one.
         if absent || (i == STATUS && value.is_none()) {
@@ -864,7 +851,7 @@ fn merge(mut attrs: Attrs, row: &ContactEventRow, snap: &Snap) -> Attrs {
         } else if key.starts_with("param:") {
             !no_params
         } else {
-            !row.missing_fields.contains(&key)
+            !missing.contains(key)
         }
     };
     let held: Vec<String> = attrs
@@ -933,8 +920,8 @@ fn carry(
         if !rows[i].missing_fields.is_empty() {
             let slots: Vec<usize> = rows[i]
                 .missing_fields
-                .iter()
-                .filter_map(|c| slot(c))
+                .positions()
+                .filter(|&p| p < SLOTS)
                 .collect();
             let to_set: Vec<(usize, String)> = match in_batch {
                 Some((_, j)) => slots
@@ -952,7 +939,7 @@ fn carry(
                     .unwrap_or_default(),
             };
             for (slot, text) in &to_set {
-                set_column(&mut rows[i], COLUMNS[*slot], text);
+                set_column(&mut rows[i], *slot, text);
             }
         }
         latest.insert(contact_id, (rows[i].event_time.0, i));
@@ -960,49 +947,48 @@ fn carry(
     order
 }
 
-/// Sets a carried column of a contact row from its text form in the state.
-fn set_column(row: &mut ContactEventRow, column: &str, text: &str) {
+/// Sets the carried column in `slot` of a contact row from its text form in the state.
+fn set_column(row: &mut ContactEventRow, slot: usize, text: &str) {
     let s = || Some(Text::from(text));
     let i = || text.parse::<i64>().ok();
     let t = || super::reader::parse_timestamp(text);
-    match column {
-        "account_id" => row.account_id = i(),
-        "user_id" => row.user_id = i(),
-        "preview_id" => row.preview_id = s(),
-        "first_name" => row.first_name = s(),
-        "last_name" => row.last_name = s(),
-        "email" => row.email = s(),
-        "phone_number" => row.phone_number = s(),
-        "secondary_email" => row.secondary_email = s(),
-        "secondary_phone_number" => row.secondary_phone_number = s(),
-        "status" => row.status = s(),
-        "created_at" => row.created_at = t(),
-        "joined_time" => row.joined_time = t(),
-        "time_zone" => row.time_zone = s(),
-        "country" => row.country = s(),
-        "ip_address" => row.ip_address = s(),
-        "booking_event_id" => row.booking_event_id = i(),
-        "booking_event_name" => row.booking_event_name = s(),
-        "booking_event_type" => row.booking_event_type = s(),
-        "booking_event_link_prefix" => row.booking_event_link_prefix = s(),
-        "booking_event_color" => row.booking_event_color = s(),
-        "utm_source" => row.utm_source = s(),
-        "utm_medium" => row.utm_medium = s(),
-        "utm_campaign" => row.utm_campaign = s(),
-        "utm_term" => row.utm_term = s(),
-        "utm_content" => row.utm_content = s(),
-        "first_utm_source" => row.first_utm_source = s(),
-        "first_utm_medium" => row.first_utm_medium = s(),
-        "first_utm_campaign" => row.first_utm_campaign = s(),
-        "first_utm_term" => row.first_utm_term = s(),
-        "first_utm_content" => row.first_utm_content = s(),
-        "latest_call_at" => row.latest_call_at = t(),
-        "latest_call_duration_min" => row.latest_call_duration_min = i(),
-        "latest_call_host_id" => row.latest_call_host_id = i(),
-        "latest_call_host_name" => row.latest_call_host_name = s(),
-        "latest_call_host_email" => row.latest_call_host_email = s(),
-        "disqualifying_group" => row.disqualifying_group = s(),
-        // Groups carried in the state only (their rows are not repeated).
+    match slot {
+        0 => row.account_id = i(),
+        1 => row.user_id = i(),
+        2 => row.preview_id = s(),
+        3 => row.first_name = s(),
+        4 => row.last_name = s(),
+        5 => row.email = s(),
+        6 => row.phone_number = s(),
+        7 => row.secondary_email = s(),
+        8 => row.secondary_phone_number = s(),
+        9 => row.status = s(),
+        10 => row.created_at = t(),
+        11 => row.joined_time = t(),
+        12 => row.time_zone = s(),
+        13 => row.country = s(),
+        14 => row.ip_address = s(),
+        15 => row.booking_event_id = i(),
+        16 => row.booking_event_name = s(),
+        17 => row.booking_event_type = s(),
+        18 => row.booking_event_link_prefix = s(),
+        19 => row.booking_event_color = s(),
+        20 => row.utm_source = s(),
+        21 => row.utm_medium = s(),
+        22 => row.utm_campaign = s(),
+        23 => row.utm_term = s(),
+        24 => row.utm_content = s(),
+        25 => row.first_utm_source = s(),
+        26 => row.first_utm_medium = s(),
+        27 => row.first_utm_campaign = s(),
+        28 => row.first_utm_term = s(),
+        29 => row.first_utm_content = s(),
+        30 => row.latest_call_at = t(),
+        31 => row.latest_call_duration_min = i(),
+        32 => row.latest_call_host_id = i(),
+        33 => row.latest_call_host_name = s(),
+        34 => row.latest_call_host_email = s(),
+        35 => row.disqualifying_group = s(),
         _ => {}
     }
 }
@@ -1402,13 +1388,17 @@ mod tests {
 
     #[test]
     fn column_slots_are_the_single_valued_contact_columns() {
+        // A column's slot is its position among the sources, and the groups come after them.
         let sources: Vec<&str> = crate::flatten::contact::COLUMN_SOURCES
             .iter()
             .map(|(c, _)| *c)
-            .filter(|c| !["contact_answers", "tracking_params"].contains(c))
             .collect();
-        assert_eq!(sources, COLUMNS.to_vec());
+        assert_eq!(sources[..SLOTS], COLUMNS);
+        assert_eq!(sources[ANSWERS..], ["contact_answers", "tracking_params"]);
         assert_eq!(COLUMNS[STATUS], "status");
+        for (i, column) in COLUMNS.iter().enumerate() {
+            assert_eq!(slot(column), Some(i));
+        }
     }
 
     /// (attribute, old, new, reported, detected, late)
@@ -1612,7 +1602,7 @@ mod tests {
                           "updatedAt": "2026-01-01T00:00:00Z"});
         let first = run(&[contact(full, 1)], &mut states);
         assert!(
-            row_of(&first).missing_fields.contains(&"last_name"),
+            row_of(&first).missing_fields.contains("last_name"),
             "first events list their gaps too"
         );
         assert_eq!(row_of(&first).last_name, None);
@@ -1639,12 +1629,12 @@ mod tests {
             "tracking_params",
         ] {
             assert!(
-                row.missing_fields.contains(&column),
+                row.missing_fields.contains(column),
                 "{column}: {:?}",
                 row.missing_fields
             );
         }
-        assert!(!row.missing_fields.contains(&"status"));
+        assert!(!row.missing_fields.contains("status"));
         assert_eq!(
             changes(&t),
             vec![(
@@ -1662,7 +1652,7 @@ mod tests {
         let cleared = json!({"id": 1, "email": null, "updatedAt": "2026-01-01T02:00:00Z", "hookType": "Contact updated"});
         let t = run(&[contact(cleared, 3)], &mut states);
         assert_eq!(row_of(&t).email, None);
-        assert!(!row_of(&t).missing_fields.contains(&"email"));
+        assert!(!row_of(&t).missing_fields.contains("email"));
         assert_eq!(
             changes(&t),
             vec![("email".into(), s("a@x.io"), None, false, true, false)]

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use super::{REPORTED_NAMES, matches, set_column, text_ts};
+use super::{COLUMNS, REPORTED_NAMES, matches, set_column, text_ts};
 use crate::flatten::Tables;
 use crate::flatten::table::Text;
 use crate::flatten::tables::{AttributeChangeRow, ContactEventRow, StatusTransitionRow};
@@ -160,8 +160,8 @@ fn track_rows(
         // Absent fields are unchanged: compare with the previous values, never with nothing
         // (late rows are not carried in the table, but are compared the same way).
         if let Some(previous) = states.get(&contact_id) {
-            for column in &row.missing_fields {
-                let group = match *column {
+            for column in row.missing_fields.names() {
+                let group = match column {
                     "contact_answers" => Some("answer:"),
                     "tracking_params" => Some("param:"),
                     _ => None,
@@ -181,7 +181,7 @@ fn track_rows(
                         }
                     }
                     None => {
-                        if let Some(value) = previous.values.get(*column) {
+                        if let Some(value) = previous.values.get(column) {
                             snap.entry(column.to_string())
                                 .or_insert_with(|| value.clone());
                         }
@@ -279,7 +279,7 @@ fn merge(
 ) -> (BTreeMap<String, String>, BTreeMap<String, i64>) {
     let t = row.event_time.0;
     let (mut values, mut set_at) = previous.unwrap_or_default();
-    let missing_fields: HashSet<&str> = row.missing_fields.iter().copied().collect();
+    let missing_fields: HashSet<&str> = row.missing_fields.names().collect();
     let missing = |name: &str| missing_fields.contains(name);
     let sent = |key: &str| {
         if key.starts_with("answer:") {
@@ -381,8 +381,8 @@ fn carry(rows: &mut [ContactEventRow], states: &HashMap<i64, RefState>) {
             let pick = |values: &BTreeMap<String, String>| -> Attributes {
                 rows[i]
                     .missing_fields
-                    .iter()
-                    .filter_map(|c| values.get(*c).map(|v| (c.to_string(), v.clone())))
+                    .names()
+                    .filter_map(|c| values.get(c).map(|v| (c.to_string(), v.clone())))
                     .collect()
             };
             let to_set = match in_batch {
@@ -393,7 +393,9 @@ fn carry(rows: &mut [ContactEventRow], states: &HashMap<i64, RefState>) {
                     .unwrap_or_default(),
             };
             for (column, text) in &to_set {
-                set_column(&mut rows[i], column, text);
+                if let Some(slot) = COLUMNS.iter().position(|c| c == column) {
+                    set_column(&mut rows[i], slot, text);
+                }
             }
         }
         latest.insert(contact_id, (rows[i].event_time.0, i));
