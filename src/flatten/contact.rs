@@ -411,6 +411,15 @@ fn string_list(v: Option<&Value>) -> Option<Vec<String>> {
 /// `prefix<N><suffix>` -> N, for keys like `utmKey_3` or `3_question`.
 #[inline]
 fn numbered(key: &str, prefix: &str, suffix: &str) -> Option<i64> {
+    // Every key of `tracking` and `questionsAndAnswers` comes here twice: the digits that must
+    // follow the prefix and precede the suffix turn most keys away before any comparison.
+    let bytes = key.as_bytes();
+    if bytes.len() <= prefix.len() + suffix.len()
+        || !bytes[prefix.len()].is_ascii_digit()
+        || !bytes[bytes.len() - suffix.len() - 1].is_ascii_digit()
+    {
+        return None;
+    }
     let n = key.strip_prefix(prefix)?.strip_suffix(suffix)?;
     if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
         return None;
@@ -527,5 +536,54 @@ fn answer_text(o: &mut Obj<'_>, key: &str, notes: &mut Notes) -> Option<Text> {
             )
         }
         _ => o.string(key, notes),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbered_keys_need_digits_between_prefix_and_suffix() {
+        assert_eq!(numbered("utmKey_3", "utmKey_", ""), Some(3));
+        assert_eq!(numbered("utmValue_12", "utmValue_", ""), Some(12));
+        assert_eq!(numbered("12_question", "", "_question"), Some(12));
+        assert_eq!(numbered("0_response", "", "_response"), Some(0));
+        for (key, prefix, suffix) in [
+            ("utmKey_", "utmKey_", ""),
+            ("utmKey_3a", "utmKey_", ""),
+            ("utmKey_a3", "utmKey_", ""),
+            ("utmValue_12", "utmKey_", ""),
+            ("utm_source", "utmKey_", ""),
+            ("utmKey_99999999999999999999", "utmKey_", ""),
+            ("_question", "", "_question"),
+            ("1x_question", "", "_question"),
+            ("3_response", "", "_question"),
+            ("é3_question", "", "_question"),
+            ("3", "", "_question"),
+            ("", "utmKey_", ""),
+        ] {
+            assert_eq!(numbered(key, prefix, suffix), None, "{key:?}");
+        }
+    }
+
+    #[test]
+    fn a_column_set_reads_back_its_names_in_declaration_order() {
+        let set = ColumnSet::of(["tracking_params", "email", "no_such_column", "account_id"]);
+        assert_eq!(
+            set.names().collect::<Vec<_>>(),
+            ["account_id", "email", "tracking_params"]
+        );
+        assert_eq!(set.len(), 3);
+        assert!(set.contains("email") && !set.contains("status"));
+        assert!(!set.contains("no_such_column"));
+        assert!(ColumnSet::default().is_empty());
+        let all = ColumnSet::of(COLUMN_SOURCES.iter().map(|(c, _)| *c));
+        assert_eq!(all.len(), COLUMN_SOURCES.len());
+        assert!(all.positions().eq(0..COLUMN_SOURCES.len()));
+        assert_eq!(
+            format!("{set:?}"),
+            r#"["account_id", "email", "tracking_params"]"#
+        );
     }
 }
