@@ -269,7 +269,7 @@ impl Sink {
             source,
         };
         let mut batches = batches.peekable();
-        let mut props = writer::writer_properties::<T>(self.settings);
+        let mut props = writer::writer_properties::<T>(self.settings, kind);
         // Batches are row groups of `row_group_rows`: a shorter first one is the only one, so
         // its columns' sizes are the file's.
         if let Some(first) = batches.peek()

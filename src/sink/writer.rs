@@ -27,9 +27,14 @@ pub struct WriterSettings {
     pub threads: usize,
 }
 
-/// Properties for a file of table `T`: ZSTD, page-level statistics (min/max that let DuckDB skip
-/// row groups and pages), bounded row groups, and the sort order rows are written in.
-pub fn writer_properties<T: Table>(settings: WriterSettings) -> WriterProperties {
+/// Properties for a file of table `T` written for `kind`: ZSTD, page-level statistics (min/max
+/// that let DuckDB skip row groups and pages), bounded row groups, the sort order rows are
+/// written in, and dictionaries: in compacted files for every column but [`NO_DICTIONARY`], in
+/// a flush's files for none. A flush's file holds a flush's rows of one partition, too few to
+/// repeat many values: without dictionaries the write stage of a million-event replay took 13%
+/// less time and its flush files came out 1% smaller (docs/benchmarks.md, seventh session).
+/// Compaction gives each closed partition's file its dictionaries.
+pub fn writer_properties<T: Table>(settings: WriterSettings, kind: FileKind) -> WriterProperties {
     let level = ZstdLevel::try_new(settings.zstd_level).unwrap_or_default();
     let columns = T::columns();
     let sorting = T::sort_columns()
@@ -47,14 +52,19 @@ pub fn writer_properties<T: Table>(settings: WriterSettings) -> WriterProperties
         .set_max_row_group_row_count(Some(settings.row_group_rows))
         .set_sorting_columns(Some(sorting))
         .set_created_by(format!("hooklake {}", env!("CARGO_PKG_VERSION")));
-    for (_, column) in NO_DICTIONARY.iter().filter(|(table, _)| *table == T::NAME) {
-        builder = builder.set_column_dictionary_enabled(ColumnPath::from(*column), false);
+    match kind {
+        FileKind::Flush => builder = builder.set_dictionary_enabled(false),
+        FileKind::Compacted => {
+            for (_, column) in NO_DICTIONARY.iter().filter(|(table, _)| *table == T::NAME) {
+                builder = builder.set_column_dictionary_enabled(ColumnPath::from(*column), false);
+            }
+        }
     }
     builder.build()
 }
 
 /// Columns with a new value in every row: the writer would fill a dictionary page with their
-/// values, give up on it, and write them plainly after all. Without one, the write stage took
+/// values, give up on it, and write them plainly after all (compacted files). Without one, the write stage took
 /// 2-5% less time and the compacted lake of the benchmark went from 182 to 178 bytes per event
 /// (docs/benchmarks.md, sixth session).
 const NO_DICTIONARY: &[(&str, &str)] = &[
@@ -157,11 +167,12 @@ mod tests {
 
     #[test]
     fn compression_and_statistics_are_explicit() {
-        let props = writer_properties::<ContactEventRow>(WriterSettings {
+        let settings = WriterSettings {
             zstd_level: 5,
             row_group_rows: 200_000,
             threads: 1,
-        });
+        };
+        let props = writer_properties::<ContactEventRow>(settings, FileKind::Compacted);
         let col = ColumnPath::from("email");
         assert_eq!(
             props.compression(&col),
@@ -185,6 +196,13 @@ mod tests {
             .map(|s| ContactEventRow::columns()[s.column_idx as usize].name)
             .collect();
         assert_eq!(names, vec!["contact_id", "event_time", "event_id"]);
+        // A flush's files: the same, without dictionaries.
+        let flush = writer_properties::<ContactEventRow>(settings, FileKind::Flush);
+        assert!(!flush.dictionary_enabled(&col));
+        assert!(!flush.dictionary_enabled(&ColumnPath::from("status")));
+        assert_eq!(flush.compression(&col), props.compression(&col));
+        assert_eq!(flush.statistics_enabled(&col), EnabledStatistics::Page);
+        assert_eq!(flush.sorting_columns(), props.sorting_columns());
     }
 
     #[test]
@@ -216,8 +234,11 @@ mod tests {
             (FileKind::Flush, Compression::SNAPPY),
             (FileKind::Compacted, zstd),
         ] {
-            let props =
-                compression_by_size(writer_properties::<ContactEventRow>(settings), &batch, kind);
+            let props = compression_by_size(
+                writer_properties::<ContactEventRow>(settings, kind),
+                &batch,
+                kind,
+            );
             let of = |name: &str| props.compression(&ColumnPath::from(name));
             assert_eq!(of("event_id"), small, "{kind:?}");
             assert_eq!(of("contact_id"), small, "{kind:?}: 300 ids take 2400 bytes");
@@ -234,7 +255,7 @@ mod tests {
         // A slice counts only its own values.
         let slice = batch.slice(0, 20);
         let props = compression_by_size(
-            writer_properties::<ContactEventRow>(settings),
+            writer_properties::<ContactEventRow>(settings, FileKind::Flush),
             &slice,
             FileKind::Flush,
         );

@@ -70,12 +70,23 @@ async fn closed_partitions_become_one_sorted_file_and_late_events_are_merged_nex
         ));
         rows[0]["c"].as_str().unwrap_or_default().to_string()
     };
-    // Flush files compress their small column chunks (five payloads) with Snappy ...
+    // Column chunks with a dictionary page.
+    let dictionaries = |table: &str| -> u64 {
+        let rows = duckdb(&format!(
+            "select count(*) filter (where dictionary_page_offset is not null) as n \
+             from parquet_metadata('{}/{table}/*/*.parquet')",
+            lake.dir.path().display()
+        ));
+        rows[0]["n"].as_u64().expect("a count")
+    };
+    // Flush files compress their small column chunks (five payloads) with Snappy, and have no
+    // dictionaries ...
     assert!(
         codecs("raw_events").contains("SNAPPY"),
         "{}",
         codecs("raw_events")
     );
+    assert_eq!(dictionaries("raw_events"), 0);
 
     let r = lake.post("/admin/compact", "").await;
     assert_eq!(r.status, 200, "{}", r.body);
@@ -85,6 +96,8 @@ async fn closed_partitions_become_one_sorted_file_and_late_events_are_merged_nex
         after.contains("ZSTD") && !after.contains("SNAPPY"),
         "{after}"
     );
+    // ... and have them (event_type, hook_type, source_path...), but for payload and event_id.
+    assert!(dictionaries("raw_events") > 0);
     let compacted = r.json()["compacted"].as_array().unwrap().clone();
     let ours = compacted
         .iter()
