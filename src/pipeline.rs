@@ -70,6 +70,21 @@ struct Stages {
     commit_ms: u64,
 }
 
+/// A flush's events, taken from the buffer, and their rows before change tracking
+/// ([`Pipeline::prepare_flush`]).
+pub struct Prepared {
+    taken: Taken,
+    tables: flatten::Tables,
+    flatten_ms: u64,
+}
+
+/// Flattening, the first stage of a flush: pure, so it may run before the flush lock is held.
+fn flatten_taken(taken: &Taken, options: &flatten::Options) -> flatten::Tables {
+    let mut tables = flatten::flatten_with(&taken.events, options);
+    tables.rejected_events = taken.rejected.iter().map(flatten::rejected_row).collect();
+    tables
+}
+
 /// What a flush wrote; also the body of `POST /admin/flush`.
 #[derive(Debug, Clone, Serialize)]
 pub struct FlushReport {
@@ -697,32 +712,77 @@ impl Pipeline {
     pub async fn flush(&self, reason: FlushReason) -> Result<FlushReport, FlushError> {
         let _guard = self.flush_lock.lock().await;
         let taken = self.buffer().take();
-        self.flush_taken(taken, reason).await
+        self.flush_taken(taken, None, reason, None).await
     }
 
-    /// Takes everything buffered now and flushes it in a task of its own, so the caller can go
-    /// on accepting events meanwhile (replay reads the next batch while this one is written).
-    /// Waits first for a flush in progress: flushes stay one at a time and in order.
-    pub async fn spawn_flush(
-        self: &Arc<Self>,
-        reason: FlushReason,
-    ) -> tokio::task::JoinHandle<Result<FlushReport, FlushError>> {
-        let guard = self.flush_lock.clone().lock_owned().await;
+    /// Takes everything buffered now and flattens it, the first stage of a flush, without the
+    /// flush lock: flattening is pure, so it may run while the flush before commits. Replay
+    /// flattens the next batch while the previous flush's commit runs
+    /// ([`Pipeline::spawn_flush`]).
+    pub async fn prepare_flush(&self) -> Result<Prepared, FlushError> {
+        let started = Instant::now();
         let taken = self.buffer().take();
-        let this = self.clone();
-        tokio::spawn(async move {
-            let _guard = guard;
-            this.flush_taken(taken, reason).await
+        let options = self.flatten_options.clone();
+        let task = tokio::task::spawn_blocking(move || {
+            let tables = flatten_taken(&taken, &options);
+            (taken, tables)
+        });
+        let (taken, tables) = task.await.map_err(|e| {
+            // Flattening does not panic by design; if it did, the events are still in the input
+            // (replay) or in the log (a server), and come back.
+            self.metrics.add("hooklake_flushes_total", "failed", 1);
+            FlushError::Task(e.to_string())
+        })?;
+        Ok(Prepared {
+            taken,
+            tables,
+            flatten_ms: started.elapsed().as_millis() as u64,
         })
     }
 
-    /// Flushes `taken`; the caller holds the flush lock.
+    /// Flushes `prepared` in a task of its own, so the caller can go on accepting events
+    /// meanwhile (replay reads the next batch while this one is written). Waits first for a
+    /// flush in progress: flushes stay one at a time and in order. The receiver hears once
+    /// this flush's files are published, before its commit (nothing, if it fails first).
+    pub async fn spawn_flush(
+        self: &Arc<Self>,
+        prepared: Prepared,
+        reason: FlushReason,
+    ) -> (
+        tokio::task::JoinHandle<Result<FlushReport, FlushError>>,
+        tokio::sync::oneshot::Receiver<()>,
+    ) {
+        let guard = self.flush_lock.clone().lock_owned().await;
+        let (written, published) = tokio::sync::oneshot::channel();
+        let this = self.clone();
+        let task = tokio::spawn(async move {
+            let _guard = guard;
+            let Prepared {
+                taken,
+                tables,
+                flatten_ms,
+            } = prepared;
+            this.flush_taken(taken, Some((tables, flatten_ms)), reason, Some(written))
+                .await
+        });
+        (task, published)
+    }
+
+    /// Flushes `taken` (flattened already, with the time it took, or not yet); the caller holds
+    /// the flush lock. `written` hears once the files are published.
     async fn flush_taken(
         &self,
         taken: Taken,
+        flattened: Option<(flatten::Tables, u64)>,
         reason: FlushReason,
+        written: Option<tokio::sync::oneshot::Sender<()>>,
     ) -> Result<FlushReport, FlushError> {
-        let started = Instant::now();
+        // A flush's duration counts its flattening, even when that ran before.
+        let flattened_ms = flattened.as_ref().map_or(0, |(_, ms)| *ms);
+        let now = Instant::now();
+        let started = now
+            .checked_sub(Duration::from_millis(flattened_ms))
+            .unwrap_or(now);
         self.metrics
             .add("hooklake_flush_triggers_total", reason.as_str(), 1);
         let mut report = FlushReport {
@@ -751,11 +811,16 @@ impl Pipeline {
                 let mut stages = Stages::default();
                 let mut clock = Instant::now();
                 let mut lap = |slot: &mut u64| {
-                    *slot = clock.elapsed().as_millis() as u64;
+                    *slot += clock.elapsed().as_millis() as u64;
                     clock = Instant::now();
                 };
-                let mut tables = flatten::flatten_with(&taken.events, &options);
-                tables.rejected_events = taken.rejected.iter().map(flatten::rejected_row).collect();
+                let mut tables = match flattened {
+                    Some((tables, ms)) => {
+                        stages.flatten_ms = ms;
+                        tables
+                    }
+                    None => flatten_taken(&taken, &options),
+                };
                 // Change tracking needs the previous state of every contact in the batch.
                 let ids: BTreeSet<i64> = tables
                     .contact_events
@@ -803,6 +868,10 @@ impl Pipeline {
             Ok(done) => done,
             Err(e) => return Err(self.flush_failed(taken, e)),
         };
+        if let Some(written) = written {
+            // The receiver may be gone; the flush goes on regardless.
+            let _ = written.send(());
+        }
         crate::failpoint::hit("flush-after-renames");
         // The commit point: flush number, replay position, the written ids and the contact states,
         // in one transaction.

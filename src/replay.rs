@@ -125,12 +125,17 @@ pub async fn replay(
     Ok(summary)
 }
 
-/// The flush in progress started by [`Pipeline::spawn_flush`].
-type Running = tokio::task::JoinHandle<Result<FlushReport, FlushError>>;
+/// The flush in progress started by [`Pipeline::spawn_flush`], and the signal that its files
+/// are published.
+struct Running {
+    task: tokio::task::JoinHandle<Result<FlushReport, FlushError>>,
+    published: tokio::sync::oneshot::Receiver<()>,
+}
 
 /// Reads and accepts every input; once a flush is due, waits for the one in progress (if any)
-/// and starts the next. So at most two flushes' worth of events are held: one being written,
-/// one being read.
+/// to publish its files, flattens the next batch while that one commits, and starts it once
+/// that one is done. So at most two flushes' worth of events are held: one being written (or
+/// committed), one being read (or flattened).
 async fn read_all(
     pipeline: &Arc<Pipeline>,
     inputs: &[PathBuf],
@@ -154,8 +159,16 @@ async fn read_all(
                     let outcome = pipeline.accept_unlogged(events)?;
                     summary.duplicates += outcome.duplicates;
                     if outcome.flush_due {
+                        // Once the flush in progress has published its files, only its commit
+                        // is left, on one core: the next batch is flattened meanwhile.
+                        if let Some(r) = running.as_mut() {
+                            let _ = (&mut r.published).await;
+                        }
+                        let prepared = pipeline.prepare_flush().await?;
                         finish(running.take(), summary).await?;
-                        *running = Some(pipeline.spawn_flush(FlushReason::Replay).await);
+                        let (task, published) =
+                            pipeline.spawn_flush(prepared, FlushReason::Replay).await;
+                        *running = Some(Running { task, published });
                     }
                 }
                 Item::Rejected { place, reason } => {
@@ -184,10 +197,11 @@ async fn read_all(
 
 /// Waits for the flush in progress, if any, and adds what it wrote to `summary`.
 async fn finish(running: Option<Running>, summary: &mut Summary) -> Result<(), ReplayError> {
-    let Some(handle) = running else {
+    let Some(running) = running else {
         return Ok(());
     };
-    let report = handle
+    let report = running
+        .task
         .await
         .map_err(|e| FlushError::Task(e.to_string()))??;
     summary.add_flush(report);
