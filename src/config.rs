@@ -117,7 +117,7 @@ pub struct Config {
     pub buffer_max_bytes: usize,
     /// Rows per Parquet row group.
     pub row_group_rows: usize,
-    /// ZSTD level (1-22) of Parquet files.
+    /// ZSTD level (1-22) of compacted Parquet files (a flush's files use level 1).
     pub zstd_level: i32,
     /// Fixed UTC offset (`+00:00`, `-05:00`, or `UTC`) whose calendar date names partitions.
     pub partition_time_zone: String,
