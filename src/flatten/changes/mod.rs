@@ -661,9 +661,63 @@ pub fn track(tables: &mut Tables, states: &mut ContactStates) {
     track_with(tables, states, 1);
 }
 
-/// Key/value pairs of the rows of one event: tracking parameters or question/answer pairs
-/// (pairs with a null side are not attributes).
-type Pairs<'t> = FastMap<&'t str, Vec<(&'t str, &'t str)>>;
+/// Key/value pairs of each contact row, by the row's index in `contact_events`: its tracking
+/// parameters, or its question/answer pairs (pairs with a null side are not attributes).
+struct RowPairs<'t> {
+    pairs: Vec<(&'t str, &'t str)>,
+    /// Where the pairs of each row end in `pairs`.
+    ends: Vec<usize>,
+}
+
+impl<'t> RowPairs<'t> {
+    /// Pairs `items` (rows of `tracking_params` or `contact_answers`) with the contact rows of
+    /// the same event. Flattening pushes an event's items and its contact row at the same place
+    /// of their tables, so one walk in step pairs them, comparing ids where hashing them was a
+    /// tenth of tracking's time; items in any other order are paired by id instead.
+    fn of<R>(
+        rows: &[ContactEventRow],
+        items: &'t [R],
+        id: impl Fn(&R) -> &str,
+        pair: impl Fn(&'t R) -> Option<(&'t str, &'t str)>,
+    ) -> Self {
+        let mut out = RowPairs {
+            pairs: Vec::with_capacity(items.len()),
+            ends: Vec::with_capacity(rows.len()),
+        };
+        let mut next = 0;
+        for row in rows {
+            while next < items.len() && id(&items[next]) == row.event_id.as_str() {
+                out.pairs.extend(pair(&items[next]));
+                next += 1;
+            }
+            out.ends.push(out.pairs.len());
+        }
+        if next == items.len() {
+            return out;
+        }
+        let mut by_id: FastMap<&str, Vec<(&'t str, &'t str)>> = FastMap::default();
+        for item in items {
+            if let Some(p) = pair(item) {
+                by_id.entry(id(item)).or_default().push(p);
+            }
+        }
+        out.pairs.clear();
+        out.ends.clear();
+        for row in rows {
+            if let Some(pairs) = by_id.get(row.event_id.as_str()) {
+                out.pairs.extend_from_slice(pairs);
+            }
+            out.ends.push(out.pairs.len());
+        }
+        out
+    }
+
+    /// The pairs of the contact row at `index`.
+    fn at(&self, index: usize) -> &[(&'t str, &'t str)] {
+        let start = index.checked_sub(1).map_or(0, |i| self.ends[i]);
+        &self.pairs[start..self.ends[index]]
+    }
+}
 
 /// Contact id -> state.
 pub type ContactStates = FastMap<i64, ContactState>;
@@ -676,38 +730,41 @@ type FastMap<K, V> = HashMap<K, V, ahash::RandomState>;
 /// the same states as one thread.
 pub fn track_with(tables: &mut Tables, states: &mut ContactStates, threads: usize) {
     let mut rows = std::mem::take(&mut tables.contact_events);
-    let mut params: Pairs = FastMap::default();
-    for p in &tables.tracking_params {
-        if let (Some(k), Some(v)) = (&p.key, &p.value) {
-            params.entry(p.event_id.as_str()).or_default().push((k, v));
-        }
-    }
-    let mut answers: Pairs = FastMap::default();
-    for a in &tables.contact_answers {
-        if let (Some(q), Some(r)) = (&a.question, &a.response) {
-            answers.entry(a.event_id.as_str()).or_default().push((q, r));
-        }
-    }
+    let params = RowPairs::of(
+        &rows,
+        &tables.tracking_params,
+        |p| &p.event_id,
+        |p| Some((p.key.as_deref()?, p.value.as_deref()?)),
+    );
+    let answers = RowPairs::of(
+        &rows,
+        &tables.contact_answers,
+        |a| &a.event_id,
+        |a| Some((a.question.as_deref()?, a.response.as_deref()?)),
+    );
     let threads = threads.max(1);
     let (changes, transitions) = if threads == 1 {
         let mut rows: Vec<&mut ContactEventRow> = rows.iter_mut().collect();
+        let indices: Vec<usize> = (0..rows.len()).collect();
         let order = carry(&mut rows, states);
-        track_rows(&rows, &order, &params, &answers, states)
+        track_rows(&rows, &indices, &order, (&params, &answers), states)
     } else {
         // Each thread takes the rows (by reference) and states of its share of the contacts.
         let share = |id: Option<i64>| id.map_or(0, |id| id.rem_euclid(threads as i64) as usize);
         let mut groups: Vec<Share> = (0..threads).map(|_| Default::default()).collect();
-        for row in rows.iter_mut() {
-            groups[share(row.contact_id)].0.push(row);
+        for (index, row) in rows.iter_mut().enumerate() {
+            let group = &mut groups[share(row.contact_id)];
+            group.0.push(row);
+            group.1.push(index);
         }
         for (id, state) in states.drain() {
-            groups[share(Some(id))].1.insert(id, state);
+            groups[share(Some(id))].2.insert(id, state);
         }
-        let (params, answers) = (&params, &answers);
-        let done = crate::parallel::map(groups, |(mut rows, mut group_states)| {
+        let pairs = (&params, &answers);
+        let done = crate::parallel::map(groups, |(mut rows, indices, mut group_states)| {
             let order = carry(&mut rows, &group_states);
             let (changes, transitions) =
-                track_rows(&rows, &order, params, answers, &mut group_states);
+                track_rows(&rows, &indices, &order, pairs, &mut group_states);
             (changes, transitions, group_states)
         });
         let (mut changes, mut transitions) = (Vec::new(), Vec::new());
@@ -723,34 +780,26 @@ pub fn track_with(tables: &mut Tables, states: &mut ContactStates, threads: usiz
     tables.contact_events = rows;
 }
 
-/// The pairs of one event.
-fn pairs_of<'p, 't>(pairs: &'p Pairs<'t>, event_id: &str) -> &'p [(&'t str, &'t str)] {
-    pairs.get(event_id).map_or(&[], Vec::as_slice)
-}
+/// One thread's share of a batch: its rows, their indices in the batch, and their states.
+type Share<'r> = (Vec<&'r mut ContactEventRow>, Vec<usize>, ContactStates);
 
-/// One thread's share of a batch: its rows and their states.
-type Share<'r> = (Vec<&'r mut ContactEventRow>, ContactStates);
-
-/// The change and transition rows of `rows` (one batch, carried), taken in event-time `order`
-/// (from [`carry`]), advancing `states`.
+/// The change and transition rows of `rows` (one batch, carried; `indices` are their places in
+/// the batch, which `pairs` (parameters, answers) go by), taken in event-time `order` (from
+/// [`carry`]), advancing `states`.
 fn track_rows(
     rows: &[impl std::ops::Deref<Target = ContactEventRow>],
+    indices: &[usize],
     order: &[usize],
-    params: &Pairs,
-    answers: &Pairs,
+    (params, answers): (&RowPairs, &RowPairs),
     states: &mut ContactStates,
 ) -> (Vec<AttributeChangeRow>, Vec<StatusTransitionRow>) {
     let mut changes = Vec::new();
     let mut transitions = Vec::new();
-    for row in order.iter().map(|&i| &*rows[i]) {
+    for (row, index) in order.iter().map(|&i| (&*rows[i], indices[i])) {
         let Some(contact_id) = row.contact_id else {
             continue;
         };
-        let mut snap = Snap::of(
-            row,
-            pairs_of(params, &row.event_id),
-            pairs_of(answers, &row.event_id),
-        );
+        let mut snap = Snap::of(row, params.at(index), answers.at(index));
         let previous = states.remove(&contact_id);
         // Absent fields are unchanged: compare with the previous values, never with nothing
         // (late rows are not carried in the table, but are compared the same way).
@@ -1393,6 +1442,67 @@ mod tests {
             ContactState::decode(&[7, 0]),
             Err(DecodeError::Format(7))
         ));
+    }
+
+    #[test]
+    fn row_pairs_follow_their_contact_rows_in_any_order() {
+        let rows: Vec<ContactEventRow> = ["a", "b", "c"]
+            .into_iter()
+            .map(|id| ContactEventRow {
+                event_id: id.into(),
+                ..Default::default()
+            })
+            .collect();
+        // (event id, key, value): a null side is no pair.
+        let item = |id: &str, k: Option<&str>, v: &str| {
+            (id.to_string(), k.map(str::to_string), v.to_string())
+        };
+        type Item = (String, Option<String>, String);
+        fn pairs_in<'t>(
+            rows: &[ContactEventRow],
+            items: &'t [Item],
+        ) -> Vec<Vec<(&'t str, &'t str)>> {
+            let pairs = RowPairs::of(
+                rows,
+                items,
+                |i| &i.0,
+                |i| Some((i.1.as_deref()?, i.2.as_str())),
+            );
+            (0..rows.len()).map(|r| pairs.at(r).to_vec()).collect()
+        }
+        let owned = |pairs: Vec<Vec<(&str, &str)>>| -> Vec<Vec<(String, String)>> {
+            pairs
+                .into_iter()
+                .map(|r| r.into_iter().map(|(k, v)| (k.into(), v.into())).collect())
+                .collect()
+        };
+        let pairs_of = |items: &[Item]| owned(pairs_in(&rows, items));
+        let in_step = [
+            item("a", Some("k1"), "1"),
+            item("a", None, "x"),
+            item("a", Some("k2"), "2"),
+            item("c", Some("k3"), "3"),
+        ];
+        let expected = owned(vec![
+            vec![("k1", "1"), ("k2", "2")],
+            vec![],
+            vec![("k3", "3")],
+        ]);
+        assert_eq!(pairs_of(&in_step), expected);
+        // Out of step (never made by flattening): paired by id all the same.
+        let shuffled = [
+            item("c", Some("k3"), "3"),
+            item("a", Some("k1"), "1"),
+            item("a", Some("k2"), "2"),
+        ];
+        assert_eq!(pairs_of(&shuffled), expected);
+        // An item of no row is left out.
+        let stray = [item("a", Some("k1"), "1"), item("z", Some("k9"), "9")];
+        assert_eq!(
+            pairs_of(&stray),
+            owned(vec![vec![("k1", "1")], vec![], vec![]])
+        );
+        assert_eq!(pairs_of(&[]), owned(vec![vec![], vec![], vec![]]));
     }
 
     #[test]
