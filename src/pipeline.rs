@@ -12,7 +12,7 @@
 //! puts its events back in the buffer; an event id is written by at most one committed flush;
 //! the async workers never encode Parquet or fsync.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -32,7 +32,7 @@ use crate::flatten;
 use crate::metrics::{Gauges, Metrics};
 use crate::rejected::Rejection;
 use crate::sink::{FileWritten, Sink, SinkError, WriterSettings};
-use crate::state::{Committed, States, Store, StoreError, id_bytes};
+use crate::state::{Committed, IdSet, States, Store, StoreError, id_bytes};
 use crate::wal::{self, Entry, Wal, WalConfig, WalError};
 
 /// What made a flush happen.
@@ -214,7 +214,7 @@ pub struct Pipeline {
     store: Arc<Store>,
     wal: Option<Wal>,
     /// Ids of events accepted but not yet committed by a flush; a second copy is a duplicate.
-    pending_ids: Mutex<HashSet<[u8; 16]>>,
+    pending_ids: Mutex<IdSet>,
     /// Requests between their log append and their buffer push: token -> a lower bound of their
     /// log sequence number. A flush never lets replay start after one of them.
     in_flight: Mutex<BTreeMap<u64, u64>>,
@@ -312,7 +312,7 @@ impl Pipeline {
             sink,
             store: Arc::new(store),
             wal,
-            pending_ids: Mutex::new(HashSet::new()),
+            pending_ids: Mutex::new(IdSet::default()),
             in_flight: Mutex::new(BTreeMap::new()),
             next_token: AtomicU64::new(0),
             flush_lock: Arc::new(tokio::sync::Mutex::new(())),
@@ -414,7 +414,7 @@ impl Pipeline {
         self.buffer.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn pending(&self) -> std::sync::MutexGuard<'_, HashSet<[u8; 16]>> {
+    fn pending(&self) -> std::sync::MutexGuard<'_, IdSet> {
         self.pending_ids.lock().unwrap_or_else(|e| e.into_inner())
     }
 

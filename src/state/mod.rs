@@ -95,8 +95,12 @@ pub struct Store {
     /// The ids of `seen_recent`, as committed. A lookup holds the read lock from the start of
     /// its read transaction to its last lookup, so a merge (which empties this set after its
     /// commit) can never hide an id from it.
-    recent: std::sync::RwLock<std::collections::HashSet<[u8; 16]>>,
+    recent: std::sync::RwLock<IdSet>,
 }
+
+/// A set of event ids (16 bytes each), hashed with ahash: std's SipHash is a cost on every
+/// event's dedup check and release, and buys nothing for ids that are hashes already.
+pub type IdSet = std::collections::HashSet<[u8; 16], ahash::RandomState>;
 
 /// redb's page cache. Its default (1 GiB) is a ceiling the process's resident memory grows to
 /// as the dedup index and contact states grow; 64 MiB holds the B-trees' interior pages of a
@@ -122,7 +126,7 @@ impl Store {
             txn.open_table(SEEN_RECENT).map_err(err("create table"))?;
         }
         txn.commit().map_err(err("commit"))?;
-        let mut recent = std::collections::HashSet::new();
+        let mut recent = IdSet::default();
         {
             let txn = db.begin_read().map_err(err("begin read"))?;
             let table = txn.open_table(SEEN_RECENT).map_err(err("open table"))?;
@@ -473,10 +477,26 @@ fn merge_recent(txn: &redb::WriteTransaction, ids: &[([u8; 16], u64)]) -> Result
 pub fn id_bytes(event_id: &str) -> [u8; 16] {
     let mut out = [0u8; 16];
     for (i, chunk) in event_id.as_bytes().chunks(2).take(16).enumerate() {
-        let hex = std::str::from_utf8(chunk).unwrap_or("00");
-        out[i] = u8::from_str_radix(hex, 16).unwrap_or(0);
+        out[i] = hex_byte(chunk);
     }
     out
+}
+
+/// The value of one or two hex digits, read as `u8::from_str_radix(_, 16)` reads them (a
+/// leading `+` allowed), or 0 when it would fail. Three times per event (dedup, commit,
+/// release), without its UTF-8 check and error path.
+fn hex_byte(chunk: &[u8]) -> u8 {
+    fn digit(b: u8) -> Option<u8> {
+        (b as char).to_digit(16).map(|d| d as u8)
+    }
+    match *chunk {
+        [b'+', d] | [d] => digit(d).unwrap_or(0),
+        [hi, lo] => match (digit(hi), digit(lo)) {
+            (Some(hi), Some(lo)) => hi << 4 | lo,
+            _ => 0,
+        },
+        _ => 0,
+    }
 }
 
 #[cfg(test)]
@@ -601,5 +621,23 @@ mod tests {
     #[test]
     fn ids_parse_from_hex() {
         assert_eq!(id_bytes("00ff10")[..3], [0, 255, 16]);
+        assert_eq!(id_bytes("0A0b"), {
+            let mut id = [0; 16];
+            id[..2].copy_from_slice(&[10, 11]);
+            id
+        });
+        // Every one- and two-byte chunk reads as the standard parser reads it, 0 for an error.
+        let standard = |chunk: &[u8]| {
+            std::str::from_utf8(chunk)
+                .ok()
+                .and_then(|s| u8::from_str_radix(s, 16).ok())
+                .unwrap_or(0)
+        };
+        for a in 0..=255u8 {
+            assert_eq!(hex_byte(&[a]), standard(&[a]), "{a}");
+            for b in 0..=255u8 {
+                assert_eq!(hex_byte(&[a, b]), standard(&[a, b]), "{a} {b}");
+            }
+        }
     }
 }
