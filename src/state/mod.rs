@@ -13,8 +13,11 @@
 //! so a commit appends to it instead of touching a leaf of the big id-keyed B-tree per id (with
 //! random ids and copy-on-write pages, a flush of 10 000 ids rewrote most of that tree, and the
 //! commit grew with the index); a copy of those ids is kept in memory for lookups. Once
-//! [`RECENT_MERGE_IDS`] are recent, or at a purge, a commit moves them into `seen` and
-//! `seen_by_time` in key order, one rewrite for many flushes.
+//! [`RECENT_MERGE_IDS`] are recent, or at a purge, a commit moves them into `seen` in key
+//! order, one rewrite for many flushes. A purge scans `seen` for ids received before the
+//! window; stores of earlier versions also kept the ids ordered by time (`seen_by_time`), an
+//! insert more per id at every merge for the sake of a purge every ten minutes, and lose that
+//! table when opened.
 //! Invariant: no HTTP and no Parquet here; only ids, times and sequence numbers.
 
 use std::path::Path;
@@ -26,8 +29,9 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 
 /// Event id (16 bytes) -> receive time in seconds since the epoch.
 const SEEN: TableDefinition<&[u8], u64> = TableDefinition::new("seen");
-/// (receive time in seconds, event id) -> nothing: the same ids ordered by time, for purging.
-const SEEN_BY_TIME: TableDefinition<(u64, &[u8]), ()> = TableDefinition::new("seen_by_time");
+/// (receive time in seconds, event id) -> nothing: the same ids ordered by time, which earlier
+/// versions kept for purging; deleted when a store is opened.
+const LEGACY_SEEN_BY_TIME: TableDefinition<(u64, &[u8]), ()> = TableDefinition::new("seen_by_time");
 /// Counter -> event id (16 bytes) and receive time in seconds (8 bytes, little-endian): ids
 /// committed since the last merge into [`SEEN`].
 const SEEN_RECENT: TableDefinition<u64, &[u8]> = TableDefinition::new("seen_recent");
@@ -117,7 +121,8 @@ impl Store {
         let txn = db.begin_write().map_err(err("begin"))?;
         {
             txn.open_table(SEEN).map_err(err("create table"))?;
-            txn.open_table(SEEN_BY_TIME).map_err(err("create table"))?;
+            txn.delete_table(LEGACY_SEEN_BY_TIME)
+                .map_err(err("delete table"))?;
             txn.open_table(META).map_err(err("create table"))?;
             txn.open_table(CONTACTS).map_err(err("create table"))?;
             txn.open_table(CALLS).map_err(err("create table"))?;
@@ -321,23 +326,19 @@ impl Store {
     pub fn purge_before(&self, cutoff_secs: u64) -> Result<u64, StoreError> {
         let txn = self.db.begin_write().map_err(err("begin write"))?;
         let mut purged = 0;
-        // Recent ids join the id-keyed tables first, so that the purge sees them all.
+        // Recent ids join the id-keyed table first, so that the purge sees them all.
         merge_recent(&txn, &[])?;
-        {
-            let mut seen = txn.open_table(SEEN).map_err(err("open table"))?;
-            let mut by_time = txn.open_table(SEEN_BY_TIME).map_err(err("open table"))?;
-            let old: Vec<(u64, Vec<u8>)> = by_time
-                .range(..(cutoff_secs, &[][..]))
-                .map_err(err("scan"))?
-                .map(|entry| entry.map(|(k, _)| (k.value().0, k.value().1.to_vec())))
-                .collect::<Result<_, _>>()
-                .map_err(err("scan"))?;
-            for (secs, id) in old {
-                by_time.remove((secs, &id[..])).map_err(err("remove"))?;
-                seen.remove(&id[..]).map_err(err("remove"))?;
-                purged += 1;
-            }
-        }
+        // One scan of the index: 0.12 s for 3.3 million ids here (0.54 s with the merge of
+        // 200 000 recent ids before it), every ten minutes. The commits of flushes wait
+        // meanwhile; acknowledgements do not.
+        txn.open_table(SEEN)
+            .map_err(err("open table"))?
+            .retain(|_, secs| {
+                let keep = secs >= cutoff_secs;
+                purged += u64::from(!keep);
+                keep
+            })
+            .map_err(err("purge"))?;
         txn.commit().map_err(err("commit"))?;
         self.recent
             .write()
@@ -446,8 +447,8 @@ fn append_recent(txn: &redb::WriteTransaction, ids: &[([u8; 16], u64)]) -> Resul
     Ok(())
 }
 
-/// Moves every id of `seen_recent`, and `ids`, into `seen` and `seen_by_time`, in key order:
-/// each B-tree leaf is reached once, on a path the previous insert left in cache.
+/// Moves every id of `seen_recent`, and `ids`, into `seen` in key order: each B-tree leaf is
+/// reached once, on a path the previous insert left in cache.
 fn merge_recent(txn: &redb::WriteTransaction, ids: &[([u8; 16], u64)]) -> Result<(), StoreError> {
     let mut all: Vec<([u8; 16], u64)> = ids.to_vec();
     {
@@ -459,16 +460,9 @@ fn merge_recent(txn: &redb::WriteTransaction, ids: &[([u8; 16], u64)]) -> Result
         recent.retain(|_, _| false).map_err(err("clear"))?;
     }
     let mut seen = txn.open_table(SEEN).map_err(err("open table"))?;
-    let mut by_time = txn.open_table(SEEN_BY_TIME).map_err(err("open table"))?;
     all.sort_unstable_by_key(|(id, _)| *id);
     for (id, secs) in &all {
         seen.insert(&id[..], secs).map_err(err("insert"))?;
-    }
-    all.sort_unstable_by_key(|(id, secs)| (*secs, *id));
-    for (id, secs) in &all {
-        by_time
-            .insert((*secs, &id[..]), ())
-            .map_err(err("insert"))?;
     }
     Ok(())
 }
@@ -556,6 +550,39 @@ mod tests {
         assert_eq!(store.purge_before(150).unwrap(), 1);
         assert_eq!(store.seen(&[a, b]).unwrap(), vec![false, true]);
         assert_eq!(store.seen_count().unwrap(), 1);
+    }
+
+    #[test]
+    fn a_store_of_an_earlier_version_loses_its_time_index_and_purges_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.redb");
+        let (old, new) = ([1u8; 16], [2u8; 16]);
+        {
+            // What earlier versions wrote: each id in `seen` and in `seen_by_time`.
+            let db = redb::Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut seen = txn.open_table(SEEN).unwrap();
+                let mut by_time = txn.open_table(LEGACY_SEEN_BY_TIME).unwrap();
+                for (id, secs) in [(old, 100u64), (new, 200)] {
+                    seen.insert(&id[..], secs).unwrap();
+                    by_time.insert((secs, &id[..]), ()).unwrap();
+                }
+            }
+            txn.commit().unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        {
+            let txn = store.db.begin_read().unwrap();
+            assert!(matches!(
+                txn.open_table(LEGACY_SEEN_BY_TIME),
+                Err(redb::TableError::TableDoesNotExist(_))
+            ));
+        }
+        assert_eq!(store.seen(&[old, new]).unwrap(), vec![true, true]);
+        assert_eq!(store.purge_before(150).unwrap(), 1);
+        assert_eq!(store.seen(&[old, new]).unwrap(), vec![false, true]);
+        assert_eq!(store.purge_before(150).unwrap(), 0);
     }
 
     #[test]
