@@ -224,3 +224,79 @@ fn replay_flushes_in_bounded_batches_and_keeps_every_event_once() {
     assert_eq!(opened[0]["opened"], opened[0]["contacts"], "{opened:?}");
     assert!(opened[0]["flushes"].as_i64().unwrap() > 1, "{opened:?}");
 }
+
+#[test]
+fn a_replay_killed_at_any_point_of_a_flush_is_finished_by_running_it_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.ndjson");
+    let options = hooklake::generate::Options {
+        contacts: 150,
+        seed: 9,
+        days: 2,
+    };
+    let mut file = std::fs::File::create(&input).unwrap();
+    hooklake::generate::write_ndjson(options, &mut file).unwrap();
+    drop(file);
+    let distinct = hooklake::generate::in_time_order(options).len() as i64;
+    let run = |lake: &std::path::Path, crash_at: Option<&str>| {
+        let mut command = crate::util::hooklake_command();
+        command.env("HOOKLAKE_REPLAY_FLUSH_MAX_ROWS", "200");
+        if let Some(point) = crash_at {
+            command.env("HOOKLAKE_CRASH_AT", point);
+        }
+        command
+            .arg("--data-dir")
+            .arg(lake)
+            .arg("replay")
+            .arg(&input)
+            .output()
+            .unwrap()
+    };
+    // Each crash point is reached by the first flush, while the second batch is read or
+    // flattened beside it.
+    for point in [
+        "flush-before-rename",
+        "flush-between-renames",
+        "flush-after-renames",
+        "flush-after-commit",
+    ] {
+        let lake = dir.path().join(point);
+        let crashed = run(&lake, Some(point));
+        assert!(
+            !crashed.status.success(),
+            "{point}: the replay was not killed"
+        );
+        let again = run(&lake, None);
+        let summary = String::from_utf8_lossy(&again.stdout);
+        assert!(again.status.success(), "{point}: {summary}");
+        for table in ["raw_events", "contact_events"] {
+            let rows = duckdb(&format!(
+                "select count(*) - count(distinct event_id) as repeated from {}",
+                scan(&lake, table)
+            ));
+            assert_eq!(
+                rows[0]["repeated"],
+                serde_json::json!(0),
+                "{point}: {table}"
+            );
+        }
+        assert_eq!(
+            scalar(&duckdb(&format!(
+                "select count(*) from {}",
+                scan(&lake, "raw_events")
+            ))),
+            distinct,
+            "{point}"
+        );
+        // The second run started from the states the first committed, or from none.
+        let opened = duckdb(&format!(
+            "select count(*) filter (where from_status is null) as opened, \
+                    count(distinct contact_id) as contacts from {}",
+            scan(&lake, "status_transitions")
+        ));
+        assert_eq!(
+            opened[0]["opened"], opened[0]["contacts"],
+            "{point}: {opened:?}"
+        );
+    }
+}
