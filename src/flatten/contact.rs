@@ -195,13 +195,16 @@ impl std::fmt::Debug for ColumnSet {
 const _: () = assert!(COLUMN_SOURCES.len() <= 64, "a ColumnSet holds 64 columns");
 
 impl ColumnSet {
+    /// The position of a named column in [`COLUMN_SOURCES`].
+    fn position_of(name: &str) -> Option<usize> {
+        COLUMN_SOURCES.iter().position(|(c, _)| *c == name)
+    }
+
     /// The set of the named columns; a name that is not a carried column is not taken.
     pub fn of<'a>(names: impl IntoIterator<Item = &'a str>) -> Self {
         let mut set = ColumnSet::default();
-        for name in names {
-            if let Some(position) = COLUMN_SOURCES.iter().position(|(c, _)| *c == name) {
-                set.insert(position);
-            }
+        for position in names.into_iter().filter_map(Self::position_of) {
+            set.insert(position);
         }
         set
     }
@@ -219,10 +222,7 @@ impl ColumnSet {
 
     /// Whether the named column is in the set.
     pub fn contains(self, name: &str) -> bool {
-        COLUMN_SOURCES
-            .iter()
-            .position(|(c, _)| *c == name)
-            .is_some_and(|position| self.has(position))
+        Self::position_of(name).is_some_and(|position| self.has(position))
     }
 
     pub fn is_empty(self) -> bool {
@@ -421,7 +421,7 @@ fn numbered(key: &str, prefix: &str, suffix: &str) -> Option<i64> {
         return None;
     }
     let n = key.strip_prefix(prefix)?.strip_suffix(suffix)?;
-    if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+    if !n.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     n.parse().ok()

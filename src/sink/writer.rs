@@ -68,10 +68,10 @@ pub fn writer_properties<T: Table>(settings: WriterSettings, kind: FileKind) -> 
     builder.build()
 }
 
-/// Columns with a new value in every row: the writer would fill a dictionary page with their
-/// values, give up on it, and write them plainly after all (compacted files). Without one, the write stage took
-/// 2-5% less time and the compacted lake of the benchmark went from 182 to 178 bytes per event
-/// (docs/benchmarks.md, sixth session).
+/// Columns with a new value in every row, left without a dictionary in compacted files: the
+/// writer would fill a dictionary page with their values, give up on it, and write them
+/// plainly after all. Without one, the write stage took 2-5% less time and the compacted lake
+/// of the benchmark went from 182 to 178 bytes per event (docs/benchmarks.md, sixth session).
 const NO_DICTIONARY: &[(&str, &str)] = &[
     ("raw_events", "payload"),
     ("raw_events", "event_id"),
@@ -103,7 +103,8 @@ pub const FLUSH_ZSTD_MIN_BYTES: usize = 64 * 1024;
 /// the flush files came out 3% smaller, not larger (docs/benchmarks.md, seventh session).
 pub const FLUSH_ZSTD_LEVEL: i32 = 1;
 
-/// Who a file is written for, which decides how hard its small column chunks are compressed.
+/// Who a file is written for, which decides its ZSTD level, its dictionaries, and how its small
+/// column chunks are compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileKind {
     /// A flush's file: written fast, kept until compaction. Synced by the flush, all at once.

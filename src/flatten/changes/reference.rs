@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use super::{COLUMNS, REPORTED_NAMES, matches, set_column, text_ts};
+use super::{REPORTED_NAMES, matches, set_column, slot, text_ts};
 use crate::flatten::Tables;
 use crate::flatten::table::Text;
 use crate::flatten::tables::{AttributeChangeRow, ContactEventRow, StatusTransitionRow};
@@ -393,7 +393,7 @@ fn carry(rows: &mut [ContactEventRow], states: &HashMap<i64, RefState>) {
                     .unwrap_or_default(),
             };
             for (column, text) in &to_set {
-                if let Some(slot) = COLUMNS.iter().position(|c| c == column) {
+                if let Some(slot) = slot(column) {
                     set_column(&mut rows[i], slot, text);
                 }
             }
