@@ -328,9 +328,9 @@ impl Store {
         let mut purged = 0;
         // Recent ids join the id-keyed table first, so that the purge sees them all.
         merge_recent(&txn, &[])?;
-        // One scan of the index: 0.12 s for 3.3 million ids here (0.54 s with the merge of
-        // 200 000 recent ids before it), every ten minutes. The commits of flushes wait
-        // meanwhile; acknowledgements do not.
+        // One scan of the index: 0.12 s for 3.3 million ids here, 0.54 s with the merge of the
+        // 138 439 recent ids before it (3 284 167 ids, 12 merges of 262 144 done); every ten
+        // minutes. The commits of flushes wait meanwhile; acknowledgements do not.
         txn.open_table(SEEN)
             .map_err(err("open table"))?
             .retain(|_, secs| {
