@@ -5,17 +5,25 @@
 //! table as Parquet under a temporary directory (in /dev/shm when it exists, so the disk is not
 //! timed). Prints the median and the lowest time of each stage, in microseconds per event.
 //!
+//! Then, per table, the time the parquet crate alone takes to encode and compress the same
+//! rows (converted to Arrow and sorted beforehand, untimed; written into memory with the flush
+//! files' writer properties): the part of the write stage that no change to hooklake's own code
+//! can remove.
+//!
 //! cargo run --release --example stage_bench -- FILE [LINES, default 20000] [ROUNDS, default 7]
 
 use std::io::BufRead;
 use std::path::Path;
 use std::time::Instant;
 
+use arrow_array::RecordBatch;
 use hooklake::config::Config;
 use hooklake::event::{self, BodyLimits, Envelope};
-use hooklake::flatten::{self, Options, changes};
+use hooklake::flatten::table::Table;
+use hooklake::flatten::{self, Options, Tables, changes};
 use hooklake::sink::Sink;
-use hooklake::sink::writer::WriterSettings;
+use hooklake::sink::writer::{self, FileKind, WriterSettings};
+use parquet::arrow::ArrowWriter;
 
 /// The binary's allocator, or allocation would be timed with the system's instead (a fifth of
 /// the time, with glibc's malloc).
@@ -74,6 +82,7 @@ fn main() {
     let sink = Sink::open(scratch.path(), settings, config.partition_offset()).expect("sink");
 
     let mut times: Vec<[f64; 4]> = Vec::with_capacity(rounds);
+    let mut encode_times: Vec<Vec<(&'static str, f64)>> = Vec::with_capacity(rounds);
     let mut events_per_round = 0;
     for round in 0..rounds {
         let mut lap = {
@@ -109,6 +118,8 @@ fn main() {
         changes::track_with(&mut tables, &mut states, 1);
         changes::track_calls(&mut tables, &mut Default::default());
         let track = lap();
+        encode_times.push(encode_only(&sink, &tables, settings));
+        lap();
         sink.write(tables, round as u64 + 1).expect("write");
         let write = lap();
         events_per_round = events.len();
@@ -142,4 +153,73 @@ fn main() {
         per_event(total.0),
         per_event(total.1)
     );
+
+    println!();
+    println!("parquet encoding alone, per table (µs per event)");
+    println!("| table | median | lowest |");
+    println!("|---|---|---|");
+    let mut total = (0.0, 0.0);
+    for (i, (table, _)) in encode_times[0].iter().enumerate() {
+        let mut column: Vec<f64> = encode_times.iter().map(|t| t[i].1).collect();
+        column.sort_by(f64::total_cmp);
+        let (median, lowest) = (column[column.len() / 2], column[0]);
+        total.0 += median;
+        total.1 += lowest;
+        println!(
+            "| {table} | {:.2} | {:.2} |",
+            per_event(median),
+            per_event(lowest)
+        );
+    }
+    println!(
+        "| all | {:.2} | {:.2} |",
+        per_event(total.0),
+        per_event(total.1)
+    );
+}
+
+/// Seconds the parquet crate takes to encode each table's rows into memory, one file per
+/// partition as a flush writes them, with the rows sorted and converted to Arrow beforehand.
+fn encode_only(sink: &Sink, tables: &Tables, settings: WriterSettings) -> Vec<(&'static str, f64)> {
+    fn table<T: Table>(sink: &Sink, rows: &[T], settings: WriterSettings) -> (&'static str, f64) {
+        let mut by_date: std::collections::BTreeMap<String, Vec<&T>> = Default::default();
+        for row in rows {
+            by_date
+                .entry(sink.partition_date(row.event_time()))
+                .or_default()
+                .push(row);
+        }
+        let files: Vec<Vec<RecordBatch>> = by_date
+            .into_values()
+            .map(|mut rows| {
+                T::sort(&mut rows);
+                rows.chunks(settings.row_group_rows)
+                    .map(T::refs_to_batch)
+                    .collect()
+            })
+            .collect();
+        let started = Instant::now();
+        for batches in &files {
+            let mut props = writer::writer_properties::<T>(settings, FileKind::Flush);
+            if batches.len() == 1 {
+                props = writer::compression_by_size(props, &batches[0], FileKind::Flush);
+            }
+            let mut w = ArrowWriter::try_new(Vec::new(), T::schema(), Some(props)).expect("writer");
+            for batch in batches {
+                w.write(batch).expect("encode");
+            }
+            std::hint::black_box(w.into_inner().expect("encode"));
+        }
+        (T::NAME, started.elapsed().as_secs_f64())
+    }
+    vec![
+        table(sink, &tables.contact_events, settings),
+        table(sink, &tables.raw_events, settings),
+        table(sink, &tables.attribute_changes, settings),
+        table(sink, &tables.status_transitions, settings),
+        table(sink, &tables.call_events, settings),
+        table(sink, &tables.tracking_params, settings),
+        table(sink, &tables.contact_answers, settings),
+        table(sink, &tables.call_outcomes, settings),
+    ]
 }
