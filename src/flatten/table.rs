@@ -258,11 +258,73 @@ pub trait Table: Sized + Send + 'static {
     }
 }
 
+/// A value's place in its type's order, compressed to a `u128` that never contradicts it:
+/// `a < b` implies `a.sort_prefix() <= b.sort_prefix()`. Where the prefix is the whole value
+/// ([`SortPrefix::EXACT`]), equal prefixes mean equal values; otherwise the values decide
+/// between equal prefixes. [`Table::sort`] compares these first.
+pub trait SortPrefix {
+    /// Whether equal prefixes mean equal values.
+    const EXACT: bool;
+    fn sort_prefix(&self) -> u128;
+}
+
+/// Whether `v`'s prefix is the whole value (for the `table!` macro, which knows a sort column
+/// by name only).
+pub fn prefix_is_exact<T: SortPrefix>(_: &T) -> bool {
+    T::EXACT
+}
+
+/// An `i64` moved to the unsigned range with its order kept.
+fn ordered_i64(v: i64) -> u128 {
+    u128::from((v as u64) ^ (1 << 63))
+}
+
+impl SortPrefix for i64 {
+    const EXACT: bool = true;
+    fn sort_prefix(&self) -> u128 {
+        ordered_i64(*self)
+    }
+}
+
+impl SortPrefix for Micros {
+    const EXACT: bool = true;
+    fn sort_prefix(&self) -> u128 {
+        ordered_i64(self.0)
+    }
+}
+
+/// `None` sorts first, as in `Option`'s order.
+impl SortPrefix for Option<i64> {
+    const EXACT: bool = true;
+    fn sort_prefix(&self) -> u128 {
+        self.map_or(0, |v| ordered_i64(v) + 1)
+    }
+}
+
+/// The first 16 bytes, big-endian, zero-padded: byte-wise order, as `str`'s.
+impl SortPrefix for Text {
+    const EXACT: bool = false;
+    fn sort_prefix(&self) -> u128 {
+        let mut first = [0u8; 16];
+        let n = self.len().min(16);
+        first[..n].copy_from_slice(&self.as_bytes()[..n]);
+        u128::from_be_bytes(first)
+    }
+}
+
+/// `None` takes 0, which no text goes below.
+impl SortPrefix for Option<Text> {
+    const EXACT: bool = false;
+    fn sort_prefix(&self) -> u128 {
+        self.as_ref().map_or(0, SortPrefix::sort_prefix)
+    }
+}
+
 /// Declares a table: `table! { /// what a row is \n Name, "dir", sort = [a, b], { /// doc \n col: Type, ... } }`.
 macro_rules! table {
     (
         $(#[doc = $tdoc:literal])*
-        $name:ident, $dir:literal, sort = [$($key:ident),+], {
+        $name:ident, $dir:literal, sort = [$k1:ident, $k2:ident $(, $key:ident)*], {
             $( $(#[doc = $doc:literal])+ $field:ident : $ty:ty ),+ $(,)?
         }
     ) => {
@@ -294,11 +356,34 @@ macro_rules! table {
             }
 
             fn sort_columns() -> &'static [&'static str] {
-                &[$(stringify!($key)),+]
+                &[stringify!($k1), stringify!($k2) $(, stringify!($key))*]
             }
 
             fn sort(rows: &mut [&Self]) {
-                rows.sort_by(|a, b| ($(&a.$key,)+).cmp(&($(&b.$key,)+)));
+                use $crate::flatten::table::SortPrefix;
+                use std::cmp::Ordering;
+                use $crate::flatten::table::prefix_is_exact;
+                // The first two keys' prefixes, kept beside each row: most comparisons end
+                // there without reading the rows, which are large and scattered.
+                let mut keyed: Vec<((u128, u128), &Self)> = rows
+                    .iter()
+                    .map(|r| ((r.$k1.sort_prefix(), r.$k2.sort_prefix()), *r))
+                    .collect();
+                keyed.sort_by(|((a1, a2), a), ((b1, b2), b)| {
+                    a1.cmp(b1)
+                        .then_with(|| {
+                            if prefix_is_exact(&a.$k1) {
+                                Ordering::Equal
+                            } else {
+                                a.$k1.cmp(&b.$k1)
+                            }
+                        })
+                        .then_with(|| a2.cmp(b2))
+                        .then_with(|| (&a.$k2 $(, &a.$key)*).cmp(&(&b.$k2 $(, &b.$key)*)))
+                });
+                for (slot, (_, row)) in rows.iter_mut().zip(keyed) {
+                    *slot = row;
+                }
             }
 
             fn refs_to_batch(rows: &[&Self]) -> arrow_array::RecordBatch {
@@ -313,3 +398,94 @@ macro_rules! table {
 }
 
 pub(crate) use table;
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::flatten::{AttributeChangeRow, CallEventRow};
+
+    /// Texts that share prefixes of every length around sixteen bytes, with bytes at both ends of
+    /// the range and multi-byte characters.
+    fn text() -> impl Strategy<Value = Text> {
+        "(abcdefgh|abcdefg|abcd|\u{0}|\u{ff}|é|z){0,4}".prop_map(Text::from)
+    }
+
+    fn int() -> impl Strategy<Value = i64> {
+        prop_oneof![
+            Just(i64::MIN),
+            Just(i64::MAX),
+            Just(0),
+            Just(-1),
+            -3i64..3,
+            any::<i64>()
+        ]
+    }
+
+    fn change() -> impl Strategy<Value = AttributeChangeRow> {
+        (proptest::option::of(int()), int(), text(), text()).prop_map(
+            |(contact_id, time, event_id, attribute)| AttributeChangeRow {
+                contact_id,
+                event_time: Micros(time),
+                event_id,
+                attribute,
+                ..Default::default()
+            },
+        )
+    }
+
+    fn call() -> impl Strategy<Value = CallEventRow> {
+        (proptest::option::of(text()), int(), text()).prop_map(|(call_id, time, event_id)| {
+            CallEventRow {
+                call_id,
+                event_time: Micros(time),
+                event_id,
+                ..Default::default()
+            }
+        })
+    }
+
+    /// The order `Table::sort` must give: the sort columns compared in turn, and ties kept in
+    /// the order given.
+    fn by_keys<T, K: Ord>(rows: &[T], key: impl Fn(&T) -> K) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..rows.len()).collect();
+        order.sort_by(|a, b| key(&rows[*a]).cmp(&key(&rows[*b])));
+        order
+    }
+
+    fn sorted<T: Table>(rows: &[T]) -> Vec<usize> {
+        let mut refs: Vec<&T> = rows.iter().collect();
+        T::sort(&mut refs);
+        refs.iter()
+            .map(|r| rows.iter().position(|x| std::ptr::eq(x, *r)).unwrap())
+            .collect()
+    }
+
+    proptest! {
+        #[test]
+        fn prefixes_never_contradict_the_order(a in int(), b in int(), s in text(), t in text(), x in proptest::option::of(int()), y in proptest::option::of(int()), u in proptest::option::of(text()), v in proptest::option::of(text())) {
+            fn agrees<T: Ord + SortPrefix>(a: &T, b: &T) -> bool {
+                (a < b) <= (a.sort_prefix() <= b.sort_prefix())
+                    && (b < a) <= (b.sort_prefix() <= a.sort_prefix())
+            }
+            prop_assert!(agrees(&a, &b));
+            prop_assert!(agrees(&Micros(a), &Micros(b)));
+            prop_assert!(agrees(&s, &t));
+            prop_assert!(agrees(&x, &y));
+            prop_assert!(agrees(&u, &v));
+        }
+
+        #[test]
+        fn rows_sort_as_their_sort_columns_do(changes in proptest::collection::vec(change(), 0..40), calls in proptest::collection::vec(call(), 0..40)) {
+            prop_assert_eq!(
+                sorted(&changes),
+                by_keys(&changes, |r| (r.contact_id, r.event_time, r.event_id.clone(), r.attribute.clone()))
+            );
+            prop_assert_eq!(
+                sorted(&calls),
+                by_keys(&calls, |r| (r.call_id.clone(), r.event_time, r.event_id.clone()))
+            );
+        }
+    }
+}
