@@ -182,6 +182,8 @@ pub struct Gauges {
     pub wal_bytes: u64,
     /// Bytes of the state store file.
     pub state_bytes: u64,
+    /// Bytes of memory of the dedup index's filter.
+    pub dedup_filter_bytes: u64,
     /// Per table: published files, and the most files in one partition.
     pub files: Vec<(&'static str, u64, u64)>,
 }
@@ -272,6 +274,11 @@ impl Metrics {
                 "hooklake_state_store_bytes",
                 "Bytes of the state store (dedup index, contact and call states).",
                 gauges.state_bytes,
+            ),
+            (
+                "hooklake_dedup_filter_bytes",
+                "Bytes of memory of the Bloom filter in front of the dedup index (1.25-2.5 per id in the index).",
+                gauges.dedup_filter_bytes,
             ),
         ];
         for (name, help, value) in sizes {

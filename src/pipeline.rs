@@ -645,6 +645,7 @@ impl Pipeline {
             ready,
             wal_bytes,
             state_bytes,
+            dedup_filter_bytes: self.store.filter_bytes() as u64,
             files,
         }
     }

@@ -604,7 +604,8 @@ async fn health_readiness_and_metrics() {
     );
     assert!(
         !after.contains("\nhooklake_wal_bytes 0\n")
-            && !after.contains("\nhooklake_state_store_bytes 0\n"),
+            && !after.contains("\nhooklake_state_store_bytes 0\n")
+            && after.contains("\nhooklake_dedup_filter_bytes 65536\n"),
         "{after}"
     );
     // Readiness needs a writable data directory: a directory where the probe file goes
