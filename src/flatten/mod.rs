@@ -176,12 +176,13 @@ pub fn flatten_with(events: &[Envelope], options: &Options) -> Tables {
     // Large batches (a flush) are split in as many parts as `options.threads`, flattened side
     // by side; the rows come out in the same order as one pass would give.
     const SPLIT_ABOVE: usize = 4096;
-    let one_pass = |events: &[Envelope]| {
-        // Every event makes a raw row, and most make a contact row: sized once rather than by
-        // doubling, since a contact row is over a kilobyte and each doubling copies them all.
+    // Every event makes a raw row, and most make a contact row: sized once rather than by
+    // doubling, since a contact row is over a kilobyte and each doubling copies them all. The
+    // first part has room for the whole batch, which the other parts are appended to.
+    let one_pass = |(events, room): (&[Envelope], usize)| {
         let mut out = Tables {
-            contact_events: Vec::with_capacity(events.len()),
-            raw_events: Vec::with_capacity(events.len()),
+            contact_events: Vec::with_capacity(room),
+            raw_events: Vec::with_capacity(room),
             ..Tables::default()
         };
         for envelope in events {
@@ -191,9 +192,13 @@ pub fn flatten_with(events: &[Envelope], options: &Options) -> Tables {
     };
     let threads = options.threads.max(1);
     if threads == 1 || events.len() <= SPLIT_ABOVE {
-        return one_pass(events);
+        return one_pass((events, events.len()));
     }
-    let chunks: Vec<&[Envelope]> = events.chunks(events.len().div_ceil(threads)).collect();
+    let chunks: Vec<(&[Envelope], usize)> = events
+        .chunks(events.len().div_ceil(threads))
+        .enumerate()
+        .map(|(i, chunk)| (chunk, if i == 0 { events.len() } else { chunk.len() }))
+        .collect();
     let parts = crate::parallel::map(chunks, one_pass);
     let mut parts = parts.into_iter();
     let mut out = parts.next().unwrap_or_default();
