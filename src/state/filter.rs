@@ -3,7 +3,8 @@
 //! Nearly every lookup is for an id never written (redeliveries are the exception), and in a
 //! profile of a million-event replay those B-tree reads were 6% of the CPU. The filter answers
 //! them from memory: "absent" is certain, "maybe" goes on to the B-tree (about 1% of absent ids
-//! at full capacity). It costs 1.25-2.5 bytes per id in the index.
+//! at full capacity). It costs 10 bits per id it has room for, and its room is one to two
+//! times the ids it was built for (a power of two of blocks): 1.25-2.5 bytes per id.
 //!
 //! Blocked layout: an id sets [`PROBES`] bits in one 64-byte block, so a lookup reads one cache
 //! line. Event ids are hashes already; they are mixed once more all the same, so that ids of
