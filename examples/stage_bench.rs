@@ -132,47 +132,44 @@ fn main() {
         events_per_round,
         lines.len()
     );
-    println!("| stage | median | lowest |");
-    println!("|---|---|---|");
     let per_event = |secs: f64| secs * 1e6 / events_per_round.max(1) as f64;
-    let mut total = (0.0, 0.0);
-    for (i, stage) in STAGES.iter().enumerate() {
-        let mut column: Vec<f64> = times.iter().map(|t| t[i]).collect();
-        column.sort_by(f64::total_cmp);
-        let (median, lowest) = (column[column.len() / 2], column[0]);
-        total.0 += median;
-        total.1 += lowest;
-        println!(
-            "| {stage} | {:.2} | {:.2} |",
-            per_event(median),
-            per_event(lowest)
-        );
-    }
-    println!(
-        "| sum | {:.2} | {:.2} |",
-        per_event(total.0),
-        per_event(total.1)
-    );
-
+    let stages = STAGES
+        .iter()
+        .enumerate()
+        .map(|(i, stage)| (*stage, times.iter().map(|t| t[i]).collect()));
+    print_table(("stage", "sum"), stages, per_event);
     println!();
     println!("parquet encoding alone, per table (µs per event)");
-    println!("| table | median | lowest |");
+    let tables = encode_times[0]
+        .iter()
+        .enumerate()
+        .map(|(i, (table, _))| (*table, encode_times.iter().map(|t| t[i].1).collect()));
+    print_table(("table", "all"), tables, per_event);
+}
+
+/// Prints one row per item with the median and the lowest of its times (seconds per round,
+/// shown per event), and a last row that sums each column.
+fn print_table(
+    (item, sum): (&str, &str),
+    rows: impl Iterator<Item = (&'static str, Vec<f64>)>,
+    per_event: impl Fn(f64) -> f64,
+) {
+    println!("| {item} | median | lowest |");
     println!("|---|---|---|");
     let mut total = (0.0, 0.0);
-    for (i, (table, _)) in encode_times[0].iter().enumerate() {
-        let mut column: Vec<f64> = encode_times.iter().map(|t| t[i].1).collect();
+    for (name, mut column) in rows {
         column.sort_by(f64::total_cmp);
         let (median, lowest) = (column[column.len() / 2], column[0]);
         total.0 += median;
         total.1 += lowest;
         println!(
-            "| {table} | {:.2} | {:.2} |",
+            "| {name} | {:.2} | {:.2} |",
             per_event(median),
             per_event(lowest)
         );
     }
     println!(
-        "| all | {:.2} | {:.2} |",
+        "| {sum} | {:.2} | {:.2} |",
         per_event(total.0),
         per_event(total.1)
     );
