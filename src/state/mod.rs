@@ -25,10 +25,10 @@ use std::path::Path;
 use std::collections::HashMap;
 
 use crate::flatten::changes::{CallState, ContactState, ContactStates};
-pub use filter::IdFilter;
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 mod filter;
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+pub use filter::IdFilter;
 
 /// Event id (16 bytes) -> receive time in seconds since the epoch.
 const SEEN: TableDefinition<&[u8], u64> = TableDefinition::new("seen");
@@ -100,8 +100,10 @@ pub const RECENT_MERGE_IDS: usize = 1 << 18;
 pub struct Store {
     db: Database,
     /// What lookups of the dedup index read before its B-tree. A lookup holds the read lock
-    /// from the start of its read transaction to its last lookup, and a commit or a purge takes
-    /// the write lock before its transaction commits, so neither can hide an id from a lookup.
+    /// from the start of its read transaction to its last lookup, so a merge (which empties the
+    /// recent ids after its commit) can never hide an id from it. A purge takes the write lock
+    /// before its transaction commits, so that no flush commits between that commit and the
+    /// purge's changes here.
     index: std::sync::RwLock<Index>,
 }
 
