@@ -1506,6 +1506,37 @@ mod tests {
     }
 
     #[test]
+    fn a_slot_sets_and_reads_the_column_of_its_name() {
+        use crate::flatten::table::Table;
+        use arrow_array::Array;
+        // `set_column` and `column_text` go by slot number: each slot must reach the column
+        // `COLUMNS` names, and that one only.
+        for (i, name) in COLUMNS.iter().enumerate() {
+            let mut row = ContactEventRow::default();
+            for text in ["42", "2026-01-02T03:04:05Z", "x"] {
+                set_column(&mut row, i, text);
+                if column_text(&row, i).is_some() {
+                    assert_eq!(column_text(&row, i).as_deref(), Some(text), "{name}");
+                    break;
+                }
+            }
+            assert!(column_text(&row, i).is_some(), "{name}: no text was taken");
+            let others: Vec<&str> = (0..SLOTS)
+                .filter(|&j| j != i && column_text(&row, j).is_some())
+                .map(|j| COLUMNS[j])
+                .collect();
+            assert!(others.is_empty(), "{name} also set {others:?}");
+            let batch = ContactEventRow::to_batch(&[row]);
+            let set: Vec<&str> = COLUMNS
+                .iter()
+                .filter(|c| batch.column_by_name(c).unwrap().is_valid(0))
+                .copied()
+                .collect();
+            assert_eq!(set, [*name]);
+        }
+    }
+
+    #[test]
     fn column_slots_are_the_single_valued_contact_columns() {
         // A column's slot is its position among the sources, and the groups come after them.
         let sources: Vec<&str> = crate::flatten::contact::COLUMN_SOURCES
