@@ -264,10 +264,26 @@ impl Sink {
         kind: FileKind,
     ) -> Result<u64, SinkError> {
         let file = File::create(path).map_err(io("create", path))?;
-        let parquet = |source| SinkError::Parquet {
-            path: path.to_path_buf(),
-            source,
-        };
+        let file =
+            self.encode::<T, _>(file, batches, kind)
+                .map_err(|source| SinkError::Parquet {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+        if kind == FileKind::Compacted {
+            file.sync_all().map_err(io("fsync", path))?;
+        }
+        Ok(file.metadata().map_err(io("stat", path))?.len())
+    }
+
+    /// Encodes batches of table `T` as a Parquet file of `kind` into `out`, with the table's
+    /// writer properties; returns `out`.
+    pub fn encode<T: Table, W: std::io::Write + Send>(
+        &self,
+        out: W,
+        batches: impl Iterator<Item = arrow_array::RecordBatch>,
+        kind: FileKind,
+    ) -> Result<W, parquet::errors::ParquetError> {
         let mut batches = batches.peekable();
         let mut props = writer::writer_properties::<T>(self.settings, kind);
         // Batches are row groups of `row_group_rows`: a shorter first one is the only one, so
@@ -277,15 +293,11 @@ impl Sink {
         {
             props = writer::compression_by_size(props, first, kind);
         }
-        let mut writer = ArrowWriter::try_new(file, T::schema(), Some(props)).map_err(parquet)?;
+        let mut writer = ArrowWriter::try_new(out, T::schema(), Some(props))?;
         for batch in batches {
-            writer.write(&batch).map_err(parquet)?;
+            writer.write(&batch)?;
         }
-        let file = writer.into_inner().map_err(parquet)?;
-        if kind == FileKind::Compacted {
-            file.sync_all().map_err(io("fsync", path))?;
-        }
-        Ok(file.metadata().map_err(io("stat", path))?.len())
+        writer.into_inner()
     }
 
     /// Makes written files durable: one fsync each when there are few, else one `syncfs` of the
