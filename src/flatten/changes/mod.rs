@@ -329,7 +329,9 @@ pub struct ContactState {
     pub event_id: String,
     /// When the current status began (the transition into it, or first sight).
     pub status_since_us: Option<i64>,
-    attrs: Attrs,
+    /// Boxed: the attributes take about 1.5 KiB, and a state moves in and out of its map at
+    /// every event of its contact (and at every growth of the map).
+    attrs: Box<Attrs>,
 }
 
 impl ContactState {
@@ -496,7 +498,7 @@ impl Reader<'_> {
         if (values | times) >> SLOTS != 0 {
             return Err(self.malformed());
         }
-        let mut attrs = Attrs::default();
+        let mut attrs = Box::<Attrs>::default();
         for i in (0..SLOTS).filter(|i| values >> i & 1 == 1) {
             attrs.cols[i] = Some(self.text()?);
         }
@@ -546,7 +548,7 @@ struct StoredContact {
 
 impl From<StoredContact> for ContactState {
     fn from(s: StoredContact) -> Self {
-        let mut attrs = Attrs::default();
+        let mut attrs = Box::<Attrs>::default();
         for (k, v) in s.values {
             attrs.insert_value(k, v);
         }
@@ -825,7 +827,7 @@ fn track_rows(
                 utm_campaign: row.utm_campaign.clone(),
                 late,
             };
-        let Some(mut previous) = previous else {
+        let Some(previous) = previous else {
             transitions.push(transition(None, None, false));
             states.insert(
                 contact_id,
@@ -833,7 +835,7 @@ fn track_rows(
                     event_time_us: row.event_time.0,
                     event_id: row.event_id.to_string(),
                     status_since_us: Some(transitioned_at.0),
-                    attrs: merge(Attrs::default(), row, &snap),
+                    attrs: merge(Box::default(), row, &snap),
                 },
             );
             continue;
@@ -854,16 +856,27 @@ fn track_rows(
                 .map(|since| (transitioned_at.0 - since) as f64 / 1e6);
             transitions.push(transition(old_status, seconds, late));
         }
-        let attrs = merge(std::mem::take(&mut previous.attrs), row, &snap);
+        let ContactState {
+            event_time_us,
+            event_id,
+            status_since_us,
+            attrs,
+        } = previous;
+        let attrs = merge(attrs, row, &snap);
         let next = if late {
             // Latest data wins per attribute: the late payload only fills in what no newer
             // payload has sent; the snapshot's time and status history stay.
-            ContactState { attrs, ..previous }
+            ContactState {
+                event_time_us,
+                event_id,
+                status_since_us,
+                attrs,
+            }
         } else {
             let status_since_us = if status_changed {
                 Some(transitioned_at.0)
             } else {
-                previous.status_since_us
+                status_since_us
             };
             ContactState {
                 event_time_us: row.event_time.0,
@@ -880,7 +893,7 @@ fn track_rows(
 /// The state attributes after `row`: every attribute the row sent (set, or cleared with null)
 /// wins unless a newer payload already sent it; absent attributes keep their values. Takes
 /// the previous attributes by value and updates them in place.
-fn merge(mut attrs: Attrs, row: &ContactEventRow, snap: &Snap) -> Attrs {
+fn merge(mut attrs: Box<Attrs>, row: &ContactEventRow, snap: &Snap) -> Box<Attrs> {
     let t = row.event_time.0;
     let missing = row.missing_fields;
     let (no_answers, no_params) = (missing.has(ANSWERS), missing.has(PARAMS));
