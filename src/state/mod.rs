@@ -9,8 +9,8 @@
 //! flush). That transaction is the commit point of a flush (ARCHITECTURE.md, "Durability
 //! contract"). Ids older than the dedup window are purged by [`Store::purge_before`].
 //!
-//! The dedup index has two parts. Ids a flush writes go to `seen_recent`, keyed by a counter,
-//! so a commit appends to it instead of touching a leaf of the big id-keyed B-tree per id (with
+//! The dedup index has two parts. Ids a flush writes go to `seen_recent`, all in one entry
+//! keyed by a counter, so a commit appends to it instead of touching a leaf of the big id-keyed B-tree per id (with
 //! random ids and copy-on-write pages, a flush of 10 000 ids rewrote most of that tree, and the
 //! commit grew with the index); a copy of those ids is kept in memory for lookups. Once
 //! [`RECENT_MERGE_IDS`] are recent, or at a purge, a commit moves them into `seen` in key
@@ -35,8 +35,9 @@ const SEEN: TableDefinition<&[u8], u64> = TableDefinition::new("seen");
 /// (receive time in seconds, event id) -> nothing: the same ids ordered by time, which earlier
 /// versions kept for purging; deleted when a store is opened.
 const LEGACY_SEEN_BY_TIME: TableDefinition<(u64, &[u8]), ()> = TableDefinition::new("seen_by_time");
-/// Counter -> event id (16 bytes) and receive time in seconds (8 bytes, little-endian): ids
-/// committed since the last merge into [`SEEN`].
+/// Counter -> the ids of one commit, each as the event id (16 bytes) and its receive time in
+/// seconds (8 bytes, little-endian): ids committed since the last merge into [`SEEN`]. Stores
+/// of earlier versions have one id per entry, which reads the same.
 const SEEN_RECENT: TableDefinition<u64, &[u8]> = TableDefinition::new("seen_recent");
 /// Contact id -> its last known state ([`ContactState::encode`]; JSON in stores of earlier versions).
 const CONTACTS: TableDefinition<i64, &[u8]> = TableDefinition::new("contacts");
@@ -153,8 +154,7 @@ impl Store {
             let table = txn.open_table(SEEN_RECENT).map_err(err("open table"))?;
             for entry in table.iter().map_err(err("scan"))? {
                 let (_, value) = entry.map_err(err("scan"))?;
-                let (id, _) = recent_entry(value.value())?;
-                recent.insert(id);
+                recent.extend(recent_entries(value.value())?.map(|(id, _)| id));
             }
         }
         let filter = filter_of(&db.begin_read().map_err(err("begin read"))?, &recent, 0)?;
@@ -508,37 +508,50 @@ fn filter_of(
     Ok(filter)
 }
 
-/// Splits a `seen_recent` value into the id and its receive time.
-fn recent_entry(value: &[u8]) -> Result<([u8; 16], u64), StoreError> {
-    let Ok::<&[u8; 24], _>(entry) = value.try_into() else {
+/// Bytes of one id in a `seen_recent` value: the id, then its receive time.
+const RECENT_ENTRY: usize = 24;
+
+/// Splits a `seen_recent` value into its ids and their receive times.
+fn recent_entries(value: &[u8]) -> Result<impl Iterator<Item = ([u8; 16], u64)> + '_, StoreError> {
+    if value.is_empty() || !value.len().is_multiple_of(RECENT_ENTRY) {
         return Err(StoreError {
-            op: "read recent id",
-            message: format!("entry of {} bytes, expected 24", value.len()),
+            op: "read recent ids",
+            message: format!(
+                "entry of {} bytes, expected a multiple of {RECENT_ENTRY}",
+                value.len()
+            ),
         });
-    };
-    let (id, secs) = entry.split_at(16);
-    Ok((
-        id.try_into().expect("16 bytes"),
-        u64::from_le_bytes(secs.try_into().expect("8 bytes")),
-    ))
+    }
+    Ok(value.chunks_exact(RECENT_ENTRY).map(|entry| {
+        let (id, secs) = entry.split_at(16);
+        (
+            id.try_into().expect("16 bytes"),
+            u64::from_le_bytes(secs.try_into().expect("8 bytes")),
+        )
+    }))
 }
 
-/// Appends ids to `seen_recent` under the next counter values.
+/// Appends ids to `seen_recent`, all in one entry under the next counter value: one B-tree
+/// insert per commit instead of one per id (2.1% of a replay's CPU).
 fn append_recent(txn: &redb::WriteTransaction, ids: &[([u8; 16], u64)]) -> Result<(), StoreError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
     let mut meta = txn.open_table(META).map_err(err("open table"))?;
-    let mut next = meta
+    let next = meta
         .get("seen_recent_next")
         .map_err(err("read"))?
         .map_or(0, |v| v.value());
-    let mut table = txn.open_table(SEEN_RECENT).map_err(err("open table"))?;
-    let mut value = [0u8; 24];
+    let mut value = Vec::with_capacity(ids.len() * RECENT_ENTRY);
     for (id, secs) in ids {
-        value[..16].copy_from_slice(id);
-        value[16..].copy_from_slice(&secs.to_le_bytes());
-        table.insert(next, &value[..]).map_err(err("insert"))?;
-        next += 1;
+        value.extend_from_slice(id);
+        value.extend_from_slice(&secs.to_le_bytes());
     }
-    meta.insert("seen_recent_next", next)
+    txn.open_table(SEEN_RECENT)
+        .map_err(err("open table"))?
+        .insert(next, value.as_slice())
+        .map_err(err("insert"))?;
+    meta.insert("seen_recent_next", next + 1)
         .map_err(err("insert"))?;
     Ok(())
 }
@@ -551,7 +564,7 @@ fn merge_recent(txn: &redb::WriteTransaction, ids: &[([u8; 16], u64)]) -> Result
         let mut recent = txn.open_table(SEEN_RECENT).map_err(err("open table"))?;
         for entry in recent.iter().map_err(err("scan"))? {
             let (_, value) = entry.map_err(err("scan"))?;
-            all.push(recent_entry(value.value())?);
+            all.extend(recent_entries(value.value())?);
         }
         recent.retain(|_, _| false).map_err(err("clear"))?;
     }
@@ -679,6 +692,56 @@ mod tests {
         assert_eq!(store.purge_before(150).unwrap(), 1);
         assert_eq!(store.seen(&[old, new]).unwrap(), vec![false, true]);
         assert_eq!(store.purge_before(150).unwrap(), 0);
+    }
+
+    #[test]
+    fn recent_ids_of_an_earlier_version_one_per_entry_read_as_those_of_a_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.redb");
+        let entry = |id: [u8; 16], secs: u64| [&id[..], &secs.to_le_bytes()[..]].concat();
+        {
+            // What earlier versions wrote: one id per entry, and the next counter value.
+            let db = redb::Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut recent = txn.open_table(SEEN_RECENT).unwrap();
+                recent.insert(0, entry([1; 16], 100).as_slice()).unwrap();
+                recent.insert(1, entry([2; 16], 200).as_slice()).unwrap();
+                let mut meta = txn.open_table(META).unwrap();
+                meta.insert("seen_recent_next", 2).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.index_read().recent.len(), 2);
+        // A commit adds its ids in one entry after them.
+        let record = Committed {
+            flush_seq: 1,
+            replay_from: 0,
+        };
+        let ids = [([3; 16], 300), ([4; 16], 400)];
+        store.commit(record, &ids, &States::default()).unwrap();
+        {
+            let txn = store.db.begin_read().unwrap();
+            let recent = txn.open_table(SEEN_RECENT).unwrap();
+            let sizes: Vec<(u64, usize)> = recent
+                .iter()
+                .unwrap()
+                .map(|e| e.map(|(k, v)| (k.value(), v.value().len())).unwrap())
+                .collect();
+            assert_eq!(sizes, [(0, 24), (1, 24), (2, 48)]);
+        }
+        drop(store);
+        let store = Store::open(&path).unwrap();
+        let all = [[1; 16], [2; 16], [3; 16], [4; 16], [5; 16]];
+        assert_eq!(store.seen(&all).unwrap(), [true, true, true, true, false]);
+        // A purge merges both kinds of entry with their receive times.
+        assert_eq!(store.purge_before(250).unwrap(), 2);
+        assert_eq!(store.seen(&all).unwrap(), [false, false, true, true, false]);
+        // A value that is not whole ids is an error that says so, not a guess.
+        let value = [0u8; 30];
+        let error = recent_entries(&value).err().expect("30 bytes");
+        assert!(error.to_string().contains("entry of 30 bytes"), "{error}");
     }
 
     #[test]
