@@ -15,12 +15,11 @@ pub mod reader;
 pub mod table;
 pub mod tables;
 
-use serde_json::Value;
-
 use crate::event::{Envelope, EventType, Family};
+use crate::json::{self, Json};
 pub use call::preview_id_from_url;
 pub use contact::ColumnSet;
-use reader::Obj;
+use reader::{Node, Obj, View};
 use table::{Micros, Table, Text};
 pub use tables::{
     AttributeChangeRow, CallEventRow, CallOutcomeRow, ContactAnswerRow, ContactEventRow,
@@ -215,13 +214,30 @@ pub fn flatten_one(envelope: &Envelope, options: &Options, out: &mut Tables) {
         event_type: Text::from(envelope.event_type.as_str()),
         received_at: Micros(envelope.received_at_us),
     };
-    let parsed = envelope.object();
-    let object = &parsed;
-    let event_time = match envelope.event_type.family() {
-        Family::Contact => contact::flatten(&head, object, options, out),
-        Family::Call => call::flatten(&head, envelope.event_type, object, out),
-        Family::Outcome => outcome::flatten(&head, object, out),
-        Family::Unknown => head.received_at,
+    // Contacts (most events) are read member by member from the borrowed tree; calls and
+    // outcomes by key from a `serde_json` map.
+    let (event_time, hook_type) = match envelope.event_type.family() {
+        Family::Contact => {
+            let tree = Json::parse(&envelope.raw);
+            let empty = json::Object::default();
+            let object = tree
+                .as_ref()
+                .ok()
+                .and_then(Json::as_object)
+                .unwrap_or(&empty);
+            let hook_type = object.get("hookType").and_then(hook_type_text);
+            (contact::flatten(&head, object, options, out), hook_type)
+        }
+        family => {
+            let object = envelope.object();
+            let hook_type = object.get("hookType").and_then(hook_type_text);
+            let event_time = match family {
+                Family::Call => call::flatten(&head, envelope.event_type, &object, out),
+                Family::Outcome => outcome::flatten(&head, &object, out),
+                Family::Contact | Family::Unknown => head.received_at,
+            };
+            (event_time, hook_type)
+        }
     };
     debug_assert!(envelope.event_type != EventType::Unknown || event_time == head.received_at);
     out.raw_events.push(RawEventRow {
@@ -229,7 +245,7 @@ pub fn flatten_one(envelope: &Envelope, options: &Options, out: &mut Tables) {
         event_type: head.event_type,
         received_at: head.received_at,
         event_time,
-        hook_type: object.get("hookType").and_then(hook_type_text),
+        hook_type,
         source_path: Text::from(envelope.source_path.as_str()),
         payload: envelope.raw.clone(),
     });
@@ -260,11 +276,11 @@ fn hook_type(o: &mut Obj<'_>) -> Option<Text> {
     o.take("hookType").and_then(hook_type_text)
 }
 
-fn hook_type_text(v: &Value) -> Option<Text> {
-    match v {
-        Value::Null => None,
-        Value::String(s) => Some(Text::from(s.as_str())),
-        other => Some(other.to_string().into()),
+fn hook_type_text<N: Node>(v: &N) -> Option<Text> {
+    match v.view() {
+        View::Null => None,
+        View::Str(s) => Some(Text::from(s)),
+        _ => Some(v.text().into()),
     }
 }
 
@@ -313,7 +329,7 @@ mod tests {
             .join(name);
         let text =
             std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let value: Value = serde_json::from_str(&text).unwrap();
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
         value[0].to_string()
     }
 

@@ -8,9 +8,10 @@
 //! the wrong type becomes null plus an entry in `parse_errors`, never a dropped event.
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
-use serde_json::{Map, Value};
+use serde_json::{Map, Number, Value};
 
 use super::table::{Micros, Text};
+use crate::json::Json;
 
 /// What a row collects besides its columns: unmapped keys and values that did not parse.
 #[derive(Debug, Default)]
@@ -27,8 +28,8 @@ impl Notes {
         (!self.extras.is_empty()).then(|| Value::Object(self.extras.clone()).to_string())
     }
 
-    fn error(&mut self, path: &str, expected: &str, got: &Value) {
-        let mut shown = got.to_string();
+    fn error(&mut self, path: String, expected: &str, got: &impl Node) {
+        let mut shown = got.text();
         if shown.len() > 80 {
             let cut = (0..=80)
                 .rev()
@@ -39,6 +40,192 @@ impl Notes {
         }
         self.parse_errors
             .push(format!("{path}: expected {expected}, got {shown}"));
+    }
+}
+
+/// What the coercions see of a JSON value: the part `serde_json::Value` and the borrowed
+/// [`Json`] tree have in common, so that both are read by the same rules.
+pub enum View<'v, N> {
+    Null,
+    Bool(bool),
+    Number(&'v Number),
+    Str(&'v str),
+    Array(&'v [N]),
+    Object,
+}
+
+/// A JSON value of either tree; see [`View`].
+pub trait Node: Sized {
+    fn view(&self) -> View<'_, Self>;
+    /// Compact JSON text, object keys in order (the same text for both trees).
+    fn text(&self) -> String;
+    /// The value as a `serde_json::Value`, for `extras`.
+    fn to_value(&self) -> Value;
+}
+
+impl Node for Value {
+    fn view(&self) -> View<'_, Self> {
+        match self {
+            Value::Null => View::Null,
+            Value::Bool(b) => View::Bool(*b),
+            Value::Number(n) => View::Number(n),
+            Value::String(s) => View::Str(s),
+            Value::Array(items) => View::Array(items),
+            Value::Object(_) => View::Object,
+        }
+    }
+    fn text(&self) -> String {
+        self.to_string()
+    }
+    fn to_value(&self) -> Value {
+        self.clone()
+    }
+}
+
+impl Node for Json<'_> {
+    fn view(&self) -> View<'_, Self> {
+        match self {
+            Json::Null => View::Null,
+            Json::Bool(b) => View::Bool(*b),
+            Json::Number(n) => View::Number(n),
+            Json::String(s) => View::Str(s),
+            Json::Array(items) => View::Array(items),
+            Json::Object(_) => View::Object,
+        }
+    }
+    fn text(&self) -> String {
+        let mut out = Vec::new();
+        self.write_canonical(&mut out);
+        String::from_utf8(out).expect("JSON text is UTF-8")
+    }
+    fn to_value(&self) -> Value {
+        match self {
+            Json::Null => Value::Null,
+            Json::Bool(b) => Value::Bool(*b),
+            Json::Number(n) => Value::Number(n.clone()),
+            Json::String(s) => Value::String(s.to_string()),
+            Json::Array(items) => Value::Array(items.iter().map(Node::to_value).collect()),
+            Json::Object(o) => Value::Object(
+                o.iter()
+                    .map(|(k, v)| (k.to_string(), v.to_value()))
+                    .collect(),
+            ),
+        }
+    }
+}
+
+/// The coercions of every column type. Each takes the value (`null` gives `None` and no
+/// error) and the value's dotted path, made only when the value does not parse.
+pub mod coerce {
+    use super::*;
+
+    /// A string column: strings as they are, numbers and booleans as their JSON text.
+    pub fn string<N: Node>(
+        v: &N,
+        path: impl FnOnce() -> String,
+        notes: &mut Notes,
+    ) -> Option<Text> {
+        match v.view() {
+            View::Null => None,
+            View::Str(s) => Some(Text::from(s)),
+            View::Number(_) | View::Bool(_) => Some(v.text().into()),
+            View::Array(_) | View::Object => {
+                notes.error(path(), "a string", v);
+                None
+            }
+        }
+    }
+
+    /// An integer column: integers, integral floats and digit strings.
+    pub fn int<N: Node>(v: &N, path: impl FnOnce() -> String, notes: &mut Notes) -> Option<i64> {
+        let parsed = match v.view() {
+            View::Null => return None,
+            View::Number(n) => n.as_i64().or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+                    .map(|f| f as i64)
+            }),
+            View::Str(s) => s.trim().parse::<i64>().ok(),
+            _ => None,
+        };
+        if parsed.is_none() {
+            notes.error(path(), "an integer", v);
+        }
+        parsed
+    }
+
+    /// A float column: numbers and numeric strings.
+    pub fn float<N: Node>(v: &N, path: impl FnOnce() -> String, notes: &mut Notes) -> Option<f64> {
+        let parsed = match v.view() {
+            View::Null => return None,
+            View::Number(n) => n.as_f64(),
+            View::Str(s) => s.trim().parse::<f64>().ok().filter(|f| f.is_finite()),
+            _ => None,
+        };
+        if parsed.is_none() {
+            notes.error(path(), "a number", v);
+        }
+        parsed
+    }
+
+    /// A boolean column: booleans, `"true"`/`"false"` (any case), 0 and 1.
+    pub fn boolean<N: Node>(
+        v: &N,
+        path: impl FnOnce() -> String,
+        notes: &mut Notes,
+    ) -> Option<bool> {
+        let parsed = match v.view() {
+            View::Null => return None,
+            View::Bool(b) => Some(b),
+            View::Str(s) if s.trim().eq_ignore_ascii_case("true") => Some(true),
+            View::Str(s) if s.trim().eq_ignore_ascii_case("false") => Some(false),
+            View::Number(n) if n.as_i64() == Some(1) => Some(true),
+            View::Number(n) if n.as_i64() == Some(0) => Some(false),
+            _ => None,
+        };
+        if parsed.is_none() {
+            notes.error(path(), "a boolean", v);
+        }
+        parsed
+    }
+
+    /// A timestamp column, see [`parse_timestamp`]; an empty string is null.
+    pub fn timestamp<N: Node>(
+        v: &N,
+        path: impl FnOnce() -> String,
+        notes: &mut Notes,
+    ) -> Option<Micros> {
+        let parsed = match v.view() {
+            View::Null => return None,
+            View::Str(s) if s.trim().is_empty() => return None,
+            View::Str(s) => parse_timestamp(s),
+            View::Number(n) => n.as_i64().and_then(epoch_to_micros),
+            _ => None,
+        };
+        if parsed.is_none() {
+            notes.error(path(), "a timestamp", v);
+        }
+        parsed
+    }
+
+    /// A JSON column: the value's JSON text, whatever its type (`null` is null).
+    pub fn json<N: Node>(v: &N) -> Option<Text> {
+        (!matches!(v.view(), View::Null)).then(|| v.text().into())
+    }
+
+    /// The items of an array as text: strings as they are, other values as their JSON text.
+    pub fn item_texts<N: Node>(items: &[N]) -> impl Iterator<Item = String> + '_ {
+        items.iter().map(|i| match i.view() {
+            View::Str(s) => s.to_string(),
+            _ => i.text(),
+        })
+    }
+
+    /// The error for a value that should have been an object (`null` is not an error).
+    pub fn not_an_object<N: Node>(v: &N, path: String, notes: &mut Notes) {
+        if !matches!(v.view(), View::Null) {
+            notes.error(path, "an object", v);
+        }
     }
 }
 
@@ -96,17 +283,10 @@ impl<'a> Obj<'a> {
         self.map?.get(key).filter(|v| !v.is_null())
     }
 
-    /// A string column: strings as they are, numbers and booleans as their JSON text.
+    /// A string column, see [`coerce::string`].
     pub fn string(&mut self, key: &str, notes: &mut Notes) -> Option<Text> {
         let v = self.take(key)?;
-        match v {
-            Value::String(s) => Some(Text::from(s.as_str())),
-            Value::Number(_) | Value::Bool(_) => Some(v.to_string().into()),
-            _ => {
-                notes.error(&self.full(key), "a string", v);
-                None
-            }
-        }
+        coerce::string(v, || self.full(key), notes)
     }
 
     /// Like [`Obj::string`], but an empty or all-blank string is null.
@@ -114,73 +294,33 @@ impl<'a> Obj<'a> {
         self.string(key, notes).filter(|s| !s.trim().is_empty())
     }
 
-    /// An integer column: integers, integral floats and digit strings.
+    /// An integer column, see [`coerce::int`].
     pub fn int(&mut self, key: &str, notes: &mut Notes) -> Option<i64> {
         let v = self.take(key)?;
-        let parsed = match v {
-            Value::Number(n) => n.as_i64().or_else(|| {
-                n.as_f64()
-                    .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
-                    .map(|f| f as i64)
-            }),
-            Value::String(s) => s.trim().parse::<i64>().ok(),
-            _ => None,
-        };
-        if parsed.is_none() {
-            notes.error(&self.full(key), "an integer", v);
-        }
-        parsed
+        coerce::int(v, || self.full(key), notes)
     }
 
-    /// A float column: numbers and numeric strings.
+    /// A float column, see [`coerce::float`].
     pub fn float(&mut self, key: &str, notes: &mut Notes) -> Option<f64> {
         let v = self.take(key)?;
-        let parsed = match v {
-            Value::Number(n) => n.as_f64(),
-            Value::String(s) => s.trim().parse::<f64>().ok().filter(|f| f.is_finite()),
-            _ => None,
-        };
-        if parsed.is_none() {
-            notes.error(&self.full(key), "a number", v);
-        }
-        parsed
+        coerce::float(v, || self.full(key), notes)
     }
 
-    /// A boolean column: booleans, `"true"`/`"false"` (any case), 0 and 1.
+    /// A boolean column, see [`coerce::boolean`].
     pub fn boolean(&mut self, key: &str, notes: &mut Notes) -> Option<bool> {
         let v = self.take(key)?;
-        let parsed = match v {
-            Value::Bool(b) => Some(*b),
-            Value::String(s) if s.trim().eq_ignore_ascii_case("true") => Some(true),
-            Value::String(s) if s.trim().eq_ignore_ascii_case("false") => Some(false),
-            Value::Number(n) if n.as_i64() == Some(1) => Some(true),
-            Value::Number(n) if n.as_i64() == Some(0) => Some(false),
-            _ => None,
-        };
-        if parsed.is_none() {
-            notes.error(&self.full(key), "a boolean", v);
-        }
-        parsed
+        coerce::boolean(v, || self.full(key), notes)
     }
 
-    /// A timestamp column, see [`parse_timestamp`].
+    /// A timestamp column, see [`coerce::timestamp`].
     pub fn timestamp(&mut self, key: &str, notes: &mut Notes) -> Option<Micros> {
         let v = self.take(key)?;
-        let parsed = match v {
-            Value::String(s) if s.trim().is_empty() => return None,
-            Value::String(s) => parse_timestamp(s),
-            Value::Number(n) => n.as_i64().and_then(epoch_to_micros),
-            _ => None,
-        };
-        if parsed.is_none() {
-            notes.error(&self.full(key), "a timestamp", v);
-        }
-        parsed
+        coerce::timestamp(v, || self.full(key), notes)
     }
 
     /// A JSON column: the value's JSON text, whatever its type.
     pub fn json(&mut self, key: &str) -> Option<Text> {
-        self.take(key).map(|v| v.to_string().into())
+        self.take(key).and_then(coerce::json)
     }
 
     /// A nested object; absent or null gives an empty [`Obj`], another type is a parse error
@@ -193,7 +333,7 @@ impl<'a> Obj<'a> {
                 Some(m)
             }
             Some(other) => {
-                notes.error(&path, "an object", other);
+                coerce::not_an_object(other, path.clone(), notes);
                 None
             }
             None => {
