@@ -10,14 +10,15 @@
 //! contract"). Ids older than the dedup window are purged by [`Store::purge_before`].
 //!
 //! The dedup index has two parts. Ids a flush writes go to `seen_recent`, all in one entry
-//! keyed by a counter, so a commit appends to it instead of touching a leaf of the big id-keyed B-tree per id (with
-//! random ids and copy-on-write pages, a flush of 10 000 ids rewrote most of that tree, and the
-//! commit grew with the index); a copy of those ids is kept in memory for lookups. Once
-//! [`RECENT_MERGE_IDS`] are recent, or at a purge, a commit moves them into `seen` in key
-//! order, one rewrite for many flushes. A purge scans `seen` for ids received before the
-//! window; stores of earlier versions also kept the ids ordered by time (`seen_by_time`), an
-//! insert more per id at every merge for the sake of a purge every ten minutes, and lose that
-//! table when opened.
+//! keyed by a counter, so a commit appends one value instead of inserting an id at a time;
+//! a copy of those ids is kept in memory for lookups. Once [`RECENT_MERGE_IDS`] are recent, or
+//! at a purge, a commit moves them into a new sorted run of the index (`runs.rs`: blocks of
+//! sorted ids, runs of one size merged four at a time, so an id is rewritten a few times in
+//! all, not at every merge). A purge rewrites the blocks holding ids received before the
+//! window. An in-memory filter of every id answers most lookups of new ids without reading
+//! the store. Stores of earlier versions kept merged ids in one id-keyed B-tree (`seen`),
+//! which every merge rewrote almost whole, and before that also ordered by time
+//! (`seen_by_time`); opening such a store moves `seen` into a run and drops both.
 //! Invariant: no HTTP and no Parquet here; only ids, times and sequence numbers.
 
 use std::path::Path;
@@ -25,18 +26,20 @@ use std::path::Path;
 use std::collections::HashMap;
 
 use crate::flatten::changes::{CallState, ContactState, ContactStates};
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 mod filter;
+mod runs;
 pub use filter::IdFilter;
 
-/// Event id (16 bytes) -> receive time in seconds since the epoch.
-const SEEN: TableDefinition<&[u8], u64> = TableDefinition::new("seen");
+/// Event id (16 bytes) -> receive time in seconds since the epoch: where earlier versions
+/// merged recent ids; moved into a run when a store is opened.
+const LEGACY_SEEN: TableDefinition<&[u8], u64> = TableDefinition::new("seen");
 /// (receive time in seconds, event id) -> nothing: the same ids ordered by time, which earlier
 /// versions kept for purging; deleted when a store is opened.
 const LEGACY_SEEN_BY_TIME: TableDefinition<(u64, &[u8]), ()> = TableDefinition::new("seen_by_time");
 /// Counter -> the ids of one commit, each as the event id (16 bytes) and its receive time in
-/// seconds (8 bytes, little-endian): ids committed since the last merge into [`SEEN`]. Stores
+/// seconds (8 bytes, little-endian): ids committed since the last merge into a run. Stores
 /// of earlier versions have one id per entry, which reads the same.
 const SEEN_RECENT: TableDefinition<u64, &[u8]> = TableDefinition::new("seen_recent");
 /// Contact id -> its last known state ([`ContactState::encode`]; JSON in stores of earlier versions).
@@ -48,7 +51,8 @@ const COMPACTIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("compactio
 /// Dead-letter id (16 bytes, `rejected_events.event_id`) -> Unix seconds when a committed flush
 /// wrote its events (`hooklake replay --rejected`).
 const REPLAYED: TableDefinition<&[u8], u64> = TableDefinition::new("rejected_replayed");
-/// Named counters: `flush_seq`, `replay_from`, `compaction_seq`, `seen_recent_next`.
+/// Named counters: `flush_seq`, `replay_from`, `compaction_seq`, `seen_recent_next`, and the
+/// store's `format` ([`FORMAT`]).
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 #[derive(Debug, thiserror::Error)]
@@ -137,7 +141,10 @@ impl Store {
             .map_err(err("open"))?;
         let txn = db.begin_write().map_err(err("begin"))?;
         {
-            txn.open_table(SEEN).map_err(err("create table"))?;
+            check_format(&txn)?;
+            txn.open_table(runs::BLOCKS).map_err(err("create table"))?;
+            txn.open_table(runs::RUNS).map_err(err("create table"))?;
+            migrate_seen(&txn)?;
             txn.delete_table(LEGACY_SEEN_BY_TIME)
                 .map_err(err("delete table"))?;
             txn.open_table(META).map_err(err("create table"))?;
@@ -197,12 +204,13 @@ impl Store {
     pub fn seen(&self, ids: &[[u8; 16]]) -> Result<Vec<bool>, StoreError> {
         let index = self.index_read();
         let txn = self.db.begin_read().map_err(err("begin read"))?;
-        let seen = txn.open_table(SEEN).map_err(err("open table"))?;
+        // The runs of this snapshot: a merge may have replaced those of an older one.
+        let runs = runs::runs(&txn)?;
+        let blocks = txn.open_table(runs::BLOCKS).map_err(err("open table"))?;
         ids.iter()
             .map(|id| {
                 Ok(index.recent.contains(id)
-                    || (index.filter.may_contain(id)
-                        && seen.get(&id[..]).map_err(err("read"))?.is_some()))
+                    || (index.filter.may_contain(id) && runs::contains(&blocks, &runs, id)?))
             })
             .collect()
     }
@@ -384,25 +392,17 @@ impl Store {
     /// Forgets ids received before `cutoff_secs`; returns how many.
     pub fn purge_before(&self, cutoff_secs: u64) -> Result<u64, StoreError> {
         let txn = self.db.begin_write().map_err(err("begin write"))?;
-        let mut purged = 0;
-        // Recent ids join the id-keyed table first, so that the purge sees them all.
+        // Recent ids join a run first, so that the purge sees them all.
         merge_recent(&txn, &[])?;
-        // One scan of the index: 0.12 s for 3.3 million ids here, 0.54 s with the merge of the
-        // 138 439 recent ids before it (3 284 167 ids, 12 merges of 262 144 done); every ten
-        // minutes. The commits of flushes wait meanwhile; acknowledgements do not. The ids it
-        // keeps make a new filter: the old one cannot forget.
-        let mut seen = txn.open_table(SEEN).map_err(err("open table"))?;
-        let mut filter = IdFilter::with_capacity(seen.len().map_err(err("count"))? as usize);
-        seen.retain(|id, secs| {
-            let keep = secs >= cutoff_secs;
-            purged += u64::from(!keep);
-            if keep && let Ok(id) = id.try_into() {
-                filter.insert(id);
-            }
-            keep
-        })
-        .map_err(err("purge"))?;
-        drop(seen);
+        // One scan of the index, rewriting only the blocks that lose ids; every ten minutes.
+        // The commits of flushes wait meanwhile; acknowledgements do not. The ids it keeps
+        // make a new filter: the old one cannot forget.
+        let held = {
+            let seen = self.seen_count()?;
+            usize::try_from(seen).unwrap_or(usize::MAX)
+        };
+        let mut filter = IdFilter::with_capacity(held);
+        let purged = runs::purge(&txn, cutoff_secs, |id| filter.insert(id))?;
         // Taken before the commit: a flush committing between this commit and the clearing
         // below would have its ids cleared from memory, and hidden from lookups until the next
         // merge.
@@ -483,29 +483,64 @@ impl Store {
     pub fn seen_count(&self) -> Result<u64, StoreError> {
         let index = self.index_read();
         let txn = self.db.begin_read().map_err(err("begin read"))?;
-        let seen = txn.open_table(SEEN).map_err(err("open table"))?;
-        Ok(seen.len().map_err(err("count"))? + index.recent.len() as u64)
+        Ok(runs::count(&txn)? + index.recent.len() as u64)
     }
 }
 
-/// A filter holding every id of `seen` in `txn` and of `recent`, with room for `room` ids at
-/// least and for those it holds.
+/// A filter holding every id of the runs in `txn` and of `recent`, with room for `room` ids
+/// at least and for those it holds.
 fn filter_of(
     txn: &redb::ReadTransaction,
     recent: &IdSet,
     room: usize,
 ) -> Result<IdFilter, StoreError> {
-    let seen = txn.open_table(SEEN).map_err(err("open table"))?;
-    let held = seen.len().map_err(err("count"))? as usize + recent.len();
+    let held = usize::try_from(runs::count(txn)?).unwrap_or(usize::MAX) + recent.len();
     let mut filter = IdFilter::with_capacity(room.max(held));
-    for entry in seen.iter().map_err(err("scan"))? {
-        let (id, _) = entry.map_err(err("scan"))?;
-        if let Ok(id) = id.value().try_into() {
-            filter.insert(id);
-        }
-    }
+    runs::for_each_id(txn, |id| filter.insert(id))?;
     recent.iter().for_each(|id| filter.insert(id));
     Ok(filter)
+}
+
+/// The store format this version writes: 2 since the dedup index is kept in runs. Versions
+/// before it wrote no number (and do not check it: a store opened by one of them afterwards
+/// loses the runs from its lookups).
+const FORMAT: u64 = 2;
+
+/// Refuses a store of a later format than this version knows, then records [`FORMAT`].
+fn check_format(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    let mut meta = txn.open_table(META).map_err(err("open table"))?;
+    let found = meta.get("format").map_err(err("read"))?.map(|v| v.value());
+    if let Some(found) = found
+        && found > FORMAT
+    {
+        return Err(StoreError {
+            op: "open",
+            message: format!(
+                "the store is of format {found}, written by a later hooklake; this one reads formats up to {FORMAT}"
+            ),
+        });
+    }
+    meta.insert("format", FORMAT).map_err(err("insert"))?;
+    Ok(())
+}
+
+/// Moves the ids of an earlier version's id-keyed B-tree (`seen`, already in key order) into
+/// a run, and drops the tree.
+fn migrate_seen(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    {
+        let seen = txn.open_table(LEGACY_SEEN).map_err(err("open table"))?;
+        let sorted = seen.iter().map_err(err("scan"))?.map(|entry| {
+            let (id, secs) = entry.map_err(err("scan"))?;
+            let id: [u8; 16] = id.value().try_into().map_err(|_| StoreError {
+                op: "read seen ids",
+                message: format!("an id of {} bytes, expected 16", id.value().len()),
+            })?;
+            Ok((id, secs.value()))
+        });
+        runs::add_sorted(txn, sorted)?;
+    }
+    txn.delete_table(LEGACY_SEEN).map_err(err("delete table"))?;
+    Ok(())
 }
 
 /// Bytes of one id in a `seen_recent` value: the id, then its receive time.
@@ -556,8 +591,7 @@ fn append_recent(txn: &redb::WriteTransaction, ids: &[([u8; 16], u64)]) -> Resul
     Ok(())
 }
 
-/// Moves every id of `seen_recent`, and `ids`, into `seen` in key order: each B-tree leaf is
-/// reached once, on a path the previous insert left in cache.
+/// Moves every id of `seen_recent`, and `ids`, into a new run of the index.
 fn merge_recent(txn: &redb::WriteTransaction, ids: &[([u8; 16], u64)]) -> Result<(), StoreError> {
     let mut all: Vec<([u8; 16], u64)> = ids.to_vec();
     {
@@ -568,12 +602,7 @@ fn merge_recent(txn: &redb::WriteTransaction, ids: &[([u8; 16], u64)]) -> Result
         }
         recent.retain(|_, _| false).map_err(err("clear"))?;
     }
-    let mut seen = txn.open_table(SEEN).map_err(err("open table"))?;
-    all.sort_unstable_by_key(|(id, _)| *id);
-    for (id, secs) in &all {
-        seen.insert(&id[..], secs).map_err(err("insert"))?;
-    }
-    Ok(())
+    runs::add(txn, all)
 }
 
 /// Parses a 32-hex-digit event id into its 16 bytes.
@@ -662,7 +691,7 @@ mod tests {
     }
 
     #[test]
-    fn a_store_of_an_earlier_version_loses_its_time_index_and_purges_the_same() {
+    fn a_store_of_an_earlier_version_has_its_ids_moved_into_a_run_and_purges_the_same() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.redb");
         let (old, new) = ([1u8; 16], [2u8; 16]);
@@ -671,7 +700,7 @@ mod tests {
             let db = redb::Database::create(&path).unwrap();
             let txn = db.begin_write().unwrap();
             {
-                let mut seen = txn.open_table(SEEN).unwrap();
+                let mut seen = txn.open_table(LEGACY_SEEN).unwrap();
                 let mut by_time = txn.open_table(LEGACY_SEEN_BY_TIME).unwrap();
                 for (id, secs) in [(old, 100u64), (new, 200)] {
                     seen.insert(&id[..], secs).unwrap();
@@ -687,6 +716,12 @@ mod tests {
                 txn.open_table(LEGACY_SEEN_BY_TIME),
                 Err(redb::TableError::TableDoesNotExist(_))
             ));
+            // The id-keyed tree became a run.
+            assert!(matches!(
+                txn.open_table(LEGACY_SEEN),
+                Err(redb::TableError::TableDoesNotExist(_))
+            ));
+            assert_eq!(runs::levels(&txn).unwrap(), [(0, 2)]);
         }
         assert_eq!(store.seen(&[old, new]).unwrap(), vec![true, true]);
         assert_eq!(store.purge_before(150).unwrap(), 1);
@@ -819,6 +854,32 @@ mod tests {
                 .filter(|n| kept[*n as usize])
                 .all(|n| index.filter.may_contain(&id(n)))
         );
+    }
+
+    #[test]
+    fn a_store_of_a_later_format_is_refused_and_left_as_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.redb");
+        drop(Store::open(&path).unwrap());
+        {
+            let db = redb::Database::open(&path).unwrap();
+            let txn = db.begin_read().unwrap();
+            let meta = txn.open_table(META).unwrap();
+            assert_eq!(meta.get("format").unwrap().unwrap().value(), FORMAT);
+            drop((meta, txn));
+            let txn = db.begin_write().unwrap();
+            txn.open_table(META)
+                .unwrap()
+                .insert("format", FORMAT + 1)
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let error = Store::open(&path).err().expect("a later format");
+        assert!(error.to_string().contains("format 3"), "{error}");
+        let db = redb::Database::open(&path).unwrap();
+        let txn = db.begin_read().unwrap();
+        let meta = txn.open_table(META).unwrap();
+        assert_eq!(meta.get("format").unwrap().unwrap().value(), FORMAT + 1);
     }
 
     #[test]
