@@ -184,6 +184,9 @@ pub struct Gauges {
     pub state_bytes: u64,
     /// Bytes of memory of the dedup index's filter.
     pub dedup_filter_bytes: u64,
+    /// Ids in the dedup index, and the sorted runs holding its merged ids.
+    pub dedup_ids: u64,
+    pub dedup_runs: u64,
     /// Per table: published files, and the most files in one partition.
     pub files: Vec<(&'static str, u64, u64)>,
 }
@@ -279,6 +282,16 @@ impl Metrics {
                 "hooklake_dedup_filter_bytes",
                 "Bytes of memory of the Bloom filter in front of the dedup index (1.25-2.5 per id in the index).",
                 gauges.dedup_filter_bytes,
+            ),
+            (
+                "hooklake_dedup_ids",
+                "Event ids in the dedup index (those received within the dedup window).",
+                gauges.dedup_ids,
+            ),
+            (
+                "hooklake_dedup_runs",
+                "Sorted runs holding the dedup index's merged ids: a lookup the filter cannot answer reads one block of each.",
+                gauges.dedup_runs,
             ),
         ];
         for (name, help, value) in sizes {

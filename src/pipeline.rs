@@ -632,6 +632,9 @@ impl Pipeline {
         let state_bytes =
             std::fs::metadata(self.sink.root().join("_hooklake/state.redb")).map_or(0, |m| m.len());
         let files = self.sink.file_counts();
+        // A metric is not worth failing a scrape for: an unreadable store shows as zero here,
+        // and as errors in the flushes' own logs and counters.
+        let (dedup_ids, dedup_runs) = self.store.index_stats().unwrap_or_default();
         let now_us = Utc::now().timestamp_micros();
         let buffer = self.buffer();
         Gauges {
@@ -646,6 +649,8 @@ impl Pipeline {
             wal_bytes,
             state_bytes,
             dedup_filter_bytes: self.store.filter_bytes() as u64,
+            dedup_ids,
+            dedup_runs,
             files,
         }
     }

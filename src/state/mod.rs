@@ -479,6 +479,15 @@ impl Store {
         self.index_read().filter.bytes()
     }
 
+    /// Ids in the dedup index, and the runs its merged ids are in (a lookup the filter cannot
+    /// answer reads a block of each).
+    pub fn index_stats(&self) -> Result<(u64, u64), StoreError> {
+        let index = self.index_read();
+        let txn = self.db.begin_read().map_err(err("begin read"))?;
+        let runs = runs::runs(&txn)?.len() as u64;
+        Ok((runs::count(&txn)? + index.recent.len() as u64, runs))
+    }
+
     /// Number of ids in the dedup index.
     pub fn seen_count(&self) -> Result<u64, StoreError> {
         let index = self.index_read();
@@ -807,6 +816,7 @@ mod tests {
                 .commit(record(2), &batch(first..first + 2000), &states)
                 .unwrap();
             assert!(store.index_read().recent.is_empty());
+            assert_eq!(store.index_stats().unwrap(), (first + 2000, 1));
             store
                 .commit(record(3), &batch(first + 2000..first + 2010), &states)
                 .unwrap();

@@ -608,6 +608,13 @@ async fn health_readiness_and_metrics() {
             && after.contains("\nhooklake_dedup_filter_bytes 65536\n"),
         "{after}"
     );
+    // The flushed ids are recent (in memory and `seen_recent`), in no run yet.
+    assert!(
+        !after.contains("\nhooklake_dedup_ids 0\n")
+            && after.contains("\nhooklake_dedup_ids ")
+            && after.contains("\nhooklake_dedup_runs 0\n"),
+        "{after}"
+    );
     // Readiness needs a writable data directory: a directory where the probe file goes
     // makes the write fail (permissions cannot, as tests may run as root).
     std::fs::create_dir(lake.dir.path().join("_hooklake/.ready-probe")).unwrap();

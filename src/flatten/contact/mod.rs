@@ -1,5 +1,6 @@
 //! Contact objects -> `contact_events`, `tracking_params`, `contact_answers`.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use arrow_array::ArrayRef;
@@ -440,13 +441,14 @@ fn read_answers(head: &Head, v: &Json<'_>, row: &ContactEventRow, n: &mut Notes,
         }
     }
     let (pairs, unread) = pairs(numbered_members);
-    let mut questions = Vec::with_capacity(pairs.len());
+    // A set: a payload may hold thousands of answers and as many labels.
+    let mut questions = HashSet::with_capacity(pairs.len());
     for (position, question, response) in pairs {
         let at = |k: &str| format!("questionsAndAnswers.{k}");
         let question = question.and_then(|(k, v)| coerce::string(v, || at(k), n));
         let response = response.and_then(|(k, v)| answer_text(v, || at(k), n));
         if let Some(q) = &question {
-            questions.push(q.clone());
+            questions.insert(q.clone());
         }
         out.contact_answers.push(ContactAnswerRow {
             event_id: head.event_id.clone(),
@@ -460,7 +462,7 @@ fn read_answers(head: &Head, v: &Json<'_>, row: &ContactEventRow, n: &mut Notes,
         });
     }
     for (key, v) in labels.into_iter().chain(unread) {
-        if !questions.iter().any(|q| q.as_str() == key) {
+        if !questions.contains(key) {
             n.extras
                 .insert(format!("questionsAndAnswers.{key}"), v.to_value());
         }
