@@ -36,6 +36,23 @@ impl<'a> Object<'a> {
             .map(|i| &self.0[i].1)
     }
 
+    /// The key as stored and the value of `key`, if present.
+    pub fn get_entry(&self, key: &str) -> Option<(&str, &Json<'a>)> {
+        self.0
+            .binary_search_by(|(k, _)| k.as_ref().cmp(key))
+            .ok()
+            .map(|i| (self.0[i].0.as_ref(), &self.0[i].1))
+    }
+
+    /// Number of members.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     pub fn contains_key(&self, key: &str) -> bool {
         self.get(key).is_some()
     }
@@ -70,6 +87,38 @@ impl<'a> Json<'a> {
         match self {
             Json::Object(o) => Some(o),
             _ => None,
+        }
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Json::String(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The canonical text (see [`Json::write_canonical`]) as a string: for a value read from a
+    /// payload, the same text `serde_json` would write for it.
+    pub fn text(&self) -> String {
+        let mut out = Vec::new();
+        self.write_canonical(&mut out);
+        String::from_utf8(out).expect("JSON text is UTF-8")
+    }
+
+    /// The value as a `serde_json::Value` (what `extras` are kept as).
+    pub fn to_value(&self) -> serde_json::Value {
+        use serde_json::Value;
+        match self {
+            Json::Null => Value::Null,
+            Json::Bool(b) => Value::Bool(*b),
+            Json::Number(n) => Value::Number(n.clone()),
+            Json::String(s) => Value::String(s.to_string()),
+            Json::Array(items) => Value::Array(items.iter().map(Json::to_value).collect()),
+            Json::Object(o) => Value::Object(
+                o.iter()
+                    .map(|(k, v)| (k.to_string(), v.to_value()))
+                    .collect(),
+            ),
         }
     }
 

@@ -1,6 +1,6 @@
 //! Call objects (booked, cancelled, rescheduled) -> `call_events`.
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::contact::{full_name, read_utm};
 use super::reader::{Notes, Obj};
@@ -8,6 +8,7 @@ use super::table::{Micros, Text};
 use super::tables::CallEventRow;
 use super::{Head, Tables};
 use crate::event::EventType;
+use crate::json::{Json, Object};
 
 /// Display-only copies of the slot times (`11:30am - Friday, March 6, 2026`), never parsed.
 const PRETTY_TIMES: &[&str] = &[
@@ -18,12 +19,7 @@ const PRETTY_TIMES: &[&str] = &[
 ];
 
 /// Flattens one call object and returns its event time.
-pub(super) fn flatten(
-    head: &Head,
-    kind: EventType,
-    obj: &Map<String, Value>,
-    out: &mut Tables,
-) -> Micros {
+pub(super) fn flatten(head: &Head, kind: EventType, obj: &Object<'_>, out: &mut Tables) -> Micros {
     let mut notes = Notes::default();
     let mut o = Obj::root(obj);
     let mut row = CallEventRow {
@@ -65,7 +61,7 @@ pub(super) fn flatten(
     ] {
         let value = event
             .peek(key)
-            .and_then(Value::as_str)
+            .and_then(Json::as_str)
             .and_then(super::reader::parse_timestamp);
         if value.is_some() && value == same_as {
             event.skip(key);
@@ -82,7 +78,7 @@ pub(super) fn flatten(
     );
     row.setter_email = setter.string("email", &mut notes);
     setter.finish(&mut notes);
-    let event_map = obj.get("event").and_then(Value::as_object);
+    let event_map = obj.get("event").and_then(Json::as_object);
     event.finish(&mut notes);
 
     let mut invitee = o.object("invitee", &mut notes);
@@ -138,7 +134,7 @@ pub(super) fn flatten(
 /// A duration in minutes from a number key and a unit key (`MINUTES` or `HOURS`). An unknown
 /// unit stays in extras and the number is taken as minutes.
 pub(super) fn minutes(
-    o: &mut Obj<'_>,
+    o: &mut Obj<'_, '_>,
     key: &str,
     unit_key: &str,
     notes: &mut Notes,
@@ -146,7 +142,7 @@ pub(super) fn minutes(
     let value = o.int(key, notes);
     let unit = o
         .peek(unit_key)
-        .and_then(Value::as_str)
+        .and_then(Json::as_str)
         .map(str::to_ascii_uppercase);
     match unit.as_deref() {
         Some("HOURS" | "HOUR") => {
@@ -162,7 +158,7 @@ pub(super) fn minutes(
 }
 
 /// The first of `keys` that holds a timestamp; the others are still marked read.
-fn first_timestamp(o: &mut Obj<'_>, keys: &[&str], notes: &mut Notes) -> Option<Micros> {
+fn first_timestamp(o: &mut Obj<'_, '_>, keys: &[&str], notes: &mut Notes) -> Option<Micros> {
     let mut found = None;
     for key in keys {
         let value = o.timestamp(key, notes);
@@ -176,22 +172,21 @@ fn first_timestamp(o: &mut Obj<'_>, keys: &[&str], notes: &mut Notes) -> Option<
 /// `assigned_to` (number -> name) repeats the names of `extended_assigned_to`; when every name
 /// it holds is also in `extended_assigned_to` it is a duplicate and skipped, else it stays in
 /// extras.
-fn primary_assignee(event: &mut Obj<'_>, notes: &mut Notes) -> (Option<Text>, Option<Text>) {
+fn primary_assignee(event: &mut Obj<'_, '_>, notes: &mut Notes) -> (Option<Text>, Option<Text>) {
     // iClosed sends an object keyed by position; a list of the same people is read alike.
-    let extended: Option<Vec<&Value>> = match event.peek("extended_assigned_to") {
-        Some(Value::Object(map)) => Some(map.values().collect()),
-        Some(Value::Array(list)) => Some(list.iter().collect()),
+    let extended: Option<Vec<&Json>> = match event.peek("extended_assigned_to") {
+        Some(Json::Object(map)) => Some(map.iter().map(|(_, v)| v).collect()),
+        Some(Json::Array(list)) => Some(list.iter().collect()),
         _ => None,
     };
-    let mut chosen: Option<&Map<String, Value>> = None;
+    let mut chosen: Option<&Object> = None;
     if let Some(values) = extended {
         let count = values.len();
-        let people: Vec<&Map<String, Value>> =
-            values.into_iter().filter_map(Value::as_object).collect();
-        let is_primary = |p: &&Map<String, Value>| {
-            matches!(p.get("primary"), Some(Value::Bool(true)))
+        let people: Vec<&Object> = values.into_iter().filter_map(Json::as_object).collect();
+        let is_primary = |p: &&Object| {
+            matches!(p.get("primary"), Some(Json::Bool(true)))
                 || p.get("primary")
-                    .and_then(Value::as_str)
+                    .and_then(Json::as_str)
                     .is_some_and(|s| s.eq_ignore_ascii_case("true"))
         };
         chosen = people
@@ -201,22 +196,22 @@ fn primary_assignee(event: &mut Obj<'_>, notes: &mut Notes) -> (Option<Text>, Op
             .copied();
         let names: Vec<&str> = people
             .iter()
-            .filter_map(|p| p.get("name").and_then(Value::as_str))
+            .filter_map(|p| p.get("name").and_then(Json::as_str))
             .collect();
         let short_is_copy = event
             .peek("assigned_to")
-            .and_then(Value::as_object)
+            .and_then(Json::as_object)
             .is_some_and(|m| {
-                m.values()
-                    .all(|v| v.as_str().is_some_and(|n| names.contains(&n)))
+                m.iter()
+                    .all(|(_, v)| v.as_str().is_some_and(|n| names.contains(&n)))
             });
         if short_is_copy {
             event.skip("assigned_to");
         }
         let all_plain = people.len() == count
             && people.iter().all(|p| {
-                p.keys()
-                    .all(|k| matches!(k.as_str(), "name" | "email" | "primary"))
+                p.iter()
+                    .all(|(k, _)| matches!(k, "name" | "email" | "primary"))
             });
         if all_plain {
             event.skip("extended_assigned_to");

@@ -19,7 +19,7 @@ use crate::event::{Envelope, EventType, Family};
 use crate::json::{self, Json};
 pub use call::preview_id_from_url;
 pub use contact::ColumnSet;
-use reader::{Node, Obj, View};
+use reader::Obj;
 use table::{Micros, Table, Text};
 pub use tables::{
     AttributeChangeRow, CallEventRow, CallOutcomeRow, ContactAnswerRow, ContactEventRow,
@@ -214,31 +214,22 @@ pub fn flatten_one(envelope: &Envelope, options: &Options, out: &mut Tables) {
         event_type: Text::from(envelope.event_type.as_str()),
         received_at: Micros(envelope.received_at_us),
     };
-    // Contacts (most events) are read member by member from the borrowed tree; calls and
-    // outcomes by key from a `serde_json` map.
-    let (event_time, hook_type) = match envelope.event_type.family() {
-        Family::Contact => {
-            let tree = Json::parse(&envelope.raw);
-            let empty = json::Object::default();
-            let object = tree
-                .as_ref()
-                .ok()
-                .and_then(Json::as_object)
-                .unwrap_or(&empty);
-            let hook_type = object.get("hookType").and_then(hook_type_text);
-            (contact::flatten(&head, object, options, out), hook_type)
-        }
-        family => {
-            let object = envelope.object();
-            let hook_type = object.get("hookType").and_then(hook_type_text);
-            let event_time = match family {
-                Family::Call => call::flatten(&head, envelope.event_type, &object, out),
-                Family::Outcome => outcome::flatten(&head, &object, out),
-                Family::Contact | Family::Unknown => head.received_at,
-            };
-            (event_time, hook_type)
-        }
+    // Parsed again (the buffer holds text), into the tree of borrowed strings. Contacts, most
+    // events, are read from it member by member; calls and outcomes key by key.
+    let tree = Json::parse(&envelope.raw);
+    let empty = json::Object::default();
+    let object = tree
+        .as_ref()
+        .ok()
+        .and_then(Json::as_object)
+        .unwrap_or(&empty);
+    let event_time = match envelope.event_type.family() {
+        Family::Contact => contact::flatten(&head, object, options, out),
+        Family::Call => call::flatten(&head, envelope.event_type, object, out),
+        Family::Outcome => outcome::flatten(&head, object, out),
+        Family::Unknown => head.received_at,
     };
+    let hook_type = object.get("hookType").and_then(hook_type_text);
     debug_assert!(envelope.event_type != EventType::Unknown || event_time == head.received_at);
     out.raw_events.push(RawEventRow {
         event_id: head.event_id,
@@ -272,14 +263,14 @@ pub fn rejected_row(r: &crate::rejected::Rejection) -> RejectedEventRow {
 }
 
 /// Reads `hookType` as sent: a string as it is, another non-null value as its JSON text.
-fn hook_type(o: &mut Obj<'_>) -> Option<Text> {
+fn hook_type(o: &mut Obj<'_, '_>) -> Option<Text> {
     o.take("hookType").and_then(hook_type_text)
 }
 
-fn hook_type_text<N: Node>(v: &N) -> Option<Text> {
-    match v.view() {
-        View::Null => None,
-        View::Str(s) => Some(Text::from(s)),
+fn hook_type_text(v: &Json<'_>) -> Option<Text> {
+    match v {
+        Json::Null => None,
+        Json::String(s) => Some(Text::from(s.as_ref())),
         _ => Some(v.text().into()),
     }
 }

@@ -1,14 +1,13 @@
 //! Call outcome objects -> `call_outcomes`.
 
-use serde_json::{Map, Value};
-
 use super::reader::{Notes, Obj};
 use super::table::Micros;
 use super::tables::CallOutcomeRow;
 use super::{Head, Tables};
+use crate::json::Object;
 
 /// Flattens one outcome object and returns its event time.
-pub(super) fn flatten(head: &Head, obj: &Map<String, Value>, out: &mut Tables) -> Micros {
+pub(super) fn flatten(head: &Head, obj: &Object<'_>, out: &mut Tables) -> Micros {
     let mut notes = Notes::default();
     let mut o = Obj::root(obj);
     let mut row = CallOutcomeRow {

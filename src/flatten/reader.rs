@@ -8,10 +8,10 @@
 //! the wrong type becomes null plus an entry in `parse_errors`, never a dropped event.
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
-use serde_json::{Map, Number, Value};
+use serde_json::{Map, Value};
 
 use super::table::{Micros, Text};
-use crate::json::Json;
+use crate::json::{Json, Object};
 
 /// What a row collects besides its columns: unmapped keys and values that did not parse.
 #[derive(Debug, Default)]
@@ -28,7 +28,7 @@ impl Notes {
         (!self.extras.is_empty()).then(|| Value::Object(self.extras.clone()).to_string())
     }
 
-    fn error(&mut self, path: String, expected: &str, got: &impl Node) {
+    fn error(&mut self, path: String, expected: &str, got: &Json<'_>) {
         let mut shown = got.text();
         if shown.len() > 80 {
             let cut = (0..=80)
@@ -43,93 +43,18 @@ impl Notes {
     }
 }
 
-/// What the coercions see of a JSON value: the part `serde_json::Value` and the borrowed
-/// [`Json`] tree have in common, so that both are read by the same rules.
-pub enum View<'v, N> {
-    Null,
-    Bool(bool),
-    Number(&'v Number),
-    Str(&'v str),
-    Array(&'v [N]),
-    Object,
-}
-
-/// A JSON value of either tree; see [`View`].
-pub trait Node: Sized {
-    fn view(&self) -> View<'_, Self>;
-    /// Compact JSON text, object keys in order (the same text for both trees).
-    fn text(&self) -> String;
-    /// The value as a `serde_json::Value`, for `extras`.
-    fn to_value(&self) -> Value;
-}
-
-impl Node for Value {
-    fn view(&self) -> View<'_, Self> {
-        match self {
-            Value::Null => View::Null,
-            Value::Bool(b) => View::Bool(*b),
-            Value::Number(n) => View::Number(n),
-            Value::String(s) => View::Str(s),
-            Value::Array(items) => View::Array(items),
-            Value::Object(_) => View::Object,
-        }
-    }
-    fn text(&self) -> String {
-        self.to_string()
-    }
-    fn to_value(&self) -> Value {
-        self.clone()
-    }
-}
-
-impl Node for Json<'_> {
-    fn view(&self) -> View<'_, Self> {
-        match self {
-            Json::Null => View::Null,
-            Json::Bool(b) => View::Bool(*b),
-            Json::Number(n) => View::Number(n),
-            Json::String(s) => View::Str(s),
-            Json::Array(items) => View::Array(items),
-            Json::Object(_) => View::Object,
-        }
-    }
-    fn text(&self) -> String {
-        let mut out = Vec::new();
-        self.write_canonical(&mut out);
-        String::from_utf8(out).expect("JSON text is UTF-8")
-    }
-    fn to_value(&self) -> Value {
-        match self {
-            Json::Null => Value::Null,
-            Json::Bool(b) => Value::Bool(*b),
-            Json::Number(n) => Value::Number(n.clone()),
-            Json::String(s) => Value::String(s.to_string()),
-            Json::Array(items) => Value::Array(items.iter().map(Node::to_value).collect()),
-            Json::Object(o) => Value::Object(
-                o.iter()
-                    .map(|(k, v)| (k.to_string(), v.to_value()))
-                    .collect(),
-            ),
-        }
-    }
-}
-
 /// The coercions of every column type. Each takes the value (`null` gives `None` and no
 /// error) and the value's dotted path, made only when the value does not parse.
 pub mod coerce {
     use super::*;
 
     /// A string column: strings as they are, numbers and booleans as their JSON text.
-    pub fn string<N: Node>(
-        v: &N,
-        path: impl FnOnce() -> String,
-        notes: &mut Notes,
-    ) -> Option<Text> {
-        match v.view() {
-            View::Null => None,
-            View::Str(s) => Some(Text::from(s)),
-            View::Number(_) | View::Bool(_) => Some(v.text().into()),
-            View::Array(_) | View::Object => {
+    pub fn string(v: &Json<'_>, path: impl FnOnce() -> String, notes: &mut Notes) -> Option<Text> {
+        match v {
+            Json::Null => None,
+            Json::String(s) => Some(Text::from(s.as_ref())),
+            Json::Number(_) | Json::Bool(_) => Some(v.text().into()),
+            Json::Array(_) | Json::Object(_) => {
                 notes.error(path(), "a string", v);
                 None
             }
@@ -137,15 +62,15 @@ pub mod coerce {
     }
 
     /// An integer column: integers, integral floats and digit strings.
-    pub fn int<N: Node>(v: &N, path: impl FnOnce() -> String, notes: &mut Notes) -> Option<i64> {
-        let parsed = match v.view() {
-            View::Null => return None,
-            View::Number(n) => n.as_i64().or_else(|| {
+    pub fn int(v: &Json<'_>, path: impl FnOnce() -> String, notes: &mut Notes) -> Option<i64> {
+        let parsed = match v {
+            Json::Null => return None,
+            Json::Number(n) => n.as_i64().or_else(|| {
                 n.as_f64()
                     .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
                     .map(|f| f as i64)
             }),
-            View::Str(s) => s.trim().parse::<i64>().ok(),
+            Json::String(s) => s.trim().parse::<i64>().ok(),
             _ => None,
         };
         if parsed.is_none() {
@@ -155,11 +80,11 @@ pub mod coerce {
     }
 
     /// A float column: numbers and numeric strings.
-    pub fn float<N: Node>(v: &N, path: impl FnOnce() -> String, notes: &mut Notes) -> Option<f64> {
-        let parsed = match v.view() {
-            View::Null => return None,
-            View::Number(n) => n.as_f64(),
-            View::Str(s) => s.trim().parse::<f64>().ok().filter(|f| f.is_finite()),
+    pub fn float(v: &Json<'_>, path: impl FnOnce() -> String, notes: &mut Notes) -> Option<f64> {
+        let parsed = match v {
+            Json::Null => return None,
+            Json::Number(n) => n.as_f64(),
+            Json::String(s) => s.trim().parse::<f64>().ok().filter(|f| f.is_finite()),
             _ => None,
         };
         if parsed.is_none() {
@@ -169,18 +94,14 @@ pub mod coerce {
     }
 
     /// A boolean column: booleans, `"true"`/`"false"` (any case), 0 and 1.
-    pub fn boolean<N: Node>(
-        v: &N,
-        path: impl FnOnce() -> String,
-        notes: &mut Notes,
-    ) -> Option<bool> {
-        let parsed = match v.view() {
-            View::Null => return None,
-            View::Bool(b) => Some(b),
-            View::Str(s) if s.trim().eq_ignore_ascii_case("true") => Some(true),
-            View::Str(s) if s.trim().eq_ignore_ascii_case("false") => Some(false),
-            View::Number(n) if n.as_i64() == Some(1) => Some(true),
-            View::Number(n) if n.as_i64() == Some(0) => Some(false),
+    pub fn boolean(v: &Json<'_>, path: impl FnOnce() -> String, notes: &mut Notes) -> Option<bool> {
+        let parsed = match v {
+            Json::Null => return None,
+            Json::Bool(b) => Some(*b),
+            Json::String(s) if s.trim().eq_ignore_ascii_case("true") => Some(true),
+            Json::String(s) if s.trim().eq_ignore_ascii_case("false") => Some(false),
+            Json::Number(n) if n.as_i64() == Some(1) => Some(true),
+            Json::Number(n) if n.as_i64() == Some(0) => Some(false),
             _ => None,
         };
         if parsed.is_none() {
@@ -190,16 +111,16 @@ pub mod coerce {
     }
 
     /// A timestamp column, see [`parse_timestamp`]; an empty string is null.
-    pub fn timestamp<N: Node>(
-        v: &N,
+    pub fn timestamp(
+        v: &Json<'_>,
         path: impl FnOnce() -> String,
         notes: &mut Notes,
     ) -> Option<Micros> {
-        let parsed = match v.view() {
-            View::Null => return None,
-            View::Str(s) if s.trim().is_empty() => return None,
-            View::Str(s) => parse_timestamp(s),
-            View::Number(n) => n.as_i64().and_then(epoch_to_micros),
+        let parsed = match v {
+            Json::Null => return None,
+            Json::String(s) if s.trim().is_empty() => return None,
+            Json::String(s) => parse_timestamp(s),
+            Json::Number(n) => n.as_i64().and_then(epoch_to_micros),
             _ => None,
         };
         if parsed.is_none() {
@@ -209,38 +130,38 @@ pub mod coerce {
     }
 
     /// A JSON column: the value's JSON text, whatever its type (`null` is null).
-    pub fn json<N: Node>(v: &N) -> Option<Text> {
-        (!matches!(v.view(), View::Null)).then(|| v.text().into())
+    pub fn json(v: &Json<'_>) -> Option<Text> {
+        (!matches!(v, Json::Null)).then(|| v.text().into())
     }
 
     /// The items of an array as text: strings as they are, other values as their JSON text.
-    pub fn item_texts<N: Node>(items: &[N]) -> impl Iterator<Item = String> + '_ {
-        items.iter().map(|i| match i.view() {
-            View::Str(s) => s.to_string(),
+    pub fn item_texts<'v>(items: &'v [Json<'_>]) -> impl Iterator<Item = String> + 'v {
+        items.iter().map(|i| match i {
+            Json::String(s) => s.to_string(),
             _ => i.text(),
         })
     }
 
     /// The error for a value that should have been an object (`null` is not an error).
-    pub fn not_an_object<N: Node>(v: &N, path: String, notes: &mut Notes) {
-        if !matches!(v.view(), View::Null) {
+    pub fn not_an_object(v: &Json<'_>, path: String, notes: &mut Notes) {
+        if !matches!(v, Json::Null) {
             notes.error(path, "an object", v);
         }
     }
 }
 
 /// A JSON object being read; see the module docs.
-pub struct Obj<'a> {
-    map: Option<&'a Map<String, Value>>,
+pub struct Obj<'a, 'j> {
+    map: Option<&'a Object<'j>>,
     /// Dotted path of this object from the event root (`""` for the root).
     path: String,
     /// Keys already read or skipped.
     used: Vec<&'a str>,
 }
 
-impl<'a> Obj<'a> {
+impl<'a, 'j> Obj<'a, 'j> {
     /// The root object of an event.
-    pub fn root(map: &'a Map<String, Value>) -> Obj<'a> {
+    pub fn root(map: &'a Object<'j>) -> Obj<'a, 'j> {
         Obj {
             map: Some(map),
             path: String::new(),
@@ -254,8 +175,8 @@ impl<'a> Obj<'a> {
     }
 
     /// The keys of the object, in its order.
-    pub fn keys(&self) -> impl Iterator<Item = &'a String> + use<'a> {
-        self.map.into_iter().flat_map(|m| m.keys())
+    pub fn keys(&self) -> impl Iterator<Item = &'a str> + use<'a, 'j> {
+        self.map.into_iter().flat_map(|m| m.iter().map(|(k, _)| k))
     }
 
     fn full(&self, key: &str) -> String {
@@ -267,10 +188,10 @@ impl<'a> Obj<'a> {
     }
 
     /// Marks `key` read and returns its value unless absent or null.
-    pub fn take(&mut self, key: &str) -> Option<&'a Value> {
-        let (k, v) = self.map?.get_key_value(key)?;
-        self.used.push(k.as_str());
-        (!v.is_null()).then_some(v)
+    pub fn take(&mut self, key: &str) -> Option<&'a Json<'j>> {
+        let (k, v) = self.map?.get_entry(key)?;
+        self.used.push(k);
+        (!matches!(v, Json::Null)).then_some(v)
     }
 
     /// Marks `key` as a documented duplicate of data kept elsewhere.
@@ -279,8 +200,8 @@ impl<'a> Obj<'a> {
     }
 
     /// Returns the raw value of `key` without marking it read.
-    pub fn peek(&self, key: &str) -> Option<&'a Value> {
-        self.map?.get(key).filter(|v| !v.is_null())
+    pub fn peek(&self, key: &str) -> Option<&'a Json<'j>> {
+        self.map?.get(key).filter(|v| !matches!(v, Json::Null))
     }
 
     /// A string column, see [`coerce::string`].
@@ -325,10 +246,10 @@ impl<'a> Obj<'a> {
 
     /// A nested object; absent or null gives an empty [`Obj`], another type is a parse error
     /// (the value stays in `extras` so nothing is lost).
-    pub fn object(&mut self, key: &str, notes: &mut Notes) -> Obj<'a> {
+    pub fn object(&mut self, key: &str, notes: &mut Notes) -> Obj<'a, 'j> {
         let path = self.full(key);
         let map = match self.peek(key) {
-            Some(Value::Object(m)) => {
+            Some(Json::Object(m)) => {
                 self.skip(key);
                 Some(m)
             }
@@ -351,10 +272,10 @@ impl<'a> Obj<'a> {
     /// Moves every key not read or skipped into `notes.extras`, by dotted path.
     pub fn finish(self, notes: &mut Notes) {
         let Some(map) = self.map else { return };
-        for (k, v) in map {
-            // `used` holds the map's own keys (from `get_key_value`), so identity is equality.
-            if !self.used.iter().any(|u| std::ptr::eq(*u, k.as_str())) {
-                notes.extras.insert(self.full(k), v.clone());
+        for (k, v) in map.iter() {
+            // `used` holds the object's own keys (from `get_entry`), so identity is equality.
+            if !self.used.iter().any(|u| std::ptr::eq(*u, k)) {
+                notes.extras.insert(self.full(k), v.to_value());
             }
         }
     }
@@ -434,13 +355,12 @@ mod tests {
 
     #[test]
     fn coercions_and_errors() {
-        let map = json!({"a": "45", "b": 3.0, "c": "x", "d": "TRUE", "e": {"k": 1}, "f": null,
+        let text = json!({"a": "45", "b": 3.0, "c": "x", "d": "TRUE", "e": {"k": 1}, "f": null,
                           "g": 1773000000000i64, "h": [1], "unread": 7})
-        .as_object()
-        .unwrap()
-        .clone();
+        .to_string();
+        let tree = Json::parse(&text).unwrap();
         let mut notes = Notes::default();
-        let mut o = Obj::root(&map);
+        let mut o = Obj::root(tree.as_object().unwrap());
         assert_eq!(o.int("a", &mut notes), Some(45));
         assert_eq!(o.int("b", &mut notes), Some(3));
         assert_eq!(o.int("c", &mut notes), None);
@@ -469,12 +389,10 @@ mod tests {
 
     #[test]
     fn nested_extras_use_dotted_paths() {
-        let map = json!({"t": {"known": "x", "new": 1}})
-            .as_object()
-            .unwrap()
-            .clone();
+        let text = json!({"t": {"known": "x", "new": 1}}).to_string();
+        let tree = Json::parse(&text).unwrap();
         let mut notes = Notes::default();
-        let mut root = Obj::root(&map);
+        let mut root = Obj::root(tree.as_object().unwrap());
         let mut t = root.object("t", &mut notes);
         assert_eq!(t.string("known", &mut notes).as_deref(), Some("x"));
         t.finish(&mut notes);

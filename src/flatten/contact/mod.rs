@@ -7,7 +7,7 @@ use arrow_array::ArrayRef;
 use arrow_array::builder::{ListBuilder, StringBuilder};
 use arrow_schema::DataType;
 
-use super::reader::{Node, Notes, Obj, View, coerce};
+use super::reader::{Notes, Obj, coerce};
 use super::table::{Cell, Micros, Text};
 use super::tables::{ContactAnswerRow, ContactEventRow, TrackingParamRow};
 use super::{Head, Options, Tables};
@@ -470,9 +470,9 @@ fn read_answers(head: &Head, v: &Json<'_>, row: &ContactEventRow, n: &mut Notes,
 }
 
 /// A free-text answer: strings as they are, arrays joined with `, `, other scalars as JSON text.
-fn answer_text<N: Node>(v: &N, path: impl FnOnce() -> String, n: &mut Notes) -> Option<Text> {
-    match v.view() {
-        View::Array(items) => Some(
+fn answer_text(v: &Json<'_>, path: impl FnOnce() -> String, n: &mut Notes) -> Option<Text> {
+    match v {
+        Json::Array(items) => Some(
             coerce::item_texts(items)
                 .collect::<Vec<_>>()
                 .join(", ")
@@ -484,11 +484,11 @@ fn answer_text<N: Node>(v: &N, path: impl FnOnce() -> String, n: &mut Notes) -> 
 
 /// The elements of a JSON array as strings (non-strings as their JSON text); a single value
 /// is a list of one.
-fn string_list<N: Node>(v: &N) -> Option<Vec<String>> {
-    match v.view() {
-        View::Null => None,
-        View::Array(items) => Some(coerce::item_texts(items).collect()),
-        View::Str(s) => Some(vec![s.to_string()]),
+fn string_list(v: &Json<'_>) -> Option<Vec<String>> {
+    match v {
+        Json::Null => None,
+        Json::Array(items) => Some(coerce::item_texts(items).collect()),
+        Json::String(s) => Some(vec![s.to_string()]),
         _ => Some(vec![v.text()]),
     }
 }
@@ -709,7 +709,7 @@ fn plausible_phone(p: &str) -> bool {
 
 /// The five last-touch `utm_*` values of a tracking object, or the `first_utm_*` ones.
 pub(super) fn read_utm(
-    tracking: &mut Obj<'_>,
+    tracking: &mut Obj<'_, '_>,
     first_touch: bool,
     notes: &mut Notes,
 ) -> [Option<Text>; 5] {
@@ -777,7 +777,7 @@ mod tests {
         let tree = Json::parse(&text).unwrap();
         let (mut ours, mut theirs) = (Tables::default(), Tables::default());
         let a = flatten(&head, tree.as_object().unwrap(), &options, &mut ours);
-        let b = reference::flatten(&head, payload.as_object().unwrap(), &options, &mut theirs);
+        let b = reference::flatten(&head, tree.as_object().unwrap(), &options, &mut theirs);
         assert_eq!(a, b, "event time of {text}");
         for row in ours
             .contact_events

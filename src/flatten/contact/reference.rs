@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use serde_json::{Map, Value};
+use crate::json::{Json, Object};
 
 use super::{COLUMN_SOURCES, ColumnSet, full_name, numbered, quality_flags, read_utm};
 use crate::flatten::reader::{Notes, Obj};
@@ -16,7 +16,7 @@ use crate::flatten::{Head, Options, Tables};
 /// Flattens one contact object the way the first implementation did; returns its event time.
 pub(crate) fn flatten(
     head: &Head,
-    obj: &Map<String, Value>,
+    obj: &Object<'_>,
     options: &Options,
     out: &mut Tables,
 ) -> Micros {
@@ -110,14 +110,14 @@ pub(crate) fn flatten(
 
 /// Whether the rest of a path is absent below `value`, the value of its first key (an explicit
 /// `null` on the way is not absent).
-fn absent_below(value: Option<&Value>, rest: &[&str]) -> bool {
+fn absent_below(value: Option<&Json<'_>>, rest: &[&str]) -> bool {
     let mut current = match value {
         None => return true,
         Some(v) => v,
     };
     for key in rest {
         match current {
-            Value::Object(map) => match map.get(*key) {
+            Json::Object(map) => match map.get(key) {
                 None => return true,
                 Some(next) => current = next,
             },
@@ -128,10 +128,10 @@ fn absent_below(value: Option<&Value>, rest: &[&str]) -> bool {
 }
 
 /// The carried columns absent from a contact payload.
-fn missing_fields(obj: &Map<String, Value>) -> ColumnSet {
+fn missing_fields(obj: &Object<'_>) -> ColumnSet {
     // Columns in a row share their parent object (`event`, `tracking`, `latestCall`): each
     // top-level key is looked up once per run of columns under it.
-    let mut last: Option<(&str, Option<&Value>)> = None;
+    let mut last: Option<(&str, Option<&Json>)> = None;
     let mut top = |key: &'static str| match last {
         Some((k, v)) if k == key => v,
         _ => {
@@ -150,36 +150,32 @@ fn missing_fields(obj: &Map<String, Value>) -> ColumnSet {
 }
 
 /// The elements of a JSON array as strings (non-strings as their JSON text).
-fn string_list(v: Option<&Value>) -> Option<Vec<String>> {
+fn string_list(v: Option<&Json<'_>>) -> Option<Vec<String>> {
     match v? {
-        Value::Array(items) => Some(
+        Json::Array(items) => Some(
             items
                 .iter()
-                .map(|i| {
-                    i.as_str()
-                        .map(str::to_string)
-                        .unwrap_or_else(|| i.to_string())
-                })
+                .map(|i| i.as_str().map(str::to_string).unwrap_or_else(|| i.text()))
                 .collect(),
         ),
-        Value::String(s) => Some(vec![s.clone()]),
-        other => Some(vec![other.to_string()]),
+        Json::String(s) => Some(vec![s.to_string()]),
+        other => Some(vec![other.text()]),
     }
 }
 
 fn tracking_params(
     head: &Head,
     row: &ContactEventRow,
-    tracking: &mut Obj<'_>,
+    tracking: &mut Obj<'_, '_>,
     notes: &mut Notes,
     out: &mut Tables,
 ) {
     let mut positions: BTreeMap<i64, (String, String)> = BTreeMap::new();
     for key in tracking.keys() {
         if let Some(n) = numbered(key, "utmKey_", "") {
-            positions.entry(n).or_default().0 = key.clone();
+            positions.entry(n).or_default().0 = key.to_string();
         } else if let Some(n) = numbered(key, "utmValue_", "") {
-            positions.entry(n).or_default().1 = key.clone();
+            positions.entry(n).or_default().1 = key.to_string();
         }
     }
     for (position, (key_name, value_name)) in positions {
@@ -207,16 +203,16 @@ fn tracking_params(
 fn contact_answers(
     head: &Head,
     row: &ContactEventRow,
-    answers: &mut Obj<'_>,
+    answers: &mut Obj<'_, '_>,
     notes: &mut Notes,
     out: &mut Tables,
 ) {
     let mut positions: BTreeMap<i64, (String, String)> = BTreeMap::new();
     for key in answers.keys() {
         if let Some(n) = numbered(key, "", "_question") {
-            positions.entry(n).or_default().0 = key.clone();
+            positions.entry(n).or_default().0 = key.to_string();
         } else if let Some(n) = numbered(key, "", "_response") {
-            positions.entry(n).or_default().1 = key.clone();
+            positions.entry(n).or_default().1 = key.to_string();
         }
     }
     let mut questions = HashSet::new();
@@ -249,8 +245,8 @@ fn contact_answers(
     // key is an answer we have no number for, and stays in extras.
     let labels: Vec<String> = answers
         .keys()
-        .filter(|k| questions.contains(k.as_str()))
-        .cloned()
+        .filter(|k| questions.contains(*k))
+        .map(str::to_string)
         .collect();
     for label in labels {
         answers.skip(&label);
@@ -258,18 +254,14 @@ fn contact_answers(
 }
 
 /// A free-text answer: strings as they are, arrays joined with `, `, other scalars as JSON text.
-fn answer_text(o: &mut Obj<'_>, key: &str, notes: &mut Notes) -> Option<Text> {
+fn answer_text(o: &mut Obj<'_, '_>, key: &str, notes: &mut Notes) -> Option<Text> {
     match o.peek(key) {
-        Some(Value::Array(items)) => {
+        Some(Json::Array(items)) => {
             o.skip(key);
             Some(
                 items
                     .iter()
-                    .map(|i| {
-                        i.as_str()
-                            .map(str::to_string)
-                            .unwrap_or_else(|| i.to_string())
-                    })
+                    .map(|i| i.as_str().map(str::to_string).unwrap_or_else(|| i.text()))
                     .collect::<Vec<_>>()
                     .join(", ")
                     .into(),
