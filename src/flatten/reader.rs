@@ -6,6 +6,10 @@
 //! `extras`, by dotted path. Invariant: every key of the object ends up in a column, in
 //! `extras`, or is named by the flattener as a documented duplicate ([`Obj::skip`]); a value of
 //! the wrong type becomes null plus an entry in `parse_errors`, never a dropped event.
+//!
+//! Objects are the borrowed tree of [`crate::json`]. Calls and outcomes are read through an
+//! [`Obj`]; contacts, most events, member by member (`contact/`), with the same [`coerce`]
+//! functions.
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use serde_json::{Map, Value};
