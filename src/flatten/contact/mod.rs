@@ -22,7 +22,7 @@ pub(crate) mod reference;
 /// maps, which marks its column present (for `missing_fields`), and a key the table does not
 /// map goes to `extras` when it is met. The first implementation looked each column's key up
 /// instead, and looked every path up again for `missing_fields`; it is kept as the tests'
-/// oracle in [`reference`]. Parse errors come in the object's key order.
+/// oracle in `reference.rs`. Parse errors come in the object's key order.
 pub(super) fn flatten(
     head: &Head,
     obj: &Object<'_>,
