@@ -104,7 +104,7 @@ pub const RECENT_MERGE_IDS: usize = 1 << 18;
 /// The store; cheap to share behind an `Arc`.
 pub struct Store {
     db: Database,
-    /// What lookups of the dedup index read before its B-tree. A lookup holds the read lock
+    /// What lookups of the dedup index read before its runs. A lookup holds the read lock
     /// from the start of its read transaction to its last lookup, so a merge (which empties the
     /// recent ids after its commit) can never hide an id from it. A purge takes the write lock
     /// before its transaction commits, so that no flush commits between that commit and the
@@ -116,7 +116,7 @@ pub struct Store {
 struct Index {
     /// The ids of `seen_recent`, as committed.
     recent: IdSet,
-    /// Every id of `seen` and `seen_recent`.
+    /// Every id of the runs and of `seen_recent`.
     filter: IdFilter,
     /// Counts the changes to the two above: a filter built from a snapshot of the store
     /// replaces the one in use only if nothing changed since the snapshot.
@@ -206,7 +206,7 @@ impl Store {
         let index = self.index_read();
         let txn = self.db.begin_read().map_err(err("begin read"))?;
         // The runs of this snapshot: a merge may have replaced those of an older one.
-        let runs = runs::runs(&txn)?;
+        let (runs, _) = runs::runs(&txn)?;
         let blocks = txn.open_table(runs::BLOCKS).map_err(err("open table"))?;
         ids.iter()
             .map(|id| {
@@ -485,15 +485,13 @@ impl Store {
     pub fn index_stats(&self) -> Result<(u64, u64), StoreError> {
         let index = self.index_read();
         let txn = self.db.begin_read().map_err(err("begin read"))?;
-        let runs = runs::runs(&txn)?.len() as u64;
-        Ok((runs::count(&txn)? + index.recent.len() as u64, runs))
+        let (runs, ids) = runs::runs(&txn)?;
+        Ok((ids + index.recent.len() as u64, runs.len() as u64))
     }
 
     /// Number of ids in the dedup index.
     pub fn seen_count(&self) -> Result<u64, StoreError> {
-        let index = self.index_read();
-        let txn = self.db.begin_read().map_err(err("begin read"))?;
-        Ok(runs::count(&txn)? + index.recent.len() as u64)
+        Ok(self.index_stats()?.0)
     }
 }
 
@@ -504,7 +502,7 @@ fn filter_of(
     recent: &IdSet,
     room: usize,
 ) -> Result<IdFilter, StoreError> {
-    let held = usize::try_from(runs::count(txn)?).unwrap_or(usize::MAX) + recent.len();
+    let held = usize::try_from(runs::runs(txn)?.1).unwrap_or(usize::MAX) + recent.len();
     let mut filter = IdFilter::with_capacity(room.max(held));
     runs::for_each_id(txn, |id| filter.insert(id))?;
     recent.iter().for_each(|id| filter.insert(id));

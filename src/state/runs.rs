@@ -35,15 +35,22 @@ const FANOUT: usize = 4;
 const FIRST: [u8; 16] = [0; 16];
 const LAST: [u8; 16] = [0xff; 16];
 
-/// The runs of the index, newest first.
-pub(super) fn runs(txn: &redb::ReadTransaction) -> Result<Vec<u64>, StoreError> {
-    let table = txn.open_table(RUNS).map_err(err("open table"))?;
-    let mut runs = Vec::new();
+/// Every run as (run, level, ids), oldest first.
+fn list(table: &impl ReadableTable<u64, (u64, u64)>) -> Result<Vec<(u64, u64, u64)>, StoreError> {
+    let mut out = Vec::new();
     for entry in table.iter().map_err(err("scan"))? {
-        runs.push(entry.map_err(err("scan"))?.0.value());
+        let (run, meta) = entry.map_err(err("scan"))?;
+        let (level, ids) = meta.value();
+        out.push((run.value(), level, ids));
     }
-    runs.reverse();
-    Ok(runs)
+    Ok(out)
+}
+
+/// The runs of the index, newest first, and the ids they hold.
+pub(super) fn runs(txn: &redb::ReadTransaction) -> Result<(Vec<u64>, u64), StoreError> {
+    let list = list(&txn.open_table(RUNS).map_err(err("open table"))?)?;
+    let ids = list.iter().map(|(_, _, ids)| ids).sum();
+    Ok((list.into_iter().rev().map(|(run, _, _)| run).collect(), ids))
 }
 
 /// Whether any of `runs` holds `id`.
@@ -68,16 +75,8 @@ pub(super) fn contains(
 
 /// Binary search of a block for `id`.
 fn search(block: &[u8], id: &[u8; 16]) -> bool {
-    let (mut lo, mut hi) = (0, block.len() / ENTRY);
-    while lo < hi {
-        let mid = (lo + hi) / 2;
-        match block[mid * ENTRY..mid * ENTRY + 16].cmp(&id[..]) {
-            std::cmp::Ordering::Less => lo = mid + 1,
-            std::cmp::Ordering::Greater => hi = mid,
-            std::cmp::Ordering::Equal => return true,
-        }
-    }
-    false
+    let (entries, _) = block.as_chunks::<ENTRY>();
+    entries.binary_search_by(|e| e[..16].cmp(id)).is_ok()
 }
 
 /// Calls `f` with every id of every run.
@@ -95,16 +94,6 @@ pub(super) fn for_each_id(
     Ok(())
 }
 
-/// Ids in all runs.
-pub(super) fn count(txn: &redb::ReadTransaction) -> Result<u64, StoreError> {
-    let table = txn.open_table(RUNS).map_err(err("open table"))?;
-    let mut total = 0;
-    for entry in table.iter().map_err(err("scan"))? {
-        total += entry.map_err(err("scan"))?.1.value().1;
-    }
-    Ok(total)
-}
-
 /// Adds `entries` (in any order) as a new run of level 0, then merges the runs of any level
 /// that has [`FANOUT`] of them, lowest level first.
 pub(super) fn add(
@@ -116,30 +105,11 @@ pub(super) fn add(
     }
     entries.sort_unstable_by_key(|(id, _)| *id);
     entries.dedup_by_key(|(id, _)| *id);
-    let run = next_run(txn)?;
-    {
-        let mut blocks = txn.open_table(BLOCKS).map_err(err("open table"))?;
-        let mut writer = Writer::new(run);
-        for (id, secs) in &entries {
-            writer.push(&mut blocks, &entry(id, *secs))?;
-        }
-        writer.finish(&mut blocks)?;
-    }
-    txn.open_table(RUNS)
-        .map_err(err("open table"))?
-        .insert(run, (0, entries.len() as u64))
-        .map_err(err("insert"))?;
+    write_run(txn, entries.into_iter().map(Ok), |_| 0)?;
     loop {
         let mut by_level: HashMap<u64, Vec<u64>> = HashMap::new();
-        {
-            let table = txn.open_table(RUNS).map_err(err("open table"))?;
-            for e in table.iter().map_err(err("scan"))? {
-                let (run, meta) = e.map_err(err("scan"))?;
-                by_level
-                    .entry(meta.value().0)
-                    .or_default()
-                    .push(run.value());
-            }
+        for (run, level, _) in list(&txn.open_table(RUNS).map_err(err("open table"))?)? {
+            by_level.entry(level).or_default().push(run);
         }
         let full = by_level
             .into_iter()
@@ -157,25 +127,39 @@ pub(super) fn add(
 pub(super) fn add_sorted(
     txn: &WriteTransaction,
     sorted: impl Iterator<Item = Result<([u8; 16], u64), StoreError>>,
-) -> Result<u64, StoreError> {
-    let run = next_run(txn)?;
-    let mut blocks = txn.open_table(BLOCKS).map_err(err("open table"))?;
-    let mut writer = Writer::new(run);
-    for item in sorted {
-        let (id, secs) = item?;
-        writer.push(&mut blocks, &entry(&id, secs))?;
-    }
-    let count = writer.finish(&mut blocks)?;
-    if count > 0 {
-        let level = (count / super::RECENT_MERGE_IDS as u64)
+) -> Result<(), StoreError> {
+    write_run(txn, sorted, |ids| {
+        let level = (ids / super::RECENT_MERGE_IDS as u64)
             .max(1)
             .ilog(FANOUT as u64);
+        u64::from(level)
+    })
+}
+
+/// Writes entries given in id order as a new run, at the level `level_of` gives for its
+/// number of ids (none, if there are no entries).
+fn write_run(
+    txn: &WriteTransaction,
+    sorted: impl Iterator<Item = Result<([u8; 16], u64), StoreError>>,
+    level_of: impl FnOnce(u64) -> u64,
+) -> Result<(), StoreError> {
+    let run = next_run(txn)?;
+    let ids = {
+        let mut blocks = txn.open_table(BLOCKS).map_err(err("open table"))?;
+        let mut writer = Writer::new(run);
+        for item in sorted {
+            let (id, secs) = item?;
+            writer.push(&mut blocks, &entry(&id, secs))?;
+        }
+        writer.finish(&mut blocks)?
+    };
+    if ids > 0 {
         txn.open_table(RUNS)
             .map_err(err("open table"))?
-            .insert(run, (u64::from(level), count))
+            .insert(run, (level_of(ids), ids))
             .map_err(err("insert"))?;
     }
-    Ok(count)
+    Ok(())
 }
 
 /// Merges `sources` into one new run of `level`, streamed block by block, and deletes them.
@@ -278,12 +262,11 @@ pub(super) fn purge(
 /// The (level, ids) of every run, oldest first.
 #[cfg(test)]
 pub(super) fn levels(txn: &redb::ReadTransaction) -> Result<Vec<(u64, u64)>, StoreError> {
-    let table = txn.open_table(RUNS).map_err(err("open table"))?;
-    let mut out = Vec::new();
-    for e in table.iter().map_err(err("scan"))? {
-        out.push(e.map_err(err("scan"))?.1.value());
-    }
-    Ok(out)
+    let list = list(&txn.open_table(RUNS).map_err(err("open table"))?)?;
+    Ok(list
+        .into_iter()
+        .map(|(_, level, ids)| (level, ids))
+        .collect())
 }
 
 fn entry(id: &[u8; 16], secs: u64) -> [u8; ENTRY] {
@@ -428,7 +411,7 @@ mod tests {
 
     fn found(db: &redb::Database, ids: impl Iterator<Item = [u8; 16]>) -> Vec<bool> {
         let txn = db.begin_read().unwrap();
-        let runs = runs(&txn).unwrap();
+        let (runs, _) = runs(&txn).unwrap();
         let blocks = txn.open_table(BLOCKS).unwrap();
         ids.map(|id| contains(&blocks, &runs, &id).unwrap())
             .collect()
@@ -454,7 +437,7 @@ mod tests {
             added += size;
             let txn = db.begin_read().unwrap();
             let levels = levels(&txn).unwrap();
-            assert_eq!(count(&txn).unwrap(), added, "after batch {i}");
+            assert_eq!(runs(&txn).unwrap().1, added, "after batch {i}");
             for level in 0..4 {
                 let runs = levels.iter().filter(|(l, _)| *l == level).count();
                 assert!(
@@ -498,7 +481,7 @@ mod tests {
         assert_eq!(kept, added - purged);
         assert_eq!(found(&db, (0..added).map(id)), expected);
         let txn = db.begin_read().unwrap();
-        assert_eq!(count(&txn).unwrap(), kept);
+        assert_eq!(runs(&txn).unwrap().1, kept);
         drop(txn);
         // Purging every id leaves no runs.
         let txn = db.begin_write().unwrap();
@@ -517,7 +500,7 @@ mod tests {
         add(&txn, vec![(id(1), 5), (id(2), 5), (id(1), 6)]).unwrap();
         txn.commit().unwrap();
         let txn = db.begin_read().unwrap();
-        assert_eq!(count(&txn).unwrap(), 2);
+        assert_eq!(runs(&txn).unwrap().1, 2);
         assert_eq!(
             found(&db, [id(1), id(2), id(3)].into_iter()),
             [true, true, false]
