@@ -61,13 +61,34 @@ pub(super) fn flatten(
                 row.hook_type = super::hook_type_text(v);
                 continue;
             }
-            "accountId" => (row.account_id = coerce::int(v, at, n), col::ACCOUNT_ID).1,
-            "userId" => (row.user_id = coerce::int(v, at, n), col::USER_ID).1,
-            "previewId" => (row.preview_id = coerce::string(v, at, n), col::PREVIEW_ID).1,
-            "firstName" => (row.first_name = coerce::string(v, at, n), col::FIRST_NAME).1,
-            "lastName" => (row.last_name = coerce::string(v, at, n), col::LAST_NAME).1,
-            "email" => (row.email = coerce::string(v, at, n), col::EMAIL).1,
-            "phoneNumber" => (row.phone_number = coerce::string(v, at, n), col::PHONE).1,
+            "accountId" => {
+                row.account_id = coerce::int(v, at, n);
+                col::ACCOUNT_ID
+            }
+            "userId" => {
+                row.user_id = coerce::int(v, at, n);
+                col::USER_ID
+            }
+            "previewId" => {
+                row.preview_id = coerce::string(v, at, n);
+                col::PREVIEW_ID
+            }
+            "firstName" => {
+                row.first_name = coerce::string(v, at, n);
+                col::FIRST_NAME
+            }
+            "lastName" => {
+                row.last_name = coerce::string(v, at, n);
+                col::LAST_NAME
+            }
+            "email" => {
+                row.email = coerce::string(v, at, n);
+                col::EMAIL
+            }
+            "phoneNumber" => {
+                row.phone_number = coerce::string(v, at, n);
+                col::PHONE
+            }
             "secondary_email" => {
                 row.secondary_email = coerce::string(v, at, n);
                 col::SECONDARY_EMAIL
@@ -76,18 +97,30 @@ pub(super) fn flatten(
                 row.secondary_phone_number = coerce::string(v, at, n);
                 col::SECONDARY_PHONE
             }
-            "status" => (row.status = coerce::string(v, at, n), col::STATUS).1,
-            "createdAt" => {
-                (
-                    row.created_at = coerce::timestamp(v, at, n),
-                    col::CREATED_AT,
-                )
-                    .1
+            "status" => {
+                row.status = coerce::string(v, at, n);
+                col::STATUS
             }
-            "joinedTime" => (row.joined_time = coerce::timestamp(v, at, n), col::JOINED).1,
-            "timeZone" => (row.time_zone = coerce::string(v, at, n), col::TIME_ZONE).1,
-            "country" => (row.country = coerce::string(v, at, n), col::COUNTRY).1,
-            "ipAddress" => (row.ip_address = coerce::string(v, at, n), col::IP_ADDRESS).1,
+            "createdAt" => {
+                row.created_at = coerce::timestamp(v, at, n);
+                col::CREATED_AT
+            }
+            "joinedTime" => {
+                row.joined_time = coerce::timestamp(v, at, n);
+                col::JOINED
+            }
+            "timeZone" => {
+                row.time_zone = coerce::string(v, at, n);
+                col::TIME_ZONE
+            }
+            "country" => {
+                row.country = coerce::string(v, at, n);
+                col::COUNTRY
+            }
+            "ipAddress" => {
+                row.ip_address = coerce::string(v, at, n);
+                col::IP_ADDRESS
+            }
             "disqualifyingGroup" => {
                 row.disqualifying_group = coerce::json(v);
                 col::DISQUALIFYING_GROUP
@@ -184,6 +217,18 @@ mod col {
         column("first_utm_term"),
         column("first_utm_content"),
     ];
+    pub const ALL_UTM: [usize; 10] = [
+        UTM[0],
+        UTM[1],
+        UTM[2],
+        UTM[3],
+        UTM[4],
+        FIRST_UTM[0],
+        FIRST_UTM[1],
+        FIRST_UTM[2],
+        FIRST_UTM[3],
+        FIRST_UTM[4],
+    ];
     pub const CONTACT_ANSWERS: usize = column("contact_answers");
     pub const TRACKING_PARAMS: usize = column("tracking_params");
 }
@@ -234,11 +279,26 @@ fn booking_event(v: &Json<'_>, row: &mut ContactEventRow, present: &mut ColumnSe
     for (key, v) in event.iter() {
         let at = || format!("event.{key}");
         let slot = match key {
-            "id" => (row.booking_event_id = coerce::int(v, at, n), 0).1,
-            "name" => (row.booking_event_name = coerce::string(v, at, n), 1).1,
-            "eventType" => (row.booking_event_type = coerce::string(v, at, n), 2).1,
-            "linkPrefix" => (row.booking_event_link_prefix = coerce::string(v, at, n), 3).1,
-            "color" => (row.booking_event_color = coerce::string(v, at, n), 4).1,
+            "id" => {
+                row.booking_event_id = coerce::int(v, at, n);
+                0
+            }
+            "name" => {
+                row.booking_event_name = coerce::string(v, at, n);
+                1
+            }
+            "eventType" => {
+                row.booking_event_type = coerce::string(v, at, n);
+                2
+            }
+            "linkPrefix" => {
+                row.booking_event_link_prefix = coerce::string(v, at, n);
+                3
+            }
+            "color" => {
+                row.booking_event_color = coerce::string(v, at, n);
+                4
+            }
             _ => {
                 n.extras.insert(at(), v.to_value());
                 continue;
@@ -275,14 +335,17 @@ fn latest_call(v: &Json<'_>, row: &mut ContactEventRow, present: &mut ColumnSet,
                     let at = || format!("latestCall.user.{key}");
                     let column = match key {
                         "id" => {
-                            (
-                                row.latest_call_host_id = coerce::int(v, at, n),
-                                col::HOST_ID,
-                            )
-                                .1
+                            row.latest_call_host_id = coerce::int(v, at, n);
+                            col::HOST_ID
                         }
-                        "firstName" => (first = coerce::string(v, at, n), col::HOST_NAME).1,
-                        "lastName" => (last = coerce::string(v, at, n), col::HOST_NAME).1,
+                        "firstName" => {
+                            first = coerce::string(v, at, n);
+                            col::HOST_NAME
+                        }
+                        "lastName" => {
+                            last = coerce::string(v, at, n);
+                            col::HOST_NAME
+                        }
                         "email" => {
                             row.latest_call_host_email = coerce::string(v, at, n);
                             col::HOST_EMAIL
@@ -363,8 +426,7 @@ fn read_tracking(
     out: &mut Tables,
 ) {
     const UTM: [&str; 5] = ["source", "medium", "campaign", "term", "content"];
-    let all: Vec<usize> = col::UTM.iter().chain(&col::FIRST_UTM).copied().collect();
-    let Some(tracking) = nested(v, "tracking", present, &all, n) else {
+    let Some(tracking) = nested(v, "tracking", present, &col::ALL_UTM, n) else {
         return;
     };
     let (mut last, mut first): ([Option<Text>; 5], [Option<Text>; 5]) = Default::default();
