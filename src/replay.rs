@@ -269,22 +269,16 @@ fn read_input(
     } else if !one_line_document && first.trim_start().starts_with('{') {
         let mut text = first;
         reader.read_to_string(&mut text)?;
-        send(body_item(
-            text.as_bytes(),
-            &source_path,
-            limits,
-            format!("line {line_no}"),
-        ));
+        send(body_item(text.as_bytes(), &source_path, limits, || {
+            format!("line {line_no}")
+        }));
     } else {
         let mut line = first;
         loop {
             if !line.trim().is_empty() {
-                let item = body_item(
-                    line.trim_end().as_bytes(),
-                    &source_path,
-                    limits,
-                    format!("line {line_no}"),
-                );
+                let item = body_item(line.trim_end().as_bytes(), &source_path, limits, || {
+                    format!("line {line_no}")
+                });
                 if !send(item) {
                     break;
                 }
@@ -337,7 +331,14 @@ impl Batcher<'_> {
     }
 }
 
-fn body_item(body: &[u8], source_path: &str, limits: BodyLimits, place: String) -> Item {
+/// The events of one body, or why it was rejected at `place` (named only then, since nearly
+/// every line is accepted: no string is made per line for it).
+fn body_item(
+    body: &[u8],
+    source_path: &str,
+    limits: BodyLimits,
+    place: impl FnOnce() -> String,
+) -> Item {
     match event::parse_body(
         body,
         None,
@@ -347,7 +348,7 @@ fn body_item(body: &[u8], source_path: &str, limits: BodyLimits, place: String) 
     ) {
         Ok(events) => Item::Events { events, bodies: 1 },
         Err(e) => Item::Rejected {
-            place,
+            place: place(),
             reason: e.to_string(),
         },
     }
@@ -398,7 +399,7 @@ impl<'de> Visitor<'de> for ArraySeed<'_> {
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         let mut index = 0usize;
         while let Some(element) = seq.next_element::<Box<RawValue>>()? {
-            let place = format!("element {index}");
+            let place = || format!("element {index}");
             let item = if element.get().starts_with('{') {
                 body_item(
                     element.get().as_bytes(),
@@ -408,7 +409,7 @@ impl<'de> Visitor<'de> for ArraySeed<'_> {
                 )
             } else {
                 Item::Rejected {
-                    place,
+                    place: place(),
                     reason: "not a JSON object".into(),
                 }
             };
