@@ -112,48 +112,6 @@ fn text_ts(t: Option<Micros>) -> Option<String> {
         .map(|d| d.to_rfc3339_opts(SecondsFormat::AutoSi, true))
 }
 
-/// The contact columns a state keeps in slots, in slot order: the columns of
-/// [`super::contact::COLUMN_SOURCES`] that hold one value (its two group columns are kept by
-/// key). A test checks the two lists agree.
-const COLUMNS: [&str; SLOTS] = [
-    "account_id",
-    "user_id",
-    "preview_id",
-    "first_name",
-    "last_name",
-    "email",
-    "phone_number",
-    "secondary_email",
-    "secondary_phone_number",
-    "status",
-    "created_at",
-    "joined_time",
-    "time_zone",
-    "country",
-    "ip_address",
-    "booking_event_id",
-    "booking_event_name",
-    "booking_event_type",
-    "booking_event_link_prefix",
-    "booking_event_color",
-    "utm_source",
-    "utm_medium",
-    "utm_campaign",
-    "utm_term",
-    "utm_content",
-    "first_utm_source",
-    "first_utm_medium",
-    "first_utm_campaign",
-    "first_utm_term",
-    "first_utm_content",
-    "latest_call_at",
-    "latest_call_duration_min",
-    "latest_call_host_id",
-    "latest_call_host_name",
-    "latest_call_host_email",
-    "disqualifying_group",
-];
-
 /// Number of column slots.
 const SLOTS: usize = 36;
 
@@ -192,56 +150,101 @@ fn slots_by_name() -> &'static [usize; SLOTS] {
     })
 }
 
-/// A column of a contact row as text: borrowed when it is text already.
-fn column_text(row: &ContactEventRow, slot: usize) -> Option<Cow<'_, str>> {
-    fn s(v: &Option<Text>) -> Option<Cow<'_, str>> {
-        v.as_deref().map(Cow::Borrowed)
-    }
-    fn i<'a>(v: Option<i64>) -> Option<Cow<'a, str>> {
-        v.map(|v| Cow::Owned(v.to_string()))
-    }
-    fn t<'a>(v: Option<Micros>) -> Option<Cow<'a, str>> {
-        text_ts(v).map(Cow::Owned)
-    }
-    match slot {
-        0 => i(row.account_id),
-        1 => i(row.user_id),
-        2 => s(&row.preview_id),
-        3 => s(&row.first_name),
-        4 => s(&row.last_name),
-        5 => s(&row.email),
-        6 => s(&row.phone_number),
-        7 => s(&row.secondary_email),
-        8 => s(&row.secondary_phone_number),
-        9 => s(&row.status),
-        10 => t(row.created_at),
-        11 => t(row.joined_time),
-        12 => s(&row.time_zone),
-        13 => s(&row.country),
-        14 => s(&row.ip_address),
-        15 => i(row.booking_event_id),
-        16 => s(&row.booking_event_name),
-        17 => s(&row.booking_event_type),
-        18 => s(&row.booking_event_link_prefix),
-        19 => s(&row.booking_event_color),
-        20 => s(&row.utm_source),
-        21 => s(&row.utm_medium),
-        22 => s(&row.utm_campaign),
-        23 => s(&row.utm_term),
-        24 => s(&row.utm_content),
-        25 => s(&row.first_utm_source),
-        26 => s(&row.first_utm_medium),
-        27 => s(&row.first_utm_campaign),
-        28 => s(&row.first_utm_term),
-        29 => s(&row.first_utm_content),
-        30 => t(row.latest_call_at),
-        31 => i(row.latest_call_duration_min),
-        32 => i(row.latest_call_host_id),
-        33 => s(&row.latest_call_host_name),
-        34 => s(&row.latest_call_host_email),
-        35 => s(&row.disqualifying_group),
-        _ => None,
-    }
+/// The contact columns a state keeps in slots, in slot order, with their kind: the columns of
+/// [`super::contact::COLUMN_SOURCES`] that hold one value (its two group columns are kept by
+/// key). A test checks the two lists agree. Makes [`COLUMNS`] and the three ways a slot meets a
+/// row: [`column_text`] (one slot), [`column_texts`] (every slot at once, with no dispatch per
+/// slot) and [`set_column`].
+macro_rules! slots {
+    ($($field:ident: $kind:ident),+ $(,)?) => {
+        const COLUMNS: [&str; SLOTS] = [$(stringify!($field)),+];
+
+        /// A column of a contact row as text: borrowed when it is text already.
+        fn column_text(row: &ContactEventRow, slot: usize) -> Option<Cow<'_, str>> {
+            type Reader = for<'a> fn(&'a ContactEventRow) -> Option<Cow<'a, str>>;
+            const READERS: [Reader; SLOTS] = [$(|row| slot_text!($kind, row.$field)),+];
+            READERS.get(slot).and_then(|text| text(row))
+        }
+
+        /// Every column of a contact row as text, by slot.
+        fn column_texts(row: &ContactEventRow) -> [Option<Cow<'_, str>>; SLOTS] {
+            [$(slot_text!($kind, row.$field)),+]
+        }
+
+        /// Sets the carried column in `slot` of a contact row from its text form in the state.
+        fn set_column(row: &mut ContactEventRow, slot: usize, text: &str) {
+            const SETTERS: [fn(&mut ContactEventRow, &str); SLOTS] =
+                [$(|row, text| row.$field = slot_parse!($kind, text)),+];
+            if let Some(set) = SETTERS.get(slot) {
+                set(row, text);
+            }
+        }
+    };
+}
+
+/// A column's value as text, by its kind.
+macro_rules! slot_text {
+    (text, $v:expr) => {
+        $v.as_deref().map(Cow::Borrowed)
+    };
+    (int, $v:expr) => {
+        $v.map(|v| Cow::Owned(v.to_string()))
+    };
+    (time, $v:expr) => {
+        text_ts($v).map(Cow::Owned)
+    };
+}
+
+/// A column's value from its text, by its kind.
+macro_rules! slot_parse {
+    (text, $t:expr) => {
+        Some(Text::from($t))
+    };
+    (int, $t:expr) => {
+        $t.parse::<i64>().ok()
+    };
+    (time, $t:expr) => {
+        super::reader::parse_timestamp($t)
+    };
+}
+
+slots! {
+    account_id: int,
+    user_id: int,
+    preview_id: text,
+    first_name: text,
+    last_name: text,
+    email: text,
+    phone_number: text,
+    secondary_email: text,
+    secondary_phone_number: text,
+    status: text,
+    created_at: time,
+    joined_time: time,
+    time_zone: text,
+    country: text,
+    ip_address: text,
+    booking_event_id: int,
+    booking_event_name: text,
+    booking_event_type: text,
+    booking_event_link_prefix: text,
+    booking_event_color: text,
+    utm_source: text,
+    utm_medium: text,
+    utm_campaign: text,
+    utm_term: text,
+    utm_content: text,
+    first_utm_source: text,
+    first_utm_medium: text,
+    first_utm_campaign: text,
+    first_utm_term: text,
+    first_utm_content: text,
+    latest_call_at: time,
+    latest_call_duration_min: int,
+    latest_call_host_id: int,
+    latest_call_host_name: text,
+    latest_call_host_email: text,
+    disqualifying_group: text,
 }
 
 /// A group attribute (or a name an older version kept) in a state: its value, and when a
@@ -623,7 +626,7 @@ impl<'r> Snap<'r> {
             others.insert(prefixed("answer:", question), Cow::Borrowed(*response));
         }
         Snap {
-            cols: std::array::from_fn(|i| column_text(row, i)),
+            cols: column_texts(row),
             others,
         }
     }
@@ -1016,52 +1019,6 @@ fn carry(
         latest.insert(contact_id, (rows[i].event_time.0, i));
     }
     order
-}
-
-/// Sets the carried column in `slot` of a contact row from its text form in the state.
-fn set_column(row: &mut ContactEventRow, slot: usize, text: &str) {
-    let s = || Some(Text::from(text));
-    let i = || text.parse::<i64>().ok();
-    let t = || super::reader::parse_timestamp(text);
-    match slot {
-        0 => row.account_id = i(),
-        1 => row.user_id = i(),
-        2 => row.preview_id = s(),
-        3 => row.first_name = s(),
-        4 => row.last_name = s(),
-        5 => row.email = s(),
-        6 => row.phone_number = s(),
-        7 => row.secondary_email = s(),
-        8 => row.secondary_phone_number = s(),
-        9 => row.status = s(),
-        10 => row.created_at = t(),
-        11 => row.joined_time = t(),
-        12 => row.time_zone = s(),
-        13 => row.country = s(),
-        14 => row.ip_address = s(),
-        15 => row.booking_event_id = i(),
-        16 => row.booking_event_name = s(),
-        17 => row.booking_event_type = s(),
-        18 => row.booking_event_link_prefix = s(),
-        19 => row.booking_event_color = s(),
-        20 => row.utm_source = s(),
-        21 => row.utm_medium = s(),
-        22 => row.utm_campaign = s(),
-        23 => row.utm_term = s(),
-        24 => row.utm_content = s(),
-        25 => row.first_utm_source = s(),
-        26 => row.first_utm_medium = s(),
-        27 => row.first_utm_campaign = s(),
-        28 => row.first_utm_term = s(),
-        29 => row.first_utm_content = s(),
-        30 => row.latest_call_at = t(),
-        31 => row.latest_call_duration_min = i(),
-        32 => row.latest_call_host_id = i(),
-        33 => row.latest_call_host_name = s(),
-        34 => row.latest_call_host_email = s(),
-        35 => row.disqualifying_group = s(),
-        _ => {}
-    }
 }
 
 /// Rows for every attribute that differs or was reported.
@@ -1522,8 +1479,8 @@ mod tests {
     fn a_slot_sets_and_reads_the_column_of_its_name() {
         use crate::flatten::table::Table;
         use arrow_array::Array;
-        // `set_column` and `column_text` go by slot number: each slot must reach the column
-        // `COLUMNS` names, and that one only.
+        // `set_column`, `column_text` and `column_texts` go by slot number: each slot must
+        // reach the column `COLUMNS` names, and that one only.
         for (i, name) in COLUMNS.iter().enumerate() {
             let mut row = ContactEventRow::default();
             for text in ["42", "2026-01-02T03:04:05Z", "x"] {
@@ -1534,6 +1491,7 @@ mod tests {
                 }
             }
             assert!(column_text(&row, i).is_some(), "{name}: no text was taken");
+            assert_eq!(column_texts(&row)[i], column_text(&row, i), "{name}");
             let others: Vec<&str> = (0..SLOTS)
                 .filter(|&j| j != i && column_text(&row, j).is_some())
                 .map(|j| COLUMNS[j])
