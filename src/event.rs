@@ -8,6 +8,8 @@
 //! Invariant: this module is pure. The same object always gets the same [`EventType`] (for the
 //! same URL kind) and the same [`event_id`], whatever its key order or whitespace.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -255,8 +257,9 @@ pub struct Envelope {
     pub source_path: String,
     /// The object's exact JSON text as it arrived (what `raw_events.payload` stores). The parsed
     /// form is not kept: a buffered event costs its text only, and flattening parses it again
-    /// (parsing is cheap next to the memory a parsed tree holds while events wait).
-    pub raw: String,
+    /// (parsing is cheap next to the memory a parsed tree holds while events wait). Shared, not
+    /// copied, with the `raw_events` row made from it.
+    pub raw: Arc<str>,
     /// Sequence number of the write-ahead log record that holds it (0 when not logged).
     pub seq: u64,
 }
@@ -296,7 +299,7 @@ impl Envelope {
             event_type: route(&object, url_kind),
             received_at_us,
             source_path: source_path.to_string(),
-            raw: raw.to_string(),
+            raw: raw.into(),
             seq: 0,
         })
     }
@@ -603,7 +606,7 @@ mod tests {
         }
         // The stored text is the object without the whitespace around it.
         let ok = parse_body(b"\n {\"id\": 1}\r\n", None, 0, "/w", limits).unwrap();
-        assert_eq!(ok[0].raw, "{\"id\": 1}");
+        assert_eq!(&*ok[0].raw, "{\"id\": 1}");
     }
 
     #[test]
@@ -749,7 +752,7 @@ mod tests {
         let parse = |body: &[u8]| parse_body(body, None, 0, "/w", limits);
         let ok = parse(br#"[{"a": 1}, {"b": [2]}]"#).unwrap();
         assert_eq!(ok.len(), 2);
-        assert_eq!(ok[1].raw, r#"{"b": [2]}"#);
+        assert_eq!(&*ok[1].raw, r#"{"b": [2]}"#);
         assert_eq!(parse(br#" {"a": 1} "#).unwrap().len(), 1);
         let check = |body: &[u8], expected: &str| {
             let err = parse(body).unwrap_err().to_string();

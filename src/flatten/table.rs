@@ -82,7 +82,7 @@ macro_rules! text_cells {
     )+};
 }
 
-text_cells!(String, Text);
+text_cells!(String, Text, Arc<str>);
 
 impl Cell for Vec<u8> {
     const NULLABLE: bool = false;

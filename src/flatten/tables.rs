@@ -4,6 +4,8 @@
 //! a test fails when it is stale. Invariant: changing a column here is changing the contract;
 //! every table starts with `event_id`, `event_type`, `received_at`, `event_time`.
 
+use std::sync::Arc;
+
 use super::contact::ColumnSet;
 use super::table::{Micros, Text, table};
 
@@ -343,8 +345,8 @@ table! {
         hook_type: Option<Text>,
         /// Request path the object arrived on (`replay:<file>` for batch input).
         source_path: Text,
-        /// The object as JSON text (keys sorted).
-        payload: String,
+        /// The object's JSON text, exactly as it arrived.
+        payload: Arc<str>,
     }
 }
 
