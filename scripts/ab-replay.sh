@@ -7,11 +7,14 @@
 # Usage: scripts/ab-replay.sh ROUNDS INPUT BINARY... (env VAR=value before BINARY is not
 # supported: wrap such a run in a small script that execs the binary)
 # Example: scripts/ab-replay.sh 3 /var/tmp/hb/events.ndjson old/hooklake target/release/hooklake
+# AB_DIR=/dev/shm puts the lakes in memory: deleting one lake's thousands of files on ext4 makes
+# the next run's file creations scan for recently deleted inodes, which varied a run's system
+# time from 2 to 5 s; on tmpfs the comparison measures CPU work only.
 set -euo pipefail
 [ $# -ge 3 ] || { sed -n '2,10p' "$0" >&2; exit 2; }
 rounds=$1; input=$2; shift 2
 [ -r "$input" ] || { echo "cannot read $input" >&2; exit 1; }
-work=$(mktemp -d /var/tmp/hooklake-ab.XXXXXX)
+work=$(mktemp -d "${AB_DIR:-/var/tmp}/hooklake-ab.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 results="$work/results"
 : > "$results"
@@ -19,14 +22,15 @@ for round in $(seq "$rounds"); do
     for bin in "$@"; do
         echo "== round $round/$rounds: $bin" >&2
         rm -rf "$work/lake"
-        HOOKLAKE_LOG=info /usr/bin/time -f "TIME %e %U %M" -o "$work/time" \
+        HOOKLAKE_LOG=info /usr/bin/time -f "TIME %e %U %S %M" -o "$work/time" \
             "$bin" --data-dir "$work/lake" replay "$input" > /dev/null 2> "$work/log" \
             || { tail -5 "$work/log" >&2; exit 1; }
         python3 - "$bin" "$work/time" "$work/log" >> "$results" <<'PY'
 import json, re, sys
 bin_, time_file, log_file = sys.argv[1:4]
-wall, user, rss_kib = open(time_file).read().split()[1:4]
-run = {"wall_s": float(wall), "user_s": float(user), "rss_mib": int(rss_kib) // 1024}
+wall, user, system, rss_kib = open(time_file).read().split()[1:5]
+run = {"wall_s": float(wall), "user_s": float(user), "sys_s": float(system),
+       "rss_mib": int(rss_kib) // 1024}
 for line in open(log_file):
     for stage in ("flatten", "track", "write", "commit"):
         m = re.search(rf"\b{stage}_ms=(\d+)", line)
@@ -40,7 +44,7 @@ python3 - "$results" <<'PY'
 import json, statistics, sys
 runs = [json.loads(line) for line in open(sys.argv[1])]
 order = list(dict.fromkeys(r["bin"] for r in runs))
-keys = ["wall_s", "user_s", "rss_mib", "flatten_s", "track_s", "write_s", "commit_s"]
+keys = ["wall_s", "user_s", "sys_s", "rss_mib", "flatten_s", "track_s", "write_s", "commit_s"]
 print("| binary | runs | " + " | ".join(keys) + " |")
 print("|---" * (len(keys) + 2) + "|")
 for b in order:

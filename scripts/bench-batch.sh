@@ -29,15 +29,21 @@ timed() { # label command...: runs it, prints seconds and peak RSS (KiB) as "sec
     cat "$work/$label.time"
 }
 
+# The outputs of an earlier run are deleted first, written out, and left behind for a few
+# seconds: ext4 skips inodes freed in the last 5 s when it allocates new ones (up to 5 min while
+# their inode table block is still dirty), so a replay started right after deleting the previous
+# run's thousands of files spent up to 3 s more system time searching for free inodes.
+rm -rf "$work/lake" "$work/duck"
+sync
+sleep 6
+
 echo "== parse-only floor" >&2
 floor=$(timed floor "$CARGO_TARGET_DIR/release/examples/parse_floor" "$input")
 
 echo "== hooklake replay" >&2
-rm -rf "$work/lake"
 replay=$(HOOKLAKE_LOG=warn timed replay "$bin" --data-dir "$work/lake" replay "$input")
 
 echo "== duckdb flattening of contact events" >&2
-rm -rf "$work/duck"
 cat > "$work/duck.sql" <<SQL
 SET preserve_insertion_order = false;
 COPY (
