@@ -166,7 +166,10 @@ impl<'a> Json<'a> {
 /// Appends `s` as a JSON string, escaped as serde_json escapes. A borrowed string holds
 /// nothing to escape (see [`Json`]), so it is copied as it is: serde_json's escaping loop, byte
 /// by byte, was a sixth of identifying an event.
-#[allow(clippy::ptr_arg, reason = "whether the text is borrowed is what this goes by")]
+#[allow(
+    clippy::ptr_arg,
+    reason = "whether the text is borrowed is what this goes by"
+)]
 fn write_string(s: &Cow<'_, str>, out: &mut Vec<u8>) {
     match s {
         Cow::Borrowed(text) => {
