@@ -62,6 +62,8 @@ fn main() {
             std::process::exit(1)
         });
 
+    // As `replay` does: freed pages are kept for reuse, not returned to the kernel.
+    hooklake::memory::keep_freed_pages();
     let config = Config::default();
     let settings = WriterSettings {
         zstd_level: config.zstd_level,

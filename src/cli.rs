@@ -196,6 +196,7 @@ async fn dispatch(command: Command, mut config: Config) -> anyhow::Result<ExitCo
     if matches!(command, Command::Replay { .. } | Command::Rebuild { .. }) {
         config.flush_max_rows = config.flush_max_rows.min(config.replay_flush_max_rows);
         config.flush_threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        crate::memory::keep_freed_pages();
     }
     match command {
         Command::Serve { .. } => {

@@ -31,3 +31,4 @@ pub mod query;
 pub mod cli;
 pub mod failpoint;
 pub mod parallel;
+pub mod memory;
