@@ -3,9 +3,9 @@
 //! jemalloc returns freed pages to the kernel over time ("decay"), and pages of allocations of
 //! 8 MiB or more at once. A batch job frees and allocates about the same memory at every flush
 //! (each flush's rows, columns and buffers), so the pages it returns are asked for again a few
-//! milliseconds later, each one faulted in and zeroed by the kernel anew; a replay spent 11% of
-//! its CPU in the kernel, most of it there. Invariant: only batch commands keep their freed
-//! pages; a server still returns memory after a burst.
+//! milliseconds later, each one faulted in and zeroed by the kernel anew: a replay spent 11% of
+//! its CPU in the kernel, and keeping the pages halved that. Invariant: only batch commands
+//! keep their freed pages; a server still returns memory after a burst.
 
 /// Keeps the pages the process frees for its own reuse instead of returning them to the kernel.
 /// Memory then stays at its peak until the process exits, which a batch command's peak bounds.
