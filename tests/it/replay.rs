@@ -212,6 +212,22 @@ fn replay_flushes_in_bounded_batches_and_keeps_every_event_once() {
         flushes >= distinct / 500,
         "{flushes} flushes for {distinct} events"
     );
+    // A redelivery leaves no row in any table: one row per event, or per event and position.
+    for (table, key) in [
+        ("contact_events", "event_id"),
+        ("call_events", "event_id"),
+        ("call_outcomes", "event_id"),
+        ("tracking_params", "event_id, position"),
+        ("contact_answers", "event_id, position"),
+    ] {
+        let counts = duckdb(&format!(
+            "select count(*) as n, count(distinct ({key})) as distinct_rows \
+             from read_parquet('{}/{table}/*/*.parquet')",
+            lake.display()
+        ));
+        assert!(counts[0]["n"].as_i64().unwrap() > 0, "{table}: {counts:?}");
+        assert_eq!(counts[0]["n"], counts[0]["distinct_rows"], "{table}");
+    }
     // Each flush starts from the states the one before it committed (the reader runs ahead,
     // the flushes do not): a contact's history opens once, however many flushes it spans.
     let opened = duckdb(&format!(
