@@ -139,6 +139,13 @@ pub enum Command {
 }
 
 /// Parses the command line and runs it.
+/// Whether `args` (the program's, with its name first) run a batch command (`replay`,
+/// `rebuild`); false when they do not parse.
+pub fn is_batch_command(args: impl IntoIterator<Item = std::ffi::OsString>) -> bool {
+    Args::try_parse_from(args)
+        .is_ok_and(|a| matches!(a.command, Command::Replay { .. } | Command::Rebuild { .. }))
+}
+
 pub fn run() -> anyhow::Result<ExitCode> {
     let args = Args::parse();
     init_tracing(args.log_format);
@@ -197,6 +204,7 @@ async fn dispatch(command: Command, mut config: Config) -> anyhow::Result<ExitCo
         config.flush_max_rows = config.flush_max_rows.min(config.replay_flush_max_rows);
         config.flush_threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         crate::memory::keep_freed_pages();
+        tracing::debug!(huge_pages = crate::memory::huge_pages(), "allocator");
     }
     match command {
         Command::Serve { .. } => {

@@ -18,6 +18,8 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 static MALLOC_CONF: &[u8; 10] = b"narenas:1\0";
 
 fn main() -> ExitCode {
+    // Batch commands start again with the allocator options only a start can set.
+    hooklake::memory::restart_for_batch(std::env::args_os().collect());
     match hooklake::cli::run() {
         Ok(code) => code,
         Err(e) => {

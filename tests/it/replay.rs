@@ -317,3 +317,42 @@ fn a_replay_killed_at_any_point_of_a_flush_is_finished_by_running_it_again() {
         );
     }
 }
+
+/// Replay starts again with its allocator options (huge pages), reading its input once all
+/// the same (stdin included), unless the user set the allocator's options.
+#[test]
+fn replay_runs_with_huge_pages_unless_the_allocator_options_are_set() {
+    let body = fixture_object("contact_created.json");
+    for (options, huge_pages) in [(None, true), (Some("narenas:1"), false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut command = crate::util::hooklake_command();
+        command.env_remove(hooklake::memory::ALLOCATOR_OPTIONS);
+        if let Some(options) = options {
+            command.env(hooklake::memory::ALLOCATOR_OPTIONS, options);
+        }
+        let mut child = command
+            .env("HOOKLAKE_LOG", "debug")
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["replay", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut input = child.stdin.take().unwrap();
+        input.write_all(body.as_bytes()).unwrap();
+        drop(input);
+        let out = child.wait_with_output().unwrap();
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert!(out.status.success(), "{stdout}{stderr}");
+        assert!(stdout.contains("events accepted: 1"), "{stdout}");
+        assert!(
+            stderr.contains(&format!("allocator huge_pages={huge_pages}")),
+            "{options:?}: {stderr}"
+        );
+    }
+}
