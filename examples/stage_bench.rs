@@ -62,7 +62,8 @@ fn main() {
             std::process::exit(1)
         });
 
-    // As `replay` does: freed pages are kept for reuse, not returned to the kernel.
+    // As `replay` does: freed pages are kept for reuse, not returned to the kernel. (Replay also
+    // starts again with huge pages; run this with `_RJEM_MALLOC_CONF=thp:always` for that.)
     hooklake::memory::keep_freed_pages();
     let config = Config::default();
     let settings = WriterSettings {
