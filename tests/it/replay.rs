@@ -6,7 +6,21 @@ use std::process::Stdio;
 use crate::util::{duckdb, fixture, fixture_object, fixtures_dir, scalar, scan};
 
 fn replay(data_dir: &std::path::Path, args: &[&str], stdin: Option<&str>) -> (i32, String) {
-    let mut child = crate::util::hooklake_command()
+    let out = replay_output(crate::util::hooklake_command(), data_dir, args, stdin);
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// Runs `command` (hooklake, with its environment set) as `replay ARGS` into `data_dir`.
+fn replay_output(
+    mut command: std::process::Command,
+    data_dir: &std::path::Path,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> std::process::Output {
+    let mut child = command
         .arg("--data-dir")
         .arg(data_dir)
         .arg("replay")
@@ -21,11 +35,7 @@ fn replay(data_dir: &std::path::Path, args: &[&str], stdin: Option<&str>) -> (i3
         input.write_all(text.as_bytes()).unwrap();
     }
     drop(input);
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
+    child.wait_with_output().unwrap()
 }
 
 #[test]
@@ -330,20 +340,8 @@ fn replay_runs_with_huge_pages_unless_the_allocator_options_are_set() {
         if let Some(options) = options {
             command.env(hooklake::memory::ALLOCATOR_OPTIONS, options);
         }
-        let mut child = command
-            .env("HOOKLAKE_LOG", "debug")
-            .arg("--data-dir")
-            .arg(dir.path())
-            .args(["replay", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut input = child.stdin.take().unwrap();
-        input.write_all(body.as_bytes()).unwrap();
-        drop(input);
-        let out = child.wait_with_output().unwrap();
+        command.env("HOOKLAKE_LOG", "debug");
+        let out = replay_output(command, dir.path(), &["-"], Some(&body));
         let (stdout, stderr) = (
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr),
