@@ -138,14 +138,21 @@ pub enum Command {
     },
 }
 
-/// Parses the command line and runs it.
-/// Whether `args` (the program's, with its name first) run a batch command (`replay`,
-/// `rebuild`); false when they do not parse.
-pub fn is_batch_command(args: impl IntoIterator<Item = std::ffi::OsString>) -> bool {
-    Args::try_parse_from(args)
-        .is_ok_and(|a| matches!(a.command, Command::Replay { .. } | Command::Rebuild { .. }))
+impl Command {
+    /// A batch command (`replay`, `rebuild`): it flushes in bounded batches on every core, and
+    /// its allocator keeps freed pages and uses huge pages (see [`crate::memory`]).
+    fn is_batch(&self) -> bool {
+        matches!(self, Command::Replay { .. } | Command::Rebuild { .. })
+    }
 }
 
+/// Whether `args` (the program's, with its name first) run a batch command; false when they do
+/// not parse.
+pub fn is_batch_command(args: impl IntoIterator<Item = std::ffi::OsString>) -> bool {
+    Args::try_parse_from(args).is_ok_and(|a| a.command.is_batch())
+}
+
+/// Parses the command line and runs it.
 pub fn run() -> anyhow::Result<ExitCode> {
     let args = Args::parse();
     init_tracing(args.log_format);
@@ -200,7 +207,7 @@ pub fn resolve(args: &Args) -> anyhow::Result<Config> {
 }
 
 async fn dispatch(command: Command, mut config: Config) -> anyhow::Result<ExitCode> {
-    if matches!(command, Command::Replay { .. } | Command::Rebuild { .. }) {
+    if command.is_batch() {
         config.flush_max_rows = config.flush_max_rows.min(config.replay_flush_max_rows);
         config.flush_threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         crate::memory::keep_freed_pages();

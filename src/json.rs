@@ -35,10 +35,7 @@ pub struct Object<'a>(Vec<(Cow<'a, str>, Json<'a>)>);
 impl<'a> Object<'a> {
     /// The value of `key`, if present (an explicit `null` is present).
     pub fn get(&self, key: &str) -> Option<&Json<'a>> {
-        self.0
-            .binary_search_by(|(k, _)| k.as_ref().cmp(key))
-            .ok()
-            .map(|i| &self.0[i].1)
+        self.get_entry(key).map(|(_, v)| v)
     }
 
     /// The key as stored and the value of `key`, if present.
