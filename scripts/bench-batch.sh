@@ -83,13 +83,14 @@ lake_files, lake_bytes = tree(os.path.join(work, "lake"))
 ce_files, ce_bytes = tree(os.path.join(work, "lake", "contact_events"))
 duck_files, duck_bytes = tree(os.path.join(work, "duck"))
 parts = lambda d: len([p for p in os.listdir(d)])
+tables = [t for t in os.listdir(os.path.join(work, "lake")) if not t.startswith("_")]
 print(f"input: {events} events ({contacts} contact events), {size/1e6:.1f} MB\n")
 print("| step | seconds | events/s | MB/s | peak RSS MiB |\n|---|---|---|---|---|")
 print(f"| parse-only floor (serde_json) | {fs:.2f} | {events/fs:.0f} | {size/1e6/fs:.1f} | {fr/1024:.0f} |")
 print(f"| hooklake replay (all tables) | {rs:.2f} | {events/rs:.0f} | {size/1e6/rs:.1f} | {rr/1024:.0f} |")
 print(f"| DuckDB, contact_events only | {ds:.2f} | {events/ds:.0f} | {size/1e6/ds:.1f} | {dr/1024:.0f} |")
 print(f"\nreplay vs DuckDB: {ds/rs:.2f}x faster (target >= 2x); replay vs parse floor: {rs/fs:.2f}x (target <= 3x); peak RSS {rr/1024:.0f} MiB (target < 300)")
-print(f"after compaction: hooklake {len(lake_files)} files, {lake_bytes/events:.0f} bytes/event for all 8 tables; "
+print(f"after compaction: hooklake {len(lake_files)} files, {lake_bytes/events:.0f} bytes/event for its {len(tables)} tables; "
       f"contact_events {len(ce_files)} files in {parts(os.path.join(work, 'lake', 'contact_events'))} partitions, {ce_bytes/contacts:.0f} bytes/contact event")
 print(f"DuckDB contact_events: {len(duck_files)} files in {parts(os.path.join(work, 'duck'))} partitions, {duck_bytes/contacts:.0f} bytes/contact event")
 PY

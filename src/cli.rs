@@ -319,7 +319,7 @@ async fn dispatch(command: Command, mut config: Config) -> anyhow::Result<ExitCo
             .await??;
             for c in &done {
                 println!(
-                    "{}: {} files -> {}, {} rows, {} repeated event_ids removed",
+                    "{}: {} files -> {}, {} rows, {} rows written twice removed",
                     c.partition, c.files_before, c.files_after, c.rows, c.duplicates_removed
                 );
             }

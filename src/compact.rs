@@ -1,8 +1,9 @@
 //! Compaction: merges the small files of a closed partition into few large ones.
 //!
 //! A partition is closed once its day is over in the partition time zone, plus a grace period
-//! for late events. Its published files are read, concatenated, sorted by the table's sort key,
-//! cleared of repeated `event_id`s, and written as `compact-<id>-<k>.parquet` files of about
+//! for late events. Its committed files are read, concatenated, sorted by the table's sort key,
+//! cleared of rows written twice (the same `event_id`, and `position` or `attribute` in tables
+//! with several rows per event), and written as `compact-<id>-<k>.parquet` files of about
 //! `target_file_bytes`. The protocol, crash-safe at every step:
 //!
 //! 1. Write every output under a hidden temporary name and fsync it.
@@ -17,8 +18,8 @@
 //! rows twice (inputs and outputs); the queries in `queries/` remove repeated `event_id`s.
 //! A late event for a compacted partition lands in a new small file, merged by the next pass.
 //! Invariant: compaction only deletes files it has merged into published outputs, and never
-//! touches a file a flush is writing (it lists published names only, and flushes never reuse
-//! a published name of another flush).
+//! touches a file of a flush that is not committed (it lists the published files of committed
+//! flushes and of compactions only; a flush reuses a name only for its own rewrite).
 
 use std::collections::HashSet;
 use std::fs::{self, File};
@@ -37,7 +38,7 @@ use crate::flatten::{
     AttributeChangeRow, CallEventRow, CallOutcomeRow, ContactAnswerRow, ContactEventRow,
     RawEventRow, RejectedEventRow, StatusTransitionRow, TrackingParamRow,
 };
-use crate::sink::{FileKind, Sink, compacted_name, fsync_dir, is_published};
+use crate::sink::{FileKind, Sink, compacted_name, flush_seq_of, fsync_dir, is_published};
 use crate::state::{Compaction, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -81,7 +82,7 @@ pub struct Compacted {
     pub files_before: usize,
     pub files_after: usize,
     pub rows: usize,
-    /// Repeated `event_id`s removed.
+    /// Rows written twice (the same key, [`Table::key_columns`]) removed.
     pub duplicates_removed: usize,
 }
 
@@ -247,11 +248,15 @@ fn compact_partition<T: Table>(
     partition: &str,
     target_file_bytes: u64,
 ) -> Result<Option<Compacted>, CompactError> {
+    // A flush publishes its files before its commit: files of a flush not committed yet may
+    // still be rewritten (the flush failed and the next one takes its number) or removed (the
+    // process stopped), and their events may still be written again. They wait for a later pass.
+    let committed = store.committed()?.flush_seq;
     let mut inputs: Vec<String> = fs::read_dir(dir)
         .map_err(io_err("list", dir))?
         .filter_map(Result::ok)
         .filter_map(|e| e.file_name().into_string().ok())
-        .filter(|n| is_published(n))
+        .filter(|n| is_published(n) && flush_seq_of(n).is_none_or(|seq| seq <= committed))
         .collect();
     inputs.sort();
     if inputs.len() < 2 {
@@ -291,7 +296,7 @@ fn compact_partition<T: Table>(
             path: dir.to_path_buf(),
             message: e.to_string(),
         })?;
-    let order = sorted_unique(&all, T::sort_columns());
+    let order = sorted_unique(&all, T::sort_columns(), T::key_columns());
     let duplicates_removed = all.num_rows() - order.len();
     let merged =
         arrow_select::take::take_record_batch(&all, &UInt32Array::from(order)).map_err(|e| {
@@ -354,29 +359,68 @@ fn compact_partition<T: Table>(
     }))
 }
 
-/// Row indices sorted by `keys` (nulls first), keeping the first row of each `event_id`.
-fn sorted_unique(batch: &RecordBatch, keys: &[&str]) -> Vec<u32> {
-    let columns: Vec<&ArrayRef> = keys
-        .iter()
-        .filter_map(|k| batch.column_by_name(k))
-        .collect();
+/// Row indices sorted by `sort` (nulls first), keeping the first row of each `key`: the
+/// columns that tell one row from another ([`Table::key_columns`]: `event_id`, and in tables
+/// with several rows per event `position` or `attribute` too). Keying on `event_id` alone
+/// would keep one parameter, answer or change per event.
+fn sorted_unique(batch: &RecordBatch, sort: &[&str], key: &[&str]) -> Vec<u32> {
+    let columns = |names: &[&str]| -> Vec<&ArrayRef> {
+        names
+            .iter()
+            .filter_map(|k| batch.column_by_name(k))
+            .collect()
+    };
+    let sort = columns(sort);
     let mut order: Vec<u32> = (0..batch.num_rows() as u32).collect();
     order.sort_by(|&a, &b| {
-        columns
-            .iter()
+        sort.iter()
             .map(|c| compare(c, a as usize, b as usize))
             .find(|o| o.is_ne())
             .unwrap_or(std::cmp::Ordering::Equal)
     });
-    let Some(ids) = batch
-        .column_by_name("event_id")
-        .and_then(|c| c.as_any().downcast_ref::<StringArray>())
-    else {
-        return order;
+    let key_names = key;
+    let key = columns(key_names);
+    let keyable = |c: &&ArrayRef| {
+        matches!(
+            c.data_type(),
+            DataType::Utf8 | DataType::Int64 | DataType::Timestamp(_, _)
+        )
     };
+    if key.is_empty() || key.len() != key_names.len() || !key.iter().all(keyable) {
+        // Without the whole key, rows that differ could look the same: keep every row.
+        return order;
+    }
     let mut seen = HashSet::new();
-    order.retain(|&i| seen.insert(ids.value(i as usize)));
+    order.retain(|&i| {
+        let values: Vec<KeyValue> = key.iter().map(|c| key_value(c, i as usize)).collect();
+        seen.insert(values)
+    });
     order
+}
+
+/// One row's value in a key column.
+#[derive(PartialEq, Eq, Hash)]
+enum KeyValue<'a> {
+    Null,
+    Text(&'a str),
+    Int(i64),
+}
+
+fn key_value(column: &ArrayRef, i: usize) -> KeyValue<'_> {
+    if column.is_null(i) {
+        return KeyValue::Null;
+    }
+    let any = column.as_any();
+    if let Some(c) = any.downcast_ref::<StringArray>() {
+        KeyValue::Text(c.value(i))
+    } else if let Some(c) = any.downcast_ref::<Int64Array>() {
+        KeyValue::Int(c.value(i))
+    } else if let Some(c) = any.downcast_ref::<TimestampMicrosecondArray>() {
+        KeyValue::Int(c.value(i))
+    } else {
+        // Not reached: `sorted_unique` keys only on text, integer and timestamp columns.
+        KeyValue::Null
+    }
 }
 
 /// Compares two rows of a sort-key column (text, integer or timestamp; nulls first).
@@ -405,5 +449,131 @@ fn compare(column: &ArrayRef, a: usize, b: usize) -> std::cmp::Ordering {
         }
         // Sort keys are declared on text, integer and timestamp columns only.
         _ => std::cmp::Ordering::Equal,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flatten::table::{Micros, Text};
+
+    fn param(event: &str, contact: i64, position: i64, value: &str) -> TrackingParamRow {
+        TrackingParamRow {
+            event_id: Text::from(event),
+            event_type: Text::from("contact_updated"),
+            received_at: Micros(1),
+            event_time: Micros(10),
+            contact_id: Some(contact),
+            position,
+            key: Some(Text::from("fbclid")),
+            value: Some(Text::from(value)),
+        }
+    }
+
+    #[test]
+    fn rows_of_one_event_are_kept_and_rows_written_twice_are_not() {
+        // Event `a` has two parameters, each written twice (two flushes); `b` has one.
+        let rows = vec![
+            param("b", 2, 1, "x"),
+            param("a", 1, 2, "q"),
+            param("a", 1, 1, "p"),
+            param("a", 1, 2, "q"),
+            param("a", 1, 1, "p"),
+        ];
+        let batch = TrackingParamRow::to_batch(&rows);
+        let order = sorted_unique(
+            &batch,
+            TrackingParamRow::sort_columns(),
+            TrackingParamRow::key_columns(),
+        );
+        let kept: Vec<(&str, i64)> = order
+            .iter()
+            .map(|&i| {
+                (
+                    rows[i as usize].event_id.as_str(),
+                    rows[i as usize].position,
+                )
+            })
+            .collect();
+        assert_eq!(kept, [("a", 1), ("a", 2), ("b", 1)]);
+    }
+
+    #[test]
+    fn every_table_is_keyed_by_event_id_and_what_tells_its_rows_apart() {
+        fn key_of<T: Table>() -> (&'static str, &'static [&'static str], Vec<DataType>) {
+            let schema = T::schema();
+            let types = T::key_columns()
+                .iter()
+                .map(|c| schema.field_with_name(c).expect(c).data_type().clone())
+                .collect();
+            (T::NAME, T::key_columns(), types)
+        }
+        let keys = [
+            key_of::<ContactEventRow>(),
+            key_of::<TrackingParamRow>(),
+            key_of::<ContactAnswerRow>(),
+            key_of::<CallEventRow>(),
+            key_of::<CallOutcomeRow>(),
+            key_of::<RawEventRow>(),
+            key_of::<AttributeChangeRow>(),
+            key_of::<StatusTransitionRow>(),
+            key_of::<RejectedEventRow>(),
+        ];
+        assert_eq!(keys.len(), crate::flatten::TABLE_NAMES.len());
+        // The query views remove rows written twice by the same key.
+        let views = include_str!("../queries/views.sql");
+        for (table, key, types) in keys {
+            assert_eq!(key[0], "event_id", "{table}");
+            let expected: &[&str] = match table {
+                "tracking_params" | "contact_answers" => &["event_id", "position"],
+                "attribute_changes" => &["event_id", "attribute"],
+                _ => &["event_id"],
+            };
+            assert_eq!(key, expected, "{table}");
+            if table != "rejected_events" {
+                let view = format!(
+                    "SELECT DISTINCT ON ({}) * FROM stored_{table};",
+                    key.join(", ")
+                );
+                assert!(views.contains(&view), "{table}: views.sql lacks {view}");
+            }
+            for t in types {
+                assert!(
+                    matches!(t, DataType::Utf8 | DataType::Int64),
+                    "{table}: {t}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_partition_closes_when_its_day_and_the_grace_period_are_over() {
+        let at = |s: &str| {
+            chrono::DateTime::parse_from_rfc3339(s)
+                .unwrap()
+                .with_timezone(&Utc)
+        };
+        let date = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+        let utc = FixedOffset::east_opt(0).unwrap();
+        let grace = Duration::hours(2);
+        // 1 a.m. on the 5th: the 4th ended an hour ago, inside the grace period.
+        assert_eq!(
+            last_closed_date(at("2026-03-05T01:00:00Z"), utc, grace),
+            date("2026-03-03")
+        );
+        assert_eq!(
+            last_closed_date(at("2026-03-05T02:00:00Z"), utc, grace),
+            date("2026-03-04")
+        );
+        // In UTC-5 the 4th ends at 05:00 UTC on the 5th, closing at 07:00 UTC.
+        let minus5 = FixedOffset::west_opt(5 * 3600).unwrap();
+        assert_eq!(
+            last_closed_date(at("2026-03-05T06:59:59Z"), minus5, grace),
+            date("2026-03-03")
+        );
+        assert_eq!(
+            last_closed_date(at("2026-03-05T07:00:00Z"), minus5, grace),
+            date("2026-03-04")
+        );
     }
 }

@@ -1266,6 +1266,43 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn compaction_leaves_the_files_of_a_flush_not_yet_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = logged_config(dir.path());
+        let (p, _) = open(&config, Mode::Logged);
+        let mut last = None;
+        for n in 1..=2 {
+            let (entry, events) = request(n);
+            p.accept(entry, events).await.unwrap();
+            last = Some(p.flush(FlushReason::Manual).await.unwrap());
+        }
+        // Flush 3 has published its files and not committed yet: its commit may still fail, and
+        // the next flush then writes the same events again under the same number.
+        let partition = "contact_events/date=2026-03-04";
+        let flush2 = last.unwrap();
+        let file2 = &flush2
+            .files
+            .iter()
+            .find(|f| f.path.starts_with(partition))
+            .unwrap()
+            .path;
+        let from = dir.path().join(file2);
+        let uncommitted = from.with_file_name("part-000000000003.parquet");
+        std::fs::copy(&from, &uncommitted).unwrap();
+        let done = p
+            .compact(
+                &crate::compact::Selection::default(),
+                chrono::NaiveDate::from_ymd_opt(2100, 1, 1).unwrap(),
+                1 << 30,
+            )
+            .unwrap();
+        let ours = done.iter().find(|c| c.partition == partition).unwrap();
+        assert_eq!((ours.files_before, ours.rows), (2, 2));
+        assert!(uncommitted.exists(), "the uncommitted flush's file is left");
+        p.close();
+    }
+
+    #[tokio::test]
     async fn a_failing_log_refuses_requests_and_recovers() {
         let dir = tempfile::tempdir().unwrap();
         let (p, _) = open(&logged_config(dir.path()), Mode::Logged);

@@ -240,6 +240,14 @@ pub trait Table: Sized + Send + 'static {
     fn sort(rows: &mut [&Self]);
     /// The columns rows are sorted by, in order (nulls first, ascending).
     fn sort_columns() -> &'static [&'static str];
+    /// The columns that tell one row from another: `event_id`, then the sort columns after it
+    /// (`position`, `attribute`) in tables with several rows per event. Two rows with the same
+    /// key are the same row written twice (a redelivery or a rewritten flush), never two facts.
+    fn key_columns() -> &'static [&'static str] {
+        let sort = Self::sort_columns();
+        let from = sort.iter().position(|c| *c == "event_id").unwrap_or(0);
+        &sort[from..]
+    }
     /// Converts rows, in the order given, to a batch of [`Table::schema`].
     fn refs_to_batch(rows: &[&Self]) -> RecordBatch;
 

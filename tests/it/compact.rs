@@ -8,9 +8,15 @@ use serde_json::json;
 
 use crate::util::{Lake, duckdb, scan};
 
+/// A contact object with two tracking parameters and two answers: tables with several rows
+/// per event get two each.
 fn contact(id: i64, minute: u32) -> String {
     json!([{"id": id, "previewId": format!("contact_{id}"), "status": "QUALIFIED", "hookType": "Contact created",
-            "updatedAt": format!("2026-03-04T10:{minute:02}:00.000Z")}])
+            "updatedAt": format!("2026-03-04T10:{minute:02}:00.000Z"),
+            "tracking": {"utm_source": "ads", "utmKey_1": "fbclid", "utmValue_1": format!("f{id}"),
+                         "utmKey_2": "gclid", "utmValue_2": format!("g{id}")},
+            "questionsAndAnswers": {"1_question": "Budget?", "1_response": "10k",
+                                    "2_question": "Team size?", "2_response": format!("{id}")}}])
     .to_string()
 }
 
@@ -57,7 +63,7 @@ async fn closed_partitions_become_one_sorted_file_and_late_events_are_merged_nex
         lake.dir
             .path()
             .join(partition)
-            .join("part-000000000099.parquet"),
+            .join("compact-000000000999-000.parquet"),
     )
     .unwrap();
 
@@ -178,14 +184,20 @@ async fn a_crash_at_any_step_of_a_compaction_loses_and_duplicates_nothing() {
             "{point}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        for table in ["raw_events", "contact_events", "status_transitions"] {
+        for (table, rows_per_event) in [
+            ("raw_events", 1),
+            ("contact_events", 1),
+            ("status_transitions", 1),
+            ("tracking_params", 2),
+            ("contact_answers", 2),
+        ] {
             let rows = duckdb(&format!(
                 "select count(*) as n, count(distinct event_id) as ids from {}",
                 scan(dir.path(), table)
             ));
             assert_eq!(
                 (rows[0]["n"].as_i64(), rows[0]["ids"].as_i64()),
-                (Some(15), Some(15)),
+                (Some(15 * rows_per_event), Some(15)),
                 "{point}: {table}"
             );
             assert_eq!(
@@ -194,5 +206,74 @@ async fn a_crash_at_any_step_of_a_compaction_loses_and_duplicates_nothing() {
                 "{point}: {table}"
             );
         }
+    }
+}
+
+/// Rows of every table, and rows as told apart by the table's key (`event_id`, and `position`
+/// or `attribute` where an event has several rows).
+fn counts(dir: &Path, table: &str, key: &str) -> (i64, i64) {
+    let rows = duckdb(&format!(
+        "select count(*) as n, count(distinct ({key})) as k from {}",
+        scan(dir, table)
+    ));
+    (
+        rows[0]["n"].as_i64().unwrap(),
+        rows[0]["k"].as_i64().unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn compaction_keeps_every_row_of_an_event_and_drops_rows_written_twice() {
+    let lake = lake_with_three_files().await;
+    // Updates that change two attributes each: two attribute_changes rows per event.
+    for id in [100, 110, 120] {
+        let update = json!([{"id": id, "previewId": format!("contact_{id}"), "status": "DISQUALIFIED",
+                             "firstName": "Ann", "hookType": "Contact updated",
+                             "updatedAt": "2026-03-04T11:00:00.000Z"}]);
+        let r = lake.post("/webhooks/iclosed", update.to_string()).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    lake.flush().await;
+    let tables = [
+        ("tracking_params", "event_id, position", 30),
+        ("contact_answers", "event_id, position", 30),
+        ("attribute_changes", "event_id, attribute", 6),
+        ("status_transitions", "event_id", 18),
+    ];
+    for (table, key, expected) in tables {
+        assert_eq!(
+            counts(lake.dir.path(), table, key),
+            (expected, expected),
+            "{table}"
+        );
+        // Every file of the partition again, as if its rows had been written twice.
+        let partition = format!("{table}/date=2026-03-04");
+        for (k, name) in files(lake.dir.path(), &partition).iter().enumerate() {
+            let dir = lake.dir.path().join(&partition);
+            std::fs::copy(
+                dir.join(name),
+                dir.join(format!("compact-000000000999-{k:03}.parquet")),
+            )
+            .unwrap();
+        }
+        assert_eq!(
+            counts(lake.dir.path(), table, key),
+            (2 * expected, expected),
+            "{table}"
+        );
+    }
+    let r = lake.post("/admin/compact", "").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    for (table, key, expected) in tables {
+        assert_eq!(
+            counts(lake.dir.path(), table, key),
+            (expected, expected),
+            "{table}"
+        );
+        assert_eq!(
+            files(lake.dir.path(), &format!("{table}/date=2026-03-04")).len(),
+            1,
+            "{table}"
+        );
     }
 }
