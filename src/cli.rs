@@ -387,6 +387,8 @@ async fn dispatch(command: Command, mut config: Config) -> anyhow::Result<ExitCo
         Command::Config {
             action: ConfigAction::Check,
         } => {
+            // What `serve` would refuse fails the check too.
+            config.check_exposure()?;
             println!(
                 "configuration ok (data_dir {}, listen {})",
                 config.data_dir.display(),

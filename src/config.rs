@@ -237,6 +237,8 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("unknown environment variable {0}: it names no config key (see config/example.toml)")]
     UnknownEnv(String),
+    #[error("invalid value in environment variable {name}: {message}")]
+    Env { name: String, message: String },
     #[error("invalid value for {key}: {message}")]
     Invalid { key: &'static str, message: String },
 }
@@ -249,9 +251,6 @@ impl Config {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
-        let origin = file
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("the HOOKLAKE_* environment"));
         let mut table = match file {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -265,8 +264,20 @@ impl Config {
             }
             None => toml::Table::new(),
         };
+        // The file alone first, so that a bad value is blamed on where it was written.
+        if let Some(path) = file {
+            table
+                .clone()
+                .try_into::<Config>()
+                .map_err(|e| ConfigError::Parse {
+                    path: path.to_path_buf(),
+                    message: e.to_string(),
+                })?;
+        }
+        let from_file = table.clone();
         let known = Config::keys();
         let env: BTreeMap<String, String> = env.into_iter().collect();
+        let mut variables = Vec::new();
         for (name, value) in env {
             let Some(key) = name.strip_prefix("HOOKLAKE_") else {
                 continue;
@@ -278,11 +289,24 @@ impl Config {
             if !known.contains(&key) {
                 return Err(ConfigError::UnknownEnv(name));
             }
-            table.insert(key, env_value(&value));
+            let value = env_value(&value);
+            table.insert(key.clone(), value.clone());
+            variables.push((name, key, value));
         }
-        table.try_into::<Config>().map_err(|e| ConfigError::Parse {
-            path: origin,
-            message: e.to_string(),
+        table.try_into::<Config>().map_err(|e| {
+            // The first variable that is wrong on its own over the file's settings.
+            let name = variables
+                .iter()
+                .find(|(_, key, value)| {
+                    let mut one = from_file.clone();
+                    one.insert(key.clone(), value.clone());
+                    one.try_into::<Config>().is_err()
+                })
+                .map_or_else(|| "HOOKLAKE_*".to_string(), |(name, _, _)| name.clone());
+            ConfigError::Env {
+                name,
+                message: e.to_string(),
+            }
         })
     }
 
@@ -528,6 +552,30 @@ mod tests {
             .to_string();
         assert!(
             err.contains("flush_every") && err.contains("bad.toml"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_bad_environment_value_is_blamed_on_its_variable_not_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("good.toml");
+        std::fs::write(&path, "flush_interval_secs = 30\n").unwrap();
+        let env = vec![
+            ("HOOKLAKE_FLUSH_MAX_ROWS".to_string(), "500".to_string()),
+            ("HOOKLAKE_ZSTD_LEVEL".to_string(), "high".to_string()),
+        ];
+        let err = Config::load(Some(&path), env).unwrap_err().to_string();
+        assert!(
+            err.contains("HOOKLAKE_ZSTD_LEVEL") && !err.contains("good.toml"),
+            "{err}"
+        );
+        // And a bad value in the file is the file's.
+        std::fs::write(&path, "flush_interval_secs = \"soon\"\n").unwrap();
+        let env = vec![("HOOKLAKE_FLUSH_MAX_ROWS".to_string(), "500".to_string())];
+        let err = Config::load(Some(&path), env).unwrap_err().to_string();
+        assert!(
+            err.contains("good.toml") && err.contains("flush_interval_secs"),
             "{err}"
         );
     }

@@ -26,7 +26,7 @@ const COUNTERS: &[(&str, &str)] = &[
     ),
     (
         "hooklake_events_duplicate_total",
-        "Events answered 200 but not taken: already written or pending.",
+        "Events answered 200 but not taken (already written or pending), by event type.",
     ),
     (
         "hooklake_parse_errors_total",
@@ -327,7 +327,7 @@ impl Metrics {
 fn label_name(metric: &str) -> &'static str {
     match metric {
         "hooklake_requests_total" => "outcome",
-        "hooklake_events_accepted_total" => "event_type",
+        "hooklake_events_accepted_total" | "hooklake_events_duplicate_total" => "event_type",
         "hooklake_flushes_total" | "hooklake_dead_letters_total" => "result",
         "hooklake_flush_triggers_total" => "trigger",
         "hooklake_quality_flags_total" => "flag",

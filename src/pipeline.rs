@@ -157,6 +157,9 @@ pub struct Outcome {
     pub accepted: usize,
     /// Events already written or already pending, answered but not taken again.
     pub duplicates: usize,
+    /// Where those duplicates are among the events given, in order.
+    #[serde(skip)]
+    pub duplicate_positions: Vec<usize>,
     /// Whether a size trigger fired.
     #[serde(skip)]
     pub flush_due: bool,
@@ -391,7 +394,7 @@ impl Pipeline {
                 }
             };
             let (mut fresh, duplicates) = self.claim_ids(events)?;
-            recovery.duplicates += duplicates;
+            recovery.duplicates += duplicates.len();
             recovery.events += fresh.len();
             for e in &mut fresh {
                 e.seq = seq;
@@ -422,22 +425,32 @@ impl Pipeline {
         self.in_flight.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Splits events into fresh ones (whose ids are now pending) and a count of duplicates (ids
-    /// already committed, already pending, or repeated within the batch).
-    fn claim_ids(&self, events: Vec<Envelope>) -> Result<(Vec<Envelope>, usize), StoreError> {
+    /// Splits events into fresh ones (whose ids are now pending) and the positions of duplicates
+    /// (ids already committed, already pending, or repeated within the batch), which it counts
+    /// in `hooklake_events_duplicate_total` by event type.
+    fn claim_ids(&self, events: Vec<Envelope>) -> Result<(Vec<Envelope>, Vec<usize>), StoreError> {
         let ids: Vec<[u8; 16]> = events.iter().map(|e| id_bytes(&e.event_id)).collect();
         let mut pending = self.pending();
         let committed = self.store.seen(&ids)?;
         let mut fresh = Vec::with_capacity(events.len());
-        let mut duplicates = 0;
-        for ((event, id), seen) in events.into_iter().zip(ids).zip(committed) {
+        let mut positions = Vec::new();
+        let mut by_type: BTreeMap<&'static str, u64> = BTreeMap::new();
+        for (position, ((event, id), seen)) in
+            events.into_iter().zip(ids).zip(committed).enumerate()
+        {
             if !seen && pending.insert(id) {
                 fresh.push(event);
             } else {
-                duplicates += 1;
+                positions.push(position);
+                *by_type.entry(event.event_type.as_str()).or_default() += 1;
             }
         }
-        Ok((fresh, duplicates))
+        drop(pending);
+        for (event_type, n) in by_type {
+            self.metrics
+                .add("hooklake_events_duplicate_total", event_type, n);
+        }
+        Ok((fresh, positions))
     }
 
     fn release_ids(&self, events: &[Envelope]) {
@@ -469,14 +482,8 @@ impl Pipeline {
         events: Vec<Envelope>,
     ) -> Result<Outcome, AcceptError> {
         let (mut fresh, duplicates) = self.claim_ids(events)?;
-        self.metrics
-            .add("hooklake_events_duplicate_total", "", duplicates as u64);
         if fresh.is_empty() {
-            return Ok(Outcome {
-                accepted: 0,
-                duplicates,
-                flush_due: false,
-            });
+            return Ok(self.finish_accept(0, duplicates, false));
         }
         if let Err(full) = self.disk.check() {
             self.release_ids(&fresh);
@@ -551,7 +558,7 @@ impl Pipeline {
         if let Some(t) = token {
             self.in_flight().remove(&t);
         }
-        self.finish_accept(0, 0, flush_due);
+        self.finish_accept(0, Vec::new(), flush_due);
         Ok(())
     }
 
@@ -568,8 +575,6 @@ impl Pipeline {
         id: [u8; 16],
     ) -> Result<Outcome, StoreError> {
         let (fresh, duplicates) = self.claim_ids(batch)?;
-        self.metrics
-            .add("hooklake_events_duplicate_total", "", duplicates as u64);
         self.count_accepted(&fresh);
         let accepted = fresh.len();
         let flush_due = {
@@ -601,13 +606,14 @@ impl Pipeline {
         }
     }
 
-    fn finish_accept(&self, accepted: usize, duplicates: usize, flush_due: bool) -> Outcome {
+    fn finish_accept(&self, accepted: usize, duplicates: Vec<usize>, flush_due: bool) -> Outcome {
         if flush_due {
             self.flush_due.notify_one();
         }
         Outcome {
             accepted,
-            duplicates,
+            duplicates: duplicates.len(),
+            duplicate_positions: duplicates,
             flush_due,
         }
     }
@@ -617,8 +623,6 @@ impl Pipeline {
     /// due.
     pub fn accept_unlogged(&self, batch: Vec<Envelope>) -> Result<Outcome, StoreError> {
         let (fresh, duplicates) = self.claim_ids(batch)?;
-        self.metrics
-            .add("hooklake_events_duplicate_total", "", duplicates as u64);
         self.count_accepted(&fresh);
         let accepted = fresh.len();
         let flush_due = self.buffer().push_unbounded(fresh);
@@ -1299,6 +1303,59 @@ mod tests {
         let ours = done.iter().find(|c| c.partition == partition).unwrap();
         assert_eq!((ours.files_before, ours.rows), (2, 2));
         assert!(uncommitted.exists(), "the uncommitted flush's file is left");
+        p.close();
+    }
+
+    #[tokio::test]
+    async fn compaction_splits_a_partition_into_files_of_about_the_target_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, _) = open(&logged_config(dir.path()), Mode::Logged);
+        for n in [3, 1, 2] {
+            let (entry, events) = request(n);
+            p.accept(entry, events).await.unwrap();
+            p.flush(FlushReason::Manual).await.unwrap();
+        }
+        // A target below one row's bytes: a file per row.
+        let selection = crate::compact::Selection {
+            table: Some("contact_events".into()),
+            ..Default::default()
+        };
+        let done = p
+            .compact(
+                &selection,
+                chrono::NaiveDate::from_ymd_opt(2100, 1, 1).unwrap(),
+                1,
+            )
+            .unwrap();
+        assert_eq!(done.len(), 1);
+        assert_eq!((done[0].files_before, done[0].files_after), (3, 3));
+        let partition = dir.path().join("contact_events/date=2026-03-04");
+        let mut names: Vec<String> = std::fs::read_dir(&partition)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        // In name order, the files hold the contacts sorted.
+        let ids: Vec<i64> = names
+            .iter()
+            .map(|name| {
+                let file = std::fs::File::open(partition.join(name)).unwrap();
+                let batch =
+                    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+                        .unwrap()
+                        .build()
+                        .unwrap()
+                        .next()
+                        .unwrap()
+                        .unwrap();
+                let column = batch.column_by_name("contact_id").unwrap();
+                arrow_array::cast::AsArray::as_primitive::<arrow_array::types::Int64Type>(
+                    column.as_ref(),
+                )
+                .value(0)
+            })
+            .collect();
+        assert_eq!(ids, [1, 2, 3], "{names:?}");
         p.close();
     }
 

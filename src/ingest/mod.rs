@@ -323,18 +323,13 @@ async fn ingest(
     received_at_us: i64,
 ) -> Result<Ack, ApiError> {
     let events = event::parse_body(&body, kind, received_at_us, path, state.body_limits)?;
-    if tracing::enabled!(tracing::Level::DEBUG) {
-        for e in &events {
-            let object = e.object();
-            tracing::debug!(
-                event_id = %e.event_id,
-                event_type = e.event_type.as_str(),
-                contact_id = ?object.get("id").or_else(|| object.get("contactId")),
-                updated_attributes = ?object.get("updatedAttributes"),
-                "event accepted"
-            );
-        }
-    }
+    // What the debug line of each event says, taken before the events move into the buffer
+    // and written once the request is accepted.
+    let described: Vec<[String; 3]> = if tracing::enabled!(tracing::Level::DEBUG) {
+        events.iter().map(describe).collect()
+    } else {
+        Vec::new()
+    };
     let event_ids: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
     let entry = Entry {
         received_at_us,
@@ -350,11 +345,38 @@ async fn ingest(
             AcceptError::Task(message) => ApiError::Internal(message),
             other => ApiError::Overloaded(other.to_string()),
         })?;
+    for (position, [event_type, contact_id, updated_attributes]) in described.iter().enumerate() {
+        let event_id = event_ids[position].as_str();
+        if outcome.duplicate_positions.contains(&position) {
+            tracing::debug!(event_id, event_type, contact_id, "duplicate event skipped");
+        } else {
+            tracing::debug!(
+                event_id,
+                event_type,
+                contact_id,
+                updated_attributes,
+                "event accepted"
+            );
+        }
+    }
     Ok(Ack {
         accepted: outcome.accepted,
         duplicates: outcome.duplicates,
         event_ids,
     })
+}
+
+/// An event's type, contact id and `updatedAttributes` as its debug log line shows them (the
+/// seed documentation asks receivers to log these); the JSON text of the values, empty when
+/// absent.
+fn describe(event: &event::Envelope) -> [String; 3] {
+    let object = event.object();
+    let text = |v: Option<&Value>| v.map(Value::to_string).unwrap_or_default();
+    [
+        event.event_type.as_str().to_string(),
+        text(object.get("id").or_else(|| object.get("contactId"))),
+        text(object.get("updatedAttributes")),
+    ]
 }
 
 async fn admin_flush(State(state): State<AppState>) -> Result<Json<FlushReport>, ApiError> {

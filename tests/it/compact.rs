@@ -277,3 +277,44 @@ async fn compaction_keeps_every_row_of_an_event_and_drops_rows_written_twice() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_server_compacts_closed_partitions_by_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let server =
+        crate::util::Server::start_with(dir.path(), &[("HOOKLAKE_COMPACTION_INTERVAL_SECS", "1")]);
+    let partition = "contact_events/date=2026-03-04";
+    for id in [1, 2, 3] {
+        let (status, body) = server.post(&contact(id, 10)).await;
+        assert_eq!(status, 200, "{body}");
+        let flush = server.hooklake(&["flush", "--url", &server.base]);
+        assert!(
+            flush.status.success(),
+            "{}",
+            String::from_utf8_lossy(&flush.stderr)
+        );
+    }
+    // The passes run every second; the partition (a day long past) becomes one file.
+    let mut waited = 0;
+    while files(dir.path(), partition).len() != 1 {
+        assert!(
+            waited < 300,
+            "not compacted: {:?}",
+            files(dir.path(), partition)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        waited += 1;
+    }
+    let log = server.log.clone();
+    assert!(server.terminate().success());
+    assert!(
+        log.lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("compaction pass done")),
+        "{:?}",
+        log.lock().unwrap()
+    );
+    let (rows, keys) = counts(dir.path(), "tracking_params", "event_id, position");
+    assert_eq!((rows, keys), (6, 6));
+}

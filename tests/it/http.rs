@@ -350,7 +350,7 @@ async fn redelivery_and_reformatting_keep_the_event_id() {
     assert_eq!(rows[0]["ids"], 2);
     let metrics = lake.request("GET", "/metrics", "").await.body;
     assert!(
-        metrics.contains("\nhooklake_events_duplicate_total 3\n"),
+        metrics.contains("\nhooklake_events_duplicate_total{event_type=\"contact_updated\"} 3\n"),
         "{metrics}"
     );
 }
@@ -574,10 +574,29 @@ async fn health_readiness_and_metrics() {
     );
     post_ok(&lake, "/webhooks/iclosed", fixture("call_scheduled.json")).await;
     let before = lake.request("GET", "/metrics", "").await.body;
+    // An unlabelled gauge's value.
+    let gauge = |text: &str, name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+    };
     assert!(before.contains("\nhooklake_buffer_events 1\n"), "{before}");
+    assert!(gauge(&before, "hooklake_buffer_bytes") > 0.0, "{before}");
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let waiting = lake.request("GET", "/metrics", "").await.body;
+    assert!(
+        gauge(&waiting, "hooklake_oldest_unflushed_event_age_seconds") >= 0.02,
+        "{waiting}"
+    );
     lake.flush().await;
     let after = lake.request("GET", "/metrics", "").await.body;
     assert!(after.contains("\nhooklake_buffer_events 0\n"), "{after}");
+    assert_eq!(gauge(&after, "hooklake_buffer_bytes"), 0.0, "{after}");
+    assert_eq!(
+        gauge(&after, "hooklake_oldest_unflushed_event_age_seconds"),
+        0.0,
+        "{after}"
+    );
     assert!(
         after.contains("hooklake_rows_written_total{table=\"call_events\"} 1"),
         "{after}"

@@ -116,6 +116,68 @@ async fn the_binary_serves_flushes_on_request_and_on_sigterm() {
     );
 }
 
+#[tokio::test]
+async fn json_logs_have_a_line_per_accepted_event_and_per_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with_args(
+        dir.path(),
+        &[("HOOKLAKE_LOG", "hooklake=debug")],
+        &["--log-format", "json"],
+    );
+    let body = fixture("contact_updated.json");
+    let expected: Value = serde_json::from_str(&body).unwrap();
+    let object = if expected.is_array() {
+        &expected[0]
+    } else {
+        &expected
+    };
+    for _ in 0..2 {
+        let (status, _) = server.post(&body).await;
+        assert_eq!(status, 200);
+    }
+    // A request refused for its body logs no event.
+    let (status, _) = server.post("[{").await;
+    assert_eq!(status, 400);
+    let flush = server.hooklake(&["flush", "--url", &server.base]);
+    assert!(
+        flush.status.success(),
+        "{}",
+        String::from_utf8_lossy(&flush.stderr)
+    );
+    let log = server.log.clone();
+    let exit = server.terminate();
+    assert!(exit.success(), "{exit}");
+
+    let lines: Vec<Value> = log
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let with = |message: &str| -> Vec<&Value> {
+        lines
+            .iter()
+            .filter(|l| l["fields"]["message"] == message)
+            .collect()
+    };
+    let accepted = with("event accepted");
+    assert_eq!(accepted.len(), 1, "{lines:#?}");
+    let fields = &accepted[0]["fields"];
+    assert_eq!(accepted[0]["level"], "DEBUG");
+    assert_eq!(fields["event_type"], "contact_updated");
+    assert_eq!(fields["contact_id"], object["id"].to_string());
+    assert_eq!(
+        fields["updated_attributes"],
+        object["updatedAttributes"].to_string()
+    );
+    assert_eq!(with("duplicate event skipped").len(), 1, "{lines:#?}");
+    // The requested flush; the one at shutdown found nothing to write and logs nothing.
+    let flushed = with("flushed");
+    assert_eq!(flushed.len(), 1, "{lines:#?}");
+    assert_eq!(flushed[0]["level"], "INFO");
+    assert_eq!(flushed[0]["fields"]["events"], 1);
+}
+
 #[test]
 fn flush_without_a_server_names_the_url() {
     let out = crate::util::hooklake_command()
@@ -193,6 +255,49 @@ fn config_check_and_show_report_the_effective_configuration() {
     );
     let unknown = run(&[("HOOKLAKE_FLUSH_EVERY", "5")], &["config", "check"]);
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("HOOKLAKE_FLUSH_EVERY"));
+
+    // A public address without a webhook secret: `serve` would refuse it, so the check does.
+    let open = run(&[("HOOKLAKE_LISTEN", "0.0.0.0:8080")], &["config", "check"]);
+    assert!(!open.status.success());
+    assert!(
+        String::from_utf8_lossy(&open.stderr).contains("no webhook secret"),
+        "{}",
+        String::from_utf8_lossy(&open.stderr)
+    );
+    let token = "a-long-random-token-0123456789";
+    let secret_env = [
+        ("HOOKLAKE_LISTEN", "0.0.0.0:8080"),
+        (
+            "HOOKLAKE_AUTH_TOKENS",
+            "[\"a-long-random-token-0123456789\"]",
+        ),
+        ("HOOKLAKE_HMAC_SECRETS", "[\"hmac-secret-9876543210\"]"),
+        ("HOOKLAKE_FLUSH_INTERVAL_SECS", "7"),
+    ];
+    let checked = run(&secret_env, &["config", "check"]);
+    assert!(
+        checked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    // Secrets are masked; a flag wins over the environment.
+    let shown = run(&secret_env, &["--data-dir", "/srv/lake", "config", "show"]);
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.status.success());
+    assert!(
+        !text.contains(token) && !text.contains("hmac-secret-9876543210"),
+        "{text}"
+    );
+    assert!(
+        text.contains("auth_tokens") && text.contains("hmac_secrets"),
+        "{text}"
+    );
+    let flagged = run(
+        &[("HOOKLAKE_DATA_DIR", "/from/env")],
+        &["--data-dir", "/from/flag", "config", "show"],
+    );
+    let text = String::from_utf8_lossy(&flagged.stdout);
+    assert!(text.contains("data_dir = \"/from/flag\""), "{text}");
 }
 
 /// Reads from `stream` until the server closes it; `true` if that happens within `limit`.

@@ -243,6 +243,8 @@ pub struct Server {
     pub base: String,
     /// Every line the server logged so far.
     pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// The thread reading the log; it ends when the server has exited and its log is read.
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Server {
@@ -252,9 +254,19 @@ impl Server {
 
     /// Starts `hooklake serve` with extra environment variables (`HOOKLAKE_*` settings).
     pub fn start_with(data_dir: &std::path::Path, env: &[(&str, &str)]) -> Server {
+        Server::start_with_args(data_dir, env, &[])
+    }
+
+    /// Starts `hooklake serve` with extra environment variables and extra arguments.
+    pub fn start_with_args(
+        data_dir: &std::path::Path,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Server {
         let mut child = hooklake_command()
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
+            .args(args)
             .env("HOOKLAKE_LOG", "info")
             .env("HOOKLAKE_WAL_SEGMENT_MAX_BYTES", "1048576")
             .envs(env.iter().copied())
@@ -267,8 +279,9 @@ impl Server {
         // never blocks on a full pipe.
         let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let sink = log.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                // `listen=ADDR` in text, `"listen":"ADDR"` in JSON.
                 if let Some(rest) = line.split("listen=").nth(1) {
                     let _ = tx.send(
                         rest.split_whitespace()
@@ -276,6 +289,8 @@ impl Server {
                             .unwrap_or_default()
                             .to_string(),
                     );
+                } else if let Some(rest) = line.split("\"listen\":\"").nth(1) {
+                    let _ = tx.send(rest.split('"').next().unwrap_or_default().to_string());
                 }
                 sink.lock().unwrap().push(line);
             }
@@ -288,6 +303,7 @@ impl Server {
             child,
             base: format!("http://{addr}"),
             log,
+            reader: Some(reader),
         }
     }
 
@@ -341,6 +357,10 @@ impl Server {
         );
         for _ in 0..600 {
             if let Some(status) = self.child.try_wait().unwrap() {
+                // Every line it logged is in `log` once this returns.
+                if let Some(reader) = self.reader.take() {
+                    let _ = reader.join();
+                }
                 return status;
             }
             std::thread::sleep(Duration::from_millis(50));
