@@ -235,6 +235,13 @@ pub struct Pipeline {
     disk: DiskGuard,
     /// Testing hook shared with the log: while set, log writes fail as if the disk were full.
     fail_log_writes: Arc<AtomicBool>,
+    /// Testing hook: while set, a flush's work panics (as a bug in flattening would).
+    panic_flushes: AtomicBool,
+    /// Set by a failed flush, which may have published some files before failing: the next
+    /// flush (taking the same number) removes them before it writes. It rewrites only the
+    /// partitions it has rows for, and its change rows may differ (events that arrived since
+    /// come first), so a file of the failed attempt left elsewhere would be committed with it.
+    leftovers: AtomicBool,
     /// The committed replay position at open: what an unlogged pipeline (batch replay) keeps
     /// committing, so the log a server left behind is replayed from the same place at its next
     /// start (dead letters in it are not deduplicated by id; replaying them twice would repeat
@@ -329,6 +336,8 @@ impl Pipeline {
                 threads: config.flush_threads,
             }),
             fail_log_writes,
+            panic_flushes: AtomicBool::new(false),
+            leftovers: AtomicBool::new(false),
             committed_replay_from: committed.replay_from,
             _lock: lock,
         };
@@ -411,6 +420,11 @@ impl Pipeline {
     /// Testing hook: makes log writes fail (as if the disk were full) while `fail` is true.
     pub fn simulate_log_failure(&self, fail: bool) {
         self.fail_log_writes.store(fail, Ordering::Relaxed);
+    }
+
+    /// Testing hook: makes the work of flushes panic while `panic` is true.
+    pub fn simulate_flush_panic(&self, panic: bool) {
+        self.panic_flushes.store(panic, Ordering::Relaxed);
     }
 
     fn buffer(&self) -> std::sync::MutexGuard<'_, Buffer> {
@@ -709,13 +723,11 @@ impl Pipeline {
         let Some(wal) = &self.wal else {
             return self.committed_replay_from;
         };
-        let buffered = self.buffer().min_seq();
-        let in_flight = self.in_flight().values().min().copied();
-        [buffered, in_flight, Some(wal.next_seq())]
-            .into_iter()
-            .flatten()
-            .min()
-            .unwrap_or(0)
+        first_uncommitted(
+            || wal.next_seq(),
+            || self.in_flight().values().min().copied(),
+            || self.buffer().min_seq(),
+        )
     }
 
     /// Flushes everything buffered now. On error the events are back in the buffer.
@@ -733,16 +745,20 @@ impl Pipeline {
         let started = Instant::now();
         let taken = self.buffer().take();
         let options = self.flatten_options.clone();
+        let panics = self.panic_flushes.load(Ordering::Relaxed);
         let task = tokio::task::spawn_blocking(move || {
-            let tables = flatten_taken(&taken, &options);
+            let tables = catch_panic(|| {
+                simulated_panic(panics);
+                flatten_taken(&taken, &options)
+            });
             (taken, tables)
         });
-        let (taken, tables) = task.await.map_err(|e| {
-            // Flattening does not panic by design; if it did, the events are still in the input
-            // (replay) or in the log (a server), and come back.
-            self.metrics.add("hooklake_flushes_total", "failed", 1);
-            FlushError::Task(e.to_string())
-        })?;
+        let (taken, tables) = task.await.map_err(|e| FlushError::Task(e.to_string()))?;
+        let tables = match tables {
+            Ok(tables) => tables,
+            // Flattening does not panic by design; if it does, the events go back to the buffer.
+            Err(e) => return Err(self.flush_failed(taken, e)),
+        };
         Ok(Prepared {
             taken,
             tables,
@@ -816,8 +832,15 @@ impl Pipeline {
         let sink = self.sink.clone();
         let store = self.store.clone();
         let options = self.flatten_options.clone();
+        let panics = self.panic_flushes.load(Ordering::Relaxed);
+        let leftovers = self.leftovers.swap(false, Ordering::AcqRel);
         let task = tokio::task::spawn_blocking(move || {
-            let result = (|| {
+            // A panic (a bug in flattening or writing) is caught here, so that the events go
+            // back to the buffer like those of any failed flush: dropped with the task, they
+            // would be missing from the buffer while their ids stayed pending, and the next
+            // flush would record a log position past them.
+            let result = catch_panic(|| {
+                simulated_panic(panics);
                 let mut stages = Stages::default();
                 let mut clock = Instant::now();
                 let mut lap = |slot: &mut u64| {
@@ -858,19 +881,22 @@ impl Pipeline {
                 for flag in tables.contact_events.iter().flat_map(|r| &r.quality_flags) {
                     *flags.entry(flag.clone()).or_default() += 1;
                 }
+                if leftovers {
+                    sink.remove_uncommitted(flush_seq - 1)?;
+                }
                 let files = sink.write(tables, flush_seq)?;
                 lap(&mut stages.write_ms);
                 Ok::<_, FlushError>((rows, parse_errors, flags, files, states, stages))
-            })();
+            })
+            .and_then(|result| result);
             (taken, result)
         });
         let (taken, result) = match task.await {
             Ok(done) => done,
             Err(e) => {
-                // Flattening and writing do not panic by design; if they do, the events are still
-                // in the log and come back at the next start.
+                // Not reached: the task catches panics and is never cancelled.
                 self.metrics.add("hooklake_flushes_total", "failed", 1);
-                tracing::error!(error = %e, "flush task panicked");
+                tracing::error!(error = %e, "flush task failed");
                 return Err(FlushError::Task(e.to_string()));
             }
         };
@@ -951,6 +977,7 @@ impl Pipeline {
     }
 
     fn flush_failed(&self, taken: Taken, error: FlushError) -> FlushError {
+        self.leftovers.store(true, Ordering::Release);
         self.metrics.add("hooklake_flushes_total", "failed", 1);
         tracing::error!(error = %error, events = taken.events.len(), rejected = taken.rejected.len(), "flush failed; events kept for the next flush");
         self.buffer().restore(taken);
@@ -1026,6 +1053,49 @@ fn next_occurrence(
     let from = after.map_or(now, |a| a.max(now));
     let next = schedule.find_next_occurrence(&from, false).ok()?;
     Some((next, (next - now).to_std().unwrap_or_default()))
+}
+
+/// Runs `work`, turning a panic into a [`FlushError::Task`] that names it.
+fn catch_panic<T>(work: impl FnOnce() -> T) -> Result<T, FlushError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).map_err(|panic| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".to_string());
+        FlushError::Task(format!("flush panicked: {message}"))
+    })
+}
+
+/// Panics when the testing hook [`Pipeline::simulate_flush_panic`] is set.
+fn simulated_panic(set: bool) {
+    if set {
+        panic!("simulated flush panic");
+    }
+}
+
+/// The lowest of the log's next sequence number, the in-flight requests' and the buffer's,
+/// read in that order, while requests go on. A request registers as in flight with a number
+/// at most its record's (taken from the log before it appends), then pushes its events into
+/// the buffer, and only then leaves the in-flight set. So a request that registered after the
+/// first read has a number at least that read's; one that left the in-flight set before the
+/// second read is in the buffer at the third. Read the other way round (buffer first), a
+/// request could leave the in-flight set between the two reads and be seen by neither: the
+/// flush would record a replay position past events it did not write, and a crash before the
+/// next flush would lose them from the log.
+fn first_uncommitted(
+    next_seq: impl FnOnce() -> u64,
+    in_flight: impl FnOnce() -> Option<u64>,
+    buffered: impl FnOnce() -> Option<u64>,
+) -> u64 {
+    let next = next_seq();
+    let in_flight = in_flight();
+    let buffered = buffered();
+    [Some(next), in_flight, buffered]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(next)
 }
 
 #[cfg(test)]
@@ -1356,6 +1426,112 @@ mod tests {
             })
             .collect();
         assert_eq!(ids, [1, 2, 3], "{names:?}");
+        p.close();
+    }
+
+    #[test]
+    fn a_request_moving_from_in_flight_to_the_buffer_is_seen_either_way() {
+        use std::cell::RefCell;
+        // A request logged as record 7, while the log's next number is 9 and the buffer holds
+        // record 8. It leaves the in-flight set (after pushing its events) between two reads,
+        // whichever they are: the position must still be at most 7.
+        #[derive(Clone, Copy, PartialEq)]
+        enum Where {
+            InFlight,
+            Buffered,
+        }
+        let request = RefCell::new(Where::InFlight);
+        let reads = RefCell::new(0);
+        // After the first read of the in-flight set or the buffer, the request moves.
+        let moved_after_first_read = || {
+            *reads.borrow_mut() += 1;
+            if *reads.borrow() == 1 {
+                let seen = *request.borrow();
+                *request.borrow_mut() = Where::Buffered;
+                return seen;
+            }
+            *request.borrow()
+        };
+        let position = first_uncommitted(
+            || 9,
+            || (moved_after_first_read() == Where::InFlight).then_some(7),
+            || {
+                Some(if moved_after_first_read() == Where::Buffered {
+                    7
+                } else {
+                    8
+                })
+            },
+        );
+        assert_eq!(position, 7);
+        // Once neither holds anything, the log's next number.
+        assert_eq!(first_uncommitted(|| 9, || None, || None), 9);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_flush_keeps_its_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = logged_config(dir.path());
+        let (p, _) = open(&config, Mode::Logged);
+        let (entry, events) = request(1);
+        p.accept(entry, events).await.unwrap();
+        p.simulate_flush_panic(true);
+        let err = p.flush(FlushReason::Manual).await.unwrap_err();
+        assert!(err.to_string().contains("simulated flush panic"), "{err}");
+        let prepared = p
+            .prepare_flush()
+            .await
+            .err()
+            .expect("the prepared flush panics too");
+        assert!(matches!(prepared, FlushError::Task(_)), "{prepared}");
+        assert_eq!(
+            p.gauges(true).buffer_events,
+            1,
+            "the events are back in the buffer"
+        );
+        assert_eq!(p.metrics().get("hooklake_flushes_total", "failed"), 2);
+        // Meanwhile a redelivery is a duplicate: the event will be written.
+        let (entry, events) = request(1);
+        assert_eq!(p.accept(entry, events).await.unwrap().duplicates, 1);
+        p.simulate_flush_panic(false);
+        let report = p.flush(FlushReason::Manual).await.unwrap();
+        assert_eq!(report.events, 1);
+        p.close();
+        drop(p);
+        // Nothing is left to recover, and the event was written once.
+        let (p, recovery) = open(&config, Mode::Logged);
+        assert_eq!(recovery.events, 0);
+        let (entry, events) = request(1);
+        assert_eq!(p.accept(entry, events).await.unwrap().duplicates, 1);
+        p.close();
+    }
+
+    #[tokio::test]
+    async fn the_flush_after_a_failed_one_removes_what_that_one_published() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = logged_config(dir.path());
+        let (p, _) = open(&config, Mode::Logged);
+        let (entry, events) = request(1);
+        p.accept(entry, events).await.unwrap();
+        let first = p.flush(FlushReason::Manual).await.unwrap();
+        // Flush 2 fails after publishing a file in a partition its retry has no rows for.
+        let committed = dir.path().join(&first.files[0].path);
+        let stale_dir = dir.path().join("contact_events/date=2026-01-01");
+        std::fs::create_dir_all(&stale_dir).unwrap();
+        let stale = stale_dir.join("part-000000000002.parquet");
+        std::fs::copy(&committed, &stale).unwrap();
+        let (entry, events) = request(2);
+        p.accept(entry, events).await.unwrap();
+        p.simulate_flush_panic(true);
+        p.flush(FlushReason::Manual).await.unwrap_err();
+        p.simulate_flush_panic(false);
+        let retry = p.flush(FlushReason::Manual).await.unwrap();
+        assert_eq!(retry.flush_id.as_deref(), Some("000000000002"));
+        assert!(
+            !stale.exists(),
+            "the failed attempt's file is not committed with the retry"
+        );
+        assert!(committed.exists(), "committed files stay");
         p.close();
     }
 

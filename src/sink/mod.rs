@@ -13,7 +13,7 @@
 
 pub mod writer;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
@@ -105,14 +105,20 @@ impl Sink {
         Ok(sink)
     }
 
-    /// Deletes the published files of flushes after `committed` (a flush that crashed between
-    /// its renames and its commit record). Returns the files removed.
+    /// Deletes the published files of flushes after `committed` (a flush that crashed or failed
+    /// between its renames and its commit record), durably: their directories are synced, so a
+    /// power loss cannot bring one back under a number a later flush commits. Returns the files
+    /// removed.
     pub fn remove_uncommitted(&self, committed: u64) -> Result<Vec<PathBuf>, SinkError> {
         let uncommitted =
             self.files_matching(|name| flush_seq_of(name).is_some_and(|seq| seq > committed))?;
         for path in &uncommitted {
             tracing::warn!(path = %path.display(), "removing a file of a flush that was never committed");
             fs::remove_file(path).map_err(io("remove", path))?;
+        }
+        let dirs: BTreeSet<&Path> = uncommitted.iter().filter_map(|p| p.parent()).collect();
+        for dir in dirs {
+            fsync_dir(dir)?;
         }
         Ok(uncommitted)
     }
