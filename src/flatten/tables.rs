@@ -105,12 +105,15 @@ table! {
         /// JSON object of every key not mapped to a column, by dotted path; null when none.
         extras: Option<String>,
         /// `path: problem` for each value that could not be read as its column's type (the
-        /// column is then null); empty when all values parsed.
+        /// column is then carried, see `missing_fields`); empty when all values parsed. The
+        /// value itself is in `raw_events.payload`.
         parse_errors: Vec<String>,
-        /// Columns whose source key was absent from the payload (not sent as null): their value
-        /// is carried from the contact's last known state (left null for the contact's first
-        /// event, or for an event older than that state). `contact_answers` / `tracking_params`
-        /// mean the whole `questionsAndAnswers` / `tracking` object was absent.
+        /// Columns whose source key was absent from the payload (not sent as null), or sent with
+        /// a value of the wrong type (named in `parse_errors`): their value is carried from the
+        /// contact's last known state (left null for the contact's first event, or for an event
+        /// older than that state), and change tracking sees no change. `contact_answers` /
+        /// `tracking_params` mean the whole `questionsAndAnswers` / `tracking` object was absent
+        /// (or not an object).
         missing_fields: ColumnSet,
         /// Rules the sent values break (the values are kept): `email_malformed`,
         /// `phone_malformed`, `status_unknown` (not in `known_statuses`), `updated_before_created`,

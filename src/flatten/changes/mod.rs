@@ -837,7 +837,8 @@ fn track_rows(
                 ContactState {
                     event_time_us: row.event_time.0,
                     event_id: row.event_id.to_string(),
-                    status_since_us: Some(transitioned_at.0),
+                    // A status's time starts once one is known.
+                    status_since_us: status.as_ref().map(|_| transitioned_at.0),
                     attrs: merge(Box::default(), row, &snap),
                 },
             );
@@ -854,8 +855,10 @@ fn track_rows(
         let old_status: Option<Text> = previous.attrs.cols[STATUS].as_deref().map(Text::from);
         let status_changed = status.is_some() && status != old_status;
         if status_changed {
+            // No time in a status that was never known (null `from_status`).
             let seconds = previous
                 .status_since_us
+                .filter(|_| old_status.is_some())
                 .map(|since| (transitioned_at.0 - since) as f64 / 1e6);
             transitions.push(transition(old_status, seconds, late));
         }
@@ -1782,6 +1785,87 @@ mod tests {
         assert_eq!(states[&1].values().get("email"), None);
         assert_eq!(states[&1].values()["first_name"], "Ada");
         assert_eq!(states[&1].values()["answer:Budget"], "10k");
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_is_an_error_and_changes_nothing() {
+        let mut states = ContactStates::default();
+        let full = json!({"id": 1, "previewId": "p", "status": "POTENTIAL", "email": "a@x.io",
+                          "hookType": "Contact created",
+                          "tracking": {"utm_source": "google", "utm_campaign": "spring"},
+                          "latestCall": {"duration": 30},
+                          "updatedAt": "2026-01-01T00:00:00Z"});
+        let first = run(&[contact(full, 1)], &mut states);
+        assert_eq!(first.contact_events.len(), 1, "{first:?}");
+        assert!(states.contains_key(&1), "{first:?}");
+        // A list where a text goes, a fraction where an integer goes, and a text where the
+        // tracking object goes: none of them clears what the contact had.
+        let odd = json!({"id": 1, "email": ["a@x.io", "b@x.io"], "latestCall": {"duration": 2.5},
+                         "updatedAt": "2026-01-01T01:00:00Z", "hookType": "Contact updated"});
+        let t = run(&[contact(odd, 2)], &mut states);
+        let row = row_of(&t);
+        assert_eq!(row.email, s("a@x.io"), "carried");
+        assert_eq!(row.latest_call_duration_min, Some(30));
+        for column in ["email", "latest_call_duration_min"] {
+            assert!(row.missing_fields.contains(column), "{column}");
+        }
+        assert!(
+            row.parse_errors.iter().any(|e| e.starts_with("email: "))
+                && row
+                    .parse_errors
+                    .iter()
+                    .any(|e| e.starts_with("latestCall.duration: ")),
+            "{:?}",
+            row.parse_errors
+        );
+        assert_eq!(changes(&t), vec![]);
+        let garbled = json!({"id": 1, "tracking": "utm_source=bing",
+                             "updatedAt": "2026-01-01T02:00:00Z", "hookType": "Contact updated"});
+        let t = run(&[contact(garbled, 3)], &mut states);
+        let row = row_of(&t);
+        assert_eq!(
+            (row.utm_source.clone(), row.utm_campaign.clone()),
+            (s("google"), s("spring"))
+        );
+        assert!(
+            row.missing_fields.contains("utm_source")
+                && row.missing_fields.contains("tracking_params")
+        );
+        assert_eq!(changes(&t), vec![]);
+        assert_eq!(states[&1].values()["email"], "a@x.io");
+        assert_eq!(states[&1].values()["utm_source"], "google");
+        // A null still clears.
+        let cleared = json!({"id": 1, "tracking": null, "updatedAt": "2026-01-01T03:00:00Z", "hookType": "Contact updated"});
+        let t = run(&[contact(cleared, 4)], &mut states);
+        assert_eq!(row_of(&t).utm_source, None);
+        assert!(
+            changes(&t)
+                .iter()
+                .any(|c| c.0 == "utm_source" && c.2.is_none())
+        );
+    }
+
+    #[test]
+    fn no_time_is_counted_in_a_status_never_known() {
+        let mut states = ContactStates::default();
+        let partial = json!({"id": 1, "previewId": "p", "hookType": "Contact updated",
+                             "updatedAttributes": [], "updatedAt": "2026-01-01T00:00:00Z"});
+        let first = run(&[contact(partial, 1)], &mut states);
+        assert_eq!(first.status_transitions[0].to_status, None);
+        let status = json!({"id": 1, "status": "POTENTIAL", "hookType": "Contact updated",
+                            "updatedAt": "2026-01-01T05:00:00Z"});
+        let t = run(&[contact(status, 2)], &mut states);
+        let row = &t.status_transitions[0];
+        assert_eq!(
+            (row.from_status.clone(), row.to_status.clone()),
+            (None, s("POTENTIAL"))
+        );
+        assert_eq!(row.seconds_in_from_status, None);
+        // From then on, time counts from that transition.
+        let next = json!({"id": 1, "status": "QUALIFIED", "hookType": "Contact updated",
+                          "updatedAt": "2026-01-01T06:00:00Z"});
+        let t = run(&[contact(next, 3)], &mut states);
+        assert_eq!(t.status_transitions[0].seconds_in_from_status, Some(3600.0));
     }
 
     #[test]

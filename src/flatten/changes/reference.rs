@@ -216,7 +216,7 @@ fn track_rows(
                 RefState {
                     event_time_us: row.event_time.0,
                     event_id: row.event_id.to_string(),
-                    status_since_us: Some(transitioned_at.0),
+                    status_since_us: status.as_ref().map(|_| transitioned_at.0),
                     values,
                     set_at,
                 },
@@ -234,6 +234,7 @@ fn track_rows(
         if status_changed {
             let seconds = previous
                 .status_since_us
+                .filter(|_| old_status.is_some())
                 .map(|since| (transitioned_at.0 - since) as f64 / 1e6);
             transitions.push(transition(old_status, seconds, late));
         }

@@ -42,6 +42,7 @@ pub(super) fn flatten(
     // top-level key spelled like a nested path (`"tracking.x"`) wins over the nested one.
     let mut unmapped = Vec::new();
     for (key, v) in obj.iter() {
+        let errors = notes.parse_errors.len();
         let n = &mut notes;
         let at = || key.to_string();
         let column = match key {
@@ -146,18 +147,27 @@ pub(super) fn flatten(
                 continue;
             }
         };
-        present.insert(column);
+        // A value that could not be read as its column's type leaves the column missing:
+        // carried from the contact's state, not cleared (see `read`).
+        read(&mut present, column, errors, &notes);
     }
     row.event_time = row
         .updated_at
         .or(row.created_at)
         .unwrap_or(head.received_at);
+    // The groups are present when sent as an object or as null; anything else could not be
+    // read, and leaves the contact's last parameters or answers as they were.
+    let readable = |v: &Json<'_>| matches!(v, Json::Object(_) | Json::Null);
     if let Some(v) = tracking {
-        present.insert(col::TRACKING_PARAMS);
+        if readable(v) {
+            present.insert(col::TRACKING_PARAMS);
+        }
         read_tracking(head, v, &mut row, &mut present, &mut notes, out);
     }
     if let Some(v) = answers {
-        present.insert(col::CONTACT_ANSWERS);
+        if readable(v) {
+            present.insert(col::CONTACT_ANSWERS);
+        }
         read_answers(head, v, &row, &mut notes, out);
     }
     for (key, v) in unmapped {
@@ -250,9 +260,19 @@ const fn column(name: &str) -> usize {
     panic!("not a column of COLUMN_SOURCES")
 }
 
-/// The members of a nested object, or `None` after noting why not: `null` and other
-/// non-objects mark every column below it present (a path through them is not absent), and
-/// a non-null non-object is a parse error kept in `extras` whole.
+/// Marks `column` present when the member just read for it gave no parse error (`errors` is
+/// how many there were before it): a value of the wrong type, kept in `parse_errors`, leaves
+/// the column missing, so change tracking carries the contact's last value instead of seeing
+/// it cleared (and then set again by the next event), and `missing_fields` names it.
+fn read(present: &mut ColumnSet, column: usize, errors: usize, notes: &Notes) {
+    if notes.parse_errors.len() == errors {
+        present.insert(column);
+    }
+}
+
+/// The members of a nested object, or `None` after noting why not: `null` marks every column
+/// below it present (an explicit null clears them); any other non-object is a parse error,
+/// kept in `extras` whole, and leaves the columns below it missing (nothing could be read).
 fn nested<'v, 'a>(
     v: &'v Json<'a>,
     path: &str,
@@ -263,8 +283,9 @@ fn nested<'v, 'a>(
     if let Json::Object(o) = v {
         return Some(o);
     }
-    below.iter().for_each(|c| present.insert(*c));
-    if !matches!(v, Json::Null) {
+    if matches!(v, Json::Null) {
+        below.iter().for_each(|c| present.insert(*c));
+    } else {
         coerce::not_an_object(v, path.to_string(), notes);
         notes.extras.insert(path.to_string(), v.to_value());
     }
@@ -277,6 +298,7 @@ fn booking_event(v: &Json<'_>, row: &mut ContactEventRow, present: &mut ColumnSe
         return;
     };
     for (key, v) in event.iter() {
+        let errors = n.parse_errors.len();
         let at = || format!("event.{key}");
         let slot = match key {
             "id" => {
@@ -304,7 +326,7 @@ fn booking_event(v: &Json<'_>, row: &mut ContactEventRow, present: &mut ColumnSe
                 continue;
             }
         };
-        present.insert(col::BOOKING[slot]);
+        read(present, col::BOOKING[slot], errors, n);
     }
 }
 
@@ -316,15 +338,16 @@ fn latest_call(v: &Json<'_>, row: &mut ContactEventRow, present: &mut ColumnSet,
         return;
     };
     for (key, v) in call.iter() {
+        let errors = n.parse_errors.len();
         let at = || format!("latestCall.{key}");
         match key {
             "dateTime" => {
                 row.latest_call_at = coerce::timestamp(v, at, n);
-                present.insert(col::CALL_AT);
+                read(present, col::CALL_AT, errors, n);
             }
             "duration" => {
                 row.latest_call_duration_min = coerce::int(v, at, n);
-                present.insert(col::CALL_DURATION);
+                read(present, col::CALL_DURATION, errors, n);
             }
             "user" => {
                 let Some(user) = nested(v, "latestCall.user", present, &HOST, n) else {
@@ -332,6 +355,7 @@ fn latest_call(v: &Json<'_>, row: &mut ContactEventRow, present: &mut ColumnSet,
                 };
                 let (mut first, mut last) = (None, None);
                 for (key, v) in user.iter() {
+                    let errors = n.parse_errors.len();
                     let at = || format!("latestCall.user.{key}");
                     let column = match key {
                         "id" => {
@@ -355,7 +379,7 @@ fn latest_call(v: &Json<'_>, row: &mut ContactEventRow, present: &mut ColumnSet,
                             continue;
                         }
                     };
-                    present.insert(column);
+                    read(present, column, errors, n);
                 }
                 row.latest_call_host_name = full_name(first, last);
             }
@@ -432,17 +456,18 @@ fn read_tracking(
     let (mut last, mut first): ([Option<Text>; 5], [Option<Text>; 5]) = Default::default();
     let mut numbered_members = Vec::new();
     for (key, v) in tracking.iter() {
+        let errors = n.parse_errors.len();
         let at = || format!("tracking.{key}");
         if let Some(part) = key.strip_prefix("utm_")
             && let Some(i) = UTM.iter().position(|u| *u == part)
         {
             last[i] = coerce::string(v, at, n);
-            present.insert(col::UTM[i]);
+            read(present, col::UTM[i], errors, n);
         } else if let Some(part) = key.strip_prefix("first_utm_")
             && let Some(i) = UTM.iter().position(|u| *u == part)
         {
             first[i] = coerce::string(v, at, n);
-            present.insert(col::FIRST_UTM[i]);
+            read(present, col::FIRST_UTM[i], errors, n);
         } else if let Some(number) = numbered(key, "utmKey_", "") {
             numbered_members.push((number, Half::Name, key, v));
         } else if let Some(number) = numbered(key, "utmValue_", "") {

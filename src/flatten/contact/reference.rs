@@ -100,49 +100,62 @@ pub(crate) fn flatten(
 
     o.finish(&mut notes);
     row.extras = notes.extras_json();
+    row.missing_fields = missing_fields(obj, &notes.parse_errors);
     row.parse_errors = notes.parse_errors;
-    row.missing_fields = missing_fields(obj);
     row.quality_flags = quality_flags(&row, options);
     let event_time = row.event_time;
     out.contact_events.push(row);
     event_time
 }
 
-/// Whether the rest of a path is absent below `value`, the value of its first key (an explicit
-/// `null` on the way is not absent).
-fn absent_below(value: Option<&Json<'_>>, rest: &[&str]) -> bool {
-    let mut current = match value {
-        None => return true,
-        Some(v) => v,
-    };
-    for key in rest {
-        match current {
-            Json::Object(map) => match map.get(key) {
-                None => return true,
-                Some(next) => current = next,
-            },
-            _ => return false,
-        }
-    }
-    false
+/// How a column's source path was found in a payload.
+#[derive(PartialEq)]
+enum Source {
+    /// No key on the way.
+    Absent,
+    /// A non-object on the way, or a value of the wrong type at the end (a parse error names
+    /// the path): nothing could be read.
+    Unreadable,
+    /// A value read as the column's type, or an explicit `null` (at the end or on the way).
+    Read,
 }
 
-/// The carried columns absent from a contact payload.
-fn missing_fields(obj: &Object<'_>) -> ColumnSet {
-    // Columns in a row share their parent object (`event`, `tracking`, `latestCall`): each
-    // top-level key is looked up once per run of columns under it.
-    let mut last: Option<(&str, Option<&Json>)> = None;
-    let mut top = |key: &'static str| match last {
-        Some((k, v)) if k == key => v,
-        _ => {
-            let v = obj.get(key);
-            last = Some((key, v));
-            v
-        }
+/// How `path` was found, given the value of its first key and the payload's parse errors.
+fn source(value: Option<&Json<'_>>, path: &[&str], errors: &[String]) -> Source {
+    let Some(mut current) = value else {
+        return Source::Absent;
     };
+    for key in &path[1..] {
+        match current {
+            Json::Object(map) => match map.get(key) {
+                None => return Source::Absent,
+                Some(next) => current = next,
+            },
+            Json::Null => return Source::Read,
+            _ => return Source::Unreadable,
+        }
+    }
+    let dotted = path.join(".");
+    let failed = errors.iter().any(|e| {
+        e.strip_prefix(dotted.as_str())
+            .is_some_and(|rest| rest.starts_with(": "))
+    });
+    if failed && !matches!(current, Json::Null) {
+        Source::Unreadable
+    } else {
+        Source::Read
+    }
+}
+
+/// The carried columns none of whose source paths could be read from a contact payload:
+/// absent, or holding a value of the wrong type.
+fn missing_fields(obj: &Object<'_>, errors: &[String]) -> ColumnSet {
     let mut missing = ColumnSet::default();
     for (position, (_, paths)) in COLUMN_SOURCES.iter().enumerate() {
-        if paths.iter().all(|p| absent_below(top(p[0]), &p[1..])) {
+        if !paths
+            .iter()
+            .any(|p| source(obj.get(p[0]), p, errors) == Source::Read)
+        {
             missing.insert(position);
         }
     }
