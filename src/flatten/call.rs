@@ -157,12 +157,25 @@ pub(super) fn minutes(
     }
 }
 
-/// The first of `keys` that holds a timestamp; the others are still marked read.
+/// The first of `keys` that holds a timestamp. A later key that names the same instant (or
+/// is null) is a duplicate, marked read; one that names another instant stays unread, so it
+/// is kept in `extras` rather than lost (iClosed's own examples disagree between `utc_*` and
+/// the local times).
 fn first_timestamp(o: &mut Obj<'_, '_>, keys: &[&str], notes: &mut Notes) -> Option<Micros> {
     let mut found = None;
     for key in keys {
-        let value = o.timestamp(key, notes);
-        found = found.or(value);
+        if found.is_none() {
+            found = o.timestamp(key, notes);
+            continue;
+        }
+        let duplicate = match o.peek(key) {
+            Some(Json::Null) => true,
+            Some(v) => v.as_str().and_then(super::reader::parse_timestamp) == found,
+            None => false,
+        };
+        if duplicate {
+            o.skip(key);
+        }
     }
     found
 }
@@ -208,7 +221,10 @@ fn primary_assignee(event: &mut Obj<'_, '_>, notes: &mut Notes) -> (Option<Text>
         if short_is_copy {
             event.skip("assigned_to");
         }
-        let all_plain = people.len() == count
+        // Only one person is wholly in the row's host columns; with more, the others would be
+        // lost, so the object stays in `extras`.
+        let all_plain = count == 1
+            && people.len() == count
             && people.iter().all(|p| {
                 p.iter()
                     .all(|(k, _)| matches!(k, "name" | "email" | "primary"))
@@ -281,11 +297,48 @@ mod tests {
         };
         let a = serde_json::json!({"name": "A", "email": "a@x.com"});
         let b = serde_json::json!({"name": "B", "email": "b@x.com", "primary": true});
-        let expected = (Some("B".into()), Some("b@x.com".into()), None);
+        for assigned in [
+            serde_json::json!({"1": a.clone(), "2": b.clone()}),
+            serde_json::json!([a.clone(), b.clone()]),
+        ] {
+            let (name, email, extras) = host(assigned);
+            assert_eq!((name, email), (Some("B".into()), Some("b@x.com".into())));
+            // The other assignee has no column: the object stays in extras, A included.
+            let extras = extras.expect("extras");
+            assert!(
+                extras.contains("event.extended_assigned_to") && extras.contains("a@x.com"),
+                "{extras}"
+            );
+        }
+        // One assignee is wholly in the host columns.
         assert_eq!(
-            host(serde_json::json!({"1": a.clone(), "2": b.clone()})),
-            expected
+            host(serde_json::json!({"1": b})),
+            (Some("B".into()), Some("b@x.com".into()), None)
         );
-        assert_eq!(host(serde_json::json!([a, b])), expected);
+    }
+
+    #[test]
+    fn a_local_time_that_disagrees_with_the_utc_one_is_kept() {
+        let row = |start: &str| {
+            let body = serde_json::json!({"hookType": "Call booked", "invitee": {},
+                "event_type": {"uuid": "1"},
+                "event": {"uuid": "c1", "utc_start_time": "2026-03-06T16:30:00+00:00",
+                          "start_time": start}});
+            let e = crate::event::Envelope::parse_one(&body.to_string(), None, 0, "/w").unwrap();
+            crate::flatten::flatten(&[e]).call_events.remove(0)
+        };
+        // The same instant in another offset: a duplicate.
+        let same = row("2026-03-06T11:30:00-05:00");
+        assert_eq!(same.extras, None);
+        let other = row("2026-03-06T11:30:00+01:00");
+        assert_eq!(other.start_at, same.start_at, "utc_start_time wins");
+        assert!(
+            other
+                .extras
+                .as_deref()
+                .is_some_and(|e| e.contains("event.start_time")),
+            "{:?}",
+            other.extras
+        );
     }
 }

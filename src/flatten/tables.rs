@@ -197,7 +197,8 @@ table! {
         /// Role that owns the template, e.g. `closer`, `setter` (not in the core contract).
         /// Source: `event_type.owner.type`.
         event_type_owner_type: Option<Text>,
-        /// Slot start. Source: `event.utc_start_time`, else `event.start_time` (offsets honoured).
+        /// Slot start. Source: `event.utc_start_time`, else `event.start_time` (offsets honoured;
+        /// a `start_time` naming another instant than `utc_start_time` is kept in `extras`).
         start_at: Option<Micros>,
         /// Slot end. Source: `event.utc_end_time`, else `event.end_time`.
         end_at: Option<Micros>,
@@ -237,7 +238,8 @@ table! {
         invitee_phone: Option<Text>,
         /// Contact `preview_id` parsed from `invitee.previewUrl` (joins to `contact_events.preview_id`).
         invitee_preview_id: Option<Text>,
-        /// Primary assignee (`primary` = true), else the first. Source: `event.extended_assigned_to.*.name`.
+        /// Primary assignee (`primary` = true), else the first. Source: `event.extended_assigned_to.*.name`
+        /// (with more than one assignee, the whole object is also kept in `extras`).
         host_name: Option<Text>,
         /// Source: `event.extended_assigned_to.*.email` of the same assignee.
         host_email: Option<Text>,
