@@ -556,24 +556,21 @@ mod tests {
         let date = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
         let utc = FixedOffset::east_opt(0).unwrap();
         let grace = Duration::hours(2);
-        // 1 a.m. on the 5th: the 4th ended an hour ago, inside the grace period.
-        assert_eq!(
-            last_closed_date(at("2026-03-05T01:00:00Z"), utc, grace),
-            date("2026-03-03")
-        );
-        assert_eq!(
-            last_closed_date(at("2026-03-05T02:00:00Z"), utc, grace),
-            date("2026-03-04")
-        );
-        // In UTC-5 the 4th ends at 05:00 UTC on the 5th, closing at 07:00 UTC.
         let minus5 = FixedOffset::west_opt(5 * 3600).unwrap();
-        assert_eq!(
-            last_closed_date(at("2026-03-05T06:59:59Z"), minus5, grace),
-            date("2026-03-03")
-        );
-        assert_eq!(
-            last_closed_date(at("2026-03-05T07:00:00Z"), minus5, grace),
-            date("2026-03-04")
-        );
+        let cases = [
+            // 1 a.m. on the 5th: the 4th ended an hour ago, inside the grace period.
+            ("2026-03-05T01:00:00Z", utc, "2026-03-03"),
+            ("2026-03-05T02:00:00Z", utc, "2026-03-04"),
+            // In UTC-5 the 4th ends at 05:00 UTC on the 5th, closing at 07:00 UTC.
+            ("2026-03-05T06:59:59Z", minus5, "2026-03-03"),
+            ("2026-03-05T07:00:00Z", minus5, "2026-03-04"),
+        ];
+        for (now, offset, closed) in cases {
+            assert_eq!(
+                last_closed_date(at(now), offset, grace),
+                date(closed),
+                "{now}"
+            );
+        }
     }
 }
