@@ -344,6 +344,16 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid =
             |key: &'static str, message: String| Err(ConfigError::Invalid { key, message });
+        // An empty secret (an unset shell variable, say) would let anyone in: `?token=` matches
+        // an empty token, and anyone can sign with an empty key.
+        for (key, secrets) in [
+            ("auth_tokens", &self.auth_tokens),
+            ("hmac_secrets", &self.hmac_secrets),
+        ] {
+            if secrets.iter().any(|s| s.trim().is_empty()) {
+                return invalid(key, "an empty secret would let anyone in".into());
+            }
+        }
         // Counts, sizes and durations that must not be zero, each named on its own.
         let positive: [(&'static str, u64); 12] = [
             ("max_body_bytes", self.max_body_bytes as u64),
@@ -578,6 +588,23 @@ mod tests {
             err.contains("good.toml") && err.contains("flush_interval_secs"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn an_empty_secret_is_refused() {
+        for config in [
+            Config {
+                auth_tokens: vec!["long-enough-token".into(), " ".into()],
+                ..Config::default()
+            },
+            Config {
+                hmac_secrets: vec![String::new()],
+                ..Config::default()
+            },
+        ] {
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains("empty secret"), "{err}");
+        }
     }
 
     #[test]

@@ -186,7 +186,8 @@ impl Auth {
                 .trim()
                 .parse()
                 .map_err(|_| AuthFailure::StaleTimestamp)?;
-            if (now_secs - secs).abs() > self.hmac_tolerance_secs {
+            // `abs_diff`: any `i64` a client sends, however far off, is a stale timestamp.
+            if now_secs.abs_diff(secs) > self.hmac_tolerance_secs.unsigned_abs() {
                 return Err(AuthFailure::StaleTimestamp);
             }
             signed.extend_from_slice(stamp.trim().as_bytes());
@@ -388,6 +389,16 @@ mod tests {
             Err(AuthFailure::StaleTimestamp),
             "no timestamp"
         );
+        // The farthest timestamps are stale too (a difference that overflowed `i64` wrapped
+        // into the window).
+        for far in [i64::MIN.to_string(), i64::MAX.to_string()] {
+            let h = headers(&[("x-signature", &hex), ("x-timestamp", &far)]);
+            assert_eq!(
+                a.check(p, &h, body, 1100),
+                Err(AuthFailure::StaleTimestamp),
+                "{far}"
+            );
+        }
         let h = headers(&[("x-signature", &sign("k3", &text)), ("x-timestamp", "1000")]);
         assert_eq!(
             a.check(p, &h, body, 1100),

@@ -117,8 +117,10 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// The address a request came from: the peer, or the first `X-Forwarded-For` entry when the
-/// proxy in front is trusted; loopback for in-process calls (tests).
+/// The address a request came from: the peer, or the last `X-Forwarded-For` entry when the
+/// proxy in front is trusted (the address that proxy saw: entries before it are whatever the
+/// client sent, so taking the first let a client pick a fresh rate-limit budget per request);
+/// loopback for in-process calls (tests).
 fn client_address(
     state: &AppState,
     headers: &HeaderMap,
@@ -131,7 +133,7 @@ fn client_address(
                 .get("x-forwarded-for")?
                 .to_str()
                 .ok()?
-                .split(',')
+                .rsplit(',')
                 .next()?
                 .trim()
                 .parse()

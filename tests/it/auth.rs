@@ -254,7 +254,8 @@ async fn each_client_address_is_rate_limited_with_retry_after() {
     let request = Request::builder()
         .method("POST")
         .uri("/webhooks/iclosed")
-        .header("x-forwarded-for", "203.0.113.5, 10.0.0.1")
+        // A client-chosen first entry: the proxy appended the address it saw, which counts.
+        .header("x-forwarded-for", "10.9.8.7, 203.0.113.5")
         .body(axum::body::Body::from(body.clone()))
         .unwrap();
     let response = lake.router.clone().oneshot(request).await.unwrap();
