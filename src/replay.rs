@@ -269,30 +269,52 @@ fn read_input(
     } else if !one_line_document && first.trim_start().starts_with('{') {
         let mut text = first;
         reader.read_to_string(&mut text)?;
-        send(body_item(text.as_bytes(), &source_path, limits, || {
-            format!("line {line_no}")
-        }));
-    } else {
-        let mut line = first;
-        loop {
-            if !line.trim().is_empty() {
-                let item = body_item(line.trim_end().as_bytes(), &source_path, limits, || {
-                    format!("line {line_no}")
-                });
-                if !send(item) {
-                    break;
-                }
-            }
-            line.clear();
-            if reader.read_line(&mut line)? == 0 {
-                break;
-            }
-            line_no += 1;
+        if serde_json::from_str::<&RawValue>(text.trim()).is_ok() {
+            // One object spread over lines.
+            send(body_item(text.as_bytes(), &source_path, limits, || {
+                format!("line {line_no}")
+            }));
+        } else {
+            // Not one document either: NDJSON whose first line is broken. Each line is a body
+            // of its own, so one bad line does not take the rest of the file with it.
+            let mut lines = std::io::Cursor::new(text);
+            let mut first = String::new();
+            lines.read_line(&mut first)?;
+            ndjson(first, line_no, lines, &source_path, limits, &send)?;
         }
+    } else {
+        ndjson(first, line_no, reader, &source_path, limits, &send)?;
     }
     batcher.borrow_mut().flush();
     progress.finish_and_clear();
     Ok(())
+}
+
+/// Sends each non-blank line as a body, from `first` (line number `line_no`) on.
+fn ndjson(
+    first: String,
+    mut line_no: usize,
+    mut reader: impl BufRead,
+    source_path: &str,
+    limits: BodyLimits,
+    send: &dyn Fn(Item) -> bool,
+) -> std::io::Result<()> {
+    let mut line = first;
+    loop {
+        if !line.trim().is_empty() {
+            let item = body_item(line.trim_end().as_bytes(), source_path, limits, || {
+                format!("line {line_no}")
+            });
+            if !send(item) {
+                return Ok(());
+            }
+        }
+        line.clear();
+        if reader.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        line_no += 1;
+    }
 }
 
 /// Events per batch the reader sends.
@@ -364,40 +386,55 @@ fn stream_array(
 ) -> std::io::Result<()> {
     let chained = std::io::Cursor::new(first.into_bytes()).chain(rest);
     let mut de = serde_json::Deserializer::from_reader(chained);
-    let seed = ArraySeed {
-        source_path,
-        limits,
-        send,
-    };
-    if let Err(e) = seed.deserialize(&mut de) {
-        send(Item::Rejected {
-            place: format!("line {}", e.line()),
-            reason: format!("invalid JSON array, rest of file skipped: {e}"),
-        });
+    // Arrays written one after the other (as `jq '.items' a.json b.json` writes them) are read
+    // in turn; anything else after an array is reported, never skipped silently.
+    let mut first_index = 0;
+    loop {
+        let seed = ArraySeed {
+            source_path,
+            limits,
+            send,
+            first_index,
+        };
+        match seed.deserialize(&mut de) {
+            Ok(elements) => first_index += elements,
+            Err(e) => {
+                send(Item::Rejected {
+                    place: format!("line {}", e.line()),
+                    reason: format!("invalid JSON array, rest of file skipped: {e}"),
+                });
+                return Ok(());
+            }
+        }
+        if de.end().is_ok() {
+            return Ok(());
+        }
     }
-    Ok(())
 }
 
+/// Reads one array, numbering its elements from `first_index` (elements count on across the
+/// arrays of a file); gives how many it read.
 struct ArraySeed<'a> {
     source_path: &'a str,
     limits: BodyLimits,
     send: &'a dyn Fn(Item) -> bool,
+    first_index: usize,
 }
 
 impl<'de> DeserializeSeed<'de> for ArraySeed<'_> {
-    type Value = ();
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+    type Value = usize;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<usize, D::Error> {
         d.deserialize_seq(self)
     }
 }
 
 impl<'de> Visitor<'de> for ArraySeed<'_> {
-    type Value = ();
+    type Value = usize;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("an array of event objects")
     }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        let mut index = 0usize;
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<usize, A::Error> {
+        let mut index = self.first_index;
         while let Some(element) = seq.next_element::<Box<RawValue>>()? {
             let place = || format!("element {index}");
             let item = if element.get().starts_with('{') {
@@ -418,7 +455,7 @@ impl<'de> Visitor<'de> for ArraySeed<'_> {
             }
             index += 1;
         }
-        Ok(())
+        Ok(index - self.first_index)
     }
 }
 

@@ -142,6 +142,61 @@ fn a_broken_array_keeps_the_elements_before_the_break() {
 }
 
 #[test]
+fn a_broken_first_line_does_not_take_the_rest_of_the_file_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("export.ndjson");
+    let lines = [
+        r#"{"id": 1, "previewId": "cut off"#.to_string(),
+        fixture_object("contact_created.json"),
+        fixture_object("call_outcome.json"),
+    ];
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let lake = dir.path().join("lake");
+    let (code, summary) = replay(&lake, &[input.to_str().unwrap()], None);
+    assert_eq!(code, 3, "{summary}");
+    assert!(summary.contains("events accepted: 2"), "{summary}");
+    assert!(
+        summary.contains("export.ndjson:line 1: body is not valid JSON"),
+        "{summary}"
+    );
+}
+
+#[test]
+fn arrays_one_after_the_other_are_all_read_and_anything_else_after_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let two = dir.path().join("two.json");
+    std::fs::write(
+        &two,
+        format!(
+            "[\n{}\n]\n[\n{}\n]\n",
+            fixture_object("contact_created.json"),
+            fixture_object("call_outcome.json")
+        ),
+    )
+    .unwrap();
+    let (code, summary) = replay(&lake, &[two.to_str().unwrap()], None);
+    assert_eq!(code, 0, "{summary}");
+    assert!(summary.contains("events accepted: 2"), "{summary}");
+    let junk = dir.path().join("junk.json");
+    std::fs::write(
+        &junk,
+        format!(
+            "[\n{}\n]\n{{\"id\": 3}}\n",
+            fixture_object("call_scheduled.json")
+        ),
+    )
+    .unwrap();
+    let (code, summary) = replay(&lake, &[junk.to_str().unwrap()], None);
+    assert_eq!(code, 3, "{summary}");
+    assert!(summary.contains("events accepted: 1"), "{summary}");
+    assert!(
+        summary.contains("junk.json:line 4: invalid JSON array, rest of file skipped"),
+        "{summary}"
+    );
+}
+
+#[test]
 fn a_missing_file_is_an_error_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let out = crate::util::hooklake_command()
