@@ -276,6 +276,12 @@ async fn dispatch(command: Command, mut config: Config) -> anyhow::Result<ExitCo
         }
         Command::Rebuild { into } => {
             let report = crate::rebuild::rebuild(&config, into.as_deref()).await?;
+            if report.from_log > 0 {
+                println!(
+                    "events left in the log, written to the source first: {}",
+                    report.from_log
+                );
+            }
             print!("{}", report.summary);
             println!("rebuilt: {}", report.rebuilt.display());
             if let Some(previous) = report.previous {

@@ -8,8 +8,11 @@
 //! old one in one atomic `renameat2(RENAME_EXCHANGE)`, and the old one is kept beside it.
 //! `rejected_events` does not depend on the mapping: its rows are carried over unchanged, with
 //! the marks of those `hooklake replay --rejected` already replayed.
-//! Invariant: the source directory is only read (and locked against a running server) until
-//! the exchange.
+//! A source a server stopped abruptly may hold acknowledged events in its log, not yet in any
+//! table: they are written first, as `serve` would at its next start (rebuild reads only the
+//! tables, and the log would otherwise be set aside with the old contents, never replayed).
+//! Invariant: apart from that, the source directory is only read (and locked against a running
+//! server) until the exchange.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -61,11 +64,14 @@ pub struct Report {
     pub rebuilt: PathBuf,
     /// In place: where the previous contents were moved.
     pub previous: Option<PathBuf>,
+    /// Events found in the source's log and written to its tables before the rebuild.
+    pub from_log: usize,
 }
 
 /// Rebuilds `config.data_dir` into `into`, or in place when `into` is `None`.
 pub async fn rebuild(config: &Config, into: Option<&Path>) -> Result<Report, RebuildError> {
     let source = config.data_dir.clone();
+    let from_log = write_what_the_log_holds(config).await?;
     let _lock = lock(&source)?;
     let mut raws = read_raw_events(&source)?;
     // Copies of one event id (there should be none) are dropped by the pipeline's dedup.
@@ -155,7 +161,27 @@ pub async fn rebuild(config: &Config, into: Option<&Path>) -> Result<Report, Reb
         summary,
         rebuilt,
         previous,
+        from_log,
     })
+}
+
+/// Recovers the source's log, if it has one, and flushes what it held (events acknowledged
+/// by a server that stopped before writing them); returns how many events that wrote.
+async fn write_what_the_log_holds(config: &Config) -> Result<usize, RebuildError> {
+    if !config.data_dir.join("_hooklake").join("wal").is_dir() {
+        return Ok(0);
+    }
+    let (pipeline, _) = Pipeline::open(config, Arc::new(Metrics::default()), Mode::Logged)?;
+    // Events and dead letters alike; an empty flush writes nothing.
+    let written = pipeline.flush(FlushReason::Manual).await?.events;
+    pipeline.close();
+    if written > 0 {
+        tracing::info!(
+            events = written,
+            "wrote the events left in the log before rebuilding"
+        );
+    }
+    Ok(written)
 }
 
 /// `<dir>.<suffix>` next to `dir`.

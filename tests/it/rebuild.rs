@@ -98,3 +98,45 @@ async fn rebuild_equals_the_live_output_on_a_generated_data_set() {
         assert_eq!((a, b), (0, 0), "{table}: the previous contents are kept");
     }
 }
+
+#[tokio::test]
+async fn events_a_killed_server_left_in_its_log_are_in_the_rebuild() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = crate::util::Server::start(dir.path());
+    let (status, _) = server
+        .post(&crate::util::fixture("contact_created.json"))
+        .await;
+    assert_eq!(status, 200);
+    let flush = server.hooklake(&["flush", "--url", &server.base]);
+    assert!(flush.status.success());
+    // Acknowledged, in the log, not in any table yet.
+    let (status, _) = server
+        .post(&crate::util::fixture("call_scheduled.json"))
+        .await;
+    assert_eq!(status, 200);
+    server.kill();
+    let out = hooklake(&[
+        "--data-dir".as_ref(),
+        dir.path().as_os_str(),
+        "rebuild".as_ref(),
+    ]);
+    assert!(
+        out.contains("events left in the log, written to the source first: 1"),
+        "{out}"
+    );
+    let types = duckdb(&format!(
+        "select string_agg(event_type, ',' order by event_type) as t from {}",
+        scan(dir.path(), "raw_events")
+    ));
+    assert_eq!(types[0]["t"], "call_booked,contact_created");
+    // And the set-aside contents have it too: nothing was left only in a log.
+    let previous = out
+        .lines()
+        .find_map(|l| l.strip_prefix("previous contents kept at: "))
+        .expect("an in-place rebuild keeps the previous contents");
+    let n = duckdb(&format!(
+        "select count(*) as n from {}",
+        scan(std::path::Path::new(previous), "raw_events")
+    ));
+    assert_eq!(n[0]["n"], 2);
+}
