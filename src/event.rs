@@ -672,6 +672,17 @@ mod tests {
         assert_eq!(id_of(&obj(json!({}))), "44136fa355b3678a1146ad16f7e8649e");
     }
 
+    #[test]
+    fn ids_from_the_text_normalise_escapes_but_not_number_spellings() {
+        let id = |text: &str| Envelope::parse_one(text, None, 0, "/w").unwrap().event_id;
+        let plain = id(r#"{"id": 100, "name": "é/x"}"#);
+        assert_eq!(plain, id(r#"{"name":"\u00e9\/x","id":100}"#));
+        // What README.md says: numbers are their values as integers or doubles.
+        assert_ne!(plain, id(r#"{"id": 100.0, "name": "é/x"}"#));
+        assert_ne!(plain, id(r#"{"id": 1e2, "name": "é/x"}"#));
+        assert_eq!(id(r#"{"v": 0.1}"#), id(r#"{"v": 0.10000000000000001}"#));
+    }
+
     /// The first implementation of [`event_id`] (the hasher fed piece by piece), kept as the
     /// oracle that the buffered one hashes exactly the same bytes: ids already in users' dedup
     /// indexes and tables must not change.
