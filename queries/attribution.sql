@@ -1,7 +1,9 @@
 -- attribution: first-touch versus last-touch credit per utm_source / utm_campaign, side by side.
 -- First touch versus last touch, side by side, per utm_source / utm_campaign:
 -- leads, qualified, booked, won and revenue when each contact is credited to its first touch
--- (earliest `first_utm_*`) and when it is credited to its last touch (newest snapshot's `utm_*`).
+-- (the earliest `first_utm_*` pair, else the earliest `utm_*` pair) and when it is credited to
+-- its last touch (the newest `utm_*` pair); each touch's source and campaign come from one
+-- snapshot (see contacts in views.sql).
 .read queries/views.sql
 WITH per_contact AS MATERIALIZED (
     SELECT first_touch_source, first_touch_campaign, last_touch_source, last_touch_campaign,

@@ -75,26 +75,41 @@ WHERE contact_id IS NOT NULL
 QUALIFY row_number() OVER (PARTITION BY contact_id ORDER BY event_time DESC, event_id DESC) = 1;
 
 -- contacts: one row per contact, in one pass over the snapshots: its newest known preview id,
--- email and status, when it was first seen, its first touch (the earliest `first_utm_*` sent,
--- else the earliest `utm_*`, else '(none)'), its last touch (the newest `utm_*` sent), whether
--- it was ever QUALIFIED / DISQUALIFIED, and when it first became QUALIFIED.
+-- email and status, when it was first seen, its first touch, its last touch, whether it was
+-- ever QUALIFIED / DISQUALIFIED, and when it first became QUALIFIED.
+-- A touch is a source and a campaign taken together from one snapshot, never pieced together
+-- from several (arg_min / arg_max skip nulls, so each column on its own could come from a
+-- different snapshot): the first touch is the `first_utm_*` pair of the earliest snapshot that
+-- sent either of them, else the `utm_*` pair of the earliest snapshot that sent either; the last
+-- touch is the `utm_*` pair of the newest snapshot that sent either. A field the chosen snapshot
+-- left null, or a touch no snapshot sent, is '(none)'.
 CREATE OR REPLACE TEMP VIEW contacts AS
-SELECT contact_id,
-       arg_max(preview_id, event_time) AS preview_id,
-       arg_max(email, event_time) AS email,
-       arg_max(status, event_time) AS status,
-       min(event_time) AS first_seen_at,
-       min(date) AS first_seen_date,
-       coalesce(arg_min(first_utm_source, event_time), arg_min(utm_source, event_time), '(none)') AS first_touch_source,
-       coalesce(arg_min(first_utm_campaign, event_time), arg_min(utm_campaign, event_time), '(none)') AS first_touch_campaign,
-       coalesce(arg_max(utm_source, event_time), '(none)') AS last_touch_source,
-       coalesce(arg_max(utm_campaign, event_time), '(none)') AS last_touch_campaign,
-       coalesce(bool_or(upper(status) = 'QUALIFIED'), false) AS ever_qualified,
-       coalesce(bool_or(upper(status) = 'DISQUALIFIED'), false) AS ever_disqualified,
-       min(coalesce(updated_at, event_time)) FILTER (WHERE upper(status) = 'QUALIFIED') AS qualified_at
-FROM stored_contact_events
-WHERE contact_id IS NOT NULL
-GROUP BY contact_id;
+SELECT contact_id, preview_id, email, status, first_seen_at, first_seen_date,
+       coalesce(first_touch.source, '(none)') AS first_touch_source,
+       coalesce(first_touch.campaign, '(none)') AS first_touch_campaign,
+       coalesce(last_touch.source, '(none)') AS last_touch_source,
+       coalesce(last_touch.campaign, '(none)') AS last_touch_campaign,
+       ever_qualified, ever_disqualified, qualified_at
+FROM (
+    SELECT contact_id,
+           arg_max(preview_id, event_time) AS preview_id,
+           arg_max(email, event_time) AS email,
+           arg_max(status, event_time) AS status,
+           min(event_time) AS first_seen_at,
+           min(date) AS first_seen_date,
+           coalesce(arg_min({'source': first_utm_source, 'campaign': first_utm_campaign}, event_time)
+                        FILTER (WHERE first_utm_source IS NOT NULL OR first_utm_campaign IS NOT NULL),
+                    arg_min({'source': utm_source, 'campaign': utm_campaign}, event_time)
+                        FILTER (WHERE utm_source IS NOT NULL OR utm_campaign IS NOT NULL)) AS first_touch,
+           arg_max({'source': utm_source, 'campaign': utm_campaign}, event_time)
+               FILTER (WHERE utm_source IS NOT NULL OR utm_campaign IS NOT NULL) AS last_touch,
+           coalesce(bool_or(upper(status) = 'QUALIFIED'), false) AS ever_qualified,
+           coalesce(bool_or(upper(status) = 'DISQUALIFIED'), false) AS ever_disqualified,
+           min(coalesce(updated_at, event_time)) FILTER (WHERE upper(status) = 'QUALIFIED') AS qualified_at
+    FROM stored_contact_events
+    WHERE contact_id IS NOT NULL
+    GROUP BY contact_id
+);
 
 -- status_history: every status interval of every contact: the status, when it began (the
 -- snapshot's `updated_at`), when the next one began (null while it lasts) and the seconds in
