@@ -1,9 +1,10 @@
 -- show_rate: booked, cancelled, rescheduled, held, no-show and show rate per host and per campaign.
 -- Per host, per first-touch campaign of the contact, and overall: calls booked,
--- cancelled (latest event a cancellation), rescheduled (at least once), held (an outcome other
--- than a no-show), no-shows (an outcome with no_sale_reason NO_SHOW, or no outcome once
--- `no_show_hours` (default 24) have passed since the slot ended), pending (no outcome yet, the
--- window still open), and show rate = held / (held + no-shows).
+-- cancelled (a cancellation and no booking made after it; see call_summaries in views.sql),
+-- rescheduled (at least once), held (an outcome other than a no-show), no-shows (an outcome
+-- with no_sale_reason NO_SHOW, or no outcome once `no_show_hours` (default 24) have passed
+-- since the slot ended), pending (no outcome yet, the window still open), and show rate =
+-- held / (held + no-shows).
 -- A different window: duckdb -c "SET VARIABLE no_show_hours = 48" -c ".read queries/show_rate.sql"
 .read queries/views.sql
 WITH matched AS (

@@ -134,8 +134,14 @@ SELECT contact_id, status, started_at,
 FROM starts;
 
 -- call_summaries: one row per call id: when it was booked, its latest slot and host, how often
--- it was rescheduled, whether its latest event is a cancellation, and the invitee's preview id
--- (from `invitee.previewUrl`) and email, which name its contact.
+-- it was rescheduled, whether it is cancelled, and the invitee's preview id (from
+-- `invitee.previewUrl`) and email, which name its contact.
+-- Cancelled: the call has a cancellation and no booking made after it, comparing the times the
+-- changes were made: a cancellation's `canceled_at` (its event time), a booking's or a
+-- reschedule's `booked_at` (`event.created_at`). Event times cannot decide this: a reschedule
+-- carries no time of its own, so it is timed at receipt, which a replay or a late delivery
+-- puts after a cancellation made later. A reschedule carries its call's original `created_at`,
+-- so only a new booking (a later `created_at`) undoes a cancellation.
 CREATE OR REPLACE TEMP VIEW call_summaries AS
 SELECT call_id,
        coalesce(min(booked_at), min(event_time) FILTER (WHERE event_type = 'call_booked')) AS booked_at,
@@ -144,7 +150,9 @@ SELECT call_id,
                 arg_max(slot_start_at, (event_time, received_at))) AS slot_end_at,
        coalesce(arg_max(host_name, (event_time, received_at)), '(unknown)') AS host_name,
        count(DISTINCT event_id) FILTER (WHERE event_type = 'call_rescheduled') AS reschedules,
-       arg_max(event_type, (event_time, received_at)) = 'call_cancelled' AS cancelled,
+       coalesce(max(event_time) FILTER (WHERE event_type = 'call_cancelled')
+                    >= max(booked_at) FILTER (WHERE event_type <> 'call_cancelled'),
+                bool_or(event_type = 'call_cancelled')) AS cancelled,
        arg_max(invitee_preview_id, (event_time, received_at)) AS preview_id,
        arg_max(lower(invitee_email), (event_time, received_at)) AS email
 FROM stored_call_events

@@ -457,3 +457,46 @@ fn a_touch_takes_its_source_and_campaign_from_one_snapshot() {
     let columns = ["utm_source", "utm_campaign", "first_leads", "last_leads"];
     assert_rows("attribution", &project(&rows, &columns), &expected, 0.0);
 }
+
+#[test]
+fn a_cancellation_stands_unless_a_booking_was_made_after_it() {
+    // c1: booked, cancelled on 2 March, and a reschedule made before the cancellation but
+    // delivered on 5 March (a replay or a late delivery), so timed after it: cancelled.
+    // c2: cancelled, then booked again under the same call id: not cancelled.
+    // c3: booked and rescheduled: not cancelled.
+    // Every slot is long past and no call has an outcome: c2 and c3 are no-shows.
+    let lake = hand_made_lake(&[(
+        "call_events",
+        "SELECT *, start_at AS slot_start_at FROM (VALUES
+            ('b1', 'call_booked', 'c1', '2026-03-01 10:00:00+00', '2026-03-01 10:00:00+00', NULL, '2026-03-03 15:00:00+00'),
+            ('x1', 'call_cancelled', 'c1', '2026-03-02 09:00:00+00', '2026-03-01 10:00:00+00', '2026-03-02 09:00:00+00', '2026-03-04 15:00:00+00'),
+            ('r1', 'call_rescheduled', 'c1', '2026-03-05 08:00:00+00', '2026-03-01 10:00:00+00', NULL, '2026-03-04 15:00:00+00'),
+            ('b2', 'call_booked', 'c2', '2026-03-01 10:00:00+00', '2026-03-01 10:00:00+00', NULL, '2026-03-03 15:00:00+00'),
+            ('x2', 'call_cancelled', 'c2', '2026-03-02 09:00:00+00', '2026-03-01 10:00:00+00', '2026-03-02 09:00:00+00', '2026-03-03 15:00:00+00'),
+            ('b2again', 'call_booked', 'c2', '2026-03-02 12:00:00+00', '2026-03-02 12:00:00+00', NULL, '2026-03-04 15:00:00+00'),
+            ('b3', 'call_booked', 'c3', '2026-03-01 10:00:00+00', '2026-03-01 10:00:00+00', NULL, '2026-03-03 15:00:00+00'),
+            ('r3', 'call_rescheduled', 'c3', '2026-03-02 08:00:00+00', '2026-03-01 10:00:00+00', NULL, '2026-03-04 15:00:00+00')
+         ) AS v(event_id, event_type, call_id, event_time, booked_at, canceled_at, start_at)",
+    )]);
+    let rows = hooklake_query(lake.path(), "show_rate", &[]);
+    let overall: Vec<Value> = rows
+        .into_iter()
+        .filter(|r| r["host"] == "(all)" && r["campaign"] == "(all)")
+        .collect();
+    let columns = [
+        "booked",
+        "cancelled",
+        "rescheduled",
+        "held",
+        "no_shows",
+        "pending",
+    ];
+    assert_rows(
+        "show_rate",
+        &project(&overall, &columns),
+        &[
+            json!({"booked": 3, "cancelled": 1, "rescheduled": 2, "held": 0, "no_shows": 2, "pending": 0}),
+        ],
+        0.0,
+    );
+}
