@@ -178,6 +178,10 @@ LEFT JOIN c ON c.contact_id = m.contact_id;
 -- outcomes: the latest version of each outcome record (by `outcome_id`), with when it happened
 -- (`deal_created_at`, else the call's start, else its receipt: iClosed sends no outcome time),
 -- whether it is a win (`SALE` or `WON`) and whether it is a no-show.
+-- The latest version is the one received last (ties: the later event time, then the larger
+-- event id). Event times do not order versions: a version with a deal is timed at
+-- `deal_created_at` and one without at its receipt, so a deal added in a newer version (timed
+-- at the deal, days back) would lose to the older version without it (timed at its receipt).
 CREATE OR REPLACE TEMP VIEW outcomes AS
 SELECT coalesce(outcome_id::VARCHAR, event_id) AS outcome_key, contact_id, call_start_at,
        coalesce(deal_created_at, call_start_at, received_at) AS outcome_at,
@@ -185,7 +189,7 @@ SELECT coalesce(outcome_id::VARCHAR, event_id) AS outcome_key, contact_id, call_
        upper(outcome) IN ('SALE', 'WON') AS won,
        coalesce(upper(no_sale_reason) = 'NO_SHOW', false) AS no_show
 FROM stored_call_outcomes
-QUALIFY row_number() OVER (PARTITION BY coalesce(outcome_id::VARCHAR, event_id) ORDER BY event_time DESC, received_at DESC, event_id DESC) = 1;
+QUALIFY row_number() OVER (PARTITION BY coalesce(outcome_id::VARCHAR, event_id) ORDER BY received_at DESC, event_time DESC, event_id DESC) = 1;
 
 -- contact_funnel: contacts with how far each got: whether it booked a call (matched as in
 -- calls), its first booking, whether an outcome was recorded (`with_outcome`), whether one of

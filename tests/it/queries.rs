@@ -500,3 +500,34 @@ fn a_cancellation_stands_unless_a_booking_was_made_after_it() {
         0.0,
     );
 }
+
+#[test]
+fn the_outcome_version_received_last_wins() {
+    // Outcome 77 first came without a deal (timed at its receipt, 10 March), then a newer
+    // version with a deal created on 9 March (timed at the deal, so earlier): the newer one
+    // counts, a win of 2000.
+    let lake = hand_made_lake(&[
+        (
+            "contact_events",
+            "SELECT 'e1' AS event_id, 1 AS contact_id, 'linkedin' AS utm_source, 'spring' AS utm_campaign,
+                    TIMESTAMPTZ '2026-03-02 00:00:00+00' AS event_time",
+        ),
+        (
+            "call_outcomes",
+            "SELECT *, 'call_outcome' AS event_type, 77 AS outcome_id, 1 AS contact_id FROM (VALUES
+                ('v1', 'NO_SALE', NULL, NULL, '2026-03-10 12:00:00+00', '2026-03-10 12:00:00+00'),
+                ('v2', 'SALE', 2000.0, '2026-03-09 16:00:00+00', '2026-03-09 16:00:00+00', '2026-03-11 09:00:00+00')
+             ) AS v(event_id, outcome, deal_value, deal_created_at, event_time, received_at)",
+        ),
+    ]);
+    let rows = hooklake_query(lake.path(), "attribution", &[]);
+    let columns = ["utm_source", "utm_campaign", "first_won", "first_revenue"];
+    assert_rows(
+        "attribution",
+        &project(&rows, &columns),
+        &[
+            json!({"utm_source": "linkedin", "utm_campaign": "spring", "first_won": 1, "first_revenue": 2000.0}),
+        ],
+        0.0,
+    );
+}
