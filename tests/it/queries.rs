@@ -502,6 +502,52 @@ fn a_cancellation_stands_unless_a_booking_was_made_after_it() {
 }
 
 #[test]
+fn funnel_stages_are_nested() {
+    // a: qualified, booked, won 1000. b: booked and won 500 without ever being QUALIFIED.
+    // c: qualified, an outcome recorded but no call booked. d: qualified only.
+    // Each stage counts only the contacts that passed the one before: booked a, held a, won a.
+    let lake = hand_made_lake(&[
+        (
+            "contact_events",
+            "SELECT *, 'facebook' AS first_utm_source, 'spring' AS first_utm_campaign FROM (VALUES
+                ('ea', 1, 'contact_a', 'QUALIFIED', '2026-03-02 00:00:00+00'),
+                ('eb', 2, 'contact_b', 'POTENTIAL', '2026-03-02 00:00:00+00'),
+                ('ec', 3, 'contact_c', 'QUALIFIED', '2026-03-02 00:00:00+00'),
+                ('ed', 4, 'contact_d', 'QUALIFIED', '2026-03-02 00:00:00+00')
+             ) AS v(event_id, contact_id, preview_id, status, event_time)",
+        ),
+        (
+            "call_events",
+            "SELECT *, 'call_booked' AS event_type, event_time AS booked_at,
+                    start_at AS slot_start_at FROM (VALUES
+                ('ba', 'ca', 'contact_a', '2026-03-02 10:00:00+00', '2026-03-04 10:00:00+00'),
+                ('bb', 'cb', 'contact_b', '2026-03-02 10:00:00+00', '2026-03-04 10:00:00+00')
+             ) AS v(event_id, call_id, invitee_preview_id, event_time, start_at)",
+        ),
+        (
+            "call_outcomes",
+            "SELECT *, 'call_outcome' AS event_type, event_time AS deal_created_at FROM (VALUES
+                ('oa', 10, 1, 'SALE', 1000.0, '2026-03-04 10:00:00+00', '2026-03-04 11:00:00+00'),
+                ('ob', 20, 2, 'SALE', 500.0, '2026-03-04 10:00:00+00', '2026-03-04 11:00:00+00'),
+                ('oc', 30, 3, 'SALE', 700.0, '2026-03-04 10:00:00+00', '2026-03-04 11:00:00+00')
+             ) AS v(event_id, outcome_id, contact_id, outcome, deal_value, call_start_at, event_time)",
+        ),
+    ]);
+    let rows = hooklake_query(lake.path(), "funnel", &[]);
+    assert_rows(
+        "funnel",
+        &rows,
+        &[
+            json!({"source": "facebook", "campaign": "spring", "leads": 4, "qualified": 3,
+                 "disqualified": 0, "booked": 1, "held": 1, "no_shows": 0, "won": 1,
+                 "revenue": 1000.0, "qualified_pct": 75.0, "booked_pct": 33.3,
+                 "held_pct": 100.0, "won_pct": 100.0}),
+        ],
+        0.0,
+    );
+}
+
+#[test]
 fn the_outcome_version_received_last_wins() {
     // Outcome 77 first came without a deal (timed at its receipt, 10 March), then a newer
     // version with a deal created on 9 March (timed at the deal, so earlier): the newer one

@@ -121,19 +121,26 @@ impl World {
             let g = groups
                 .entry((l.first_source, l.first_campaign))
                 .or_default();
+            // The stages are nested: each counts only contacts that passed the one before.
+            let qualified = ever(l, "QUALIFIED");
+            let booked = qualified && l.call.is_some();
+            let held = booked && with_outcome(l);
+            let won = held && revenue(l).is_some();
             let flags = [
                 true,
-                ever(l, "QUALIFIED"),
+                qualified,
                 ever(l, "DISQUALIFIED"),
-                l.call.is_some(),
-                with_outcome(l),
-                no_show_only(l),
-                revenue(l).is_some(),
+                booked,
+                held,
+                held && no_show_only(l),
+                won,
             ];
             for (i, f) in flags.into_iter().enumerate() {
                 g[i] += f as u8 as f64;
             }
-            g[7] += revenue(l).unwrap_or(0.0);
+            if won {
+                g[7] += revenue(l).unwrap_or(0.0);
+            }
         }
         let mut rows: Vec<_> = groups.into_iter().collect();
         rows.sort_by(|a, b| b.1[0].total_cmp(&a.1[0]).then(a.0.cmp(&b.0)));
