@@ -192,32 +192,63 @@ FROM stored_call_outcomes
 QUALIFY row_number() OVER (PARTITION BY coalesce(outcome_id::VARCHAR, event_id) ORDER BY received_at DESC, event_time DESC, event_id DESC) = 1;
 
 -- contact_funnel: contacts with how far each got: whether it booked a call (matched as in
--- calls), its first booking, whether an outcome was recorded (`with_outcome`), whether one of
--- them was not a no-show (`showed`) or a win (`won`),
--- the revenue of its wins, and its first outcome's time.
+-- calls), its first booking and that booking's call, whether an outcome was recorded
+-- (`with_outcome`), whether one of them was not a no-show (`showed`) or a win (`won`), the
+-- revenue of its wins, its first outcome's time, and the first outcome of its first booked
+-- call (`first_call_outcome_at`; each outcome belongs to the contact's call whose slot is
+-- nearest the outcome's `call_start_at`, as in show_rate).
 CREATE OR REPLACE TEMP VIEW contact_funnel AS
 WITH c AS MATERIALIZED (SELECT * FROM contacts),
 by_preview AS (SELECT preview_id, min(contact_id) AS contact_id FROM c WHERE preview_id IS NOT NULL GROUP BY preview_id),
 by_email AS (SELECT lower(email) AS email, min(contact_id) AS contact_id FROM c WHERE email IS NOT NULL GROUP BY 1),
-booked AS (
-    SELECT coalesce(bp.contact_id, be.contact_id) AS contact_id, min(s.booked_at) AS first_booked_at, count(*) AS calls
+contact_calls AS MATERIALIZED (
+    SELECT coalesce(bp.contact_id, be.contact_id) AS contact_id, s.call_id, s.booked_at, s.slot_start_at
     FROM call_summaries s
     LEFT JOIN by_preview bp ON bp.preview_id = s.preview_id
     LEFT JOIN by_email be ON be.email = s.email
     WHERE coalesce(bp.contact_id, be.contact_id) IS NOT NULL
-    GROUP BY 1
+),
+booked AS (
+    SELECT contact_id, min(booked_at) AS first_booked_at,
+           arg_min(call_id, (booked_at, call_id)) FILTER (WHERE booked_at IS NOT NULL) AS first_call_id,
+           count(*) AS calls
+    FROM contact_calls
+    GROUP BY contact_id
+),
+o AS MATERIALIZED (
+    SELECT outcome_key, contact_id, call_start_at, outcome_at, no_show, won, deal_value
+    FROM outcomes
+    WHERE contact_id IS NOT NULL
 ),
 results AS (
     SELECT contact_id, bool_or(NOT no_show) AS showed, bool_or(won) AS won,
            sum(deal_value) FILTER (WHERE won) AS revenue, min(outcome_at) AS first_outcome_at
-    FROM outcomes
-    WHERE contact_id IS NOT NULL
+    FROM o
+    GROUP BY contact_id
+),
+-- Which call each outcome belongs to matters only for a contact with several calls (one with
+-- a single call has all its outcomes on it), so only their outcomes are matched: cheaper.
+outcome_calls AS (
+    SELECT o.contact_id, o.outcome_at, cc.call_id, b.first_call_id
+    FROM o
+    JOIN booked b ON b.contact_id = o.contact_id AND b.calls > 1
+    JOIN contact_calls cc ON cc.contact_id = o.contact_id
+    QUALIFY row_number() OVER (
+        PARTITION BY o.outcome_key
+        ORDER BY abs(epoch_us(cc.slot_start_at) - epoch_us(o.call_start_at)) NULLS LAST, cc.booked_at DESC, cc.call_id) = 1
+),
+first_call_results AS (
+    SELECT contact_id, min(outcome_at) AS first_call_outcome_at
+    FROM outcome_calls
+    WHERE call_id = first_call_id
     GROUP BY contact_id
 )
-SELECT c.*, b.contact_id IS NOT NULL AS booked, b.first_booked_at, coalesce(b.calls, 0) AS calls,
+SELECT c.*, b.contact_id IS NOT NULL AS booked, b.first_booked_at, b.first_call_id, coalesce(b.calls, 0) AS calls,
        r.contact_id IS NOT NULL AS with_outcome, coalesce(r.showed, false) AS showed,
        coalesce(r.won, false) AS won, coalesce(r.revenue, 0) AS revenue,
-       r.first_outcome_at
+       r.first_outcome_at,
+       CASE WHEN b.calls = 1 THEN r.first_outcome_at ELSE f.first_call_outcome_at END AS first_call_outcome_at
 FROM c
 LEFT JOIN booked b USING (contact_id)
-LEFT JOIN results r USING (contact_id);
+LEFT JOIN results r USING (contact_id)
+LEFT JOIN first_call_results f USING (contact_id);

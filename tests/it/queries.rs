@@ -548,6 +548,51 @@ fn funnel_stages_are_nested() {
 }
 
 #[test]
+fn time_to_stage_counts_every_booking_and_times_the_first_calls_outcome() {
+    // e: booked a call without ever being QUALIFIED: booked counts it.
+    // f: qualified at 01:00, booked call f1 at 10:00 on 2 March (slot 8 March), then call f2
+    // (slot 5 March); each call has an outcome at its slot (no deal). From the first booking to
+    // its own call's outcome is 144 h, not the 72 h to f2's earlier one.
+    let lake = hand_made_lake(&[
+        (
+            "contact_events",
+            "SELECT * FROM (VALUES
+                ('e0', 1, 'contact_e', 'POTENTIAL', '2026-03-02 00:00:00+00'),
+                ('f0', 2, 'contact_f', 'POTENTIAL', '2026-03-02 00:00:00+00'),
+                ('f1', 2, 'contact_f', 'QUALIFIED', '2026-03-02 01:00:00+00')
+             ) AS v(event_id, contact_id, preview_id, status, event_time)",
+        ),
+        (
+            "call_events",
+            "SELECT *, 'call_booked' AS event_type, event_time AS booked_at,
+                    start_at AS slot_start_at FROM (VALUES
+                ('be', 'ce', 'contact_e', '2026-03-02 10:00:00+00', '2026-03-04 10:00:00+00'),
+                ('bf1', 'f1', 'contact_f', '2026-03-02 10:00:00+00', '2026-03-08 10:00:00+00'),
+                ('bf2', 'f2', 'contact_f', '2026-03-03 10:00:00+00', '2026-03-05 10:00:00+00')
+             ) AS v(event_id, call_id, invitee_preview_id, event_time, start_at)",
+        ),
+        (
+            "call_outcomes",
+            "SELECT *, 'call_outcome' AS event_type, 2 AS contact_id, 'NO_SALE' AS outcome FROM (VALUES
+                ('of1', 21, '2026-03-08 10:00:00+00', '2026-03-08 12:00:00+00'),
+                ('of2', 22, '2026-03-05 10:00:00+00', '2026-03-05 12:00:00+00')
+             ) AS v(event_id, outcome_id, call_start_at, event_time)",
+        ),
+    ]);
+    let rows = hooklake_query(lake.path(), "time_to_stage", &[]);
+    assert_rows(
+        "time_to_stage",
+        &rows,
+        &[
+            json!({"week": "2026-03-02", "leads": 2, "qualified": 1, "qualify_median_h": 1.0,
+                 "qualify_p90_h": 1.0, "booked": 2, "book_median_h": 9.0, "book_p90_h": 9.0,
+                 "with_outcome": 1, "outcome_median_h": 144.0, "outcome_p90_h": 144.0}),
+        ],
+        0.0,
+    );
+}
+
+#[test]
 fn the_outcome_version_received_last_wins() {
     // Outcome 77 first came without a deal (timed at its receipt, 10 March), then a newer
     // version with a deal created on 9 March (timed at the deal, so earlier): the newer one

@@ -189,11 +189,14 @@ impl World {
 
     pub fn time_to_stage(&self) -> Vec<Value> {
         let mut weeks: BTreeMap<String, [Vec<f64>; 3]> = BTreeMap::new();
-        let mut leads: BTreeMap<String, usize> = BTreeMap::new();
+        // Per week: leads, and contacts that booked a call (qualified or not).
+        let mut leads: BTreeMap<String, [usize; 2]> = BTreeMap::new();
         for l in &self.leads {
             let first = Self::first_seen(l);
             let w = week(first);
-            *leads.entry(w.clone()).or_default() += 1;
+            let counts = leads.entry(w.clone()).or_default();
+            counts[0] += 1;
+            counts[1] += l.call.is_some() as usize;
             let spans = weeks.entry(w).or_default();
             let qualified_at = intervals(l)
                 .into_iter()
@@ -206,6 +209,7 @@ impl World {
             if let (Some(q), Some(b)) = (qualified_at, booked) {
                 spans[1].push(hours(q, b));
             }
+            // A lead books one call at most, so its first call's outcome is its outcome.
             if let (Some(b), Some(o)) = (booked, Self::outcome_at(l)) {
                 spans[2].push(hours(b, o));
             }
@@ -213,9 +217,9 @@ impl World {
         weeks
             .into_iter()
             .map(|(w, [q, b, o])| {
-                json!({"week": w, "leads": leads[&w],
+                json!({"week": w, "leads": leads[&w][0],
                        "qualified": q.len(), "qualify_median_h": quantile(&q, 0.5), "qualify_p90_h": quantile(&q, 0.9),
-                       "booked": b.len(), "book_median_h": quantile(&b, 0.5), "book_p90_h": quantile(&b, 0.9),
+                       "booked": leads[&w][1], "book_median_h": quantile(&b, 0.5), "book_p90_h": quantile(&b, 0.9),
                        "with_outcome": o.len(), "outcome_median_h": quantile(&o, 0.5), "outcome_p90_h": quantile(&o, 0.9)})
             })
             .collect()
