@@ -1,24 +1,25 @@
 -- funnel: conversion from lead to qualified, booked, held and won, with revenue, per first-touch source and campaign.
--- Per first-touch source and campaign: leads, how many were ever qualified or disqualified,
--- then the nested stages, each counting only contacts that passed the one before: qualified
--- and booked a call, of those held one (any outcome recorded; `no_shows` counts those whose
--- only outcomes were no-shows), of those won (an outcome SALE or WON), the revenue of those
--- wins, and the conversion rate (%) from each stage to the next.
+-- Per first-touch source and campaign: leads, how many reached each stage (a contact that
+-- reached a stage counts in every stage before it): qualified (ever QUALIFIED, or further),
+-- booked a call (or further), held one (any outcome recorded; `no_shows` counts those whose
+-- only outcomes were no-shows), won (an outcome SALE or WON), the revenue of the wins, the
+-- disqualified beside the stages, and the conversion rate (%) from each stage to the next.
 .read queries/views.sql
 WITH stages AS (
     SELECT first_touch_source AS source, first_touch_campaign AS campaign,
-           ever_qualified, ever_disqualified,
-           ever_qualified AND booked AS booked,
-           ever_qualified AND booked AND with_outcome AS held,
-           ever_qualified AND booked AND with_outcome AND NOT showed AS no_show,
-           ever_qualified AND booked AND with_outcome AND won AS won,
+           ever_disqualified,
+           with_outcome AND won AS won,
+           with_outcome AS held,
+           with_outcome AND NOT showed AS no_show,
+           booked OR with_outcome AS booked,
+           ever_qualified OR booked OR with_outcome AS qualified,
            revenue
     FROM contact_funnel
 ),
 steps AS (
     SELECT source, campaign,
            count(*) AS leads,
-           count(*) FILTER (WHERE ever_qualified) AS qualified,
+           count(*) FILTER (WHERE qualified) AS qualified,
            count(*) FILTER (WHERE ever_disqualified) AS disqualified,
            count(*) FILTER (WHERE booked) AS booked,
            count(*) FILTER (WHERE held) AS held,

@@ -504,8 +504,9 @@ fn a_cancellation_stands_unless_a_booking_was_made_after_it() {
 #[test]
 fn funnel_stages_are_nested() {
     // a: qualified, booked, won 1000. b: booked and won 500 without ever being QUALIFIED.
-    // c: qualified, an outcome recorded but no call booked. d: qualified only.
-    // Each stage counts only the contacts that passed the one before: booked a, held a, won a.
+    // c: qualified, an outcome (a sale of 700) recorded but no call booked seen (booked before
+    // the lake began, say). d: qualified only. A contact that reached a stage counts in every
+    // stage before it: b is qualified, c booked; no sale is left out of the revenue.
     let lake = hand_made_lake(&[
         (
             "contact_events",
@@ -538,9 +539,9 @@ fn funnel_stages_are_nested() {
         "funnel",
         &rows,
         &[
-            json!({"source": "facebook", "campaign": "spring", "leads": 4, "qualified": 3,
-                 "disqualified": 0, "booked": 1, "held": 1, "no_shows": 0, "won": 1,
-                 "revenue": 1000.0, "qualified_pct": 75.0, "booked_pct": 33.3,
+            json!({"source": "facebook", "campaign": "spring", "leads": 4, "qualified": 4,
+                 "disqualified": 0, "booked": 3, "held": 3, "no_shows": 0, "won": 3,
+                 "revenue": 2200.0, "qualified_pct": 100.0, "booked_pct": 75.0,
                  "held_pct": 100.0, "won_pct": 100.0}),
         ],
         0.0,

@@ -121,11 +121,11 @@ impl World {
             let g = groups
                 .entry((l.first_source, l.first_campaign))
                 .or_default();
-            // The stages are nested: each counts only contacts that passed the one before.
-            let qualified = ever(l, "QUALIFIED");
-            let booked = qualified && l.call.is_some();
-            let held = booked && with_outcome(l);
-            let won = held && revenue(l).is_some();
+            // The stages are nested: a contact that reached a stage passed every one before it.
+            let won = revenue(l).is_some();
+            let held = with_outcome(l) || won;
+            let booked = l.call.is_some() || held;
+            let qualified = ever(l, "QUALIFIED") || booked;
             let flags = [
                 true,
                 qualified,
