@@ -1,8 +1,10 @@
 -- data_quality: unknown event types, parse failures, late events, flags and extras keys per day.
 -- Per day (the `date=` partition): events of a type hooklake could not route
 -- (`unknown`, kept in raw_events), rows with values that failed to parse (`parse_errors`),
--- contact events that arrived late (older than what hooklake had already seen of the contact),
--- rows with a quality flag, and the undocumented keys seen (`extras`), with their count.
+-- contact events that arrived late (older than what hooklake had already seen of the contact)
+-- and changed or reported an attribute (a late event that matched the newer state leaves no
+-- row to count it by), rows with a quality flag, and the undocumented keys seen (`extras`), with
+-- their count.
 .read queries/views.sql
 WITH typed AS (
     SELECT date, event_id, parse_errors, extras, quality_flags FROM contact_events
