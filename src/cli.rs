@@ -228,7 +228,12 @@ async fn dispatch(command: Command, mut config: Config) -> anyhow::Result<ExitCo
             Ok(ExitCode::SUCCESS)
         }
         Command::Flush { .. } => {
-            let (status, body) = crate::client::post(&config.server_url, "/admin/flush").await?;
+            let (status, body) = crate::client::post(
+                &config.server_url,
+                "/admin/flush",
+                config.admin_token.as_deref(),
+            )
+            .await?;
             println!("{body}");
             if status == 200 {
                 Ok(ExitCode::SUCCESS)

@@ -25,8 +25,12 @@ pub enum ClientError {
 }
 
 /// Sends `POST <base><path>` with an empty body; returns the status code and the body text.
-pub async fn post(base: &str, path: &str) -> Result<(u16, String), ClientError> {
-    send(base, "POST", path, b"").await
+pub async fn post(
+    base: &str,
+    path: &str,
+    bearer: Option<&str>,
+) -> Result<(u16, String), ClientError> {
+    send_with(base, "POST", path, b"", bearer).await
 }
 
 /// Sends one request with `body` (as JSON when not empty); returns the status and body text.
@@ -35,6 +39,17 @@ pub async fn send(
     method: &str,
     path: &str,
     body: &[u8],
+) -> Result<(u16, String), ClientError> {
+    send_with(base, method, path, body, None).await
+}
+
+/// [`send`], with `Authorization: Bearer <bearer>` when given (the admin token).
+pub async fn send_with(
+    base: &str,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    bearer: Option<&str>,
 ) -> Result<(u16, String), ClientError> {
     let url = format!("{}{}", base.trim_end_matches('/'), path);
     let authority = base
@@ -48,9 +63,12 @@ pub async fn send(
     };
     let exchange = async {
         let mut stream = TcpStream::connect(authority).await.map_err(io)?;
+        let authorization = bearer
+            .map(|token| format!("Authorization: Bearer {token}\r\n"))
+            .unwrap_or_default();
         let head = format!(
             "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\nConnection: close\r\nUser-Agent: hooklake\r\n\r\n",
+             Content-Length: {}\r\nConnection: close\r\nUser-Agent: hooklake\r\n{authorization}\r\n",
             body.len()
         );
         stream.write_all(head.as_bytes()).await.map_err(io)?;
@@ -111,11 +129,11 @@ mod tests {
     #[tokio::test]
     async fn rejects_https_and_paths() {
         assert!(matches!(
-            post("https://x", "/a").await,
+            post("https://x", "/a", None).await,
             Err(ClientError::BadUrl(_))
         ));
         assert!(matches!(
-            post("http://x:1/base", "/a").await,
+            post("http://x:1/base", "/a", None).await,
             Err(ClientError::BadUrl(_))
         ));
     }

@@ -346,9 +346,11 @@ impl Config {
             |key: &'static str, message: String| Err(ConfigError::Invalid { key, message });
         // An empty secret (an unset shell variable, say) would let anyone in: `?token=` matches
         // an empty token, and anyone can sign with an empty key.
+        let admin: Vec<String> = self.admin_token.iter().cloned().collect();
         for (key, secrets) in [
             ("auth_tokens", &self.auth_tokens),
             ("hmac_secrets", &self.hmac_secrets),
+            ("admin_token", &admin),
         ] {
             if secrets.iter().any(|s| s.trim().is_empty()) {
                 return invalid(key, "an empty secret would let anyone in".into());
@@ -371,6 +373,33 @@ impl Config {
         ];
         if let Some((key, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return invalid(key, "must be at least 1".into());
+        }
+        // Durations with an upper bound: beyond it they mean nothing useful, and adding them to
+        // the clock would overflow (a panic in a background task, say).
+        const DAY: u64 = 86_400;
+        let at_most: [(&'static str, u64, u64); 7] = [
+            ("flush_interval_secs", self.flush_interval_secs, 366 * DAY),
+            (
+                "compaction_interval_secs",
+                self.compaction_interval_secs,
+                366 * DAY,
+            ),
+            (
+                "compaction_grace_hours",
+                self.compaction_grace_hours,
+                366 * 24,
+            ),
+            ("dedup_window_hours", self.dedup_window_hours, 10 * 366 * 24),
+            (
+                "header_read_timeout_secs",
+                self.header_read_timeout_secs,
+                DAY,
+            ),
+            ("body_read_timeout_secs", self.body_read_timeout_secs, DAY),
+            ("hmac_tolerance_secs", self.hmac_tolerance_secs, DAY),
+        ];
+        if let Some((key, _, max)) = at_most.iter().find(|(_, value, max)| value > max) {
+            return invalid(key, format!("must be at most {max}"));
         }
         if let Err(e) = SocketAddr::from_str(&self.listen) {
             return invalid(
@@ -616,6 +645,11 @@ mod tests {
             assert!(err.contains(key), "{err}");
         };
         check(|c| c.listen = "nowhere".into(), "listen");
+        check(
+            |c| c.compaction_grace_hours = 10_000_000_000,
+            "compaction_grace_hours",
+        );
+        check(|c| c.flush_interval_secs = u64::MAX, "flush_interval_secs");
         check(
             |c| c.flush_schedule = Some("every day".into()),
             "flush_schedule",

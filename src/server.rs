@@ -62,10 +62,16 @@ pub async fn serve(
     ready.store(false, Ordering::Release);
 
     stop_triggers.cancel();
-    triggers.await?;
-    purge.await?;
-    if let Some(compactor) = compactor {
-        compactor.await?;
+    // A background task that failed (a panic) is logged: the final flush happens regardless.
+    for (name, task) in [
+        ("flush triggers", Some(triggers)),
+        ("dedup purge", Some(purge)),
+        ("compaction", compactor),
+    ] {
+        let Some(task) = task else { continue };
+        if let Err(e) = task.await {
+            tracing::error!(task = name, error = %e, "background task failed");
+        }
     }
     let mut attempt = 1;
     loop {

@@ -178,6 +178,32 @@ async fn json_logs_have_a_line_per_accepted_event_and_per_flush() {
     assert_eq!(flushed[0]["fields"]["events"], 1);
 }
 
+#[tokio::test]
+async fn the_flush_command_sends_the_admin_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = ("HOOKLAKE_ADMIN_TOKEN", "admin-0123456789");
+    let server = Server::start_with(dir.path(), &[token]);
+    let (status, _) = server.post(&fixture("contact_created.json")).await;
+    assert_eq!(status, 200);
+    let flush = |env: &[(&str, &str)]| {
+        crate::util::hooklake_command()
+            .envs(env.iter().copied())
+            .args(["flush", "--url", &server.base])
+            .output()
+            .unwrap()
+    };
+    let without = flush(&[]);
+    assert!(!without.status.success(), "no token, no flush");
+    let with = flush(&[token]);
+    assert!(
+        with.status.success(),
+        "{}",
+        String::from_utf8_lossy(&with.stderr)
+    );
+    let report: Value = serde_json::from_slice(&with.stdout).unwrap();
+    assert_eq!(report["events"], 1);
+}
+
 #[test]
 fn flush_without_a_server_names_the_url() {
     let out = crate::util::hooklake_command()
