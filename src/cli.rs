@@ -324,18 +324,25 @@ async fn dispatch(command: Command, mut config: Config) -> anyhow::Result<ExitCo
                 date,
                 before,
             };
-            let done = tokio::task::spawn_blocking(move || {
+            let pass = tokio::task::spawn_blocking(move || {
                 pipeline.compact(&selection, last_closed, config.compaction_target_file_bytes)
             })
-            .await??;
-            for c in &done {
+            .await?;
+            for c in &pass.compacted {
                 println!(
                     "{}: {} files -> {}, {} rows, {} rows written twice removed",
                     c.partition, c.files_before, c.files_after, c.rows, c.duplicates_removed
                 );
             }
-            println!("compacted {} partitions", done.len());
-            Ok(ExitCode::SUCCESS)
+            println!("compacted {} partitions", pass.compacted.len());
+            for f in &pass.failed {
+                eprintln!("{}: not compacted: {}", f.partition, f.error);
+            }
+            if pass.failed.is_empty() {
+                Ok(ExitCode::SUCCESS)
+            } else {
+                anyhow::bail!("{} partitions could not be compacted", pass.failed.len())
+            }
         }
         Command::Query {
             name,

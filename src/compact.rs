@@ -125,6 +125,22 @@ pub fn last_closed_date(
     (now - grace).with_timezone(&offset).date_naive() - Duration::days(1)
 }
 
+/// What a compaction pass did: the partitions it compacted, and those it could not.
+#[derive(Debug, Default, Serialize)]
+pub struct Pass {
+    pub compacted: Vec<Compacted>,
+    /// A partition that failed (an unreadable file, say) is skipped: the pass goes on with the
+    /// others, and the next pass tries it again.
+    pub failed: Vec<Failed>,
+}
+
+/// A partition a pass could not compact, and why.
+#[derive(Debug, Serialize)]
+pub struct Failed {
+    pub partition: String,
+    pub error: String,
+}
+
 /// Compacts every selected partition with at least two files, up to `last_closed` included.
 pub fn compact(
     sink: &Sink,
@@ -132,8 +148,8 @@ pub fn compact(
     selection: &Selection,
     last_closed: NaiveDate,
     target_file_bytes: u64,
-) -> Result<Vec<Compacted>, CompactError> {
-    let mut done = Vec::new();
+) -> Pass {
+    let mut pass = Pass::default();
     for table in crate::flatten::TABLE_NAMES {
         if selection.table.as_deref().is_some_and(|t| t != table) {
             continue;
@@ -225,19 +241,29 @@ pub fn compact(
                     target_file_bytes,
                 ),
             };
-            if let Some(c) = result? {
-                tracing::info!(
-                    partition = %c.partition,
-                    files_before = c.files_before,
-                    files_after = c.files_after,
-                    rows = c.rows,
-                    "compacted"
-                );
-                done.push(c);
+            match result {
+                Ok(Some(c)) => {
+                    tracing::info!(
+                        partition = %c.partition,
+                        files_before = c.files_before,
+                        files_after = c.files_after,
+                        rows = c.rows,
+                        "compacted"
+                    );
+                    pass.compacted.push(c);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(partition = %partition, error = %e, "partition not compacted; the next pass tries again");
+                    pass.failed.push(Failed {
+                        partition,
+                        error: e.to_string(),
+                    });
+                }
             }
         }
     }
-    Ok(done)
+    pass
 }
 
 /// Compacts one partition of table `T`; `None` when there was nothing to merge.

@@ -41,6 +41,10 @@ const COUNTERS: &[(&str, &str)] = &[
         "Partitions compacted, by table.",
     ),
     (
+        "hooklake_compaction_failures_total",
+        "Partitions a compaction pass could not compact (skipped, tried again next pass), by table.",
+    ),
+    (
         "hooklake_quality_flags_total",
         "Contact rows flagged by a data-quality rule, by flag.",
     ),

@@ -684,22 +684,27 @@ impl Pipeline {
         selection: &crate::compact::Selection,
         last_closed: chrono::NaiveDate,
         target_file_bytes: u64,
-    ) -> Result<Vec<crate::compact::Compacted>, crate::compact::CompactError> {
-        let done = crate::compact::compact(
+    ) -> crate::compact::Pass {
+        let pass = crate::compact::compact(
             &self.sink,
             &self.store,
             selection,
             last_closed,
             target_file_bytes,
-        )?;
-        for c in &done {
+        );
+        let table = |partition: &str| partition.split('/').next().unwrap_or("").to_string();
+        for c in &pass.compacted {
+            self.metrics
+                .add("hooklake_compactions_total", &table(&c.partition), 1);
+        }
+        for f in &pass.failed {
             self.metrics.add(
-                "hooklake_compactions_total",
-                c.partition.split('/').next().unwrap_or(""),
+                "hooklake_compaction_failures_total",
+                &table(&f.partition),
                 1,
             );
         }
-        Ok(done)
+        pass
     }
 
     /// Creates and removes a probe file in the data directory: `Ok` when it is writable.
@@ -1369,7 +1374,7 @@ mod tests {
                 chrono::NaiveDate::from_ymd_opt(2100, 1, 1).unwrap(),
                 1 << 30,
             )
-            .unwrap();
+            .compacted;
         let ours = done.iter().find(|c| c.partition == partition).unwrap();
         assert_eq!((ours.files_before, ours.rows), (2, 2));
         assert!(uncommitted.exists(), "the uncommitted flush's file is left");
@@ -1396,7 +1401,7 @@ mod tests {
                 chrono::NaiveDate::from_ymd_opt(2100, 1, 1).unwrap(),
                 1,
             )
-            .unwrap();
+            .compacted;
         assert_eq!(done.len(), 1);
         assert_eq!((done[0].files_before, done[0].files_after), (3, 3));
         let partition = dir.path().join("contact_events/date=2026-03-04");

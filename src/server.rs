@@ -220,11 +220,15 @@ async fn compact_closed_partitions(
         let selection = crate::compact::Selection::default();
         match tokio::task::spawn_blocking(move || p.compact(&selection, last_closed, target)).await
         {
-            Ok(Ok(done)) if !done.is_empty() => {
-                tracing::info!(partitions = done.len(), "compaction pass done")
+            Ok(pass) if !pass.compacted.is_empty() || !pass.failed.is_empty() => {
+                tracing::info!(
+                    partitions = pass.compacted.len(),
+                    failed = pass.failed.len(),
+                    "compaction pass done"
+                )
             }
-            Ok(Err(e)) => tracing::warn!(error = %e, "compaction pass failed; will retry"),
-            _ => {}
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "compaction pass failed; will retry"),
         }
     }
 }

@@ -400,9 +400,8 @@ async fn admin_compact(State(state): State<AppState>) -> Result<Json<Value>, Api
         pipeline.compact(&crate::compact::Selection::default(), last_closed, target)
     })
     .await
-    .map_err(|e| ApiError::Internal(e.to_string()))?
     .map_err(|e| ApiError::Internal(e.to_string()))?;
-    Ok(Json(json!({ "compacted": done })))
+    Ok(Json(json!(done)))
 }
 
 async fn healthz() -> Json<Value> {

@@ -318,3 +318,41 @@ async fn the_server_compacts_closed_partitions_by_itself() {
     let (rows, keys) = counts(dir.path(), "tracking_params", "event_id, position");
     assert_eq!((rows, keys), (6, 6));
 }
+
+#[tokio::test]
+async fn a_partition_that_cannot_be_read_is_skipped_and_the_others_are_compacted() {
+    let lake = lake_with_three_files().await;
+    let dir = lake.close();
+    let bad = dir
+        .path()
+        .join("contact_events/date=2026-03-04/compact-000000000999-000.parquet");
+    std::fs::write(&bad, b"not parquet").unwrap();
+    let out = hooklake(dir.path(), &[], &["compact", "--date", "2026-03-04"]);
+    assert!(
+        !out.status.success(),
+        "a failed partition fails the command"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("contact_events/date=2026-03-04: not compacted"),
+        "{stderr}"
+    );
+    // The tables after it were compacted all the same.
+    for table in ["raw_events", "tracking_params", "status_transitions"] {
+        assert_eq!(
+            files(dir.path(), &format!("{table}/date=2026-03-04")).len(),
+            1,
+            "{table}"
+        );
+    }
+    assert_eq!(files(dir.path(), "contact_events/date=2026-03-04").len(), 4);
+    // Once the file is dealt with, the next pass compacts the partition.
+    std::fs::remove_file(&bad).unwrap();
+    let out = hooklake(dir.path(), &[], &["compact", "--date", "2026-03-04"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(files(dir.path(), "contact_events/date=2026-03-04").len(), 1);
+}
