@@ -146,6 +146,9 @@ pub struct Config {
     /// Seconds a webhook request's body may take to arrive in full, from the end of its head;
     /// slower ones get 408 (slowloris on the body).
     pub body_read_timeout_secs: u64,
+    /// Seconds an answer may wait for the client to read it; a connection whose writes make no
+    /// progress for that long is closed (a client pipelining requests and reading nothing).
+    pub write_timeout_secs: u64,
     /// Most bytes of an authenticated but rejected body kept in `rejected_events`; a longer
     /// body is kept truncated (`body_truncated`, with its original length). 0 keeps no body.
     pub rejected_body_max_bytes: usize,
@@ -209,6 +212,7 @@ impl Default for Config {
             max_connections: 1024,
             header_read_timeout_secs: 10,
             body_read_timeout_secs: DEFAULT_BODY_READ_TIMEOUT_SECS,
+            write_timeout_secs: 30,
             rejected_body_max_bytes: DEFAULT_REJECTED_BODY_MAX_BYTES,
             rate_limit_per_minute: 6000,
             trust_forwarded_for: false,
@@ -357,7 +361,7 @@ impl Config {
             }
         }
         // Counts, sizes and durations that must not be zero, each named on its own.
-        let positive: [(&'static str, u64); 12] = [
+        let positive: [(&'static str, u64); 13] = [
             ("max_body_bytes", self.max_body_bytes as u64),
             ("max_events_per_request", self.max_events_per_request as u64),
             ("max_string_bytes", self.max_string_bytes as u64),
@@ -368,6 +372,7 @@ impl Config {
             ("max_connections", self.max_connections as u64),
             ("header_read_timeout_secs", self.header_read_timeout_secs),
             ("body_read_timeout_secs", self.body_read_timeout_secs),
+            ("write_timeout_secs", self.write_timeout_secs),
             ("compaction_interval_secs", self.compaction_interval_secs),
             ("dedup_window_hours", self.dedup_window_hours),
         ];
@@ -377,7 +382,7 @@ impl Config {
         // Durations with an upper bound: beyond it they mean nothing useful, and adding them to
         // the clock would overflow (a panic in a background task, say).
         const DAY: u64 = 86_400;
-        let at_most: [(&'static str, u64, u64); 7] = [
+        let at_most: [(&'static str, u64, u64); 8] = [
             ("flush_interval_secs", self.flush_interval_secs, 366 * DAY),
             (
                 "compaction_interval_secs",
@@ -396,6 +401,7 @@ impl Config {
                 DAY,
             ),
             ("body_read_timeout_secs", self.body_read_timeout_secs, DAY),
+            ("write_timeout_secs", self.write_timeout_secs, DAY),
             ("hmac_tolerance_secs", self.hmac_tolerance_secs, DAY),
         ];
         if let Some((key, _, max)) = at_most.iter().find(|(_, value, max)| value > max) {

@@ -57,6 +57,7 @@ pub async fn serve(
     let limits = ConnectionLimits {
         max_connections: config.max_connections,
         header_read_timeout: Duration::from_secs(config.header_read_timeout_secs),
+        write_timeout: Duration::from_secs(config.write_timeout_secs),
     };
     accept_loop(listener, router(state), limits, pipeline.clone(), shutdown).await;
     ready.store(false, Ordering::Release);
@@ -108,6 +109,8 @@ struct ConnectionLimits {
     /// A connection that has not sent a complete request head within this time is closed
     /// (slowloris).
     header_read_timeout: Duration,
+    /// A connection whose writes make no progress for this long is closed ([`WriteDeadline`]).
+    write_timeout: Duration,
 }
 
 /// How long in-flight connections may take to finish once shutdown begins.
@@ -154,7 +157,13 @@ async fn accept_loop(
                     let connection = hyper::server::conn::http1::Builder::new()
                         .timer(hyper_util::rt::TokioTimer::new())
                         .header_read_timeout(limits.header_read_timeout)
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                        .serve_connection(
+                            hyper_util::rt::TokioIo::new(WriteDeadline::new(
+                                stream,
+                                limits.write_timeout,
+                            )),
+                            service,
+                        );
                     let mut connection = std::pin::pin!(connection);
                     tokio::select! {
                         _ = connection.as_mut() => {}
@@ -176,6 +185,102 @@ async fn accept_loop(
     .await;
     if drained.is_err() {
         tracing::warn!("some connections did not finish within {DRAIN_TIMEOUT:?}; closing them");
+    }
+}
+
+/// A stream whose writes fail once they have made no progress for `limit`. hyper's timers
+/// cover reading a request head; a client that pipelines requests and reads none of the answers
+/// leaves hyper waiting to write, with no timer, holding the connection (and a slot of
+/// `max_connections`) for good. A write that succeeds, even in part, starts the wait again.
+struct WriteDeadline<S> {
+    inner: S,
+    limit: Duration,
+    /// When the pending write gives up: set at the first `Pending`, cleared by progress.
+    stalled: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> WriteDeadline<S> {
+    fn new(inner: S, limit: Duration) -> Self {
+        WriteDeadline {
+            inner,
+            limit,
+            stalled: None,
+        }
+    }
+
+    /// What to answer for a write that returned `result`: it, after noting progress; or, while
+    /// it is pending, an error once the wait is over.
+    fn watch<T>(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        result: std::task::Poll<std::io::Result<T>>,
+    ) -> std::task::Poll<std::io::Result<T>> {
+        use std::task::Poll;
+        if result.is_ready() {
+            self.stalled = None;
+            return result;
+        }
+        let limit = self.limit;
+        let deadline = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client read nothing of its answer within write_timeout_secs",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for WriteDeadline<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for WriteDeadline<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let result = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.watch(cx, result)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let result = std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.watch(cx, result)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let result = std::pin::Pin::new(&mut self.inner).poll_flush(cx);
+        self.watch(cx, result)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let result = std::pin::Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.watch(cx, result)
     }
 }
 

@@ -394,3 +394,49 @@ async fn slow_clients_are_cut_off_and_connections_are_bounded() {
     );
     assert!(server.terminate().success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_reads_no_answers_is_cut_off() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let server = crate::util::Server::start_with(
+        dir.path(),
+        &[
+            ("HOOKLAKE_MAX_CONNECTIONS", "1"),
+            ("HOOKLAKE_WRITE_TIMEOUT_SECS", "1"),
+        ],
+    );
+    let addr = server.base.trim_start_matches("http://").to_string();
+    // Requests pipelined on the only connection allowed, each answered with a 404 that repeats
+    // its 60 KB path, and none of the answers read: the socket buffers fill, and the server's
+    // writes stop making progress.
+    let greedy = std::net::TcpStream::connect(&addr).unwrap();
+    let writer = {
+        let mut stream = greedy.try_clone().unwrap();
+        std::thread::spawn(move || {
+            let request = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(60_000));
+            for _ in 0..1000 {
+                if stream.write_all(request.as_bytes()).is_err() {
+                    return;
+                }
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    // Once the writes have waited write_timeout_secs, the connection is closed and its place
+    // taken by the next client.
+    let started = std::time::Instant::now();
+    let served = loop {
+        if let Ok((200, _)) = client::send(&server.base, "GET", "/healthz", b"").await {
+            break true;
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(served, "the stuck connection still holds the only place");
+    let _ = greedy.shutdown(std::net::Shutdown::Both);
+    let _ = writer.join();
+    assert!(server.terminate().success());
+}
