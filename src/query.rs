@@ -84,26 +84,42 @@ fn literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
+/// The files a view of a table reads.
+pub enum Files {
+    /// Listed by hooklake (a local lake).
+    Listed(Vec<PathBuf>),
+    /// Found by DuckDB under the lake's URL, else `empty`: a file of the table's schema and no
+    /// rows, so that a table with no files yet reads as empty rather than failing the query.
+    Globbed { empty: PathBuf },
+}
+
 /// The script DuckDB runs: settings, variables, file lists, `views` (see [`views_for`]), then
-/// the query. `files` gives tables whose files are listed here rather than by DuckDB globbing.
+/// the query. `files` gives the files of each table the views read (`<table>_files`).
 pub fn script(
     views: &str,
     sql: &str,
     data: &str,
-    files: &[(String, Vec<PathBuf>)],
+    files: &[(String, Files)],
     variables: &[(String, String)],
 ) -> String {
+    let path = |p: &PathBuf| literal(&p.display().to_string());
     let mut out = String::from("SET TimeZone = 'UTC';\n");
     out.push_str(&format!("SET VARIABLE data_dir = {};\n", literal(data)));
-    for (table, paths) in files {
-        let list: Vec<String> = paths
-            .iter()
-            .map(|p| literal(&p.display().to_string()))
-            .collect();
-        out.push_str(&format!(
-            "SET VARIABLE {table}_files = [{}];\n",
-            list.join(", ")
-        ));
+    for (table, files) in files {
+        match files {
+            Files::Listed(paths) => {
+                let list: Vec<String> = paths.iter().map(path).collect();
+                out.push_str(&format!(
+                    "SET VARIABLE {table}_files = [{}];\n",
+                    list.join(", ")
+                ));
+            }
+            Files::Globbed { empty } => out.push_str(&format!(
+                "SET VARIABLE {table}_files = (SELECT coalesce(list(file), [{}]) FROM glob({} || '/{table}/*/*.parquet'));\n",
+                path(empty),
+                literal(data.trim_end_matches('/'))
+            )),
+        }
     }
     for (name, value) in variables {
         // Numbers stay numbers; anything else is text.
@@ -209,28 +225,37 @@ fn mentions(text: &str, name: &str) -> bool {
     })
 }
 
-/// The published files of the tables `views` read (`<table>_files`) in a local lake; a table
-/// without any is given an empty file of its schema, written under
-/// `scratch/<table>/date=1970-01-01/` (DuckDB refuses an empty list).
+/// The files of the tables `views` read (`<table>_files`): in a local lake (`data`), its
+/// published files; in a lake at a URL (`None`), those DuckDB finds there. A table without any
+/// is given an empty file of its schema, written under `scratch/<table>/date=1970-01-01/`
+/// (DuckDB refuses an empty list, and a pattern that matches nothing).
 fn table_files(
-    data: &Path,
+    data: Option<&Path>,
     scratch: &Path,
     views: &str,
-) -> anyhow::Result<Vec<(String, Vec<PathBuf>)>> {
+) -> anyhow::Result<Vec<(String, Files)>> {
     let mut out = Vec::new();
     for (name, schema) in crate::flatten::table_schemas() {
         if !views.contains(&format!("'{name}_files'")) {
             continue;
         }
-        let mut files = crate::sink::published_files(data, name)?;
-        if files.is_empty() {
-            let partition = scratch.join(name).join("date=1970-01-01");
-            std::fs::create_dir_all(&partition)?;
-            let path = partition.join("empty.parquet");
-            let file = std::fs::File::create(&path)?;
-            parquet::arrow::ArrowWriter::try_new(file, schema, None)?.close()?;
-            files.push(path);
+        let listed = match data {
+            Some(dir) => crate::sink::published_files(dir, name)?,
+            None => Vec::new(),
+        };
+        if !listed.is_empty() {
+            out.push((name.to_string(), Files::Listed(listed)));
+            continue;
         }
+        let partition = scratch.join(name).join("date=1970-01-01");
+        std::fs::create_dir_all(&partition)?;
+        let empty = partition.join("empty.parquet");
+        let file = std::fs::File::create(&empty)?;
+        parquet::arrow::ArrowWriter::try_new(file, schema, None)?.close()?;
+        let files = match data {
+            Some(_) => Files::Listed(vec![empty]),
+            None => Files::Globbed { empty },
+        };
         out.push((name.to_string(), files));
     }
     Ok(out)
@@ -264,11 +289,7 @@ pub fn run(request: &Request) -> anyhow::Result<bool> {
     let views = views_for(sql);
     let scratch = tempfile::tempdir().context("cannot create a temporary directory")?;
     // Listing the files here spares DuckDB a directory walk each time it binds a view.
-    let files = if remote {
-        Vec::new()
-    } else {
-        table_files(local, scratch.path(), &views)?
-    };
+    let files = table_files((!remote).then_some(local), scratch.path(), &views)?;
     let text = script(&views, sql, request.data, &files, &request.variables);
     let mode = match request.format {
         Format::Table => "-box",
@@ -353,10 +374,21 @@ mod tests {
             "CREATE OR REPLACE TEMP VIEW v AS SELECT 1;\n",
             "-- q: x\n.read queries/views.sql\nSELECT 1;",
             "/it's",
-            &[(
-                "call_outcomes".into(),
-                vec![PathBuf::from("/l/a.parquet"), PathBuf::from("/l/b.parquet")],
-            )],
+            &[
+                (
+                    "call_outcomes".into(),
+                    Files::Listed(vec![
+                        PathBuf::from("/l/a.parquet"),
+                        PathBuf::from("/l/b.parquet"),
+                    ]),
+                ),
+                (
+                    "call_events".into(),
+                    Files::Globbed {
+                        empty: PathBuf::from("/tmp/e.parquet"),
+                    },
+                ),
+            ],
             &[
                 ("no_show_hours".into(), "48".into()),
                 ("who".into(), "a'b".into()),
@@ -364,6 +396,10 @@ mod tests {
         );
         assert!(s.contains("SET VARIABLE data_dir = '/it''s';"), "{s}");
         assert!(s.contains("SET VARIABLE call_outcomes_files = ['/l/a.parquet', '/l/b.parquet'];"));
+        assert!(
+            s.contains("SET VARIABLE call_events_files = (SELECT coalesce(list(file), ['/tmp/e.parquet']) FROM glob('/it''s' || '/call_events/*/*.parquet'));"),
+            "{s}"
+        );
         assert!(s.contains("SET VARIABLE no_show_hours = 48;"));
         assert!(s.contains("SET VARIABLE who = 'a''b';"));
         assert!(!s.lines().any(|l| l.starts_with(".read")));

@@ -318,6 +318,19 @@ async fn a_query_answers_on_a_lake_missing_tables() {
     assert_eq!(rows[0]["booked"], json!(0));
     let rows = hooklake_query(lake.dir.path(), "show_rate", &[]);
     assert_eq!(rows[0]["booked"], json!(0));
+    // The same lake by URL (as s3://...), where DuckDB finds the files: the same answers.
+    let url = format!("file://{}", lake.dir.path().display());
+    let out = crate::util::hooklake_command()
+        .args(["query", "show_rate", "--format", "json", "--data", &url])
+        .output()
+        .unwrap();
+    let rows = crate::util::json_rows("show_rate", &out);
+    assert_eq!(rows[0]["booked"], json!(0));
+    let out = crate::util::hooklake_command()
+        .args(["query", "funnel", "--format", "json", "--data", &url])
+        .output()
+        .unwrap();
+    assert_eq!(crate::util::json_rows("funnel", &out)[0]["leads"], json!(1));
 }
 
 #[test]
