@@ -155,7 +155,8 @@ pub struct Config {
     /// Webhook requests one client address may send per minute (bursts up to the same number);
     /// more get 429 with `Retry-After`. 0 turns the limit off.
     pub rate_limit_per_minute: u32,
-    /// Take the client address from the first `X-Forwarded-For` entry (behind a trusted proxy).
+    /// Take the client address from the last `X-Forwarded-For` entry, the one the trusted proxy
+    /// in front added (behind one such proxy only).
     pub trust_forwarded_for: bool,
     /// Shared secrets a webhook request may carry (path `/t/<token>/...`, `?token=`, or
     /// `Authorization: Bearer`); several at once allow rotation. Empty: no token check.
