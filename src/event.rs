@@ -169,6 +169,8 @@ pub fn route(object: &Object, url_kind: Option<EventType>) -> EventType {
         return kind;
     }
     match object.get("hookType") {
+        // An empty hookType names nothing: routed by shape, as a missing one.
+        Some(Json::String(hook)) if hook.trim().is_empty() => route_by_shape(object),
         // A hookType we do not know names a trigger we do not understand: keep it raw rather
         // than guess from the shape (see ARCHITECTURE.md, "Routing").
         Some(Json::String(hook)) => EventType::from_name(hook).unwrap_or(EventType::Unknown),
@@ -648,6 +650,11 @@ mod tests {
         assert_eq!(route_of(&partial, None), EventType::ContactUpdated);
         let bare = obj(json!({"id": 1, "previewId": "contact_x"}));
         assert_eq!(route_of(&bare, None), EventType::ContactCreated);
+        // An empty hookType names nothing: the shape decides, as without one.
+        for blank in ["", "  "] {
+            let blank = obj(json!({"id": 1, "previewId": "contact_x", "hookType": blank}));
+            assert_eq!(route_of(&blank, None), EventType::ContactCreated);
+        }
         let call = obj(json!({"event_type": {}, "event": {"canceled": "true"}, "invitee": {}}));
         assert_eq!(route_of(&call, None), EventType::CallCancelled);
         let moved = obj(json!({"event_type": {}, "event": {"old_start_time": "x"}, "invitee": {}}));

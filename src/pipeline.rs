@@ -1541,6 +1541,46 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn times_beyond_four_digit_years_are_errors_and_do_not_block_flushes() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = logged_config(dir.path());
+        let (p, _) = open(&config, Mode::Logged);
+        // Milliseconds far beyond chrono's range, both ways: they once named one partition
+        // twice in a flush, whose files collided, and every flush after failed the same way.
+        for (id, updated) in [(1, 9_000_000_000_000_000i64), (2, -9_000_000_000_000_000)] {
+            let body = format!(r#"[{{"id": {id}, "previewId": "p{id}", "updatedAt": {updated}}}]"#);
+            let entry = Entry {
+                received_at_us: 1_772_000_000_000_000,
+                url_kind: None,
+                source_path: "/w".into(),
+                body: body.into_bytes(),
+            };
+            let events = event::parse_body(
+                &entry.body,
+                None,
+                entry.received_at_us,
+                "/w",
+                event::BodyLimits::LOGGED,
+            )
+            .unwrap();
+            p.accept(entry, events).await.unwrap();
+        }
+        let report = p.flush(FlushReason::Manual).await.unwrap();
+        assert_eq!(report.events, 2);
+        // Filed under the day they were received, with the value named in parse_errors.
+        assert_eq!(report.parse_errors, 2);
+        assert!(
+            report
+                .files
+                .iter()
+                .all(|f| f.path.contains("date=2026-02-25")),
+            "{:?}",
+            report.files
+        );
+        p.close();
+    }
+
+    #[tokio::test]
     async fn a_failing_log_refuses_requests_and_recovers() {
         let dir = tempfile::tempdir().unwrap();
         let (p, _) = open(&logged_config(dir.path()), Mode::Logged);

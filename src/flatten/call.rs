@@ -147,7 +147,11 @@ pub(super) fn minutes(
     match unit.as_deref() {
         Some("HOURS" | "HOUR") => {
             o.skip(unit_key);
-            value.map(|v| v * 60)
+            let minutes = value.and_then(|v| v.checked_mul(60));
+            if let (Some(hours), None) = (value, minutes) {
+                notes.problem(o.full(key), &format!("{hours} hours do not fit in minutes"));
+            }
+            minutes
         }
         Some("MINUTES" | "MINUTE") => {
             o.skip(unit_key);
@@ -314,6 +318,23 @@ mod tests {
         assert_eq!(
             host(serde_json::json!({"1": b})),
             (Some("B".into()), Some("b@x.com".into()), None)
+        );
+    }
+
+    #[test]
+    fn a_duration_in_hours_too_large_for_minutes_is_an_error() {
+        let body = serde_json::json!({"hookType": "Call booked", "invitee": {},
+            "event_type": {"uuid": "1", "duration": i64::MAX, "durationUnit": "HOURS"},
+            "event": {"uuid": "c1"}});
+        let e = crate::event::Envelope::parse_one(&body.to_string(), None, 0, "/w").unwrap();
+        let row = crate::flatten::flatten(&[e]).call_events.remove(0);
+        assert_eq!(row.duration_min, None);
+        assert!(
+            row.parse_errors
+                .iter()
+                .any(|e| e.starts_with("event_type.duration: ")),
+            "{:?}",
+            row.parse_errors
         );
     }
 

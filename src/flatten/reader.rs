@@ -32,6 +32,11 @@ impl Notes {
         (!self.extras.is_empty()).then(|| Value::Object(self.extras.clone()).to_string())
     }
 
+    /// Notes that the value at `path` could not be read: `problem` says why.
+    pub(crate) fn problem(&mut self, path: String, problem: &str) {
+        self.parse_errors.push(format!("{path}: {problem}"));
+    }
+
     fn error(&mut self, path: String, expected: &str, got: &Json<'_>) {
         let mut shown = got.text();
         if shown.len() > 80 {
@@ -183,7 +188,8 @@ impl<'a, 'j> Obj<'a, 'j> {
         self.map.into_iter().flat_map(|m| m.iter().map(|(k, _)| k))
     }
 
-    fn full(&self, key: &str) -> String {
+    /// The dotted path of `key` in the payload.
+    pub(crate) fn full(&self, key: &str) -> String {
         if self.path.is_empty() {
             key.to_string()
         } else {
@@ -292,7 +298,20 @@ fn epoch_to_micros(n: i64) -> Option<Micros> {
     } else {
         n.checked_mul(1_000_000)?
     };
-    Some(Micros(micros))
+    in_range(Micros(micros))
+}
+
+/// The first and last instants a timestamp may name: from 0001-01-02 to 9999-12-30 UTC, so
+/// that its day is a four-digit year in any partition time zone. Beyond them, a value is a
+/// parse error: a `date=` partition named `+10000-01-01` made DuckDB read the whole table's
+/// `date` as text, and times beyond chrono's range were all filed under one day, whose files
+/// collided in the flush (which then failed at every attempt).
+pub const EARLIEST_US: i64 = -62_135_510_400_000_000;
+pub const LATEST_US: i64 = 253_402_128_000_000_000;
+
+/// `t`, if it is within [`EARLIEST_US`]..[`LATEST_US`].
+fn in_range(t: Micros) -> Option<Micros> {
+    (EARLIEST_US..LATEST_US).contains(&t.0).then_some(t)
 }
 
 /// Parses the timestamp styles iClosed uses, to microseconds UTC:
@@ -300,6 +319,11 @@ fn epoch_to_micros(n: i64) -> Option<Micros> {
 /// `2026-03-06T11:30:00-05:00`); the same with a space for `T`; zone-less date-times
 /// (`2026-03-06 16:30:00.000`), read as UTC; and bare dates, read as midnight UTC.
 pub fn parse_timestamp(s: &str) -> Option<Micros> {
+    parse_any_timestamp(s).and_then(in_range)
+}
+
+/// [`parse_timestamp`] without the range check.
+fn parse_any_timestamp(s: &str) -> Option<Micros> {
     let s = s.trim();
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Some(Micros(t.timestamp_micros()));
@@ -355,6 +379,28 @@ mod tests {
         check("2026-03-06", "2026-03-06T00:00:00Z");
         assert_eq!(parse_timestamp("11:30am - Friday, March 6, 2026"), None);
         assert_eq!(parse_timestamp(""), None);
+    }
+
+    #[test]
+    fn timestamps_outside_four_digit_years_are_not_read() {
+        assert!(parse_timestamp("0001-01-02T00:00:00Z").is_some());
+        assert!(parse_timestamp("9999-12-29T23:59:59Z").is_some());
+        for far in [
+            "0001-01-01T12:00:00Z",
+            "9999-12-31T23:30:00-05:00",
+            "9999-12-30T00:00:00Z",
+        ] {
+            assert_eq!(parse_timestamp(far), None, "{far}");
+        }
+        // Epoch numbers (seconds, or milliseconds from 10^11 on) likewise.
+        assert!(epoch_to_micros(1_773_000_000_000).is_some());
+        for far in [
+            9_000_000_000_000_000,
+            -9_000_000_000_000_000,
+            -70_000_000_000,
+        ] {
+            assert_eq!(epoch_to_micros(far), None, "{far}");
+        }
     }
 
     #[test]

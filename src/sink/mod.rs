@@ -230,9 +230,13 @@ impl Sink {
             let day = (row.event_time().0 + shift).div_euclid(day_us);
             by_day.entry(day).or_default().push(row);
         }
-        let partitions = by_day
-            .into_iter()
-            .map(|(day, rows)| (self.partition_date(Micros(day * day_us - shift)), rows));
+        // Named by date: days that would share a name (not expected: event times are kept
+        // within a four-digit year) share a file rather than overwrite each other's.
+        let mut partitions: BTreeMap<String, Vec<&T>> = BTreeMap::new();
+        for (day, mut rows) in by_day {
+            let date = self.partition_date(Micros(day * day_us - shift));
+            partitions.entry(date).or_default().append(&mut rows);
+        }
         for (date, mut rows) in partitions {
             T::sort(&mut rows);
             let dir = self.root.join(T::NAME).join(format!("date={date}"));
