@@ -409,7 +409,7 @@ table! {
         /// When the status changed. Source: `updatedAt`, else the event time.
         transitioned_at: Micros,
         /// Seconds from the start of `from_status` to this transition; null when `from_status`
-        /// is null.
+        /// is null, or began after this (late) event.
         seconds_in_from_status: Option<f64>,
         /// The contact's first-touch source at that moment. Source: `tracking.first_utm_source`.
         first_utm_source: Option<Text>,

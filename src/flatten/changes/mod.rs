@@ -152,14 +152,16 @@ fn slots_by_name() -> &'static [usize; SLOTS] {
 
 /// The contact columns a state keeps in slots, in slot order, with their kind: the columns of
 /// [`super::contact::COLUMN_SOURCES`] that hold one value (its two group columns are kept by
-/// key). A test checks the two lists agree. Makes [`COLUMNS`] and the three ways a slot meets a
-/// row: [`column_text`] (one slot), [`column_texts`] (every slot at once, with no dispatch per
-/// slot) and [`set_column`].
+/// key). A test checks the two lists agree. Makes [`COLUMNS`] and the ways a slot meets a
+/// row: `column_text` (one slot, for tests), [`column_texts`] (every slot at once, with no
+/// dispatch per slot) and [`set_column`].
 macro_rules! slots {
     ($($field:ident: $kind:ident),+ $(,)?) => {
         const COLUMNS: [&str; SLOTS] = [$(stringify!($field)),+];
 
-        /// A column of a contact row as text: borrowed when it is text already.
+        /// A column of a contact row as text: borrowed when it is text already (for tests: the
+        /// tracker reads every slot at once, with [`column_texts`]).
+        #[cfg(test)]
         fn column_text(row: &ContactEventRow, slot: usize) -> Option<Cow<'_, str>> {
             type Reader = for<'a> fn(&'a ContactEventRow) -> Option<Cow<'a, str>>;
             const READERS: [Reader; SLOTS] = [$(|row| slot_text!($kind, row.$field)),+];
@@ -751,8 +753,8 @@ pub fn track_with(tables: &mut Tables, states: &mut ContactStates, threads: usiz
     let (changes, transitions) = if threads == 1 {
         let mut rows: Vec<&mut ContactEventRow> = rows.iter_mut().collect();
         let indices: Vec<usize> = (0..rows.len()).collect();
-        let order = carry(&mut rows, states);
-        track_rows(&rows, &indices, &order, (&params, &answers), states)
+        let order = in_time_order(&rows);
+        track_rows(&mut rows, &indices, &order, (&params, &answers), states)
     } else {
         // Each thread takes the rows (by reference) and states of its share of the contacts.
         let share = |id: Option<i64>| id.map_or(0, |id| id.rem_euclid(threads as i64) as usize);
@@ -767,9 +769,9 @@ pub fn track_with(tables: &mut Tables, states: &mut ContactStates, threads: usiz
         }
         let pairs = (&params, &answers);
         let done = crate::parallel::map(groups, |(mut rows, indices, mut group_states)| {
-            let order = carry(&mut rows, &group_states);
+            let order = in_time_order(&rows);
             let (changes, transitions) =
-                track_rows(&rows, &indices, &order, pairs, &mut group_states);
+                track_rows(&mut rows, &indices, &order, pairs, &mut group_states);
             (changes, transitions, group_states)
         });
         let (mut changes, mut transitions) = (Vec::new(), Vec::new());
@@ -788,11 +790,15 @@ pub fn track_with(tables: &mut Tables, states: &mut ContactStates, threads: usiz
 /// One thread's share of a batch: its rows, their indices in the batch, and their states.
 type Share<'r> = (Vec<&'r mut ContactEventRow>, Vec<usize>, ContactStates);
 
-/// The change and transition rows of `rows` (one batch, carried; `indices` are their places in
-/// the batch, which `pairs` (parameters, answers) go by), taken in event-time `order` (from
-/// [`carry`]), advancing `states`.
+/// The change and transition rows of `rows` (one batch; `indices` are their places in the
+/// batch, which `pairs` (parameters, answers) go by), taken in event-time `order` (from
+/// [`in_time_order`]), advancing `states`. Each row not older than its contact's state has its
+/// missing columns carried from that state just before it is applied: the state then holds
+/// every earlier row of the batch, late ones included (carried in a pass of their own before
+/// tracking, rows took values a late row of the same batch had since replaced, and a change
+/// back to them was reported).
 fn track_rows(
-    rows: &[impl std::ops::Deref<Target = ContactEventRow>],
+    rows: &mut [impl std::ops::DerefMut<Target = ContactEventRow>],
     indices: &[usize],
     order: &[usize],
     (params, answers): (&RowPairs, &RowPairs),
@@ -800,12 +806,17 @@ fn track_rows(
 ) -> (Vec<AttributeChangeRow>, Vec<StatusTransitionRow>) {
     let mut changes = Vec::new();
     let mut transitions = Vec::new();
-    for (row, index) in order.iter().map(|&i| (&*rows[i], indices[i])) {
-        let Some(contact_id) = row.contact_id else {
+    for &i in order {
+        let index = indices[i];
+        let Some(contact_id) = rows[i].contact_id else {
             continue;
         };
-        let mut snap = Snap::of(row, params.at(index), answers.at(index));
         let previous = states.remove(&contact_id);
+        if let Some(previous) = &previous {
+            carry(&mut rows[i], previous);
+        }
+        let row = &*rows[i];
+        let mut snap = Snap::of(row, params.at(index), answers.at(index));
         // Absent fields are unchanged: compare with the previous values, never with nothing
         // (late rows are not carried in the table, but are compared the same way).
         if let Some(previous) = &previous {
@@ -855,12 +866,13 @@ fn track_rows(
         let old_status: Option<Text> = previous.attrs.cols[STATUS].as_deref().map(Text::from);
         let status_changed = status.is_some() && status != old_status;
         if status_changed {
-            // No time in a status that was never known (null `from_status`).
+            // No time in a status that was never known (null `from_status`), nor before it
+            // began (a late event compared with a newer state).
             let seconds = previous
                 .status_since_us
-                .filter(|_| old_status.is_some())
+                .filter(|&since| old_status.is_some() && since <= transitioned_at.0)
                 .map(|since| (transitioned_at.0 - since) as f64 / 1e6);
-            transitions.push(transition(old_status, seconds, late));
+            transitions.push(transition(old_status.clone(), seconds, late));
         }
         let ContactState {
             event_time_us,
@@ -871,7 +883,13 @@ fn track_rows(
         let attrs = merge(attrs, row, &snap);
         let next = if late {
             // Latest data wins per attribute: the late payload only fills in what no newer
-            // payload has sent; the snapshot's time and status history stay.
+            // payload has sent; the snapshot's time stays. If its status won (no newer payload
+            // sent one), that status began with it.
+            let status_since_us = if attrs.cols[STATUS].as_deref() != old_status.as_deref() {
+                Some(transitioned_at.0)
+            } else {
+                status_since_us
+            };
             ContactState {
                 event_time_us,
                 event_id,
@@ -966,62 +984,33 @@ fn merge(mut attrs: Box<Attrs>, row: &ContactEventRow, snap: &Snap) -> Box<Attrs
     attrs
 }
 
-/// Fills the absent fields of contact rows with the contact's last known values, in event-time
-/// order (a batch may hold several events of one contact). Rows older than the state they meet
-/// are not carried: the values they would get come from a later snapshot. The values of an
-/// earlier row of the batch are only rendered when a later row lacks something. Returns that
-/// order (indices into `rows`; carrying changes no column it is sorted by).
-fn carry(
-    rows: &mut [impl std::ops::DerefMut<Target = ContactEventRow>],
-    states: &ContactStates,
-) -> Vec<usize> {
+/// The indices of `rows` in event-time order (then receive time, then id): the order rows are
+/// applied in.
+fn in_time_order(rows: &[impl std::ops::Deref<Target = ContactEventRow>]) -> Vec<usize> {
     let mut order: Vec<usize> = (0..rows.len()).collect();
     order.sort_by(|&a, &b| {
         let (a, b) = (&*rows[a], &*rows[b]);
         (a.event_time, a.received_at, &a.event_id).cmp(&(b.event_time, b.received_at, &b.event_id))
     });
-    // The newest row of each contact so far in this batch: its event time and index.
-    let mut latest: FastMap<i64, (i64, usize)> = FastMap::default();
-    for &i in &order {
-        let Some(contact_id) = rows[i].contact_id else {
-            continue;
-        };
-        let in_batch = latest.get(&contact_id).copied();
-        let known_time = in_batch
-            .map(|(t, _)| t)
-            .or_else(|| states.get(&contact_id).map(|s| s.event_time_us));
-        let current = known_time.is_none_or(|time| rows[i].event_time.0 >= time);
-        if !current {
-            continue;
-        }
-        if !rows[i].missing_fields.is_empty() {
-            let slots: Vec<usize> = rows[i]
-                .missing_fields
-                .positions()
-                .filter(|&p| p < SLOTS)
-                .collect();
-            let to_set: Vec<(usize, String)> = match in_batch {
-                Some((_, j)) => slots
-                    .iter()
-                    .filter_map(|&s| Some((s, column_text(&rows[j], s)?.into_owned())))
-                    .collect(),
-                None => states
-                    .get(&contact_id)
-                    .map(|state| {
-                        slots
-                            .iter()
-                            .filter_map(|&s| Some((s, state.attrs.cols[s].clone()?)))
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-            };
-            for (slot, text) in &to_set {
-                set_column(&mut rows[i], *slot, text);
-            }
-        }
-        latest.insert(contact_id, (rows[i].event_time.0, i));
-    }
     order
+}
+
+/// Fills the missing single-valued columns of `row` from its contact's `state`, unless the row
+/// is older than the state (a late row is not carried in the table).
+fn carry(row: &mut ContactEventRow, state: &ContactState) {
+    if row.event_time.0 < state.event_time_us || row.missing_fields.is_empty() {
+        return;
+    }
+    let slots: Vec<usize> = row
+        .missing_fields
+        .positions()
+        .filter(|&p| p < SLOTS)
+        .collect();
+    for slot in slots {
+        if let Some(text) = &state.attrs.cols[slot] {
+            set_column(row, slot, text);
+        }
+    }
 }
 
 /// Rows for every attribute that differs or was reported.
@@ -1866,6 +1855,133 @@ mod tests {
                           "updatedAt": "2026-01-01T06:00:00Z"});
         let t = run(&[contact(next, 3)], &mut states);
         assert_eq!(t.status_transitions[0].seconds_in_from_status, Some(3600.0));
+    }
+
+    /// A contact event of contact 1 at `hour` o'clock on 2026-01-01, with `fields`.
+    fn at(hour: u32, fields: serde_json::Value) -> Envelope {
+        let mut body = json!({"id": 1, "hookType": "Contact updated",
+                              "updatedAt": format!("2026-01-01T{hour:02}:00:00Z")});
+        body.as_object_mut()
+            .unwrap()
+            .extend(fields.as_object().unwrap().clone());
+        contact(body, i64::from(hour))
+    }
+
+    #[test]
+    fn a_row_after_a_late_one_in_its_batch_is_carried_from_what_the_late_one_left() {
+        let first = || {
+            [
+                at(
+                    1,
+                    json!({"previewId": "p", "status": "POTENTIAL", "email": "a@x.io"}),
+                ),
+                at(5, json!({"firstName": "Ada"})),
+            ]
+        };
+        let late = || at(3, json!({"status": "QUALIFIED", "email": "b@x.io"}));
+        let after = || at(6, json!({"lastName": "L"}));
+        // The late event and the one after it in one flush, then in two.
+        let mut together = ContactStates::default();
+        run(&first(), &mut together);
+        let t = run(&[late(), after()], &mut together);
+        let mut apart = ContactStates::default();
+        run(&first(), &mut apart);
+        run(&[late()], &mut apart);
+        let a = run(&[after()], &mut apart);
+        for tables in [&t, &a] {
+            let row = tables
+                .contact_events
+                .iter()
+                .find(|r| r.last_name.is_some())
+                .unwrap();
+            assert_eq!(
+                (row.status.clone(), row.email.clone()),
+                (s("QUALIFIED"), s("b@x.io"))
+            );
+            let of_after: Vec<Change> = changes(tables)
+                .into_iter()
+                .filter(|c| c.0 == "last_name")
+                .collect();
+            assert_eq!(
+                of_after,
+                vec![("last_name".into(), None, s("L"), false, true, false)]
+            );
+        }
+        // Only the late event's own changes and transition, flagged late, besides.
+        assert!(
+            changes(&t).iter().all(|c| c.0 == "last_name" || c.5),
+            "{:?}",
+            changes(&t)
+        );
+        assert!(t.status_transitions.iter().all(|r| r.late));
+        assert_eq!(together[&1].values(), apart[&1].values());
+    }
+
+    #[test]
+    fn a_late_status_that_wins_starts_its_time_when_it_was_set() {
+        // POTENTIAL at 01:00, a partial update at 03:00, QUALIFIED at 02:00 arriving late, then
+        // DISQUALIFIED at 04:00: two hours in QUALIFIED, however the flushes fall.
+        let seconds = |batches: &[&[u32]]| {
+            let event = |hour: u32| match hour {
+                1 => at(1, json!({"previewId": "p", "status": "POTENTIAL"})),
+                3 => at(3, json!({"firstName": "Ada"})),
+                2 => at(2, json!({"status": "QUALIFIED"})),
+                _ => at(4, json!({"status": "DISQUALIFIED"})),
+            };
+            let mut states = ContactStates::default();
+            let mut rows = Vec::new();
+            for batch in batches {
+                let events: Vec<Envelope> = batch.iter().map(|&h| event(h)).collect();
+                rows.extend(run(&events, &mut states).status_transitions);
+            }
+            rows.iter()
+                .map(|r| (r.to_status.clone(), r.seconds_in_from_status))
+                .collect::<Vec<_>>()
+        };
+        let last = |v: Vec<(Option<Text>, Option<f64>)>| v.last().cloned().unwrap();
+        let expected = (s("DISQUALIFIED"), Some(7200.0));
+        assert_eq!(last(seconds(&[&[1, 2, 3, 4]])), expected);
+        assert_eq!(last(seconds(&[&[1, 3], &[2], &[4]])), expected);
+        assert_eq!(
+            last(seconds(&[&[1, 3], &[2]])),
+            (s("QUALIFIED"), Some(3600.0))
+        );
+        // A late transition is compared with the newer state: when that status began after
+        // the late event, there is no time to count (it was negative).
+        let mut states = ContactStates::default();
+        run(
+            &[
+                at(1, json!({"previewId": "p", "status": "POTENTIAL"})),
+                at(3, json!({"status": "QUALIFIED"})),
+            ],
+            &mut states,
+        );
+        let t = run(&[at(2, json!({"status": "DISQUALIFIED"}))], &mut states);
+        let row = &t.status_transitions[0];
+        assert!(row.late);
+        assert_eq!(
+            (row.from_status.clone(), row.seconds_in_from_status),
+            (s("QUALIFIED"), None)
+        );
+    }
+
+    #[test]
+    fn a_null_status_is_not_carried_within_a_batch() {
+        let mut states = ContactStates::default();
+        let t = run(
+            &[
+                at(1, json!({"previewId": "r", "status": "POTENTIAL"})),
+                at(2, json!({"status": null})),
+                at(3, json!({"firstName": "Bo"})),
+            ],
+            &mut states,
+        );
+        let row = t
+            .contact_events
+            .iter()
+            .find(|r| r.first_name.is_some())
+            .unwrap();
+        assert_eq!(row.status, s("POTENTIAL"), "a null status keeps the status");
     }
 
     #[test]

@@ -129,28 +129,35 @@ pub fn track(tables: &mut Tables, states: &mut HashMap<i64, RefState>) {
             .or_default()
             .push((text(&a.question), text(&a.response)));
     }
-    carry(&mut tables.contact_events, states);
-    let (changes, transitions) = track_rows(&tables.contact_events, &params, &answers, states);
+    let mut rows = std::mem::take(&mut tables.contact_events);
+    let (changes, transitions) = track_rows(&mut rows, &params, &answers, states);
+    tables.contact_events = rows;
     tables.attribute_changes = changes;
     tables.status_transitions = transitions;
 }
-/// The change and transition rows of `rows` (one batch, carried), advancing `states`.
+/// The change and transition rows of `rows` (one batch), advancing `states`; each row not older
+/// than its contact's state is carried from that state just before it is applied.
 fn track_rows(
-    rows: &[ContactEventRow],
+    rows: &mut [ContactEventRow],
     params: &HashMap<&str, Pairs>,
     answers: &HashMap<&str, Pairs>,
     states: &mut HashMap<i64, RefState>,
 ) -> (Vec<AttributeChangeRow>, Vec<StatusTransitionRow>) {
-    let mut order: Vec<&ContactEventRow> = rows.iter().collect();
-    order.sort_by(|a, b| {
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    order.sort_by(|&a, &b| {
+        let (a, b) = (&rows[a], &rows[b]);
         (a.event_time, a.received_at, &a.event_id).cmp(&(b.event_time, b.received_at, &b.event_id))
     });
     let mut changes = Vec::new();
     let mut transitions = Vec::new();
-    for row in order {
-        let Some(contact_id) = row.contact_id else {
+    for i in order {
+        let Some(contact_id) = rows[i].contact_id else {
             continue;
         };
+        if let Some(state) = states.get(&contact_id) {
+            carry(&mut rows[i], state);
+        }
+        let row = &rows[i];
         let empty = Vec::new();
         let mut snap = snapshot(
             row,
@@ -234,9 +241,9 @@ fn track_rows(
         if status_changed {
             let seconds = previous
                 .status_since_us
-                .filter(|_| old_status.is_some())
+                .filter(|&since| old_status.is_some() && since <= transitioned_at.0)
                 .map(|since| (transitioned_at.0 - since) as f64 / 1e6);
-            transitions.push(transition(old_status, seconds, late));
+            transitions.push(transition(old_status.clone(), seconds, late));
         }
         let held = (
             std::mem::take(&mut previous.values),
@@ -245,10 +252,16 @@ fn track_rows(
         let (values, set_at) = merge(Some(held), row, &snap);
         let next = if late {
             // Latest data wins per attribute: the late payload only fills in what no newer
-            // payload has sent; the snapshot's time and status history stay.
+            // payload has sent; the snapshot's time stays, and a status that won began with it.
+            let status_since_us = if values.get("status") != old_status.as_ref() {
+                Some(transitioned_at.0)
+            } else {
+                previous.status_since_us
+            };
             RefState {
                 values,
                 set_at,
+                status_since_us,
                 ..previous
             }
         } else {
@@ -354,52 +367,21 @@ fn contact_columns() -> &'static HashSet<&'static str> {
     })
 }
 
-/// Fills the absent fields of contact rows with the contact's last known values, in event-time
-/// order (a batch may hold several events of one contact). Rows older than the state they meet
-/// are not carried: the values they would get come from a later snapshot. The values of an
-/// earlier row of the batch are only rendered when a later row lacks something.
-fn carry(rows: &mut [ContactEventRow], states: &HashMap<i64, RefState>) {
-    let mut order: Vec<usize> = (0..rows.len()).collect();
-    order.sort_by(|&a, &b| {
-        let (a, b) = (&rows[a], &rows[b]);
-        (a.event_time, a.received_at, &a.event_id).cmp(&(b.event_time, b.received_at, &b.event_id))
-    });
-    // The newest row of each contact so far in this batch: its event time and index.
-    let mut latest: HashMap<i64, (i64, usize)> = HashMap::new();
-    for i in order {
-        let Some(contact_id) = rows[i].contact_id else {
-            continue;
-        };
-        let in_batch = latest.get(&contact_id).copied();
-        let known_time = in_batch
-            .map(|(t, _)| t)
-            .or_else(|| states.get(&contact_id).map(|s| s.event_time_us));
-        let current = known_time.is_none_or(|time| rows[i].event_time.0 >= time);
-        if !current {
-            continue;
+/// Fills the absent single-valued fields of `row` with its contact's values in `state`, unless
+/// the row is older than the state.
+fn carry(row: &mut ContactEventRow, state: &RefState) {
+    if row.event_time.0 < state.event_time_us {
+        return;
+    }
+    let to_set: Attributes = row
+        .missing_fields
+        .names()
+        .filter_map(|c| state.values.get(c).map(|v| (c.to_string(), v.clone())))
+        .collect();
+    for (column, text) in &to_set {
+        if let Some(slot) = slot(column) {
+            set_column(row, slot, text);
         }
-        if !rows[i].missing_fields.is_empty() {
-            let pick = |values: &BTreeMap<String, String>| -> Attributes {
-                rows[i]
-                    .missing_fields
-                    .names()
-                    .filter_map(|c| values.get(c).map(|v| (c.to_string(), v.clone())))
-                    .collect()
-            };
-            let to_set = match in_batch {
-                Some((_, j)) => pick(&snapshot(&rows[j], &[], &[])),
-                None => states
-                    .get(&contact_id)
-                    .map(|s| pick(&s.values))
-                    .unwrap_or_default(),
-            };
-            for (column, text) in &to_set {
-                if let Some(slot) = slot(column) {
-                    set_column(&mut rows[i], slot, text);
-                }
-            }
-        }
-        latest.insert(contact_id, (rows[i].event_time.0, i));
     }
 }
 
