@@ -13,8 +13,8 @@
 -- reads; read it with read_parquet directly):
 -- * `stored_<table>`: every row as stored. A reader may see a row twice: while compaction
 --   replaces small files by a merged one, or when two writers both wrote an event.
--- * `<table>`: each row once, deduplicated by `event_id` (and by the row's position within the
---   event for tables with several rows per event). Counting queries read these.
+-- * `<table>`: each row once, deduplicated by `event_id` (and by `position` or `attribute`
+--   within the event for tables with several rows per event). Counting queries read these.
 -- The derived views below (contacts, status_history, calls, outcomes) read the stored rows
 -- directly: every aggregate they use (min, max, arg_min, arg_max, bool_or, count of distinct
 -- event ids, the first row of a window) gives the same answer when a row is repeated, and
