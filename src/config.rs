@@ -417,6 +417,14 @@ impl Config {
         if self.max_json_depth == 0 || self.max_json_depth > 128 {
             return invalid("max_json_depth", "must be between 1 and 128".into());
         }
+        // A request is logged as one record with its receive time, kind and path.
+        let largest_body = crate::wal::record::MAX_PAYLOAD - 11 - u16::MAX as usize;
+        if self.max_body_bytes > largest_body {
+            return invalid(
+                "max_body_bytes",
+                format!("must be at most {largest_body} (the write-ahead log's largest record)"),
+            );
+        }
         if self.buffer_max_bytes < self.max_body_bytes {
             return invalid(
                 "buffer_max_bytes",
@@ -657,6 +665,13 @@ mod tests {
             "compaction_grace_hours",
         );
         check(|c| c.flush_interval_secs = u64::MAX, "flush_interval_secs");
+        check(
+            |c| {
+                c.max_body_bytes = 100 << 20;
+                c.buffer_max_bytes = 200 << 20;
+            },
+            "max_body_bytes",
+        );
         check(
             |c| c.flush_schedule = Some("every day".into()),
             "flush_schedule",

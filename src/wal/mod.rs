@@ -79,6 +79,8 @@ pub enum WalError {
     },
     #[error("write-ahead log is closed")]
     Closed,
+    #[error("a record of {0} bytes is larger than the log takes ({max})", max = record::MAX_PAYLOAD)]
+    TooLarge(usize),
 }
 
 fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> WalError + use<> {
@@ -305,6 +307,11 @@ impl Wal {
     /// caller's thread (a tokio worker is blocked for one `fdatasync`); otherwise the append
     /// joins the writer thread's next group.
     pub async fn append(&self, payload: Vec<u8>) -> Result<u64, WalError> {
+        // Recovery refuses a longer record (and everything after it in its segment): never
+        // acknowledge one.
+        if payload.len() > record::MAX_PAYLOAD {
+            return Err(WalError::TooLarge(payload.len()));
+        }
         let shared = &*self.shared;
         // Either the payload comes back (write it here) or it is queued (wait for the answer).
         let queued = {
@@ -368,7 +375,20 @@ fn run(shared: &Shared) {
     let mut q = shared.queue();
     loop {
         if q.busy {
-            q = shared.wake.wait(q).unwrap_or_else(|e| e.into_inner());
+            // While an append holds the log, a batch-mode sync that falls due must not wait for
+            // a wake-up: the append's `release` wakes the thread only when the log was clean,
+            // so with unsynced records the thread would sleep until the next queued append,
+            // truncation or shutdown, past `durability_batch_ms`.
+            q = match busy_wait(shared.durability, q.dirty_since) {
+                Some(limit) => {
+                    shared
+                        .wake
+                        .wait_timeout(q, limit)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+                None => shared.wake.wait(q).unwrap_or_else(|e| e.into_inner()),
+            };
             continue;
         }
         if !q.waiting.is_empty() {
@@ -427,6 +447,20 @@ fn run(shared: &Shared) {
     let _ = shared.log().active.sync();
 }
 
+/// How long the writer thread may wait while an append holds the log: until the batch-mode
+/// sync is due (at least a millisecond, so a late sync is retried without spinning) when there
+/// are unsynced records, else until woken.
+fn busy_wait(durability: Durability, dirty_since: Option<Instant>) -> Option<Duration> {
+    match (durability, dirty_since) {
+        (Durability::Batch { interval }, Some(since)) => Some(
+            interval
+                .saturating_sub(since.elapsed())
+                .max(Duration::from_millis(1)),
+        ),
+        _ => None,
+    }
+}
+
 /// The segments on disk and the one being written.
 struct Log {
     dir: PathBuf,
@@ -473,8 +507,21 @@ impl Log {
             .map_err(io("fsync", self.active.path()))?;
         let path = segment_path(&self.dir, first);
         let prepare = !self.fail_writes.load(Ordering::Relaxed);
-        let active = Active::create(&path, first, &self.spare, prepare)?;
-        fsync_dir(&self.dir)?;
+        let created = Active::create(&path, first, &self.spare, prepare)
+            .and_then(|active| fsync_dir(&self.dir).map(|()| active));
+        let active = match created {
+            Ok(active) => active,
+            Err(e) => {
+                // The file may exist: left behind, it would look like the segment of records
+                // `first` on, which the old segment goes on holding, and a truncation after a
+                // restart would delete the old one by it.
+                if path.exists() {
+                    let _ = fs::remove_file(&path);
+                    let _ = fsync_dir(&self.dir);
+                }
+                return Err(e);
+            }
+        };
         self.segments.push((first, path));
         self.active = active;
         Ok(())
@@ -571,6 +618,36 @@ mod tests {
             vec![48, 49, 50]
         );
         assert_eq!(wal.append(b"next".to_vec()).await.unwrap(), 51);
+        wal.close();
+    }
+
+    #[test]
+    fn a_sync_due_while_an_append_holds_the_log_is_not_left_to_a_wake_up() {
+        let interval = Duration::from_millis(10);
+        let batch = Durability::Batch { interval };
+        // Unsynced records: wait no longer than until the sync is due, and never for nothing.
+        let dirty = Instant::now();
+        assert!(busy_wait(batch, Some(dirty)).is_some_and(|d| d <= interval));
+        let overdue = Instant::now() - Duration::from_secs(1);
+        assert_eq!(
+            busy_wait(batch, Some(overdue)),
+            Some(Duration::from_millis(1))
+        );
+        // Nothing to sync, or every append synced by itself: wait to be woken.
+        assert_eq!(busy_wait(batch, None), None);
+        assert_eq!(busy_wait(Durability::Fsync, Some(dirty)), None);
+    }
+
+    #[tokio::test]
+    async fn a_record_larger_than_recovery_reads_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, _) = Wal::open(config(dir.path()), 0).unwrap();
+        let err = wal
+            .append(vec![b'x'; record::MAX_PAYLOAD + 1])
+            .await
+            .unwrap_err();
+        assert!(matches!(err, WalError::TooLarge(_)), "{err}");
+        assert_eq!(wal.append(b"next".to_vec()).await.unwrap(), 1);
         wal.close();
     }
 
