@@ -32,7 +32,7 @@ wall, user, system, rss_kib = open(time_file).read().split()[1:5]
 run = {"wall_s": float(wall), "user_s": float(user), "sys_s": float(system),
        "rss_mib": int(rss_kib) // 1024}
 for line in open(log_file):
-    for stage in ("flatten", "track", "write", "commit"):
+    for stage in ("flatten", "load_state", "track", "write", "commit"):
         m = re.search(rf"\b{stage}_ms=(\d+)", line)
         if m:
             run[stage + "_s"] = run.get(stage + "_s", 0) + int(m.group(1)) / 1000
@@ -44,11 +44,15 @@ python3 - "$results" <<'PY'
 import json, statistics, sys
 runs = [json.loads(line) for line in open(sys.argv[1])]
 order = list(dict.fromkeys(r["bin"] for r in runs))
-keys = ["wall_s", "user_s", "sys_s", "rss_mib", "flatten_s", "track_s", "write_s", "commit_s"]
+keys = ["wall_s", "user_s", "sys_s", "rss_mib", "flatten_s", "load_state_s", "track_s", "write_s", "commit_s"]
 print("| binary | runs | " + " | ".join(keys) + " |")
 print("|---" * (len(keys) + 2) + "|")
 for b in order:
     mine = [r for r in runs if r["bin"] == b]
-    medians = [statistics.median(r.get(k, 0) for r in mine) for k in keys]
-    print(f"| {b} | {len(mine)} | " + " | ".join(f"{m:.2f}" for m in medians) + " |")
+    # A stage an older build does not log is n/a, not zero.
+    cells = []
+    for k in keys:
+        values = [r[k] for r in mine if k in r]
+        cells.append(f"{statistics.median(values):.2f}" if len(values) == len(mine) else "n/a")
+    print(f"| {b} | {len(mine)} | " + " | ".join(cells) + " |")
 PY

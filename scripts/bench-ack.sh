@@ -53,6 +53,8 @@ start_server() { # durability
     rm -rf "$data/lake"
     HOOKLAKE_DURABILITY=$1 HOOKLAKE_LOG=warn HOOKLAKE_RATE_LIMIT_PER_MINUTE=0 "$bin" serve --data-dir "$data/lake" --listen "127.0.0.1:$port" & pids+=($!)
     wait_port $port
+    # The port answering must be this server's, not one left over from an earlier run.
+    kill -0 "${pids[-1]}" 2>/dev/null || { echo "the server on port $port did not start" >&2; exit 1; }
 }
 stop_server() { kill -TERM "${pids[-1]}"; wait "${pids[-1]}" || true; }
 
@@ -97,7 +99,8 @@ for r in rows:
     print(f"| {r['run']} | {r['conns']} | {rate} | {r['per_sec']:.0f} | {r['p50_us']/1000:.3f} | {r['p99_us']/1000:.3f} | {r['p999_us']/1000:.3f} | {r['errors']} |")
 def median(values):
     values = sorted(values)
-    return values[len(values) // 2]
+    middle = len(values) // 2
+    return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
 for mode in ("fsync", "batch"):
     fixed = [r for r in rows if r["run"] == mode and r["rate"] is not None]
     p50, p99 = median([r["p50_us"] for r in fixed]), median([r["p99_us"] for r in fixed])

@@ -19,7 +19,12 @@ echo "== building (release)" >&2
 cargo build --release --quiet --bin hooklake --example parse_floor
 bin="$CARGO_TARGET_DIR/release/hooklake"
 input="$work/events.ndjson"
-[ -s "$input" ] || "$bin" gen --contacts "$leads" --seed 1 --out "$input"
+# The data set is reused only if it was generated whole with the same number of leads.
+if [ "$(cat "$input.leads" 2>/dev/null)" != "$leads" ] || [ ! -s "$input" ]; then
+    rm -f "$input.leads"
+    "$bin" gen --contacts "$leads" --seed 1 --out "$input"
+    echo "$leads" > "$input.leads"
+fi
 events=$(wc -l < "$input"); bytes=$(stat -c %s "$input")
 echo "== input: $events events, $bytes bytes" >&2
 

@@ -19,13 +19,18 @@ echo "== building (release)" >&2
 cargo build --release --quiet --bin hooklake
 bin="$CARGO_TARGET_DIR/release/hooklake"
 lake="$work/lake"
-if [ ! -d "$lake/contact_events" ]; then
+# A lake is reused only if a run with the same parameters finished building it (a run killed
+# half-way, or one with other parameters, leaves no matching marker).
+marker="$work/lake.built"
+if [ "$(cat "$marker" 2>/dev/null)" != "$leads $days 1" ]; then
+    rm -rf "$lake" "$marker"
     echo "== generating $leads leads over $days days" >&2
     "$bin" gen --contacts "$leads" --days "$days" --seed 1 --out "$work/events.ndjson"
     echo "== replaying into $lake" >&2
     HOOKLAKE_LOG=warn "$bin" --data-dir "$lake" replay "$work/events.ndjson" > "$work/replay.out"
     echo "== compacting" >&2
     HOOKLAKE_LOG=warn "$bin" --data-dir "$lake" compact --before 2100-01-01 > "$work/compact.out"
+    echo "$leads $days 1" > "$marker"
 fi
 contact_events=$(duckdb -noheader -list -c "SELECT count(*) FROM read_parquet('$lake/contact_events/*/*.parquet')")
 files=$(find "$lake" -name '*.parquet' | wc -l)
@@ -42,7 +47,11 @@ for name in $("$bin" query --list | cut -d' ' -f1); do
         times+=("$(awk "BEGIN { print $end - $start }")")
     done
     sorted=$(printf '%s\n' "${times[@]}" | sort -n)
-    median=$(echo "$sorted" | sed -n "$(( (runs + 1) / 2 ))p")
+    if (( runs % 2 )); then
+        median=$(echo "$sorted" | sed -n "$(( (runs + 1) / 2 ))p")
+    else
+        median=$(echo "$sorted" | sed -n "$(( runs / 2 )),$(( runs / 2 + 1 ))p" | awk '{ s += $1 } END { print s / 2 }')
+    fi
     max=$(echo "$sorted" | tail -1)
     rows=$(( $(wc -l < "$work/$name.csv") - 1 ))
     printf '| %s | %.3f | %.3f | %d |\n' "$name" "$median" "$max" "$rows"

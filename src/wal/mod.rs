@@ -910,6 +910,10 @@ mod tests {
         for _ in 0..20 {
             wal.append(b"fast".to_vec()).await.unwrap();
         }
+        // Acknowledged unsynced: the writer thread syncs within the interval, with no further
+        // append, truncation or shutdown to wake it (only its sync clears `dirty_since`).
+        wait_until(|| wal.shared.queue().dirty_since.is_none());
+        assert!(wal.shared.queue().dirty_since.is_none(), "never synced");
         wal.close();
         let (_, r) = Wal::open(cfg, 0).unwrap();
         assert_eq!(r.records.len(), 20);

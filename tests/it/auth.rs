@@ -260,11 +260,14 @@ async fn each_client_address_is_rate_limited_with_retry_after() {
         .unwrap();
     let response = lake.router.clone().oneshot(request).await.unwrap();
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(
-        response.headers()["retry-after"],
-        "30",
-        "2 a minute: a token every 30 s"
-    );
+    // 2 a minute: a token every 30 s, less the time the requests before took (up to a second
+    // or two on a loaded machine).
+    let retry: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((28..=30).contains(&retry), "{retry}");
     let (status, _) = post(&lake, "/webhooks/iclosed", &from("198.51.100.9"), &body).await;
     assert_eq!(status, StatusCode::OK, "another address has its own budget");
     let metrics = lake.request("GET", "/metrics", "").await.body;

@@ -245,8 +245,16 @@ async fn a_crash_at_any_point_of_a_flush_loses_and_duplicates_nothing() {
             !flush.status.success(),
             "{point}: the flush should have crashed the server"
         );
+        let log = server.log.clone();
         let status = server.wait();
         assert!(!status.success(), "{point}: {status}");
+        // It died at the point, not of something else before it.
+        let aborted = format!("HOOKLAKE_CRASH_AT={point}: aborting");
+        assert!(
+            log.lock().unwrap().iter().any(|l| l.contains(&aborted)),
+            "{point}: {:?}",
+            log.lock().unwrap()
+        );
 
         let server = Server::start(dir.path());
         for name in names {
@@ -258,16 +266,19 @@ async fn a_crash_at_any_point_of_a_flush_loses_and_duplicates_nothing() {
             );
         }
         assert!(server.terminate().success());
-        for table in [
-            "raw_events",
-            "contact_events",
-            "call_events",
-            "call_outcomes",
+        // Every acknowledged event is in its table once: the two contact fixtures, the call, the
+        // outcome, and all four raw.
+        for (table, events) in [
+            ("raw_events", 4),
+            ("contact_events", 2),
+            ("call_events", 1),
+            ("call_outcomes", 1),
         ] {
             let rows = duckdb(&format!(
                 "select event_id, count(*) as n from {} group by event_id",
                 scan(dir.path(), table)
             ));
+            assert_eq!(rows.len(), events, "{point}: {table}: {rows:?}");
             assert!(
                 rows.iter().all(|r| r["n"] == 1),
                 "{point}: {table} has a duplicate: {rows:?}"

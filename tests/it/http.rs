@@ -294,15 +294,24 @@ async fn raw_events_keep_the_exact_object_text() {
         r#"[ {"hookType":"Contact created", "id": 7,  "previewId":"contact_a", "weird": 1.50} ]"#;
     let id = post_ok(&lake, "/webhooks/iclosed", body.to_string()).await;
     lake.flush().await;
-    let rows = lake.query("select * exclude (received_at, event_time) from {raw_events}");
+    let rows = lake.query("select * exclude (received_at, event_time, date) from {raw_events}");
     assert_eq!(
         Value::Object(rows[0].clone()),
         json!({
             "event_id": id, "event_type": "contact_created", "hook_type": "Contact created",
             "source_path": "/webhooks/iclosed",
             "payload": r#"{"hookType":"Contact created", "id": 7,  "previewId":"contact_a", "weird": 1.50}"#,
-            "date": rows[0]["date"]
         })
+    );
+    // No time in the payload: the event time is the receipt, and the partition its UTC day.
+    let partition = lake.query(
+        "select event_time = received_at as same, \
+                datediff('day', DATE '1970-01-01', date::DATE) = floor(epoch(received_at) / 86400) as day \
+         from {raw_events}",
+    );
+    assert_eq!(
+        (&partition[0]["same"], &partition[0]["day"]),
+        (&json!(true), &json!(true))
     );
     // The unknown key is kept on the typed row too.
     let extras = lake.query("select extras from {contact_events}");

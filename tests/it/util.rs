@@ -336,8 +336,13 @@ impl Server {
     }
 
     /// Waits for the process to exit by itself.
+    /// Waits for the server to exit; every line it logged is in `log` once this returns.
     pub fn wait(mut self) -> std::process::ExitStatus {
-        self.child.wait().unwrap()
+        let status = self.child.wait().unwrap();
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+        status
     }
 
     /// Sends SIGKILL and waits for the process to be gone.
