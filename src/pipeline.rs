@@ -1250,8 +1250,13 @@ mod tests {
 
     /// A request as the server logs it, holding one contact object.
     fn request(n: i64) -> (Entry, Vec<Envelope>) {
-        let body =
-            format!(r#"[{{"id": {n}, "previewId": "p", "updatedAt": "2026-03-04T10:00:00Z"}}]"#);
+        request_with(format!(
+            r#"[{{"id": {n}, "previewId": "p", "updatedAt": "2026-03-04T10:00:00Z"}}]"#
+        ))
+    }
+
+    /// A request as the server logs it, with `body`.
+    fn request_with(body: String) -> (Entry, Vec<Envelope>) {
         let entry = Entry {
             received_at_us: 1_772_000_000_000_000,
             url_kind: None,
@@ -1548,21 +1553,9 @@ mod tests {
         // Milliseconds far beyond chrono's range, both ways: they once named one partition
         // twice in a flush, whose files collided, and every flush after failed the same way.
         for (id, updated) in [(1, 9_000_000_000_000_000i64), (2, -9_000_000_000_000_000)] {
-            let body = format!(r#"[{{"id": {id}, "previewId": "p{id}", "updatedAt": {updated}}}]"#);
-            let entry = Entry {
-                received_at_us: 1_772_000_000_000_000,
-                url_kind: None,
-                source_path: "/w".into(),
-                body: body.into_bytes(),
-            };
-            let events = event::parse_body(
-                &entry.body,
-                None,
-                entry.received_at_us,
-                "/w",
-                event::BodyLimits::LOGGED,
-            )
-            .unwrap();
+            let (entry, events) = request_with(format!(
+                r#"[{{"id": {id}, "previewId": "p{id}", "updatedAt": {updated}}}]"#
+            ));
             p.accept(entry, events).await.unwrap();
         }
         let report = p.flush(FlushReason::Manual).await.unwrap();
