@@ -472,6 +472,52 @@ fn a_touch_takes_its_source_and_campaign_from_one_snapshot() {
 }
 
 #[test]
+fn the_first_touch_is_the_earliest_and_statuses_and_outcomes_are_read_in_any_case() {
+    // Contact 5 sent first_utm (google, alpha), then (bing, beta): its first touch is the
+    // earliest. Its status was sent as `Qualified` and its outcome as `won`: qualified and won.
+    let lake = hand_made_lake(&[
+        (
+            "contact_events",
+            "SELECT *, utm_source AS first_utm_source, utm_campaign AS first_utm_campaign FROM (VALUES
+                ('e1', 5, 'contact_z', 'Qualified', '2026-03-02 00:00:00+00', 'google', 'alpha'),
+                ('e2', 5, 'contact_z', 'Qualified', '2026-03-03 00:00:00+00', 'bing', 'beta')
+             ) AS v(event_id, contact_id, preview_id, status, event_time, utm_source, utm_campaign)",
+        ),
+        (
+            "call_outcomes",
+            "SELECT *, 'call_outcome' AS event_type, event_time AS deal_created_at FROM (VALUES
+                ('o5', 50, 5, 'won', 900.0, '2026-03-04 10:00:00+00', '2026-03-04 11:00:00+00')
+             ) AS v(event_id, outcome_id, contact_id, outcome, deal_value, call_start_at, event_time)",
+        ),
+    ]);
+    let rows = hooklake_query(lake.path(), "attribution", &[]);
+    let columns = [
+        "utm_source",
+        "utm_campaign",
+        "first_leads",
+        "first_qualified",
+        "first_won",
+        "first_revenue",
+        "last_leads",
+        "last_won",
+        "last_revenue",
+    ];
+    assert_rows(
+        "attribution",
+        &project(&rows, &columns),
+        &[
+            json!({"utm_source": "bing", "utm_campaign": "beta", "first_leads": 0,
+                   "first_qualified": 0, "first_won": 0, "first_revenue": 0.0,
+                   "last_leads": 1, "last_won": 1, "last_revenue": 900.0}),
+            json!({"utm_source": "google", "utm_campaign": "alpha", "first_leads": 1,
+                   "first_qualified": 1, "first_won": 1, "first_revenue": 900.0,
+                   "last_leads": 0, "last_won": 0, "last_revenue": 0.0}),
+        ],
+        0.0,
+    );
+}
+
+#[test]
 fn a_cancellation_stands_unless_a_booking_was_made_after_it() {
     // c1: booked, cancelled on 2 March, and a reschedule made before the cancellation but
     // delivered on 5 March (a replay or a late delivery), so timed after it: cancelled.
@@ -509,6 +555,72 @@ fn a_cancellation_stands_unless_a_booking_was_made_after_it() {
         &project(&overall, &columns),
         &[
             json!({"booked": 3, "cancelled": 1, "rescheduled": 2, "held": 0, "no_shows": 2, "pending": 0}),
+        ],
+        0.0,
+    );
+}
+
+#[test]
+fn the_no_show_window_runs_from_the_end_of_the_latest_slot() {
+    // No call has an outcome. k3 began 26 h ago and ended 23 h ago: pending. k4 ended 25 h ago:
+    // a no-show. k5 was moved: its first slot ended 30 h ago, the new one 2 h ago: pending.
+    let lake = hand_made_lake(&[(
+        "call_events",
+        "SELECT *, start_at AS slot_start_at, event_time AS booked_at FROM (VALUES
+            ('b3', 'call_booked', 'k3', now() - INTERVAL 10 DAY, now() - INTERVAL 26 HOUR, now() - INTERVAL 23 HOUR),
+            ('b4', 'call_booked', 'k4', now() - INTERVAL 10 DAY, now() - INTERVAL 27 HOUR, now() - INTERVAL 25 HOUR),
+            ('b5', 'call_booked', 'k5', now() - INTERVAL 10 DAY, now() - INTERVAL 32 HOUR, now() - INTERVAL 30 HOUR),
+            ('r5', 'call_rescheduled', 'k5', now() - INTERVAL 9 DAY, now() - INTERVAL 4 HOUR, now() - INTERVAL 2 HOUR)
+         ) AS v(event_id, event_type, call_id, event_time, start_at, end_at)",
+    )]);
+    let rows = hooklake_query(lake.path(), "show_rate", &[]);
+    let overall: Vec<Value> = rows
+        .into_iter()
+        .filter(|r| r["host"] == "(all)" && r["campaign"] == "(all)")
+        .collect();
+    assert_rows(
+        "show_rate",
+        &project(&overall, &["booked", "rescheduled", "no_shows", "pending"]),
+        &[json!({"booked": 3, "rescheduled": 1, "no_shows": 1, "pending": 2})],
+        0.0,
+    );
+}
+
+#[test]
+fn an_outcome_belongs_to_the_call_whose_slot_is_nearest() {
+    // One contact, two calls with different hosts: k1 on 1 March with Hana, k2 on 5 March with
+    // Ivo. One outcome (held, no deal) for a call starting 5 March: Ivo's. Hana's call, long
+    // past with no outcome, is a no-show.
+    let lake = hand_made_lake(&[
+        (
+            "contact_events",
+            "SELECT * FROM (VALUES
+                ('e9', 9, 'contact_n', 'QUALIFIED', '2026-02-28 00:00:00+00')
+             ) AS v(event_id, contact_id, preview_id, status, event_time)",
+        ),
+        (
+            "call_events",
+            "SELECT *, 'call_booked' AS event_type, event_time AS booked_at,
+                    start_at AS slot_start_at, 'contact_n' AS invitee_preview_id FROM (VALUES
+                ('b1', 'k1', 'Hana', '2026-02-28 10:00:00+00', '2026-03-01 10:00:00+00'),
+                ('b2', 'k2', 'Ivo', '2026-02-28 11:00:00+00', '2026-03-05 10:00:00+00')
+             ) AS v(event_id, call_id, host_name, event_time, start_at)",
+        ),
+        (
+            "call_outcomes",
+            "SELECT *, 'call_outcome' AS event_type FROM (VALUES
+                ('o1', 31, 9, 'NO_SALE', '2026-03-05 10:00:00+00', '2026-03-05 11:00:00+00')
+             ) AS v(event_id, outcome_id, contact_id, outcome, call_start_at, event_time)",
+        ),
+    ]);
+    let rows = hooklake_query(lake.path(), "show_rate", &[]);
+    let per_host: Vec<Value> = rows.into_iter().filter(|r| r["host"] != "(all)").collect();
+    assert_rows(
+        "show_rate",
+        &project(&per_host, &["host", "held", "no_shows"]),
+        &[
+            json!({"host": "Hana", "held": 0, "no_shows": 1}),
+            json!({"host": "Ivo", "held": 1, "no_shows": 0}),
         ],
         0.0,
     );
