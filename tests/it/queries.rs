@@ -627,6 +627,55 @@ fn an_outcome_belongs_to_the_call_whose_slot_is_nearest() {
 }
 
 #[test]
+fn a_no_show_then_a_held_call_is_held_and_calls_find_their_contact_by_email() {
+    // Contact 7 missed a first call (outcome NO_SHOW) and held a second (NO_SALE): held, and not
+    // among the no-shows, whose outcomes were all no-shows. Its calls carry no preview URL, only
+    // its email (in another case): they are matched by email, so its campaign is `autumn`.
+    let lake = hand_made_lake(&[
+        (
+            "contact_events",
+            "SELECT * FROM (VALUES
+                ('e7', 7, 'contact_m', 'QUALIFIED', 'Mia@x.io', 'g', 'autumn', '2026-03-01 00:00:00+00')
+             ) AS v(event_id, contact_id, preview_id, status, email, first_utm_source,
+                    first_utm_campaign, event_time)",
+        ),
+        (
+            "call_events",
+            "SELECT *, 'call_booked' AS event_type, event_time AS booked_at,
+                    start_at AS slot_start_at, 'mia@X.io' AS invitee_email FROM (VALUES
+                ('b71', 'k71', '2026-03-01 10:00:00+00', '2026-03-02 10:00:00+00'),
+                ('b72', 'k72', '2026-03-02 11:00:00+00', '2026-03-06 10:00:00+00')
+             ) AS v(event_id, call_id, event_time, start_at)",
+        ),
+        (
+            "call_outcomes",
+            "SELECT *, 'call_outcome' AS event_type, 7 AS contact_id, 'NO_SALE' AS outcome FROM (VALUES
+                ('o71', 71, 'NO_SHOW', '2026-03-02 10:00:00+00', '2026-03-02 12:00:00+00'),
+                ('o72', 72, NULL, '2026-03-06 10:00:00+00', '2026-03-06 12:00:00+00')
+             ) AS v(event_id, outcome_id, no_sale_reason, call_start_at, event_time)",
+        ),
+    ]);
+    let rows = hooklake_query(lake.path(), "funnel", &[]);
+    assert_rows(
+        "funnel",
+        &project(&rows, &["campaign", "booked", "held", "no_shows"]),
+        &[json!({"campaign": "autumn", "booked": 1, "held": 1, "no_shows": 0})],
+        0.0,
+    );
+    let rows = hooklake_query(lake.path(), "show_rate", &[]);
+    let by_campaign: Vec<Value> = rows
+        .into_iter()
+        .filter(|r| r["host"] == "(all)" && r["campaign"] != "(all)")
+        .collect();
+    assert_rows(
+        "show_rate",
+        &project(&by_campaign, &["campaign", "booked", "held", "no_shows"]),
+        &[json!({"campaign": "autumn", "booked": 2, "held": 1, "no_shows": 1})],
+        0.0,
+    );
+}
+
+#[test]
 fn funnel_stages_are_nested() {
     // a: qualified, booked, won 1000. b: booked and won 500 without ever being QUALIFIED.
     // c: qualified, an outcome (a sale of 700) recorded but no call booked seen (booked before
