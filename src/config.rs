@@ -418,7 +418,7 @@ impl Config {
             return invalid("max_json_depth", "must be between 1 and 128".into());
         }
         // A request is logged as one record with its receive time, kind and path.
-        let largest_body = crate::wal::record::MAX_PAYLOAD - 11 - u16::MAX as usize;
+        let largest_body = crate::wal::record::MAX_ENTRY_BODY;
         if self.max_body_bytes > largest_body {
             return invalid(
                 "max_body_bytes",
@@ -643,6 +643,10 @@ mod tests {
             },
             Config {
                 hmac_secrets: vec![String::new()],
+                ..Config::default()
+            },
+            Config {
+                admin_token: Some(String::new()),
                 ..Config::default()
             },
         ] {

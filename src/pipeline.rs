@@ -155,11 +155,10 @@ pub enum OpenError {
 pub struct Outcome {
     /// Events taken (new, and now durable).
     pub accepted: usize,
-    /// Events already written or already pending, answered but not taken again.
-    pub duplicates: usize,
-    /// Where those duplicates are among the events given, in order.
+    /// Where the events already written or already pending (answered but not taken again) are
+    /// among the events given, in order.
     #[serde(skip)]
-    pub duplicate_positions: Vec<usize>,
+    pub duplicates: Vec<usize>,
     /// Whether a size trigger fired.
     #[serde(skip)]
     pub flush_due: bool,
@@ -626,8 +625,7 @@ impl Pipeline {
         }
         Outcome {
             accepted,
-            duplicates: duplicates.len(),
-            duplicate_positions: duplicates,
+            duplicates,
             flush_due,
         }
     }
@@ -1296,7 +1294,7 @@ mod tests {
             }
             let (entry, events) = request(1);
             assert_eq!(
-                p.accept(entry, events).await.unwrap().duplicates,
+                p.accept(entry, events).await.unwrap().duplicates.len(),
                 1,
                 "pending ids are duplicates"
             );
@@ -1313,7 +1311,7 @@ mod tests {
         assert_eq!(report.rows["contact_events"], 3);
         // Committed ids stay duplicates, across a restart too.
         let (entry, events) = request(2);
-        assert_eq!(p.accept(entry, events).await.unwrap().duplicates, 1);
+        assert_eq!(p.accept(entry, events).await.unwrap().duplicates.len(), 1);
         p.close();
         drop(p);
         let (p, recovery) = open(&config, Mode::Logged);
@@ -1322,7 +1320,7 @@ mod tests {
             "a committed flush is not replayed: {recovery:?}"
         );
         let (entry, events) = request(3);
-        assert_eq!(p.accept(entry, events).await.unwrap().duplicates, 1);
+        assert_eq!(p.accept(entry, events).await.unwrap().duplicates.len(), 1);
         p.close();
     }
 
@@ -1502,7 +1500,7 @@ mod tests {
         assert_eq!(p.metrics().get("hooklake_flushes_total", "failed"), 2);
         // Meanwhile a redelivery is a duplicate: the event will be written.
         let (entry, events) = request(1);
-        assert_eq!(p.accept(entry, events).await.unwrap().duplicates, 1);
+        assert_eq!(p.accept(entry, events).await.unwrap().duplicates.len(), 1);
         p.simulate_flush_panic(false);
         let report = p.flush(FlushReason::Manual).await.unwrap();
         assert_eq!(report.events, 1);
@@ -1512,7 +1510,7 @@ mod tests {
         let (p, recovery) = open(&config, Mode::Logged);
         assert_eq!(recovery.events, 0);
         let (entry, events) = request(1);
-        assert_eq!(p.accept(entry, events).await.unwrap().duplicates, 1);
+        assert_eq!(p.accept(entry, events).await.unwrap().duplicates.len(), 1);
         p.close();
     }
 

@@ -123,7 +123,7 @@ pub async fn rebuild(config: &Config, into: Option<&Path>) -> Result<Report, Reb
             .entry(envelope.event_type.as_str())
             .or_default() += 1;
         let outcome = pipeline.accept_unlogged(vec![envelope])?;
-        summary.duplicates += outcome.duplicates;
+        summary.duplicates += outcome.duplicates.len();
         if outcome.flush_due {
             summary.add_flush(pipeline.flush(FlushReason::Replay).await?);
         }

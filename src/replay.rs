@@ -157,7 +157,7 @@ async fn read_all(
                         *summary.by_type.entry(e.event_type.as_str()).or_default() += 1;
                     }
                     let outcome = pipeline.accept_unlogged(events)?;
-                    summary.duplicates += outcome.duplicates;
+                    summary.duplicates += outcome.duplicates.len();
                     if outcome.flush_due {
                         // Once the flush in progress has published its files, only its commit
                         // is left, on one core: the next batch is flattened meanwhile.

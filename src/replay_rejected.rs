@@ -124,7 +124,7 @@ pub async fn replay_rejected(
                         .or_default() += 1;
                 }
                 let outcome = pipeline.accept_replayed(events, id)?;
-                out.summary.duplicates += outcome.duplicates;
+                out.summary.duplicates += outcome.duplicates.len();
                 out.replayed += 1;
                 if outcome.flush_due {
                     flush(&pipeline, &mut out.summary).await?;

@@ -55,18 +55,8 @@ pub(super) fn flatten(head: &Head, kind: EventType, obj: &Object<'_>, out: &mut 
     row.canceler_name = event.string("canceler_name", &mut notes);
     row.location = event.string("location", &mut notes);
     // The invitee-local slot is the same instant in the invitee's offset: a duplicate when equal.
-    for (key, same_as) in [
-        ("invitee_start_time", row.start_at),
-        ("invitee_end_time", row.end_at),
-    ] {
-        let value = event
-            .peek(key)
-            .and_then(Json::as_str)
-            .and_then(super::reader::parse_timestamp);
-        if value.is_some() && value == same_as {
-            event.skip(key);
-        }
-    }
+    skip_if_same_instant(&mut event, "invitee_start_time", row.start_at);
+    skip_if_same_instant(&mut event, "invitee_end_time", row.end_at);
     for key in PRETTY_TIMES {
         event.skip(key);
     }
@@ -172,16 +162,25 @@ fn first_timestamp(o: &mut Obj<'_, '_>, keys: &[&str], notes: &mut Notes) -> Opt
             found = o.timestamp(key, notes);
             continue;
         }
-        let duplicate = match o.peek(key) {
-            Some(Json::Null) => true,
-            Some(v) => v.as_str().and_then(super::reader::parse_timestamp) == found,
-            None => false,
-        };
-        if duplicate {
+        if matches!(o.peek(key), Some(Json::Null)) {
             o.skip(key);
+        } else {
+            skip_if_same_instant(o, key, found);
         }
     }
     found
+}
+
+/// Marks `key` read when it names `instant` (the same time, in any offset): a duplicate. A key
+/// naming another time stays unread, so it is kept in `extras`.
+fn skip_if_same_instant(o: &mut Obj<'_, '_>, key: &str, instant: Option<Micros>) {
+    let named = o
+        .peek(key)
+        .and_then(Json::as_str)
+        .and_then(super::reader::parse_timestamp);
+    if named.is_some() && named == instant {
+        o.skip(key);
+    }
 }
 
 /// Name and email of the assignee marked `primary`, else of the first one.

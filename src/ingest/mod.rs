@@ -349,7 +349,7 @@ async fn ingest(
         })?;
     for (position, [event_type, contact_id, updated_attributes]) in described.iter().enumerate() {
         let event_id = event_ids[position].as_str();
-        if outcome.duplicate_positions.contains(&position) {
+        if outcome.duplicates.contains(&position) {
             tracing::debug!(event_id, event_type, contact_id, "duplicate event skipped");
         } else {
             tracing::debug!(
@@ -363,7 +363,7 @@ async fn ingest(
     }
     Ok(Ack {
         accepted: outcome.accepted,
-        duplicates: outcome.duplicates,
+        duplicates: outcome.duplicates.len(),
         event_ids,
     })
 }

@@ -87,8 +87,8 @@ const NO_DICTIONARY: &[(&str, &str)] = &[
 /// Columns of JSON text or raw request data, written without statistics in every table that
 /// has them: no query filters on their order, so their minimum and maximum prune nothing, and
 /// computing them compared every value with the smallest and largest so far (JSON objects share
-/// long prefixes). Without them, the parquet crate's encoding of `raw_events` took 0.70 -> 0.65
-/// µs per event (docs/benchmarks.md, eleventh session).
+/// long prefixes). Without them, the parquet crate's encoding of `raw_events` took 0.71-0.72 ->
+/// 0.67-0.69 µs per event (docs/benchmarks.md, eleventh session).
 pub const NO_STATISTICS: &[&str] = &[
     "payload",
     "extras",

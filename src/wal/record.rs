@@ -29,6 +29,10 @@ use crate::event::EventType;
 pub const HEADER_LEN: usize = 16;
 /// Largest payload a record may carry (64 MiB); a larger length in a header means corruption.
 pub const MAX_PAYLOAD: usize = 64 * 1024 * 1024;
+/// Bytes an [`Entry`]'s payload holds before its path: receive time, URL kind, path length.
+const ENTRY_HEAD: usize = 8 + 1 + 2;
+/// Largest request body an [`Entry`] can log whatever its path (which is cut at 64 KiB).
+pub const MAX_ENTRY_BODY: usize = MAX_PAYLOAD - ENTRY_HEAD - u16::MAX as usize;
 
 /// One logged request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,7 +48,7 @@ impl Entry {
     pub fn encode(&self) -> Vec<u8> {
         let path = self.source_path.as_bytes();
         let path = &path[..path.len().min(u16::MAX as usize)];
-        let mut out = Vec::with_capacity(11 + path.len() + self.body.len());
+        let mut out = Vec::with_capacity(ENTRY_HEAD + path.len() + self.body.len());
         out.extend_from_slice(&self.received_at_us.to_le_bytes());
         let kind = match self.url_kind {
             None => 0u8,
@@ -69,11 +73,12 @@ impl Entry {
             0 => None,
             k => Some(*EventType::ALL.get(k as usize - 1)?),
         };
-        let path_len = u16::from_le_bytes(payload.get(9..11)?.try_into().ok()?) as usize;
-        let source_path = std::str::from_utf8(payload.get(11..11 + path_len)?)
+        let path_len = u16::from_le_bytes(payload.get(9..ENTRY_HEAD)?.try_into().ok()?) as usize;
+        let path_end = ENTRY_HEAD + path_len;
+        let source_path = std::str::from_utf8(payload.get(ENTRY_HEAD..path_end)?)
             .ok()?
             .to_string();
-        let body = payload.get(11 + path_len..)?.to_vec();
+        let body = payload.get(path_end..)?.to_vec();
         Some(Entry {
             received_at_us,
             url_kind,
