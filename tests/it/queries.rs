@@ -440,6 +440,14 @@ fn project(rows: &[Value], columns: &[&str]) -> Vec<Value> {
         .collect()
 }
 
+/// The overall row (every host, every campaign) of `show_rate` on the lake at `dir`.
+fn show_rate_overall(dir: &Path) -> Vec<Value> {
+    hooklake_query(dir, "show_rate", &[])
+        .into_iter()
+        .filter(|r| r["host"] == "(all)" && r["campaign"] == "(all)")
+        .collect()
+}
+
 #[test]
 fn a_touch_takes_its_source_and_campaign_from_one_snapshot() {
     // Contact 1 sent a first touch without a campaign, then a last touch with one, then one
@@ -537,11 +545,7 @@ fn a_cancellation_stands_unless_a_booking_was_made_after_it() {
             ('r3', 'call_rescheduled', 'c3', '2026-03-02 08:00:00+00', '2026-03-01 10:00:00+00', NULL, '2026-03-04 15:00:00+00')
          ) AS v(event_id, event_type, call_id, event_time, booked_at, canceled_at, start_at)",
     )]);
-    let rows = hooklake_query(lake.path(), "show_rate", &[]);
-    let overall: Vec<Value> = rows
-        .into_iter()
-        .filter(|r| r["host"] == "(all)" && r["campaign"] == "(all)")
-        .collect();
+    let overall = show_rate_overall(lake.path());
     let columns = [
         "booked",
         "cancelled",
@@ -573,11 +577,7 @@ fn the_no_show_window_runs_from_the_end_of_the_latest_slot() {
             ('r5', 'call_rescheduled', 'k5', now() - INTERVAL 9 DAY, now() - INTERVAL 4 HOUR, now() - INTERVAL 2 HOUR)
          ) AS v(event_id, event_type, call_id, event_time, start_at, end_at)",
     )]);
-    let rows = hooklake_query(lake.path(), "show_rate", &[]);
-    let overall: Vec<Value> = rows
-        .into_iter()
-        .filter(|r| r["host"] == "(all)" && r["campaign"] == "(all)")
-        .collect();
+    let overall = show_rate_overall(lake.path());
     assert_rows(
         "show_rate",
         &project(&overall, &["booked", "rescheduled", "no_shows", "pending"]),
