@@ -267,20 +267,18 @@ fn read_input(
     if !one_line_document && first.trim_start().starts_with('[') {
         stream_array(first, reader, &source_path, limits, &send)?;
     } else if !one_line_document && first.trim_start().starts_with('{') {
-        let mut text = first;
-        reader.read_to_string(&mut text)?;
-        if serde_json::from_str::<&RawValue>(text.trim()).is_ok() {
-            // One object spread over lines.
-            send(body_item(text.as_bytes(), &source_path, limits, || {
-                format!("line {line_no}")
-            }));
+        let mut second = String::new();
+        reader.read_line(&mut second)?;
+        if serde_json::from_str::<&RawValue>(second.trim()).is_ok() {
+            // NDJSON whose first line is broken: streamed line by line, as any NDJSON, rather
+            // than read whole into memory.
+            let rest = std::io::Cursor::new(second).chain(reader);
+            ndjson(first, line_no, rest, &source_path, limits, &send)?;
         } else {
-            // Not one document either: NDJSON whose first line is broken. Each line is a body
-            // of its own, so one bad line does not take the rest of the file with it.
-            let mut lines = std::io::Cursor::new(text);
-            let mut first = String::new();
-            lines.read_line(&mut first)?;
-            ndjson(first, line_no, lines, &source_path, limits, &send)?;
+            let mut text = first;
+            text.push_str(&second);
+            reader.read_to_string(&mut text)?;
+            whole_or_lines(text, line_no, &source_path, limits, &send)?;
         }
     } else {
         ndjson(first, line_no, reader, &source_path, limits, &send)?;
@@ -288,6 +286,28 @@ fn read_input(
     batcher.borrow_mut().flush();
     progress.finish_and_clear();
     Ok(())
+}
+
+/// A text starting with `{` that is not NDJSON: one object spread over lines, else lines that
+/// are not whole documents, each a body of its own (so one bad line does not take the rest of
+/// the file with it).
+fn whole_or_lines(
+    text: String,
+    line_no: usize,
+    source_path: &str,
+    limits: BodyLimits,
+    send: &dyn Fn(Item) -> bool,
+) -> std::io::Result<()> {
+    if serde_json::from_str::<&RawValue>(text.trim()).is_ok() {
+        send(body_item(text.as_bytes(), source_path, limits, || {
+            format!("line {line_no}")
+        }));
+        return Ok(());
+    }
+    let mut lines = std::io::Cursor::new(text);
+    let mut first = String::new();
+    lines.read_line(&mut first)?;
+    ndjson(first, line_no, lines, source_path, limits, send)
 }
 
 /// Sends each non-blank line as a body, from `first` (line number `line_no`) on.

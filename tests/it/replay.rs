@@ -159,6 +159,23 @@ fn a_broken_first_line_does_not_take_the_rest_of_the_file_with_it() {
         summary.contains("export.ndjson:line 1: body is not valid JSON"),
         "{summary}"
     );
+    // The second line broken too: still each line on its own, numbered as in the file.
+    let input = dir.path().join("twice.ndjson");
+    let lines = [
+        r#"{"id": 2, "previewId": "cut"#.to_string(),
+        r#"{"id": 3"#.to_string(),
+        fixture_object("call_scheduled.json"),
+    ];
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let (code, summary) = replay(&lake, &[input.to_str().unwrap()], None);
+    assert_eq!(code, 3, "{summary}");
+    assert!(summary.contains("events accepted: 1"), "{summary}");
+    for line in [1, 2] {
+        assert!(
+            summary.contains(&format!("twice.ndjson:line {line}: body is not valid JSON")),
+            "{summary}"
+        );
+    }
 }
 
 #[test]
