@@ -269,16 +269,16 @@ mod tests {
             assert_eq!(preview_id_from_url(url).as_deref(), expected, "{url}");
         };
         check(
-            "https://app.example.com/preview?preview=contact_Qm7vT2xLp9aZ",
-            Some("contact_Qm7vT2xLp9aZ"),
+            "https://app.example.com/preview?preview=contact_Vb3nK8wQe2Rt",
+            Some("contact_Vb3nK8wQe2Rt"),
         );
         check(
             "https://app.example.com/x?a=1&previewId=contact_a-b_c",
             Some("contact_a-b_c"),
         );
         check(
-            "https://app.example.com/contacts/contact_Lp4fY9c_Ts2W",
-            Some("contact_Lp4fY9c_Ts2W"),
+            "https://app.example.com/contacts/contact_Rt6uW1eYo4Ps",
+            Some("contact_Rt6uW1eYo4Ps"),
         );
         check("https://app.example.com/contacts/42", None);
     }

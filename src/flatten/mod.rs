@@ -314,10 +314,14 @@ mod tests {
         }
     }
 
+    /// The repository's sample payloads (`examples/payloads/`), one JSON array per file.
+    pub(crate) fn payloads_dir() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/payloads")
+    }
+
+    /// The object inside a sample payload, as compact JSON text.
     fn fixture(name: &str) -> String {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/fixtures/iclosed")
-            .join(name);
+        let path = payloads_dir().join(name);
         let text =
             std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let value: serde_json::Value = serde_json::from_str(&text).unwrap();
@@ -328,14 +332,14 @@ mod tests {
     fn contact_fixture_maps_every_key() {
         let t = flatten(&[envelope(&fixture("contact_created.json"), None)]);
         let row = &t.contact_events[0];
-        assert_eq!(row.contact_id, Some(48213));
+        assert_eq!(row.contact_id, Some(73051));
         assert_eq!(
             row.first_utm_campaign.as_deref(),
-            Some("brand_search_q1_2026")
+            Some("coaching_search_jan_2026")
         );
         assert_eq!(
             row.latest_call_host_name.as_deref(),
-            Some("Devon Achterberg")
+            Some("Oluwaseun Brandt")
         );
         assert_eq!(row.updated_attributes, None);
         assert_eq!(row.disqualifying_group.as_deref(), Some("[]"));
@@ -365,24 +369,22 @@ mod tests {
         assert_eq!(row.canceled, Some(true));
         assert_eq!(
             row.invitee_preview_id.as_deref(),
-            Some("contact_Lp4fY9c_Ts2W")
+            Some("contact_Rt6uW1eYo4Ps")
         );
         assert_eq!(
             row.host_email.as_deref(),
-            Some("priya.halvorsen@example.com")
+            Some("kwame.osei@example.com")
         );
         assert_eq!(row.event_time, row.canceled_at.unwrap());
         assert_eq!(row.extras, None);
-        assert_eq!(row.duration_min, Some(20));
+        assert_eq!(row.duration_min, Some(30));
         assert_eq!(row.event_type_owner_type.as_deref(), Some("setter"));
     }
 
     #[test]
     fn every_fixture_maps_without_extras_or_parse_errors() {
-        let dir =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/iclosed");
         let mut seen = 0;
-        for entry in std::fs::read_dir(dir).unwrap() {
+        for entry in std::fs::read_dir(payloads_dir()).unwrap() {
             let name = entry.unwrap().file_name().into_string().unwrap();
             if !name.ends_with(".json") {
                 continue;

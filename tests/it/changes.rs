@@ -23,7 +23,7 @@ fn journey() -> Vec<String> {
         o.insert("firstName".into(), json!("Ada"));
         o.insert("lastName".into(), json!("Kowalczyk"));
         o.insert("email".into(), json!("ada@example.com"));
-        o.insert("updatedAt".into(), json!("2026-04-11T09:44:00.000Z"));
+        o.insert("updatedAt".into(), json!("2026-04-23T07:15:00.000Z"));
         let qa = o["questionsAndAnswers"].as_object_mut().unwrap();
         qa.insert("2_question".into(), json!("Email Address"));
         qa.insert("2_response".into(), json!("ada@example.com"));
@@ -42,14 +42,14 @@ fn journey() -> Vec<String> {
     };
     let e3 = step(&|o| {
         qualified(o);
-        o.insert("updatedAt".into(), json!("2026-04-11T09:47:30.000Z"));
+        o.insert("updatedAt".into(), json!("2026-04-23T07:19:30.000Z"));
         o.insert("updatedAttributes".into(), json!(["status"]));
     });
     let e4 = step(&|o| {
         qualified(o);
         o.insert("email".into(), json!("ada.k@example.com"));
         o.insert("phoneNumber".into(), json!("+447700900999"));
-        o.insert("updatedAt".into(), json!("2026-04-11T10:05:00.000Z"));
+        o.insert("updatedAt".into(), json!("2026-04-23T07:37:00.000Z"));
         o.insert("updatedAttributes".into(), json!(["email"]));
     });
     let e5 = step(&|o| {
@@ -58,7 +58,7 @@ fn journey() -> Vec<String> {
         o.insert("phoneNumber".into(), json!("+447700900999"));
         o.insert("hookType".into(), json!("Contact by status"));
         o.insert("status".into(), json!("STRATEGY_CALL_BOOKED"));
-        o.insert("updatedAt".into(), json!("2026-04-11T11:00:00.000Z"));
+        o.insert("updatedAt".into(), json!("2026-04-23T08:32:00.000Z"));
         o.insert("updatedAttributes".into(), json!(["status"]));
     });
     [e1, e2, e3, e4, e5].iter().map(Value::to_string).collect()
@@ -102,17 +102,17 @@ async fn a_journey_in_order_gives_every_transition_and_change() {
         rows(&lake, TRANSITIONS),
         json!([
             {"event_id": e1, "event_type": "contact_created", "from_status": null, "to_status": "POTENTIAL",
-             "transitioned_at": "2026-04-11 09:41:03.006+00", "seconds_in_from_status": null,
-             "first_utm_source": "linkedin", "first_utm_campaign": null, "utm_source": "linkedin",
+             "transitioned_at": "2026-04-23 07:12:45.38+00", "seconds_in_from_status": null,
+             "first_utm_source": "tiktok", "first_utm_campaign": null, "utm_source": "tiktok",
              "utm_campaign": null, "late": false},
             {"event_id": e3, "event_type": "contact_updated", "from_status": "POTENTIAL", "to_status": "QUALIFIED",
-             "transitioned_at": "2026-04-11 09:47:30+00", "seconds_in_from_status": 386.994,
-             "first_utm_source": "linkedin", "first_utm_campaign": null, "utm_source": "linkedin",
+             "transitioned_at": "2026-04-23 07:19:30+00", "seconds_in_from_status": 404.62,
+             "first_utm_source": "tiktok", "first_utm_campaign": null, "utm_source": "tiktok",
              "utm_campaign": "spring_promo", "late": false},
             {"event_id": e5, "event_type": "contact_status", "from_status": "QUALIFIED",
-             "to_status": "STRATEGY_CALL_BOOKED", "transitioned_at": "2026-04-11 11:00:00+00",
-             "seconds_in_from_status": 4350.0, "first_utm_source": "linkedin", "first_utm_campaign": null,
-             "utm_source": "linkedin", "utm_campaign": "spring_promo", "late": false}
+             "to_status": "STRATEGY_CALL_BOOKED", "transitioned_at": "2026-04-23 08:32:00+00",
+             "seconds_in_from_status": 4350.0, "first_utm_source": "tiktok", "first_utm_campaign": null,
+             "utm_source": "tiktok", "utm_campaign": "spring_promo", "late": false}
         ])
     );
     assert_eq!(
@@ -132,7 +132,7 @@ async fn a_journey_in_order_gives_every_transition_and_change() {
              "reported": false, "detected": true, "late": false},
             {"event_id": e4, "attribute": "email", "old_value": "ada@example.com", "new_value": "ada.k@example.com",
              "reported": true, "detected": true, "late": false},
-            {"event_id": e4, "attribute": "phone_number", "old_value": "+447700900318",
+            {"event_id": e4, "attribute": "phone_number", "old_value": "+447700900526",
              "new_value": "+447700900999", "reported": false, "detected": true, "late": false},
             {"event_id": e5, "attribute": "status", "old_value": "QUALIFIED", "new_value": "STRATEGY_CALL_BOOKED",
              "reported": true, "detected": true, "late": false}
@@ -141,11 +141,11 @@ async fn a_journey_in_order_gives_every_transition_and_change() {
     assert_eq!(
         history(&lake),
         json!([
-            {"contact_id": 48377, "status": "POTENTIAL", "started_at": "2026-04-11 09:41:03.006+00",
-             "ended_at": "2026-04-11 09:47:30+00", "seconds": 386.994},
-            {"contact_id": 48377, "status": "QUALIFIED", "started_at": "2026-04-11 09:47:30+00",
-             "ended_at": "2026-04-11 11:00:00+00", "seconds": 4350.0},
-            {"contact_id": 48377, "status": "STRATEGY_CALL_BOOKED", "started_at": "2026-04-11 11:00:00+00",
+            {"contact_id": 73190, "status": "POTENTIAL", "started_at": "2026-04-23 07:12:45.38+00",
+             "ended_at": "2026-04-23 07:19:30+00", "seconds": 404.62},
+            {"contact_id": 73190, "status": "QUALIFIED", "started_at": "2026-04-23 07:19:30+00",
+             "ended_at": "2026-04-23 08:32:00+00", "seconds": 4350.0},
+            {"contact_id": 73190, "status": "STRATEGY_CALL_BOOKED", "started_at": "2026-04-23 08:32:00+00",
              "ended_at": null, "seconds": null}
         ])
     );
@@ -224,7 +224,7 @@ async fn a_partial_update_is_completed_from_the_contact_state() {
         deliver(&lake, &body).await;
     }
     lake.flush().await;
-    let partial = json!({"id": 48377, "updatedAt": "2026-04-11T12:00:00.000Z", "status": "QUALIFIED",
+    let partial = json!({"id": 73190, "updatedAt": "2026-04-23T09:32:00.000Z", "status": "QUALIFIED",
                          "updatedAttributes": ["status"], "hookType": "Contact updated"});
     let (id, _) = deliver(&lake, &partial.to_string()).await;
     lake.flush().await;
@@ -282,9 +282,9 @@ async fn a_partial_update_is_completed_from_the_contact_state() {
     assert_eq!(
         row,
         json!([{"first_name": "Ada", "last_name": "Kowalczyk", "email": "ada.k@example.com",
-                "phone_number": "+447700900999", "preview_id": "contact_x8_RbN0wKe4J", "time_zone": "Europe/London",
-                "utm_campaign": "spring_promo", "first_utm_source": "linkedin",
-                "booking_event_name": "Intro Discovery Call", "status": "QUALIFIED", "missing": missing}])
+                "phone_number": "+447700900999", "preview_id": "contact_Hd9-pL2sXc0N", "time_zone": "Europe/London",
+                "utm_campaign": "spring_promo", "first_utm_source": "tiktok",
+                "booking_event_name": "Discovery Chat", "status": "QUALIFIED", "missing": missing}])
     );
     // Only the status changed; nothing absent is reported as changed.
     let changes = rows(
@@ -328,10 +328,10 @@ async fn a_partial_update_delivered_before_its_predecessor_carries_the_right_sna
         deliver(&lake, body).await;
     }
     lake.flush().await;
-    let partial = json!({"id": 48377, "updatedAt": "2026-04-11T10:30:00.000Z", "status": "QUALIFIED",
+    let partial = json!({"id": 73190, "updatedAt": "2026-04-23T08:02:00.000Z", "status": "QUALIFIED",
                          "updatedAttributes": [], "hookType": "Contact updated"});
     let (id, _) = deliver(&lake, &partial.to_string()).await;
-    deliver(&lake, &bodies[3]).await; // e4 (10:05) changed the email and the phone
+    deliver(&lake, &bodies[3]).await; // e4 (07:37) changed the email and the phone
     lake.flush().await;
     let row = rows(
         &lake,

@@ -104,38 +104,38 @@ async fn contact_created_columns() {
         Value::Object(rows[0].clone()),
         json!({
             "event_id": id, "event_type": "contact_created",
-            "event_time": "2026-03-04 14:09:55.061+00",
-            "contact_id": 48213, "account_id": 622, "user_id": 1907,
-            "preview_id": "contact_Qm7vT2xLp9aZ", "first_name": "Marisol", "last_name": "Okonkwo-Reyes",
-            "email": "marisol.or@example.com", "phone_number": "+15125550147",
+            "event_time": "2026-02-17 16:24:31.275+00",
+            "contact_id": 73051, "account_id": 418, "user_id": 3306,
+            "preview_id": "contact_Vb3nK8wQe2Rt", "first_name": "Beatriz", "last_name": "Castellanos-Whyte",
+            "email": "beatriz.cw@example.com", "phone_number": "+13035550182",
             "secondary_email": null, "secondary_phone_number": null, "status": "QUALIFIED",
-            "created_at": "2026-03-04 14:07:12.418+00", "updated_at": "2026-03-04 14:09:55.061+00",
-            "joined_time": "2026-03-04 14:07:12.418+00", "time_zone": "America/Chicago",
-            "country": "US", "ip_address": "203.0.113.42",
-            "booking_event_id": 3318, "booking_event_name": "Growth Strategy Session",
+            "created_at": "2026-02-17 16:21:48.903+00", "updated_at": "2026-02-17 16:24:31.275+00",
+            "joined_time": "2026-02-17 16:21:48.903+00", "time_zone": "America/Denver",
+            "country": "US", "ip_address": "192.0.2.118",
+            "booking_event_id": 5204, "booking_event_name": "Scale Your Practice Call",
             "booking_event_type": "STRATEGY_EVENT",
-            "booking_event_link_prefix": "northwind-studio/growth-strategy-session",
-            "booking_event_color": "#3B82F6",
-            "utm_source": "facebook", "utm_medium": "paid_social", "utm_campaign": "spring_webinar_2026",
-            "utm_term": null, "utm_content": "carousel_v3",
-            "first_utm_source": "google", "first_utm_medium": "cpc",
-            "first_utm_campaign": "brand_search_q1_2026", "first_utm_term": "northwind studio",
+            "booking_event_link_prefix": "harbourline-coaching/scale-your-practice",
+            "booking_event_color": "#8B5CF6",
+            "utm_source": "instagram", "utm_medium": "paid_social", "utm_campaign": "winter_masterclass_2026",
+            "utm_term": null, "utm_content": "reel_b2",
+            "first_utm_source": "bing", "first_utm_medium": "cpc",
+            "first_utm_campaign": "coaching_search_jan_2026", "first_utm_term": "business coach denver",
             "first_utm_content": null,
-            "latest_call_at": "2026-03-06 16:30:00+00", "latest_call_duration_min": 45,
-            "latest_call_host_id": 1907, "latest_call_host_name": "Devon Achterberg",
-            "latest_call_host_email": "devon.achterberg@example.com",
+            "latest_call_at": "2026-02-20 17:00:00+00", "latest_call_duration_min": 60,
+            "latest_call_host_id": 3306, "latest_call_host_name": "Oluwaseun Brandt",
+            "latest_call_host_email": "oluwaseun.brandt@example.com",
             "updated_attributes": null, "disqualifying_group": "[]", "hook_type": "Contact created",
-            "extras": null, "parse_errors": [], "missing_fields": [], "quality_flags": [], "date": "2026-03-04"
+            "extras": null, "parse_errors": [], "missing_fields": [], "quality_flags": [], "date": "2026-02-17"
         })
     );
     let params = lake.query("select position, key, value, contact_id, event_time from {tracking_params} order by position");
     assert_eq!(
         Value::Array(params.into_iter().map(Value::Object).collect()),
         json!([
-            {"position": 1, "key": "fbclid", "value": "IwAR2synthExampleClickId7f3k", "contact_id": 48213,
-             "event_time": "2026-03-04 14:09:55.061+00"},
-            {"position": 2, "key": "landing_page", "value": "/apply", "contact_id": 48213,
-             "event_time": "2026-03-04 14:09:55.061+00"}
+            {"position": 1, "key": "fbclid", "value": "PAZXh0bgDemoClickId41q", "contact_id": 73051,
+             "event_time": "2026-02-17 16:24:31.275+00"},
+            {"position": 2, "key": "landing_page", "value": "/book-a-call", "contact_id": 73051,
+             "event_time": "2026-02-17 16:24:31.275+00"}
         ])
     );
     let answers =
@@ -143,11 +143,11 @@ async fn contact_created_columns() {
     assert_eq!(
         Value::Array(answers.into_iter().map(Value::Object).collect()),
         json!([
-            {"position": 1, "question": "Phone Number", "response": "+15125550147"},
-            {"position": 2, "question": "Email Address", "response": "marisol.or@example.com"},
-            {"position": 3, "question": "Full Name", "response": "Marisol Okonkwo-Reyes"},
-            {"position": 4, "question": "What is your monthly marketing budget?", "response": "$5k - $10k"},
-            {"position": 5, "question": "How soon do you want to start?", "response": "Within 30 days"}
+            {"position": 1, "question": "Phone Number", "response": "+13035550182"},
+            {"position": 2, "question": "Email Address", "response": "beatriz.cw@example.com"},
+            {"position": 3, "question": "Full Name", "response": "Beatriz Castellanos-Whyte"},
+            {"position": 4, "question": "How many clients do you coach today?", "response": "10 - 25"},
+            {"position": 5, "question": "When would you like to begin?", "response": "Next month"}
         ])
     );
 }
@@ -175,19 +175,19 @@ async fn contact_updated_columns() {
     assert_eq!(
         Value::Array(rows.into_iter().map(Value::Object).collect()),
         json!([
-            {"contact_id": 48213, "status": "QUALIFIED",
+            {"contact_id": 73051, "status": "QUALIFIED",
              "updated_attributes": ["firstName", "email", "phoneNumber", "secondary_email", "secondary_phoneNumber", "tracking"],
-             "disqualifying_group": "[]", "secondary_email": "marisol.or@example.com",
-             "secondary_phone_number": "+15125550147", "utm_campaign": "march_roundup_2026",
-             "latest_call_at": "2026-03-12 19:00:00+00", "date": "2026-03-09"},
-            {"contact_id": 48530, "status": "DISQUALIFIED", "updated_attributes": ["status"],
-             "disqualifying_group": r#"[{"logic":"OR","statements":[{"operator":"IS","question":"What is your monthly marketing budget?","value":"Under $1k"}]}]"#,
-             "secondary_email": null, "secondary_phone_number": null, "utm_campaign": "case_study_series",
-             "latest_call_at": null, "date": "2026-05-19"}
+             "disqualifying_group": "[]", "secondary_email": "beatriz.cw@example.com",
+             "secondary_phone_number": "+13035550182", "utm_campaign": "february_digest_2026",
+             "latest_call_at": "2026-03-10 16:30:00+00", "date": "2026-03-03"},
+            {"contact_id": 73342, "status": "DISQUALIFIED", "updated_attributes": ["status"],
+             "disqualifying_group": r#"[{"logic":"OR","statements":[{"operator":"IS","question":"How many clients do you coach today?","value":"None yet"}]}]"#,
+             "secondary_email": null, "secondary_phone_number": null, "utm_campaign": "founders_hour",
+             "latest_call_at": null, "date": "2026-05-27"}
         ])
     );
-    let params = lake.query("select list(key order by position) as keys from {tracking_params} where contact_id = 48213");
-    assert_eq!(scalar(&params), json!(["fbclid", "gclid", "ref"]));
+    let params = lake.query("select list(key order by position) as keys from {tracking_params} where contact_id = 73051");
+    assert_eq!(scalar(&params), json!(["fbclid", "gclid", "affiliate"]));
 }
 
 #[tokio::test]
@@ -205,24 +205,24 @@ async fn call_columns() {
         Value::Object(rows[0].clone()),
         json!({
             "event_id": moved, "event_type": "call_rescheduled",
-            "call_id": "918305", "call_type": "STRATEGY_CALL", "event_type_id": "7741",
-            "event_type_name": "Growth Strategy Session", "event_type_slug": "growth-strategy-session",
+            "call_id": "704219", "call_type": "STRATEGY_CALL", "event_type_id": "6120",
+            "event_type_name": "Scale Your Practice Call", "event_type_slug": "scale-your-practice",
             "event_type_kind": "Round Robin", "event_type_category": "STRATEGY_EVENT",
             "event_type_owner_type": "closer",
-            "start_at": "2026-03-12 19:00:00+00", "end_at": "2026-03-12 19:45:00+00",
-            "old_start_at": "2026-03-06 16:30:00+00", "previous_start_at": "2026-03-06 16:30:00+00",
-            "slot_start_at": "2026-03-12 19:00:00+00", "booked_at": "2026-03-04 14:09:55+00",
-            "duration_min": 45, "canceled": false, "canceled_at": null, "cancel_reason": null,
-            "canceler_name": null, "reschedule_reason": "Travelling that week, next Thursday works better",
-            "is_reschedule": true, "invitee_id": "552108", "invitee_email": "marisol.or@example.com",
-            "invitee_name": "Marisol Okonkwo-Reyes", "invitee_phone": "+15125550147",
-            "invitee_preview_id": "contact_Qm7vT2xLp9aZ",
-            "host_name": "Rafaela Moncrieff", "host_email": "rafaela.moncrieff@example.com",
-            "setter_name": "Priya Halvorsen", "setter_email": "priya.halvorsen@example.com",
-            "location": "https://meet.example.com/nws-7710-pzr",
-            "answers": r#"{"1_question":"Phone Number","1_response":"+15125550147","2_question":"Email Address","2_response":"marisol.or@example.com","3_question":"What is your monthly marketing budget?","3_response":"$5k - $10k"}"#,
-            "utm_source": "facebook", "utm_medium": "paid_social", "utm_campaign": "spring_webinar_2026",
-            "utm_term": null, "utm_content": "carousel_v3", "hook_type": "Call rescheduled",
+            "start_at": "2026-03-10 16:30:00+00", "end_at": "2026-03-10 17:30:00+00",
+            "old_start_at": "2026-02-20 17:00:00+00", "previous_start_at": "2026-02-20 17:00:00+00",
+            "slot_start_at": "2026-03-10 16:30:00+00", "booked_at": "2026-02-17 16:24:31+00",
+            "duration_min": 60, "canceled": false, "canceled_at": null, "cancel_reason": null,
+            "canceler_name": null, "reschedule_reason": "A client workshop moved onto that morning",
+            "is_reschedule": true, "invitee_id": "631877", "invitee_email": "beatriz.cw@example.com",
+            "invitee_name": "Beatriz Castellanos-Whyte", "invitee_phone": "+13035550182",
+            "invitee_preview_id": "contact_Vb3nK8wQe2Rt",
+            "host_name": "Ines Faulkner", "host_email": "ines.faulkner@example.com",
+            "setter_name": "Kwame Osei", "setter_email": "kwame.osei@example.com",
+            "location": "https://meet.example.com/hlc-5731-dre",
+            "answers": r#"{"1_question":"Phone Number","1_response":"+13035550182","2_question":"Email Address","2_response":"beatriz.cw@example.com","3_question":"How many clients do you coach today?","3_response":"10 - 25"}"#,
+            "utm_source": "instagram", "utm_medium": "paid_social", "utm_campaign": "winter_masterclass_2026",
+            "utm_term": null, "utm_content": "reel_b2", "hook_type": "Call rescheduled",
             "extras": null, "parse_errors": [], "at_receipt": true
         })
     );
@@ -234,15 +234,15 @@ async fn call_columns() {
     assert_eq!(
         Value::Array(rows.into_iter().map(Value::Object).collect()),
         json!([
-            {"event_id": booked, "event_type": "call_booked", "event_time": "2026-03-04 14:09:55+00",
-             "date": "2026-03-04", "call_id": "918305", "start_at": "2026-03-06 16:30:00+00", "canceled": false,
-             "canceled_at": null, "cancel_reason": null, "canceler_name": null, "duration_min": 45,
-             "host_email": "devon.achterberg@example.com"},
-            {"event_id": cancelled, "event_type": "call_cancelled", "event_time": "2026-06-02 13:48:21.307+00",
-             "date": "2026-06-02", "call_id": "921774", "start_at": "2026-06-04 15:00:00+00", "canceled": true,
-             "canceled_at": "2026-06-02 13:48:21.307+00", "cancel_reason": null,
-             "canceler_name": "Aiyana Brightwater", "duration_min": 20,
-             "host_email": "priya.halvorsen@example.com"}
+            {"event_id": booked, "event_type": "call_booked", "event_time": "2026-02-17 16:24:31+00",
+             "date": "2026-02-17", "call_id": "704219", "start_at": "2026-02-20 17:00:00+00", "canceled": false,
+             "canceled_at": null, "cancel_reason": null, "canceler_name": null, "duration_min": 60,
+             "host_email": "oluwaseun.brandt@example.com"},
+            {"event_id": cancelled, "event_type": "call_cancelled", "event_time": "2026-07-12 21:06:53.845+00",
+             "date": "2026-07-12", "call_id": "705562", "start_at": "2026-07-14 18:30:00+00", "canceled": true,
+             "canceled_at": "2026-07-12 21:06:53.845+00", "cancel_reason": null,
+             "canceler_name": "Noor Haddad", "duration_min": 30,
+             "host_email": "kwame.osei@example.com"}
         ])
     );
 }
@@ -264,16 +264,16 @@ async fn outcome_columns() {
     assert_eq!(
         Value::Object(rows[0].clone()),
         json!({
-            "event_id": sale, "event_type": "call_outcome", "event_time": "2026-03-12 19:52:10+00",
-            "outcome_id": 60417, "contact_id": 48213, "contact_email": "marisol.or@example.com",
-            "contact_first_name": "Marisol", "contact_last_name": "Okonkwo-Reyes",
-            "contact_phone_number": "+15125550147", "user_id": 2051, "booking_event_id": 3318,
-            "booking_event_name": "Growth Strategy Session", "call_start_at": "2026-03-12 19:00:00+00",
-            "call_duration_min": 45, "closer_email": "rafaela.moncrieff@example.com", "outcome": "SALE",
-            "no_sale_reason": null, "objection": null, "deal_value": 7500.0, "deal_transaction_type": "SALE",
-            "deal_created_at": "2026-03-12 19:52:10+00", "product_name": "Growth Accelerator Retainer",
-            "notes": "Signed the six-month retainer; kickoff booked for the 23rd.", "transactions": "[]",
-            "hook_type": "Outcome added", "extras": null, "parse_errors": [], "date": "2026-03-12"
+            "event_id": sale, "event_type": "call_outcome", "event_time": "2026-03-10 17:41:06+00",
+            "outcome_id": 88214, "contact_id": 73051, "contact_email": "beatriz.cw@example.com",
+            "contact_first_name": "Beatriz", "contact_last_name": "Castellanos-Whyte",
+            "contact_phone_number": "+13035550182", "user_id": 3391, "booking_event_id": 5204,
+            "booking_event_name": "Scale Your Practice Call", "call_start_at": "2026-03-10 16:30:00+00",
+            "call_duration_min": 60, "closer_email": "ines.faulkner@example.com", "outcome": "SALE",
+            "no_sale_reason": null, "objection": null, "deal_value": 4200.0, "deal_transaction_type": "SALE",
+            "deal_created_at": "2026-03-10 17:41:06+00", "product_name": "Quarterly Coaching Plan",
+            "notes": "Chose the quarterly coaching plan; onboarding call set for Monday.", "transactions": "[]",
+            "hook_type": "Outcome added", "extras": null, "parse_errors": [], "date": "2026-03-10"
         })
     );
     let rows = lake.query(&format!(
@@ -282,7 +282,7 @@ async fn outcome_columns() {
     ));
     assert_eq!(
         Value::Object(rows[0].clone()),
-        json!({"outcome": "NO_SALE", "no_sale_reason": "FOLLOW_UP_SCHEDULE", "objection": "PARTNER",
+        json!({"outcome": "NO_SALE", "no_sale_reason": "FOLLOW_UP_SCHEDULE", "objection": "MONEY",
                "deal_value": null, "deal_created_at": null, "at_receipt": true})
     );
 }
@@ -346,7 +346,7 @@ async fn redelivery_and_reformatting_keep_the_event_id() {
     assert_eq!(reordered["duplicates"], 1);
     assert_eq!(reordered["event_ids"][0], first.as_str());
     // A real change is a different event.
-    let changed = fixture("contact_updated.json").replace("America/Chicago", "America/Denver");
+    let changed = fixture("contact_updated.json").replace("America/Denver", "America/Boise");
     assert_ne!(post_ok(&lake, "/webhooks/iclosed", changed).await, first);
     lake.flush().await;
     // After a flush, a redelivery is still recognised (the id is in the committed index).
@@ -685,7 +685,7 @@ async fn admin_flush_reports_what_it_wrote() {
     let flush_id = report["flush_id"].as_str().unwrap();
     for f in files {
         assert!(
-            f.ends_with(&format!("/date=2026-03-04/part-{flush_id}.parquet")),
+            f.ends_with(&format!("/date=2026-02-17/part-{flush_id}.parquet")),
             "{f}"
         );
         assert!(lake.dir.path().join(f).is_file());

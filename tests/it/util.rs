@@ -18,12 +18,12 @@ use http_body_util::BodyExt;
 use serde_json::{Map, Value};
 use tower::ServiceExt;
 
-/// Directory of the shared iClosed fixtures.
+/// Directory of the repository's sample iClosed payloads (`examples/payloads/`).
 pub fn fixtures_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/iclosed")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/payloads")
 }
 
-/// A fixture file's text (a JSON array with one object).
+/// A sample payload's text (a JSON array with one object).
 pub fn fixture(name: &str) -> String {
     let path = fixtures_dir().join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
