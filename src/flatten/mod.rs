@@ -371,10 +371,7 @@ mod tests {
             row.invitee_preview_id.as_deref(),
             Some("contact_Rt6uW1eYo4Ps")
         );
-        assert_eq!(
-            row.host_email.as_deref(),
-            Some("kwame.osei@example.com")
-        );
+        assert_eq!(row.host_email.as_deref(), Some("kwame.osei@example.com"));
         assert_eq!(row.event_time, row.canceled_at.unwrap());
         assert_eq!(row.extras, None);
         assert_eq!(row.duration_min, Some(30));
