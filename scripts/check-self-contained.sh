@@ -5,8 +5,9 @@
 #   - a relative path whose `../` steps climb above the repository's root, read from the file's
 #     own directory or from the root (where the README's commands and the scripts run); a path
 #     that stays inside when read from the file's directory and names an existing file or
-#     directory there is fine (`include_str!("../queries/x.sql")` in src/);
-#   - any mention of the directory of shared fixtures that once lived beside the repository.
+#     directory there is fine (`include_str!("../queries/views.sql")` in src/);
+#   - any mention of the shared fixtures directory, which sits beside the repository on some
+#     machines and is never in a clone.
 # Usage: scripts/check-self-contained.sh [DIR]   (DIR defaults to this repository)
 # In a git work tree it reads the tracked files; elsewhere every file outside .git/ and target/.
 # Exit status: 0 when nothing refers outside, 1 when something does (or DIR is not a directory).
@@ -67,7 +68,8 @@ findings="$(
         while (match(rest, path)) {
             token = substr(rest, RSTART, RLENGTH)
             rest = substr(rest, RSTART + RLENGTH)
-            # A component holding a variable ($ROOT/../x) is an unknown base: read what follows.
+            # A component holding a variable (such as $ROOT) is an unknown base: what follows it is
+            # read as a relative path.
             while (match(token, /^[^\/]*\$[^\/]*\//)) token = substr(token, RLENGTH + 1)
             here = resolve(token, depth, dir)
             if (here != "" && exists(here)) continue
