@@ -11,5 +11,6 @@ mod queries;
 mod rebuild;
 mod replay;
 mod serve;
+mod standalone;
 mod truth;
 mod util;

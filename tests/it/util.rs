@@ -263,16 +263,33 @@ impl Server {
         env: &[(&str, &str)],
         args: &[&str],
     ) -> Server {
-        let mut child = hooklake_command()
+        let mut command = hooklake_command();
+        command
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(args)
             .env("HOOKLAKE_LOG", "info")
             .env("HOOKLAKE_WAL_SEGMENT_MAX_BYTES", "1048576")
-            .envs(env.iter().copied())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+            .envs(env.iter().copied());
+        Server::spawn(command)
+    }
+
+    /// Starts `hooklake ARGS --listen 127.0.0.1:0` in the directory `cwd`, with the default data
+    /// directory (`./data` there) and no other setting, as a user would start it.
+    pub fn start_in(cwd: &Path, args: &[&str]) -> Server {
+        let mut command = hooklake_command();
+        command
+            .current_dir(cwd)
+            .args(args)
+            .args(["--listen", "127.0.0.1:0"])
+            .env("HOOKLAKE_LOG", "info");
+        Server::spawn(command)
+    }
+
+    /// Spawns `command` (a `serve` that logs at info level at least) and waits until it logs its
+    /// listen address.
+    fn spawn(mut command: Command) -> Server {
+        let mut child = command.stderr(Stdio::piped()).spawn().unwrap();
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         // Reads the log until the listen address shows, then keeps draining it so the child
