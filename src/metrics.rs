@@ -349,6 +349,282 @@ fn escape(label: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
+
+    /// Every sample name `/metrics` shows, with its type, its help text and its label names.
+    const INVENTORY: &[(&str, &str, &[&str], &str)] = &[
+        (
+            "hooklake_requests_total",
+            "counter",
+            &["outcome"],
+            "Webhook requests by outcome (accepted, or the rejection reason).",
+        ),
+        (
+            "hooklake_dead_letters_total",
+            "counter",
+            &["result"],
+            "Authenticated requests refused for their body (4xx), by result: stored in rejected_events, or failed (disk or buffer full, log write failed).",
+        ),
+        (
+            "hooklake_events_accepted_total",
+            "counter",
+            &["event_type"],
+            "Events accepted into the buffer, by event type.",
+        ),
+        (
+            "hooklake_events_duplicate_total",
+            "counter",
+            &["event_type"],
+            "Events answered 200 but not taken (already written or pending), by event type.",
+        ),
+        (
+            "hooklake_parse_errors_total",
+            "counter",
+            &[],
+            "Values that could not be read as their column's type.",
+        ),
+        (
+            "hooklake_connections_refused_total",
+            "counter",
+            &[],
+            "Connections closed at once because max_connections were open.",
+        ),
+        (
+            "hooklake_compactions_total",
+            "counter",
+            &["table"],
+            "Partitions compacted, by table.",
+        ),
+        (
+            "hooklake_compaction_failures_total",
+            "counter",
+            &["table"],
+            "Partitions a compaction pass could not compact (skipped, tried again next pass), by table.",
+        ),
+        (
+            "hooklake_quality_flags_total",
+            "counter",
+            &["flag"],
+            "Contact rows flagged by a data-quality rule, by flag.",
+        ),
+        (
+            "hooklake_recovered_events_total",
+            "counter",
+            &[],
+            "Events put back in the buffer from the write-ahead log at start.",
+        ),
+        (
+            "hooklake_wal_damage_total",
+            "counter",
+            &[],
+            "Damaged places found in the write-ahead log at start (torn tails, corruption).",
+        ),
+        (
+            "hooklake_dedup_purged_total",
+            "counter",
+            &[],
+            "Event ids forgotten because they are older than the dedup window.",
+        ),
+        (
+            "hooklake_flushes_total",
+            "counter",
+            &["result"],
+            "Flushes by result (ok, empty, failed).",
+        ),
+        (
+            "hooklake_flush_triggers_total",
+            "counter",
+            &["trigger"],
+            "Flushes started, by trigger.",
+        ),
+        (
+            "hooklake_rows_written_total",
+            "counter",
+            &["table"],
+            "Rows written to Parquet, by table.",
+        ),
+        (
+            "hooklake_bytes_written_total",
+            "counter",
+            &["table"],
+            "Parquet bytes written, by table.",
+        ),
+        (
+            "hooklake_files_written_total",
+            "counter",
+            &["table"],
+            "Parquet files published, by table.",
+        ),
+        (
+            "hooklake_buffer_events",
+            "gauge",
+            &[],
+            "Events waiting in the buffer.",
+        ),
+        (
+            "hooklake_buffer_bytes",
+            "gauge",
+            &[],
+            "Bytes counted against the buffer bound.",
+        ),
+        (
+            "hooklake_oldest_unflushed_event_age_seconds",
+            "gauge",
+            &[],
+            "Age of the oldest buffered event (0 when empty).",
+        ),
+        (
+            "hooklake_last_flush_timestamp_seconds",
+            "gauge",
+            &[],
+            "Unix time of the last successful flush (0 before the first).",
+        ),
+        (
+            "hooklake_ready",
+            "gauge",
+            &[],
+            "1 when the server accepts events.",
+        ),
+        (
+            "hooklake_wal_bytes",
+            "gauge",
+            &[],
+            "Bytes of the write-ahead log directory on disk (segments are created at full size, zero-filled, plus one prepared spare).",
+        ),
+        (
+            "hooklake_state_store_bytes",
+            "gauge",
+            &[],
+            "Bytes of the state store (dedup index, contact and call states).",
+        ),
+        (
+            "hooklake_dedup_filter_bytes",
+            "gauge",
+            &[],
+            "Bytes of memory of the Bloom filter in front of the dedup index (1.25-2.5 per id in the index).",
+        ),
+        (
+            "hooklake_dedup_ids",
+            "gauge",
+            &[],
+            "Event ids in the dedup index (those received within the dedup window).",
+        ),
+        (
+            "hooklake_dedup_runs",
+            "gauge",
+            &[],
+            "Sorted runs holding the dedup index's merged ids: a lookup the filter cannot answer reads one block of each.",
+        ),
+        (
+            "hooklake_parquet_files",
+            "gauge",
+            &["table"],
+            "Published Parquet files, by table.",
+        ),
+        (
+            "hooklake_partition_files_max",
+            "gauge",
+            &["table"],
+            "Most files in one partition, by table (compaction merges them).",
+        ),
+        (
+            "hooklake_ack_latency_seconds_bucket",
+            "histogram",
+            &["le"],
+            "Time from receiving a webhook request to answering it.",
+        ),
+        (
+            "hooklake_ack_latency_seconds_sum",
+            "histogram",
+            &[],
+            "Time from receiving a webhook request to answering it.",
+        ),
+        (
+            "hooklake_ack_latency_seconds_count",
+            "histogram",
+            &[],
+            "Time from receiving a webhook request to answering it.",
+        ),
+        (
+            "hooklake_flush_duration_seconds_bucket",
+            "histogram",
+            &["le"],
+            "Time a successful flush took, commit included.",
+        ),
+        (
+            "hooklake_flush_duration_seconds_sum",
+            "histogram",
+            &[],
+            "Time a successful flush took, commit included.",
+        ),
+        (
+            "hooklake_flush_duration_seconds_count",
+            "histogram",
+            &[],
+            "Time a successful flush took, commit included.",
+        ),
+    ];
+
+    /// What a text exposition shows: per sample name, the type and help of its family and the
+    /// names of its labels.
+    fn inventory(text: &str) -> BTreeSet<(String, String, Vec<String>, String)> {
+        let (mut kind, mut help) = (String::new(), String::new());
+        let mut found = BTreeSet::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                kind = rest.split_once(' ').unwrap().1.to_string();
+            } else if let Some(rest) = line.strip_prefix("# HELP ") {
+                help = rest.split_once(' ').unwrap().1.to_string();
+            } else if !line.starts_with('#') && !line.is_empty() {
+                let name_end = line.find(['{', ' ']).unwrap();
+                let labels = match line[name_end..].strip_prefix('{') {
+                    Some(rest) => rest[..rest.rfind('}').unwrap()]
+                        .split(',')
+                        .map(|pair| pair.split_once('=').unwrap().0.to_string())
+                        .collect(),
+                    None => Vec::new(),
+                };
+                found.insert((
+                    line[..name_end].to_string(),
+                    kind.clone(),
+                    labels,
+                    help.clone(),
+                ));
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn every_metric_name_type_label_and_help_text_is_shown() {
+        let m = Metrics::default();
+        for (name, _) in COUNTERS {
+            let labelled = INVENTORY
+                .iter()
+                .any(|(n, _, labels, _)| n == name && !labels.is_empty());
+            m.add(name, if labelled { "x" } else { "" }, 1);
+        }
+        m.ack_latency.observe(Duration::from_millis(3));
+        m.flush_duration.observe(Duration::from_millis(300));
+        let text = m.render(Gauges {
+            files: vec![("contact_events", 2, 1)],
+            ..Default::default()
+        });
+        let expected: BTreeSet<_> = INVENTORY
+            .iter()
+            .map(|(name, kind, labels, help)| {
+                let labels = labels.iter().map(|l| l.to_string()).collect();
+                (name.to_string(), kind.to_string(), labels, help.to_string())
+            })
+            .collect();
+        let found = inventory(&text);
+        let missing: Vec<_> = expected.difference(&found).collect();
+        let extra: Vec<_> = found.difference(&expected).collect();
+        assert!(
+            missing.is_empty() && extra.is_empty(),
+            "missing {missing:#?}\nextra {extra:#?}\n{text}"
+        );
+    }
 
     #[test]
     fn renders_counters_and_gauges() {
