@@ -414,7 +414,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
 async fn metrics(State(state): State<AppState>) -> Response {
     let gauges = state.pipeline.gauges(state.ready.load(Ordering::Acquire));
     let text = state.pipeline.metrics().render(gauges);
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
 }
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {
