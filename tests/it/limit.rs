@@ -75,7 +75,11 @@ async fn fifty_thousand_authenticated_deliveries_from_one_address_within_a_minut
     while post_from(&lake.router, ICLOSED, attack, contact(0)).await.0 == StatusCode::UNAUTHORIZED {
         spent += 1;
     }
-    assert_eq!(spent, hooklake::config::DEFAULT_REFUSED_REQUESTS_PER_MINUTE);
+    // At least the budget: it refills (ten a second) while the loop runs.
+    assert!(
+        spent >= hooklake::config::DEFAULT_REFUSED_REQUESTS_PER_MINUTE,
+        "{spent}"
+    );
     let path = format!("/t/{TOKEN}/webhooks/iclosed");
     let started = Instant::now();
     let senders: Vec<_> = (0..CLIENTS)
