@@ -51,7 +51,7 @@ kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
 start_server() { # durability
     port=$((port + 1))
     rm -rf "$data/lake"
-    HOOKLAKE_DURABILITY=$1 HOOKLAKE_LOG=warn HOOKLAKE_RATE_LIMIT_PER_MINUTE=0 "$bin" serve --data-dir "$data/lake" --listen "127.0.0.1:$port" & pids+=($!)
+    HOOKLAKE_DURABILITY=$1 HOOKLAKE_LOG=warn "$bin" serve --data-dir "$data/lake" --listen "127.0.0.1:$port" & pids+=($!)
     wait_port $port
     # The port answering must be this server's, not one left over from an earlier run.
     kill -0 "${pids[-1]}" 2>/dev/null || { echo "the server on port $port did not start" >&2; exit 1; }

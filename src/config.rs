@@ -67,6 +67,13 @@ pub const DEFAULT_KNOWN_STATUSES: &[&str] = &[
     "STRATEGY_CALL_BOOKED",
     "DISCOVERY_CALL_BOOKED",
 ];
+/// Default refused requests per minute an address may send before it gets 429: ten a second,
+/// far more than a misconfigured client needs to see its error, and each may cost a body read.
+pub const DEFAULT_REFUSED_REQUESTS_PER_MINUTE: u32 = 600;
+/// Keys that were renamed, as (former name, name): the former name is still read from files and
+/// `HOOKLAKE_*` variables, as the current one.
+pub const FORMER_KEYS: &[(&str, &str)] =
+    &[("rate_limit_per_minute", "refused_requests_per_minute")];
 /// Default size of a write-ahead log segment (64 MiB).
 pub const DEFAULT_WAL_SEGMENT_MAX_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -152,9 +159,11 @@ pub struct Config {
     /// Most bytes of an authenticated but rejected body kept in `rejected_events`; a longer
     /// body is kept truncated (`body_truncated`, with its original length). 0 keeps no body.
     pub rejected_body_max_bytes: usize,
-    /// Webhook requests one client address may send per minute (bursts up to the same number);
-    /// more get 429 with `Retry-After`. 0 turns the limit off.
-    pub rate_limit_per_minute: u32,
+    /// Refused requests (a 4xx without a valid credential) one client address may send per
+    /// minute, in bursts of up to the same number; past it, the address gets 429 with
+    /// `Retry-After` for every request that carries no valid token. Authenticated deliveries are
+    /// never counted nor refused. 0 turns the budget off. Formerly `rate_limit_per_minute`.
+    pub refused_requests_per_minute: u32,
     /// Take the client address from the last `X-Forwarded-For` entry, the one the trusted proxy
     /// in front added (behind one such proxy only).
     pub trust_forwarded_for: bool,
@@ -215,7 +224,7 @@ impl Default for Config {
             body_read_timeout_secs: DEFAULT_BODY_READ_TIMEOUT_SECS,
             write_timeout_secs: 30,
             rejected_body_max_bytes: DEFAULT_REJECTED_BODY_MAX_BYTES,
-            rate_limit_per_minute: 6000,
+            refused_requests_per_minute: DEFAULT_REFUSED_REQUESTS_PER_MINUTE,
             trust_forwarded_for: false,
             auth_tokens: Vec::new(),
             hmac_secrets: Vec::new(),
@@ -269,6 +278,12 @@ impl Config {
             }
             None => toml::Table::new(),
         };
+        if let Some(path) = file {
+            rename_former_keys(&mut table).map_err(|message| ConfigError::Parse {
+                path: path.to_path_buf(),
+                message,
+            })?;
+        }
         // The file alone first, so that a bad value is blamed on where it was written.
         if let Some(path) = file {
             table
@@ -291,6 +306,10 @@ impl Config {
                 continue;
             }
             let key = key.to_ascii_lowercase();
+            let key = FORMER_KEYS
+                .iter()
+                .find(|(former, _)| *former == key)
+                .map_or(key, |(_, current)| current.to_string());
             if !known.contains(&key) {
                 return Err(ConfigError::UnknownEnv(name));
             }
@@ -495,6 +514,22 @@ impl Config {
     }
 }
 
+/// Moves the value of each former key name in `table` to its current name; both at once is an
+/// error, as the two would disagree.
+fn rename_former_keys(table: &mut toml::Table) -> Result<(), String> {
+    for (former, current) in FORMER_KEYS {
+        if let Some(value) = table.remove(*former) {
+            if table.contains_key(*current) {
+                return Err(format!(
+                    "{former} and {current} are both set; {former} is the former name of {current}: keep only {current}"
+                ));
+            }
+            table.insert(current.to_string(), value);
+        }
+    }
+    Ok(())
+}
+
 /// Replaces the value of every key that names a secret with `********`.
 fn mask_secrets(table: &mut toml::Table) {
     for (key, value) in table.iter_mut() {
@@ -594,6 +629,34 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("/tmp/lake"));
         let err = Config::load(None, env(&[("HOOKLAKE_FLUSH_EVERY", "1")])).unwrap_err();
         assert!(err.to_string().contains("HOOKLAKE_FLUSH_EVERY"), "{err}");
+    }
+
+    #[test]
+    fn a_former_key_name_is_read_as_its_current_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.toml");
+        std::fs::write(&path, "rate_limit_per_minute = 120\n").unwrap();
+        let c = Config::load(Some(&path), Vec::new()).unwrap();
+        assert_eq!(c.refused_requests_per_minute, 120);
+        let c = Config::load(Some(&path), env(&[("HOOKLAKE_RATE_LIMIT_PER_MINUTE", "7")])).unwrap();
+        assert_eq!(
+            c.refused_requests_per_minute, 7,
+            "the variable wins over the file"
+        );
+        let c = Config::load(None, env(&[("HOOKLAKE_REFUSED_REQUESTS_PER_MINUTE", "9")])).unwrap();
+        assert_eq!(c.refused_requests_per_minute, 9);
+        std::fs::write(
+            &path,
+            "rate_limit_per_minute = 120\nrefused_requests_per_minute = 60\n",
+        )
+        .unwrap();
+        let err = Config::load(Some(&path), Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("old.toml") && err.contains("keep only refused_requests_per_minute"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -1,176 +1,310 @@
-//! Process metrics, rendered in the Prometheus text format at `GET /metrics`.
+//! Process metrics, kept in a `prometheus-client` registry and rendered at `GET /metrics` in
+//! the Prometheus text format (version 0.0.4).
 //!
-//! Counters are keyed by metric name and one optional label; gauges are read from the pipeline
-//! when rendering. Invariant: every accepted, rejected or retried thing increments a counter
-//! here; nothing in this module blocks for longer than a map update.
+//! Counters are named by their full sample name (`hooklake_requests_total`) and carry at most
+//! one label, whose name is fixed per counter; gauges are read from the pipeline when rendering.
+//! The crate owns the format: escaping, number formatting, `_total` suffixes, histogram buckets.
+//! Invariant: every accepted, rejected or retried thing increments a counter here; nothing in
+//! this module blocks for longer than a map update, except a render, which holds only other
+//! renders back.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
+use std::collections::HashMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-/// Counter names and their help text; [`Metrics::add`] only takes these.
-const COUNTERS: &[(&str, &str)] = &[
+use prometheus_client::encoding::prometheus_text;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// The `Content-Type` of what [`Metrics::render`] returns.
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
+
+/// The one label of a labelled metric: its name and value.
+type Label = [(&'static str, String); 1];
+
+/// Counter names, the name of their one label (if any) and their help text; [`Metrics::add`]
+/// only takes these.
+const COUNTERS: &[(&str, Option<&str>, &str)] = &[
     (
         "hooklake_requests_total",
+        Some("outcome"),
         "Webhook requests by outcome (accepted, or the rejection reason).",
     ),
     (
         "hooklake_dead_letters_total",
+        Some("result"),
         "Authenticated requests refused for their body (4xx), by result: stored in rejected_events, or failed (disk or buffer full, log write failed).",
     ),
     (
         "hooklake_events_accepted_total",
+        Some("event_type"),
         "Events accepted into the buffer, by event type.",
     ),
     (
         "hooklake_events_duplicate_total",
+        Some("event_type"),
         "Events answered 200 but not taken (already written or pending), by event type.",
     ),
     (
         "hooklake_parse_errors_total",
+        None,
         "Values that could not be read as their column's type.",
     ),
     (
         "hooklake_connections_refused_total",
+        None,
         "Connections closed at once because max_connections were open.",
     ),
     (
         "hooklake_compactions_total",
+        Some("table"),
         "Partitions compacted, by table.",
     ),
     (
         "hooklake_compaction_failures_total",
+        Some("table"),
         "Partitions a compaction pass could not compact (skipped, tried again next pass), by table.",
     ),
     (
         "hooklake_quality_flags_total",
+        Some("flag"),
         "Contact rows flagged by a data-quality rule, by flag.",
     ),
     (
         "hooklake_recovered_events_total",
+        None,
         "Events put back in the buffer from the write-ahead log at start.",
     ),
     (
         "hooklake_wal_damage_total",
+        None,
         "Damaged places found in the write-ahead log at start (torn tails, corruption).",
     ),
     (
         "hooklake_dedup_purged_total",
+        None,
         "Event ids forgotten because they are older than the dedup window.",
     ),
     (
         "hooklake_flushes_total",
+        Some("result"),
         "Flushes by result (ok, empty, failed).",
     ),
     (
         "hooklake_flush_triggers_total",
+        Some("trigger"),
         "Flushes started, by trigger.",
     ),
     (
         "hooklake_rows_written_total",
+        Some("table"),
         "Rows written to Parquet, by table.",
     ),
     (
         "hooklake_bytes_written_total",
+        Some("table"),
         "Parquet bytes written, by table.",
     ),
     (
         "hooklake_files_written_total",
+        Some("table"),
         "Parquet files published, by table.",
     ),
 ];
 
-/// Counters and histograms of one process.
+/// A counter of [`COUNTERS`]: a single value, or one value per value of its label.
+#[derive(Debug)]
+enum CounterKind {
+    Plain(Counter),
+    Labelled(&'static str, Family<Label, Counter>),
+}
+
+/// Gauges set from [`Gauges`] at each render.
+#[derive(Debug, Default)]
+struct GaugeSet {
+    buffer_events: Gauge,
+    buffer_bytes: Gauge,
+    oldest_unflushed_age_secs: Gauge<f64, AtomicU64>,
+    last_flush_unix_secs: Gauge<f64, AtomicU64>,
+    ready: Gauge,
+    wal_bytes: Gauge,
+    state_bytes: Gauge,
+    dedup_filter_bytes: Gauge,
+    dedup_ids: Gauge,
+    dedup_runs: Gauge,
+    parquet_files: Family<Label, Gauge>,
+    partition_files_max: Family<Label, Gauge>,
+}
+
+/// Counters, gauges and histograms of one process.
 #[derive(Debug)]
 pub struct Metrics {
-    counters: Mutex<BTreeMap<(&'static str, String), u64>>,
+    /// Every metric, in the order `/metrics` shows them.
+    registry: Registry,
+    /// The counters of [`COUNTERS`] by name, sharing their values with the registry.
+    counters: HashMap<&'static str, CounterKind>,
+    /// The gauges, sharing their values with the registry.
+    gauges: GaugeSet,
+    /// Held while the gauges are set and the registry encoded, so that two renders do not
+    /// mix their gauge values.
+    rendering: Mutex<()>,
     /// Seconds from receiving a webhook request to answering it (log fsync included).
     pub ack_latency: Histogram,
     /// Seconds a successful flush took, from taking the buffer to the commit.
     pub flush_duration: Histogram,
 }
 
+/// Registers `metric` under `name` (a counter's without its `_total`, which the encoder adds)
+/// with `help`, whose final period the encoder adds too.
+fn register(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    metric: impl prometheus_client::registry::Metric,
+) {
+    let help = help.strip_suffix('.').unwrap_or(help);
+    registry.register(name, help, metric);
+}
+
 impl Default for Metrics {
     fn default() -> Self {
+        let mut registry = Registry::default();
+        let mut counters = HashMap::new();
+        for (name, label, help) in COUNTERS {
+            let family = name
+                .strip_suffix("_total")
+                .expect("counter names end in _total");
+            let kind = match label {
+                None => {
+                    let counter = Counter::default();
+                    register(&mut registry, family, help, counter.clone());
+                    CounterKind::Plain(counter)
+                }
+                Some(label) => {
+                    let counters = Family::default();
+                    register(&mut registry, family, help, counters.clone());
+                    CounterKind::Labelled(label, counters)
+                }
+            };
+            counters.insert(*name, kind);
+        }
+        let gauges = GaugeSet::default();
+        let g = &gauges;
+        register(
+            &mut registry,
+            "hooklake_buffer_events",
+            "Events waiting in the buffer.",
+            g.buffer_events.clone(),
+        );
+        register(
+            &mut registry,
+            "hooklake_buffer_bytes",
+            "Bytes counted against the buffer bound.",
+            g.buffer_bytes.clone(),
+        );
+        register(
+            &mut registry,
+            "hooklake_oldest_unflushed_event_age_seconds",
+            "Age of the oldest buffered event (0 when empty).",
+            g.oldest_unflushed_age_secs.clone(),
+        );
+        register(
+            &mut registry,
+            "hooklake_last_flush_timestamp_seconds",
+            "Unix time of the last successful flush (0 before the first).",
+            g.last_flush_unix_secs.clone(),
+        );
+        register(
+            &mut registry,
+            "hooklake_ready",
+            "1 when the server accepts events.",
+            g.ready.clone(),
+        );
+        let sizes: [(&str, &str, &Gauge); 5] = [
+            (
+                "hooklake_wal_bytes",
+                "Bytes of the write-ahead log directory on disk (segments are created at full size, zero-filled, plus one prepared spare).",
+                &g.wal_bytes,
+            ),
+            (
+                "hooklake_state_store_bytes",
+                "Bytes of the state store (dedup index, contact and call states).",
+                &g.state_bytes,
+            ),
+            (
+                "hooklake_dedup_filter_bytes",
+                "Bytes of memory of the Bloom filter in front of the dedup index (1.25-2.5 per id in the index).",
+                &g.dedup_filter_bytes,
+            ),
+            (
+                "hooklake_dedup_ids",
+                "Event ids in the dedup index (those received within the dedup window).",
+                &g.dedup_ids,
+            ),
+            (
+                "hooklake_dedup_runs",
+                "Sorted runs holding the dedup index's merged ids: a lookup the filter cannot answer reads one block of each.",
+                &g.dedup_runs,
+            ),
+        ];
+        for (name, help, gauge) in sizes {
+            register(&mut registry, name, help, gauge.clone());
+        }
+        register(
+            &mut registry,
+            "hooklake_parquet_files",
+            "Published Parquet files, by table.",
+            g.parquet_files.clone(),
+        );
+        register(
+            &mut registry,
+            "hooklake_partition_files_max",
+            "Most files in one partition, by table (compaction merges them).",
+            g.partition_files_max.clone(),
+        );
+        let ack_latency = Histogram::new(
+            &mut registry,
+            "hooklake_ack_latency_seconds",
+            "Time from receiving a webhook request to answering it.",
+            &[
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ],
+        );
+        let flush_duration = Histogram::new(
+            &mut registry,
+            "hooklake_flush_duration_seconds",
+            "Time a successful flush took, commit included.",
+            &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0],
+        );
         Metrics {
-            counters: Mutex::default(),
-            ack_latency: Histogram::new(
-                "hooklake_ack_latency_seconds",
-                "Time from receiving a webhook request to answering it.",
-                &[
-                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                ],
-            ),
-            flush_duration: Histogram::new(
-                "hooklake_flush_duration_seconds",
-                "Time a successful flush took, commit included.",
-                &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0],
-            ),
+            registry,
+            counters,
+            gauges,
+            rendering: Mutex::new(()),
+            ack_latency,
+            flush_duration,
         }
     }
 }
 
-/// A Prometheus histogram with fixed buckets; lock-free to observe.
+/// A Prometheus histogram of durations in seconds, with fixed buckets.
 #[derive(Debug)]
-pub struct Histogram {
-    name: &'static str,
-    help: &'static str,
-    bounds: &'static [f64],
-    /// Observations per bucket (not cumulative); the last is +Inf.
-    counts: Vec<AtomicU64>,
-    /// Sum of observations, in microseconds.
-    sum_us: AtomicU64,
-}
+pub struct Histogram(prometheus_client::metrics::histogram::Histogram);
 
 impl Histogram {
-    fn new(name: &'static str, help: &'static str, bounds: &'static [f64]) -> Histogram {
-        let counts = (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect();
-        Histogram {
-            name,
-            help,
-            bounds,
-            counts,
-            sum_us: AtomicU64::new(0),
-        }
+    fn new(registry: &mut Registry, name: &str, help: &str, bounds: &[f64]) -> Histogram {
+        let histogram =
+            prometheus_client::metrics::histogram::Histogram::new(bounds.iter().copied());
+        register(registry, name, help, histogram.clone());
+        Histogram(histogram)
     }
 
     /// Records one observation.
     pub fn observe(&self, d: Duration) {
-        let secs = d.as_secs_f64();
-        let bucket = self
-            .bounds
-            .iter()
-            .position(|b| secs <= *b)
-            .unwrap_or(self.bounds.len());
-        self.counts[bucket].fetch_add(1, Ordering::Relaxed);
-        self.sum_us
-            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
-    }
-
-    fn render(&self, out: &mut String) {
-        let _ = writeln!(
-            out,
-            "# HELP {} {}\n# TYPE {} histogram",
-            self.name, self.help, self.name
-        );
-        let mut cumulative = 0;
-        for (i, count) in self.counts.iter().enumerate() {
-            cumulative += count.load(Ordering::Relaxed);
-            let le = self
-                .bounds
-                .get(i)
-                .map_or("+Inf".to_string(), |b| b.to_string());
-            let _ = writeln!(out, "{}_bucket{{le=\"{le}\"}} {cumulative}", self.name);
-        }
-        let _ = writeln!(
-            out,
-            "{}_sum {}",
-            self.name,
-            self.sum_us.load(Ordering::Relaxed) as f64 / 1e6
-        );
-        let _ = writeln!(out, "{}_count {cumulative}", self.name);
+        self.0.observe(d.as_secs_f64());
     }
 }
 
@@ -195,160 +329,372 @@ pub struct Gauges {
     pub files: Vec<(&'static str, u64, u64)>,
 }
 
+/// A count as a gauge value (gauges are signed; no count here comes near `i64::MAX`).
+fn signed(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 impl Metrics {
-    /// Adds `n` to counter `name` with label value `label` (the label name is fixed per metric).
+    /// Adds `n` to counter `name` with label value `label` (the label name is fixed per metric;
+    /// an unlabelled counter ignores `label`).
     pub fn add(&self, name: &'static str, label: &str, n: u64) {
-        debug_assert!(
-            COUNTERS.iter().any(|(c, _)| *c == name),
-            "unregistered counter {name}"
-        );
-        let mut counters = self.counters.lock().unwrap_or_else(|e| e.into_inner());
-        *counters.entry((name, label.to_string())).or_default() += n;
+        match self.counters.get(name) {
+            Some(CounterKind::Plain(counter)) => {
+                counter.inc_by(n);
+            }
+            Some(CounterKind::Labelled(label_name, family)) => {
+                family
+                    .get_or_create(&[(*label_name, label.to_string())])
+                    .inc_by(n);
+            }
+            None => debug_assert!(false, "unregistered counter {name}"),
+        }
     }
 
     /// The current value of a counter (0 if never incremented).
     pub fn get(&self, name: &'static str, label: &str) -> u64 {
-        let counters = self.counters.lock().unwrap_or_else(|e| e.into_inner());
-        counters
-            .get(&(name, label.to_string()))
-            .copied()
-            .unwrap_or(0)
+        match self.counters.get(name) {
+            Some(CounterKind::Plain(counter)) => counter.get(),
+            Some(CounterKind::Labelled(label_name, family)) => family
+                .get(&[(*label_name, label.to_string())])
+                .map_or(0, |counter| counter.get()),
+            None => 0,
+        }
     }
 
-    /// Renders every counter and the given gauges in the Prometheus text format.
-    pub fn render(&self, gauges: Gauges) -> String {
-        let counters = self
-            .counters
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+    /// Renders every metric, with the given gauge values, in the Prometheus text format.
+    pub fn render(&self, values: Gauges) -> String {
+        let _rendering = self.rendering.lock().unwrap_or_else(|e| e.into_inner());
+        let g = &self.gauges;
+        g.buffer_events.set(signed(values.buffer_events as u64));
+        g.buffer_bytes.set(signed(values.buffer_bytes as u64));
+        g.oldest_unflushed_age_secs
+            .set(values.oldest_unflushed_age_secs);
+        g.last_flush_unix_secs.set(values.last_flush_unix_secs);
+        g.ready.set(i64::from(values.ready));
+        g.wal_bytes.set(signed(values.wal_bytes));
+        g.state_bytes.set(signed(values.state_bytes));
+        g.dedup_filter_bytes.set(signed(values.dedup_filter_bytes));
+        g.dedup_ids.set(signed(values.dedup_ids));
+        g.dedup_runs.set(signed(values.dedup_runs));
+        g.parquet_files.clear();
+        g.partition_files_max.clear();
+        for (table, files, most) in &values.files {
+            let label = [("table", table.to_string())];
+            g.parquet_files.get_or_create(&label).set(signed(*files));
+            g.partition_files_max
+                .get_or_create(&label)
+                .set(signed(*most));
+        }
         let mut out = String::new();
-        for (name, help) in COUNTERS {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            for ((n, label), value) in &counters {
-                if n == name && label.is_empty() {
-                    let _ = writeln!(out, "{name} {value}");
-                } else if n == name {
-                    let _ = writeln!(
-                        out,
-                        "{name}{{{}=\"{}\"}} {value}",
-                        label_name(name),
-                        escape(label)
-                    );
-                }
-            }
-        }
-        let gauge_lines: [(&str, &str, f64); 5] = [
-            (
-                "hooklake_buffer_events",
-                "Events waiting in the buffer.",
-                gauges.buffer_events as f64,
-            ),
-            (
-                "hooklake_buffer_bytes",
-                "Bytes counted against the buffer bound.",
-                gauges.buffer_bytes as f64,
-            ),
-            (
-                "hooklake_oldest_unflushed_event_age_seconds",
-                "Age of the oldest buffered event (0 when empty).",
-                gauges.oldest_unflushed_age_secs,
-            ),
-            (
-                "hooklake_last_flush_timestamp_seconds",
-                "Unix time of the last successful flush (0 before the first).",
-                gauges.last_flush_unix_secs,
-            ),
-            (
-                "hooklake_ready",
-                "1 when the server accepts events.",
-                if gauges.ready { 1.0 } else { 0.0 },
-            ),
-        ];
-        for (name, help, value) in gauge_lines {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
-            );
-        }
-        let sizes = [
-            (
-                "hooklake_wal_bytes",
-                "Bytes of the write-ahead log directory on disk (segments are created at full size, zero-filled, plus one prepared spare).",
-                gauges.wal_bytes,
-            ),
-            (
-                "hooklake_state_store_bytes",
-                "Bytes of the state store (dedup index, contact and call states).",
-                gauges.state_bytes,
-            ),
-            (
-                "hooklake_dedup_filter_bytes",
-                "Bytes of memory of the Bloom filter in front of the dedup index (1.25-2.5 per id in the index).",
-                gauges.dedup_filter_bytes,
-            ),
-            (
-                "hooklake_dedup_ids",
-                "Event ids in the dedup index (those received within the dedup window).",
-                gauges.dedup_ids,
-            ),
-            (
-                "hooklake_dedup_runs",
-                "Sorted runs holding the dedup index's merged ids: a lookup the filter cannot answer reads one block of each.",
-                gauges.dedup_runs,
-            ),
-        ];
-        for (name, help, value) in sizes {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP hooklake_parquet_files Published Parquet files, by table.\n# TYPE hooklake_parquet_files gauge"
-        );
-        for (table, files, _) in &gauges.files {
-            let _ = writeln!(out, "hooklake_parquet_files{{table=\"{table}\"}} {files}");
-        }
-        let _ = writeln!(
-            out,
-            "# HELP hooklake_partition_files_max Most files in one partition, by table (compaction merges them).\n\
-             # TYPE hooklake_partition_files_max gauge"
-        );
-        for (table, _, max) in &gauges.files {
-            let _ = writeln!(
-                out,
-                "hooklake_partition_files_max{{table=\"{table}\"}} {max}"
-            );
-        }
-        self.ack_latency.render(&mut out);
-        self.flush_duration.render(&mut out);
+        prometheus_text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
     }
-}
-
-fn label_name(metric: &str) -> &'static str {
-    match metric {
-        "hooklake_requests_total" => "outcome",
-        "hooklake_events_accepted_total" | "hooklake_events_duplicate_total" => "event_type",
-        "hooklake_flushes_total" | "hooklake_dead_letters_total" => "result",
-        "hooklake_flush_triggers_total" => "trigger",
-        "hooklake_quality_flags_total" => "flag",
-        _ => "table",
-    }
-}
-
-fn escape(label: &str) -> String {
-    label
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
+
+    /// Every sample name `/metrics` shows, with its type, its help text and its label names.
+    const INVENTORY: &[(&str, &str, &[&str], &str)] = &[
+        (
+            "hooklake_requests_total",
+            "counter",
+            &["outcome"],
+            "Webhook requests by outcome (accepted, or the rejection reason).",
+        ),
+        (
+            "hooklake_dead_letters_total",
+            "counter",
+            &["result"],
+            "Authenticated requests refused for their body (4xx), by result: stored in rejected_events, or failed (disk or buffer full, log write failed).",
+        ),
+        (
+            "hooklake_events_accepted_total",
+            "counter",
+            &["event_type"],
+            "Events accepted into the buffer, by event type.",
+        ),
+        (
+            "hooklake_events_duplicate_total",
+            "counter",
+            &["event_type"],
+            "Events answered 200 but not taken (already written or pending), by event type.",
+        ),
+        (
+            "hooklake_parse_errors_total",
+            "counter",
+            &[],
+            "Values that could not be read as their column's type.",
+        ),
+        (
+            "hooklake_connections_refused_total",
+            "counter",
+            &[],
+            "Connections closed at once because max_connections were open.",
+        ),
+        (
+            "hooklake_compactions_total",
+            "counter",
+            &["table"],
+            "Partitions compacted, by table.",
+        ),
+        (
+            "hooklake_compaction_failures_total",
+            "counter",
+            &["table"],
+            "Partitions a compaction pass could not compact (skipped, tried again next pass), by table.",
+        ),
+        (
+            "hooklake_quality_flags_total",
+            "counter",
+            &["flag"],
+            "Contact rows flagged by a data-quality rule, by flag.",
+        ),
+        (
+            "hooklake_recovered_events_total",
+            "counter",
+            &[],
+            "Events put back in the buffer from the write-ahead log at start.",
+        ),
+        (
+            "hooklake_wal_damage_total",
+            "counter",
+            &[],
+            "Damaged places found in the write-ahead log at start (torn tails, corruption).",
+        ),
+        (
+            "hooklake_dedup_purged_total",
+            "counter",
+            &[],
+            "Event ids forgotten because they are older than the dedup window.",
+        ),
+        (
+            "hooklake_flushes_total",
+            "counter",
+            &["result"],
+            "Flushes by result (ok, empty, failed).",
+        ),
+        (
+            "hooklake_flush_triggers_total",
+            "counter",
+            &["trigger"],
+            "Flushes started, by trigger.",
+        ),
+        (
+            "hooklake_rows_written_total",
+            "counter",
+            &["table"],
+            "Rows written to Parquet, by table.",
+        ),
+        (
+            "hooklake_bytes_written_total",
+            "counter",
+            &["table"],
+            "Parquet bytes written, by table.",
+        ),
+        (
+            "hooklake_files_written_total",
+            "counter",
+            &["table"],
+            "Parquet files published, by table.",
+        ),
+        (
+            "hooklake_buffer_events",
+            "gauge",
+            &[],
+            "Events waiting in the buffer.",
+        ),
+        (
+            "hooklake_buffer_bytes",
+            "gauge",
+            &[],
+            "Bytes counted against the buffer bound.",
+        ),
+        (
+            "hooklake_oldest_unflushed_event_age_seconds",
+            "gauge",
+            &[],
+            "Age of the oldest buffered event (0 when empty).",
+        ),
+        (
+            "hooklake_last_flush_timestamp_seconds",
+            "gauge",
+            &[],
+            "Unix time of the last successful flush (0 before the first).",
+        ),
+        (
+            "hooklake_ready",
+            "gauge",
+            &[],
+            "1 when the server accepts events.",
+        ),
+        (
+            "hooklake_wal_bytes",
+            "gauge",
+            &[],
+            "Bytes of the write-ahead log directory on disk (segments are created at full size, zero-filled, plus one prepared spare).",
+        ),
+        (
+            "hooklake_state_store_bytes",
+            "gauge",
+            &[],
+            "Bytes of the state store (dedup index, contact and call states).",
+        ),
+        (
+            "hooklake_dedup_filter_bytes",
+            "gauge",
+            &[],
+            "Bytes of memory of the Bloom filter in front of the dedup index (1.25-2.5 per id in the index).",
+        ),
+        (
+            "hooklake_dedup_ids",
+            "gauge",
+            &[],
+            "Event ids in the dedup index (those received within the dedup window).",
+        ),
+        (
+            "hooklake_dedup_runs",
+            "gauge",
+            &[],
+            "Sorted runs holding the dedup index's merged ids: a lookup the filter cannot answer reads one block of each.",
+        ),
+        (
+            "hooklake_parquet_files",
+            "gauge",
+            &["table"],
+            "Published Parquet files, by table.",
+        ),
+        (
+            "hooklake_partition_files_max",
+            "gauge",
+            &["table"],
+            "Most files in one partition, by table (compaction merges them).",
+        ),
+        (
+            "hooklake_ack_latency_seconds_bucket",
+            "histogram",
+            &["le"],
+            "Time from receiving a webhook request to answering it.",
+        ),
+        (
+            "hooklake_ack_latency_seconds_sum",
+            "histogram",
+            &[],
+            "Time from receiving a webhook request to answering it.",
+        ),
+        (
+            "hooklake_ack_latency_seconds_count",
+            "histogram",
+            &[],
+            "Time from receiving a webhook request to answering it.",
+        ),
+        (
+            "hooklake_flush_duration_seconds_bucket",
+            "histogram",
+            &["le"],
+            "Time a successful flush took, commit included.",
+        ),
+        (
+            "hooklake_flush_duration_seconds_sum",
+            "histogram",
+            &[],
+            "Time a successful flush took, commit included.",
+        ),
+        (
+            "hooklake_flush_duration_seconds_count",
+            "histogram",
+            &[],
+            "Time a successful flush took, commit included.",
+        ),
+    ];
+
+    /// What a text exposition shows: per sample name, the type and help of its family and the
+    /// names of its labels.
+    fn inventory(text: &str) -> BTreeSet<(String, String, Vec<String>, String)> {
+        let (mut kind, mut help) = (String::new(), String::new());
+        let mut found = BTreeSet::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                kind = rest.split_once(' ').unwrap().1.to_string();
+            } else if let Some(rest) = line.strip_prefix("# HELP ") {
+                help = rest.split_once(' ').unwrap().1.to_string();
+            } else if !line.starts_with('#') && !line.is_empty() {
+                let name_end = line.find(['{', ' ']).unwrap();
+                let labels = match line[name_end..].strip_prefix('{') {
+                    Some(rest) => rest[..rest.rfind('}').unwrap()]
+                        .split(',')
+                        .map(|pair| pair.split_once('=').unwrap().0.to_string())
+                        .collect(),
+                    None => Vec::new(),
+                };
+                found.insert((
+                    line[..name_end].to_string(),
+                    kind.clone(),
+                    labels,
+                    help.clone(),
+                ));
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn every_metric_name_type_label_and_help_text_is_shown() {
+        let m = Metrics::default();
+        for (name, ..) in COUNTERS {
+            let labelled = INVENTORY
+                .iter()
+                .any(|(n, _, labels, _)| n == name && !labels.is_empty());
+            m.add(name, if labelled { "x" } else { "" }, 1);
+        }
+        m.ack_latency.observe(Duration::from_millis(3));
+        m.flush_duration.observe(Duration::from_millis(300));
+        let text = m.render(Gauges {
+            files: vec![("contact_events", 2, 1)],
+            ..Default::default()
+        });
+        let expected: BTreeSet<_> = INVENTORY
+            .iter()
+            .map(|(name, kind, labels, help)| {
+                let labels = labels.iter().map(|l| l.to_string()).collect();
+                (name.to_string(), kind.to_string(), labels, help.to_string())
+            })
+            .collect();
+        let found = inventory(&text);
+        let missing: Vec<_> = expected.difference(&found).collect();
+        let extra: Vec<_> = found.difference(&expected).collect();
+        assert!(
+            missing.is_empty() && extra.is_empty(),
+            "missing {missing:#?}\nextra {extra:#?}\n{text}"
+        );
+    }
+
+    #[test]
+    fn histograms_keep_their_buckets() {
+        let text = Metrics::default().render(Gauges::default());
+        let bounds = |name: &str| -> Vec<String> {
+            let prefix = format!("{name}_bucket{{le=\"");
+            text.lines()
+                .filter_map(|l| Some(l.strip_prefix(&prefix)?.split_once('"')?.0.to_string()))
+                .collect()
+        };
+        assert_eq!(
+            bounds("hooklake_ack_latency_seconds"),
+            [
+                "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25",
+                "0.5", "1", "2.5", "5", "+Inf"
+            ]
+        );
+        assert_eq!(
+            bounds("hooklake_flush_duration_seconds"),
+            [
+                "0.01", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "30", "60", "+Inf"
+            ]
+        );
+    }
 
     #[test]
     fn renders_counters_and_gauges() {

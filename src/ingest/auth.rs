@@ -220,7 +220,7 @@ fn offered_tokens(presented: Presented<'_>, headers: &HeaderMap) -> Vec<String> 
     let query_token = presented.query.and_then(|q| {
         q.split('&')
             .find_map(|pair| pair.strip_prefix("token="))
-            .map(percent_decode)
+            .map(|value| percent_decode(value, true))
     });
     [
         presented.path_token.map(str::to_string),
@@ -255,8 +255,14 @@ fn decode_hex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// Decodes `%XX` escapes and `+` of a query value.
-fn percent_decode(s: &str) -> String {
+/// The `<token>` of a `/t/<token>/...` path, percent-decoded as the router decodes it.
+pub fn path_token(path: &str) -> Option<String> {
+    let (token, _) = path.strip_prefix("/t/")?.split_once('/')?;
+    Some(percent_decode(token, false))
+}
+
+/// Decodes the `%XX` escapes of a query value or path segment, and `+` (a space) in a query.
+fn percent_decode(s: &str, plus_is_space: bool) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -270,7 +276,7 @@ fn percent_decode(s: &str) -> String {
                 out.push(b);
                 i += 3;
             }
-            (b'+', _) => {
+            (b'+', _) if plus_is_space => {
                 out.push(b' ');
                 i += 1;
             }
@@ -419,6 +425,11 @@ mod tests {
             "/t/***/webhooks/iclosed/callBooked"
         );
         assert_eq!(redact_path("/webhooks/iclosed"), "/webhooks/iclosed");
-        assert_eq!(percent_decode("a%2Bb+c%zz"), "a+b c%zz");
+        assert_eq!(percent_decode("a%2Bb+c%zz", true), "a+b c%zz");
+        assert_eq!(
+            path_token("/t/a%2Fb+c/webhooks/iclosed").as_deref(),
+            Some("a/b+c")
+        );
+        assert_eq!(path_token("/webhooks/iclosed"), None);
     }
 }

@@ -35,7 +35,7 @@ pub enum ApiError {
     MethodNotAllowed(String),
     #[error("hooklake is at capacity ({0}); retry later")]
     Overloaded(String),
-    #[error("too many requests from this address; retry in {0} s")]
+    #[error("too many refused requests from this address; retry in {0} s, or send a valid token")]
     RateLimited(u64),
     #[error("flush failed, events are kept for the next flush: {0}")]
     FlushFailed(String),

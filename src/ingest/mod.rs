@@ -1,9 +1,10 @@
 //! The HTTP interface: webhook endpoints, admin endpoints, health and metrics.
 //!
-//! `POST [/t/{token}]/webhooks/iclosed[/{kind}]`, in order: per-client rate limit ([`limit`]),
-//! the raw body within its size and time limits ([`body`]), authentication ([`auth`]), the URL
-//! kind, then [`crate::event::parse_body`] and [`Pipeline::accept`]; the 200 is sent only after
-//! `accept` returned. An authenticated body that cannot be turned into events is kept as a dead
+//! `POST [/t/{token}]/webhooks/iclosed[/{kind}]`, in order: the refusal budget of the client
+//! address ([`limit`]; an address refused too often gets 429 unless it carries a token), the raw
+//! body within its size and time limits ([`body`]), authentication ([`auth`]), the URL kind, then
+//! [`crate::event::parse_body`] and [`Pipeline::accept`]; the 200 is sent only after `accept`
+//! returned. Authenticated deliveries are bounded by the buffer (503), never per address. An authenticated body that cannot be turned into events is kept as a dead
 //! letter ([`deadletter`]) before its 4xx is sent. Invariant: this module knows no Arrow, no
 //! file paths and no WAL file; every error response is built by [`ApiError`].
 
@@ -14,12 +15,10 @@ pub mod error;
 pub mod limit;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use axum::Extension;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -54,8 +53,8 @@ pub struct AppState {
     pub compaction_target_file_bytes: u64,
     /// Who may post webhooks.
     pub auth: Arc<auth::Auth>,
-    /// Requests per minute per client address.
-    pub limiter: Arc<limit::RateLimiter>,
+    /// Refused requests each client address may send per minute before it gets 429.
+    pub refusals: Arc<limit::RefusalBudget>,
     /// Whether the client address comes from `X-Forwarded-For`.
     pub trust_forwarded_for: bool,
     /// Token for `/admin/*`; without one, admin endpoints answer loopback clients only.
@@ -75,7 +74,9 @@ impl AppState {
             compaction_grace: chrono::Duration::hours(config.compaction_grace_hours as i64),
             compaction_target_file_bytes: config.compaction_target_file_bytes,
             auth: Arc::new(auth::Auth::from_config(config)),
-            limiter: Arc::new(limit::RateLimiter::new(config.rate_limit_per_minute)),
+            refusals: Arc::new(limit::RefusalBudget::new(
+                config.refused_requests_per_minute,
+            )),
             trust_forwarded_for: config.trust_forwarded_for,
             admin_token: config.admin_token.clone(),
         }
@@ -94,6 +95,9 @@ pub struct Ack {
 }
 
 /// Builds the router; tests drive it with `tower::ServiceExt::oneshot`, no socket needed.
+///
+/// Every route but health, readiness and metrics is behind [`limit::guard`], so that an
+/// operator can still watch a flood from the address it comes from.
 pub fn router(state: AppState) -> Router {
     let admin = Router::new()
         .route("/admin/flush", post(admin_flush))
@@ -102,53 +106,32 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             admin_guard,
         ));
-    Router::new()
+    let guarded = Router::new()
         .route("/webhooks/iclosed", post(webhook))
         .route("/webhooks/iclosed/{kind}", post(webhook))
         .route("/t/{token}/webhooks/iclosed", post(webhook))
         .route("/t/{token}/webhooks/iclosed/{kind}", post(webhook))
         .merge(admin)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limit::guard,
+        ));
+    let observed = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
+        .method_not_allowed_fallback(method_not_allowed);
+    guarded
+        .merge(observed)
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
         .with_state(state)
-}
-
-/// The address a request came from: the peer, or the last `X-Forwarded-For` entry when the
-/// proxy in front is trusted (the address that proxy saw: entries before it are whatever the
-/// client sent, so taking the first let a client pick a fresh rate-limit budget per request);
-/// loopback for in-process calls (tests).
-fn client_address(
-    state: &AppState,
-    headers: &HeaderMap,
-    peer: Option<SocketAddr>,
-) -> std::net::IpAddr {
-    let forwarded = state
-        .trust_forwarded_for
-        .then(|| {
-            headers
-                .get("x-forwarded-for")?
-                .to_str()
-                .ok()?
-                .rsplit(',')
-                .next()?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .flatten();
-    forwarded
-        .or(peer.map(|p| p.ip()))
-        .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]))
 }
 
 /// Every webhook route: `[/t/{token}]/webhooks/iclosed[/{kind}]`.
 async fn webhook(
     State(state): State<AppState>,
-    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     params: Option<Path<HashMap<String, String>>>,
     uri: Uri,
     headers: HeaderMap,
@@ -156,23 +139,13 @@ async fn webhook(
 ) -> Response {
     let mut params = params.map(|Path(p)| p).unwrap_or_default();
     let (token, kind) = (params.remove("token"), params.remove("kind"));
-    handle(
-        &state,
-        peer.map(|p| p.0.0),
-        token,
-        kind,
-        &uri,
-        &headers,
-        body,
-    )
-    .await
+    handle(&state, token, kind, &uri, &headers, body).await
 }
 
 /// Every webhook route: read, authenticate, resolve the URL kind, ingest (or keep the dead
 /// letter), answer.
 async fn handle(
     state: &AppState,
-    peer: Option<SocketAddr>,
     token: Option<String>,
     kind: Option<String>,
     uri: &Uri,
@@ -180,13 +153,10 @@ async fn handle(
     body: axum::body::Body,
 ) -> Response {
     let started = std::time::Instant::now();
+    // Whether the request proved a credential: its refusal is then not counted against its
+    // address (see `limit`).
+    let mut authenticated = false;
     let result = async {
-        // Rate first: a flood costs a map lookup, not a read, a parse or a hash.
-        let client = client_address(state, headers, peer);
-        state
-            .limiter
-            .check(client, started)
-            .map_err(ApiError::RateLimited)?;
         let presented = auth::Presented {
             path_token: token.as_deref(),
             query: uri.query(),
@@ -205,6 +175,7 @@ async fn handle(
                 // The signature of a body that is not read whole cannot be checked: only a
                 // token makes it a dead letter.
                 if state.auth.token_valid(presented, headers) {
+                    authenticated = true;
                     let refused = deadletter::Refused {
                         received_at_us: Utc::now().timestamp_micros(),
                         path: &path,
@@ -228,6 +199,7 @@ async fn handle(
             .auth
             .check(presented, headers, &body, Utc::now().timestamp())
             .map_err(ApiError::Unauthorized)?;
+        authenticated = true;
         let kind = match kind {
             None => None,
             Some(name) => match url_kind(&name) {
@@ -258,7 +230,11 @@ async fn handle(
         }
     }
     .await;
-    answer(state, result, started)
+    let mut response = answer(state, result, started);
+    if authenticated {
+        response.extensions_mut().insert(limit::Authenticated);
+    }
+    response
 }
 
 /// The event type a URL kind names; `None` for a name we do not know.
@@ -273,12 +249,7 @@ async fn admin_guard(
     next: axum::middleware::Next,
 ) -> Response {
     let allowed = match &state.admin_token {
-        Some(token) => request
-            .headers()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .is_some_and(|given| auth::constant_time_eq(given.as_bytes(), token.as_bytes())),
+        Some(_) => admin_token_valid(&state, request.headers()),
         // Without connection info the request came from inside the process (tests).
         None => request
             .extensions()
@@ -294,6 +265,17 @@ async fn admin_guard(
             .add("hooklake_requests_total", "unauthorized_admin", 1);
         ApiError::AdminForbidden.into_response()
     }
+}
+
+/// Whether `headers` carry the admin token (`Authorization: Bearer`); false when none is set.
+fn admin_token_valid(state: &AppState, headers: &HeaderMap) -> bool {
+    state.admin_token.as_ref().is_some_and(|token| {
+        headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|given| auth::constant_time_eq(given.as_bytes(), token.as_bytes()))
+    })
 }
 
 /// Counts the outcome of a webhook request and renders it.
@@ -432,7 +414,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
 async fn metrics(State(state): State<AppState>) -> Response {
     let gauges = state.pipeline.gauges(state.ready.load(Ordering::Acquire));
     let text = state.pipeline.metrics().render(gauges);
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
 }
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {

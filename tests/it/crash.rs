@@ -129,12 +129,10 @@ async fn run_round(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_acknowledged_event_is_written_exactly_once_across_kill_9() {
     let dir = tempfile::tempdir().unwrap();
-    // Frequent flushes, so kills land before, during and after flushes; every client is
-    // 127.0.0.1, so no per-address rate limit.
+    // Frequent flushes, so kills land before, during and after flushes.
     let env = [
         ("HOOKLAKE_FLUSH_MAX_ROWS", "40"),
         ("HOOKLAKE_FLUSH_INTERVAL_SECS", "1"),
-        ("HOOKLAKE_RATE_LIMIT_PER_MINUTE", "0"),
     ];
     let ledger = Arc::new(Mutex::new(Ledger {
         queue: (0..EVENTS).collect(),
