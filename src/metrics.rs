@@ -62,7 +62,7 @@ const COUNTERS: &[(&str, &str)] = &[
     ),
     (
         "hooklake_flushes_total",
-        "Flushes by result (ok, empty, failed).",
+        "Flushes by result (ok, empty, failed, held_back: not started for want of disk space).",
     ),
     (
         "hooklake_flush_triggers_total",
@@ -251,7 +251,7 @@ impl Metrics {
             ),
             (
                 "hooklake_oldest_unflushed_event_age_seconds",
-                "Age of the oldest buffered event (0 when empty).",
+                "Age of the oldest event not yet flushed, buffered or in a flush not yet committed (0 when none).",
                 gauges.oldest_unflushed_age_secs,
             ),
             (

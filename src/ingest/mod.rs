@@ -408,7 +408,8 @@ async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// Ready when the server accepts events and the data directory is writable.
+/// Ready when the server accepts events, the data directory is writable, and flushes get
+/// through (a failed or held-back flush makes it unready until one commits).
 async fn readyz(State(state): State<AppState>) -> Response {
     let started = state.ready.load(Ordering::Acquire);
     let pipeline = state.pipeline.clone();
@@ -417,7 +418,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
         (false, _) => Some("not accepting events (starting or shutting down)".to_string()),
         (true, Ok(Err(e))) => Some(format!("data directory is not writable: {e}")),
         (true, Err(e)) => Some(e.to_string()),
-        (true, Ok(Ok(()))) => None,
+        (true, Ok(Ok(()))) => state.pipeline.flush_problem(),
     };
     match problem {
         None => Json(json!({ "ready": true })).into_response(),

@@ -174,6 +174,9 @@ pub enum Fault {
     /// Syncs fail after the writes went through: redb reports a failed commit that is in the
     /// file all the same (its documentation warns that a failed commit may be durable).
     Syncs = 2,
+    /// The next write fails, then every write goes through again: a disk that was full for a
+    /// moment.
+    OneWrite = 3,
 }
 
 /// How long a lazy re-open waits after a failed one.
@@ -220,8 +223,22 @@ struct FileBackend {
 
 impl FileBackend {
     fn check(&self, fault: Fault) -> std::io::Result<()> {
+        let full = || Err(std::io::Error::from_raw_os_error(libc::ENOSPC));
         if self.fault.load(Ordering::Relaxed) == fault as u8 {
-            return Err(std::io::Error::from_raw_os_error(libc::ENOSPC));
+            return full();
+        }
+        if fault == Fault::Writes
+            && self
+                .fault
+                .compare_exchange(
+                    Fault::OneWrite as u8,
+                    Fault::None as u8,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+        {
+            return full();
         }
         Ok(())
     }
@@ -579,10 +596,13 @@ impl Store {
         Ok(merge)
     }
 
-    /// Whether the next commit of `ids` more ids merges the recent ids into a run, and how many
-    /// ids the index holds (a merge may rewrite up to all of them: [`Store::commit_bound`]).
-    fn merge_due(&self, ids: usize) -> bool {
-        self.index_read().recent.len() + ids >= RECENT_MERGE_IDS
+    /// How many ids of the index a commit adding `ids` ids may rewrite: none, unless it merges
+    /// the recent ids into a run, which may merge runs up to every one of them.
+    pub fn rewritten_by_commit(&self, ids: usize) -> Result<u64, StoreError> {
+        if self.index_read().recent.len() + ids < RECENT_MERGE_IDS {
+            return Ok(0);
+        }
+        Ok(self.seen_count()? + ids as u64)
     }
 
     /// Replaces a full filter with one of twice the room, built from a snapshot of the store
