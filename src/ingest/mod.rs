@@ -387,7 +387,11 @@ async fn admin_flush(State(state): State<AppState>) -> Result<Json<FlushReport>,
         .flush(FlushReason::Manual)
         .await
         .map(Json)
-        .map_err(|e| ApiError::FlushFailed(e.to_string()))
+        .map_err(|e| match e {
+            // Held back for disk space: a condition to wait out, not a fault.
+            crate::pipeline::FlushError::NoRoom(no) => ApiError::Overloaded(no.to_string()),
+            e => ApiError::FlushFailed(e.to_string()),
+        })
 }
 
 /// Compacts the closed partitions now and returns what was merged.
