@@ -257,6 +257,9 @@ pub struct Pipeline {
     fail_log_writes: Arc<AtomicBool>,
     /// Testing hook: while set, a flush's work panics (as a bug in flattening would).
     panic_flushes: AtomicBool,
+    /// Testing hook: run once, by the next flush, between publishing its files and its commit
+    /// (a test fills the disk there).
+    before_commit: Mutex<Option<Box<dyn FnOnce() + Send>>>,
     /// Set by a failed flush, which may have published some files before failing: the next
     /// flush (taking the same number) removes them before it writes. It rewrites only the
     /// partitions it has rows for, and its change rows may differ (events that arrived since
@@ -364,6 +367,7 @@ impl Pipeline {
             }),
             fail_log_writes,
             panic_flushes: AtomicBool::new(false),
+            before_commit: Mutex::new(None),
             leftovers: AtomicBool::new(false),
             committed_replay_from: committed.replay_from,
             _lock: lock,
@@ -447,6 +451,11 @@ impl Pipeline {
     /// Testing hook: makes log writes fail (as if the disk were full) while `fail` is true.
     pub fn simulate_log_failure(&self, fail: bool) {
         self.fail_log_writes.store(fail, Ordering::Relaxed);
+    }
+
+    /// Testing hook: the next flush runs `hook` after publishing its files, before its commit.
+    pub fn before_next_commit(&self, hook: impl FnOnce() + Send + 'static) {
+        *self.before_commit.lock().unwrap_or_else(|e| e.into_inner()) = Some(Box::new(hook));
     }
 
     /// Testing hook: the free-space guard reads `free` bytes free (`None`: the real figure).
@@ -1065,6 +1074,14 @@ impl Pipeline {
             let _ = written.send(());
         }
         crate::failpoint::hit("flush-after-renames");
+        let hook = self
+            .before_commit
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(hook) = hook {
+            hook();
+        }
         // The commit point: flush number, replay position, the written ids and the contact states,
         // in one transaction.
         let record = Committed {
