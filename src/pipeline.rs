@@ -8,9 +8,12 @@
 //! [`Pipeline::flush`] takes the whole buffer, flattens and encodes it on a blocking thread,
 //! publishes the files, and commits the flush in the state store (flush number, log position,
 //! event ids); [`Pipeline::open`] recovers from a crash at any point of that sequence (the
-//! numbered steps are in ARCHITECTURE.md). Invariants: one flush runs at a time; a failed flush
-//! puts its events back in the buffer; an event id is written by at most one committed flush;
-//! the async workers never encode Parquet or fsync.
+//! numbered steps are in ARCHITECTURE.md). A flush is held back, writing nothing, while the disk
+//! has no room for it ([`crate::disk::flush_bytes`]); a failed commit's files are deleted when it
+//! fails, after the state store, opened again, says it was not recorded (hidden until it can
+//! say). Invariants: one flush runs at a time; a failed flush puts its events back in the buffer
+//! (or keeps them aside while its commit is unconfirmed); an event id is written by at most one
+//! committed flush; the async workers never encode Parquet or fsync.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
