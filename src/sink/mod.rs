@@ -215,6 +215,8 @@ impl Sink {
             }
             return Err(e);
         }
+        // Workers finish in any order; files are published and reported in path order.
+        staged.sort_by(|a, b| a.final_path.cmp(&b.final_path));
         self.publish(staged)
     }
 
