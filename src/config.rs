@@ -185,7 +185,8 @@ pub struct Config {
     /// Lead statuses that are not flagged `status_unknown` in `contact_events.quality_flags`.
     pub known_statuses: Vec<String>,
     /// Free bytes the data directory's file system must keep; below it, requests get 503 with
-    /// `Retry-After` (checked at most once a second) instead of filling the disk.
+    /// `Retry-After` (checked at most once a second) instead of filling the disk, and a flush is
+    /// held back while this plus an estimate of what it writes is not free. 0 turns both off.
     pub min_free_bytes: u64,
 }
 

@@ -91,7 +91,7 @@ const COUNTERS: &[(&str, Option<&str>, &str)] = &[
     (
         "hooklake_flushes_total",
         Some("result"),
-        "Flushes by result (ok, empty, failed).",
+        "Flushes by result (ok, empty, failed, held_back: not started for want of disk space).",
     ),
     (
         "hooklake_flush_triggers_total",
@@ -208,7 +208,7 @@ impl Default for Metrics {
         register(
             &mut registry,
             "hooklake_oldest_unflushed_event_age_seconds",
-            "Age of the oldest buffered event (0 when empty).",
+            "Age of the oldest event not yet flushed, buffered or in a flush not yet committed (0 when none).",
             g.oldest_unflushed_age_secs.clone(),
         );
         register(
@@ -475,7 +475,7 @@ mod tests {
             "hooklake_flushes_total",
             "counter",
             &["result"],
-            "Flushes by result (ok, empty, failed).",
+            "Flushes by result (ok, empty, failed, held_back: not started for want of disk space).",
         ),
         (
             "hooklake_flush_triggers_total",
@@ -517,7 +517,7 @@ mod tests {
             "hooklake_oldest_unflushed_event_age_seconds",
             "gauge",
             &[],
-            "Age of the oldest buffered event (0 when empty).",
+            "Age of the oldest event not yet flushed, buffered or in a flush not yet committed (0 when none).",
         ),
         (
             "hooklake_last_flush_timestamp_seconds",

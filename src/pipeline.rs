@@ -8,9 +8,12 @@
 //! [`Pipeline::flush`] takes the whole buffer, flattens and encodes it on a blocking thread,
 //! publishes the files, and commits the flush in the state store (flush number, log position,
 //! event ids); [`Pipeline::open`] recovers from a crash at any point of that sequence (the
-//! numbered steps are in ARCHITECTURE.md). Invariants: one flush runs at a time; a failed flush
-//! puts its events back in the buffer; an event id is written by at most one committed flush;
-//! the async workers never encode Parquet or fsync.
+//! numbered steps are in ARCHITECTURE.md). A flush is held back, writing nothing, while the disk
+//! has no room for it ([`crate::disk::flush_bytes`]); a failed commit's files are deleted when it
+//! fails, after the state store, opened again, says it was not recorded (hidden until it can
+//! say). Invariants: one flush runs at a time; a failed flush puts its events back in the buffer
+//! (or keeps them aside while its commit is unconfirmed); an event id is written by at most one
+//! committed flush; the async workers never encode Parquet or fsync.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -26,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::buffer::{Buffer, BufferFull, Limits, Taken};
 use crate::config::{self, Config};
-use crate::disk::{DiskFull, DiskGuard};
+use crate::disk::{DiskFull, DiskGuard, FlushSize, NoRoom};
 use crate::event::{self, Envelope};
 use crate::flatten;
 use crate::metrics::{Gauges, Metrics};
@@ -104,13 +107,16 @@ pub struct FlushReport {
     pub duration_ms: u64,
 }
 
-/// A flush failed; its events are back in the buffer.
+/// A flush failed or was held back; its events are back in the buffer (or, after a commit
+/// whose outcome is not known yet, kept for the next flush to settle).
 #[derive(Debug, thiserror::Error)]
 pub enum FlushError {
     #[error(transparent)]
     Sink(#[from] SinkError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    NoRoom(#[from] NoRoom),
     #[error("flush task failed: {0}")]
     Task(String),
 }
@@ -209,6 +215,14 @@ impl Triggers {
     }
 }
 
+/// A flush whose commit reported an error and whose outcome could not be read back (the state
+/// store could not be opened again): redb may have recorded it all the same.
+struct Unconfirmed {
+    flush_seq: u64,
+    /// Its events, kept out of the buffer: written already if the commit was recorded.
+    taken: Taken,
+}
+
 /// Dedup, log, buffer, sink, state and flush coordination, shared by the server and replay.
 pub struct Pipeline {
     buffer: Mutex<Buffer>,
@@ -230,12 +244,25 @@ pub struct Pipeline {
     dedup_window_secs: u64,
     /// Settings of flattening (known statuses).
     flatten_options: Arc<flatten::Options>,
-    /// Refuses events while the data directory's disk is nearly full.
-    disk: DiskGuard,
+    /// Refuses events while the data directory's disk is nearly full, and holds flushes back
+    /// while it has no room for what they would write.
+    disk: Arc<DiskGuard>,
+    /// Set by a commit whose outcome is not known; its files are hidden meanwhile. The next
+    /// flush settles it before anything else ([`Pipeline::settle_unconfirmed`]).
+    unconfirmed: Mutex<Option<Unconfirmed>>,
+    /// Why the last flush failed or was held back, until a flush commits: the reason `/readyz`
+    /// gives while flushes are not getting through.
+    flush_problem: Mutex<Option<String>>,
+    /// Receive time (microseconds) of the oldest event of the flush in progress or unconfirmed,
+    /// `i64::MAX` when there is none: those events are out of the buffer, and still unflushed.
+    flushing_oldest_us: AtomicI64,
     /// Testing hook shared with the log: while set, log writes fail as if the disk were full.
     fail_log_writes: Arc<AtomicBool>,
     /// Testing hook: while set, a flush's work panics (as a bug in flattening would).
     panic_flushes: AtomicBool,
+    /// Testing hook: run once, by the next flush, between publishing its files and its commit
+    /// (a test fills the disk there).
+    before_commit: Mutex<Option<Box<dyn FnOnce() + Send>>>,
     /// Set by a failed flush, which may have published some files before failing: the next
     /// flush (taking the same number) removes them before it writes. It rewrites only the
     /// partitions it has rows for, and its change rows may differ (events that arrived since
@@ -286,8 +313,12 @@ impl Pipeline {
             path: config.data_dir.clone(),
             source: std::io::Error::other(e.to_string()),
         })?;
+        // Files hidden after a commit that failed without saying whether it was recorded: the
+        // commit record decides.
+        let (_, unconfirmed_removed) = sink.settle_unconfirmed(committed.flush_seq)?;
         let mut recovery = Recovery {
-            removed_files: sink.remove_uncommitted(committed.flush_seq)?.len(),
+            removed_files: sink.remove_uncommitted(committed.flush_seq)?.len()
+                + unconfirmed_removed,
             ..Default::default()
         };
         let limits = Limits {
@@ -329,13 +360,17 @@ impl Pipeline {
             metrics,
             last_flush_unix_secs: AtomicI64::new(0),
             dedup_window_secs: config.dedup_window_hours * 3600,
-            disk: DiskGuard::new(&config.data_dir, config.min_free_bytes),
+            disk: Arc::new(DiskGuard::new(&config.data_dir, config.min_free_bytes)),
+            unconfirmed: Mutex::new(None),
+            flush_problem: Mutex::new(None),
+            flushing_oldest_us: AtomicI64::new(i64::MAX),
             flatten_options: Arc::new(flatten::Options {
                 known_statuses: config.known_statuses.clone(),
                 threads: config.flush_threads,
             }),
             fail_log_writes,
             panic_flushes: AtomicBool::new(false),
+            before_commit: Mutex::new(None),
             leftovers: AtomicBool::new(false),
             committed_replay_from: committed.replay_from,
             _lock: lock,
@@ -419,6 +454,16 @@ impl Pipeline {
     /// Testing hook: makes log writes fail (as if the disk were full) while `fail` is true.
     pub fn simulate_log_failure(&self, fail: bool) {
         self.fail_log_writes.store(fail, Ordering::Relaxed);
+    }
+
+    /// Testing hook: the next flush runs `hook` after publishing its files, before its commit.
+    pub fn before_next_commit(&self, hook: impl FnOnce() + Send + 'static) {
+        *self.before_commit.lock().unwrap_or_else(|e| e.into_inner()) = Some(Box::new(hook));
+    }
+
+    /// Testing hook: the free-space guard reads `free` bytes free (`None`: the real figure).
+    pub fn simulate_free_bytes(&self, free: Option<u64>) {
+        self.disk.simulate_free_bytes(free);
     }
 
     /// Testing hook: makes the work of flushes panic while `panic` is true.
@@ -652,12 +697,18 @@ impl Pipeline {
         // and as errors in the flushes' own logs and counters.
         let (dedup_ids, dedup_runs) = self.store.index_stats().unwrap_or_default();
         let now_us = Utc::now().timestamp_micros();
+        let flushing = self.flushing_oldest_us.load(Ordering::Acquire);
         let buffer = self.buffer();
         Gauges {
             buffer_events: buffer.len(),
             buffer_bytes: buffer.bytes(),
+            // Events of a flush in progress (or of one not confirmed) count: they are out of
+            // the buffer and not written yet.
             oldest_unflushed_age_secs: buffer
                 .oldest_received_at_us()
+                .into_iter()
+                .chain((flushing != i64::MAX).then_some(flushing))
+                .min()
                 .map(|t| (now_us - t).max(0) as f64 / 1e6)
                 .unwrap_or(0.0),
             last_flush_unix_secs: self.last_flush_unix_secs.load(Ordering::Relaxed) as f64,
@@ -736,8 +787,88 @@ impl Pipeline {
     /// Flushes everything buffered now. On error the events are back in the buffer.
     pub async fn flush(&self, reason: FlushReason) -> Result<FlushReport, FlushError> {
         let _guard = self.flush_lock.lock().await;
+        self.settle_unconfirmed()?;
         let taken = self.buffer().take();
         self.flush_taken(taken, None, reason, None).await
+    }
+
+    /// Why flushes are not getting through (the last failure, or a flush held back for disk
+    /// space), until one commits; `None` while they succeed.
+    pub fn flush_problem(&self) -> Option<String> {
+        self.flush_problem
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn set_flush_problem(&self, problem: Option<String>) {
+        *self.flush_problem.lock().unwrap_or_else(|e| e.into_inner()) = problem;
+    }
+
+    /// Settles a flush whose commit failed without saying whether it was recorded: opens the
+    /// state store again if need be and reads the commit record. Recorded, the flush's hidden
+    /// files are published again and its events are done; not recorded, its files are deleted
+    /// and its events go back to the buffer, for this flush to write under the same number.
+    /// Until the record can be read, nothing else is flushed (an error).
+    fn settle_unconfirmed(&self) -> Result<(), FlushError> {
+        let mut slot = self.unconfirmed.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(flush_seq) = slot.as_ref().map(|u| u.flush_seq) else {
+            return Ok(());
+        };
+        let settled = self
+            .reopen_store_if_broken()
+            .and_then(|()| self.store.committed())
+            .map_err(FlushError::from)
+            .and_then(|committed| {
+                self.sink.settle_unconfirmed(committed.flush_seq)?;
+                Ok(committed)
+            });
+        let committed = match settled {
+            Ok(committed) => committed,
+            Err(e) => {
+                self.metrics.add("hooklake_flushes_total", "failed", 1);
+                tracing::error!(error = %e, flush_seq, "cannot tell whether a failed commit was recorded; nothing is flushed until it can");
+                self.set_flush_problem(Some(format!(
+                    "cannot tell whether flush {flush_seq} was committed: {e}"
+                )));
+                return Err(e);
+            }
+        };
+        let unconfirmed = slot.take().expect("checked above");
+        drop(slot);
+        if committed.flush_seq >= flush_seq {
+            tracing::warn!(
+                flush_seq,
+                events = unconfirmed.taken.events.len(),
+                "a commit that reported an error was recorded; its files are published again"
+            );
+            self.release_ids(&unconfirmed.taken.events);
+            if let Some(wal) = &self.wal {
+                wal.truncate_before(committed.replay_from);
+            }
+            self.metrics.add("hooklake_flushes_total", "ok", 1);
+            self.last_flush_unix_secs
+                .store(Utc::now().timestamp(), Ordering::Relaxed);
+            self.set_flush_problem(None);
+        } else {
+            tracing::info!(
+                flush_seq,
+                events = unconfirmed.taken.events.len(),
+                "a failed commit was not recorded; its files are deleted and its events flushed again"
+            );
+            self.buffer().restore(unconfirmed.taken);
+        }
+        self.flushing_oldest_us.store(i64::MAX, Ordering::Release);
+        Ok(())
+    }
+
+    /// Opens the state store again if an I/O error closed it: what redb asks for before the
+    /// next attempt.
+    fn reopen_store_if_broken(&self) -> Result<(), StoreError> {
+        if self.store.is_broken() {
+            self.store.reopen()?;
+        }
+        Ok(())
     }
 
     /// Takes everything buffered now and flattens it, the first stage of a flush, without the
@@ -791,6 +922,9 @@ impl Pipeline {
                 tables,
                 flatten_ms,
             } = prepared;
+            if let Err(e) = this.settle_unconfirmed() {
+                return Err(this.flush_failed(taken, e));
+            }
             this.flush_taken(taken, Some((tables, flatten_ms)), reason, Some(written))
                 .await
         });
@@ -828,12 +962,24 @@ impl Pipeline {
             self.metrics.add("hooklake_flushes_total", "empty", 1);
             return Ok(report);
         }
-        let flush_seq = match self.store.committed() {
+        let oldest = taken
+            .events
+            .iter()
+            .map(|e| e.received_at_us)
+            .chain(taken.rejected.iter().map(|r| r.received_at_us))
+            .min();
+        self.flushing_oldest_us
+            .store(oldest.unwrap_or(i64::MAX), Ordering::Release);
+        let flush_seq = match self
+            .reopen_store_if_broken()
+            .and_then(|()| self.store.committed())
+        {
             Ok(c) => c.flush_seq + 1,
             Err(e) => return Err(self.flush_failed(taken, e.into())),
         };
         let sink = self.sink.clone();
         let store = self.store.clone();
+        let disk = self.disk.clone();
         let options = self.flatten_options.clone();
         let panics = self.panic_flushes.load(Ordering::Relaxed);
         let leftovers = self.leftovers.swap(false, Ordering::AcqRel);
@@ -887,6 +1033,24 @@ impl Pipeline {
                 if leftovers {
                     sink.remove_uncommitted(flush_seq - 1)?;
                 }
+                // Nothing is written without room for all of it (disk.rs prices each part).
+                let size = FlushSize {
+                    event_bytes: taken
+                        .events
+                        .iter()
+                        .map(Envelope::approx_bytes)
+                        .sum::<usize>() as u64
+                        + taken
+                            .rejected
+                            .iter()
+                            .map(Rejection::approx_bytes)
+                            .sum::<usize>() as u64,
+                    files: sink.files_for(&tables),
+                    states: (states.contacts.len() + states.calls.len()) as u64,
+                    ids: taken.events.len() as u64,
+                    rewritten_ids: store.rewritten_by_commit(taken.events.len())?,
+                };
+                disk.check_room(crate::disk::flush_bytes(size))?;
                 let files = sink.write(tables, flush_seq)?;
                 lap(&mut stages.write_ms);
                 Ok::<_, FlushError>((rows, parse_errors, flags, files, states, stages))
@@ -905,6 +1069,7 @@ impl Pipeline {
         };
         let (rows, parse_errors, flags, files, states, mut stages) = match result {
             Ok(done) => done,
+            Err(FlushError::NoRoom(no)) => return Err(self.flush_held_back(taken, no)),
             Err(e) => return Err(self.flush_failed(taken, e)),
         };
         if let Some(written) = written {
@@ -912,6 +1077,14 @@ impl Pipeline {
             let _ = written.send(());
         }
         crate::failpoint::hit("flush-after-renames");
+        let hook = self
+            .before_commit
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(hook) = hook {
+            hook();
+        }
         // The commit point: flush number, replay position, the written ids and the contact states,
         // in one transaction.
         let record = Committed {
@@ -930,9 +1103,22 @@ impl Pipeline {
             .collect();
         let commit_started = Instant::now();
         if let Err(e) = self.store.commit(record, &ids, &states) {
-            // The published files will be rewritten by the next flush (same number, superset of
-            // rows), or removed at the next start.
-            return Err(self.flush_failed(taken, e.into()));
+            // redb may have recorded a commit that reports an error: the store, opened again,
+            // says which.
+            match self.failed_commit_outcome(flush_seq, e) {
+                CommitOutcome::Recorded => {}
+                CommitOutcome::NotRecorded(e) => {
+                    // Deleted now, so that no reader sees rows of a flush that did not commit
+                    // (if this fails, the next flush deletes them: `leftovers`).
+                    if let Err(removal) = self.sink.remove_uncommitted(flush_seq - 1) {
+                        tracing::error!(error = %removal, "cannot delete the files of a flush that did not commit");
+                    }
+                    return Err(self.flush_failed(taken, e));
+                }
+                CommitOutcome::Unknown(e) => {
+                    return Err(self.commit_unconfirmed(flush_seq, taken, &files, e));
+                }
+            }
         }
         crate::failpoint::hit("flush-after-commit");
         stages.commit_ms = commit_started.elapsed().as_millis() as u64;
@@ -957,6 +1143,8 @@ impl Pipeline {
         self.metrics.add("hooklake_flushes_total", "ok", 1);
         self.last_flush_unix_secs
             .store(Utc::now().timestamp(), Ordering::Relaxed);
+        self.flushing_oldest_us.store(i64::MAX, Ordering::Release);
+        self.set_flush_problem(None);
         report.flush_id = Some(format!("{flush_seq:012}"));
         report.rows = rows;
         report.files = files;
@@ -983,7 +1171,66 @@ impl Pipeline {
         self.leftovers.store(true, Ordering::Release);
         self.metrics.add("hooklake_flushes_total", "failed", 1);
         tracing::error!(error = %error, events = taken.events.len(), rejected = taken.rejected.len(), "flush failed; events kept for the next flush");
+        self.set_flush_problem(Some(format!("flush failed: {error}")));
         self.buffer().restore(taken);
+        self.flushing_oldest_us.store(i64::MAX, Ordering::Release);
+        error
+    }
+
+    /// A flush held back before writing anything, for want of disk space: its events go back
+    /// to the buffer for the next trigger.
+    fn flush_held_back(&self, taken: Taken, no: NoRoom) -> FlushError {
+        self.metrics.add("hooklake_flushes_total", "held_back", 1);
+        tracing::warn!(
+            free_bytes = no.free_bytes,
+            needed_bytes = no.needed_bytes,
+            min_free_bytes = no.min_free_bytes,
+            events = taken.events.len(),
+            "flush held back: not enough disk space for it; events kept for the next trigger"
+        );
+        self.set_flush_problem(Some(format!("flush held back: {no}")));
+        self.buffer().restore(taken);
+        self.flushing_oldest_us.store(i64::MAX, Ordering::Release);
+        FlushError::NoRoom(no)
+    }
+
+    /// Whether a commit that reported `error` was recorded: the store is opened again if the
+    /// error closed it (at once: redb asks for it before the next attempt), and its record read.
+    fn failed_commit_outcome(&self, flush_seq: u64, error: StoreError) -> CommitOutcome {
+        match self
+            .reopen_store_if_broken()
+            .and_then(|()| self.store.committed())
+        {
+            Ok(c) if c.flush_seq >= flush_seq => {
+                tracing::warn!(error = %error, flush_seq, "the state store reported a failed commit, which was recorded all the same");
+                CommitOutcome::Recorded
+            }
+            Ok(_) => CommitOutcome::NotRecorded(error.into()),
+            Err(reopen) => {
+                tracing::warn!(error = %reopen, "cannot open the state store again to read whether the failed commit was recorded");
+                CommitOutcome::Unknown(error.into())
+            }
+        }
+    }
+
+    /// A commit failed and the store cannot say yet whether it was recorded: the flush's files
+    /// are hidden from readers, and its events kept aside until the next flush settles it.
+    fn commit_unconfirmed(
+        &self,
+        flush_seq: u64,
+        taken: Taken,
+        files: &[FileWritten],
+        error: FlushError,
+    ) -> FlushError {
+        if let Err(e) = self.sink.hide(files) {
+            // Left visible, they are deleted or kept by the next flush once the record is read.
+            tracing::error!(error = %e, "cannot hide the files of a flush whose commit failed");
+        }
+        self.metrics.add("hooklake_flushes_total", "failed", 1);
+        tracing::error!(error = %error, flush_seq, events = taken.events.len(), "flush failed, and whether its commit was recorded cannot be read yet; its files are hidden and the next flush settles it");
+        self.set_flush_problem(Some(format!("flush failed: {error}")));
+        *self.unconfirmed.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(Unconfirmed { flush_seq, taken });
         error
     }
 
@@ -1032,6 +1279,16 @@ impl Pipeline {
             }
         }
     }
+}
+
+/// What a commit that reported an error did.
+enum CommitOutcome {
+    /// It was recorded all the same.
+    Recorded,
+    /// It was not recorded.
+    NotRecorded(FlushError),
+    /// The store cannot be read yet to tell.
+    Unknown(FlushError),
 }
 
 /// Total size of the files in a directory (0 if it cannot be read).
@@ -1600,6 +1857,221 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let config = logged_config(dir.path());
         let (p, _) = open(&config, Mode::Logged);
+        let err = Pipeline::open(&config, Arc::new(Metrics::default()), Mode::Unlogged)
+            .err()
+            .unwrap();
+        assert!(
+            err.to_string()
+                .contains("in use by another hooklake process"),
+            "{err}"
+        );
+        p.close();
+    }
+
+    /// The published files of `table` (relative paths, sorted).
+    fn published(dir: &std::path::Path, table: &str) -> Vec<String> {
+        crate::sink::published_files(dir, table)
+            .unwrap()
+            .iter()
+            .map(|p| p.strip_prefix(dir).unwrap().display().to_string())
+            .collect()
+    }
+
+    /// Contact rows in the published files, by contact id.
+    fn contact_rows(dir: &std::path::Path) -> Vec<i64> {
+        let mut ids = Vec::new();
+        for path in crate::sink::published_files(dir, "contact_events").unwrap() {
+            let file = std::fs::File::open(path).unwrap();
+            let reader =
+                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+                    .unwrap()
+                    .build()
+                    .unwrap();
+            for batch in reader {
+                let batch = batch.unwrap();
+                let column = batch.column_by_name("contact_id").unwrap();
+                let column = arrow_array::cast::AsArray::as_primitive::<
+                    arrow_array::types::Int64Type,
+                >(column.as_ref());
+                ids.extend(column.values().iter().copied());
+            }
+        }
+        ids.sort();
+        ids
+    }
+
+    async fn accept_request(p: &Arc<Pipeline>, n: i64) -> Outcome {
+        let (entry, events) = request(n);
+        p.accept(entry, events).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_commit_failing_on_a_full_disk_deletes_its_files_and_the_next_flush_writes_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, _) = open(&logged_config(dir.path()), Mode::Logged);
+        accept_request(&p, 1).await;
+        p.flush(FlushReason::Manual).await.unwrap();
+        accept_request(&p, 2).await;
+        // The commit's write fails; space is back by the time the store is opened again.
+        p.store().simulate_fault(crate::state::Fault::OneWrite);
+        let err = p.flush(FlushReason::Manual).await.unwrap_err();
+        assert!(err.to_string().contains("No space left on device"), "{err}");
+        assert_eq!(
+            published(dir.path(), "raw_events"),
+            ["raw_events/date=2026-03-04/part-000000000001.parquet"],
+            "the failed flush's files are deleted at once"
+        );
+        assert!(p.flush_problem().unwrap().contains("flush failed"));
+        assert_eq!(p.gauges(true).buffer_events, 1);
+        let retry = p.flush(FlushReason::Manual).await.unwrap();
+        assert_eq!(retry.flush_id.as_deref(), Some("000000000002"));
+        assert_eq!(p.flush_problem(), None);
+        assert_eq!(contact_rows(dir.path()), [1, 2]);
+        p.close();
+    }
+
+    #[tokio::test]
+    async fn a_commit_whose_outcome_cannot_be_read_hides_its_files_until_the_store_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = logged_config(dir.path());
+        let (p, _) = open(&config, Mode::Logged);
+        accept_request(&p, 1).await;
+        p.flush(FlushReason::Manual).await.unwrap();
+        accept_request(&p, 2).await;
+        // The disk stays full: the store cannot be opened again to read what was recorded.
+        p.store().simulate_fault(crate::state::Fault::Writes);
+        p.flush(FlushReason::Manual).await.unwrap_err();
+        assert_eq!(
+            published(dir.path(), "contact_events").len(),
+            1,
+            "the unconfirmed flush's files are hidden"
+        );
+        let gauges = p.gauges(true);
+        assert_eq!(gauges.buffer_events, 0, "its events are kept aside");
+        assert!(
+            gauges.oldest_unflushed_age_secs > 0.0,
+            "and still count as unflushed"
+        );
+        // Nothing is flushed until the outcome is known.
+        let err = p.flush(FlushReason::Manual).await.unwrap_err();
+        assert!(err.to_string().contains("state store"), "{err}");
+        assert!(
+            p.flush_problem()
+                .unwrap()
+                .contains("cannot tell whether flush 2")
+        );
+        // Requests meet the closed store too, until it is opened again (by the next flush, or
+        // by a request at most once a second).
+        let (entry, events) = request(3);
+        assert!(matches!(
+            p.accept(entry, events).await,
+            Err(AcceptError::Store(_))
+        ));
+        p.store().simulate_fault(crate::state::Fault::None);
+        let report = p.flush(FlushReason::Manual).await.unwrap();
+        assert_eq!(report.flush_id.as_deref(), Some("000000000002"));
+        assert_eq!(
+            report.events, 1,
+            "the failed flush's event, written under its number"
+        );
+        accept_request(&p, 3).await;
+        p.flush(FlushReason::Manual).await.unwrap();
+        assert_eq!(contact_rows(dir.path()), [1, 2, 3]);
+        assert_eq!(p.gauges(true).oldest_unflushed_age_secs, 0.0);
+        assert_eq!(p.flush_problem(), None);
+        p.close();
+        drop(p);
+        let (p, recovery) = open(&config, Mode::Logged);
+        assert_eq!((recovery.events, recovery.removed_files), (0, 0));
+        p.close();
+    }
+
+    #[tokio::test]
+    async fn a_commit_recorded_despite_its_error_keeps_its_files_and_is_not_written_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = logged_config(dir.path());
+        let (p, _) = open(&config, Mode::Logged);
+        accept_request(&p, 1).await;
+        // The sync fails after the commit's writes reached the file.
+        p.store().simulate_fault(crate::state::Fault::Syncs);
+        p.flush(FlushReason::Manual).await.unwrap_err();
+        assert!(published(dir.path(), "contact_events").is_empty());
+        p.store().simulate_fault(crate::state::Fault::None);
+        let settled = p.flush(FlushReason::Manual).await.unwrap();
+        assert_eq!(
+            settled.events, 0,
+            "flush 1 was recorded: nothing to write again"
+        );
+        assert_eq!(published(dir.path(), "contact_events").len(), 1);
+        accept_request(&p, 2).await;
+        let report = p.flush(FlushReason::Manual).await.unwrap();
+        assert_eq!(report.flush_id.as_deref(), Some("000000000002"));
+        assert_eq!(contact_rows(dir.path()), [1, 2]);
+        assert_eq!(accept_request(&p, 1).await.duplicates.len(), 1);
+        p.close();
+        drop(p);
+        let (p, recovery) = open(&config, Mode::Logged);
+        assert_eq!(recovery.events, 0, "{recovery:?}");
+        p.close();
+    }
+
+    #[tokio::test]
+    async fn a_crash_with_hidden_files_is_settled_by_the_commit_record_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = logged_config(dir.path());
+        {
+            let (p, _) = open(&config, Mode::Logged);
+            accept_request(&p, 1).await;
+            p.store().simulate_fault(crate::state::Fault::Syncs);
+            p.flush(FlushReason::Manual).await.unwrap_err();
+            p.store().simulate_fault(crate::state::Fault::None);
+            p.close();
+            // Dropped before the next flush: a crash.
+        }
+        let (p, recovery) = open(&config, Mode::Logged);
+        assert_eq!(contact_rows(dir.path()), [1], "recorded: published again");
+        assert_eq!(recovery.events, 0, "{recovery:?}");
+        p.close();
+    }
+
+    #[tokio::test]
+    async fn a_flush_without_room_for_what_it_writes_is_held_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            min_free_bytes: 1_000_000,
+            ..logged_config(dir.path())
+        };
+        let (p, _) = open(&config, Mode::Logged);
+        // Above the minimum, below the minimum plus the flush's estimate.
+        p.simulate_free_bytes(Some(1_100_000));
+        accept_request(&p, 1).await;
+        let err = p.flush(FlushReason::Manual).await.unwrap_err();
+        assert!(matches!(err, FlushError::NoRoom(_)), "{err}");
+        assert!(err.to_string().contains("1100000 bytes free"), "{err}");
+        assert_eq!(flushes(&p, "held_back"), 1);
+        assert_eq!(flushes(&p, "failed"), 0);
+        assert_eq!(p.gauges(true).buffer_events, 1, "the events stay buffered");
+        assert!(
+            dir.path().join("raw_events").read_dir().is_err(),
+            "nothing written"
+        );
+        assert!(p.flush_problem().unwrap().contains("held back"));
+        p.simulate_free_bytes(Some(1 << 40));
+        p.flush(FlushReason::Manual).await.unwrap();
+        assert_eq!(contact_rows(dir.path()), [1]);
+        assert_eq!(p.flush_problem(), None);
+        p.close();
+    }
+
+    #[tokio::test]
+    async fn a_store_opened_again_keeps_the_directory_locked() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = logged_config(dir.path());
+        let (p, _) = open(&config, Mode::Logged);
+        accept_request(&p, 1).await;
+        p.store().simulate_fault(crate::state::Fault::OneWrite);
+        p.flush(FlushReason::Manual).await.unwrap_err();
+        p.flush(FlushReason::Manual).await.unwrap();
         let err = Pipeline::open(&config, Arc::new(Metrics::default()), Mode::Unlogged)
             .err()
             .unwrap();

@@ -369,7 +369,11 @@ async fn admin_flush(State(state): State<AppState>) -> Result<Json<FlushReport>,
         .flush(FlushReason::Manual)
         .await
         .map(Json)
-        .map_err(|e| ApiError::FlushFailed(e.to_string()))
+        .map_err(|e| match e {
+            // Held back for disk space: a condition to wait out, not a fault.
+            crate::pipeline::FlushError::NoRoom(no) => ApiError::Overloaded(no.to_string()),
+            e => ApiError::FlushFailed(e.to_string()),
+        })
 }
 
 /// Compacts the closed partitions now and returns what was merged.
@@ -390,7 +394,8 @@ async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// Ready when the server accepts events and the data directory is writable.
+/// Ready when the server accepts events, the data directory is writable, and flushes get
+/// through (a failed or held-back flush makes it unready until one commits).
 async fn readyz(State(state): State<AppState>) -> Response {
     let started = state.ready.load(Ordering::Acquire);
     let pipeline = state.pipeline.clone();
@@ -399,7 +404,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
         (false, _) => Some("not accepting events (starting or shutting down)".to_string()),
         (true, Ok(Err(e))) => Some(format!("data directory is not writable: {e}")),
         (true, Err(e)) => Some(e.to_string()),
-        (true, Ok(Ok(()))) => None,
+        (true, Ok(Ok(()))) => state.pipeline.flush_problem(),
     };
     match problem {
         None => Json(json!({ "ready": true })).into_response(),

@@ -21,12 +21,15 @@
 //! (`seen_by_time`); opening such a store moves `seen` into a run and drops both.
 //! Invariant: no HTTP and no Parquet here; only ids, times and sequence numbers.
 
-use std::path::Path;
-
 use std::collections::HashMap;
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::time::{Duration, Instant};
 
 use crate::flatten::changes::{CallState, ContactState, ContactStates};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{BackendError, Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 mod filter;
 mod runs;
@@ -60,12 +63,44 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 pub struct StoreError {
     op: &'static str,
     message: String,
+    /// Whether redb met an I/O error (or refuses to go on after one): the store must be closed
+    /// and opened again before it works.
+    io: bool,
 }
 
-fn err<E: std::fmt::Display>(op: &'static str) -> impl FnOnce(E) -> StoreError {
+impl StoreError {
+    /// Whether this error came from the file system (a full disk, say), not from the data.
+    pub fn is_io(&self) -> bool {
+        self.io
+    }
+}
+
+fn err<E: std::fmt::Display + 'static>(op: &'static str) -> impl FnOnce(E) -> StoreError {
     move |e| StoreError {
         op,
+        io: is_io(&e),
         message: e.to_string(),
+    }
+}
+
+/// Whether a redb error is an I/O error or redb's refusal to go on after one.
+fn is_io(error: &dyn std::any::Any) -> bool {
+    use redb::{CommitError, DatabaseError, StorageError, TableError, TransactionError};
+    let storage = |e: &StorageError| matches!(e, StorageError::Io(_) | StorageError::PreviousIo);
+    if let Some(e) = error.downcast_ref::<StorageError>() {
+        storage(e)
+    } else if let Some(e) = error.downcast_ref::<TransactionError>() {
+        matches!(e, TransactionError::Storage(s) if storage(s))
+    } else if let Some(e) = error.downcast_ref::<TableError>() {
+        matches!(e, TableError::Storage(s) if storage(s))
+    } else if let Some(e) = error.downcast_ref::<CommitError>() {
+        matches!(e, CommitError::Storage(s) if storage(s))
+    } else if let Some(e) = error.downcast_ref::<DatabaseError>() {
+        matches!(e, DatabaseError::Storage(s) if storage(s))
+    } else if let Some(e) = error.downcast_ref::<redb::Error>() {
+        matches!(e, redb::Error::Io(_) | redb::Error::PreviousIo)
+    } else {
+        error.downcast_ref::<std::io::Error>().is_some()
     }
 }
 
@@ -102,15 +137,50 @@ pub struct Committed {
 pub const RECENT_MERGE_IDS: usize = 1 << 18;
 
 /// The store; cheap to share behind an `Arc`.
+///
+/// After an I/O error (a full disk, say) redb refuses every later operation until its file is
+/// closed and opened again. The store does that itself: an operation that meets such an error
+/// marks the store broken, and the next operation (at most one attempt a second; at once with
+/// [`Store::reopen`]) drops the database, which releases redb's lock on the file, opens it again
+/// (redb repairs what the failed commit left) and reloads the in-memory part of the index from
+/// it. Operations hold a read lock on the database for their whole length and a re-open holds
+/// the write lock, so no transaction ever spans two opens.
 pub struct Store {
-    db: Database,
+    path: PathBuf,
+    /// The open database; `None` while a re-open after an I/O error has not succeeded.
+    db: RwLock<Option<Database>>,
+    /// Set by an I/O error, cleared by a successful re-open.
+    broken: AtomicBool,
+    /// When a re-open was last tried, so that a full disk is not probed by every request.
+    reopen_tried: Mutex<Option<Instant>>,
     /// What lookups of the dedup index read before its runs. A lookup holds the read lock
     /// from the start of its read transaction to its last lookup, so a merge (which empties the
     /// recent ids after its commit) can never hide an id from it. A purge takes the write lock
     /// before its transaction commits, so that no flush commits between that commit and the
-    /// purge's changes here.
-    index: std::sync::RwLock<Index>,
+    /// purge's changes here. Always taken after the lock on `db`, never before.
+    index: RwLock<Index>,
+    /// Testing hook: the fault the store's file simulates ([`Fault`]).
+    fault: Arc<AtomicU8>,
 }
+
+/// A fault the store's file can simulate, for tests of what follows an I/O error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Fault {
+    /// Every write and sync goes through.
+    None = 0,
+    /// Writes fail as on a full disk (`ENOSPC`): a commit fails before it is recorded.
+    Writes = 1,
+    /// Syncs fail after the writes went through: redb reports a failed commit that is in the
+    /// file all the same (its documentation warns that a failed commit may be durable).
+    Syncs = 2,
+    /// The next write fails, then every write goes through again: a disk that was full for a
+    /// moment.
+    OneWrite = 3,
+}
+
+/// How long a lazy re-open waits after a failed one.
+const REOPEN_EVERY: Duration = Duration::from_secs(1);
 
 /// The in-memory part of the dedup index.
 struct Index {
@@ -133,50 +203,235 @@ pub type IdSet = std::collections::HashSet<[u8; 16], ahash::RandomState>;
 /// and 3.4 million lines, side by side) with peak RSS 145-156 MiB instead of 225-241.
 const CACHE_BYTES: usize = 16 * 1024 * 1024;
 
+/// The database, read-locked for the length of one operation.
+struct Db<'a>(RwLockReadGuard<'a, Option<Database>>);
+
+impl std::ops::Deref for Db<'_> {
+    type Target = Database;
+
+    fn deref(&self) -> &Database {
+        self.0.as_ref().expect("checked when the guard was made")
+    }
+}
+
+/// The store's file, through which the testing hook [`Fault`] acts.
+#[derive(Debug)]
+struct FileBackend {
+    file: redb::backends::FileBackend,
+    fault: Arc<AtomicU8>,
+}
+
+impl FileBackend {
+    fn check(&self, fault: Fault) -> std::io::Result<()> {
+        let full = || Err(std::io::Error::from_raw_os_error(libc::ENOSPC));
+        if self.fault.load(Ordering::Relaxed) == fault as u8 {
+            return full();
+        }
+        if fault == Fault::Writes
+            && self
+                .fault
+                .compare_exchange(
+                    Fault::OneWrite as u8,
+                    Fault::None as u8,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+        {
+            return full();
+        }
+        Ok(())
+    }
+}
+
+impl redb::StorageBackend for FileBackend {
+    fn len(&self) -> std::io::Result<u64> {
+        self.file.len()
+    }
+
+    fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+        self.file.read(offset, out)
+    }
+
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.file.set_len(len)
+    }
+
+    fn sync_data(&self) -> std::io::Result<()> {
+        self.check(Fault::Syncs)?;
+        self.file.sync_data()
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.check(Fault::Writes)?;
+        self.file.write(offset, data)
+    }
+
+    fn close(&self) -> std::io::Result<()> {
+        self.file.close()
+    }
+
+    fn try_lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<bool, BackendError> {
+        self.file.try_lock_range(start, end)
+    }
+
+    fn try_lock_shared_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> Result<bool, BackendError> {
+        self.file.try_lock_shared_range(start, end)
+    }
+
+    fn lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
+        self.file.lock_range(start, end)
+    }
+
+    fn lock_shared_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
+        self.file.lock_shared_range(start, end)
+    }
+
+    fn unlock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
+        self.file.unlock_range(start, end)
+    }
+
+    fn query_lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<bool, BackendError> {
+        self.file.query_lock_range(start, end)
+    }
+}
+
+/// Opens or creates the database at `path`, prepares its tables, and loads the in-memory part
+/// of the dedup index from it.
+fn open_parts(path: &Path, fault: &Arc<AtomicU8>) -> Result<(Database, Index), StoreError> {
+    let file = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(err("open"))?;
+    let backend = FileBackend {
+        file: redb::backends::FileBackend::new(file).map_err(err("open"))?,
+        fault: fault.clone(),
+    };
+    let db = redb::Builder::new()
+        .set_cache_size(CACHE_BYTES)
+        .create_with_backend(backend)
+        .map_err(err("open"))?;
+    let txn = db.begin_write().map_err(err("begin"))?;
+    {
+        check_format(&txn)?;
+        txn.open_table(runs::BLOCKS).map_err(err("create table"))?;
+        txn.open_table(runs::RUNS).map_err(err("create table"))?;
+        migrate_seen(&txn)?;
+        txn.delete_table(LEGACY_SEEN_BY_TIME)
+            .map_err(err("delete table"))?;
+        txn.open_table(META).map_err(err("create table"))?;
+        txn.open_table(CONTACTS).map_err(err("create table"))?;
+        txn.open_table(CALLS).map_err(err("create table"))?;
+        txn.open_table(COMPACTIONS).map_err(err("create table"))?;
+        txn.open_table(REPLAYED).map_err(err("create table"))?;
+        txn.open_table(SEEN_RECENT).map_err(err("create table"))?;
+    }
+    txn.commit().map_err(err("commit"))?;
+    let mut recent = IdSet::default();
+    {
+        let txn = db.begin_read().map_err(err("begin read"))?;
+        let table = txn.open_table(SEEN_RECENT).map_err(err("open table"))?;
+        for entry in table.iter().map_err(err("scan"))? {
+            let (_, value) = entry.map_err(err("scan"))?;
+            recent.extend(recent_entries(value.value())?.map(|(id, _)| id));
+        }
+    }
+    let filter = filter_of(&db.begin_read().map_err(err("begin read"))?, &recent, 0)?;
+    let index = Index {
+        recent,
+        filter,
+        changes: 0,
+    };
+    Ok((db, index))
+}
+
 impl Store {
     /// Opens or creates the store file.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let db = redb::Builder::new()
-            .set_cache_size(CACHE_BYTES)
-            .create(path)
-            .map_err(err("open"))?;
-        let txn = db.begin_write().map_err(err("begin"))?;
-        {
-            check_format(&txn)?;
-            txn.open_table(runs::BLOCKS).map_err(err("create table"))?;
-            txn.open_table(runs::RUNS).map_err(err("create table"))?;
-            migrate_seen(&txn)?;
-            txn.delete_table(LEGACY_SEEN_BY_TIME)
-                .map_err(err("delete table"))?;
-            txn.open_table(META).map_err(err("create table"))?;
-            txn.open_table(CONTACTS).map_err(err("create table"))?;
-            txn.open_table(CALLS).map_err(err("create table"))?;
-            txn.open_table(COMPACTIONS).map_err(err("create table"))?;
-            txn.open_table(REPLAYED).map_err(err("create table"))?;
-            txn.open_table(SEEN_RECENT).map_err(err("create table"))?;
-        }
-        txn.commit().map_err(err("commit"))?;
-        let mut recent = IdSet::default();
-        {
-            let txn = db.begin_read().map_err(err("begin read"))?;
-            let table = txn.open_table(SEEN_RECENT).map_err(err("open table"))?;
-            for entry in table.iter().map_err(err("scan"))? {
-                let (_, value) = entry.map_err(err("scan"))?;
-                recent.extend(recent_entries(value.value())?.map(|(id, _)| id));
-            }
-        }
-        let filter = filter_of(&db.begin_read().map_err(err("begin read"))?, &recent, 0)?;
+        let fault = Arc::new(AtomicU8::new(Fault::None as u8));
+        let (db, index) = open_parts(path, &fault)?;
         Ok(Store {
-            db,
-            index: std::sync::RwLock::new(Index {
-                recent,
-                filter,
-                changes: 0,
-            }),
+            path: path.to_path_buf(),
+            db: RwLock::new(Some(db)),
+            broken: AtomicBool::new(false),
+            reopen_tried: Mutex::new(None),
+            index: RwLock::new(index),
+            fault,
         })
     }
 
-    fn index_read(&self) -> std::sync::RwLockReadGuard<'_, Index> {
+    /// Testing hook: makes the store's file fail as `fault` says, until called again.
+    pub fn simulate_fault(&self, fault: Fault) {
+        self.fault.store(fault as u8, Ordering::Relaxed);
+    }
+
+    /// Whether an I/O error closed the store and it has not been opened again since.
+    pub fn is_broken(&self) -> bool {
+        self.broken.load(Ordering::Acquire)
+    }
+
+    /// Closes the database and opens it again, reloading the in-memory part of the index from
+    /// the file; what redb asks for after an I/O error. On failure the store stays broken (every
+    /// operation fails) until a later re-open succeeds.
+    pub fn reopen(&self) -> Result<(), StoreError> {
+        let mut db = self.db.write().unwrap_or_else(|e| e.into_inner());
+        let mut index = self.index_write();
+        *self.reopen_tried.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        // Closed first: redb locks its file, and refuses a second handle on it.
+        drop(db.take());
+        self.broken.store(true, Ordering::Release);
+        let (opened, loaded) = open_parts(&self.path, &self.fault)?;
+        *db = Some(opened);
+        let changes = index.changes + 1;
+        *index = Index { changes, ..loaded };
+        self.broken.store(false, Ordering::Release);
+        tracing::info!(path = %self.path.display(), "state store opened again after an I/O error");
+        Ok(())
+    }
+
+    /// The open database, opened again first if an I/O error closed it (at most one attempt
+    /// per [`REOPEN_EVERY`]).
+    fn db(&self) -> Result<Db<'_>, StoreError> {
+        if self.is_broken() {
+            let tried = *self.reopen_tried.lock().unwrap_or_else(|e| e.into_inner());
+            if tried.is_none_or(|at| at.elapsed() >= REOPEN_EVERY) {
+                self.reopen()?;
+            }
+        }
+        let guard = self.db.read().unwrap_or_else(|e| e.into_inner());
+        if guard.is_none() || self.is_broken() {
+            return Err(StoreError {
+                op: "open",
+                message: "closed after an I/O error, not opened again yet".into(),
+                io: true,
+            });
+        }
+        Ok(Db(guard))
+    }
+
+    /// Runs `work` on the open database; an I/O error marks the store broken.
+    fn with_db<T>(
+        &self,
+        work: impl FnOnce(&Database) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let db = self.db()?;
+        let result = work(&db);
+        if let Err(e) = &result
+            && e.io
+        {
+            self.broken.store(true, Ordering::Release);
+        }
+        result
+    }
+
+    fn index_read(&self) -> RwLockReadGuard<'_, Index> {
         self.index.read().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -186,34 +441,38 @@ impl Store {
 
     /// The last commit record.
     pub fn committed(&self) -> Result<Committed, StoreError> {
-        let txn = self.db.begin_read().map_err(err("begin read"))?;
-        let meta = txn.open_table(META).map_err(err("open table"))?;
-        let get = |k: &str| -> Result<u64, StoreError> {
-            Ok(meta
-                .get(k)
-                .map_err(err("read"))?
-                .map(|v| v.value())
-                .unwrap_or(0))
-        };
-        Ok(Committed {
-            flush_seq: get("flush_seq")?,
-            replay_from: get("replay_from")?,
+        self.with_db(|db| {
+            let txn = db.begin_read().map_err(err("begin read"))?;
+            let meta = txn.open_table(META).map_err(err("open table"))?;
+            let get = |k: &str| -> Result<u64, StoreError> {
+                Ok(meta
+                    .get(k)
+                    .map_err(err("read"))?
+                    .map(|v| v.value())
+                    .unwrap_or(0))
+            };
+            Ok(Committed {
+                flush_seq: get("flush_seq")?,
+                replay_from: get("replay_from")?,
+            })
         })
     }
 
     /// Which of `ids` were already written by a committed flush.
     pub fn seen(&self, ids: &[[u8; 16]]) -> Result<Vec<bool>, StoreError> {
-        let index = self.index_read();
-        let txn = self.db.begin_read().map_err(err("begin read"))?;
-        // The runs of this snapshot: a merge may have replaced those of an older one.
-        let (runs, _) = runs::runs(&txn)?;
-        let blocks = txn.open_table(runs::BLOCKS).map_err(err("open table"))?;
-        ids.iter()
-            .map(|id| {
-                Ok(index.recent.contains(id)
-                    || (index.filter.may_contain(id) && runs::contains(&blocks, &runs, id)?))
-            })
-            .collect()
+        self.with_db(|db| {
+            let index = self.index_read();
+            let txn = db.begin_read().map_err(err("begin read"))?;
+            // The runs of this snapshot: a merge may have replaced those of an older one.
+            let (runs, _) = runs::runs(&txn)?;
+            let blocks = txn.open_table(runs::BLOCKS).map_err(err("open table"))?;
+            ids.iter()
+                .map(|id| {
+                    Ok(index.recent.contains(id)
+                        || (index.filter.may_contain(id) && runs::contains(&blocks, &runs, id)?))
+                })
+                .collect()
+        })
     }
 
     /// The stored states of these contacts (contacts never seen are absent).
@@ -221,16 +480,19 @@ impl Store {
         &self,
         ids: impl IntoIterator<Item = i64>,
     ) -> Result<ContactStates, StoreError> {
-        let txn = self.db.begin_read().map_err(err("begin read"))?;
-        let table = txn.open_table(CONTACTS).map_err(err("open table"))?;
-        let mut states = ContactStates::default();
-        for id in ids {
-            if let Some(bytes) = table.get(id).map_err(err("read"))? {
-                let state = ContactState::decode(bytes.value()).map_err(err("decode contact"))?;
-                states.insert(id, state);
+        self.with_db(|db| {
+            let txn = db.begin_read().map_err(err("begin read"))?;
+            let table = txn.open_table(CONTACTS).map_err(err("open table"))?;
+            let mut states = ContactStates::default();
+            for id in ids {
+                if let Some(bytes) = table.get(id).map_err(err("read"))? {
+                    let state =
+                        ContactState::decode(bytes.value()).map_err(err("decode contact"))?;
+                    states.insert(id, state);
+                }
             }
-        }
-        Ok(states)
+            Ok(states)
+        })
     }
 
     /// The stored slots of these calls (calls never seen are absent).
@@ -238,29 +500,59 @@ impl Store {
         &self,
         ids: impl IntoIterator<Item = &'a str>,
     ) -> Result<HashMap<String, CallState>, StoreError> {
-        let txn = self.db.begin_read().map_err(err("begin read"))?;
-        let table = txn.open_table(CALLS).map_err(err("open table"))?;
-        let mut states = HashMap::new();
-        for id in ids {
-            if let Some(bytes) = table.get(id).map_err(err("read"))? {
-                let state: CallState =
-                    serde_json::from_slice(bytes.value()).map_err(err("decode call"))?;
-                states.insert(id.to_string(), state);
+        self.with_db(|db| {
+            let txn = db.begin_read().map_err(err("begin read"))?;
+            let table = txn.open_table(CALLS).map_err(err("open table"))?;
+            let mut states = HashMap::new();
+            for id in ids {
+                if let Some(bytes) = table.get(id).map_err(err("read"))? {
+                    let state: CallState =
+                        serde_json::from_slice(bytes.value()).map_err(err("decode call"))?;
+                    states.insert(id.to_string(), state);
+                }
             }
-        }
-        Ok(states)
+            Ok(states)
+        })
     }
 
     /// Records a flush: its sequence number, the replay position, the ids it wrote (with their
     /// receive times in seconds) and the contact and call states it produced. Durable when it
-    /// returns.
+    /// returns. An error does not mean that nothing was recorded: redb may have made a failed
+    /// commit durable, so [`Store::committed`] (after a re-open) is the answer.
     pub fn commit(
         &self,
         record: Committed,
         ids: &[([u8; 16], u64)],
         states: &States,
     ) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(err("begin write"))?;
+        self.with_db(|db| {
+            let merge = self.commit_in(db, record, ids, states)?;
+            let mut index = self.index_write();
+            if merge {
+                index.recent.clear();
+            } else {
+                index.recent.extend(ids.iter().map(|(id, _)| *id));
+            }
+            for (id, _) in ids {
+                index.filter.insert(id);
+            }
+            index.changes += 1;
+            if index.filter.is_full() {
+                self.grow_filter(db, index)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The transaction of [`Store::commit`]; returns whether it merged the recent ids into a run.
+    fn commit_in(
+        &self,
+        db: &Database,
+        record: Committed,
+        ids: &[([u8; 16], u64)],
+        states: &States,
+    ) -> Result<bool, StoreError> {
+        let txn = db.begin_write().map_err(err("begin write"))?;
         {
             let mut table = txn.open_table(CALLS).map_err(err("open table"))?;
             for (id, state) in &states.calls {
@@ -301,28 +593,28 @@ impl Store {
                 .map_err(err("insert"))?;
         }
         txn.commit().map_err(err("commit"))?;
-        let mut index = self.index_write();
-        if merge {
-            index.recent.clear();
-        } else {
-            index.recent.extend(ids.iter().map(|(id, _)| *id));
+        Ok(merge)
+    }
+
+    /// How many ids of the index a commit adding `ids` ids may rewrite: none, unless it merges
+    /// the recent ids into a run, which may merge runs up to every one of them.
+    pub fn rewritten_by_commit(&self, ids: usize) -> Result<u64, StoreError> {
+        if self.index_read().recent.len() + ids < RECENT_MERGE_IDS {
+            return Ok(0);
         }
-        for (id, _) in ids {
-            index.filter.insert(id);
-        }
-        index.changes += 1;
-        if index.filter.is_full() {
-            self.grow_filter(index)?;
-        }
-        Ok(())
+        Ok(self.seen_count()? + ids as u64)
     }
 
     /// Replaces a full filter with one of twice the room, built from a snapshot of the store
     /// (0.17 s for 1.1 million ids) without holding up lookups; given up if the index changed
     /// meanwhile (a purge), and tried again at the next commit.
-    fn grow_filter(&self, index: std::sync::RwLockWriteGuard<'_, Index>) -> Result<(), StoreError> {
+    fn grow_filter(
+        &self,
+        db: &Database,
+        index: std::sync::RwLockWriteGuard<'_, Index>,
+    ) -> Result<(), StoreError> {
         let (snapshot, recent, room, changes) = (
-            self.db.begin_read().map_err(err("begin read"))?,
+            db.begin_read().map_err(err("begin read"))?,
             index.recent.clone(),
             index.filter.capacity() * 2,
             index.changes,
@@ -338,104 +630,107 @@ impl Store {
 
     /// A new compaction id.
     pub fn next_compaction_id(&self) -> Result<u64, StoreError> {
-        let txn = self.db.begin_write().map_err(err("begin write"))?;
-        let id = {
-            let mut meta = txn.open_table(META).map_err(err("open table"))?;
-            let id = meta
-                .get("compaction_seq")
-                .map_err(err("read"))?
-                .map(|v| v.value())
-                .unwrap_or(0)
-                + 1;
-            meta.insert("compaction_seq", id).map_err(err("insert"))?;
-            id
-        };
-        txn.commit().map_err(err("commit"))?;
-        Ok(id)
+        self.with_db(|db| {
+            let txn = db.begin_write().map_err(err("begin write"))?;
+            let id = {
+                let mut meta = txn.open_table(META).map_err(err("open table"))?;
+                let id = meta
+                    .get("compaction_seq")
+                    .map_err(err("read"))?
+                    .map(|v| v.value())
+                    .unwrap_or(0)
+                    + 1;
+                meta.insert("compaction_seq", id).map_err(err("insert"))?;
+                id
+            };
+            txn.commit().map_err(err("commit"))?;
+            Ok(id)
+        })
     }
 
     /// Records that compaction `id` is about to publish its outputs (durable when it returns).
     pub fn begin_compaction(&self, id: u64, compaction: &Compaction) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(compaction).map_err(err("encode compaction"))?;
-        let txn = self.db.begin_write().map_err(err("begin write"))?;
-        txn.open_table(COMPACTIONS)
-            .map_err(err("open table"))?
-            .insert(id, bytes.as_slice())
-            .map_err(err("insert"))?;
-        txn.commit().map_err(err("commit"))
+        self.with_db(|db| {
+            let txn = db.begin_write().map_err(err("begin write"))?;
+            txn.open_table(COMPACTIONS)
+                .map_err(err("open table"))?
+                .insert(id, bytes.as_slice())
+                .map_err(err("insert"))?;
+            txn.commit().map_err(err("commit"))
+        })
     }
 
     /// Forgets a finished compaction.
     pub fn end_compaction(&self, id: u64) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(err("begin write"))?;
-        txn.open_table(COMPACTIONS)
-            .map_err(err("open table"))?
-            .remove(id)
-            .map_err(err("remove"))?;
-        txn.commit().map_err(err("commit"))
+        self.with_db(|db| {
+            let txn = db.begin_write().map_err(err("begin write"))?;
+            txn.open_table(COMPACTIONS)
+                .map_err(err("open table"))?
+                .remove(id)
+                .map_err(err("remove"))?;
+            txn.commit().map_err(err("commit"))
+        })
     }
 
     /// Compactions that began and did not end (a crash in between).
     pub fn unfinished_compactions(&self) -> Result<Vec<(u64, Compaction)>, StoreError> {
-        let txn = self.db.begin_read().map_err(err("begin read"))?;
-        let table = txn.open_table(COMPACTIONS).map_err(err("open table"))?;
-        let mut out = Vec::new();
-        for entry in table.iter().map_err(err("scan"))? {
-            let (id, bytes) = entry.map_err(err("scan"))?;
-            out.push((
-                id.value(),
-                serde_json::from_slice(bytes.value()).map_err(err("decode compaction"))?,
-            ));
-        }
-        Ok(out)
+        self.with_db(|db| {
+            let txn = db.begin_read().map_err(err("begin read"))?;
+            let table = txn.open_table(COMPACTIONS).map_err(err("open table"))?;
+            let mut out = Vec::new();
+            for entry in table.iter().map_err(err("scan"))? {
+                let (id, bytes) = entry.map_err(err("scan"))?;
+                out.push((
+                    id.value(),
+                    serde_json::from_slice(bytes.value()).map_err(err("decode compaction"))?,
+                ));
+            }
+            Ok(out)
+        })
     }
 
     /// Forgets ids received before `cutoff_secs`; returns how many.
     pub fn purge_before(&self, cutoff_secs: u64) -> Result<u64, StoreError> {
-        let txn = self.db.begin_write().map_err(err("begin write"))?;
-        // Recent ids join a run first, so that the purge sees them all.
-        merge_recent(&txn, &[])?;
-        // One scan of the index, rewriting only the blocks that lose ids; every ten minutes.
-        // The commits of flushes wait meanwhile; acknowledgements do not. The ids it keeps
-        // make a new filter: the old one cannot forget.
-        let held = {
-            let seen = self.seen_count()?;
-            usize::try_from(seen).unwrap_or(usize::MAX)
-        };
-        let mut filter = IdFilter::with_capacity(held);
-        let purged = runs::purge(&txn, cutoff_secs, |id| filter.insert(id))?;
-        // Taken before the commit: a flush committing between this commit and the clearing
-        // below would have its ids cleared from memory, and hidden from lookups until the next
-        // merge.
-        let mut index = self.index_write();
-        txn.commit().map_err(err("commit"))?;
-        index.recent.clear();
-        index.filter = filter;
-        index.changes += 1;
-        Ok(purged)
+        self.with_db(|db| {
+            let txn = db.begin_write().map_err(err("begin write"))?;
+            // Recent ids join a run first, so that the purge sees them all.
+            merge_recent(&txn, &[])?;
+            // One scan of the index, rewriting only the blocks that lose ids; every ten
+            // minutes. The commits of flushes wait meanwhile; acknowledgements do not. The ids
+            // it keeps make a new filter: the old one cannot forget.
+            let held = {
+                let seen = self.index_stats_in(db)?.0;
+                usize::try_from(seen).unwrap_or(usize::MAX)
+            };
+            let mut filter = IdFilter::with_capacity(held);
+            let purged = runs::purge(&txn, cutoff_secs, |id| filter.insert(id))?;
+            // Taken before the commit: a flush committing between this commit and the clearing
+            // below would have its ids cleared from memory, and hidden from lookups until the
+            // next merge.
+            let mut index = self.index_write();
+            txn.commit().map_err(err("commit"))?;
+            index.recent.clear();
+            index.filter = filter;
+            index.changes += 1;
+            Ok(purged)
+        })
     }
 
     /// Which of these dead letters a committed flush already replayed.
     pub fn replayed(&self, ids: &[[u8; 16]]) -> Result<Vec<bool>, StoreError> {
-        let txn = self.db.begin_read().map_err(err("begin read"))?;
-        let table = txn.open_table(REPLAYED).map_err(err("open table"))?;
-        ids.iter()
-            .map(|id| Ok(table.get(&id[..]).map_err(err("read"))?.is_some()))
-            .collect()
+        self.with_db(|db| {
+            let txn = db.begin_read().map_err(err("begin read"))?;
+            let table = txn.open_table(REPLAYED).map_err(err("open table"))?;
+            ids.iter()
+                .map(|id| Ok(table.get(&id[..]).map_err(err("read"))?.is_some()))
+                .collect()
+        })
     }
 
     /// Every replayed dead letter and when (for a rebuild, which carries them over).
     pub fn all_replayed(&self) -> Result<Vec<([u8; 16], u64)>, StoreError> {
-        let txn = self.db.begin_read().map_err(err("begin read"))?;
-        let table = txn.open_table(REPLAYED).map_err(err("open table"))?;
-        let mut out = Vec::new();
-        for entry in table.iter().map_err(err("scan"))? {
-            let (k, v) = entry.map_err(err("scan"))?;
-            if let Ok(id) = <[u8; 16]>::try_from(k.value()) {
-                out.push((id, v.value()));
-            }
-        }
-        Ok(out)
+        self.with_db(|db| all_replayed_in(&db.begin_read().map_err(err("begin read"))?))
     }
 
     /// The replay marks of the store file at `path`, read without writing to it (the source of a
@@ -444,35 +739,30 @@ impl Store {
         if !path.exists() {
             return Ok(Vec::new());
         }
-        let store = Store {
-            db: redb::Builder::new()
-                .set_cache_size(CACHE_BYTES)
-                .open(path)
-                .map_err(err("open"))?,
-            index: std::sync::RwLock::new(Index {
-                recent: IdSet::default(),
-                filter: IdFilter::with_capacity(0),
-                changes: 0,
-            }),
-        };
-        let txn = store.db.begin_read().map_err(err("begin read"))?;
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .open(path)
+            .map_err(err("open"))?;
+        let txn = db.begin_read().map_err(err("begin read"))?;
         match txn.open_table(REPLAYED) {
             Err(redb::TableError::TableDoesNotExist(_)) => Ok(Vec::new()),
             Err(e) => Err(err("open table")(e)),
-            Ok(_) => store.all_replayed(),
+            Ok(_) => all_replayed_in(&txn),
         }
     }
 
     /// Records dead letters as replayed at the given times (a rebuild carrying them over).
     pub fn put_replayed(&self, marks: &[([u8; 16], u64)]) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(err("begin write"))?;
-        {
-            let mut table = txn.open_table(REPLAYED).map_err(err("open table"))?;
-            for (id, secs) in marks {
-                table.insert(&id[..], secs).map_err(err("insert"))?;
+        self.with_db(|db| {
+            let txn = db.begin_write().map_err(err("begin write"))?;
+            {
+                let mut table = txn.open_table(REPLAYED).map_err(err("open table"))?;
+                for (id, secs) in marks {
+                    table.insert(&id[..], secs).map_err(err("insert"))?;
+                }
             }
-        }
-        txn.commit().map_err(err("commit"))
+            txn.commit().map_err(err("commit"))
+        })
     }
 
     /// Bytes of memory the dedup index's filter takes.
@@ -483,8 +773,12 @@ impl Store {
     /// Ids in the dedup index, and the runs its merged ids are in (a lookup the filter cannot
     /// answer reads a block of each).
     pub fn index_stats(&self) -> Result<(u64, u64), StoreError> {
+        self.with_db(|db| self.index_stats_in(db))
+    }
+
+    fn index_stats_in(&self, db: &Database) -> Result<(u64, u64), StoreError> {
         let index = self.index_read();
-        let txn = self.db.begin_read().map_err(err("begin read"))?;
+        let txn = db.begin_read().map_err(err("begin read"))?;
         let (runs, ids) = runs::runs(&txn)?;
         Ok((ids + index.recent.len() as u64, runs.len() as u64))
     }
@@ -493,6 +787,19 @@ impl Store {
     pub fn seen_count(&self) -> Result<u64, StoreError> {
         Ok(self.index_stats()?.0)
     }
+}
+
+/// Every replayed dead letter in `txn`'s snapshot, and when it was replayed.
+fn all_replayed_in(txn: &redb::ReadTransaction) -> Result<Vec<([u8; 16], u64)>, StoreError> {
+    let table = txn.open_table(REPLAYED).map_err(err("open table"))?;
+    let mut out = Vec::new();
+    for entry in table.iter().map_err(err("scan"))? {
+        let (k, v) = entry.map_err(err("scan"))?;
+        if let Ok(id) = <[u8; 16]>::try_from(k.value()) {
+            out.push((id, v.value()));
+        }
+    }
+    Ok(out)
 }
 
 /// A filter holding every id of the runs in `txn` and of `recent`, with room for `room` ids
@@ -523,6 +830,7 @@ fn check_format(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
     {
         return Err(StoreError {
             op: "open",
+            io: false,
             message: format!(
                 "the store is of format {found}, written by a later hooklake; this one reads formats up to {FORMAT}"
             ),
@@ -541,6 +849,7 @@ fn migrate_seen(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
             let (id, secs) = entry.map_err(err("scan"))?;
             let id: [u8; 16] = id.value().try_into().map_err(|_| StoreError {
                 op: "read seen ids",
+                io: false,
                 message: format!("an id of {} bytes, expected 16", id.value().len()),
             })?;
             Ok((id, secs.value()))
@@ -559,6 +868,7 @@ fn recent_entries(value: &[u8]) -> Result<impl Iterator<Item = ([u8; 16], u64)> 
     if value.is_empty() || !value.len().is_multiple_of(RECENT_ENTRY) {
         return Err(StoreError {
             op: "read recent ids",
+            io: false,
             message: format!(
                 "entry of {} bytes, expected a multiple of {RECENT_ENTRY}",
                 value.len()
@@ -643,6 +953,81 @@ fn hex_byte(chunk: &[u8]) -> u8 {
 mod tests {
     use super::*;
 
+    fn flush(seq: u64) -> Committed {
+        Committed {
+            flush_seq: seq,
+            replay_from: seq * 10,
+        }
+    }
+
+    #[test]
+    fn a_store_closed_by_an_io_error_is_opened_again_and_works() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state.redb")).unwrap();
+        let (a, b) = ([1; 16], [2; 16]);
+        store
+            .commit(flush(1), &[(a, 1)], &States::default())
+            .unwrap();
+        store.simulate_fault(Fault::Writes);
+        let failed = store
+            .commit(flush(2), &[(b, 1)], &States::default())
+            .unwrap_err();
+        assert!(failed.is_io(), "{failed}");
+        assert!(store.is_broken());
+        // redb refuses to go on, and opening it again fails while the disk is still full.
+        assert!(store.committed().unwrap_err().is_io());
+        assert!(store.reopen().is_err());
+        assert!(store.is_broken());
+        store.simulate_fault(Fault::None);
+        store.reopen().unwrap();
+        assert!(!store.is_broken());
+        assert_eq!(
+            store.committed().unwrap(),
+            flush(1),
+            "the failed commit is not there"
+        );
+        assert_eq!(store.seen(&[a, b]).unwrap(), [true, false]);
+        store
+            .commit(flush(2), &[(b, 1)], &States::default())
+            .unwrap();
+        assert_eq!(store.committed().unwrap(), flush(2));
+        assert_eq!(store.seen(&[a, b]).unwrap(), [true, true]);
+        // The re-opened database still holds redb's lock on its file.
+        let again = Store::open(&dir.path().join("state.redb")).err().unwrap();
+        assert!(again.to_string().contains("open"), "{again}");
+    }
+
+    #[test]
+    fn an_operation_after_an_io_error_opens_the_store_again_by_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state.redb")).unwrap();
+        store.simulate_fault(Fault::Writes);
+        store
+            .commit(flush(1), &[([1; 16], 1)], &States::default())
+            .unwrap_err();
+        store.simulate_fault(Fault::None);
+        // No re-open was tried yet: the next operation does it.
+        assert_eq!(store.committed().unwrap(), Committed::default());
+        assert!(!store.is_broken());
+    }
+
+    #[test]
+    fn a_commit_that_reports_a_failed_sync_may_be_recorded_all_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state.redb")).unwrap();
+        store.simulate_fault(Fault::Syncs);
+        let failed = store
+            .commit(flush(1), &[([1; 16], 1)], &States::default())
+            .unwrap_err();
+        assert!(failed.is_io(), "{failed}");
+        store.simulate_fault(Fault::None);
+        store.reopen().unwrap();
+        // The writes reached the file before the sync failed: the commit is there, and the
+        // in-memory index, reloaded from the file, knows its ids.
+        assert_eq!(store.committed().unwrap(), flush(1));
+        assert_eq!(store.seen(&[[1; 16]]).unwrap(), [true]);
+    }
+
     #[test]
     fn commits_survive_reopen_and_purge_forgets_old_ids() {
         let dir = tempfile::tempdir().unwrap();
@@ -719,7 +1104,7 @@ mod tests {
         }
         let store = Store::open(&path).unwrap();
         {
-            let txn = store.db.begin_read().unwrap();
+            let txn = store.db().unwrap().begin_read().unwrap();
             assert!(matches!(
                 txn.open_table(LEGACY_SEEN_BY_TIME),
                 Err(redb::TableError::TableDoesNotExist(_))
@@ -765,7 +1150,7 @@ mod tests {
         let ids = [([3; 16], 300), ([4; 16], 400)];
         store.commit(record, &ids, &States::default()).unwrap();
         {
-            let txn = store.db.begin_read().unwrap();
+            let txn = store.db().unwrap().begin_read().unwrap();
             let recent = txn.open_table(SEEN_RECENT).unwrap();
             let sizes: Vec<(u64, usize)> = recent
                 .iter()

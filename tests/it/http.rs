@@ -571,6 +571,70 @@ async fn a_failing_log_answers_503_and_the_server_recovers_by_itself() {
 }
 
 #[tokio::test]
+async fn readiness_is_503_with_the_reason_while_flushes_fail_and_ready_again_after_one_commits() {
+    let lake = Lake::new();
+    post_ok(&lake, "/webhooks/iclosed", fixture("call_scheduled.json")).await;
+    // The state store's commit meets a full disk.
+    lake.pipeline
+        .store()
+        .simulate_fault(hooklake::state::Fault::OneWrite);
+    let failed = lake.post("/admin/flush", "").await;
+    assert_eq!(
+        failed.status,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "{}",
+        failed.body
+    );
+    let ready = lake.request("GET", "/readyz", "").await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    let reason = ready.json()["reason"].as_str().unwrap().to_string();
+    assert!(
+        reason.starts_with("flush failed") && reason.contains("No space left on device"),
+        "{reason}"
+    );
+    let metrics = lake.request("GET", "/metrics", "").await.body;
+    assert!(
+        metrics.contains("hooklake_flushes_total{result=\"failed\"} 1"),
+        "{metrics}"
+    );
+    assert_eq!(lake.flush().await["events"], 1, "the next flush writes it");
+    assert_eq!(
+        lake.request("GET", "/readyz", "").await.json(),
+        json!({"ready": true})
+    );
+}
+
+#[tokio::test]
+async fn a_flush_held_back_for_disk_space_answers_503_and_keeps_its_events() {
+    let lake = Lake::with(|c| c.min_free_bytes = 1_000_000);
+    // Room for requests, not for a flush on top of the minimum.
+    lake.pipeline.simulate_free_bytes(Some(1_100_000));
+    post_ok(&lake, "/webhooks/iclosed", fixture("call_scheduled.json")).await;
+    let held = lake.post("/admin/flush", "").await;
+    assert_eq!(
+        held.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        held.body
+    );
+    assert!(
+        held.body.contains("not enough disk space for a flush"),
+        "{}",
+        held.body
+    );
+    let ready = lake.request("GET", "/readyz", "").await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(ready.body.contains("flush held back"), "{}", ready.body);
+    let metrics = lake.request("GET", "/metrics", "").await.body;
+    assert!(
+        metrics.contains("hooklake_flushes_total{result=\"held_back\"} 1"),
+        "{metrics}"
+    );
+    lake.pipeline.simulate_free_bytes(Some(1 << 40));
+    assert_eq!(lake.flush().await["events"], 1);
+}
+
+#[tokio::test]
 async fn health_readiness_and_metrics() {
     let lake = Lake::new();
     assert_eq!(

@@ -5,6 +5,7 @@ mod changes;
 mod compact;
 mod crash;
 mod deadletter;
+mod disk;
 mod hostile;
 mod http;
 mod limit;
