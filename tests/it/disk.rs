@@ -129,8 +129,6 @@ async fn a_full_disk_under_load_stops_flushes_until_space_returns_and_loses_noth
     let lake = Arc::new(Lake::with(|c| {
         c.data_dir = data_dir.clone();
         c.min_free_bytes = 0;
-        // One client sends all the load.
-        c.rate_limit_per_minute = 0;
     }));
     let pipeline = lake.pipeline.clone();
     let start_triggers = || {
