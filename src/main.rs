@@ -1,8 +1,8 @@
 use std::process::ExitCode;
 
 /// jemalloc instead of the system allocator: a flush allocates and frees millions of small
-/// values on several threads, and glibc's malloc spent a sixth of replay's CPU doing so
-/// (docs/benchmarks.md, fifth session).
+/// values on several threads, and glibc's malloc and free took 18% of a replay's CPU doing so
+/// (docs/benchmarks.md, Batch replay, 2026-11-27).
 #[cfg(feature = "jemalloc")]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

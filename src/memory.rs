@@ -21,7 +21,7 @@ pub const ALLOCATOR_OPTIONS: &str = "_RJEM_MALLOC_CONF";
 /// in huge pages (2 MiB, where the kernel allows them), so that the processor's address
 /// translation covers a flush's rows with a few entries instead of thousands. Replays took 1-6%
 /// less time (seven comparisons, a median of 3.5%), and peaked 9-25 MiB higher
-/// (docs/benchmarks.md, tenth session).
+/// (docs/benchmarks.md, Batch replay, 2026-11-27).
 pub const BATCH_OPTIONS: &str = "thp:always";
 
 /// For a batch command (`args` are the program's), runs the program again with

@@ -33,7 +33,8 @@ pub struct WriterSettings {
 /// written in, and dictionaries: in compacted files for every column but [`NO_DICTIONARY`], in
 /// a flush's files for none. A flush's file holds a flush's rows of one partition, too few to
 /// repeat many values: without dictionaries the write stage of a million-event replay took 13%
-/// less time and its flush files came out 1% smaller (docs/benchmarks.md, seventh session).
+/// less time and its flush files came out 1% smaller (docs/benchmarks.md, Batch replay,
+/// 2026-11-27).
 /// Compaction gives each closed partition's file its dictionaries.
 pub fn writer_properties<T: Table>(settings: WriterSettings, kind: FileKind) -> WriterProperties {
     let level = match kind {
@@ -75,7 +76,8 @@ pub fn writer_properties<T: Table>(settings: WriterSettings, kind: FileKind) -> 
 /// Columns with a new value in every row, left without a dictionary in compacted files: the
 /// writer would fill a dictionary page with their values, give up on it, and write them
 /// plainly after all. Without one, the write stage took 2-5% less time and the compacted lake
-/// of the benchmark went from 182 to 178 bytes per event (docs/benchmarks.md, sixth session).
+/// of the benchmark went from 182 to 178 bytes per event (docs/benchmarks.md, Batch replay,
+/// 2026-11-27).
 const NO_DICTIONARY: &[(&str, &str)] = &[
     ("raw_events", "payload"),
     ("raw_events", "event_id"),
@@ -88,7 +90,7 @@ const NO_DICTIONARY: &[(&str, &str)] = &[
 /// has them: no query filters on their order, so their minimum and maximum prune nothing, and
 /// computing them compared every value with the smallest and largest so far (JSON objects share
 /// long prefixes). Without them, the parquet crate's encoding of `raw_events` took 0.71-0.72 ->
-/// 0.67-0.69 µs per event (docs/benchmarks.md, eleventh session).
+/// 0.67-0.69 µs per event (docs/benchmarks.md, Per-stage timings, 2026-11-27).
 pub const NO_STATISTICS: &[&str] = &[
     "payload",
     "extras",
@@ -102,9 +104,9 @@ pub const NO_STATISTICS: &[&str] = &[
 /// the 168 columns of a million-event replay's files came out larger compressed than not. Each
 /// compressed chunk costs a ZSTD compressor and decompressor, whose creation asks the CPU for
 /// its features; on a virtual machine `cpuid` traps to the hypervisor (4.1 µs a call here), and
-/// creating them was 15% of the replay's Parquet encoding in a profile. Below this size, leaving
+/// creating them was 15% of the replay's write stage in a profile. Below this size, leaving
 /// chunks uncompressed made that replay's files slightly smaller and took 4% off its CPU; at
-/// 1 KiB the files grew (docs/benchmarks.md, fifth session).
+/// 1 KiB the files grew (docs/benchmarks.md, Batch replay, 2026-11-27).
 pub const COMPRESS_MIN_BYTES: usize = 256;
 
 /// In a flush's files, column chunks whose values take fewer bytes than this are compressed
@@ -112,12 +114,13 @@ pub const COMPRESS_MIN_BYTES: usize = 256;
 /// (above) outweighs its better ratio on small chunks. A replay of the benchmark's million
 /// events used 7% less CPU and 3-6% less time, and its flush files took 20% more bytes. Flush
 /// files are short-lived: compaction rewrites a closed partition's files with ZSTD only, so the
-/// lake a query reads for long is as small as before (docs/benchmarks.md, sixth session).
+/// lake a query reads for long keeps ZSTD's size (docs/benchmarks.md, Batch replay, 2026-11-27).
 pub const FLUSH_ZSTD_MIN_BYTES: usize = 64 * 1024;
 
 /// The ZSTD level of a flush's files, whatever `zstd_level` says (it is compacted files'). On
 /// a million-event replay, level 1 instead of 3 took the write stage from 5.66 to 4.56 s, and
-/// the flush files came out 3% smaller, not larger (docs/benchmarks.md, seventh session).
+/// the flush files came out 3% smaller, not larger (docs/benchmarks.md, Batch replay,
+/// 2026-11-27).
 pub const FLUSH_ZSTD_LEVEL: i32 = 1;
 
 /// Who a file is written for, which decides its ZSTD level, its dictionaries, and how its small
