@@ -7,6 +7,7 @@ mod crash;
 mod deadletter;
 mod hostile;
 mod http;
+mod lake;
 mod queries;
 mod rebuild;
 mod replay;
