@@ -26,9 +26,9 @@ if ! command -v weed >/dev/null 2>&1; then
 fi
 echo "== SeaweedFS $(weed version 2>/dev/null | head -n 1)" >&2
 
-if ! python3 -c 'import deltalake' >/dev/null 2>&1; then
+if ! python3 -c 'import deltalake, pyarrow' >/dev/null 2>&1; then
     echo "== installing the Python deltalake package (delta-rs) from PyPI" >&2
-    python3 -m pip install --quiet --disable-pip-version-check deltalake
+    python3 -m pip install --quiet --disable-pip-version-check "deltalake[pyarrow]"
 fi
 echo "== deltalake $(python3 -c 'import deltalake; print(deltalake.__version__)')" >&2
 

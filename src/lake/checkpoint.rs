@@ -47,7 +47,10 @@ pub fn schema() -> SchemaRef {
     let boolean = |name: &str| Field::new(name, DataType::Boolean, true);
     let map = |name: &str| Field::new(name, string_map(), true);
     Arc::new(Schema::new(vec![
-        structure("txn", vec![string("appId"), long("version"), long("lastUpdated")]),
+        structure(
+            "txn",
+            vec![string("appId"), long("version"), long("lastUpdated")],
+        ),
         structure(
             "add",
             vec![
@@ -216,7 +219,9 @@ mod tests {
             }),
         ];
         let mut with_info = actions.clone();
-        with_info.push(Action::CommitInfo(serde_json::json!({"operation": "WRITE"})));
+        with_info.push(Action::CommitInfo(
+            serde_json::json!({"operation": "WRITE"}),
+        ));
         let bytes = write(&with_info).unwrap();
         assert_eq!(read(bytes, "test").unwrap(), actions);
     }

@@ -435,7 +435,10 @@ impl DeltaTable {
         let hint = self.log_path("_last_checkpoint");
         let checkpoint_version = match store.get(&hint).await {
             Ok(found) => {
-                let bytes = found.bytes().await.map_err(|e| store_error("get", &hint, e))?;
+                let bytes = found
+                    .bytes()
+                    .await
+                    .map_err(|e| store_error("get", &hint, e))?;
                 let hint: Value = serde_json::from_slice(&bytes)
                     .map_err(|e| self.log_error(format!("_last_checkpoint: {e}")))?;
                 hint.get("version").and_then(Value::as_i64)
@@ -458,7 +461,12 @@ impl DeltaTable {
         let prefix = self.root.clone().join(LOG_DIR);
         let offset = checkpoint_version.map(|v| self.commit_path(v));
         let listed: Vec<_> = match &offset {
-            Some(offset) => store.list_with_offset(Some(&prefix), offset).try_collect().await,
+            Some(offset) => {
+                store
+                    .list_with_offset(Some(&prefix), offset)
+                    .try_collect()
+                    .await
+            }
             None => store.list(Some(&prefix)).try_collect().await,
         }
         .map_err(|e| store_error("list", &prefix, e))?;
@@ -475,9 +483,9 @@ impl DeltaTable {
         for version in versions {
             let expected = snapshot.version.map_or(0, |v| v + 1);
             if version != expected {
-                return Err(self.log_error(format!(
-                    "version {expected} is missing (found {version})"
-                )));
+                return Err(
+                    self.log_error(format!("version {expected} is missing (found {version})"))
+                );
             }
             let actions = self
                 .read_commit(version)
@@ -492,7 +500,10 @@ impl DeltaTable {
     async fn read_commit(&self, version: i64) -> Result<Option<Vec<Action>>, LakeError> {
         let path = self.commit_path(version);
         let bytes = match self.lake.store().get(&path).await {
-            Ok(found) => found.bytes().await.map_err(|e| store_error("get", &path, e))?,
+            Ok(found) => found
+                .bytes()
+                .await
+                .map_err(|e| store_error("get", &path, e))?,
             Err(object_store::Error::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(store_error("get", &path, e)),
         };
@@ -527,9 +538,10 @@ impl DeltaTable {
             .await
         {
             Ok(_) => Ok(true),
-            Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {
-                Ok(false)
-            }
+            Err(
+                object_store::Error::AlreadyExists { .. }
+                | object_store::Error::Precondition { .. },
+            ) => Ok(false),
             Err(e) => Err(store_error("put if absent", &path, e)),
         }
     }
@@ -580,13 +592,20 @@ impl DeltaTable {
             .ok_or_else(|| self.log_error("version 0 is missing after creating it"))
     }
 
-    /// Commits `commit` as the next version: checks it against the latest snapshot, puts the
+    /// Commits `commit` as the next version: checks it against the snapshot this value holds, puts the
     /// version if absent, and on a lost race reads what won, checks again and retries at the
     /// next version. A checkpoint follows every `checkpoint_interval` versions (a failed
     /// checkpoint is logged, not returned: the commit stands and the next one tries again).
     pub async fn commit(&self, commit: &Commit) -> Result<CommitOutcome, LakeError> {
         let mut snapshot = self.snapshot.lock().await;
-        self.refresh(&mut snapshot).await?;
+        if snapshot.version.is_none() {
+            self.refresh(&mut snapshot).await?;
+        }
+        // The snapshot kept from the last use may be behind; a stale one only costs a lost
+        // race (the put finds the version taken), or a clash that a refresh may clear.
+        if self.check(&snapshot, commit).is_err() {
+            self.refresh(&mut snapshot).await?;
+        }
         let mut retries = 0;
         loop {
             let Some(latest) = snapshot.version else {
@@ -719,7 +738,10 @@ impl DeltaTable {
         let hint = self.log_path("_last_checkpoint");
         let newer = match store.get(&hint).await {
             Ok(found) => {
-                let bytes = found.bytes().await.map_err(|e| store_error("get", &hint, e))?;
+                let bytes = found
+                    .bytes()
+                    .await
+                    .map_err(|e| store_error("get", &hint, e))?;
                 serde_json::from_slice::<Value>(&bytes)
                     .ok()
                     .and_then(|v| v.get("version").and_then(Value::as_i64))
@@ -785,7 +807,11 @@ pub fn delta_schema(schema: &Schema) -> Result<Value, String> {
         .map(|f| delta_field(f))
         .collect::<Result<_, _>>()?;
     if schema.field_with_name(PARTITION_COLUMN).is_err() {
-        fields.push(delta_field(&Field::new(PARTITION_COLUMN, DataType::Date32, true))?);
+        fields.push(delta_field(&Field::new(
+            PARTITION_COLUMN,
+            DataType::Date32,
+            true,
+        ))?);
     }
     Ok(json!({ "type": "struct", "fields": fields }))
 }

@@ -77,9 +77,7 @@ pub enum LakeError {
     },
     #[error("arrow: {0}")]
     Arrow(#[from] arrow_schema::ArrowError),
-    #[error(
-        "commit to {table} clashes with version {version}, committed meanwhile: {reason}"
-    )]
+    #[error("commit to {table} clashes with version {version}, committed meanwhile: {reason}")]
     Clash {
         table: String,
         version: i64,
@@ -166,7 +164,9 @@ impl StoreErrorKind {
                     _ => StoreErrorKind::Other,
                 };
             }
-            if e.downcast_ref::<object_store::client::HttpError>().is_some() {
+            if e.downcast_ref::<object_store::client::HttpError>()
+                .is_some()
+            {
                 return StoreErrorKind::Unavailable;
             }
             if let Some(io) = e.downcast_ref::<std::io::Error>() {
@@ -202,7 +202,11 @@ impl fmt::Display for StoreErrorKind {
 }
 
 /// Wraps a store error with the operation and path it failed on.
-pub(crate) fn store_error(op: &'static str, path: &ObjectPath, source: object_store::Error) -> LakeError {
+pub(crate) fn store_error(
+    op: &'static str,
+    path: &ObjectPath,
+    source: object_store::Error,
+) -> LakeError {
     LakeError::Store {
         op,
         path: path.to_string(),
@@ -612,7 +616,10 @@ fn s3_builder(bucket: &str, options: &StoreOptions) -> AmazonS3Builder {
             options.allow_http.map(|b| b.to_string()),
         ),
         (AmazonS3ConfigKey::Region, options.region.clone()),
-        (AmazonS3ConfigKey::AccessKeyId, options.access_key_id.clone()),
+        (
+            AmazonS3ConfigKey::AccessKeyId,
+            options.access_key_id.clone(),
+        ),
         (
             AmazonS3ConfigKey::SecretAccessKey,
             options.secret_access_key.clone(),
@@ -634,9 +641,8 @@ fn gcs_builder(bucket: &str, options: &StoreOptions) -> GoogleCloudStorageBuilde
         builder = builder.with_config(GoogleConfigKey::ServiceAccount, path.clone());
     }
     if let Some(allow) = options.allow_http {
-        builder = builder.with_client_options(
-            object_store::ClientOptions::new().with_allow_http(allow),
-        );
+        builder =
+            builder.with_client_options(object_store::ClientOptions::new().with_allow_http(allow));
     }
     builder
 }
@@ -655,8 +661,8 @@ fn azure_builder(container: &str, options: &StoreOptions) -> MicrosoftAzureBuild
         }
     }
     if let Some(allow) = options.allow_http {
-        builder = builder
-            .with_client_options(object_store::ClientOptions::new().with_allow_http(allow));
+        builder =
+            builder.with_client_options(object_store::ClientOptions::new().with_allow_http(allow));
     }
     builder
 }
@@ -685,7 +691,13 @@ mod tests {
 
     #[test]
     fn bad_lake_urls_are_refused_without_their_secrets() {
-        for text in ["ftp://host/x", "s3://", "s3:///prefix", "", "s3://b/x?versionId=1"] {
+        for text in [
+            "ftp://host/x",
+            "s3://",
+            "s3:///prefix",
+            "",
+            "s3://b/x?versionId=1",
+        ] {
             assert!(LakeUrl::parse(text).is_err(), "{text}");
         }
         let error = LakeUrl::parse("s3://AKIAKEY:supersecret@bucket/x")
@@ -740,7 +752,9 @@ mod tests {
             store: "S3",
             source: text.to_string().into(),
         };
-        let slow = status("Server returned non-2xx status code: 503 Service Unavailable: <Code>SlowDown</Code>");
+        let slow = status(
+            "Server returned non-2xx status code: 503 Service Unavailable: <Code>SlowDown</Code>",
+        );
         assert_eq!(StoreErrorKind::of(&slow), StoreErrorKind::Throttled);
         let down = status("Server returned non-2xx status code: 502 Bad Gateway: ");
         assert_eq!(StoreErrorKind::of(&down), StoreErrorKind::Unavailable);

@@ -78,8 +78,14 @@ impl FileStats {
             let Some(bounds) = bounds else {
                 continue;
             };
-            let min = bounds.iter().map(|(min, _)| min).min_by(|a, b| compare(a, b));
-            let max = bounds.iter().map(|(_, max)| max).max_by(|a, b| compare(a, b));
+            let min = bounds
+                .iter()
+                .map(|(min, _)| min)
+                .min_by(|a, b| compare(a, b));
+            let max = bounds
+                .iter()
+                .map(|(_, max)| max)
+                .max_by(|a, b| compare(a, b));
             if let (Some(min), Some(max)) = (min, max) {
                 if let Some(min) = lower_bound(min) {
                     stats.min_values.insert(name.clone(), min);
@@ -181,7 +187,9 @@ fn lower_bound(value: &Value) -> Option<Value> {
             let micros = m.get("ts")?.as_i64()?;
             timestamp_millis(micros.div_euclid(1000))
         }
-        Value::String(s) => Some(json!(s.chars().take(MAX_STRING_STAT_CHARS).collect::<String>())),
+        Value::String(s) => Some(json!(
+            s.chars().take(MAX_STRING_STAT_CHARS).collect::<String>()
+        )),
         other => Some(other.clone()),
     }
 }
@@ -209,9 +217,7 @@ fn timestamp_millis(millis: i64) -> Option<Value> {
 mod tests {
     use std::sync::Arc;
 
-    use arrow_array::{
-        ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
-    };
+    use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
     use arrow_schema::Field;
     use parquet::arrow::ArrowWriter;
     use parquet::file::properties::WriterProperties;
@@ -223,7 +229,9 @@ mod tests {
     fn stats_of(batches: &[RecordBatch], columns: Option<&[&str]>) -> FileStats {
         let schema = batches[0].schema();
         let mut bytes = Vec::new();
-        let props = WriterProperties::builder().set_max_row_group_row_count(Some(2)).build();
+        let props = WriterProperties::builder()
+            .set_max_row_group_row_count(Some(2))
+            .build();
         let mut writer = ArrowWriter::try_new(&mut bytes, schema.clone(), Some(props)).unwrap();
         for batch in batches {
             writer.write(batch).unwrap();
@@ -234,7 +242,11 @@ mod tests {
         FileStats::from_metadata(reader.metadata(), &schema, columns)
     }
 
-    fn batch(ids: Vec<Option<&str>>, counts: Vec<Option<i64>>, times: Vec<Option<i64>>) -> RecordBatch {
+    fn batch(
+        ids: Vec<Option<&str>>,
+        counts: Vec<Option<i64>>,
+        times: Vec<Option<i64>>,
+    ) -> RecordBatch {
         let schema = Arc::new(Schema::new(vec![
             Field::new("event_id", DataType::Utf8, true),
             Field::new("count", DataType::Int64, true),
@@ -256,8 +268,16 @@ mod tests {
     fn bounds_span_row_groups_and_round_outwards() {
         let stats = stats_of(
             &[
-                batch(vec![Some("m"), Some("b")], vec![Some(5), None], vec![Some(1_500), Some(2_000)]),
-                batch(vec![Some("z"), None], vec![Some(-3), Some(9)], vec![Some(999), None]),
+                batch(
+                    vec![Some("m"), Some("b")],
+                    vec![Some(5), None],
+                    vec![Some(1_500), Some(2_000)],
+                ),
+                batch(
+                    vec![Some("z"), None],
+                    vec![Some(-3), Some(9)],
+                    vec![Some(999), None],
+                ),
             ],
             None,
         );
@@ -267,8 +287,14 @@ mod tests {
         assert_eq!(stats.min_values["count"], json!(-3));
         assert_eq!(stats.max_values["count"], json!(9));
         // 999 µs rounds down to 0 ms, 2 000 µs is exactly 2 ms.
-        assert_eq!(stats.min_values["event_time"], json!("1970-01-01T00:00:00.000Z"));
-        assert_eq!(stats.max_values["event_time"], json!("1970-01-01T00:00:00.002Z"));
+        assert_eq!(
+            stats.min_values["event_time"],
+            json!("1970-01-01T00:00:00.000Z")
+        );
+        assert_eq!(
+            stats.max_values["event_time"],
+            json!("1970-01-01T00:00:00.002Z")
+        );
         assert_eq!(stats.null_count["event_id"], json!(1));
         assert_eq!(stats.null_count["count"], json!(1));
         assert_eq!(stats.null_count["event_time"], json!(1));
@@ -278,12 +304,25 @@ mod tests {
     fn a_max_between_milliseconds_rounds_up_and_long_strings_are_cut() {
         let long = "x".repeat(40);
         let stats = stats_of(
-            &[batch(vec![Some(&long), Some(&long)], vec![Some(1), Some(1)], vec![Some(2_001), Some(2_001)])],
+            &[batch(
+                vec![Some(&long), Some(&long)],
+                vec![Some(1), Some(1)],
+                vec![Some(2_001), Some(2_001)],
+            )],
             Some(&["event_id", "event_time"]),
         );
-        assert_eq!(stats.max_values["event_time"], json!("1970-01-01T00:00:00.003Z"));
-        assert_eq!(stats.min_values["event_time"], json!("1970-01-01T00:00:00.002Z"));
-        assert_eq!(stats.min_values["event_id"], json!("x".repeat(MAX_STRING_STAT_CHARS)));
+        assert_eq!(
+            stats.max_values["event_time"],
+            json!("1970-01-01T00:00:00.003Z")
+        );
+        assert_eq!(
+            stats.min_values["event_time"],
+            json!("1970-01-01T00:00:00.002Z")
+        );
+        assert_eq!(
+            stats.min_values["event_id"],
+            json!("x".repeat(MAX_STRING_STAT_CHARS))
+        );
         assert!(!stats.max_values.contains_key("event_id"));
         // `count` was not asked for.
         assert!(!stats.min_values.contains_key("count"));
@@ -292,7 +331,10 @@ mod tests {
 
     #[test]
     fn an_all_null_column_has_a_null_count_and_no_bounds() {
-        let stats = stats_of(&[batch(vec![None, None], vec![None, None], vec![None, None])], None);
+        let stats = stats_of(
+            &[batch(vec![None, None], vec![None, None], vec![None, None])],
+            None,
+        );
         assert_eq!(stats.null_count["count"], json!(2));
         assert!(stats.min_values.is_empty(), "{:?}", stats.min_values);
         let text: Value = serde_json::from_str(&stats.to_json()).unwrap();

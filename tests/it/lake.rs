@@ -42,14 +42,17 @@ fn parquet_file(dir: &Path, name: &str, ids: &[&str]) -> PathBuf {
         Arc::new(StringArray::from(ids.to_vec())),
         Arc::new(
             TimestampMicrosecondArray::from(
-                (0..ids.len() as i64).map(|i| 1_714_521_600_000_000 + i * 1_000_500).collect::<Vec<_>>(),
+                (0..ids.len() as i64)
+                    .map(|i| 1_714_521_600_000_000 + i * 1_000_500)
+                    .collect::<Vec<_>>(),
             )
             .with_timezone("UTC"),
         ),
         Arc::new(Int64Array::from((0..ids.len() as i64).collect::<Vec<_>>())),
     ];
     let batch = RecordBatch::try_new(schema(), columns).unwrap();
-    let mut writer = ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), schema(), None).unwrap();
+    let mut writer =
+        ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), schema(), None).unwrap();
     writer.write(&batch).unwrap();
     writer.close().unwrap();
     path
@@ -109,7 +112,10 @@ async fn exercise(lake: &Lake, work: &Path, read: impl Fn() -> Value) {
     let table = lake.table(TABLE).with_checkpoint_interval(3);
     assert_eq!(table.create_if_absent(&schema()).await.unwrap(), 0);
     // A second writer finds the table and does not create it again.
-    assert_eq!(lake.table(TABLE).create_if_absent(&schema()).await.unwrap(), 0);
+    assert_eq!(
+        lake.table(TABLE).create_if_absent(&schema()).await.unwrap(),
+        0
+    );
 
     let f1 = parquet_file(work, "part-000000000001.parquet", &["a1", "a2", "a3"]);
     let f1b = work.join("b").join("part-000000000001.parquet");
@@ -118,7 +124,13 @@ async fn exercise(lake: &Lake, work: &Path, read: impl Fn() -> Value) {
     let adds = upload(lake, &table, &[(f1, "2024-05-01"), (f1b, "2024-05-02")]).await;
     assert_eq!(adds[0].stats.as_ref().unwrap().num_records, 3);
     let outcome = table.commit(&flush(adds.clone(), 1)).await.unwrap();
-    assert_eq!(outcome, CommitOutcome::Committed { version: 1, retries: 0 });
+    assert_eq!(
+        outcome,
+        CommitOutcome::Committed {
+            version: 1,
+            retries: 0
+        }
+    );
     // The same flush again (a retry after a crash) is recognised by its transaction id.
     assert_eq!(
         table.commit(&flush(adds, 1)).await.unwrap(),
@@ -141,7 +153,10 @@ async fn exercise(lake: &Lake, work: &Path, read: impl Fn() -> Value) {
     let adds = upload(lake, &table, &[(f3, "2024-05-02")]).await;
     assert_eq!(
         table.commit(&flush(adds, 3)).await.unwrap(),
-        CommitOutcome::Committed { version: 3, retries: 0 }
+        CommitOutcome::Committed {
+            version: 3,
+            retries: 0
+        }
     );
     let merged = parquet_file(work, "compacted-1.parquet", &["a1", "a2", "a3", "a4", "a5"]);
     let adds = upload(lake, &compactor, &[(merged, "2024-05-01")]).await;
@@ -158,7 +173,10 @@ async fn exercise(lake: &Lake, work: &Path, read: impl Fn() -> Value) {
     };
     assert_eq!(
         compactor.commit(&compaction).await.unwrap(),
-        CommitOutcome::Committed { version: 4, retries: 1 }
+        CommitOutcome::Committed {
+            version: 4,
+            retries: 1
+        }
     );
     // A second compaction of the same files, from a stale snapshot, clashes: the files it
     // would remove are gone.
@@ -168,14 +186,21 @@ async fn exercise(lake: &Lake, work: &Path, read: impl Fn() -> Value) {
 
     let after = read();
     assert_eq!(after["version"], 4);
-    assert_eq!(after["ids"], json!(["a1", "a2", "a3", "a4", "a5", "b1", "b2", "b3"]));
+    assert_eq!(
+        after["ids"],
+        json!(["a1", "a2", "a3", "a4", "a5", "b1", "b2", "b3"])
+    );
     assert_eq!(after["dates"], json!(["2024-05-01", "2024-05-02"]));
     assert_eq!(after["files"], 3);
     assert_eq!(after["txn"], 3);
 
     // A checkpoint was written at version 3; a fresh reader starts from it.
     let log = ObjectPath::from(format!("{}/_delta_log", lake.table_path(TABLE)));
-    let hint = lake.store().get(&log.clone().join("_last_checkpoint")).await.unwrap();
+    let hint = lake
+        .store()
+        .get(&log.clone().join("_last_checkpoint"))
+        .await
+        .unwrap();
     let hint: Value = serde_json::from_slice(&hint.bytes().await.unwrap()).unwrap();
     assert_eq!(hint["version"], 3);
     let fresh = lake.table(TABLE);
@@ -197,7 +222,10 @@ async fn exercise(lake: &Lake, work: &Path, read: impl Fn() -> Value) {
     let untracked = table.untracked_files().await.unwrap();
     assert_eq!(
         untracked.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
-        [format!("{}/date=2024-05-03/part-000000000009.parquet", lake.table_path(TABLE))]
+        [format!(
+            "{}/date=2024-05-03/part-000000000009.parquet",
+            lake.table_path(TABLE)
+        )]
     );
     lake.store().delete(&untracked[0]).await.unwrap();
 }
@@ -235,23 +263,37 @@ async fn a_local_table_is_read_alike_by_delta_rs_and_duckdb() {
     // Until the files the compaction removed are deleted, a glob reader sees their rows twice
     // (delta-rs above did not); afterwards it sees what the Delta snapshot holds.
     let seen = read();
-    assert_eq!((seen["n"].as_i64(), seen["ids"].as_i64()), (Some(13), Some(8)));
+    assert_eq!(
+        (seen["n"].as_i64(), seen["ids"].as_i64()),
+        (Some(13), Some(8))
+    );
     for name in ["part-000000000001.parquet", "part-000000000002.parquet"] {
         std::fs::remove_file(table_dir.join("date=2024-05-01").join(name)).unwrap();
     }
     let seen = read();
-    assert_eq!((seen["n"].as_i64(), seen["ids"].as_i64()), (Some(8), Some(8)));
+    assert_eq!(
+        (seen["n"].as_i64(), seen["ids"].as_i64()),
+        (Some(8), Some(8))
+    );
     assert_eq!(seen["first"], "2024-05-01");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writers_each_get_their_own_version() {
     let dir = tempfile::tempdir().unwrap();
-    let lake = Lake::open(&LakeUrl::parse(dir.path().to_str().unwrap()).unwrap(), &StoreOptions::default()).unwrap();
+    let lake = Lake::open(
+        &LakeUrl::parse(dir.path().to_str().unwrap()).unwrap(),
+        &StoreOptions::default(),
+    )
+    .unwrap();
     lake.table(TABLE).create_if_absent(&schema()).await.unwrap();
     let mut tasks = tokio::task::JoinSet::new();
     for writer in 0..6i64 {
-        let local = parquet_file(dir.path(), &format!("w{writer}.parquet"), &[&format!("w{writer}")]);
+        let local = parquet_file(
+            dir.path(),
+            &format!("w{writer}.parquet"),
+            &[&format!("w{writer}")],
+        );
         let lake = lake.clone();
         tasks.spawn(async move {
             let table = lake.table(TABLE);
@@ -293,9 +335,13 @@ impl Seaweed {
     fn start() -> Seaweed {
         let dir = tempfile::tempdir().unwrap();
         // Reserve every port at once so that no two are the same, then free them for weed.
-        let listeners: Vec<TcpListener> =
-            (0..12).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
-        let ports: Vec<u16> = listeners.iter().map(|l| l.local_addr().unwrap().port()).collect();
+        let listeners: Vec<TcpListener> = (0..12)
+            .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let ports: Vec<u16> = listeners
+            .iter()
+            .map(|l| l.local_addr().unwrap().port())
+            .collect();
         drop(listeners);
         let flags = [
             "master.port",
@@ -315,8 +361,17 @@ impl Seaweed {
         command
             .arg("mini")
             .arg(format!("-dir={}", dir.path().display()))
-            .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1", &format!("-bucket={BUCKET}")])
-            .args(["-s3.port.iceberg=0", "-s3.port.lance=0", "-webdav=false", "-admin.ui=false"])
+            .args([
+                "-ip=127.0.0.1",
+                "-ip.bind=127.0.0.1",
+                &format!("-bucket={BUCKET}"),
+            ])
+            .args([
+                "-s3.port.iceberg=0",
+                "-s3.port.lance=0",
+                "-webdav=false",
+                "-admin.ui=false",
+            ])
             .arg("-master.telemetry=false");
         for (flag, port) in flags.iter().zip(&ports) {
             command.arg(format!("-{flag}={port}"));
@@ -363,13 +418,15 @@ impl Seaweed {
             match lake.store().put(&probe, "ok".into()).await {
                 Ok(_) => return,
                 Err(e) if Instant::now() > deadline => {
-                    let log = std::fs::read_to_string(self._dir.path().join("weed.log")).unwrap_or_default();
+                    let log = std::fs::read_to_string(self._dir.path().join("weed.log"))
+                        .unwrap_or_default();
                     panic!("SeaweedFS did not start: {e}\n{log}");
                 }
                 Err(_) => {}
             }
             if let Some(status) = self.child.try_wait().unwrap() {
-                let log = std::fs::read_to_string(self._dir.path().join("weed.log")).unwrap_or_default();
+                let log =
+                    std::fs::read_to_string(self._dir.path().join("weed.log")).unwrap_or_default();
                 panic!("SeaweedFS exited ({status}):\n{log}");
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -401,7 +458,11 @@ async fn an_s3_table_on_seaweedfs_is_read_by_delta_rs() {
     )
     .unwrap();
     let error = wrong.table(TABLE).snapshot().await.unwrap_err();
-    assert_eq!(error.store_kind(), Some(hooklake::lake::StoreErrorKind::Auth), "{error}");
+    assert_eq!(
+        error.store_kind(),
+        Some(hooklake::lake::StoreErrorKind::Auth),
+        "{error}"
+    );
     assert!(!error.to_string().contains("not-the-secret"), "{error}");
 
     let work = tempfile::tempdir().unwrap();
@@ -416,7 +477,9 @@ async fn an_s3_table_on_seaweedfs_is_read_by_delta_rs() {
     exercise(&lake, work.path(), || delta_rs(&uri, &options)).await;
 
     // A file above the multipart threshold goes up in parts and comes back whole.
-    let big: Vec<u8> = (0..10 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let big: Vec<u8> = (0..10 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     let local = work.path().join("big.bin");
     std::fs::write(&local, &big).unwrap();
     let key = ObjectPath::from("lakes/one/big.bin");
