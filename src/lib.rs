@@ -19,6 +19,7 @@ pub mod state;
 pub mod flatten;
 pub mod sink;
 pub mod compact;
+pub mod lake;
 pub mod pipeline;
 pub mod metrics;
 pub mod server;

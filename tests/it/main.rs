@@ -8,6 +8,7 @@ mod deadletter;
 mod disk;
 mod hostile;
 mod http;
+mod lake;
 mod limit;
 mod queries;
 mod rebuild;
