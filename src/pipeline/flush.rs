@@ -1,0 +1,541 @@
+//! A flush: take the buffer, flatten (pure, so it may run before the flush lock is held), load
+//! the contact and call states, track changes, check the disk has room for what it writes,
+//! publish the files, commit, and truncate the log.
+//! Invariant: one flush at a time (only a prepared flush's flattening may run beside the commit
+//! of the one before); the async workers never encode Parquet or fsync; the replay position a
+//! flush commits is never past an event that is not written yet.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use serde::Serialize;
+
+use crate::buffer::Taken;
+use crate::disk::{FlushSize, NoRoom};
+use crate::event::Envelope;
+use crate::flatten;
+use crate::rejected::Rejection;
+use crate::sink::{FileWritten, SinkError};
+use crate::state::{Committed, States, StoreError, id_bytes};
+
+use super::failed::CommitOutcome;
+use super::{FlushReason, Pipeline};
+
+/// Milliseconds a flush spent in each stage (logged with the flush line).
+#[derive(Debug, Default, Clone, Copy)]
+struct Stages {
+    flatten_ms: u64,
+    load_ms: u64,
+    track_ms: u64,
+    write_ms: u64,
+    commit_ms: u64,
+}
+
+/// A flush's events, taken from the buffer, and their rows before change tracking
+/// ([`Pipeline::prepare_flush`]).
+pub struct Prepared {
+    taken: Taken,
+    tables: flatten::Tables,
+    flatten_ms: u64,
+}
+
+/// Flattening, the first stage of a flush: pure, so it may run before the flush lock is held.
+fn flatten_taken(taken: &Taken, options: &flatten::Options) -> flatten::Tables {
+    let mut tables = flatten::flatten_with(&taken.events, options);
+    tables.rejected_events = taken.rejected.iter().map(flatten::rejected_row).collect();
+    tables
+}
+
+/// What a flush wrote; also the body of `POST /admin/flush`.
+#[derive(Debug, Clone, Serialize)]
+pub struct FlushReport {
+    /// Id shared by every file of the flush (`part-<flush_id>.parquet`); `None` when empty.
+    pub flush_id: Option<String>,
+    pub reason: FlushReason,
+    /// Events flushed.
+    pub events: usize,
+    /// Dead letters flushed (rows of `rejected_events`).
+    pub rejected: usize,
+    /// Rows written per table.
+    pub rows: BTreeMap<&'static str, usize>,
+    /// Files published.
+    pub files: Vec<FileWritten>,
+    /// Values that failed to parse (nulls with a `parse_errors` entry).
+    pub parse_errors: usize,
+    pub duration_ms: u64,
+}
+
+/// A flush failed or was held back; its events are back in the buffer (or, after a commit
+/// whose outcome is not known yet, kept for the next flush to settle).
+#[derive(Debug, thiserror::Error)]
+pub enum FlushError {
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    NoRoom(#[from] NoRoom),
+    #[error("flush task failed: {0}")]
+    Task(String),
+}
+
+impl Pipeline {
+    /// The first log sequence number that may hold an event not yet committed, given that the
+    /// events being flushed are about to be.
+    fn replay_from(&self) -> u64 {
+        let Some(wal) = &self.wal else {
+            return self.committed_replay_from;
+        };
+        first_uncommitted(
+            || wal.next_seq(),
+            || self.in_flight().values().min().copied(),
+            || self.buffer().min_seq(),
+        )
+    }
+
+    /// Flushes everything buffered now. On error the events are back in the buffer.
+    pub async fn flush(&self, reason: FlushReason) -> Result<FlushReport, FlushError> {
+        let _guard = self.flush_lock.lock().await;
+        self.settle_unconfirmed()?;
+        let taken = self.buffer().take();
+        self.flush_taken(taken, None, reason, None).await
+    }
+
+    /// Why flushes are not getting through (the last failure, or a flush held back for disk
+    /// space), until one commits; `None` while they succeed.
+    pub fn flush_problem(&self) -> Option<String> {
+        self.flush_problem
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub(super) fn set_flush_problem(&self, problem: Option<String>) {
+        *self.flush_problem.lock().unwrap_or_else(|e| e.into_inner()) = problem;
+    }
+
+    /// Opens the state store again if an I/O error closed it: what redb asks for before the
+    /// next attempt.
+    pub(super) fn reopen_store_if_broken(&self) -> Result<(), StoreError> {
+        if self.store.is_broken() {
+            self.store.reopen()?;
+        }
+        Ok(())
+    }
+
+    /// Takes everything buffered now and flattens it, the first stage of a flush, without the
+    /// flush lock: flattening is pure, so it may run while the flush before commits. Replay
+    /// flattens the next batch while the previous flush's commit runs
+    /// ([`Pipeline::spawn_flush`]).
+    pub async fn prepare_flush(&self) -> Result<Prepared, FlushError> {
+        let started = Instant::now();
+        let taken = self.buffer().take();
+        let options = self.flatten_options.clone();
+        let panics = self.panic_flushes.load(Ordering::Relaxed);
+        let task = tokio::task::spawn_blocking(move || {
+            let tables = catch_panic(|| {
+                simulated_panic(panics);
+                flatten_taken(&taken, &options)
+            });
+            (taken, tables)
+        });
+        let (taken, tables) = task.await.map_err(|e| FlushError::Task(e.to_string()))?;
+        let tables = match tables {
+            Ok(tables) => tables,
+            // Flattening does not panic by design; if it does, the events go back to the buffer.
+            Err(e) => return Err(self.flush_failed(taken, e)),
+        };
+        Ok(Prepared {
+            taken,
+            tables,
+            flatten_ms: started.elapsed().as_millis() as u64,
+        })
+    }
+
+    /// Flushes `prepared` in a task of its own, so the caller can go on accepting events
+    /// meanwhile (replay reads the next batch while this one is written). Waits first for a
+    /// flush in progress: flushes stay one at a time and in order. The receiver hears once
+    /// this flush's files are published, before its commit (nothing, if it fails first).
+    pub async fn spawn_flush(
+        self: &Arc<Self>,
+        prepared: Prepared,
+        reason: FlushReason,
+    ) -> (
+        tokio::task::JoinHandle<Result<FlushReport, FlushError>>,
+        tokio::sync::oneshot::Receiver<()>,
+    ) {
+        let guard = self.flush_lock.clone().lock_owned().await;
+        let (written, published) = tokio::sync::oneshot::channel();
+        let this = self.clone();
+        let task = tokio::spawn(async move {
+            let _guard = guard;
+            let Prepared {
+                taken,
+                tables,
+                flatten_ms,
+            } = prepared;
+            if let Err(e) = this.settle_unconfirmed() {
+                return Err(this.flush_failed(taken, e));
+            }
+            this.flush_taken(taken, Some((tables, flatten_ms)), reason, Some(written))
+                .await
+        });
+        (task, published)
+    }
+
+    /// Flushes `taken` (flattened already, with the time it took, or not yet); the caller holds
+    /// the flush lock. `written` hears once the files are published.
+    async fn flush_taken(
+        &self,
+        taken: Taken,
+        flattened: Option<(flatten::Tables, u64)>,
+        reason: FlushReason,
+        written: Option<tokio::sync::oneshot::Sender<()>>,
+    ) -> Result<FlushReport, FlushError> {
+        // A flush's duration counts its flattening, even when that ran before.
+        let flattened_ms = flattened.as_ref().map_or(0, |(_, ms)| *ms);
+        let now = Instant::now();
+        let started = now
+            .checked_sub(Duration::from_millis(flattened_ms))
+            .unwrap_or(now);
+        self.metrics
+            .add("hooklake_flush_triggers_total", reason.as_str(), 1);
+        let mut report = FlushReport {
+            flush_id: None,
+            reason,
+            events: taken.events.len(),
+            rejected: taken.rejected.len(),
+            rows: BTreeMap::new(),
+            files: Vec::new(),
+            parse_errors: 0,
+            duration_ms: 0,
+        };
+        if taken.is_empty() {
+            self.metrics.add("hooklake_flushes_total", "empty", 1);
+            return Ok(report);
+        }
+        let oldest = taken
+            .events
+            .iter()
+            .map(|e| e.received_at_us)
+            .chain(taken.rejected.iter().map(|r| r.received_at_us))
+            .min();
+        self.flushing_oldest_us
+            .store(oldest.unwrap_or(i64::MAX), Ordering::Release);
+        let flush_seq = match self
+            .reopen_store_if_broken()
+            .and_then(|()| self.store.committed())
+        {
+            Ok(c) => c.flush_seq + 1,
+            Err(e) => return Err(self.flush_failed(taken, e.into())),
+        };
+        let sink = self.sink.clone();
+        let store = self.store.clone();
+        let disk = self.disk.clone();
+        let options = self.flatten_options.clone();
+        let panics = self.panic_flushes.load(Ordering::Relaxed);
+        let leftovers = self.leftovers.swap(false, Ordering::AcqRel);
+        let task = tokio::task::spawn_blocking(move || {
+            // A panic (a bug in flattening or writing) is caught here, so that the events go
+            // back to the buffer like those of any failed flush: dropped with the task, they
+            // would be missing from the buffer while their ids stayed pending, and the next
+            // flush would record a log position past them.
+            let result = catch_panic(|| {
+                simulated_panic(panics);
+                let mut stages = Stages::default();
+                let mut clock = Instant::now();
+                let mut lap = |slot: &mut u64| {
+                    *slot += clock.elapsed().as_millis() as u64;
+                    clock = Instant::now();
+                };
+                let mut tables = match flattened {
+                    Some((tables, ms)) => {
+                        stages.flatten_ms = ms;
+                        tables
+                    }
+                    None => flatten_taken(&taken, &options),
+                };
+                // Change tracking needs the previous state of every contact in the batch.
+                let ids: BTreeSet<i64> = tables
+                    .contact_events
+                    .iter()
+                    .filter_map(|r| r.contact_id)
+                    .collect();
+                let calls: BTreeSet<&str> = tables
+                    .call_events
+                    .iter()
+                    .filter_map(|r| r.call_id.as_deref())
+                    .collect();
+                lap(&mut stages.flatten_ms);
+                let mut states = States {
+                    contacts: store.contacts(ids)?,
+                    calls: store.calls(calls)?,
+                    replayed: taken.replayed.clone(),
+                };
+                lap(&mut stages.load_ms);
+                flatten::changes::track_with(&mut tables, &mut states.contacts, options.threads);
+                flatten::changes::track_calls(&mut tables, &mut states.calls);
+                lap(&mut stages.track_ms);
+                let rows: BTreeMap<&'static str, usize> = tables.row_counts().into_iter().collect();
+                let parse_errors = tables.parse_error_count();
+                let mut flags: BTreeMap<String, u64> = BTreeMap::new();
+                for flag in tables.contact_events.iter().flat_map(|r| &r.quality_flags) {
+                    *flags.entry(flag.clone()).or_default() += 1;
+                }
+                if leftovers {
+                    sink.remove_uncommitted(flush_seq - 1)?;
+                }
+                // Nothing is written without room for all of it (disk.rs prices each part).
+                let size = FlushSize {
+                    event_bytes: taken
+                        .events
+                        .iter()
+                        .map(Envelope::approx_bytes)
+                        .sum::<usize>() as u64
+                        + taken
+                            .rejected
+                            .iter()
+                            .map(Rejection::approx_bytes)
+                            .sum::<usize>() as u64,
+                    files: sink.files_for(&tables),
+                    states: (states.contacts.len() + states.calls.len()) as u64,
+                    ids: taken.events.len() as u64,
+                    rewritten_ids: store.rewritten_by_commit(taken.events.len())?,
+                };
+                disk.check_room(crate::disk::flush_bytes(size))?;
+                let files = sink.write(tables, flush_seq)?;
+                lap(&mut stages.write_ms);
+                Ok::<_, FlushError>((rows, parse_errors, flags, files, states, stages))
+            })
+            .and_then(|result| result);
+            (taken, result)
+        });
+        let (taken, result) = match task.await {
+            Ok(done) => done,
+            Err(e) => {
+                // Not reached: the task catches panics and is never cancelled.
+                self.metrics.add("hooklake_flushes_total", "failed", 1);
+                tracing::error!(error = %e, "flush task failed");
+                return Err(FlushError::Task(e.to_string()));
+            }
+        };
+        let (rows, parse_errors, flags, files, states, mut stages) = match result {
+            Ok(done) => done,
+            Err(FlushError::NoRoom(no)) => return Err(self.flush_held_back(taken, no)),
+            Err(e) => return Err(self.flush_failed(taken, e)),
+        };
+        if let Some(written) = written {
+            // The receiver may be gone; the flush goes on regardless.
+            let _ = written.send(());
+        }
+        crate::failpoint::hit("flush-after-renames");
+        let hook = self
+            .before_commit
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(hook) = hook {
+            hook();
+        }
+        // The commit point: flush number, replay position, the written ids and the contact states,
+        // in one transaction.
+        let record = Committed {
+            flush_seq,
+            replay_from: self.replay_from(),
+        };
+        let ids: Vec<([u8; 16], u64)> = taken
+            .events
+            .iter()
+            .map(|e| {
+                (
+                    id_bytes(&e.event_id),
+                    (e.received_at_us.max(0) / 1_000_000) as u64,
+                )
+            })
+            .collect();
+        let commit_started = Instant::now();
+        if let Err(e) = self.store.commit(record, &ids, &states) {
+            // redb may have recorded a commit that reports an error: the store, opened again,
+            // says which.
+            match self.failed_commit_outcome(flush_seq, e) {
+                CommitOutcome::Recorded => {}
+                CommitOutcome::NotRecorded(e) => {
+                    // Deleted now, so that no reader sees rows of a flush that did not commit
+                    // (if this fails, the next flush deletes them: `leftovers`).
+                    if let Err(removal) = self.sink.remove_uncommitted(flush_seq - 1) {
+                        tracing::error!(error = %removal, "cannot delete the files of a flush that did not commit");
+                    }
+                    return Err(self.flush_failed(taken, e));
+                }
+                CommitOutcome::Unknown(e) => {
+                    return Err(self.commit_unconfirmed(flush_seq, taken, &files, e));
+                }
+            }
+        }
+        crate::failpoint::hit("flush-after-commit");
+        stages.commit_ms = commit_started.elapsed().as_millis() as u64;
+        self.release_ids(&taken.events);
+        if let Some(wal) = &self.wal {
+            wal.truncate_before(record.replay_from);
+        }
+        for f in &files {
+            self.metrics.add("hooklake_files_written_total", f.table, 1);
+            self.metrics
+                .add("hooklake_bytes_written_total", f.table, f.bytes);
+        }
+        for (table, n) in &rows {
+            self.metrics
+                .add("hooklake_rows_written_total", table, *n as u64);
+        }
+        self.metrics
+            .add("hooklake_parse_errors_total", "", parse_errors as u64);
+        for (flag, n) in &flags {
+            self.metrics.add("hooklake_quality_flags_total", flag, *n);
+        }
+        self.metrics.add("hooklake_flushes_total", "ok", 1);
+        self.last_flush_unix_secs
+            .store(Utc::now().timestamp(), Ordering::Relaxed);
+        self.flushing_oldest_us.store(i64::MAX, Ordering::Release);
+        self.set_flush_problem(None);
+        report.flush_id = Some(format!("{flush_seq:012}"));
+        report.rows = rows;
+        report.files = files;
+        report.parse_errors = parse_errors;
+        report.duration_ms = started.elapsed().as_millis() as u64;
+        self.metrics.flush_duration.observe(started.elapsed());
+        tracing::info!(
+            flush_id = report.flush_id.as_deref().unwrap_or(""),
+            reason = reason.as_str(),
+            events = report.events,
+            files = report.files.len(),
+            duration_ms = report.duration_ms,
+            flatten_ms = stages.flatten_ms,
+            load_state_ms = stages.load_ms,
+            track_ms = stages.track_ms,
+            write_ms = stages.write_ms,
+            commit_ms = stages.commit_ms,
+            "flushed"
+        );
+        Ok(report)
+    }
+}
+
+/// Runs `work`, turning a panic into a [`FlushError::Task`] that names it.
+fn catch_panic<T>(work: impl FnOnce() -> T) -> Result<T, FlushError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).map_err(|panic| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".to_string());
+        FlushError::Task(format!("flush panicked: {message}"))
+    })
+}
+
+/// Panics when the testing hook [`Pipeline::simulate_flush_panic`] is set.
+fn simulated_panic(set: bool) {
+    if set {
+        panic!("simulated flush panic");
+    }
+}
+
+/// The lowest of the log's next sequence number, the in-flight requests' and the buffer's,
+/// read in that order, while requests go on. A request registers as in flight with a number
+/// at most its record's (taken from the log before it appends), then pushes its events into
+/// the buffer, and only then leaves the in-flight set. So a request that registered after the
+/// first read has a number at least that read's; one that left the in-flight set before the
+/// second read is in the buffer at the third. Read the other way round (buffer first), a
+/// request could leave the in-flight set between the two reads and be seen by neither: the
+/// flush would record a replay position past events it did not write, and a crash before the
+/// next flush would lose them from the log.
+fn first_uncommitted(
+    next_seq: impl FnOnce() -> u64,
+    in_flight: impl FnOnce() -> Option<u64>,
+    buffered: impl FnOnce() -> Option<u64>,
+) -> u64 {
+    let next = next_seq();
+    let in_flight = in_flight();
+    let buffered = buffered();
+    [Some(next), in_flight, buffered]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::Mode;
+    use crate::pipeline::testutil::*;
+
+    #[test]
+    fn a_request_moving_from_in_flight_to_the_buffer_is_seen_either_way() {
+        use std::cell::RefCell;
+        // A request logged as record 7, while the log's next number is 9 and the buffer holds
+        // record 8. It leaves the in-flight set (after pushing its events) between two reads,
+        // whichever they are: the position must still be at most 7.
+        #[derive(Clone, Copy, PartialEq)]
+        enum Where {
+            InFlight,
+            Buffered,
+        }
+        let request = RefCell::new(Where::InFlight);
+        let reads = RefCell::new(0);
+        // After the first read of the in-flight set or the buffer, the request moves.
+        let moved_after_first_read = || {
+            *reads.borrow_mut() += 1;
+            if *reads.borrow() == 1 {
+                let seen = *request.borrow();
+                *request.borrow_mut() = Where::Buffered;
+                return seen;
+            }
+            *request.borrow()
+        };
+        let position = first_uncommitted(
+            || 9,
+            || (moved_after_first_read() == Where::InFlight).then_some(7),
+            || {
+                Some(if moved_after_first_read() == Where::Buffered {
+                    7
+                } else {
+                    8
+                })
+            },
+        );
+        assert_eq!(position, 7);
+        // Once neither holds anything, the log's next number.
+        assert_eq!(first_uncommitted(|| 9, || None, || None), 9);
+    }
+
+    #[tokio::test]
+    async fn times_beyond_four_digit_years_are_errors_and_do_not_block_flushes() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = logged_config(dir.path());
+        let (p, _) = open(&config, Mode::Logged);
+        // Milliseconds far beyond chrono's range, both ways: they once named one partition
+        // twice in a flush, whose files collided, and every flush after failed the same way.
+        for (id, updated) in [(1, 9_000_000_000_000_000i64), (2, -9_000_000_000_000_000)] {
+            let (entry, events) = request_with(format!(
+                r#"[{{"id": {id}, "previewId": "p{id}", "updatedAt": {updated}}}]"#
+            ));
+            p.accept(entry, events).await.unwrap();
+        }
+        let report = p.flush(FlushReason::Manual).await.unwrap();
+        assert_eq!(report.events, 2);
+        // Filed under the day they were received, with the value named in parse_errors.
+        assert_eq!(report.parse_errors, 2);
+        assert!(
+            report
+                .files
+                .iter()
+                .all(|f| f.path.contains("date=2026-02-25")),
+            "{:?}",
+            report.files
+        );
+        p.close();
+    }
+}

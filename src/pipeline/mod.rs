@@ -1,0 +1,384 @@
+//! The pipeline: the one place that sequences dedup -> wal -> buffer -> flatten -> sink ->
+//! commit, and the flush triggers.
+//!
+//! [`Pipeline::accept`] is the ack point: it drops ids already written or already pending,
+//! reserves buffer room, appends the request to the write-ahead log (group commit), and only then
+//! buffers the events, so that when it returns `Ok` the caller may answer 200;
+//! [`Pipeline::accept_rejected`] does the same for a dead letter before its 4xx.
+//! [`Pipeline::flush`] takes the whole buffer, flattens and encodes it on a blocking thread,
+//! publishes the files, and commits the flush in the state store (flush number, log position,
+//! event ids); [`Pipeline::open`] recovers from a crash at any point of that sequence (the
+//! numbered steps are in ARCHITECTURE.md). A flush is held back, writing nothing, while the disk
+//! has no room for it ([`crate::disk::flush_bytes`]); a failed commit's files are deleted when it
+//! fails, after the state store, opened again, says it was not recorded (hidden until it can
+//! say). Invariants: one flush runs at a time; a failed flush puts its events back in the buffer
+//! (or keeps them aside while its commit is unconfirmed); an event id is written by at most one
+//! committed flush; the async workers never encode Parquet or fsync.
+//!
+//! The work is split by stage: `accept.rs` takes events in, `flush.rs` runs a flush,
+//! `failed.rs` handles one that does not get through, `recover.rs` opens the directory and
+//! recovers, and `triggers.rs` decides when to flush.
+
+mod accept;
+mod failed;
+mod flush;
+mod recover;
+#[cfg(test)]
+mod testutil;
+mod triggers;
+
+pub use accept::{AcceptError, Outcome};
+pub use flush::{FlushError, FlushReport, Prepared};
+pub use recover::{OpenError, Recovery};
+pub use triggers::Triggers;
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use chrono::Utc;
+use serde::Serialize;
+use tokio::sync::Notify;
+
+use crate::buffer::Buffer;
+use crate::disk::DiskGuard;
+use crate::flatten;
+use crate::metrics::{Gauges, Metrics};
+use crate::sink::Sink;
+use crate::state::{IdSet, Store, StoreError};
+use crate::wal::Wal;
+
+use failed::Unconfirmed;
+
+/// What made a flush happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FlushReason {
+    Interval,
+    Schedule,
+    Size,
+    Manual,
+    Shutdown,
+    Replay,
+}
+
+impl FlushReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FlushReason::Interval => "interval",
+            FlushReason::Schedule => "schedule",
+            FlushReason::Size => "size",
+            FlushReason::Manual => "manual",
+            FlushReason::Shutdown => "shutdown",
+            FlushReason::Replay => "replay",
+        }
+    }
+}
+
+/// Whether requests go through the write-ahead log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The server: every request is logged before it is acknowledged.
+    Logged,
+    /// Batch replay: the input files are the durable source; nothing is logged.
+    Unlogged,
+}
+
+/// Dedup, log, buffer, sink, state and flush coordination, shared by the server and replay.
+pub struct Pipeline {
+    buffer: Mutex<Buffer>,
+    sink: Sink,
+    store: Arc<Store>,
+    wal: Option<Wal>,
+    /// Ids of events accepted but not yet committed by a flush; a second copy is a duplicate.
+    pending_ids: Mutex<IdSet>,
+    /// Requests between their log append and their buffer push: token -> a lower bound of their
+    /// log sequence number. A flush never lets replay start after one of them.
+    in_flight: Mutex<BTreeMap<u64, u64>>,
+    next_token: AtomicU64,
+    /// Held for the whole of a flush so flushes never overlap.
+    flush_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Signalled when a size trigger fires.
+    flush_due: Notify,
+    metrics: Arc<Metrics>,
+    last_flush_unix_secs: AtomicI64,
+    dedup_window_secs: u64,
+    /// Settings of flattening (known statuses).
+    flatten_options: Arc<flatten::Options>,
+    /// Refuses events while the data directory's disk is nearly full, and holds flushes back
+    /// while it has no room for what they would write.
+    disk: Arc<DiskGuard>,
+    /// Set by a commit whose outcome is not known; its files are hidden meanwhile. The next
+    /// flush settles it before anything else ([`Pipeline::settle_unconfirmed`]).
+    unconfirmed: Mutex<Option<Unconfirmed>>,
+    /// Why the last flush failed or was held back, until a flush commits: the reason `/readyz`
+    /// gives while flushes are not getting through.
+    flush_problem: Mutex<Option<String>>,
+    /// Receive time (microseconds) of the oldest event of the flush in progress or unconfirmed,
+    /// `i64::MAX` when there is none: those events are out of the buffer, and still unflushed.
+    flushing_oldest_us: AtomicI64,
+    /// Testing hook shared with the log: while set, log writes fail as if the disk were full.
+    fail_log_writes: Arc<AtomicBool>,
+    /// Testing hook: while set, a flush's work panics (as a bug in flattening would).
+    panic_flushes: AtomicBool,
+    /// Testing hook: run once, by the next flush, between publishing its files and its commit
+    /// (a test fills the disk there).
+    before_commit: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    /// Set by a failed flush, which may have published some files before failing: the next
+    /// flush (taking the same number) removes them before it writes. It rewrites only the
+    /// partitions it has rows for, and its change rows may differ (events that arrived since
+    /// come first), so a file of the failed attempt left elsewhere would be committed with it.
+    leftovers: AtomicBool,
+    /// The committed replay position at open: what an unlogged pipeline (batch replay) keeps
+    /// committing, so the log a server left behind is replayed from the same place at its next
+    /// start (dead letters in it are not deduplicated by id; replaying them twice would repeat
+    /// them).
+    committed_replay_from: u64,
+    /// An exclusive lock on `<data_dir>/_hooklake/lock`, held while the pipeline lives.
+    _lock: File,
+}
+
+impl Pipeline {
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Testing hook: makes log writes fail (as if the disk were full) while `fail` is true.
+    pub fn simulate_log_failure(&self, fail: bool) {
+        self.fail_log_writes.store(fail, Ordering::Relaxed);
+    }
+
+    /// Testing hook: the next flush runs `hook` after publishing its files, before its commit.
+    pub fn before_next_commit(&self, hook: impl FnOnce() + Send + 'static) {
+        *self.before_commit.lock().unwrap_or_else(|e| e.into_inner()) = Some(Box::new(hook));
+    }
+
+    /// Testing hook: the free-space guard reads `free` bytes free (`None`: the real figure).
+    pub fn simulate_free_bytes(&self, free: Option<u64>) {
+        self.disk.simulate_free_bytes(free);
+    }
+
+    /// Testing hook: makes the work of flushes panic while `panic` is true.
+    pub fn simulate_flush_panic(&self, panic: bool) {
+        self.panic_flushes.store(panic, Ordering::Relaxed);
+    }
+
+    fn buffer(&self) -> std::sync::MutexGuard<'_, Buffer> {
+        self.buffer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, IdSet> {
+        self.pending_ids.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn in_flight(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, u64>> {
+        self.in_flight.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The state store (for a rebuild carrying replay marks over).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Current gauge values for `/metrics`.
+    pub fn gauges(&self, ready: bool) -> Gauges {
+        // Disk figures first, so the buffer lock is held only for the counts.
+        let wal_bytes = dir_bytes(&self.sink.root().join("_hooklake/wal"));
+        let state_bytes =
+            std::fs::metadata(self.sink.root().join("_hooklake/state.redb")).map_or(0, |m| m.len());
+        let files = self.sink.file_counts();
+        // A metric is not worth failing a scrape for: an unreadable store shows as zero here,
+        // and as errors in the flushes' own logs and counters.
+        let (dedup_ids, dedup_runs) = self.store.index_stats().unwrap_or_default();
+        let now_us = Utc::now().timestamp_micros();
+        let flushing = self.flushing_oldest_us.load(Ordering::Acquire);
+        let buffer = self.buffer();
+        Gauges {
+            buffer_events: buffer.len(),
+            buffer_bytes: buffer.bytes(),
+            // Events of a flush in progress (or of one not confirmed) count: they are out of
+            // the buffer and not written yet.
+            oldest_unflushed_age_secs: buffer
+                .oldest_received_at_us()
+                .into_iter()
+                .chain((flushing != i64::MAX).then_some(flushing))
+                .min()
+                .map(|t| (now_us - t).max(0) as f64 / 1e6)
+                .unwrap_or(0.0),
+            last_flush_unix_secs: self.last_flush_unix_secs.load(Ordering::Relaxed) as f64,
+            ready,
+            wal_bytes,
+            state_bytes,
+            dedup_filter_bytes: self.store.filter_bytes() as u64,
+            dedup_ids,
+            dedup_runs,
+            files,
+        }
+    }
+
+    /// The offset whose calendar date names partitions.
+    pub fn partition_offset(&self) -> chrono::FixedOffset {
+        self.sink.offset()
+    }
+
+    /// Compacts the selected closed partitions (see [`crate::compact`]); runs beside flushes.
+    pub fn compact(
+        &self,
+        selection: &crate::compact::Selection,
+        last_closed: chrono::NaiveDate,
+        target_file_bytes: u64,
+    ) -> crate::compact::Pass {
+        let pass = crate::compact::compact(
+            &self.sink,
+            &self.store,
+            selection,
+            last_closed,
+            target_file_bytes,
+        );
+        let table = |partition: &str| partition.split('/').next().unwrap_or("").to_string();
+        for c in &pass.compacted {
+            self.metrics
+                .add("hooklake_compactions_total", &table(&c.partition), 1);
+        }
+        for f in &pass.failed {
+            self.metrics.add(
+                "hooklake_compaction_failures_total",
+                &table(&f.partition),
+                1,
+            );
+        }
+        pass
+    }
+
+    /// Creates and removes a probe file in the data directory: `Ok` when it is writable.
+    pub fn probe_writable(&self) -> std::io::Result<()> {
+        let probe = self.sink.root().join("_hooklake").join(".ready-probe");
+        std::fs::write(&probe, b"ok")?;
+        std::fs::remove_file(&probe)
+    }
+
+    /// Forgets event ids older than the dedup window; returns how many.
+    pub fn purge_dedup_index(&self) -> Result<u64, StoreError> {
+        let cutoff = (Utc::now().timestamp().max(0) as u64).saturating_sub(self.dedup_window_secs);
+        let purged = self.store.purge_before(cutoff)?;
+        self.metrics.add("hooklake_dedup_purged_total", "", purged);
+        Ok(purged)
+    }
+
+    /// Makes the log durable and stops its writer (after the final flush).
+    pub fn close(&self) {
+        if let Some(wal) = &self.wal {
+            wal.close();
+        }
+    }
+}
+
+/// Total size of the files in a directory (0 if it cannot be read).
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::testutil::*;
+
+    #[tokio::test]
+    async fn compaction_leaves_the_files_of_a_flush_not_yet_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = logged_config(dir.path());
+        let (p, _) = open(&config, Mode::Logged);
+        let mut last = None;
+        for n in 1..=2 {
+            let (entry, events) = request(n);
+            p.accept(entry, events).await.unwrap();
+            last = Some(p.flush(FlushReason::Manual).await.unwrap());
+        }
+        // Flush 3 has published its files and not committed yet: its commit may still fail, and
+        // the next flush then writes the same events again under the same number.
+        let partition = "contact_events/date=2026-03-04";
+        let flush2 = last.unwrap();
+        let file2 = &flush2
+            .files
+            .iter()
+            .find(|f| f.path.starts_with(partition))
+            .unwrap()
+            .path;
+        let from = dir.path().join(file2);
+        let uncommitted = from.with_file_name("part-000000000003.parquet");
+        std::fs::copy(&from, &uncommitted).unwrap();
+        let done = p
+            .compact(
+                &crate::compact::Selection::default(),
+                chrono::NaiveDate::from_ymd_opt(2100, 1, 1).unwrap(),
+                1 << 30,
+            )
+            .compacted;
+        let ours = done.iter().find(|c| c.partition == partition).unwrap();
+        assert_eq!((ours.files_before, ours.rows), (2, 2));
+        assert!(uncommitted.exists(), "the uncommitted flush's file is left");
+        p.close();
+    }
+
+    #[tokio::test]
+    async fn compaction_splits_a_partition_into_files_of_about_the_target_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, _) = open(&logged_config(dir.path()), Mode::Logged);
+        for n in [3, 1, 2] {
+            let (entry, events) = request(n);
+            p.accept(entry, events).await.unwrap();
+            p.flush(FlushReason::Manual).await.unwrap();
+        }
+        // A target below one row's bytes: a file per row.
+        let selection = crate::compact::Selection {
+            table: Some("contact_events".into()),
+            ..Default::default()
+        };
+        let done = p
+            .compact(
+                &selection,
+                chrono::NaiveDate::from_ymd_opt(2100, 1, 1).unwrap(),
+                1,
+            )
+            .compacted;
+        assert_eq!(done.len(), 1);
+        assert_eq!((done[0].files_before, done[0].files_after), (3, 3));
+        let partition = dir.path().join("contact_events/date=2026-03-04");
+        let mut names: Vec<String> = std::fs::read_dir(&partition)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        // In name order, the files hold the contacts sorted.
+        let ids: Vec<i64> = names
+            .iter()
+            .map(|name| {
+                let file = std::fs::File::open(partition.join(name)).unwrap();
+                let batch =
+                    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+                        .unwrap()
+                        .build()
+                        .unwrap()
+                        .next()
+                        .unwrap()
+                        .unwrap();
+                let column = batch.column_by_name("contact_id").unwrap();
+                arrow_array::cast::AsArray::as_primitive::<arrow_array::types::Int64Type>(
+                    column.as_ref(),
+                )
+                .value(0)
+            })
+            .collect();
+        assert_eq!(ids, [1, 2, 3], "{names:?}");
+        p.close();
+    }
+}
