@@ -28,42 +28,42 @@ CREATE OR REPLACE TEMP MACRO utc_week(ts) AS
 CREATE OR REPLACE TEMP MACRO hours_between(a, b) AS (epoch_us(b) - epoch_us(a)) / 3600e6;
 
 CREATE OR REPLACE TEMP VIEW stored_contact_events AS
-SELECT * FROM read_parquet(coalesce(getvariable('contact_events_files'), [coalesce(getvariable('data_dir'), 'data') || '/contact_events/*/*.parquet']), hive_partitioning = true);
+SELECT * FROM read_parquet(coalesce(getvariable('contact_events_files'), [coalesce(getvariable('data_dir'), 'data') || '/contact_events/date=*/*.parquet']), hive_partitioning = true);
 CREATE OR REPLACE TEMP VIEW contact_events AS
 SELECT DISTINCT ON (event_id) * FROM stored_contact_events;
 
 CREATE OR REPLACE TEMP VIEW stored_tracking_params AS
-SELECT * FROM read_parquet(coalesce(getvariable('tracking_params_files'), [coalesce(getvariable('data_dir'), 'data') || '/tracking_params/*/*.parquet']), hive_partitioning = true);
+SELECT * FROM read_parquet(coalesce(getvariable('tracking_params_files'), [coalesce(getvariable('data_dir'), 'data') || '/tracking_params/date=*/*.parquet']), hive_partitioning = true);
 CREATE OR REPLACE TEMP VIEW tracking_params AS
 SELECT DISTINCT ON (event_id, position) * FROM stored_tracking_params;
 
 CREATE OR REPLACE TEMP VIEW stored_contact_answers AS
-SELECT * FROM read_parquet(coalesce(getvariable('contact_answers_files'), [coalesce(getvariable('data_dir'), 'data') || '/contact_answers/*/*.parquet']), hive_partitioning = true);
+SELECT * FROM read_parquet(coalesce(getvariable('contact_answers_files'), [coalesce(getvariable('data_dir'), 'data') || '/contact_answers/date=*/*.parquet']), hive_partitioning = true);
 CREATE OR REPLACE TEMP VIEW contact_answers AS
 SELECT DISTINCT ON (event_id, position) * FROM stored_contact_answers;
 
 CREATE OR REPLACE TEMP VIEW stored_call_events AS
-SELECT * FROM read_parquet(coalesce(getvariable('call_events_files'), [coalesce(getvariable('data_dir'), 'data') || '/call_events/*/*.parquet']), hive_partitioning = true);
+SELECT * FROM read_parquet(coalesce(getvariable('call_events_files'), [coalesce(getvariable('data_dir'), 'data') || '/call_events/date=*/*.parquet']), hive_partitioning = true);
 CREATE OR REPLACE TEMP VIEW call_events AS
 SELECT DISTINCT ON (event_id) * FROM stored_call_events;
 
 CREATE OR REPLACE TEMP VIEW stored_call_outcomes AS
-SELECT * FROM read_parquet(coalesce(getvariable('call_outcomes_files'), [coalesce(getvariable('data_dir'), 'data') || '/call_outcomes/*/*.parquet']), hive_partitioning = true);
+SELECT * FROM read_parquet(coalesce(getvariable('call_outcomes_files'), [coalesce(getvariable('data_dir'), 'data') || '/call_outcomes/date=*/*.parquet']), hive_partitioning = true);
 CREATE OR REPLACE TEMP VIEW call_outcomes AS
 SELECT DISTINCT ON (event_id) * FROM stored_call_outcomes;
 
 CREATE OR REPLACE TEMP VIEW stored_raw_events AS
-SELECT * FROM read_parquet(coalesce(getvariable('raw_events_files'), [coalesce(getvariable('data_dir'), 'data') || '/raw_events/*/*.parquet']), hive_partitioning = true);
+SELECT * FROM read_parquet(coalesce(getvariable('raw_events_files'), [coalesce(getvariable('data_dir'), 'data') || '/raw_events/date=*/*.parquet']), hive_partitioning = true);
 CREATE OR REPLACE TEMP VIEW raw_events AS
 SELECT DISTINCT ON (event_id) * FROM stored_raw_events;
 
 CREATE OR REPLACE TEMP VIEW stored_attribute_changes AS
-SELECT * FROM read_parquet(coalesce(getvariable('attribute_changes_files'), [coalesce(getvariable('data_dir'), 'data') || '/attribute_changes/*/*.parquet']), hive_partitioning = true);
+SELECT * FROM read_parquet(coalesce(getvariable('attribute_changes_files'), [coalesce(getvariable('data_dir'), 'data') || '/attribute_changes/date=*/*.parquet']), hive_partitioning = true);
 CREATE OR REPLACE TEMP VIEW attribute_changes AS
 SELECT DISTINCT ON (event_id, attribute) * FROM stored_attribute_changes;
 
 CREATE OR REPLACE TEMP VIEW stored_status_transitions AS
-SELECT * FROM read_parquet(coalesce(getvariable('status_transitions_files'), [coalesce(getvariable('data_dir'), 'data') || '/status_transitions/*/*.parquet']), hive_partitioning = true);
+SELECT * FROM read_parquet(coalesce(getvariable('status_transitions_files'), [coalesce(getvariable('data_dir'), 'data') || '/status_transitions/date=*/*.parquet']), hive_partitioning = true);
 CREATE OR REPLACE TEMP VIEW status_transitions AS
 SELECT DISTINCT ON (event_id) * FROM stored_status_transitions;
 

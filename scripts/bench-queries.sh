@@ -32,7 +32,7 @@ if [ "$(cat "$marker" 2>/dev/null)" != "$leads $days 1" ]; then
     HOOKLAKE_LOG=warn "$bin" --data-dir "$lake" compact --before 2100-01-01 > "$work/compact.out"
     echo "$leads $days 1" > "$marker"
 fi
-contact_events=$(duckdb -noheader -list -c "SELECT count(*) FROM read_parquet('$lake/contact_events/*/*.parquet')")
+contact_events=$(duckdb -noheader -list -c "SELECT count(*) FROM read_parquet('$lake/contact_events/date=*/*.parquet')")
 files=$(find "$lake" -name '*.parquet' | wc -l)
 echo "lake: $contact_events contact events, $files Parquet files, $(du -sh "$lake" | cut -f1)"
 echo

@@ -31,6 +31,10 @@ pub struct Args {
     /// Data directory of the Parquet lake [default: ./data]. Also HOOKLAKE_DATA_DIR.
     #[arg(long, global = true)]
     pub data_dir: Option<PathBuf>,
+    /// Where the tables live: a path or file:// URL [default: the data directory]. Also
+    /// HOOKLAKE_LAKE_URL.
+    #[arg(long = "lake", global = true)]
+    pub lake_url: Option<String>,
     /// Log format.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -195,6 +199,9 @@ pub fn resolve(args: &Args) -> anyhow::Result<Config> {
     if let Some(dir) = &args.data_dir {
         config.data_dir = dir.clone();
     }
+    if let Some(url) = &args.lake_url {
+        config.lake_url = Some(url.clone());
+    }
     match &args.command {
         Command::Serve {
             listen: Some(listen),
@@ -324,10 +331,9 @@ async fn dispatch(command: Command, mut config: Config) -> anyhow::Result<ExitCo
                 date,
                 before,
             };
-            let pass = tokio::task::spawn_blocking(move || {
-                pipeline.compact(&selection, last_closed, config.compaction_target_file_bytes)
-            })
-            .await?;
+            let pass = pipeline
+                .compact(&selection, last_closed, config.compaction_target_file_bytes)
+                .await?;
             for c in &pass.compacted {
                 println!(
                     "{}: {} files -> {}, {} rows, {} rows written twice removed",
@@ -335,6 +341,12 @@ async fn dispatch(command: Command, mut config: Config) -> anyhow::Result<ExitCo
                 );
             }
             println!("compacted {} partitions", pass.compacted.len());
+            if pass.vacuumed > 0 {
+                println!(
+                    "deleted {} files removed by compactions over {} s ago",
+                    pass.vacuumed, config.vacuum_retention_secs
+                );
+            }
             for f in &pass.failed {
                 eprintln!("{}: not compacted: {}", f.partition, f.error);
             }
@@ -356,7 +368,7 @@ async fn dispatch(command: Command, mut config: Config) -> anyhow::Result<ExitCo
                 print!("{}", crate::query::list());
                 return Ok(ExitCode::SUCCESS);
             }
-            let data = data.unwrap_or_else(|| config.data_dir.display().to_string());
+            let data = data.unwrap_or_else(|| config.lake().to_string());
             let ok = crate::query::run(&crate::query::Request {
                 name: name.as_deref().unwrap_or_default(),
                 data: &data,

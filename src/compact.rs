@@ -1,27 +1,31 @@
 //! Compaction: merges the small files of a closed partition into few large ones.
 //!
 //! A partition is closed once its day is over in the partition time zone, plus a grace period
-//! for late events. Its committed files are read, concatenated, sorted by the table's sort key,
-//! cleared of rows written twice (the same `event_id`, and `position` or `attribute` in tables
-//! with several rows per event), and written as `compact-<id>-<k>.parquet` files of about
-//! `target_file_bytes`. The protocol, crash-safe at every step:
+//! for late events. Its live files (in its table's Delta log) of committed flushes are read,
+//! concatenated, sorted by the table's sort key, cleared of rows written twice (the same
+//! `event_id`, and `position` or `attribute` in tables with several rows per event), and written
+//! as `compact-<id>-<k>.parquet` files of about `target_file_bytes`. The protocol, crash-safe at
+//! every step:
 //!
 //! 1. Write every output under a hidden temporary name and fsync it.
 //! 2. Record the intent (partition, inputs, outputs) in the state store.
 //! 3. Rename the outputs to their final names; fsync the partition directory.
-//! 4. Delete the inputs; fsync the partition directory.
-//! 5. Forget the intent.
+//! 4. One commit to the table's Delta log: `remove` the inputs, `add` the outputs, with
+//!    `dataChange: false`. If another commit removed an input meanwhile (`Clash`), the outputs
+//!    are deleted and the partition waits for the next pass.
+//! 5. Forget the intent. The inputs stay in place until a vacuum pass deletes them, once
+//!    `vacuum_retention_secs` have passed since the commit.
 //!
-//! [`recover`] (run at start) finishes an intent whose outputs were published (deletes the
-//! remaining inputs) and drops one whose outputs were not (the inputs are intact; the temporary
-//! files are swept by the sink). A reader listing the partition between steps 3 and 4 sees the
-//! rows twice (inputs and outputs); the queries in `queries/` remove repeated `event_id`s.
-//! A late event for a compacted partition lands in a new small file, merged by the next pass.
-//! Invariant: compaction only deletes files it has merged into published outputs, and never
-//! touches a file of a flush that is not committed (it lists the published files of committed
-//! flushes and of compactions only; a flush reuses a name only for its own rewrite).
+//! [`recover`] (run at start) forgets an intent whose outputs are live in the log, and deletes
+//! the outputs of one whose are not (the inputs are still live). A Delta reader sees the inputs
+//! or the outputs, never both; a plain Parquet glob sees both from step 3 until the vacuum (the
+//! queries in `queries/` remove repeated keys). A late event for a compacted partition lands in
+//! a new small file, merged by the next pass.
+//! Invariant: compaction never deletes an input (vacuum does, after the retention), deletes an
+//! output only when the log does not hold it, and never touches a file of a flush that is not
+//! committed (it merges live files of committed flushes and of compactions only).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
@@ -38,6 +42,7 @@ use crate::flatten::{
     AttributeChangeRow, CallEventRow, CallOutcomeRow, ContactAnswerRow, ContactEventRow,
     RawEventRow, RejectedEventRow, StatusTransitionRow, TrackingParamRow,
 };
+use crate::lake::{CommitOutcome, DataFile, LakeError};
 use crate::sink::{FileKind, Sink, compacted_name, flush_seq_of, fsync_dir, is_published};
 use crate::state::{Compaction, Store, StoreError};
 
@@ -53,7 +58,13 @@ pub enum CompactError {
     Sink(#[from] crate::sink::SinkError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Lake(#[from] LakeError),
 }
+
+/// Commits a partition's compaction to its table's log: `(table, date, inputs, outputs)`.
+pub type CommitCompaction<'a> =
+    dyn Fn(&str, &str, &[String], Vec<DataFile>) -> Result<CommitOutcome, LakeError> + 'a;
 
 fn io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> CompactError + use<> {
     let path = path.to_path_buf();
@@ -86,30 +97,33 @@ pub struct Compacted {
     pub duplicates_removed: usize,
 }
 
-/// Finishes or drops compactions a crash interrupted.
-pub fn recover(store: &Store, root: &Path) -> Result<usize, CompactError> {
+/// Finishes or drops compactions a crash interrupted: `live` holds the live files of each
+/// partition (`<table>/date=<date>`) in the Delta logs.
+pub fn recover(
+    store: &Store,
+    root: &Path,
+    live: &BTreeMap<String, BTreeSet<String>>,
+) -> Result<usize, CompactError> {
     let unfinished = store.unfinished_compactions()?;
     for (id, c) in &unfinished {
         let dir = root.join(&c.partition);
-        let published = c.outputs.iter().all(|o| dir.join(o).exists());
-        if published {
-            for input in &c.inputs {
-                let path = dir.join(input);
-                if path.exists() {
-                    fs::remove_file(&path).map_err(io_err("remove", &path))?;
-                }
-            }
-            fsync_dir(&dir)?;
-            tracing::warn!(partition = %c.partition, "finished a compaction interrupted after publishing");
+        let in_log = live
+            .get(&c.partition)
+            .is_some_and(|files| c.outputs.iter().all(|o| files.contains(o)));
+        if in_log {
+            tracing::warn!(partition = %c.partition, "a compaction interrupted after its commit is done");
         } else {
-            // Outputs renamed before the crash would duplicate the inputs: remove them.
+            // Outputs the log never took would duplicate the inputs for a glob reader.
             for output in &c.outputs {
                 let path = dir.join(output);
                 if path.exists() {
                     fs::remove_file(&path).map_err(io_err("remove", &path))?;
                 }
             }
-            tracing::warn!(partition = %c.partition, "dropped a compaction interrupted before publishing");
+            if dir.exists() {
+                fsync_dir(&dir)?;
+            }
+            tracing::warn!(partition = %c.partition, "dropped a compaction interrupted before its commit");
         }
         store.end_compaction(*id)?;
     }
@@ -129,6 +143,8 @@ pub fn last_closed_date(
 #[derive(Debug, Default, Serialize)]
 pub struct Pass {
     pub compacted: Vec<Compacted>,
+    /// Files removed by earlier compactions that the vacuum after this pass deleted.
+    pub vacuumed: usize,
     /// A partition that failed (an unreadable file, say) is skipped: the pass goes on with the
     /// others, and the next pass tries it again.
     pub failed: Vec<Failed>,
@@ -141,105 +157,71 @@ pub struct Failed {
     pub error: String,
 }
 
-/// Compacts every selected partition with at least two files, up to `last_closed` included.
+/// Compacts every selected partition with at least two live files (`live`, by
+/// `<table>/date=<date>`), up to `last_closed` included; `commit` commits each to its log.
 pub fn compact(
     sink: &Sink,
     store: &Store,
     selection: &Selection,
     last_closed: NaiveDate,
     target_file_bytes: u64,
+    live: &BTreeMap<String, BTreeSet<String>>,
+    commit: &CommitCompaction,
 ) -> Pass {
     let mut pass = Pass::default();
     for table in crate::flatten::TABLE_NAMES {
         if selection.table.as_deref().is_some_and(|t| t != table) {
             continue;
         }
-        let table_dir = sink.root().join(table);
-        let Ok(entries) = fs::read_dir(&table_dir) else {
-            continue;
-        };
-        let mut partitions: Vec<(NaiveDate, PathBuf)> = entries
-            .filter_map(Result::ok)
-            .filter_map(|e| {
-                let name = e.file_name().into_string().ok()?;
-                let date =
-                    NaiveDate::parse_from_str(name.strip_prefix("date=")?, "%Y-%m-%d").ok()?;
-                Some((date, e.path()))
+        let prefix = format!("{table}/date=");
+        let partitions: Vec<(NaiveDate, &BTreeSet<String>)> = live
+            .iter()
+            .filter_map(|(partition, files)| {
+                let date = partition.strip_prefix(&prefix)?;
+                let date = NaiveDate::parse_from_str(date, "%Y-%m-%d").ok()?;
+                Some((date, files))
             })
             .collect();
-        partitions.sort();
-        for (date, dir) in partitions {
+        for (date, files) in partitions {
             let selected = date <= last_closed
                 && selection.date.is_none_or(|d| d == date)
                 && selection.before.is_none_or(|b| date < b);
             if !selected {
                 continue;
             }
+            let dir = sink.root().join(table).join(format!("date={date}"));
+            let target = Target {
+                dir: &dir,
+                date: &date.to_string(),
+                live: files,
+                target_file_bytes,
+                commit,
+            };
             let partition = format!("{table}/date={date}");
             let result = match table {
-                "contact_events" => compact_partition::<ContactEventRow>(
-                    sink,
-                    store,
-                    &dir,
-                    &partition,
-                    target_file_bytes,
-                ),
-                "tracking_params" => compact_partition::<TrackingParamRow>(
-                    sink,
-                    store,
-                    &dir,
-                    &partition,
-                    target_file_bytes,
-                ),
-                "contact_answers" => compact_partition::<ContactAnswerRow>(
-                    sink,
-                    store,
-                    &dir,
-                    &partition,
-                    target_file_bytes,
-                ),
-                "call_events" => compact_partition::<CallEventRow>(
-                    sink,
-                    store,
-                    &dir,
-                    &partition,
-                    target_file_bytes,
-                ),
-                "call_outcomes" => compact_partition::<CallOutcomeRow>(
-                    sink,
-                    store,
-                    &dir,
-                    &partition,
-                    target_file_bytes,
-                ),
-                "raw_events" => compact_partition::<RawEventRow>(
-                    sink,
-                    store,
-                    &dir,
-                    &partition,
-                    target_file_bytes,
-                ),
-                "attribute_changes" => compact_partition::<AttributeChangeRow>(
-                    sink,
-                    store,
-                    &dir,
-                    &partition,
-                    target_file_bytes,
-                ),
-                "rejected_events" => compact_partition::<RejectedEventRow>(
-                    sink,
-                    store,
-                    &dir,
-                    &partition,
-                    target_file_bytes,
-                ),
-                _ => compact_partition::<StatusTransitionRow>(
-                    sink,
-                    store,
-                    &dir,
-                    &partition,
-                    target_file_bytes,
-                ),
+                "contact_events" => {
+                    compact_partition::<ContactEventRow>(sink, store, &partition, &target)
+                }
+                "tracking_params" => {
+                    compact_partition::<TrackingParamRow>(sink, store, &partition, &target)
+                }
+                "contact_answers" => {
+                    compact_partition::<ContactAnswerRow>(sink, store, &partition, &target)
+                }
+                "call_events" => {
+                    compact_partition::<CallEventRow>(sink, store, &partition, &target)
+                }
+                "call_outcomes" => {
+                    compact_partition::<CallOutcomeRow>(sink, store, &partition, &target)
+                }
+                "raw_events" => compact_partition::<RawEventRow>(sink, store, &partition, &target),
+                "attribute_changes" => {
+                    compact_partition::<AttributeChangeRow>(sink, store, &partition, &target)
+                }
+                "rejected_events" => {
+                    compact_partition::<RejectedEventRow>(sink, store, &partition, &target)
+                }
+                _ => compact_partition::<StatusTransitionRow>(sink, store, &partition, &target),
             };
             match result {
                 Ok(Some(c)) => {
@@ -266,23 +248,40 @@ pub fn compact(
     pass
 }
 
+/// Where and what one partition's compaction merges.
+struct Target<'a> {
+    /// The partition's directory.
+    dir: &'a Path,
+    /// Its date, `YYYY-MM-DD`.
+    date: &'a str,
+    /// Its live files in the table's log.
+    live: &'a BTreeSet<String>,
+    target_file_bytes: u64,
+    commit: &'a CommitCompaction<'a>,
+}
+
 /// Compacts one partition of table `T`; `None` when there was nothing to merge.
 fn compact_partition<T: Table>(
     sink: &Sink,
     store: &Store,
-    dir: &Path,
     partition: &str,
-    target_file_bytes: u64,
+    target: &Target,
 ) -> Result<Option<Compacted>, CompactError> {
-    // A flush publishes its files before its commit: files of a flush not committed yet may
-    // still be rewritten (the flush failed and the next one takes its number) or removed (the
-    // process stopped), and their events may still be written again. They wait for a later pass.
+    let Target {
+        dir,
+        date,
+        live,
+        target_file_bytes,
+        commit,
+    } = *target;
+    // A flush commits to the log before the state store: a file of a flush the state store
+    // has not committed yet may still be reverted, and its events written again. It waits for
+    // a later pass.
     let committed = store.committed()?.flush_seq;
-    let mut inputs: Vec<String> = fs::read_dir(dir)
-        .map_err(io_err("list", dir))?
-        .filter_map(Result::ok)
-        .filter_map(|e| e.file_name().into_string().ok())
+    let mut inputs: Vec<String> = live
+        .iter()
         .filter(|n| is_published(n) && flush_seq_of(n).is_none_or(|seq| seq <= committed))
+        .cloned()
         .collect();
     inputs.sort();
     if inputs.len() < 2 {
@@ -370,11 +369,27 @@ fn compact_partition<T: Table>(
     }
     fsync_dir(dir)?;
     crate::failpoint::hit("compact-after-publish");
-    for name in &inputs {
-        let path = dir.join(name);
-        fs::remove_file(&path).map_err(io_err("remove", &path))?;
+    let added = outputs
+        .iter()
+        .map(|name| DataFile::from_local(&dir.join(name), date, name))
+        .collect::<Result<Vec<_>, LakeError>>();
+    match added.and_then(|added| commit(T::NAME, date, &inputs, added)) {
+        Ok(_) => {}
+        Err(e) => {
+            // Not in the log (a clash is checked before anything is written; any other error
+            // leaves the log as it was or holding the whole commit, which recovery tells).
+            if matches!(e, LakeError::Clash { .. }) {
+                for name in &outputs {
+                    let path = dir.join(name);
+                    fs::remove_file(&path).map_err(io_err("remove", &path))?;
+                }
+                fsync_dir(dir)?;
+                store.end_compaction(id)?;
+            }
+            return Err(e.into());
+        }
     }
-    fsync_dir(dir)?;
+    crate::failpoint::hit("compact-after-commit");
     store.end_compaction(id)?;
     Ok(Some(Compacted {
         partition: partition.to_string(),

@@ -57,6 +57,9 @@ pub const DEFAULT_MIN_FREE_BYTES: u64 = 256 * 1024 * 1024;
 pub const DEFAULT_COMPACTION_INTERVAL_SECS: u64 = 600;
 /// Default hours after a partition's day ends before it is compacted (late events still land).
 pub const DEFAULT_COMPACTION_GRACE_HOURS: u64 = 2;
+/// Seconds a data file removed from a table's Delta log (by a compaction) stays in the store
+/// before a vacuum pass deletes it: long enough for a query that listed it to finish.
+pub const DEFAULT_VACUUM_RETENTION_SECS: u64 = 600;
 /// Default target size of a compacted file (256 MiB).
 pub const DEFAULT_COMPACTION_TARGET_FILE_BYTES: u64 = 256 * 1024 * 1024;
 /// Default lead statuses that are not flagged `status_unknown`.
@@ -95,8 +98,15 @@ const META_ENV: &[&str] = &["HOOKLAKE_CONFIG", "HOOKLAKE_LOG", "HOOKLAKE_CRASH_A
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// Root directory of the Parquet lake (one sub-directory per table).
+    /// Directory of the state store and the write-ahead log (`_hooklake/`), and of the lake
+    /// itself unless `lake_url` says otherwise.
     pub data_dir: PathBuf,
+    /// Where the tables live: a local path or `file:///path` (unset: the data directory);
+    /// `s3://`, `gs://` and `az://` are parsed but refused by the pipeline (see README).
+    pub lake_url: Option<String>,
+    /// Seconds a file that a compaction removed from a table's Delta log is kept before a
+    /// vacuum pass deletes it (a plain Parquet glob sees its rows twice meanwhile).
+    pub vacuum_retention_secs: u64,
     /// Socket address `serve` listens on.
     pub listen: String,
     /// Largest accepted request body in bytes.
@@ -194,6 +204,8 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            lake_url: None,
+            vacuum_retention_secs: DEFAULT_VACUUM_RETENTION_SECS,
             listen: DEFAULT_LISTEN.to_string(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_json_depth: DEFAULT_MAX_JSON_DEPTH,
@@ -341,7 +353,15 @@ impl Config {
             toml::Table::try_from(Config::default()).expect("the default config serializes");
         let mut keys: Vec<String> = value.keys().cloned().collect();
         // Keys that are None by default are omitted by TOML; they are still keys.
-        keys.extend(["flush_schedule", "hmac_timestamp_header", "admin_token"].map(String::from));
+        keys.extend(
+            [
+                "flush_schedule",
+                "hmac_timestamp_header",
+                "admin_token",
+                "lake_url",
+            ]
+            .map(String::from),
+        );
         keys
     }
 
@@ -478,6 +498,18 @@ impl Config {
         if let Err(message) = parse_offset(&self.partition_time_zone) {
             return invalid("partition_time_zone", message);
         }
+        if let Some(url) = &self.lake_url {
+            match crate::lake::LakeUrl::parse(url) {
+                Ok(crate::lake::LakeUrl::Local(_)) => {}
+                Ok(_) => {
+                    return invalid(
+                        "lake_url",
+                        "only a local path or file:// lake can be written so far".into(),
+                    );
+                }
+                Err(e) => return invalid("lake_url", e.to_string()),
+            }
+        }
         if let Some(expr) = &self.flush_schedule
             && let Err(message) = parse_schedule(expr)
         {
@@ -499,6 +531,15 @@ impl Config {
             );
         }
         toml::to_string(&table).expect("TOML")
+    }
+
+    /// Where the lake is: `lake_url`, or the data directory when it is unset; only call after
+    /// [`Config::validate`].
+    pub fn lake(&self) -> crate::lake::LakeUrl {
+        self.lake_url
+            .as_deref()
+            .and_then(|url| crate::lake::LakeUrl::parse(url).ok())
+            .unwrap_or_else(|| crate::lake::LakeUrl::Local(self.data_dir.clone()))
     }
 
     /// The partition time zone as an offset; only call after [`Config::validate`].

@@ -5,8 +5,9 @@
 //! `-- name: what it answers`, then `.read queries/views.sql` (for the stock DuckDB CLI run from
 //! the repository root); here the views are inlined instead. A table without any file yet (a
 //! new lake with no outcome so far) is read from an empty file of the right schema, so every
-//! query answers on every lake. hooklake lists each table's published files itself, so DuckDB
-//! walks no directory while binding the views. Invariant: reads the lake, never writes to it.
+//! query answers on every lake. hooklake lists each table's live files from its Delta log
+//! itself, so DuckDB reads exactly the committed rows and walks no directory while binding the
+//! views. Invariant: reads the lake, never writes to it.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -115,7 +116,7 @@ pub fn script(
                 ));
             }
             Files::Globbed { empty } => out.push_str(&format!(
-                "SET VARIABLE {table}_files = (SELECT coalesce(list(file), [{}]) FROM glob({} || '/{table}/*/*.parquet'));\n",
+                "SET VARIABLE {table}_files = (SELECT coalesce(list(file), [{}]) FROM glob({} || '/{table}/date=*/*.parquet'));\n",
                 path(empty),
                 literal(data.trim_end_matches('/'))
             )),
@@ -235,13 +236,20 @@ fn table_files(
     views: &str,
 ) -> anyhow::Result<Vec<(String, Files)>> {
     let mut out = Vec::new();
+    // A table's files are the live ones of its Delta log; a table without a log (a lake that
+    // no hooklake of this version opened yet) has its published files read.
+    let mut live = match data {
+        Some(dir) => crate::pipeline::live_local_files(dir)?,
+        None => Default::default(),
+    };
     for (name, schema) in crate::flatten::table_schemas() {
         if !views.contains(&format!("'{name}_files'")) {
             continue;
         }
-        let listed = match data {
-            Some(dir) => crate::sink::published_files(dir, name)?,
-            None => Vec::new(),
+        let listed = match (data, live.remove(name).flatten()) {
+            (Some(_), Some(files)) => files,
+            (Some(dir), None) => crate::sink::published_files(dir, name)?,
+            (None, _) => Vec::new(),
         };
         if !listed.is_empty() {
             out.push((name.to_string(), Files::Listed(listed)));
@@ -397,7 +405,7 @@ mod tests {
         assert!(s.contains("SET VARIABLE data_dir = '/it''s';"), "{s}");
         assert!(s.contains("SET VARIABLE call_outcomes_files = ['/l/a.parquet', '/l/b.parquet'];"));
         assert!(
-            s.contains("SET VARIABLE call_events_files = (SELECT coalesce(list(file), ['/tmp/e.parquet']) FROM glob('/it''s' || '/call_events/*/*.parquet'));"),
+            s.contains("SET VARIABLE call_events_files = (SELECT coalesce(list(file), ['/tmp/e.parquet']) FROM glob('/it''s' || '/call_events/date=*/*.parquet'));"),
             "{s}"
         );
         assert!(s.contains("SET VARIABLE no_show_hours = 48;"));

@@ -34,6 +34,10 @@ pub enum RebuildError {
     Read { path: PathBuf, message: String },
     #[error("{0} is in use by another hooklake process; stop it first")]
     Locked(PathBuf),
+    #[error(
+        "the lake is at {0}, outside the data directory: rebuild works on a lake in its data directory"
+    )]
+    LakeElsewhere(String),
     #[error("target {0} already exists and is not empty")]
     TargetExists(PathBuf),
     #[error("cannot exchange {0} and {1}: {2}")]
@@ -71,6 +75,9 @@ pub struct Report {
 /// Rebuilds `config.data_dir` into `into`, or in place when `into` is `None`.
 pub async fn rebuild(config: &Config, into: Option<&Path>) -> Result<Report, RebuildError> {
     let source = config.data_dir.clone();
+    if config.lake() != crate::lake::LakeUrl::Local(source.clone()) {
+        return Err(RebuildError::LakeElsewhere(config.lake().to_string()));
+    }
     let from_log = write_what_the_log_holds(config).await?;
     let _lock = lock(&source)?;
     let mut raws = read_raw_events(&source)?;

@@ -305,7 +305,8 @@ async fn purge_dedup_index(pipeline: Arc<Pipeline>, stop: CancellationToken) {
     }
 }
 
-/// Compacts closed partitions every `compaction_interval_secs` until `stop`.
+/// Compacts closed partitions, and deletes the files compactions removed once their retention
+/// is over, every `compaction_interval_secs` until `stop`.
 async fn compact_closed_partitions(
     pipeline: Arc<Pipeline>,
     config: Config,
@@ -317,18 +318,19 @@ async fn compact_closed_partitions(
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(every) => {}
         }
-        let p = pipeline.clone();
         let grace = chrono::Duration::hours(config.compaction_grace_hours as i64);
         let last_closed =
             crate::compact::last_closed_date(chrono::Utc::now(), config.partition_offset(), grace);
         let target = config.compaction_target_file_bytes;
         let selection = crate::compact::Selection::default();
-        match tokio::task::spawn_blocking(move || p.compact(&selection, last_closed, target)).await
-        {
-            Ok(pass) if !pass.compacted.is_empty() || !pass.failed.is_empty() => {
+        match pipeline.compact(&selection, last_closed, target).await {
+            Ok(pass)
+                if !pass.compacted.is_empty() || !pass.failed.is_empty() || pass.vacuumed > 0 =>
+            {
                 tracing::info!(
                     partitions = pass.compacted.len(),
                     failed = pass.failed.len(),
+                    vacuumed = pass.vacuumed,
                     "compaction pass done"
                 )
             }

@@ -378,15 +378,14 @@ async fn admin_flush(State(state): State<AppState>) -> Result<Json<FlushReport>,
 
 /// Compacts the closed partitions now and returns what was merged.
 async fn admin_compact(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let pipeline = state.pipeline.clone();
+    let pipeline = &state.pipeline;
     let (grace, target) = (state.compaction_grace, state.compaction_target_file_bytes);
-    let done = tokio::task::spawn_blocking(move || {
-        let last_closed =
-            crate::compact::last_closed_date(Utc::now(), pipeline.partition_offset(), grace);
-        pipeline.compact(&crate::compact::Selection::default(), last_closed, target)
-    })
-    .await
-    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let last_closed =
+        crate::compact::last_closed_date(Utc::now(), pipeline.partition_offset(), grace);
+    let done = pipeline
+        .compact(&crate::compact::Selection::default(), last_closed, target)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(Json(json!(done)))
 }
 

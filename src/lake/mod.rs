@@ -215,6 +215,28 @@ pub(crate) fn store_error(
     }
 }
 
+/// Runs `future` to completion on a thread of its own with a runtime of its own, so synchronous
+/// code (opening the pipeline, the query command) can use the lake whether or not it runs inside
+/// a runtime. A lake used there should be opened there too: an HTTP client's connections belong
+/// to the runtime that made them.
+pub fn block_on<F>(future: F) -> std::io::Result<F::Output>
+where
+    F: std::future::Future + Send,
+    F::Output: Send,
+{
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                Ok(runtime.block_on(future))
+            })
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
 /// Where the lake is: parsed from a local path or a URL. Holds no credentials.
 #[derive(Clone, PartialEq, Eq)]
 pub enum LakeUrl {
@@ -305,6 +327,14 @@ impl LakeUrl {
             bucket,
             prefix,
         })
+    }
+
+    /// The directory of a lake on this machine's disk.
+    pub fn local_path(&self) -> Option<&Path> {
+        match self {
+            LakeUrl::Local(path) => Some(path),
+            LakeUrl::Remote { .. } => None,
+        }
     }
 
     /// Whether the lake is on this machine's disk.

@@ -77,6 +77,8 @@ impl Pipeline {
                 "a failed commit was not recorded; its files are deleted and its events flushed again"
             );
             self.buffer().restore(unconfirmed.taken);
+            // Its Delta commits stand until the flush that follows reverts them.
+            self.leftovers.store(true, Ordering::Release);
         }
         self.flushing_oldest_us.store(i64::MAX, Ordering::Release);
         Ok(())
@@ -244,7 +246,9 @@ mod tests {
         p.flush(FlushReason::Manual).await.unwrap_err();
         p.simulate_flush_panic(false);
         let retry = p.flush(FlushReason::Manual).await.unwrap();
+        // The failed attempt reached no Delta log: its number is taken again.
         assert_eq!(retry.flush_id.as_deref(), Some("000000000002"));
+        assert_eq!(delta_flushes(dir.path(), "raw_events"), [1, 2]);
         assert!(
             !stale.exists(),
             "the failed attempt's file is not committed with the retry"
@@ -272,7 +276,10 @@ mod tests {
         assert!(p.flush_problem().unwrap().contains("flush failed"));
         assert_eq!(p.gauges(true).buffer_events, 1);
         let retry = p.flush(FlushReason::Manual).await.unwrap();
-        assert_eq!(retry.flush_id.as_deref(), Some("000000000002"));
+        // Flush 2 reached the Delta logs before its commit failed: it was reverted there, and
+        // its number is not used again.
+        assert_eq!(retry.flush_id.as_deref(), Some("000000000003"));
+        assert_eq!(delta_flushes(dir.path(), "raw_events"), [1, 3]);
         assert_eq!(p.flush_problem(), None);
         assert_eq!(contact_rows(dir.path()), [1, 2]);
         p.close();
@@ -317,14 +324,15 @@ mod tests {
         ));
         p.store().simulate_fault(crate::state::Fault::None);
         let report = p.flush(FlushReason::Manual).await.unwrap();
-        assert_eq!(report.flush_id.as_deref(), Some("000000000002"));
+        assert_eq!(report.flush_id.as_deref(), Some("000000000003"));
         assert_eq!(
             report.events, 1,
-            "the failed flush's event, written under its number"
+            "the failed flush's event, written under the next number (flush 2 was reverted in the Delta logs)"
         );
         accept_request(&p, 3).await;
         p.flush(FlushReason::Manual).await.unwrap();
         assert_eq!(contact_rows(dir.path()), [1, 2, 3]);
+        assert_eq!(delta_flushes(dir.path(), "contact_events"), [1, 3, 4]);
         assert_eq!(p.gauges(true).oldest_unflushed_age_secs, 0.0);
         assert_eq!(p.flush_problem(), None);
         p.close();

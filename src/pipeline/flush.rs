@@ -17,6 +17,7 @@ use crate::buffer::Taken;
 use crate::disk::{FlushSize, NoRoom};
 use crate::event::Envelope;
 use crate::flatten;
+use crate::lake::DataFile;
 use crate::rejected::Rejection;
 use crate::sink::{FileWritten, SinkError};
 use crate::state::{Committed, States, StoreError, id_bytes};
@@ -31,6 +32,7 @@ struct Stages {
     load_ms: u64,
     track_ms: u64,
     write_ms: u64,
+    lake_ms: u64,
     commit_ms: u64,
 }
 
@@ -78,6 +80,8 @@ pub enum FlushError {
     Store(#[from] StoreError),
     #[error(transparent)]
     NoRoom(#[from] NoRoom),
+    #[error("the lake: {0}")]
+    Lake(#[from] crate::lake::LakeError),
     #[error("flush task failed: {0}")]
     Task(String),
 }
@@ -225,19 +229,31 @@ impl Pipeline {
             .min();
         self.flushing_oldest_us
             .store(oldest.unwrap_or(i64::MAX), Ordering::Release);
-        let flush_seq = match self
+        let committed = match self
             .reopen_store_if_broken()
             .and_then(|()| self.store.committed())
         {
-            Ok(c) => c.flush_seq + 1,
+            Ok(c) => c.flush_seq,
             Err(e) => return Err(self.flush_failed(taken, e.into())),
         };
+        // After a failed flush, first undo what it may have committed to the Delta logs (rule
+        // R); the next number is above every one a log has seen.
+        let leftovers = self.leftovers.swap(false, Ordering::AcqRel);
+        if leftovers {
+            match self.lake.revert_uncommitted(committed).await {
+                Ok(reverted) => {
+                    self.txn_floor
+                        .fetch_max(reverted.txn_floor, Ordering::AcqRel);
+                }
+                Err(e) => return Err(self.flush_failed(taken, e.into())),
+            }
+        }
+        let flush_seq = committed.max(self.txn_floor.load(Ordering::Acquire)) + 1;
         let sink = self.sink.clone();
         let store = self.store.clone();
         let disk = self.disk.clone();
         let options = self.flatten_options.clone();
         let panics = self.panic_flushes.load(Ordering::Relaxed);
-        let leftovers = self.leftovers.swap(false, Ordering::AcqRel);
         let task = tokio::task::spawn_blocking(move || {
             // A panic (a bug in flattening or writing) is caught here, so that the events go
             // back to the buffer like those of any failed flush: dropped with the task, they
@@ -286,7 +302,7 @@ impl Pipeline {
                     *flags.entry(flag.clone()).or_default() += 1;
                 }
                 if leftovers {
-                    sink.remove_uncommitted(flush_seq - 1)?;
+                    sink.remove_uncommitted(committed)?;
                 }
                 // Nothing is written without room for all of it (disk.rs prices each part).
                 let size = FlushSize {
@@ -307,8 +323,24 @@ impl Pipeline {
                 };
                 disk.check_room(crate::disk::flush_bytes(size))?;
                 let files = sink.write(tables, flush_seq)?;
+                // What each table's Delta commit adds: sizes and statistics from the footers.
+                let name = crate::sink::file_name(flush_seq);
+                let data_files = files
+                    .iter()
+                    .map(|f| {
+                        let path = sink.root().join(&f.path);
+                        Ok((f.table, DataFile::from_local(&path, &f.date, &name)?))
+                    })
+                    .collect::<Result<Vec<_>, crate::lake::LakeError>>()?;
                 lap(&mut stages.write_ms);
-                Ok::<_, FlushError>((rows, parse_errors, flags, files, states, stages))
+                Ok::<_, FlushError>((
+                    rows,
+                    parse_errors,
+                    flags,
+                    (files, data_files),
+                    states,
+                    stages,
+                ))
             })
             .and_then(|result| result);
             (taken, result)
@@ -322,7 +354,7 @@ impl Pipeline {
                 return Err(FlushError::Task(e.to_string()));
             }
         };
-        let (rows, parse_errors, flags, files, states, mut stages) = match result {
+        let (rows, parse_errors, flags, (files, data_files), states, mut stages) = match result {
             Ok(done) => done,
             Err(FlushError::NoRoom(no)) => return Err(self.flush_held_back(taken, no)),
             Err(e) => return Err(self.flush_failed(taken, e)),
@@ -332,6 +364,14 @@ impl Pipeline {
             let _ = written.send(());
         }
         crate::failpoint::hit("flush-after-renames");
+        // Each table's Delta commit, with the transaction (app id, flush number); a failure
+        // fails the whole flush, and the next one reverts what was committed.
+        let lake_started = Instant::now();
+        if let Err(e) = self.lake.commit_flush(flush_seq, &data_files).await {
+            return Err(self.flush_failed(taken, e.into()));
+        }
+        stages.lake_ms = lake_started.elapsed().as_millis() as u64;
+        crate::failpoint::hit("flush-after-delta-commits");
         let hook = self
             .before_commit
             .lock()
@@ -363,9 +403,21 @@ impl Pipeline {
             match self.failed_commit_outcome(flush_seq, e) {
                 CommitOutcome::Recorded => {}
                 CommitOutcome::NotRecorded(e) => {
-                    // Deleted now, so that no reader sees rows of a flush that did not commit
-                    // (if this fails, the next flush deletes them: `leftovers`).
-                    if let Err(removal) = self.sink.remove_uncommitted(flush_seq - 1) {
+                    // Reverted in the logs and deleted now, so that no reader sees rows of a
+                    // flush that did not commit (if this fails, the next flush does it:
+                    // `leftovers`).
+                    let undone = match self.lake.revert_uncommitted(committed).await {
+                        Ok(reverted) => {
+                            self.txn_floor
+                                .fetch_max(reverted.txn_floor, Ordering::AcqRel);
+                            self.sink
+                                .remove_uncommitted(committed)
+                                .map(drop)
+                                .map_err(FlushError::from)
+                        }
+                        Err(e) => Err(e.into()),
+                    };
+                    if let Err(removal) = undone {
                         tracing::error!(error = %removal, "cannot delete the files of a flush that did not commit");
                     }
                     return Err(self.flush_failed(taken, e));
@@ -416,6 +468,7 @@ impl Pipeline {
             load_state_ms = stages.load_ms,
             track_ms = stages.track_ms,
             write_ms = stages.write_ms,
+            lake_ms = stages.lake_ms,
             commit_ms = stages.commit_ms,
             "flushed"
         );

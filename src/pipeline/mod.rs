@@ -22,6 +22,7 @@
 mod accept;
 mod failed;
 mod flush;
+mod lake;
 mod recover;
 #[cfg(test)]
 mod testutil;
@@ -29,13 +30,16 @@ mod triggers;
 
 pub use accept::{AcceptError, Outcome};
 pub use flush::{FlushError, FlushReport, Prepared};
+pub use lake::live_local_files;
 pub use recover::{OpenError, Recovery};
 pub use triggers::Triggers;
 
 use std::collections::BTreeMap;
 use std::fs::File;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use chrono::Utc;
 use serde::Serialize;
@@ -50,6 +54,7 @@ use crate::state::{IdSet, Store, StoreError};
 use crate::wal::Wal;
 
 use failed::Unconfirmed;
+use lake::LakeTables;
 
 /// What made a flush happen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -130,6 +135,16 @@ pub struct Pipeline {
     /// partitions it has rows for, and its change rows may differ (events that arrived since
     /// come first), so a file of the failed attempt left elsewhere would be committed with it.
     leftovers: AtomicBool,
+    /// Every table's Delta log: each flush commits there before the state store.
+    lake: Arc<LakeTables>,
+    /// The highest flush number any table's log has seen from this data directory, as of the
+    /// last revert (rule R): the next flush is numbered above it and above the state store's,
+    /// so no number is committed to a log twice.
+    txn_floor: AtomicU64,
+    /// How long a file removed from a log by a compaction is kept before a vacuum deletes it.
+    vacuum_retention: Duration,
+    /// The data directory (`_hooklake/` holds the state store and the log).
+    data_dir: PathBuf,
     /// The committed replay position at open: what an unlogged pipeline (batch replay) keeps
     /// committing, so the log a server left behind is replayed from the same place at its next
     /// start (dead letters in it are not deduplicated by id; replaying them twice would repeat
@@ -184,9 +199,9 @@ impl Pipeline {
     /// Current gauge values for `/metrics`.
     pub fn gauges(&self, ready: bool) -> Gauges {
         // Disk figures first, so the buffer lock is held only for the counts.
-        let wal_bytes = dir_bytes(&self.sink.root().join("_hooklake/wal"));
+        let wal_bytes = dir_bytes(&self.data_dir.join("_hooklake/wal"));
         let state_bytes =
-            std::fs::metadata(self.sink.root().join("_hooklake/state.redb")).map_or(0, |m| m.len());
+            std::fs::metadata(self.data_dir.join("_hooklake/state.redb")).map_or(0, |m| m.len());
         let files = self.sink.file_counts();
         // A metric is not worth failing a scrape for: an unreadable store shows as zero here,
         // and as errors in the flushes' own logs and counters.
@@ -222,20 +237,41 @@ impl Pipeline {
         self.sink.offset()
     }
 
-    /// Compacts the selected closed partitions (see [`crate::compact`]); runs beside flushes.
-    pub fn compact(
+    /// Compacts the selected closed partitions (see [`crate::compact`]), each one a commit to
+    /// its table's Delta log, then deletes the files compactions removed more than
+    /// `vacuum_retention_secs` ago; runs beside flushes.
+    pub async fn compact(
         &self,
         selection: &crate::compact::Selection,
         last_closed: chrono::NaiveDate,
         target_file_bytes: u64,
-    ) -> crate::compact::Pass {
-        let pass = crate::compact::compact(
-            &self.sink,
-            &self.store,
-            selection,
-            last_closed,
-            target_file_bytes,
-        );
+    ) -> Result<crate::compact::Pass, crate::lake::LakeError> {
+        let live = self.lake.live_files().await?;
+        let sink = self.sink.clone();
+        let store = self.store.clone();
+        let lake = self.lake.clone();
+        let selection = selection.clone();
+        let runtime = tokio::runtime::Handle::current();
+        // Merging reads and writes files: a blocking thread, which waits for each partition's
+        // commit on the runtime.
+        let task = tokio::task::spawn_blocking(move || {
+            let commit = |table: &str,
+                          date: &str,
+                          inputs: &[String],
+                          outputs: Vec<crate::lake::DataFile>| {
+                runtime.block_on(lake.commit_compaction(table, date, inputs, outputs))
+            };
+            crate::compact::compact(
+                &sink,
+                &store,
+                &selection,
+                last_closed,
+                target_file_bytes,
+                &live,
+                &commit,
+            )
+        });
+        let mut pass = task.await.map_err(crate::lake::LakeError::Join)?;
         let table = |partition: &str| partition.split('/').next().unwrap_or("").to_string();
         for c in &pass.compacted {
             self.metrics
@@ -248,12 +284,13 @@ impl Pipeline {
                 1,
             );
         }
-        pass
+        pass.vacuumed = self.lake.vacuum(self.vacuum_retention).await?;
+        Ok(pass)
     }
 
     /// Creates and removes a probe file in the data directory: `Ok` when it is writable.
     pub fn probe_writable(&self) -> std::io::Result<()> {
-        let probe = self.sink.root().join("_hooklake").join(".ready-probe");
+        let probe = self.data_dir.join("_hooklake").join(".ready-probe");
         std::fs::write(&probe, b"ok")?;
         std::fs::remove_file(&probe)
     }
@@ -303,8 +340,7 @@ mod tests {
             p.accept(entry, events).await.unwrap();
             last = Some(p.flush(FlushReason::Manual).await.unwrap());
         }
-        // Flush 3 has published its files and not committed yet: its commit may still fail, and
-        // the next flush then writes the same events again under the same number.
+        // A file of flush 3, which has not committed: not in the Delta log, never merged.
         let partition = "contact_events/date=2026-03-04";
         let flush2 = last.unwrap();
         let file2 = &flush2
@@ -322,6 +358,8 @@ mod tests {
                 chrono::NaiveDate::from_ymd_opt(2100, 1, 1).unwrap(),
                 1 << 30,
             )
+            .await
+            .unwrap()
             .compacted;
         let ours = done.iter().find(|c| c.partition == partition).unwrap();
         assert_eq!((ours.files_before, ours.rows), (2, 2));
@@ -332,7 +370,10 @@ mod tests {
     #[tokio::test]
     async fn compaction_splits_a_partition_into_files_of_about_the_target_size() {
         let dir = tempfile::tempdir().unwrap();
-        let (p, _) = open(&logged_config(dir.path()), Mode::Logged);
+        let mut config = logged_config(dir.path());
+        // The merged inputs are deleted by the vacuum right after the pass.
+        config.vacuum_retention_secs = 0;
+        let (p, _) = open(&config, Mode::Logged);
         for n in [3, 1, 2] {
             let (entry, events) = request(n);
             p.accept(entry, events).await.unwrap();
@@ -349,6 +390,8 @@ mod tests {
                 chrono::NaiveDate::from_ymd_opt(2100, 1, 1).unwrap(),
                 1,
             )
+            .await
+            .unwrap()
             .compacted;
         assert_eq!(done.len(), 1);
         assert_eq!((done[0].files_before, done[0].files_after), (3, 3));

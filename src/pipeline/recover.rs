@@ -26,7 +26,9 @@ use crate::sink::{Sink, SinkError, WriterSettings};
 use crate::state::{IdSet, Store, StoreError};
 use crate::wal::{self, Entry, Wal, WalConfig, WalError};
 
+use super::lake::LakeTables;
 use super::{Mode, Pipeline};
+use crate::lake::{Lake, StoreOptions};
 
 /// Why the pipeline could not open its data directory.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +39,8 @@ pub enum OpenError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Log(#[from] WalError),
+    #[error("the lake: {0}")]
+    Lake(#[from] crate::lake::LakeError),
     #[error(
         "data directory {0} is in use by another hooklake process (lock held on {0}/_hooklake/lock)"
     )]
@@ -59,8 +63,11 @@ pub struct Recovery {
     pub duplicates: usize,
     /// Dead letters put back in the buffer from them.
     pub rejected: usize,
-    /// Published files of an uncommitted flush that were removed.
+    /// Published files of an uncommitted flush that were removed (from the Delta logs, the
+    /// store, or both), and data files no log named.
     pub removed_files: usize,
+    /// Files of a lake written without Delta logs that were added to new logs.
+    pub converted_files: usize,
     /// Damaged places in the log (truncated torn tail, skipped corruption).
     pub damage: Vec<String>,
 }
@@ -96,17 +103,44 @@ impl Pipeline {
             row_group_rows: config.row_group_rows,
             threads: config.flush_threads,
         };
-        let sink = Sink::open(&config.data_dir, settings, config.partition_offset())?;
-        crate::compact::recover(&store, &config.data_dir).map_err(|e| OpenError::Io {
-            path: config.data_dir.clone(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
+        let lake_url = config.lake();
+        let Some(lake_root) = lake_url.local_path().map(std::path::Path::to_path_buf) else {
+            return Err(OpenError::Lake(crate::lake::LakeError::InvalidUrl {
+                url: lake_url.to_string(),
+                reason: "only a local lake can be written so far".into(),
+            }));
+        };
+        let sink = Sink::open(&lake_root, settings, config.partition_offset())?;
+        let app_id =
+            super::lake::app_id(&super::lake::instance_id(&state_dir).map_err(ioerr(&state_dir))?);
         // Files hidden after a commit that failed without saying whether it was recorded: the
         // commit record decides.
         let (_, unconfirmed_removed) = sink.settle_unconfirmed(committed.flush_seq)?;
+        // The lake's side, on a runtime of its own (this function is synchronous): convert a
+        // lake without logs, revert a flush that never reached the state store (rule R),
+        // delete what no log names, and list what is live for compaction's recovery.
+        let (converted, reverted, untracked, live) = crate::lake::block_on(async {
+            let tables = LakeTables::new(
+                Lake::open(&lake_url, &StoreOptions::default())?,
+                app_id.clone(),
+            );
+            let converted = tables.convert(&lake_root, committed.flush_seq).await?;
+            let reverted = tables.revert_uncommitted(committed.flush_seq).await?;
+            let untracked = tables.delete_untracked().await?;
+            let live = tables.live_files().await?;
+            Ok::<_, crate::lake::LakeError>((converted, reverted, untracked, live))
+        })
+        .map_err(ioerr(&lake_root))??;
+        crate::compact::recover(&store, &lake_root, &live).map_err(|e| OpenError::Io {
+            path: lake_root.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
         let mut recovery = Recovery {
             removed_files: sink.remove_uncommitted(committed.flush_seq)?.len()
-                + unconfirmed_removed,
+                + unconfirmed_removed
+                + reverted.removed
+                + untracked,
+            converted_files: converted,
             ..Default::default()
         };
         let limits = Limits {
@@ -160,6 +194,13 @@ impl Pipeline {
             panic_flushes: AtomicBool::new(false),
             before_commit: Mutex::new(None),
             leftovers: AtomicBool::new(false),
+            lake: Arc::new(LakeTables::new(
+                Lake::open(&lake_url, &StoreOptions::default())?,
+                app_id,
+            )),
+            txn_floor: AtomicU64::new(reverted.txn_floor),
+            vacuum_retention: Duration::from_secs(config.vacuum_retention_secs),
+            data_dir: config.data_dir.clone(),
             committed_replay_from: committed.replay_from,
             _lock: lock,
         };

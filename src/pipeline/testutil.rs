@@ -131,3 +131,15 @@ pub(super) async fn accept_request(p: &Arc<Pipeline>, n: i64) -> Outcome {
     let (entry, events) = request(n);
     p.accept(entry, events).await.unwrap()
 }
+
+/// The flush numbers of a table's live files in its Delta log, sorted.
+pub(super) fn delta_flushes(dir: &std::path::Path, table: &str) -> Vec<u64> {
+    let live = crate::pipeline::live_local_files(dir).unwrap();
+    let mut seqs: Vec<u64> = live[table]
+        .iter()
+        .flatten()
+        .filter_map(|p| crate::sink::flush_seq_of(p.file_name()?.to_str()?))
+        .collect();
+    seqs.sort();
+    seqs
+}

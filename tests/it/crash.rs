@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use hooklake::client;
 
-use crate::util::{Server, duckdb, scan};
+use crate::util::{Server, delta_event_ids, duckdb, scan};
 
 /// Events sent in all.
 const EVENTS: usize = 8000;
@@ -198,6 +198,12 @@ async fn every_acknowledged_event_is_written_exactly_once_across_kill_9() {
             written, expected,
             "{table}: the acknowledged events, each exactly once"
         );
+        let snapshot = delta_event_ids(dir.path(), table);
+        assert_eq!(
+            snapshot.iter().map(String::as_str).collect::<Vec<_>>(),
+            written.iter().copied().collect::<Vec<_>>(),
+            "{table}: the Delta snapshot holds the acknowledged events, each exactly once"
+        );
     }
     // The kills must have left acknowledged but unflushed events for the log to bring back.
     assert!(
@@ -228,6 +234,8 @@ async fn a_crash_at_any_point_of_a_flush_loses_and_duplicates_nothing() {
         "flush-before-rename",
         "flush-between-renames",
         "flush-after-renames",
+        "flush-between-delta-commits",
+        "flush-after-delta-commits",
         "flush-after-commit",
     ] {
         let dir = tempfile::tempdir().unwrap();
@@ -285,6 +293,17 @@ async fn a_crash_at_any_point_of_a_flush_loses_and_duplicates_nothing() {
                 rows.iter()
                     .all(|r| ids.contains(r["event_id"].as_str().unwrap())),
                 "{point}: {table}: {rows:?}"
+            );
+            // The table's Delta snapshot, read by delta-rs, holds the same rows, each once.
+            let mut globbed: Vec<String> = rows
+                .iter()
+                .map(|r| r["event_id"].as_str().unwrap().to_string())
+                .collect();
+            globbed.sort();
+            assert_eq!(
+                delta_event_ids(dir.path(), table),
+                globbed,
+                "{point}: {table}: the Delta snapshot"
             );
         }
         let raw = duckdb(&format!(

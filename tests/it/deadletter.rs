@@ -104,7 +104,12 @@ async fn authenticated_bad_bodies_are_kept_without_credentials_and_replayed_once
         table: Some("rejected_events".into()),
         ..Default::default()
     };
-    let done = lake.pipeline.compact(&selection, far, 1 << 28).compacted;
+    let done = lake
+        .pipeline
+        .compact(&selection, far, 1 << 28)
+        .await
+        .unwrap()
+        .compacted;
     assert_eq!(done.len(), 1, "{done:?}");
     assert_eq!(done[0].rows, 6, "{done:?}");
     let empty_array =

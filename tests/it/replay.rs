@@ -284,7 +284,7 @@ fn replay_flushes_in_bounded_batches_and_keeps_every_event_once() {
     let rows = duckdb(&format!(
         "select count(*) as n, count(distinct event_id) as ids, \
                 count(distinct regexp_extract(filename, 'part-(\\d+)', 1)) as flushes \
-         from read_parquet('{}/raw_events/*/*.parquet', filename = true)",
+         from read_parquet('{}/raw_events/date=*/*.parquet', filename = true)",
         lake.display()
     ));
     assert_eq!(rows[0]["n"], serde_json::json!(distinct));
@@ -304,7 +304,7 @@ fn replay_flushes_in_bounded_batches_and_keeps_every_event_once() {
     ] {
         let counts = duckdb(&format!(
             "select count(*) as n, count(distinct ({key})) as distinct_rows \
-             from read_parquet('{}/{table}/*/*.parquet')",
+             from read_parquet('{}/{table}/date=*/*.parquet')",
             lake.display()
         ));
         assert!(counts[0]["n"].as_i64().unwrap() > 0, "{table}: {counts:?}");
@@ -316,7 +316,7 @@ fn replay_flushes_in_bounded_batches_and_keeps_every_event_once() {
         "select count(*) filter (where from_status is null) as opened, \
                 count(distinct contact_id) as contacts, \
                 count(distinct regexp_extract(filename, 'part-(\\d+)', 1)) as flushes \
-         from read_parquet('{}/status_transitions/*/*.parquet', filename = true)",
+         from read_parquet('{}/status_transitions/date=*/*.parquet', filename = true)",
         lake.display()
     ));
     assert_eq!(opened[0]["opened"], opened[0]["contacts"], "{opened:?}");

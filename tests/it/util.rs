@@ -88,6 +88,9 @@ impl Lake {
             wal_segment_max_bytes: 1024 * 1024,
             // The free-space guard has its own test; the others must not depend on the host.
             min_free_bytes: 0,
+            // Files a compaction removed are deleted by the vacuum after the pass, so a glob
+            // reads each row once; the retention has tests of its own.
+            vacuum_retention_secs: 0,
             ..Config::default()
         };
         edit(&mut config);
@@ -170,9 +173,40 @@ impl Response {
 /// `read_parquet` over every file of a table under `dir`.
 pub fn scan(dir: &Path, table: &str) -> String {
     format!(
-        "read_parquet('{}/{table}/*/*.parquet', hive_partitioning = true)",
+        "read_parquet('{}/{table}/date=*/*.parquet', hive_partitioning = true)",
         dir.display()
     )
+}
+
+/// The `event_id`s of a table's Delta snapshot in the local lake at `dir`, sorted, as the
+/// Python `deltalake` package (delta-rs) reads them; empty when the table has no log.
+pub fn delta_event_ids(dir: &Path, table: &str) -> Vec<String> {
+    let script = r#"
+import json, os, sys
+from deltalake import DeltaTable
+uri = sys.argv[1]
+if not os.path.isdir(os.path.join(uri, "_delta_log")):
+    print("[]")
+else:
+    ids = DeltaTable(uri).to_pyarrow_table(columns=["event_id"]).column("event_id").to_pylist()
+    print(json.dumps(sorted(ids)))
+sys.stdout.flush()
+# Skips the interpreter's teardown, in which the reader's native threads have been seen to
+# abort the process once its answer was printed.
+os._exit(0)
+"#;
+    let uri = dir.join(table);
+    let output = Command::new("python3")
+        .args(["-c", script, &uri.display().to_string()])
+        .output()
+        .expect("python3 must be on PATH with the deltalake package (scripts/test.sh installs it)");
+    assert!(
+        output.status.success(),
+        "delta-rs failed on {}: {}",
+        uri.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
 }
 
 /// Runs SQL with the DuckDB CLI (session time zone UTC) and returns the rows of the last

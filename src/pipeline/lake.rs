@@ -1,0 +1,380 @@
+//! The pipeline's side of the lake: every table's Delta log as a flush, a compaction and a start
+//! see it. A flush commits each table it wrote with the transaction `(app_id, flush_seq)`; a
+//! flush that never reached the state store is reverted (rule R: its files are removed from the
+//! log, then deleted); a compaction is one `remove` + `add` commit per partition; a vacuum pass
+//! deletes what compactions removed once the retention has passed; an existing lake without
+//! logs is converted by one commit per table that adds its committed files.
+//! Invariant: a file is deleted from the store only once no live version of its table's log
+//! names it; a flush number above the state store's is never live after
+//! [`LakeTables::revert_uncommitted`] returns, and every table's transaction version is at most
+//! the floor it reports, so the next flush takes a number no log has seen.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use arrow_schema::SchemaRef;
+use object_store::ObjectStoreExt;
+
+use crate::lake::{Commit, CommitOutcome, DataFile, DeltaTable, Lake, LakeError, store_error};
+use crate::sink::{flush_seq_of, is_published};
+
+/// The application id of this data directory's flushes in the Delta logs' `txn` actions.
+pub(crate) fn app_id(instance_id: &str) -> String {
+    format!("hooklake-{instance_id}")
+}
+
+/// The random id of a data directory, created at its first open and kept in
+/// `<state_dir>/instance-id` (written to a temporary name, synced, renamed, directory synced).
+pub(crate) fn instance_id(state_dir: &Path) -> std::io::Result<String> {
+    let path = state_dir.join("instance-id");
+    match std::fs::read_to_string(&path) {
+        Ok(text) if !text.trim().is_empty() => return Ok(text.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let tmp = state_dir.join(".instance-id.tmp");
+    std::fs::write(&tmp, format!("{id}\n"))?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    std::fs::File::open(state_dir)?.sync_all()?;
+    Ok(id)
+}
+
+/// What reverting found: files removed from the logs, and the highest flush number any
+/// table's log has seen from this data directory.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Reverted {
+    pub removed: usize,
+    pub txn_floor: u64,
+}
+
+/// The Delta tables of the lake, one handle per table (each keeps its snapshot between uses).
+pub(crate) struct LakeTables {
+    lake: Lake,
+    /// `hooklake-<instance id>`.
+    app_id: String,
+    /// Every table in pipeline order: the order in which a flush commits them.
+    tables: Vec<(&'static str, SchemaRef, DeltaTable)>,
+    /// Removed files a vacuum pass deleted (or found gone), so the next pass skips them.
+    vacuumed: Mutex<HashSet<String>>,
+}
+
+impl LakeTables {
+    pub(crate) fn new(lake: Lake, app_id: String) -> LakeTables {
+        let tables = crate::flatten::table_schemas()
+            .into_iter()
+            .map(|(name, schema)| (name, schema, lake.table(name)))
+            .collect();
+        LakeTables {
+            lake,
+            app_id,
+            tables,
+            vacuumed: Mutex::new(HashSet::new()),
+        }
+    }
+
+    fn table(&self, name: &str) -> Result<&(&'static str, SchemaRef, DeltaTable), LakeError> {
+        self.tables
+            .iter()
+            .find(|(n, _, _)| *n == name)
+            .ok_or_else(|| LakeError::Log {
+                table: name.to_string(),
+                reason: "not a hooklake table".into(),
+            })
+    }
+
+    /// Rule R: in every table, the live files of flushes numbered above `committed` (the state
+    /// store's last flush) belong to a flush that never committed. One commit per such table
+    /// removes them, then they are deleted from the store. Returns how many, and the highest
+    /// transaction version of this application in any table.
+    pub(crate) async fn revert_uncommitted(&self, committed: u64) -> Result<Reverted, LakeError> {
+        let mut reverted = Reverted {
+            removed: 0,
+            txn_floor: committed,
+        };
+        for (name, _, table) in &self.tables {
+            let snapshot = table.snapshot().await?;
+            if snapshot.version.is_none() {
+                continue;
+            }
+            if let Some(txn) = snapshot.txns.get(&self.app_id) {
+                reverted.txn_floor = reverted.txn_floor.max(txn.version.max(0) as u64);
+            }
+            let stale: Vec<String> = snapshot
+                .files
+                .keys()
+                .filter(|path| flush_seq_of(file_name(path)).is_some_and(|seq| seq > committed))
+                .cloned()
+                .collect();
+            if stale.is_empty() {
+                continue;
+            }
+            tracing::warn!(
+                table = name,
+                files = stale.len(),
+                "removing from the Delta log the files of a flush that never committed"
+            );
+            table
+                .commit(&Commit {
+                    removes: stale.clone(),
+                    data_change: true,
+                    operation: "DELETE",
+                    ..Default::default()
+                })
+                .await?;
+            for path in &stale {
+                self.delete(table.file_path(path)).await?;
+            }
+            reverted.removed += stale.len();
+        }
+        Ok(reverted)
+    }
+
+    /// Deletes an object; one already gone is fine.
+    async fn delete(&self, path: object_store::path::Path) -> Result<(), LakeError> {
+        match self.lake.store().delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(store_error("delete", &path, e)),
+        }
+    }
+
+    /// Commits flush `flush_seq`'s files: for each table written, in pipeline order, the table is
+    /// created if absent and one commit adds its files with the transaction
+    /// `(app_id, flush_seq)`. Any error fails the flush; [`Self::revert_uncommitted`] undoes
+    /// the tables committed before it.
+    pub(crate) async fn commit_flush(
+        &self,
+        flush_seq: u64,
+        files: &[(&'static str, DataFile)],
+    ) -> Result<(), LakeError> {
+        let mut committed = 0;
+        for (name, schema, table) in &self.tables {
+            let adds: Vec<DataFile> = files
+                .iter()
+                .filter(|(t, _)| t == name)
+                .map(|(_, f)| f.clone())
+                .collect();
+            if adds.is_empty() {
+                continue;
+            }
+            if committed == 1 {
+                crate::failpoint::hit("flush-between-delta-commits");
+            }
+            table.create_if_absent(schema).await?;
+            let outcome = table
+                .commit(&Commit {
+                    adds,
+                    data_change: true,
+                    txn: Some((self.app_id.clone(), flush_seq as i64)),
+                    operation: "WRITE",
+                    ..Default::default()
+                })
+                .await?;
+            if let CommitOutcome::AlreadyCommitted { txn_version } = outcome {
+                // Flush numbers are above every transaction version read at the last revert,
+                // so this means another process writes with this data directory's id.
+                return Err(LakeError::Log {
+                    table: name.to_string(),
+                    reason: format!(
+                        "flush {flush_seq} is already committed (transaction version {txn_version}): is another process using this data directory's instance id?"
+                    ),
+                });
+            }
+            committed += 1;
+        }
+        Ok(())
+    }
+
+    /// Converts a local lake written before tables had Delta logs: every table that has
+    /// published files and no log is created, and one commit adds its committed files (those
+    /// of flushes up to `committed`, and compacted files) as they are. Returns the files added.
+    pub(crate) async fn convert(&self, root: &Path, committed: u64) -> Result<usize, LakeError> {
+        let mut added = 0;
+        for (name, schema, table) in &self.tables {
+            let on_disk = crate::sink::published_files(root, name).map_err(|e| LakeError::Log {
+                table: name.to_string(),
+                reason: e.to_string(),
+            })?;
+            let files: Vec<&Path> = on_disk
+                .iter()
+                .map(|p| p.as_path())
+                .filter(|p| {
+                    let file = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+                    is_published(file) && flush_seq_of(file).is_none_or(|seq| seq <= committed)
+                })
+                .collect();
+            if files.is_empty() || table.snapshot().await?.version.is_some() {
+                continue;
+            }
+            let mut adds = Vec::with_capacity(files.len());
+            for path in files {
+                let date = path
+                    .parent()
+                    .and_then(|d| d.file_name())
+                    .and_then(|d| d.to_str())
+                    .and_then(|d| d.strip_prefix("date="))
+                    .unwrap_or_default()
+                    .to_string();
+                let file = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or_default();
+                adds.push(DataFile::from_local(path, &date, file)?);
+            }
+            table.create_if_absent(schema).await?;
+            table
+                .commit(&Commit {
+                    adds,
+                    data_change: true,
+                    operation: "CONVERT TO DELTA",
+                    ..Default::default()
+                })
+                .await?;
+            tracing::info!(
+                table = name,
+                files = on_disk.len(),
+                "converted the table's files into a Delta table"
+            );
+            added += on_disk.len();
+        }
+        Ok(added)
+    }
+
+    /// Deletes data files that no version of their table's log names: uploads or writes of a
+    /// flush or compaction that never committed. Only at start, while nothing else writes.
+    pub(crate) async fn delete_untracked(&self) -> Result<usize, LakeError> {
+        let mut deleted = 0;
+        for (name, _, table) in &self.tables {
+            if table.snapshot().await?.version.is_none() {
+                // Without a log every file would look untracked; `convert` runs before this.
+                continue;
+            }
+            for path in table.untracked_files().await? {
+                tracing::warn!(table = name, path = %path, "deleting a data file its Delta log never committed");
+                self.delete(path).await?;
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// The live files of every partition, by `<table>/date=<date>`, as file names.
+    pub(crate) async fn live_files(&self) -> Result<BTreeMap<String, BTreeSet<String>>, LakeError> {
+        let mut live: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for (name, _, table) in &self.tables {
+            for path in table.snapshot().await?.files.keys() {
+                if let Some((partition, file)) = path.rsplit_once('/') {
+                    live.entry(format!("{name}/{partition}"))
+                        .or_default()
+                        .insert(file.to_string());
+                }
+            }
+        }
+        Ok(live)
+    }
+
+    /// Commits a compaction of partition `date` of `table`: its inputs removed and its outputs
+    /// added, with `dataChange: false`.
+    pub(crate) async fn commit_compaction(
+        &self,
+        table: &str,
+        date: &str,
+        inputs: &[String],
+        outputs: Vec<DataFile>,
+    ) -> Result<CommitOutcome, LakeError> {
+        let (_, _, delta) = self.table(table)?;
+        delta
+            .commit(&Commit {
+                adds: outputs,
+                removes: inputs
+                    .iter()
+                    .map(|name| format!("date={date}/{name}"))
+                    .collect(),
+                data_change: false,
+                operation: "OPTIMIZE",
+                ..Default::default()
+            })
+            .await
+    }
+
+    /// Deletes files removed from a log (by compactions) more than `retention` ago. Returns how
+    /// many were deleted.
+    pub(crate) async fn vacuum(&self, retention: Duration) -> Result<usize, LakeError> {
+        let cutoff = chrono::Utc::now().timestamp_millis() - retention.as_millis() as i64;
+        let mut deleted = 0;
+        for (_, _, table) in &self.tables {
+            let snapshot = table.snapshot().await?;
+            for (path, remove) in &snapshot.tombstones {
+                if remove.deletion_timestamp.unwrap_or(i64::MAX) > cutoff {
+                    continue;
+                }
+                let key = table.file_path(path);
+                if !self.vacuumed_insert(key.to_string()) {
+                    continue;
+                }
+                match self.lake.store().delete(&key).await {
+                    Ok(()) => deleted += 1,
+                    Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => {
+                        self.vacuumed_forget(&key.to_string());
+                        return Err(store_error("delete", &key, e));
+                    }
+                }
+            }
+        }
+        Ok(deleted)
+    }
+
+    fn vacuumed_insert(&self, key: String) -> bool {
+        self.vacuumed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key)
+    }
+
+    fn vacuumed_forget(&self, key: &str) {
+        self.vacuumed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+    }
+}
+
+/// The last component of a path inside a table.
+fn file_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+/// The live data files of every table of the lake at `root`, as local paths, for readers
+/// (`hooklake query`); `None` for a table without a log.
+pub fn live_local_files(
+    root: &Path,
+) -> Result<BTreeMap<&'static str, Option<Vec<std::path::PathBuf>>>, LakeError> {
+    let url = crate::lake::LakeUrl::Local(root.to_path_buf());
+    let out = crate::lake::block_on(async {
+        let lake = Lake::open(&url, &Default::default())?;
+        let mut out = BTreeMap::new();
+        for name in crate::flatten::TABLE_NAMES {
+            let table: DeltaTable = lake.table(name);
+            let snapshot = table.snapshot().await?;
+            let files = snapshot.version.map(|_| {
+                snapshot
+                    .files
+                    .keys()
+                    .map(|p| root.join(name).join(p))
+                    .collect()
+            });
+            out.insert(name, files);
+        }
+        Ok::<_, LakeError>(out)
+    })
+    .map_err(|source| LakeError::Local {
+        path: root.to_path_buf(),
+        source,
+    })??;
+    Ok(out)
+}
