@@ -15,5 +15,6 @@ mod rebuild;
 mod replay;
 mod serve;
 mod standalone;
+mod tables;
 mod truth;
 mod util;

@@ -68,6 +68,16 @@ impl Lake {
         Lake::open(self.close(), |_| {})
     }
 
+    /// Opens a lake on a directory a closed lake handed back.
+    pub fn open_dir(dir: tempfile::TempDir) -> Lake {
+        Lake::open(dir, |_| {})
+    }
+
+    /// Opens a lake on a directory a closed lake handed back, with its config edited.
+    pub fn open_with(dir: tempfile::TempDir, edit: impl FnOnce(&mut Config)) -> Lake {
+        Lake::open(dir, edit)
+    }
+
     /// Stops the pipeline without a flush and hands back the directory (unlocked).
     pub fn close(self) -> tempfile::TempDir {
         self.pipeline.close();
