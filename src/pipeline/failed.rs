@@ -11,7 +11,6 @@ use chrono::Utc;
 
 use crate::buffer::Taken;
 use crate::disk::NoRoom;
-use crate::sink::FileWritten;
 use crate::state::StoreError;
 
 use super::{FlushError, Pipeline};
@@ -26,10 +25,11 @@ pub(super) struct Unconfirmed {
 
 impl Pipeline {
     /// Settles a flush whose commit failed without saying whether it was recorded: opens the
-    /// state store again if need be and reads the commit record. Recorded, the flush's hidden
-    /// files are published again and its events are done; not recorded, its files are deleted
-    /// and its events go back to the buffer, for this flush to write under the same number.
-    /// Until the record can be read, nothing else is flushed (an error).
+    /// state store again if need be and reads the commit record. Recorded, the flush's files
+    /// stand and its events are done; not recorded, its events go back to the buffer and the
+    /// flush that follows reverts its files in the Delta logs (rule R) before it writes them
+    /// again under a new number. Until the record can be read, nothing else is flushed (an
+    /// error).
     pub(super) fn settle_unconfirmed(&self) -> Result<(), FlushError> {
         let mut slot = self.unconfirmed.lock().unwrap_or_else(|e| e.into_inner());
         let Some(flush_seq) = slot.as_ref().map(|u| u.flush_seq) else {
@@ -38,11 +38,7 @@ impl Pipeline {
         let settled = self
             .reopen_store_if_broken()
             .and_then(|()| self.store.committed())
-            .map_err(FlushError::from)
-            .and_then(|committed| {
-                self.sink.settle_unconfirmed(committed.flush_seq)?;
-                Ok(committed)
-            });
+            .map_err(FlushError::from);
         let committed = match settled {
             Ok(committed) => committed,
             Err(e) => {
@@ -60,7 +56,7 @@ impl Pipeline {
             tracing::warn!(
                 flush_seq,
                 events = unconfirmed.taken.events.len(),
-                "a commit that reported an error was recorded; its files are published again"
+                "a commit that reported an error was recorded; its files stand"
             );
             self.release_ids(&unconfirmed.taken.events);
             if let Some(wal) = &self.wal {
@@ -74,7 +70,7 @@ impl Pipeline {
             tracing::info!(
                 flush_seq,
                 events = unconfirmed.taken.events.len(),
-                "a failed commit was not recorded; its files are deleted and its events flushed again"
+                "a failed commit was not recorded; its files are reverted and its events flushed again"
             );
             self.buffer().restore(unconfirmed.taken);
             // Its Delta commits stand until the flush that follows reverts them.
@@ -130,21 +126,18 @@ impl Pipeline {
         }
     }
 
-    /// A commit failed and the store cannot say yet whether it was recorded: the flush's files
-    /// are hidden from readers, and its events kept aside until the next flush settles it.
+    /// A commit failed and the store cannot say yet whether it was recorded: the flush's events
+    /// are kept aside until the next flush settles it. Its files stay where the Delta logs name
+    /// them, so a Delta reader never meets a missing file: readers see the flush's rows, which
+    /// are acknowledged events, until the settling keeps them (recorded) or reverts them (not).
     pub(super) fn commit_unconfirmed(
         &self,
         flush_seq: u64,
         taken: Taken,
-        files: &[FileWritten],
         error: FlushError,
     ) -> FlushError {
-        if let Err(e) = self.sink.hide(files) {
-            // Left visible, they are deleted or kept by the next flush once the record is read.
-            tracing::error!(error = %e, "cannot hide the files of a flush whose commit failed");
-        }
         self.metrics.add("hooklake_flushes_total", "failed", 1);
-        tracing::error!(error = %error, flush_seq, events = taken.events.len(), "flush failed, and whether its commit was recorded cannot be read yet; its files are hidden and the next flush settles it");
+        tracing::error!(error = %error, flush_seq, events = taken.events.len(), "flush failed, and whether its commit was recorded cannot be read yet; the next flush settles it");
         self.set_flush_problem(Some(format!("flush failed: {error}")));
         *self.unconfirmed.lock().unwrap_or_else(|e| e.into_inner()) =
             Some(Unconfirmed { flush_seq, taken });
@@ -286,7 +279,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_commit_whose_outcome_cannot_be_read_hides_its_files_until_the_store_answers() {
+    async fn a_commit_whose_outcome_cannot_be_read_leaves_its_files_to_the_delta_logs_until_the_store_answers()
+     {
         let dir = tempfile::tempdir().unwrap();
         let config = logged_config(dir.path());
         let (p, _) = open(&config, Mode::Logged);
@@ -296,11 +290,9 @@ mod tests {
         // The disk stays full: the store cannot be opened again to read what was recorded.
         p.store().simulate_fault(crate::state::Fault::Writes);
         p.flush(FlushReason::Manual).await.unwrap_err();
-        assert_eq!(
-            published(dir.path(), "contact_events").len(),
-            1,
-            "the unconfirmed flush's files are hidden"
-        );
+        // Its files stay where the Delta logs name them: no Delta reader meets a missing file.
+        assert_eq!(published(dir.path(), "contact_events").len(), 2);
+        assert_eq!(delta_flushes(dir.path(), "contact_events"), [1, 2]);
         let gauges = p.gauges(true);
         assert_eq!(gauges.buffer_events, 0, "its events are kept aside");
         assert!(
@@ -351,7 +343,7 @@ mod tests {
         // The sync fails after the commit's writes reached the file.
         p.store().simulate_fault(crate::state::Fault::Syncs);
         p.flush(FlushReason::Manual).await.unwrap_err();
-        assert!(published(dir.path(), "contact_events").is_empty());
+        assert_eq!(published(dir.path(), "contact_events").len(), 1);
         p.store().simulate_fault(crate::state::Fault::None);
         let settled = p.flush(FlushReason::Manual).await.unwrap();
         assert_eq!(

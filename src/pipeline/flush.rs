@@ -423,7 +423,7 @@ impl Pipeline {
                     return Err(self.flush_failed(taken, e));
                 }
                 CommitOutcome::Unknown(e) => {
-                    return Err(self.commit_unconfirmed(flush_seq, taken, &files, e));
+                    return Err(self.commit_unconfirmed(flush_seq, taken, e));
                 }
             }
         }

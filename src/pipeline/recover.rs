@@ -113,9 +113,6 @@ impl Pipeline {
         let sink = Sink::open(&lake_root, settings, config.partition_offset())?;
         let app_id =
             super::lake::app_id(&super::lake::instance_id(&state_dir).map_err(ioerr(&state_dir))?);
-        // Files hidden after a commit that failed without saying whether it was recorded: the
-        // commit record decides.
-        let (_, unconfirmed_removed) = sink.settle_unconfirmed(committed.flush_seq)?;
         // The lake's side, on a runtime of its own (this function is synchronous): convert a
         // lake without logs, revert a flush that never reached the state store (rule R),
         // delete what no log names, and list what is live for compaction's recovery.
@@ -137,7 +134,6 @@ impl Pipeline {
         })?;
         let mut recovery = Recovery {
             removed_files: sink.remove_uncommitted(committed.flush_seq)?.len()
-                + unconfirmed_removed
                 + reverted.removed
                 + untracked,
             converted_files: converted,

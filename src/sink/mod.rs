@@ -31,11 +31,6 @@ const SYNC_EACH_MAX: usize = 32;
 /// Suffix of temporary files.
 const TMP_SUFFIX: &str = ".tmp";
 
-/// Suffix of the files of a flush whose commit failed in a way that may still have recorded it
-/// (`.part-<flush_seq>.parquet.unconfirmed`): hidden from readers until the state store says
-/// whether that flush committed ([`Sink::settle_unconfirmed`]).
-const UNCONFIRMED_SUFFIX: &str = ".unconfirmed";
-
 /// Why a flush could not write its files.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -126,54 +121,6 @@ impl Sink {
             fsync_dir(dir)?;
         }
         Ok(uncommitted)
-    }
-
-    /// Hides published files of a flush whose commit failed without saying whether it was
-    /// recorded: each is renamed to `.<name>.unconfirmed`, which no reader's glob matches, and
-    /// its directory synced. [`Sink::settle_unconfirmed`] publishes or deletes them once the
-    /// commit record is known.
-    pub fn hide(&self, files: &[FileWritten]) -> Result<(), SinkError> {
-        let mut dirs = BTreeSet::new();
-        for f in files {
-            let path = self.root.join(&f.path);
-            let hidden = hidden_path(&path);
-            fs::rename(&path, &hidden).map_err(io("rename", &path))?;
-            if let Some(dir) = path.parent() {
-                dirs.insert(dir.to_path_buf());
-            }
-        }
-        for dir in &dirs {
-            fsync_dir(dir)?;
-        }
-        Ok(())
-    }
-
-    /// Publishes again the hidden files of flushes up to `committed` (their commit was recorded
-    /// after all) and deletes those of later flushes, durably. Returns how many of each.
-    pub fn settle_unconfirmed(&self, committed: u64) -> Result<(usize, usize), SinkError> {
-        let hidden = self.files_matching(|name| unconfirmed_seq(name).is_some())?;
-        let (mut published, mut removed) = (0, 0);
-        let mut dirs = BTreeSet::new();
-        for path in &hidden {
-            let name = name_of(path);
-            let seq = unconfirmed_seq(name).expect("matched above");
-            if seq <= committed {
-                let visible = path.with_file_name(&name[1..name.len() - UNCONFIRMED_SUFFIX.len()]);
-                tracing::warn!(path = %visible.display(), "publishing a file of a flush whose commit was recorded although it reported an error");
-                fs::rename(path, &visible).map_err(io("rename", path))?;
-                published += 1;
-            } else {
-                fs::remove_file(path).map_err(io("remove", path))?;
-                removed += 1;
-            }
-            if let Some(dir) = path.parent() {
-                dirs.insert(dir.to_path_buf());
-            }
-        }
-        for dir in &dirs {
-            fsync_dir(dir)?;
-        }
-        Ok((published, removed))
     }
 
     /// How many files writing `tables` makes: one per table and partition.
@@ -522,16 +469,6 @@ fn name_of(path: &Path) -> &str {
         .unwrap_or_default()
 }
 
-/// The hidden name of a published file whose flush is not confirmed ([`Sink::hide`]).
-fn hidden_path(path: &Path) -> PathBuf {
-    path.with_file_name(format!(".{}{UNCONFIRMED_SUFFIX}", name_of(path)))
-}
-
-/// The flush number of a hidden file of an unconfirmed flush.
-fn unconfirmed_seq(name: &str) -> Option<u64> {
-    flush_seq_of(name.strip_prefix('.')?.strip_suffix(UNCONFIRMED_SUFFIX)?)
-}
-
 /// The name of the `k`-th output file of compaction `id`.
 pub fn compacted_name(id: u64, k: usize) -> String {
     format!("compact-{id:012}-{k:03}.parquet")
@@ -651,30 +588,13 @@ mod tests {
     }
 
     #[test]
-    fn hidden_files_of_an_unconfirmed_flush_are_published_or_deleted_by_the_commit_record() {
+    fn a_flush_makes_one_file_per_table_and_partition() {
         let dir = tempfile::tempdir().unwrap();
         let sink = Sink::open(dir.path(), settings(), utc()).unwrap();
         let event = Envelope::parse_one(r#"{"id": 1, "previewId": "p"}"#, None, 0, "/w").unwrap();
         let tables = || crate::flatten::flatten(std::slice::from_ref(&event));
         assert_eq!(sink.files_for(&tables()), 2, "contact_events, raw_events");
-        let second = sink.write(tables(), 2).unwrap();
-        let third = sink.write(tables(), 3).unwrap();
-        assert_eq!(second.len(), 2);
-        sink.hide(&second).unwrap();
-        sink.hide(&third).unwrap();
-        let raw = published_files(dir.path(), "raw_events").unwrap();
-        assert!(raw.is_empty(), "readers see none of them: {raw:?}");
-        // Flush 2 was recorded, flush 3 was not.
-        assert_eq!(sink.settle_unconfirmed(2).unwrap(), (2, 2));
-        for f in &second {
-            assert!(dir.path().join(&f.path).exists(), "{}", f.path);
-        }
-        assert_eq!(walk(dir.path()).len(), 2, "{:?}", walk(dir.path()));
-        // Sink::open leaves them to the commit record.
-        sink.hide(&second).unwrap();
-        let sink = Sink::open(dir.path(), settings(), utc()).unwrap();
-        assert_eq!(sink.settle_unconfirmed(1).unwrap(), (0, 2));
-        assert!(walk(dir.path()).is_empty());
+        assert_eq!(sink.write(tables(), 2).unwrap().len(), 2);
     }
 
     #[test]
