@@ -157,3 +157,40 @@ fn replay_writes_the_same_tables_to_s3_as_to_local_disk() {
     assert!(!expected["raw_events"].is_empty());
     assert_eq!(remote_tables(&store, "replayed"), expected);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_at_each_point_of_a_remote_flush_loses_and_repeats_nothing() {
+    let store = Seaweed::start();
+    let bodies = deliveries();
+    let points = [
+        "upload-mid-batch",
+        "flush-after-upload",
+        "flush-after-delta-commits",
+    ];
+    for (round, point) in points.iter().enumerate() {
+        let prefix = format!("crash{round}");
+        let dir = tempfile::tempdir().unwrap();
+        let mut env = remote_env(&store, &prefix);
+        env.push(("HOOKLAKE_CRASH_AT".into(), point.to_string()));
+        let server = start(dir.path(), &env);
+        let mut acked = post_all(&server, &bodies[..20]).await;
+        // The flush reaches the crash point and the process aborts.
+        let _ = server.hooklake(&["flush", "--url", &server.base]);
+        assert!(
+            !server.wait().success(),
+            "{point}: the process did not crash"
+        );
+        // Restarted without the crash point: recovery, more deliveries, a clean stop.
+        let server = start(dir.path(), &remote_env(&store, &prefix));
+        acked.extend(post_all(&server, &bodies[20..40]).await);
+        assert!(server.terminate().success());
+        let mut acked: Vec<String> = acked.into_iter().collect();
+        acked.sort();
+        acked.dedup();
+        let raw = remote_tables(&store, &prefix)["raw_events"].clone();
+        assert_eq!(
+            raw, acked,
+            "{point}: raw_events is not every acknowledged event once"
+        );
+    }
+}
