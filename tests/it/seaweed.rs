@@ -169,7 +169,10 @@ impl Seaweed {
             match put {
                 Ok(()) => return,
                 Err(e) if Instant::now() > deadline => {
-                    panic!("SeaweedFS did not start: {e}\n{}", self.log())
+                    panic!(
+                        "SeaweedFS did not take a write (it turns read-only below 1% free disk): {e}\n{}",
+                        self.log()
+                    )
                 }
                 Err(_) => {}
             }
