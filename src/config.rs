@@ -101,9 +101,24 @@ pub struct Config {
     /// Directory of the state store and the write-ahead log (`_hooklake/`), and of the lake
     /// itself unless `lake_url` says otherwise.
     pub data_dir: PathBuf,
-    /// Where the tables live: a local path or `file:///path` (unset: the data directory);
-    /// `s3://`, `gs://` and `az://` are parsed but refused by the pipeline (see README).
+    /// Where the tables live: a local path, `file:///path`, `s3://bucket/prefix`,
+    /// `gs://bucket/prefix` or `az://container/prefix` (unset: the data directory).
     pub lake_url: Option<String>,
+    /// Endpoint of an S3-compatible store (SeaweedFS, MinIO, R2); overrides `AWS_ENDPOINT_URL`.
+    pub lake_endpoint: Option<String>,
+    /// Allows plain HTTP to `lake_endpoint`; overrides `AWS_ALLOW_HTTP`.
+    pub lake_allow_http: Option<bool>,
+    /// Region of the bucket (S3); overrides `AWS_REGION`.
+    pub lake_region: Option<String>,
+    /// Access key id (S3) or storage account name (Azure); overrides `AWS_ACCESS_KEY_ID`.
+    pub lake_access_key_id: Option<String>,
+    /// Secret access key (S3) or account key (Azure); overrides `AWS_SECRET_ACCESS_KEY`. A
+    /// secret: masked by `config show`.
+    pub lake_secret_access_key: Option<String>,
+    /// Session token (S3); overrides `AWS_SESSION_TOKEN`. A secret.
+    pub lake_session_token: Option<String>,
+    /// Service account file (GCS); overrides `GOOGLE_APPLICATION_CREDENTIALS`.
+    pub lake_google_service_account_path: Option<String>,
     /// Seconds a file that a compaction removed from a table's Delta log is kept before a
     /// vacuum pass deletes it (a plain Parquet glob sees its rows twice meanwhile).
     pub vacuum_retention_secs: u64,
@@ -205,6 +220,13 @@ impl Default for Config {
         Config {
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             lake_url: None,
+            lake_endpoint: None,
+            lake_allow_http: None,
+            lake_region: None,
+            lake_access_key_id: None,
+            lake_secret_access_key: None,
+            lake_session_token: None,
+            lake_google_service_account_path: None,
             vacuum_retention_secs: DEFAULT_VACUUM_RETENTION_SECS,
             listen: DEFAULT_LISTEN.to_string(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
@@ -359,6 +381,13 @@ impl Config {
                 "hmac_timestamp_header",
                 "admin_token",
                 "lake_url",
+                "lake_endpoint",
+                "lake_allow_http",
+                "lake_region",
+                "lake_access_key_id",
+                "lake_secret_access_key",
+                "lake_session_token",
+                "lake_google_service_account_path",
             ]
             .map(String::from),
         );
@@ -499,15 +528,8 @@ impl Config {
             return invalid("partition_time_zone", message);
         }
         if let Some(url) = &self.lake_url {
-            match crate::lake::LakeUrl::parse(url) {
-                Ok(crate::lake::LakeUrl::Local(_)) => {}
-                Ok(_) => {
-                    return invalid(
-                        "lake_url",
-                        "only a local path or file:// lake can be written so far".into(),
-                    );
-                }
-                Err(e) => return invalid("lake_url", e.to_string()),
+            if let Err(e) = crate::lake::LakeUrl::parse(url) {
+                return invalid("lake_url", e.to_string());
             }
         }
         if let Some(expr) = &self.flush_schedule
@@ -540,6 +562,20 @@ impl Config {
             .as_deref()
             .and_then(|url| crate::lake::LakeUrl::parse(url).ok())
             .unwrap_or_else(|| crate::lake::LakeUrl::Local(self.data_dir.clone()))
+    }
+
+    /// What the config says about the lake's store, over the environment's settings.
+    pub fn store_options(&self) -> crate::lake::StoreOptions {
+        crate::lake::StoreOptions {
+            endpoint: self.lake_endpoint.clone(),
+            allow_http: self.lake_allow_http,
+            region: self.lake_region.clone(),
+            access_key_id: self.lake_access_key_id.clone(),
+            secret_access_key: self.lake_secret_access_key.clone(),
+            session_token: self.lake_session_token.clone(),
+            google_service_account_path: self.lake_google_service_account_path.clone(),
+            ..Default::default()
+        }
     }
 
     /// The partition time zone as an offset; only call after [`Config::validate`].
@@ -848,6 +884,38 @@ mod tests {
                 && shown.contains("# flush_schedule is unset"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn remote_lakes_are_accepted_and_their_secrets_masked() {
+        let c = Config::load(
+            None,
+            env(&[
+                ("HOOKLAKE_LAKE_URL", "s3://bucket/lake"),
+                ("HOOKLAKE_LAKE_ENDPOINT", "http://127.0.0.1:8333"),
+                ("HOOKLAKE_LAKE_SECRET_ACCESS_KEY", "sekrit-value"),
+                ("HOOKLAKE_LAKE_SESSION_TOKEN", "token-value"),
+            ]),
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.lake().to_string(), "s3://bucket/lake");
+        let options = c.store_options();
+        assert_eq!(options.endpoint.as_deref(), Some("http://127.0.0.1:8333"));
+        assert_eq!(options.secret_access_key.as_deref(), Some("sekrit-value"));
+        let shown = c.to_toml_masked();
+        assert!(
+            !shown.contains("sekrit-value") && !shown.contains("token-value"),
+            "{shown}"
+        );
+        assert!(shown.contains("lake_url = \"s3://bucket/lake\""), "{shown}");
+        let debug = format!("{options:?}");
+        assert!(!debug.contains("sekrit-value"), "{debug}");
+        let bad = Config {
+            lake_url: Some("ftp://host/lake".into()),
+            ..Config::default()
+        };
+        assert!(bad.validate().is_err());
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //!
 //! Points: `flush-before-rename` (files written and fsynced under temporary names),
 //! `flush-between-renames` (one file published, others not), `flush-after-renames` (every file
-//! published, no commit record), `flush-after-commit` (committed, log not yet truncated).
+//! published, no commit record), `flush-after-commit` (committed, log not yet truncated);
+//! on a remote lake `upload-mid-batch` (one file of a batch uploaded, others not) and
+//! `flush-after-upload` (every file uploaded, no Delta commit).
 //! Invariant: when the variable is unset, [`hit`] is a read of a cached `None`.
 
 use std::sync::OnceLock;

@@ -607,7 +607,12 @@ impl Lake {
                 break;
             };
             match done.map_err(LakeError::from).and_then(|r| r) {
-                Ok(size) => total += size,
+                Ok(size) => {
+                    total += size;
+                    if running.len() + pending.len() > 0 {
+                        crate::failpoint::hit("upload-mid-batch");
+                    }
+                }
                 Err(e) => {
                     first_error.get_or_insert(e);
                 }

@@ -33,6 +33,8 @@ struct Stages {
     track_ms: u64,
     write_ms: u64,
     lake_ms: u64,
+    /// Uploading a remote lake's files.
+    upload_ms: u64,
     commit_ms: u64,
 }
 
@@ -364,6 +366,16 @@ impl Pipeline {
             let _ = written.send(());
         }
         crate::failpoint::hit("flush-after-renames");
+        // A remote lake: the staged files go up, all of them, before any commit names them.
+        if self.lake.is_remote() {
+            let upload_started = Instant::now();
+            let relative: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
+            if let Err(e) = self.lake.upload_staged(self.sink.root(), &relative).await {
+                return Err(self.flush_failed(taken, e.into()));
+            }
+            stages.upload_ms = upload_started.elapsed().as_millis() as u64;
+            crate::failpoint::hit("flush-after-upload");
+        }
         // Each table's Delta commit, with the transaction (app id, flush number); a failure
         // fails the whole flush, and the next one reverts what was committed.
         let lake_started = Instant::now();
@@ -428,6 +440,15 @@ impl Pipeline {
             }
         }
         crate::failpoint::hit("flush-after-commit");
+        if self.lake.is_remote() {
+            // Uploaded and committed: the staged copies are no longer needed.
+            for f in &files {
+                let path = self.sink.root().join(&f.path);
+                if let Err(e) = std::fs::remove_file(&path) {
+                    tracing::warn!(error = %e, path = %path.display(), "cannot delete a staged file");
+                }
+            }
+        }
         stages.commit_ms = commit_started.elapsed().as_millis() as u64;
         self.release_ids(&taken.events);
         if let Some(wal) = &self.wal {
@@ -469,6 +490,7 @@ impl Pipeline {
             track_ms = stages.track_ms,
             write_ms = stages.write_ms,
             lake_ms = stages.lake_ms,
+            upload_ms = stages.upload_ms,
             commit_ms = stages.commit_ms,
             "flushed"
         );

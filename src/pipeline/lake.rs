@@ -77,6 +77,33 @@ impl LakeTables {
         }
     }
 
+    /// Whether the tables live in an object store rather than on this machine's disk: then a
+    /// flush's files are written to the staging directory and uploaded before their commit.
+    pub(crate) fn is_remote(&self) -> bool {
+        !self.lake.url().is_local()
+    }
+
+    /// Uploads the files a flush or a compaction wrote under `staging` (paths relative to it,
+    /// `<table>/date=<date>/<file>`) to the same keys in the lake, several at once. Nothing is
+    /// committed: until a log names them no Delta reader sees them, and start deletes them if
+    /// none ever does. Returns the bytes uploaded.
+    pub(crate) async fn upload_staged(
+        &self,
+        staging: &Path,
+        relative: &[&str],
+    ) -> Result<u64, LakeError> {
+        let mut uploads = Vec::with_capacity(relative.len());
+        for path in relative {
+            let (table, in_table) = path.split_once('/').ok_or_else(|| LakeError::Log {
+                table: path.to_string(),
+                reason: "a staged file outside any table".into(),
+            })?;
+            let (_, _, delta) = self.table(table)?;
+            uploads.push((staging.join(path), delta.file_path(in_table)));
+        }
+        self.lake.upload_all(uploads).await
+    }
+
     fn table(&self, name: &str) -> Result<&(&'static str, SchemaRef, DeltaTable), LakeError> {
         self.tables
             .iter()

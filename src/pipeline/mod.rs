@@ -246,6 +246,15 @@ impl Pipeline {
         last_closed: chrono::NaiveDate,
         target_file_bytes: u64,
     ) -> Result<crate::compact::Pass, crate::lake::LakeError> {
+        if self.lake.is_remote() {
+            // Merging reads its inputs from the local disk: a remote lake's partitions are
+            // left as the flushes wrote them (README, "The lake on object storage").
+            tracing::info!("compaction skips a remote lake; vacuum only");
+            return Ok(crate::compact::Pass {
+                vacuumed: self.lake.vacuum(self.vacuum_retention).await?,
+                ..Default::default()
+            });
+        }
         let live = self.lake.live_files().await?;
         let sink = self.sink.clone();
         let store = self.store.clone();

