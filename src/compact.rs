@@ -36,7 +36,7 @@ use serde::Serialize;
 use crate::flatten::table::Table;
 use crate::flatten::{
     AttributeChangeRow, CallEventRow, CallOutcomeRow, ContactAnswerRow, ContactEventRow,
-    RawEventRow, RejectedEventRow, StatusTransitionRow, TrackingParamRow,
+    LeadScoreRow, RawEventRow, RejectedEventRow, StatusTransitionRow, TrackingParamRow,
 };
 use crate::sink::{FileKind, Sink, compacted_name, flush_seq_of, fsync_dir, is_published};
 use crate::state::{Compaction, Store, StoreError};
@@ -220,6 +220,13 @@ pub fn compact(
                     target_file_bytes,
                 ),
                 "attribute_changes" => compact_partition::<AttributeChangeRow>(
+                    sink,
+                    store,
+                    &dir,
+                    &partition,
+                    target_file_bytes,
+                ),
+                "lead_scores" => compact_partition::<LeadScoreRow>(
                     sink,
                     store,
                     &dir,
@@ -538,6 +545,7 @@ mod tests {
             key_of::<AttributeChangeRow>(),
             key_of::<StatusTransitionRow>(),
             key_of::<RejectedEventRow>(),
+            key_of::<LeadScoreRow>(),
         ];
         assert_eq!(keys.len(), crate::flatten::TABLE_NAMES.len());
         // The query views remove rows written twice by the same key.
@@ -547,6 +555,7 @@ mod tests {
             let expected: &[&str] = match table {
                 "tracking_params" | "contact_answers" => &["event_id", "position"],
                 "attribute_changes" => &["event_id", "attribute"],
+                "lead_scores" => &["event_id", "revision"],
                 _ => &["event_id"],
             };
             assert_eq!(key, expected, "{table}");

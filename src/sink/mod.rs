@@ -195,6 +195,7 @@ impl Sink {
             + partitions(&tables.attribute_changes, shift)
             + partitions(&tables.status_transitions, shift)
             + partitions(&tables.rejected_events, shift)
+            + partitions(&tables.lead_scores, shift)
     }
 
     /// The data directory.
@@ -242,6 +243,7 @@ impl Sink {
             attribute_changes,
             status_transitions,
             rejected_events,
+            lead_scores,
         } = t;
         // Largest first: contact snapshots have the most columns, raw payloads the most bytes.
         let queue: std::sync::Mutex<std::collections::VecDeque<Job>> = std::sync::Mutex::new(
@@ -255,6 +257,7 @@ impl Sink {
                 job(self, contact_answers, flush_seq),
                 job(self, call_outcomes, flush_seq),
                 job(self, rejected_events, flush_seq),
+                job(self, lead_scores, flush_seq),
             ]
             .into(),
         );

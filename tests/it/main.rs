@@ -13,6 +13,7 @@ mod limit;
 mod queries;
 mod rebuild;
 mod replay;
+mod score;
 mod serve;
 mod standalone;
 mod truth;
