@@ -44,17 +44,17 @@ attribute = "param:gclid"
 exists = true
 
 [[rules]]
-id = "anonymous"
+id = "no_fbclid"
 points = -3
-attribute = "first_name"
+attribute = "param:fbclid"
 exists = false
 
 [[rules]]
 id = "phone_band"
 points = 2
 attribute = "answer:Phone Number"
-greater_than = 15550000050
-less_than = 15550000300
+greater_than = 15550050050
+less_than = 15550050200
 
 [[rules]]
 id = "booked"
@@ -130,12 +130,12 @@ fn expected(lead: &Lead, snapshot: &Snapshot) -> (i64, &'static str, Vec<(&'stat
         get("email").is_some_and(|e| e.ends_with("@work.example.com")),
     );
     rule("gclid", 4, get("param:gclid").is_some());
-    rule("anonymous", -3, get("first_name").is_none());
+    rule("no_fbclid", -3, get("param:fbclid").is_none());
     let phone: Option<i64> = get("answer:Phone Number").and_then(|p| p[1..].parse().ok());
     rule(
         "phone_band",
         2,
-        phone.is_some_and(|p| p > 15550000050 && p < 15550000300),
+        phone.is_some_and(|p| p > 15550050050 && p < 15550050200),
     );
     let call = lead.call.as_ref();
     let outcome = call.and_then(|c| c.outcome.as_ref());
@@ -226,6 +226,14 @@ async fn lead_scores_match_the_generators_record_row_for_row() {
             }));
         }
     }
+    // Some late snapshots would score otherwise than their contact's newest state: had they
+    // moved the score back in time, the rows would differ.
+    assert!(all.iter().any(|l| {
+        let last = l.snapshots.last().unwrap();
+        l.snapshots
+            .iter()
+            .any(|s| s.late && expected(l, s).0 != expected(l, last).0)
+    }));
     let actual: Vec<Value> = rows.into_iter().map(Value::Object).collect();
     assert_eq!(actual.len(), expected_rows.len(), "row count");
     for (a, e) in actual.iter().zip(&expected_rows) {
@@ -327,4 +335,38 @@ async fn scoring_off_writes_no_scores() {
     let on = Lake::new();
     ingest(&on, &all).await;
     assert!(on.dir.path().join("lead_scores").exists(), "on by default");
+}
+
+#[tokio::test]
+async fn the_decay_pass_writes_a_row_when_decay_moves_a_band() {
+    let all: Vec<Lead> = leads(Options {
+        contacts: 20,
+        seed: 3,
+        days: 2,
+    })
+    .collect();
+    let lake = Lake::with(|c| c.scoring.half_life_days = 7.0);
+    ingest(&lake, &all).await;
+    let not_cold = lake.query(
+        "select count(*) as n from (select contact_id, arg_max(band, revision) as band
+         from {lead_scores} group by all) where band <> 'cold'",
+    );
+    let not_cold = not_cold[0]["n"].as_i64().unwrap();
+    assert!(not_cold > 0);
+    // A year without activity makes every score cold: one row each for those that were not.
+    let later = chrono::Utc::now().timestamp_micros() + 365 * 86_400_000_000;
+    let moved = lake.pipeline.decay_scores(later).await.unwrap();
+    assert_eq!(moved as i64, not_cold);
+    let rows = lake.query(
+        "select count(*) as n, count(*) filter (where band = 'cold' and previous_band <> 'cold'
+                and event_type = 'score_decay' and score < previous_score) as moved
+         from {lead_scores} where event_type = 'score_decay'",
+    );
+    assert_eq!(rows[0]["n"], json!(not_cold));
+    assert_eq!(rows[0]["moved"], json!(not_cold));
+    // Nothing more moves the same day; decay off moves nothing.
+    assert_eq!(lake.pipeline.decay_scores(later).await.unwrap(), 0);
+    let off = Lake::new();
+    ingest(&off, &all).await;
+    assert_eq!(off.pipeline.decay_scores(later).await.unwrap(), 0);
 }
