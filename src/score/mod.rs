@@ -212,16 +212,14 @@ pub fn apply(
             }
         }
     }
-    let owner = |key: &str| -> Option<i64> {
-        match key.strip_prefix("c:") {
-            Some(id) => id.parse().ok(),
-            None => keys.get(key).copied(),
-        }
-    };
     // Every contact to score, with the latest event of its own in this flush.
     let mut to_score: BTreeMap<i64, Option<Cause>> = touched;
     for (key, c) in &causes {
-        if let Some(id) = owner(key) {
+        let owner = match key.strip_prefix("c:") {
+            Some(id) => id.parse().ok(),
+            None => keys.get(key).copied(),
+        };
+        if let Some(id) = owner {
             let latest = to_score.entry(id).or_default();
             if latest.as_ref().is_none_or(|l| c > l) {
                 *latest = Some(c.clone());
@@ -231,6 +229,8 @@ pub fn apply(
     let ids: Vec<i64> = to_score.keys().copied().collect();
     let others = store.contacts(ids.iter().copied().filter(|id| !contacts.contains_key(id)))?;
     let state_of = |id: &i64| contacts.get(id).or_else(|| others.get(id));
+    // The keys of every contact to score (also those only a call or outcome brought in), with
+    // their counts and owners.
     let mut count_keys: BTreeSet<String> = BTreeSet::new();
     for id in &ids {
         if let Some(state) = state_of(id) {
@@ -239,7 +239,19 @@ pub fn apply(
     }
     count_keys.extend(added.keys().cloned());
     let count_keys: Vec<String> = count_keys.into_iter().collect();
-    let previous = store.scoring(&ids, &count_keys, &[])?;
+    let owner_keys: Vec<String> = count_keys
+        .iter()
+        .filter(|k| !k.starts_with("c:") && !keys.contains_key(*k))
+        .cloned()
+        .collect();
+    let previous = store.scoring(&ids, &count_keys, &owner_keys)?;
+    keys.extend(previous.keys);
+    let owner = |key: &str| -> Option<i64> {
+        match key.strip_prefix("c:") {
+            Some(id) => id.parse().ok(),
+            None => keys.get(key).copied(),
+        }
+    };
     let mut counts = previous.counts;
     for (key, n) in &added {
         let total = counts.entry(key.clone()).or_default();

@@ -19,15 +19,17 @@ const SCORE_COUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("score_c
 /// Contact key (`p:`, `e:`) -> the lowest contact id that has carried it.
 const SCORE_KEYS: TableDefinition<&str, i64> = TableDefinition::new("score_keys");
 
-/// Reads `keys` from `table` (absent when the table was never written).
+/// Reads `keys` from `table`, each found one with its value (none when the table was never
+/// written); one table opened for all of them.
 fn read<'k, K, V, T>(
     table: Result<ReadOnlyTable<K, V>, TableError>,
     keys: impl IntoIterator<Item = K::SelfType<'k>>,
     mut decode: impl FnMut(V::SelfType<'_>) -> Result<T, StoreError>,
-    mut put: impl FnMut(T),
+    mut put: impl FnMut(K::SelfType<'k>, T),
 ) -> Result<(), StoreError>
 where
     K: redb::Key + 'static,
+    K::SelfType<'k>: Copy,
     V: redb::Value + 'static,
 {
     let table = match table {
@@ -36,7 +38,7 @@ where
     };
     for key in keys {
         if let Some(value) = table.get(key).map_err(err("read"))? {
-            put(decode(value.value())?);
+            put(key, decode(value.value())?);
         }
     }
     Ok(())
@@ -54,31 +56,30 @@ impl Store {
         self.with_db(|db| {
             let txn = db.begin_read().map_err(err("begin read"))?;
             let mut out = Scoring::default();
-            for &id in contacts {
-                read(
-                    txn.open_table(LEAD_SCORES),
-                    [id],
-                    |b| serde_json::from_slice(b).map_err(err("decode score")),
-                    |s: ScoreState| {
-                        out.scores.insert(id, s);
-                    },
-                )?;
-            }
-            for key in count_keys {
-                read(
-                    txn.open_table(SCORE_COUNTS),
-                    [key.as_str()],
-                    |b| serde_json::from_slice(b).map_err(err("decode counts")),
-                    |c: Counts| {
-                        out.counts.insert(key.clone(), c);
-                    },
-                )?;
-            }
-            for key in owner_keys {
-                read(txn.open_table(SCORE_KEYS), [key.as_str()], Ok, |id| {
-                    out.keys.insert(key.clone(), id);
-                })?;
-            }
+            read(
+                txn.open_table(LEAD_SCORES),
+                contacts.iter().copied(),
+                |b| serde_json::from_slice(b).map_err(err("decode score")),
+                |found, s: ScoreState| {
+                    out.scores.insert(found, s);
+                },
+            )?;
+            read(
+                txn.open_table(SCORE_COUNTS),
+                count_keys.iter().map(String::as_str),
+                |b| serde_json::from_slice(b).map_err(err("decode counts")),
+                |key, c: Counts| {
+                    out.counts.insert(key.to_string(), c);
+                },
+            )?;
+            read(
+                txn.open_table(SCORE_KEYS),
+                owner_keys.iter().map(String::as_str),
+                Ok,
+                |key, id| {
+                    out.keys.insert(key.to_string(), id);
+                },
+            )?;
             Ok(out)
         })
     }

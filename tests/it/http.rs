@@ -745,7 +745,7 @@ async fn admin_flush_reports_what_it_wrote() {
         .iter()
         .map(|f| f["path"].as_str().unwrap())
         .collect();
-    assert_eq!(files.len(), 5);
+    assert_eq!(files.len(), 6);
     let flush_id = report["flush_id"].as_str().unwrap();
     for f in files {
         assert!(
