@@ -67,6 +67,11 @@ SELECT * FROM read_parquet(coalesce(getvariable('status_transitions_files'), [co
 CREATE OR REPLACE TEMP VIEW status_transitions AS
 SELECT DISTINCT ON (event_id) * FROM stored_status_transitions;
 
+CREATE OR REPLACE TEMP VIEW stored_lead_scores AS
+SELECT * FROM read_parquet(coalesce(getvariable('lead_scores_files'), [coalesce(getvariable('data_dir'), 'data') || '/lead_scores/*/*.parquet']), hive_partitioning = true);
+CREATE OR REPLACE TEMP VIEW lead_scores AS
+SELECT DISTINCT ON (event_id, revision) * FROM stored_lead_scores;
+
 -- contacts_latest: the newest snapshot of each contact by event time (ties: the larger event_id).
 CREATE OR REPLACE TEMP VIEW contacts_latest AS
 SELECT *

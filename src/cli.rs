@@ -86,6 +86,13 @@ pub enum Command {
     },
     /// Print the reference of every table and column (docs/tables.md).
     Tables,
+    /// Explain a contact's lead score: its score, band, and each rule that matched with its
+    /// points (from the state store; stop the server first).
+    Score {
+        /// The iClosed contact id.
+        #[arg(long, value_name = "CONTACT_ID")]
+        explain: i64,
+    },
     /// Merge the small files of closed partitions (the server also does this in the
     /// background). Stop the server first, or use POST /admin/compact.
     Compact {
@@ -430,6 +437,16 @@ async fn dispatch(command: Command, mut config: Config) -> anyhow::Result<ExitCo
             action: ConfigAction::Show,
         } => {
             print!("{}", config.to_toml_masked());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Score { explain } => {
+            let store = config.data_dir.join("_hooklake/state.redb");
+            anyhow::ensure!(
+                store.exists(),
+                "no state store at {} (is data_dir right?)",
+                store.display()
+            );
+            print!("{}", crate::score::explain(&store, explain)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Tables => {

@@ -40,7 +40,7 @@ use serde::Serialize;
 use crate::flatten::table::Table;
 use crate::flatten::{
     AttributeChangeRow, CallEventRow, CallOutcomeRow, ContactAnswerRow, ContactEventRow,
-    RawEventRow, RejectedEventRow, StatusTransitionRow, TrackingParamRow,
+    LeadScoreRow, RawEventRow, RejectedEventRow, StatusTransitionRow, TrackingParamRow,
 };
 use crate::lake::{CommitOutcome, DataFile, LakeError};
 use crate::sink::{FileKind, Sink, compacted_name, flush_seq_of, fsync_dir, is_published};
@@ -217,6 +217,9 @@ pub fn compact(
                 "raw_events" => compact_partition::<RawEventRow>(sink, store, &partition, &target),
                 "attribute_changes" => {
                     compact_partition::<AttributeChangeRow>(sink, store, &partition, &target)
+                }
+                "lead_scores" => {
+                    compact_partition::<LeadScoreRow>(sink, store, &partition, &target)
                 }
                 "rejected_events" => {
                     compact_partition::<RejectedEventRow>(sink, store, &partition, &target)
@@ -553,6 +556,7 @@ mod tests {
             key_of::<AttributeChangeRow>(),
             key_of::<StatusTransitionRow>(),
             key_of::<RejectedEventRow>(),
+            key_of::<LeadScoreRow>(),
         ];
         assert_eq!(keys.len(), crate::flatten::TABLE_NAMES.len());
         // The query views remove rows written twice by the same key.
@@ -562,6 +566,7 @@ mod tests {
             let expected: &[&str] = match table {
                 "tracking_params" | "contact_answers" => &["event_id", "position"],
                 "attribute_changes" => &["event_id", "attribute"],
+                "lead_scores" => &["event_id", "revision"],
                 _ => &["event_id"],
             };
             assert_eq!(key, expected, "{table}");

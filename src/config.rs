@@ -213,6 +213,9 @@ pub struct Config {
     /// `Retry-After` (checked at most once a second) instead of filling the disk, and a flush is
     /// held back while this plus an estimate of what it writes is not free. 0 turns both off.
     pub min_free_bytes: u64,
+    /// Lead scoring: rules, clamp range, bands and decay (`[scoring]`; on by default with the
+    /// shipped rule set).
+    pub scoring: crate::score::rules::ScoringConfig,
 }
 
 impl Default for Config {
@@ -270,6 +273,7 @@ impl Default for Config {
             compaction_interval_secs: DEFAULT_COMPACTION_INTERVAL_SECS,
             compaction_grace_hours: DEFAULT_COMPACTION_GRACE_HOURS,
             compaction_target_file_bytes: DEFAULT_COMPACTION_TARGET_FILE_BYTES,
+            scoring: crate::score::rules::ScoringConfig::default(),
         }
     }
 }
@@ -429,6 +433,9 @@ impl Config {
             if secrets.iter().any(|s| s.trim().is_empty()) {
                 return invalid(key, "an empty secret would let anyone in".into());
             }
+        }
+        if let Err(e) = crate::score::rules::Rules::new(&self.scoring) {
+            return invalid("scoring", e.to_string());
         }
         // Counts, sizes and durations that must not be zero, each named on its own.
         let positive: [(&'static str, u64); 13] = [
@@ -681,10 +688,34 @@ mod tests {
         config.validate().unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         for key in Config::keys() {
-            let documented =
-                text.contains(&format!("\n{key} =")) || text.contains(&format!("\n# {key} ="));
+            let documented = text.contains(&format!("\n{key} ="))
+                || text.contains(&format!("\n# {key} ="))
+                || text.contains(&format!("\n[{key}]"));
             assert!(documented, "example.toml does not document {key}");
         }
+    }
+
+    #[test]
+    fn the_example_scoring_section_is_the_default_and_bad_rules_are_refused() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example.toml");
+        let config = Config::load(Some(&path), Vec::new()).unwrap();
+        assert_eq!(
+            config.scoring,
+            crate::score::rules::ScoringConfig::default()
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[[scoring.rules]]\nid = \"r\"\npoints = 1\nattribute = \"email\"\nmatches = \"(\"\n",
+        )
+        .unwrap();
+        let err = Config::load(Some(&path), Vec::new())
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("scoring") && err.contains("\"r\""), "{err}");
     }
 
     #[test]

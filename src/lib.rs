@@ -17,6 +17,7 @@ pub mod disk;
 pub mod buffer;
 pub mod state;
 pub mod flatten;
+pub mod score;
 pub mod sink;
 pub mod compact;
 pub mod lake;

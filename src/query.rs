@@ -19,7 +19,7 @@ use anyhow::{Context, bail};
 pub const VIEWS: &str = include_str!("../queries/views.sql");
 
 /// Every query: name and SQL, in the order `--list` shows them.
-pub const QUERIES: [(&str, &str); 12] = [
+pub const QUERIES: [(&str, &str); 14] = [
     ("funnel", include_str!("../queries/funnel.sql")),
     ("attribution", include_str!("../queries/attribution.sql")),
     (
@@ -53,6 +53,11 @@ pub const QUERIES: [(&str, &str); 12] = [
         include_str!("../queries/status_history.sql"),
     ),
     ("daily_events", include_str!("../queries/daily_events.sql")),
+    ("lead_scores", include_str!("../queries/lead_scores.sql")),
+    (
+        "score_movement",
+        include_str!("../queries/score_movement.sql"),
+    ),
 ];
 
 /// How DuckDB prints the result.

@@ -48,6 +48,8 @@ pub async fn serve(
             stop_triggers.clone(),
         ))
     });
+    let decay = (config.scoring.enabled && config.scoring.half_life_days > 0.0)
+        .then(|| tokio::spawn(decay_scores(pipeline.clone(), stop_triggers.clone())));
     ready.store(true, Ordering::Release);
     tracing::info!(
         listen = %listener.local_addr()?,
@@ -68,6 +70,7 @@ pub async fn serve(
         ("flush triggers", Some(triggers)),
         ("dedup purge", Some(purge)),
         ("compaction", compactor),
+        ("score decay", decay),
     ] {
         let Some(task) = task else { continue };
         if let Err(e) = task.await {
@@ -301,6 +304,23 @@ async fn purge_dedup_index(pipeline: Arc<Pipeline>, stop: CancellationToken) {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(PURGE_INTERVAL) => {}
+        }
+    }
+}
+
+/// How often lead scores are decayed (`half_life_days`).
+const DECAY_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+
+/// Decays lead scores now and every [`DECAY_INTERVAL`] until `stop`.
+async fn decay_scores(pipeline: Arc<Pipeline>, stop: CancellationToken) {
+    loop {
+        let now_us = chrono::Utc::now().timestamp_micros();
+        if let Err(e) = pipeline.decay_scores(now_us).await {
+            tracing::warn!(error = %e, "lead score decay failed; will retry");
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(DECAY_INTERVAL) => {}
         }
     }
 }

@@ -23,7 +23,7 @@ use reader::Obj;
 use table::{Micros, Table, Text};
 pub use tables::{
     AttributeChangeRow, CallEventRow, CallOutcomeRow, ContactAnswerRow, ContactEventRow,
-    RawEventRow, RejectedEventRow, StatusTransitionRow, TrackingParamRow,
+    LeadScoreRow, RawEventRow, RejectedEventRow, StatusTransitionRow, TrackingParamRow,
 };
 
 /// The rows made from a batch of events, one vector per table.
@@ -40,6 +40,8 @@ pub struct Tables {
     pub status_transitions: Vec<StatusTransitionRow>,
     /// One row per dead letter, see [`rejected_row`].
     pub rejected_events: Vec<RejectedEventRow>,
+    /// Filled by [`crate::score::apply`], after change tracking.
+    pub lead_scores: Vec<LeadScoreRow>,
 }
 
 impl Tables {
@@ -55,6 +57,7 @@ impl Tables {
         self.status_transitions
             .append(&mut other.status_transitions);
         self.rejected_events.append(&mut other.rejected_events);
+        self.lead_scores.append(&mut other.lead_scores);
     }
 
     /// Rows per table, in table order.
@@ -69,6 +72,7 @@ impl Tables {
             (AttributeChangeRow::NAME, self.attribute_changes.len()),
             (StatusTransitionRow::NAME, self.status_transitions.len()),
             (RejectedEventRow::NAME, self.rejected_events.len()),
+            (LeadScoreRow::NAME, self.lead_scores.len()),
         ]
     }
 
@@ -92,7 +96,7 @@ impl Tables {
 }
 
 /// Every table's directory name, in pipeline order.
-pub const TABLE_NAMES: [&str; 9] = [
+pub const TABLE_NAMES: [&str; 10] = [
     "contact_events",
     "tracking_params",
     "contact_answers",
@@ -102,6 +106,7 @@ pub const TABLE_NAMES: [&str; 9] = [
     "attribute_changes",
     "status_transitions",
     "rejected_events",
+    "lead_scores",
 ];
 
 /// `$f::<Row>()` for every table's row type, in pipeline order.
@@ -117,6 +122,7 @@ macro_rules! for_each_table {
             $f::<AttributeChangeRow>(),
             $f::<StatusTransitionRow>(),
             $f::<RejectedEventRow>(),
+            $f::<LeadScoreRow>(),
         ]
     };
 }

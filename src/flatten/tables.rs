@@ -475,3 +475,42 @@ table! {
         body_bytes: Option<i64>,
     }
 }
+
+table! {
+    /// One row each time a contact's lead score or band changes (`[scoring]` in the
+    /// configuration; README.md, "Lead scoring"): the score after the flush that applied the
+    /// contact's events, with the rules that matched. A contact's rows are told apart and
+    /// ordered by `revision`; `queries/lead_scores.sql` gives the current score.
+    LeadScoreRow, "lead_scores", sort = [contact_id, event_id, revision], {
+        /// Id of the event that caused the change: the latest (by event time) of the contact's
+        /// events in that flush (its own snapshots, and calls and outcomes filed under it);
+        /// for a change made by decay, the event of the contact's last activity.
+        event_id: Text,
+        /// Event type of that event, or `score_decay` for a change made by decay.
+        event_type: Text,
+        /// When hooklake received that event (UTC); for decay, when the decay pass ran.
+        received_at: Micros,
+        /// Event time of that event; for decay, when the decay pass ran. Names the `date=` partition.
+        event_time: Micros,
+        /// iClosed contact id.
+        contact_id: Option<i64>,
+        /// 1 for the contact's first row, then one more at each row: the order of its rows
+        /// (a late event's row has an older `event_time` and a higher revision).
+        revision: i64,
+        /// The score: the sum of the matched rules' points, decayed with the days since the
+        /// contact's last activity when `half_life_days` is set, clamped to `min_score`..`max_score`.
+        score: i64,
+        /// The score before; null for the contact's first row.
+        previous_score: Option<i64>,
+        /// Band of the score (default `cold`, `warm`, `hot`).
+        band: Text,
+        /// Band before; null for the contact's first row.
+        previous_band: Option<Text>,
+        /// Sum of the matched rules' points, before decay and clamping.
+        points: i64,
+        /// The matched rules as a JSON array of `{"rule": id, "points": n}`, in configuration order.
+        reasons: Text,
+        /// Event time of the contact's latest event so far (its last activity), from which decay counts.
+        last_activity_at: Micros,
+    }
+}

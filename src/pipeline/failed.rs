@@ -176,8 +176,8 @@ mod tests {
         assert_eq!(report.rows["raw_events"], 1);
         assert_eq!(
             report.files.len(),
-            3,
-            "contact_events, raw_events, status_transitions"
+            4,
+            "contact_events, raw_events, status_transitions, lead_scores"
         );
     }
 

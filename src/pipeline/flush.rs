@@ -91,7 +91,7 @@ pub enum FlushError {
 impl Pipeline {
     /// The first log sequence number that may hold an event not yet committed, given that the
     /// events being flushed are about to be.
-    fn replay_from(&self) -> u64 {
+    pub(super) fn replay_from(&self) -> u64 {
         let Some(wal) = &self.wal else {
             return self.committed_replay_from;
         };
@@ -255,6 +255,7 @@ impl Pipeline {
         let store = self.store.clone();
         let disk = self.disk.clone();
         let options = self.flatten_options.clone();
+        let scoring = self.scoring.clone();
         let panics = self.panic_flushes.load(Ordering::Relaxed);
         let task = tokio::task::spawn_blocking(move || {
             // A panic (a bug in flattening or writing) is caught here, so that the events go
@@ -292,10 +293,16 @@ impl Pipeline {
                     contacts: store.contacts(ids)?,
                     calls: store.calls(calls)?,
                     replayed: taken.replayed.clone(),
+                    scoring: Default::default(),
                 };
                 lap(&mut stages.load_ms);
                 flatten::changes::track_with(&mut tables, &mut states.contacts, options.threads);
                 flatten::changes::track_calls(&mut tables, &mut states.calls);
+                // Lead scoring reads the states change tracking advanced (src/score/).
+                if let Some(rules) = &scoring {
+                    states.scoring =
+                        crate::score::apply(&mut tables, &states.contacts, rules, &store)?;
+                }
                 lap(&mut stages.track_ms);
                 let rows: BTreeMap<&'static str, usize> = tables.row_counts().into_iter().collect();
                 let parse_errors = tables.parse_error_count();

@@ -20,6 +20,7 @@
 //! recovers, and `triggers.rs` decides when to flush.
 
 mod accept;
+mod decay;
 mod failed;
 mod flush;
 mod lake;
@@ -111,6 +112,8 @@ pub struct Pipeline {
     dedup_window_secs: u64,
     /// Settings of flattening (known statuses).
     flatten_options: Arc<flatten::Options>,
+    /// The lead-scoring rules (`[scoring]`); `None` when scoring is off.
+    scoring: Option<Arc<crate::score::rules::Rules>>,
     /// Refuses events while the data directory's disk is nearly full, and holds flushes back
     /// while it has no room for what they would write.
     disk: Arc<DiskGuard>,

@@ -45,6 +45,8 @@ pub enum OpenError {
         "data directory {0} is in use by another hooklake process (lock held on {0}/_hooklake/lock)"
     )]
     Locked(PathBuf),
+    #[error("[scoring]: {0}")]
+    Scoring(#[from] crate::score::rules::RuleError),
     #[error("cannot use {path}: {source}")]
     Io {
         path: PathBuf,
@@ -200,6 +202,10 @@ impl Pipeline {
                 known_statuses: config.known_statuses.clone(),
                 threads: config.flush_threads,
             }),
+            scoring: match config.scoring.enabled {
+                true => Some(Arc::new(crate::score::rules::Rules::new(&config.scoring)?)),
+                false => None,
+            },
             fail_log_writes,
             panic_flushes: AtomicBool::new(false),
             before_commit: Mutex::new(None),

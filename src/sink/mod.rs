@@ -142,6 +142,7 @@ impl Sink {
             + partitions(&tables.attribute_changes, shift)
             + partitions(&tables.status_transitions, shift)
             + partitions(&tables.rejected_events, shift)
+            + partitions(&tables.lead_scores, shift)
     }
 
     /// The data directory.
@@ -189,6 +190,7 @@ impl Sink {
             attribute_changes,
             status_transitions,
             rejected_events,
+            lead_scores,
         } = t;
         // Largest first: contact snapshots have the most columns, raw payloads the most bytes.
         let queue: std::sync::Mutex<std::collections::VecDeque<Job>> = std::sync::Mutex::new(
@@ -202,6 +204,7 @@ impl Sink {
                 job(self, contact_answers, flush_seq),
                 job(self, call_outcomes, flush_seq),
                 job(self, rejected_events, flush_seq),
+                job(self, lead_scores, flush_seq),
             ]
             .into(),
         );

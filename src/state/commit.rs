@@ -102,6 +102,7 @@ impl Store {
                 table.insert(&id[..], now).map_err(err("insert"))?;
             }
         }
+        super::scores::write(&txn, &states.scoring)?;
         let recent_count = self.index_read().recent.len();
         let merge = recent_count + ids.len() >= RECENT_MERGE_IDS;
         if merge {

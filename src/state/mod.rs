@@ -24,7 +24,8 @@
 //! The store's tables, its error, compaction intents and replay marks are here; its other
 //! parts have files of their own: `open.rs` (the file, its format and conversion, the re-open
 //! after an I/O error), `index.rs` (the dedup index, over `runs.rs` and `filter.rs`),
-//! `states.rs` (contact and call states) and `commit.rs` (the commit of a flush).
+//! `states.rs` (contact and call states), `scores.rs` (lead scores, their counts and contact
+//! keys) and `commit.rs` (the commit of a flush).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU8};
@@ -38,6 +39,7 @@ mod filter;
 mod index;
 mod open;
 mod runs;
+mod scores;
 mod states;
 pub use commit::Committed;
 pub use filter::IdFilter;

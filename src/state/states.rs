@@ -16,6 +16,8 @@ pub struct States {
     pub calls: HashMap<String, CallState>,
     /// Dead letters whose events the flush writes: recorded as replayed by its commit.
     pub replayed: Vec<[u8; 16]>,
+    /// Lead scores, counts and contact keys the flush changed (`src/score/`).
+    pub scoring: crate::score::Scoring,
 }
 
 impl Store {

@@ -736,8 +736,8 @@ async fn admin_flush_reports_what_it_wrote() {
     assert_eq!(
         report["rows"],
         json!({"attribute_changes": 0, "call_events": 0, "call_outcomes": 0, "contact_answers": 5,
-        "contact_events": 1, "raw_events": 1, "rejected_events": 0, "status_transitions": 1,
-        "tracking_params": 2})
+        "contact_events": 1, "lead_scores": 1, "raw_events": 1, "rejected_events": 0,
+        "status_transitions": 1, "tracking_params": 2})
     );
     let files: Vec<&str> = report["files"]
         .as_array()
@@ -745,7 +745,7 @@ async fn admin_flush_reports_what_it_wrote() {
         .iter()
         .map(|f| f["path"].as_str().unwrap())
         .collect();
-    assert_eq!(files.len(), 5);
+    assert_eq!(files.len(), 6);
     let flush_id = report["flush_id"].as_str().unwrap();
     for f in files {
         assert!(

@@ -167,6 +167,9 @@ fn every_query_file_is_tested_and_listed() {
         "data_quality",
         "funnel",
         "latest_status",
+        // lead_scores and score_movement: tests/it/score.rs.
+        "lead_scores",
+        "score_movement",
         "show_rate",
         "status_durations",
         "status_history",

@@ -14,6 +14,25 @@ fn differences(a: &std::path::Path, b: &std::path::Path, table: &str) -> (i64, i
     (get("a_only"), get("b_only"), get("n"))
 }
 
+/// [`differences`] of each contact's current lead score (its row of highest revision).
+fn current_score_differences(a: &std::path::Path, b: &std::path::Path) -> (i64, i64, i64) {
+    let current = |dir| {
+        format!(
+            "(select contact_id, score, band, points, reasons from {} \
+              qualify row_number() over (partition by contact_id order by revision desc) = 1)",
+            scan(dir, "lead_scores")
+        )
+    };
+    let (sa, sb) = (current(a), current(b));
+    let rows = duckdb(&format!(
+        "select (select count(*) from (select * from {sa} except all select * from {sb})) as a_only, \
+                (select count(*) from (select * from {sb} except all select * from {sa})) as b_only, \
+                (select count(*) from {sa}) as n"
+    ));
+    let get = |k: &str| rows[0][k].as_i64().unwrap();
+    (get("a_only"), get("b_only"), get("n"))
+}
+
 use hooklake::flatten::TABLE_NAMES as TABLES;
 
 fn hooklake(args: &[&std::ffi::OsStr]) -> String {
@@ -66,7 +85,13 @@ async fn rebuild_equals_the_live_output_on_a_generated_data_set() {
         "{summary}"
     );
     for table in TABLES {
-        let (live_only, rebuilt_only, n) = differences(live.path(), &rebuilt, table);
+        // A lead_scores row is written per flush in which a score changed, so its history
+        // follows the flush sizes; the current scores do not.
+        let (live_only, rebuilt_only, n) = if table == "lead_scores" {
+            current_score_differences(live.path(), &rebuilt)
+        } else {
+            differences(live.path(), &rebuilt, table)
+        };
         assert_eq!((live_only, rebuilt_only), (0, 0), "{table}: rows differ");
         assert!(
             n > 0,
@@ -94,7 +119,12 @@ async fn rebuild_equals_the_live_output_on_a_generated_data_set() {
             (0, 0),
             "{table}: the data directory now holds the rebuilt rows"
         );
-        let (a, b, _) = differences(std::path::Path::new(kept), &rebuilt, table);
+        let kept = std::path::Path::new(kept);
+        let (a, b, _) = if table == "lead_scores" {
+            current_score_differences(kept, &rebuilt)
+        } else {
+            differences(kept, &rebuilt, table)
+        };
         assert_eq!((a, b), (0, 0), "{table}: the previous contents are kept");
     }
 }

@@ -348,6 +348,15 @@ impl ContactState {
             .collect()
     }
 
+    /// The value of one attribute (a column name, `param:<key>` or `answer:<question>`) as
+    /// text; `None` when it has none.
+    pub fn value(&self, name: &str) -> Option<&str> {
+        match slot(name) {
+            Some(i) => self.attrs.cols[i].as_deref(),
+            None => self.attrs.others.get(name)?.value.as_deref(),
+        }
+    }
+
     /// Attribute -> event time of the payload that last sent it.
     pub fn set_at(&self) -> BTreeMap<String, i64> {
         self.attrs

@@ -1,0 +1,382 @@
+//! Lead scoring: after change tracking, each contact a flush touched is scored from its state
+//! (the contact's last snapshot, as change tracking keeps it) and its counts of calls and
+//! outcomes, with the configured rules (`rules.rs`); a `lead_scores` row is written when its
+//! score or band differs from the last one. The decay pass (`decay.rs`) rescores contacts whose
+//! band the days without activity moved.
+//!
+//! Calls and outcomes find their contact as `queries/views.sql` does: a call is counted under
+//! the key `p:<invitee preview id>`, else `e:<lower-case invitee email>`; an outcome under
+//! `c:<contact id>`, else `e:<lower-case email>`. A contact owns `c:<its id>`, and `p:`/`e:` of
+//! its current preview id and email unless a contact with a lower id carried them first. Its
+//! counts are the sums over the keys it owns, so a call that arrives before its contact is
+//! counted once that contact appears.
+//!
+//! Invariant: pure but for reading the state store; the scoring states advance only in the
+//! commit of the flush that writes their rows. A late event never moves a score back in time:
+//! the contact state it is scored from keeps the newest value of each attribute, and counts do
+//! not depend on the order events arrive in.
+
+pub mod decay;
+pub mod rules;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use crate::flatten::changes::ContactState;
+use crate::flatten::table::{Micros, Text};
+use crate::flatten::{LeadScoreRow, Tables};
+use crate::state::{Store, StoreError};
+use rules::{Counts, Evaluation, Rules};
+
+/// A contact's last score, as the state store keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScoreState {
+    /// The `revision` of its last `lead_scores` row.
+    pub revision: i64,
+    /// The last evaluation (the score of its last row, or the same score with other reasons).
+    pub evaluation: Evaluation,
+    /// Event time of its latest event, microseconds since the epoch.
+    pub last_activity_us: i64,
+    /// Id and type of that event.
+    pub last_event_id: String,
+    pub last_event_type: String,
+}
+
+/// Scores, counts and key owners: what a flush read and changed.
+#[derive(Debug, Clone, Default)]
+pub struct Scoring {
+    pub scores: HashMap<i64, ScoreState>,
+    pub counts: HashMap<String, Counts>,
+    pub keys: HashMap<String, i64>,
+}
+
+impl Scoring {
+    pub fn is_empty(&self) -> bool {
+        self.scores.is_empty() && self.counts.is_empty() && self.keys.is_empty()
+    }
+}
+
+/// The event behind a change: the latest of a contact's events in a flush.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Cause {
+    event_time: Micros,
+    event_id: Text,
+    event_type: Text,
+    received_at: Micros,
+}
+
+fn cause(event_time: Micros, event_id: &Text, event_type: &Text, received_at: Micros) -> Cause {
+    Cause {
+        event_time,
+        event_id: event_id.clone(),
+        event_type: event_type.clone(),
+        received_at,
+    }
+}
+
+/// The key a call is counted under.
+fn call_key(preview_id: Option<&str>, email: Option<&str>) -> Option<String> {
+    match (preview_id, email) {
+        (Some(p), _) if !p.is_empty() => Some(format!("p:{p}")),
+        (_, Some(e)) if !e.is_empty() => Some(format!("e:{}", e.to_lowercase())),
+        _ => None,
+    }
+}
+
+/// The key an outcome is counted under.
+fn outcome_key(contact_id: Option<i64>, email: Option<&str>) -> Option<String> {
+    match (contact_id, email) {
+        (Some(id), _) => Some(format!("c:{id}")),
+        (None, Some(e)) if !e.is_empty() => Some(format!("e:{}", e.to_lowercase())),
+        _ => None,
+    }
+}
+
+/// The keys a contact in `state` may own: `c:<id>`, then `p:` and `e:` of its current values.
+fn contact_keys(id: i64, state: &ContactState) -> Vec<String> {
+    let mut keys = vec![format!("c:{id}")];
+    keys.extend(call_key(state.value("preview_id"), None));
+    keys.extend(call_key(None, state.value("email")));
+    keys
+}
+
+/// Scores the contacts the flush's rows touch: `contacts` are the states after change
+/// tracking (of the contacts with rows in `tables`); other contacts whose calls or outcomes
+/// are in the flush are read from `store`. Adds the `lead_scores` rows to `tables` and returns
+/// what the flush's commit records.
+pub fn apply(
+    tables: &mut Tables,
+    contacts: &crate::flatten::changes::ContactStates,
+    rules: &Rules,
+    store: &Store,
+) -> Result<Scoring, StoreError> {
+    // Counts added by this flush, by key, and the latest event under each key.
+    let mut added: BTreeMap<String, Counts> = BTreeMap::new();
+    let mut causes: BTreeMap<String, Cause> = BTreeMap::new();
+    let mut note = |key: String, c: Cause, add: &dyn Fn(&mut Counts)| {
+        add(added.entry(key.clone()).or_default());
+        let latest = causes.entry(key).or_insert_with(|| c.clone());
+        if c > *latest {
+            *latest = c;
+        }
+    };
+    for row in &tables.call_events {
+        let Some(key) = call_key(
+            row.invitee_preview_id.as_deref(),
+            row.invitee_email.as_deref(),
+        ) else {
+            continue;
+        };
+        let c = cause(
+            row.event_time,
+            &row.event_id,
+            &row.event_type,
+            row.received_at,
+        );
+        note(key, c, &|n: &mut Counts| match row.event_type.as_str() {
+            "call_booked" => n.booked += 1,
+            "call_cancelled" => n.cancelled += 1,
+            "call_rescheduled" => n.rescheduled += 1,
+            _ => {}
+        });
+    }
+    for row in &tables.call_outcomes {
+        let Some(key) = outcome_key(row.contact_id, row.contact_email.as_deref()) else {
+            continue;
+        };
+        let is = |v: &Option<Text>, names: &[&str]| {
+            v.as_deref()
+                .is_some_and(|v| names.iter().any(|n| v.eq_ignore_ascii_case(n)))
+        };
+        let no_show = is(&row.no_sale_reason, &["NO_SHOW"]);
+        let won = is(&row.outcome, &["SALE", "WON"]);
+        let c = cause(
+            row.event_time,
+            &row.event_id,
+            &row.event_type,
+            row.received_at,
+        );
+        note(key, c, &|n: &mut Counts| {
+            if no_show {
+                n.no_show += 1;
+            } else {
+                n.held += 1;
+            }
+            if won {
+                n.won += 1;
+            }
+        });
+    }
+    // The contacts with snapshots in this flush, with their latest one.
+    let mut touched: BTreeMap<i64, Option<Cause>> = BTreeMap::new();
+    for row in &tables.contact_events {
+        if let Some(id) = row.contact_id {
+            let c = cause(
+                row.event_time,
+                &row.event_id,
+                &row.event_type,
+                row.received_at,
+            );
+            let latest = touched.entry(id).or_default();
+            if latest.as_ref().is_none_or(|l| c > *l) {
+                *latest = Some(c);
+            }
+        }
+    }
+    // Keys the touched contacts may own, and keys of this flush's calls and outcomes.
+    let mut own_keys: BTreeSet<String> = BTreeSet::new();
+    for id in touched.keys() {
+        if let Some(state) = contacts.get(id) {
+            own_keys.extend(contact_keys(*id, state));
+        }
+    }
+    own_keys.extend(added.keys().cloned());
+    let owner_keys: Vec<String> = own_keys
+        .iter()
+        .filter(|k| !k.starts_with("c:"))
+        .cloned()
+        .collect();
+    let stored = store.scoring(&[], &[], &owner_keys)?;
+    // Owners: the lowest id that carried a key, the contacts of this flush included.
+    let mut keys: HashMap<String, i64> = stored.keys;
+    let mut new_keys: HashMap<String, i64> = HashMap::new();
+    for id in touched.keys() {
+        let Some(state) = contacts.get(id) else {
+            continue;
+        };
+        for key in contact_keys(*id, state).into_iter().skip(1) {
+            if keys.get(&key).is_none_or(|&owner| *id < owner) {
+                keys.insert(key.clone(), *id);
+                new_keys.insert(key, *id);
+            }
+        }
+    }
+    // Every contact to score, with the latest event of its own in this flush.
+    let mut to_score: BTreeMap<i64, Option<Cause>> = touched;
+    for (key, c) in &causes {
+        let owner = match key.strip_prefix("c:") {
+            Some(id) => id.parse().ok(),
+            None => keys.get(key).copied(),
+        };
+        if let Some(id) = owner {
+            let latest = to_score.entry(id).or_default();
+            if latest.as_ref().is_none_or(|l| c > l) {
+                *latest = Some(c.clone());
+            }
+        }
+    }
+    let ids: Vec<i64> = to_score.keys().copied().collect();
+    let others = store.contacts(ids.iter().copied().filter(|id| !contacts.contains_key(id)))?;
+    let state_of = |id: &i64| contacts.get(id).or_else(|| others.get(id));
+    // The keys of every contact to score (also those only a call or outcome brought in), with
+    // their counts and owners.
+    let mut count_keys: BTreeSet<String> = BTreeSet::new();
+    for id in &ids {
+        if let Some(state) = state_of(id) {
+            count_keys.extend(contact_keys(*id, state));
+        }
+    }
+    count_keys.extend(added.keys().cloned());
+    let count_keys: Vec<String> = count_keys.into_iter().collect();
+    let owner_keys: Vec<String> = count_keys
+        .iter()
+        .filter(|k| !k.starts_with("c:") && !keys.contains_key(*k))
+        .cloned()
+        .collect();
+    let previous = store.scoring(&ids, &count_keys, &owner_keys)?;
+    keys.extend(previous.keys);
+    let owner = |key: &str| -> Option<i64> {
+        match key.strip_prefix("c:") {
+            Some(id) => id.parse().ok(),
+            None => keys.get(key).copied(),
+        }
+    };
+    let mut counts = previous.counts;
+    for (key, n) in &added {
+        let total = counts.entry(key.clone()).or_default();
+        *total = total.plus(*n);
+    }
+    let mut out = Scoring {
+        keys: new_keys,
+        counts: added.keys().map(|k| (k.clone(), counts[k])).collect(),
+        scores: HashMap::new(),
+    };
+    for (id, latest) in to_score {
+        // Only contacts seen in a snapshot are scored: an outcome's contact that has not
+        // arrived yet is scored, with it, when it does.
+        let Some(state) = state_of(&id) else {
+            continue;
+        };
+        let Some(latest) = latest else {
+            continue;
+        };
+        let total = contact_keys(id, state)
+            .iter()
+            .filter(|k| owner(k) == Some(id))
+            .filter_map(|k| counts.get(k))
+            .fold(Counts::default(), |a, b| a.plus(*b));
+        let evaluation = rules.evaluate(|name| state.value(name), &total);
+        let before = previous.scores.get(&id);
+        let (last_activity_us, last_event_id, last_event_type) = match before {
+            Some(b) if b.last_activity_us > latest.event_time.0 => (
+                b.last_activity_us,
+                b.last_event_id.clone(),
+                b.last_event_type.clone(),
+            ),
+            _ => (
+                latest.event_time.0,
+                latest.event_id.to_string(),
+                latest.event_type.to_string(),
+            ),
+        };
+        let changed = before.is_none_or(|b| {
+            b.evaluation.score != evaluation.score || b.evaluation.band != evaluation.band
+        });
+        let revision = before.map_or(0, |b| b.revision) + i64::from(changed);
+        if changed {
+            tables.lead_scores.push(LeadScoreRow {
+                event_id: latest.event_id.clone(),
+                event_type: latest.event_type.clone(),
+                received_at: latest.received_at,
+                event_time: latest.event_time,
+                contact_id: Some(id),
+                revision,
+                score: evaluation.score,
+                previous_score: before.map(|b| b.evaluation.score),
+                band: Text::from(evaluation.band.as_str()),
+                previous_band: before.map(|b| Text::from(b.evaluation.band.as_str())),
+                points: evaluation.points,
+                reasons: Text::from(reasons(&evaluation).as_str()),
+                last_activity_at: Micros(last_activity_us),
+            });
+        }
+        out.scores.insert(
+            id,
+            ScoreState {
+                revision,
+                evaluation,
+                last_activity_us,
+                last_event_id,
+                last_event_type,
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// Why `hooklake score --explain` has no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ExplainError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(
+        "contact {0} has no score: it is unknown, or scoring was off when its events were flushed"
+    )]
+    Unknown(i64),
+}
+
+/// `hooklake score --explain`: a contact's current score and band, and each matched rule with
+/// its points, from the state store at `path`.
+pub fn explain(path: &std::path::Path, contact_id: i64) -> Result<String, ExplainError> {
+    let store = Store::open(path)?;
+    let state = store
+        .scoring(&[contact_id], &[], &[])?
+        .scores
+        .remove(&contact_id)
+        .ok_or(ExplainError::Unknown(contact_id))?;
+    Ok(explanation(contact_id, &state))
+}
+
+/// The text of [`explain`].
+fn explanation(contact_id: i64, state: &ScoreState) -> String {
+    use std::fmt::Write;
+    let e = &state.evaluation;
+    let mut out = format!("contact {contact_id}: score {} ({})\n", e.score, e.band);
+    for (id, points) in &e.matched {
+        let _ = writeln!(out, "  {points:+5}  {id}");
+    }
+    if e.matched.is_empty() {
+        out.push_str("  no rule matched\n");
+    }
+    let _ = writeln!(out, "  = {} points before decay and clamping", e.points);
+    let last = chrono::DateTime::from_timestamp_micros(state.last_activity_us)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "last activity {last} ({} {}), revision {}",
+        state.last_event_type, state.last_event_id, state.revision
+    );
+    out
+}
+
+/// The matched rules as `[{"rule": id, "points": n}, ...]`.
+pub fn reasons(evaluation: &Evaluation) -> String {
+    let list: Vec<serde_json::Value> = evaluation
+        .matched
+        .iter()
+        .map(|(id, points)| serde_json::json!({"rule": id, "points": points}))
+        .collect();
+    serde_json::Value::Array(list).to_string()
+}
