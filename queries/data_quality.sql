@@ -4,7 +4,8 @@
 -- contact events that arrived late (older than what hooklake had already seen of the contact)
 -- and changed or reported an attribute (a late event that matched the newer state leaves no
 -- row to count it by), rows with a quality flag, and the undocumented keys seen (`extras`), with
--- their count.
+-- their count. The days from `from_date` to `to_date` when set (views.sql); the other filters
+-- do not apply.
 .read queries/views.sql
 WITH typed AS (
     SELECT date, event_id, parse_errors, extras, quality_flags FROM contact_events
@@ -34,5 +35,6 @@ SELECT date,
        coalesce(string_agg(DISTINCT key, ', ' ORDER BY key) FILTER (WHERE kind = 'extra'), '') AS extras_keys,
        count(*) FILTER (WHERE kind = 'extras_row') AS rows_with_extras
 FROM days
+WHERE in_period(date)
 GROUP BY date
 ORDER BY date;
