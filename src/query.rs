@@ -342,7 +342,9 @@ pub fn capture_json(data: &str, duckdb: &str, sql: &str) -> anyhow::Result<Strin
     // DuckDB may print before it has read everything: write from another thread.
     let writer = std::thread::spawn(move || stdin.write_all(text.as_bytes()));
     let output = child.wait_with_output()?;
-    let written = writer.join().map_err(|_| anyhow::anyhow!("the writer thread panicked"))?;
+    let written = writer
+        .join()
+        .map_err(|_| anyhow::anyhow!("the writer thread panicked"))?;
     if !output.status.success() {
         bail!(
             "DuckDB failed: {}",

@@ -292,7 +292,12 @@ async fn report(
         ))
         .into_response();
     }
-    let get = |name: &str| params.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+    let get = |name: &str| {
+        params
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    };
     let today = Utc::now().date_naive();
     let filters = match crate::report::Filters::parse(
         get("from"),
@@ -304,10 +309,7 @@ async fn report(
         Ok(filters) => filters,
         Err(e) => return ApiError::BadReportParameter(e.to_string()).into_response(),
     };
-    let flushes = state
-        .pipeline
-        .metrics()
-        .get("hooklake_flushes_total", "ok");
+    let flushes = state.pipeline.metrics().get("hooklake_flushes_total", "ok");
     match state.report.get(filters, flushes).await {
         Ok((page, reused)) => (
             [

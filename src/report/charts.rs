@@ -137,13 +137,23 @@ pub fn hbars(
             .label(series.name.as_str())
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], colour.filled()));
         chart
-            .draw_series(series.values.iter().zip(labels).enumerate().map(|(i, (v, l))| {
-                Text::new(
-                    l.clone(),
-                    (*v, row(i) - 0.5),
-                    (FONT, 22).into_font().color(&BLACK).pos(Pos::new(HPos::Left, VPos::Center)),
-                )
-            }))
+            .draw_series(
+                series
+                    .values
+                    .iter()
+                    .zip(labels)
+                    .enumerate()
+                    .map(|(i, (v, l))| {
+                        Text::new(
+                            l.clone(),
+                            (*v, row(i) - 0.5),
+                            (FONT, 22)
+                                .into_font()
+                                .color(&BLACK)
+                                .pos(Pos::new(HPos::Left, VPos::Center)),
+                        )
+                    }),
+            )
             .map_err(|e| e.to_string())?;
         legend(&mut chart, SeriesLabelPosition::LowerRight)
     })
@@ -154,7 +164,10 @@ fn label_at(categories: &[String], at: f64) -> String {
     if at < 0.0 || (at - at.round()).abs() > 0.01 {
         return String::new();
     }
-    categories.get(at.round() as usize).cloned().unwrap_or_default()
+    categories
+        .get(at.round() as usize)
+        .cloned()
+        .unwrap_or_default()
 }
 
 /// Vertical bars: for each category one bar per series side by side, each with its value.
@@ -197,17 +210,25 @@ pub fn grouped_bars(
             let left = |i: usize| i as f64 + 0.1 + j as f64 * width;
             chart
                 .draw_series(s.values.iter().enumerate().map(|(i, v)| {
-                    Rectangle::new([(left(i), 0.0), (left(i) + width * 0.92, *v)], colour.filled())
+                    Rectangle::new(
+                        [(left(i), 0.0), (left(i) + width * 0.92, *v)],
+                        colour.filled(),
+                    )
                 }))
                 .map_err(|e| e.to_string())?
                 .label(s.name.as_str())
-                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], colour.filled()));
+                .legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 5), (x + 14, y + 5)], colour.filled())
+                });
             chart
                 .draw_series(s.values.iter().enumerate().map(|(i, v)| {
                     Text::new(
                         format(*v),
                         (left(i) + width * 0.46, *v),
-                        (FONT, 21).into_font().color(&BLACK).pos(Pos::new(HPos::Center, VPos::Bottom)),
+                        (FONT, 21)
+                            .into_font()
+                            .color(&BLACK)
+                            .pos(Pos::new(HPos::Center, VPos::Bottom)),
                     )
                 }))
                 .map_err(|e| e.to_string())?;
@@ -259,9 +280,15 @@ pub fn lines(axes: &Axes, days: &[String], series: &[Series]) -> Result<String, 
                 .draw_series(LineSeries::new(points.clone(), colour.stroke_width(2)))
                 .map_err(|e| e.to_string())?
                 .label(s.name.as_str())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], colour.stroke_width(3)));
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 16, y)], colour.stroke_width(3))
+                });
             chart
-                .draw_series(points.into_iter().map(|p| Circle::new(p, 2, colour.filled())))
+                .draw_series(
+                    points
+                        .into_iter()
+                        .map(|p| Circle::new(p, 2, colour.filled())),
+                )
                 .map_err(|e| e.to_string())?;
         }
         legend(&mut chart, SeriesLabelPosition::UpperRight)
@@ -326,7 +353,10 @@ mod tests {
             "{}",
             &svg[..200]
         );
-        assert!(!svg.contains("height=\"13"), "no fixed height is left on the svg");
+        assert!(
+            !svg.contains("height=\"13"),
+            "no fixed height is left on the svg"
+        );
     }
 
     #[test]
@@ -334,15 +364,31 @@ mod tests {
         let svg = grouped_bars(
             &axes(),
             &["google".into(), "meta".into()],
-            &[series("first touch", &[7.0, 2.0]), series("last touch", &[5.0, 4.0])],
+            &[
+                series("first touch", &[7.0, 2.0]),
+                series("last touch", &[5.0, 4.0]),
+            ],
             &|v| format!("{v}"),
         )
         .unwrap();
-        for text in [">google\n", ">meta\n", ">first touch\n", ">last touch\n", ">day\n", ">contacts\n"] {
-            assert!(svg.contains(text), "{text} missing");
+        for text in [
+            "google",
+            "meta",
+            "first touch",
+            "last touch",
+            "day",
+            "contacts",
+        ] {
+            assert!(
+                svg.contains(&format!(">\n{text}\n</text>")),
+                "{text} missing"
+            );
         }
-        for label in [">7\n", ">2\n", ">5\n", ">4\n"] {
-            assert!(svg.contains(label), "data label {label} missing");
+        for label in ["7", "2", "5", "4"] {
+            assert!(
+                svg.contains(&format!(">\n{label}\n</text>")),
+                "data label {label} missing"
+            );
         }
         // Four bars, two legend swatches, the background.
         let filled = svg.matches("<rect").count();
@@ -358,8 +404,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(svg.matches("<circle").count(), 2, "one marker per point");
-        assert!(svg.contains(">03-01\n"), "days are labelled month-day");
-        assert!(svg.contains(">new leads\n") && svg.contains(">calls booked\n"));
+        assert!(
+            svg.contains(">\n03-01\n</text>"),
+            "days are labelled month-day"
+        );
+        assert!(svg.contains(">\nnew leads\n</text>") && svg.contains(">\ncalls booked\n</text>"));
     }
 
     #[test]

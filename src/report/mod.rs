@@ -98,7 +98,9 @@ impl Filters {
             v.filter(|v| !v.is_empty())
                 .map(|v| {
                     NaiveDate::parse_from_str(v, "%Y-%m-%d").map_err(|_| {
-                        ReportError::BadParameter(format!("{name} must be a date YYYY-MM-DD, not {v:?}"))
+                        ReportError::BadParameter(format!(
+                            "{name} must be a date YYYY-MM-DD, not {v:?}"
+                        ))
                     })
                 })
                 .transpose()
@@ -160,7 +162,12 @@ impl Filters {
 }
 
 /// The views no filter changes and several queries read: computed once per report.
-const CACHED_VIEWS: [&str; 4] = ["every_contact", "call_summaries", "outcomes", "status_history"];
+const CACHED_VIEWS: [&str; 4] = [
+    "every_contact",
+    "call_summaries",
+    "outcomes",
+    "status_history",
+];
 
 /// The result sets of a report, in the order the session prints them.
 const RESULTS: [&str; 10] = [
@@ -468,7 +475,13 @@ fn figures(results: &Results) -> Vec<Figure> {
             direction,
         });
     };
-    add("New leads", "leads", field(now, "leads"), field(before, "leads"), false);
+    add(
+        "New leads",
+        "leads",
+        field(now, "leads"),
+        field(before, "leads"),
+        false,
+    );
     add(
         "Qualified",
         "qualified",
@@ -490,7 +503,13 @@ fn figures(results: &Results) -> Vec<Figure> {
         calls_before.and_then(|r| opt(r, "show_rate_pct")),
         true,
     );
-    add("Deals won", "won", field(now, "won"), field(before, "won"), false);
+    add(
+        "Deals won",
+        "won",
+        field(now, "won"),
+        field(before, "won"),
+        false,
+    );
     add(
         "Revenue",
         "revenue",
@@ -512,7 +531,11 @@ fn funnel(rows: &[Row]) -> Result<Panel, ReportError> {
         ("Won", "won", Some("won_pct")),
     ];
     let mut table = Table {
-        headers: vec!["stage".into(), "contacts".into(), "of the stage before".into()],
+        headers: vec![
+            "stage".into(),
+            "contacts".into(),
+            "of the stage before".into(),
+        ],
         rows: Vec::new(),
     };
     let mut values = Vec::new();
@@ -688,7 +711,9 @@ fn attribution(rows: &[Row]) -> Result<Vec<Panel>, ReportError> {
         out.push(panel(
             &format!("attribution_{key}"),
             title,
-            &format!("{note_what}: by the contact's first touch and by its last. Query: attribution."),
+            &format!(
+                "{note_what}: by the contact's first touch and by its last. Query: attribution."
+            ),
             table,
             rows.is_empty(),
             || {
@@ -727,9 +752,17 @@ fn show_rate(rows: &[Row]) -> Result<Panel, ReportError> {
         },
     ];
     let table = Table {
-        headers: ["host", "booked", "held", "no-shows", "cancelled", "pending", "show rate"]
-            .map(String::from)
-            .to_vec(),
+        headers: [
+            "host",
+            "booked",
+            "held",
+            "no-shows",
+            "cancelled",
+            "pending",
+            "show rate",
+        ]
+        .map(String::from)
+        .to_vec(),
         rows: hosts
             .iter()
             .map(|r| {
@@ -776,7 +809,9 @@ fn time_to_stage(rows: &[Row]) -> Result<Panel, ReportError> {
         ("to an outcome", "with_outcome", "outcome"),
     ];
     let mut table = Table {
-        headers: ["step", "contacts", "median", "p90"].map(String::from).to_vec(),
+        headers: ["step", "contacts", "median", "p90"]
+            .map(String::from)
+            .to_vec(),
         rows: Vec::new(),
     };
     let (mut median, mut p90) = (Vec::new(), Vec::new());
@@ -889,9 +924,15 @@ fn tracking(rows: &[Row]) -> Result<Panel, ReportError> {
         .map(|r| format!("{} ({})", count(num(r, "leads")), pct(opt(r, "share_pct"))))
         .collect();
     let table = Table {
-        headers: ["parameter", "leads", "share of leads", "events", "distinct values"]
-            .map(String::from)
-            .to_vec(),
+        headers: [
+            "parameter",
+            "leads",
+            "share of leads",
+            "events",
+            "distinct values",
+        ]
+        .map(String::from)
+        .to_vec(),
         rows: top
             .iter()
             .map(|r| {
@@ -987,7 +1028,9 @@ pub fn html(page: &Page) -> Result<String, ReportError> {
     let mut env = minijinja::Environment::new();
     env.set_auto_escape_callback(|_| minijinja::AutoEscape::Html);
     env.add_template("page.html", TEMPLATE)?;
-    Ok(env.get_template("page.html")?.render(minijinja::value::Serde(page))?)
+    Ok(env
+        .get_template("page.html")?
+        .render(minijinja::value::Serde(page))?)
 }
 
 /// The whole report: queries, charts, page.
@@ -1026,7 +1069,11 @@ impl Renderer {
 
     /// The page for `filters` after `flushes` flushes: the last one when it matches, else a new
     /// rendering (run on a blocking thread). Returns the page and whether it was reused.
-    pub async fn get(&self, filters: Filters, flushes: u64) -> Result<(Arc<String>, bool), ReportError> {
+    pub async fn get(
+        &self,
+        filters: Filters,
+        flushes: u64,
+    ) -> Result<(Arc<String>, bool), ReportError> {
         let mut last = self.last.lock().await;
         if let Some((f, n, page)) = last.as_ref()
             && *f == filters
@@ -1064,9 +1111,15 @@ mod tests {
         assert_eq!((f.from, f.to), (day("2026-11-08"), day("2026-12-07")));
         let p = f.previous();
         assert_eq!((p.from, p.to), (day("2026-10-09"), day("2026-11-07")));
-        let one = Filters::resolve(Some(day("2026-03-05")), Some(day("2026-03-05")), None, None, day("2026-12-07"))
-            .unwrap()
-            .previous();
+        let one = Filters::resolve(
+            Some(day("2026-03-05")),
+            Some(day("2026-03-05")),
+            None,
+            None,
+            day("2026-12-07"),
+        )
+        .unwrap()
+        .previous();
         assert_eq!((one.from, one.to), (day("2026-03-04"), day("2026-03-04")));
     }
 
@@ -1074,25 +1127,63 @@ mod tests {
     fn bad_parameters_are_named() {
         let today = day("2026-12-07");
         let err = |r: Result<Filters, ReportError>| r.unwrap_err().to_string();
-        assert!(err(Filters::parse(Some("2026-13-01"), None, None, None, today)).contains("from must be a date"));
-        assert!(err(Filters::parse(None, Some("yesterday"), None, None, today)).contains("to must be a date"));
-        assert!(err(Filters::parse(None, None, None, Some("acme"), today)).contains("account must be an integer"));
-        assert!(err(Filters::parse(Some("2026-03-02"), Some("2026-03-01"), None, None, today)).contains("is after"));
-        assert!(err(Filters::parse(Some("1990-01-01"), None, None, None, today)).contains("longer than"));
+        assert!(
+            err(Filters::parse(Some("2026-13-01"), None, None, None, today))
+                .contains("from must be a date")
+        );
+        assert!(
+            err(Filters::parse(None, Some("yesterday"), None, None, today))
+                .contains("to must be a date")
+        );
+        assert!(
+            err(Filters::parse(None, None, None, Some("acme"), today))
+                .contains("account must be an integer")
+        );
+        assert!(
+            err(Filters::parse(
+                Some("2026-03-02"),
+                Some("2026-03-01"),
+                None,
+                None,
+                today
+            ))
+            .contains("is after")
+        );
+        assert!(
+            err(Filters::parse(Some("1990-01-01"), None, None, None, today))
+                .contains("longer than")
+        );
         let long = "x".repeat(201);
-        assert!(err(Filters::parse(None, None, Some(&long), None, today)).contains("source is longer"));
+        assert!(
+            err(Filters::parse(None, None, Some(&long), None, today)).contains("source is longer")
+        );
         let ok = Filters::parse(Some(""), None, Some("google"), Some("42"), today).unwrap();
-        assert_eq!((ok.source.as_deref(), ok.account), (Some("google"), Some(42)));
+        assert_eq!(
+            (ok.source.as_deref(), ok.account),
+            (Some("google"), Some(42))
+        );
     }
 
     #[test]
     fn the_session_sets_both_periods_and_caches_views_before_the_queries() {
-        let f = Filters::resolve(Some(day("2026-03-11")), Some(day("2026-03-20")), Some("o'x".into()), Some(7), day("2026-12-07"))
-            .unwrap();
+        let f = Filters::resolve(
+            Some(day("2026-03-11")),
+            Some(day("2026-03-20")),
+            Some("o'x".into()),
+            Some(7),
+            day("2026-12-07"),
+        )
+        .unwrap();
         let s = session(&f);
         let at = |needle: &str| s.find(needle).unwrap_or_else(|| panic!("{needle} missing"));
-        assert!(at("CREATE TEMP TABLE report_every_contact AS FROM every_contact;") < at("SET VARIABLE from_date"));
-        assert!(at("SET VARIABLE from_date = '2026-03-11';") < at("SET VARIABLE from_date = '2026-03-01';"));
+        assert!(
+            at("CREATE TEMP TABLE report_every_contact AS FROM every_contact;")
+                < at("SET VARIABLE from_date")
+        );
+        assert!(
+            at("SET VARIABLE from_date = '2026-03-11';")
+                < at("SET VARIABLE from_date = '2026-03-01';")
+        );
         assert!(s.contains("SET VARIABLE to_date = '2026-03-10';"));
         assert!(s.contains("SET VARIABLE source = 'o''x';"));
         assert!(s.contains("SET VARIABLE account_id = 7;"));
@@ -1107,7 +1198,12 @@ mod tests {
         assert_eq!(results.sets.len(), 10);
         assert_eq!(num(&results.sets[0][0], "leads"), 3.0);
         assert!(results.sets[1].is_empty());
-        assert!(parse_output("[]\n").unwrap_err().to_string().contains("1 result sets instead of 10"));
+        assert!(
+            parse_output("[]\n")
+                .unwrap_err()
+                .to_string()
+                .contains("1 result sets instead of 10")
+        );
         assert!(parse_output("[{").is_err());
     }
 
@@ -1116,8 +1212,14 @@ mod tests {
         assert_eq!(count(563500.0), "563,500");
         assert_eq!(count(12.0), "12");
         assert_eq!(count(-1234.0), "-1,234");
-        assert_eq!(change(Some(110.0), Some(100.0), false), ("+10.0%".to_string(), "up"));
-        assert_eq!(change(Some(55.0), Some(57.5), true), ("-2.5 pts".to_string(), "down"));
+        assert_eq!(
+            change(Some(110.0), Some(100.0), false),
+            ("+10.0%".to_string(), "up")
+        );
+        assert_eq!(
+            change(Some(55.0), Some(57.5), true),
+            ("-2.5 pts".to_string(), "down")
+        );
         assert_eq!(change(Some(5.0), Some(0.0), false).0, "new");
         assert_eq!(change(None, Some(1.0), true).0, "–");
     }
@@ -1135,29 +1237,52 @@ mod tests {
             }
         }
         let html = html(&page).unwrap();
-        assert_eq!(html.matches("No data for this period").count(), 8, "{html}");
+        assert_eq!(html.matches("No data for this period").count(), 9, "{html}");
         assert!(!html.contains("<svg"));
     }
 
     #[test]
     fn the_page_escapes_text_and_shows_every_chart_with_its_numbers() {
         let mut sets = vec![Vec::new(); 10];
-        sets[0] = vec![row(json!({"leads": 10, "qualified": 6, "booked": 4, "held": 3, "won": 2,
-            "revenue": 5000.0, "qualified_pct": 60.0, "booked_pct": 66.7, "held_pct": 75.0, "won_pct": 66.7}))];
-        sets[1] = vec![row(json!({"host": "<b>Ann</b>", "campaign": "(all)", "booked": 4, "held": 3,
-            "no_shows": 1, "cancelled": 0, "pending": 0, "show_rate_pct": 75.0}))];
-        sets[3] = vec![row(json!({"date": "2026-03-01", "new_contacts": 10, "calls_booked": 4, "outcomes": 3, "revenue": 5000.0}))];
+        sets[0] = vec![row(
+            json!({"leads": 10, "qualified": 6, "booked": 4, "held": 3, "won": 2,
+            "revenue": 5000.0, "qualified_pct": 60.0, "booked_pct": 66.7, "held_pct": 75.0, "won_pct": 66.7}),
+        )];
+        sets[1] = vec![row(
+            json!({"host": "<b>Ann</b>", "campaign": "(all)", "booked": 4, "held": 3,
+            "no_shows": 1, "cancelled": 0, "pending": 0, "show_rate_pct": 75.0}),
+        )];
+        sets[3] = vec![row(
+            json!({"date": "2026-03-01", "new_contacts": 10, "calls_booked": 4, "outcomes": 3, "revenue": 5000.0}),
+        )];
         let results = Results { sets };
-        let f = Filters::resolve(Some(day("2026-03-01")), Some(day("2026-03-01")), Some("<script>".into()), None, day("2026-12-07"))
-            .unwrap();
+        let f = Filters::resolve(
+            Some(day("2026-03-01")),
+            Some(day("2026-03-01")),
+            Some("<script>".into()),
+            None,
+            day("2026-12-07"),
+        )
+        .unwrap();
         let html = html(&page(&f, &results, "now").unwrap()).unwrap();
         assert!(!html.contains("<script"), "text is escaped");
         assert!(html.contains("&lt;script&gt;"));
-        assert!(html.contains("&lt;b&gt;Ann&lt;/b&gt;"), "table cells are escaped");
-        assert_eq!(html.matches("<svg").count(), 3, "funnel, daily and show rate have data");
+        assert!(
+            html.contains("&lt;b&gt;Ann&lt;/b&gt;"),
+            "table cells are escaped"
+        );
+        assert_eq!(
+            html.matches("<svg").count(),
+            3,
+            "funnel, daily and show rate have data"
+        );
         assert!(html.contains(">5,000<"), "revenue headline");
         assert!(html.contains("6 (60.0%)"), "funnel label with its rate");
-        assert!(!html.contains("http://") || html.matches("http://").count() == html.matches("xmlns=\"http://www.w3.org/2000/svg\"").count(),
-            "no link to any other host");
+        assert!(
+            !html.contains("http://")
+                || html.matches("http://").count()
+                    == html.matches("xmlns=\"http://www.w3.org/2000/svg\"").count(),
+            "no link to any other host"
+        );
     }
 }

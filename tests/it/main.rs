@@ -12,6 +12,7 @@ mod limit;
 mod queries;
 mod rebuild;
 mod replay;
+mod report;
 mod serve;
 mod standalone;
 mod truth;
