@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: installs the DuckDB CLI (the tests read every
-# Parquet table back with real DuckDB), then builds and runs every test.
+# Parquet table back with real DuckDB) and Debian's chromium (the report's browser test), then
+# builds and runs every test.
 # Usage: scripts/test.sh [extra cargo test arguments]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,5 +15,12 @@ if ! command -v duckdb >/dev/null 2>&1; then
     hash -r
 fi
 echo "== $(duckdb --version)" >&2
+
+if ! command -v chromium >/dev/null 2>&1; then
+    echo "== installing chromium from Debian's packages (the report's browser test)" >&2
+    apt-get update
+    DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
+fi
+echo "== $(chromium --version 2>/dev/null)" >&2
 
 cargo test --locked --all-targets "$@"
