@@ -105,18 +105,19 @@ pub fn hbars(
 ) -> Result<String, ChartError> {
     let n = categories.len();
     let max = series.values.iter().copied().fold(0.0, f64::max);
-    let height = 130 + 48 * n.max(1) as u32;
+    // One band per category from the top, and an empty one at the bottom for the legend.
+    let height = 150 + 48 * (n + 1) as u32;
     svg(axes, height, |root| {
         let mut chart = ChartBuilder::on(root)
             .margin(12)
-            .x_label_area_size(40)
+            .x_label_area_size(70)
             .y_label_area_size(250)
-            .build_cartesian_2d(0.0..top(max) * 1.35, 0.0..n as f64)
+            .build_cartesian_2d(0.0..top(max) * 1.35, -1.0..n as f64)
             .map_err(|e| e.to_string())?;
         chart
             .configure_mesh()
             .disable_y_mesh()
-            .y_labels(n * 2 + 1)
+            .y_labels((n + 1) * 2 + 1)
             .y_label_formatter(&|y| label_at(categories, n as f64 - y - 0.5))
             .x_label_formatter(&|x| short(*x))
             .x_desc(axes.x)
