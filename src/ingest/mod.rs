@@ -5,7 +5,8 @@
 //! body within its size and time limits ([`body`]), authentication ([`auth`]), the URL kind, then
 //! [`crate::event::parse_body`] and [`Pipeline::accept`]; the 200 is sent only after `accept`
 //! returned. Authenticated deliveries are bounded by the buffer (503), never per address. An authenticated body that cannot be turned into events is kept as a dead
-//! letter ([`deadletter`]) before its 4xx is sent. Invariant: this module knows no Arrow, no
+//! letter ([`deadletter`]) before its 4xx is sent. `GET /report` answers the engagement page
+//! ([`crate::report::Renderer`]) behind the same guard as `/admin/*`. Invariant: this module knows no Arrow, no
 //! file paths and no WAL file; every error response is built by [`ApiError`].
 
 pub mod auth;
