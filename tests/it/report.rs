@@ -322,6 +322,13 @@ async fn get_report_is_reused_until_the_next_flush_and_refuses_bad_parameters() 
     let again = get(&lake, path, None).await;
     assert_eq!(again.headers["x-report-cache"], "hit");
     assert_eq!(again.body, first.body, "the same page");
+    // Two requests at once for a new page: one renders it, the other waits and reuses it.
+    let path2 = "/report?from=2026-03-02&to=2026-03-07";
+    let (a, b) = tokio::join!(get(&lake, path2, None), get(&lake, path2, None));
+    let mut caches = [&a.headers["x-report-cache"], &b.headers["x-report-cache"]];
+    caches.sort();
+    assert_eq!(caches, ["hit", "miss"], "one rendering at a time");
+    assert_eq!(a.body, b.body);
     // Other filters are another page.
     let other = get(
         &lake,
