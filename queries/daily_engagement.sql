@@ -3,6 +3,8 @@
 -- (first seen that day), contact updates (Contact updated / by status events), distinct active
 -- contacts (with a contact event or an outcome that day), calls booked, rescheduled and
 -- cancelled (call events), outcomes recorded, and the revenue of the wins recorded that day.
+-- The days from `from_date` to `to_date` when set; new contacts are those `contacts` selects
+-- (views.sql), the other counts are every contact's, call's and outcome's.
 .read queries/views.sql
 WITH activity AS (
     SELECT first_seen_date AS date, 'new' AS kind, contact_id, NULL::DOUBLE AS revenue FROM contacts
@@ -21,5 +23,6 @@ SELECT date,
        count(*) FILTER (WHERE kind = 'outcome') AS outcomes,
        coalesce(sum(revenue), 0) AS revenue
 FROM activity
+WHERE in_period(date)
 GROUP BY date
 ORDER BY date;

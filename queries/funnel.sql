@@ -4,9 +4,11 @@
 -- booked a call (or further), held one (any outcome recorded; `no_shows` counts those whose
 -- only outcomes were no-shows), won (an outcome SALE or WON), the revenue of the wins, the
 -- disqualified beside the stages, and the conversion rate (%) from each stage to the next.
+-- With `SET VARIABLE totals = true`, one row '(all)' for every source and campaign together.
 .read queries/views.sql
 WITH stages AS (
-    SELECT first_touch_source AS source, first_touch_campaign AS campaign,
+    SELECT CASE WHEN getvariable('totals')::BOOLEAN THEN '(all)' ELSE first_touch_source END AS source,
+           CASE WHEN getvariable('totals')::BOOLEAN THEN '(all)' ELSE first_touch_campaign END AS campaign,
            ever_disqualified,
            with_outcome AND won AS won,
            with_outcome AS held,

@@ -5,9 +5,10 @@
 -- (first QUALIFIED interval), from qualified to the first call booked (contacts both qualified
 -- and booked), and from that booking to that call's first outcome (each outcome belongs to
 -- the contact's call whose slot is nearest its start; see the outcomes view for its time).
+-- With `SET VARIABLE totals = true`, one row for all weeks together (week null).
 .read queries/views.sql
 WITH spans AS (
-    SELECT utc_week(first_seen_at) AS week,
+    SELECT CASE WHEN getvariable('totals')::BOOLEAN THEN NULL ELSE utc_week(first_seen_at) END AS week,
            booked,
            hours_between(first_seen_at, qualified_at) AS to_qualified,
            hours_between(qualified_at, first_booked_at) AS to_booked,

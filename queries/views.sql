@@ -20,6 +20,20 @@
 -- event ids, the first row of a window) gives the same answer when a row is repeated, and
 -- skipping the deduplication halves their cost on large lakes.
 
+-- Filters (each unset by default, which selects everything): `from_date` and `to_date` (days,
+-- inclusive) select contacts by the day they were first seen, `source` by their first-touch
+-- utm_source and `account_id` by their iClosed account. They narrow `contacts` and so every view
+-- and query built on it (a cohort: the selected contacts' calls, outcomes and revenue, whenever
+-- those happened); `calls` keeps only the selected contacts' calls while a filter is set, and the
+-- per-day queries keep the days from `from_date` to `to_date`. `every_contact` is never narrowed.
+-- Example: duckdb -c "SET VARIABLE from_date = '2026-03-01'" -c ".read queries/funnel.sql"
+CREATE OR REPLACE TEMP MACRO in_period(day) AS
+    (getvariable('from_date') IS NULL OR day >= getvariable('from_date')::DATE)
+    AND (getvariable('to_date') IS NULL OR day <= getvariable('to_date')::DATE);
+CREATE OR REPLACE TEMP MACRO lake_filtered() AS
+    getvariable('from_date') IS NOT NULL OR getvariable('to_date') IS NOT NULL
+    OR getvariable('source') IS NOT NULL OR getvariable('account_id') IS NOT NULL;
+
 -- utc_week(ts): the Monday (UTC) of the week of a timestamp; hours_between(a, b): b - a in
 -- hours. Plain arithmetic on epoch microseconds: independent of the session's TimeZone and
 -- several times cheaper than calendar functions on TIMESTAMPTZ.
@@ -79,17 +93,17 @@ FROM stored_contact_events
 WHERE contact_id IS NOT NULL
 QUALIFY row_number() OVER (PARTITION BY contact_id ORDER BY event_time DESC, event_id DESC) = 1;
 
--- contacts: one row per contact, in one pass over the snapshots: its newest known preview id,
--- email and status, when it was first seen, its first touch, its last touch, whether it was
--- ever QUALIFIED / DISQUALIFIED, and when it first became QUALIFIED.
+-- every_contact: one row per contact, in one pass over the snapshots: its newest known preview
+-- id, email, status and account, when it was first seen, its first touch, its last touch,
+-- whether it was ever QUALIFIED / DISQUALIFIED, and when it first became QUALIFIED.
 -- A touch is a source and a campaign taken together from one snapshot, never pieced together
 -- from several (arg_min / arg_max skip nulls, so each column on its own could come from a
 -- different snapshot): the first touch is the `first_utm_*` pair of the earliest snapshot that
 -- sent either of them, else the `utm_*` pair of the earliest snapshot that sent either; the last
 -- touch is the `utm_*` pair of the newest snapshot that sent either. A field the chosen snapshot
 -- left null, or a touch no snapshot sent, is '(none)'.
-CREATE OR REPLACE TEMP VIEW contacts AS
-SELECT contact_id, preview_id, email, status, first_seen_at, first_seen_date,
+CREATE OR REPLACE TEMP VIEW every_contact AS
+SELECT contact_id, preview_id, email, status, account_id, first_seen_at, first_seen_date,
        coalesce(first_touch.source, '(none)') AS first_touch_source,
        coalesce(first_touch.campaign, '(none)') AS first_touch_campaign,
        coalesce(last_touch.source, '(none)') AS last_touch_source,
@@ -100,6 +114,7 @@ FROM (
            arg_max(preview_id, event_time) AS preview_id,
            arg_max(email, event_time) AS email,
            arg_max(status, event_time) AS status,
+           arg_max(account_id, event_time) AS account_id,
            min(event_time) AS first_seen_at,
            min(date) AS first_seen_date,
            coalesce(arg_min({'source': first_utm_source, 'campaign': first_utm_campaign}, event_time)
@@ -115,6 +130,14 @@ FROM (
     WHERE contact_id IS NOT NULL
     GROUP BY contact_id
 );
+
+-- contacts: every_contact narrowed by the filters (see the top of this file).
+CREATE OR REPLACE TEMP VIEW contacts AS
+SELECT *
+FROM every_contact
+WHERE in_period(first_seen_date)
+  AND (getvariable('source') IS NULL OR first_touch_source = getvariable('source')::VARCHAR)
+  AND (getvariable('account_id') IS NULL OR account_id = getvariable('account_id')::BIGINT);
 
 -- status_history: every status interval of every contact: the status, when it began (the
 -- snapshot's `updated_at`), when the next one began (null while it lasts) and the seconds in
@@ -165,8 +188,9 @@ WHERE call_id IS NOT NULL
 GROUP BY call_id;
 
 -- calls: call_summaries with the contact each call belongs to (by preview id, else by email)
--- and that contact's first touch. (contact_funnel repeats this match against the contacts it
--- has already computed, so a query reading it scans the contact snapshots once.)
+-- and that contact's first touch; while a filter is set, only the selected contacts' calls.
+-- (contact_funnel repeats this match against the contacts it has already computed, so a query
+-- reading it scans the contact snapshots once.)
 CREATE OR REPLACE TEMP VIEW calls AS
 WITH c AS MATERIALIZED (
     SELECT contact_id, preview_id, lower(email) AS email, first_touch_source, first_touch_campaign FROM contacts
@@ -178,7 +202,8 @@ FROM call_summaries s
 LEFT JOIN by_preview bp ON bp.preview_id = s.preview_id
 LEFT JOIN by_email be ON be.email = s.email
 CROSS JOIN LATERAL (SELECT coalesce(bp.contact_id, be.contact_id) AS contact_id) m
-LEFT JOIN c ON c.contact_id = m.contact_id;
+LEFT JOIN c ON c.contact_id = m.contact_id
+WHERE NOT lake_filtered() OR c.contact_id IS NOT NULL;
 
 -- outcomes: the latest version of each outcome record (by `outcome_id`), with when it happened
 -- (`deal_created_at`, else the call's start, else its receipt: iClosed sends no outcome time),

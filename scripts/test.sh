@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: installs the DuckDB CLI (the tests read every
-# Parquet table back with real DuckDB), SeaweedFS (the S3 server the lake tests start) and the
-# Python `deltalake` package (the Delta reader they check the tables with), then builds and
-# runs every test.
+# Parquet table back with real DuckDB), SeaweedFS (the S3 server the lake tests start), the
+# Python `deltalake` package (the Delta reader they check the tables with) and Debian's chromium
+# (the report's browser test), then builds and runs every test.
 # Usage: scripts/test.sh [extra cargo test arguments]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,5 +31,12 @@ if ! python3 -c 'import deltalake, pyarrow' >/dev/null 2>&1; then
     python3 -m pip install --quiet --disable-pip-version-check "deltalake[pyarrow]"
 fi
 echo "== deltalake $(python3 -c 'import deltalake; print(deltalake.__version__)')" >&2
+
+if ! command -v chromium >/dev/null 2>&1; then
+    echo "== installing chromium from Debian's packages (the report's browser test)" >&2
+    apt-get update
+    DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
+fi
+echo "== $(chromium --version 2>/dev/null)" >&2
 
 cargo test --locked --all-targets "$@"

@@ -127,6 +127,30 @@ pub enum Command {
         #[arg(long, default_value = "duckdb")]
         duckdb: String,
     },
+    /// Write the engagement report: one self-contained HTML page of charts (needs the duckdb CLI).
+    Report {
+        /// First day of the period, YYYY-MM-DD (leads first seen from this day) [default: 29 days before --to].
+        #[arg(long)]
+        from: Option<chrono::NaiveDate>,
+        /// Last day of the period, YYYY-MM-DD, inclusive [default: today, UTC].
+        #[arg(long)]
+        to: Option<chrono::NaiveDate>,
+        /// Only leads whose first-touch utm_source is this.
+        #[arg(long)]
+        source: Option<String>,
+        /// Only leads of this iClosed account id.
+        #[arg(long)]
+        account: Option<i64>,
+        /// Lake to read: a directory or an object-store URL [default: the data directory].
+        #[arg(long)]
+        data: Option<String>,
+        /// The HTML file to write.
+        #[arg(long, default_value = "report.html")]
+        out: PathBuf,
+        /// The DuckDB CLI to run.
+        #[arg(long, default_value = "duckdb")]
+        duckdb: String,
+    },
     /// Write deterministic, realistic iClosed payloads as NDJSON (for tests and benchmarks).
     Gen {
         /// Leads to generate (about 6.5 deliveries each).
@@ -388,6 +412,29 @@ async fn dispatch(command: Command, mut config: Config) -> anyhow::Result<ExitCo
             } else {
                 ExitCode::FAILURE
             })
+        }
+        Command::Report {
+            from,
+            to,
+            source,
+            account,
+            data,
+            out,
+            duckdb,
+        } => {
+            let today = chrono::Utc::now().date_naive();
+            let filters = crate::report::Filters::resolve(from, to, source, account, today)?;
+            let data = data.unwrap_or_else(|| config.data_dir.display().to_string());
+            let page = crate::report::render(&data, &duckdb, &filters)?;
+            std::fs::write(&out, page)
+                .with_context(|| format!("cannot write {}", out.display()))?;
+            eprintln!(
+                "wrote the report for {} to {} to {}",
+                filters.from,
+                filters.to,
+                out.display()
+            );
+            Ok(ExitCode::SUCCESS)
         }
         Command::Gen {
             contacts,

@@ -5,7 +5,8 @@
 //! [`pipeline`] accepts the events into the [`buffer`] (the point where the 200 is earned) and,
 //! when a trigger fires, has [`flatten`] turn them into rows of every table and [`sink`] write
 //! those as Parquet files published atomically. [`server`] runs that lifecycle behind a socket,
-//! [`replay`] runs it over files, [`metrics`] counts everything, and [`cli`] is the command line.
+//! [`replay`] runs it over files, [`metrics`] counts everything, [`query`] and [`report`] read the
+//! lake back (tables of numbers; a page of charts), and [`cli`] is the command line.
 
 pub mod config;
 pub mod event;
@@ -30,6 +31,7 @@ pub mod rebuild;
 pub mod client;
 pub mod generate;
 pub mod query;
+pub mod report;
 pub mod cli;
 pub mod failpoint;
 pub mod parallel;

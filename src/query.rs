@@ -294,16 +294,7 @@ pub fn run(request: &Request) -> anyhow::Result<bool> {
             request.name
         );
     };
-    let remote = request.data.contains("://");
-    let local = Path::new(request.data);
-    if !remote && !local.is_dir() {
-        bail!("no data directory at {}", local.display());
-    }
-    let views = views_for(sql);
-    let scratch = tempfile::tempdir().context("cannot create a temporary directory")?;
-    // Listing the files here spares DuckDB a directory walk each time it binds a view.
-    let files = table_files((!remote).then_some(local), scratch.path(), &views)?;
-    let text = script(&views, sql, request.data, &files, &request.variables);
+    let (_scratch, text) = prepare(request.data, sql, &request.variables)?;
     let mode = match request.format {
         Format::Table => "-box",
         Format::Csv => "-csv",
@@ -326,6 +317,55 @@ pub fn run(request: &Request) -> anyhow::Result<bool> {
         .write_all(text.as_bytes())
         .context("cannot send the query to DuckDB")?;
     Ok(child.wait()?.success())
+}
+
+/// The script for `sql` on the lake `data`, and the directory holding the empty files it may
+/// read (removed when dropped).
+fn prepare(
+    data: &str,
+    sql: &str,
+    variables: &[(String, String)],
+) -> anyhow::Result<(tempfile::TempDir, String)> {
+    let remote = data.contains("://");
+    let local = Path::new(data);
+    if !remote && !local.is_dir() {
+        bail!("no data directory at {}", local.display());
+    }
+    let views = views_for(sql);
+    let scratch = tempfile::tempdir().context("cannot create a temporary directory")?;
+    // Listing the files here spares DuckDB a directory walk each time it binds a view.
+    let files = table_files((!remote).then_some(local), scratch.path(), &views)?;
+    let text = script(&views, sql, data, &files, variables);
+    Ok((scratch, text))
+}
+
+/// Runs `sql` (statements reading the views; several queries may follow one another) in one
+/// DuckDB session in JSON mode and returns what DuckDB printed: one JSON array per statement
+/// that returns rows. DuckDB's error message becomes the error.
+pub fn capture_json(data: &str, duckdb: &str, sql: &str) -> anyhow::Result<String> {
+    let (_scratch, text) = prepare(data, sql, &[])?;
+    let mut child = Command::new(duckdb)
+        .args(["-json", "-bail"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot run the DuckDB CLI ({duckdb})"))?;
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    // DuckDB may print before it has read everything: write from another thread.
+    let writer = std::thread::spawn(move || stdin.write_all(text.as_bytes()));
+    let output = child.wait_with_output()?;
+    let written = writer
+        .join()
+        .map_err(|_| anyhow::anyhow!("the writer thread panicked"))?;
+    if !output.status.success() {
+        bail!(
+            "DuckDB failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    written.context("cannot send the queries to DuckDB")?;
+    Ok(String::from_utf8(output.stdout).context("DuckDB printed invalid UTF-8")?)
 }
 
 #[cfg(test)]

@@ -39,6 +39,8 @@ pub enum ApiError {
     RateLimited(u64),
     #[error("flush failed, events are kept for the next flush: {0}")]
     FlushFailed(String),
+    #[error("{0}")]
+    BadReportParameter(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -59,7 +61,9 @@ impl ApiError {
             | ApiError::Body(BodyError::TooManyEvents { .. } | BodyError::StringTooLong(_)) => {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
-            ApiError::Body(_) | ApiError::Unreadable(_) => StatusCode::BAD_REQUEST,
+            ApiError::Body(_) | ApiError::Unreadable(_) | ApiError::BadReportParameter(_) => {
+                StatusCode::BAD_REQUEST
+            }
             ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::AdminForbidden => StatusCode::FORBIDDEN,
@@ -95,6 +99,7 @@ impl ApiError {
             ApiError::Overloaded(_) => "overloaded",
             ApiError::RateLimited(_) => "rate_limited",
             ApiError::FlushFailed(_) => "flush_failed",
+            ApiError::BadReportParameter(_) => "bad_report_parameter",
             ApiError::Internal(_) => "internal",
         }
     }

@@ -5,7 +5,8 @@
 //! body within its size and time limits ([`body`]), authentication ([`auth`]), the URL kind, then
 //! [`crate::event::parse_body`] and [`Pipeline::accept`]; the 200 is sent only after `accept`
 //! returned. Authenticated deliveries are bounded by the buffer (503), never per address. An authenticated body that cannot be turned into events is kept as a dead
-//! letter ([`deadletter`]) before its 4xx is sent. Invariant: this module knows no Arrow, no
+//! letter ([`deadletter`]) before its 4xx is sent. `GET /report` answers the engagement page
+//! ([`crate::report::Renderer`]) behind the same guard as `/admin/*`. Invariant: this module knows no Arrow, no
 //! file paths and no WAL file; every error response is built by [`ApiError`].
 
 pub mod auth;
@@ -59,6 +60,8 @@ pub struct AppState {
     pub trust_forwarded_for: bool,
     /// Token for `/admin/*`; without one, admin endpoints answer loopback clients only.
     pub admin_token: Option<String>,
+    /// Renders `GET /report` (one at a time, reused until the next flush).
+    pub report: Arc<crate::report::Renderer>,
 }
 
 impl AppState {
@@ -79,6 +82,10 @@ impl AppState {
             )),
             trust_forwarded_for: config.trust_forwarded_for,
             admin_token: config.admin_token.clone(),
+            report: Arc::new(crate::report::Renderer::new(
+                config.data_dir.display().to_string(),
+                "duckdb".to_string(),
+            )),
         }
     }
 }
@@ -102,6 +109,7 @@ pub fn router(state: AppState) -> Router {
     let admin = Router::new()
         .route("/admin/flush", post(admin_flush))
         .route("/admin/compact", post(admin_compact))
+        .route("/report", get(report))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             admin_guard,
@@ -265,6 +273,91 @@ async fn admin_guard(
             .add("hooklake_requests_total", "unauthorized_admin", 1);
         ApiError::AdminForbidden.into_response()
     }
+}
+
+/// `GET /report[?from=&to=&source=&account=]`: the engagement page (see [`crate::report`]),
+/// reused while no flush has happened since it was rendered (`X-Report-Cache: hit`).
+async fn report(
+    State(state): State<AppState>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Response {
+    let params: Vec<(String, String)> = match query.as_deref().map(url_pairs) {
+        Some(Ok(pairs)) => pairs,
+        Some(Err(message)) => return ApiError::BadReportParameter(message).into_response(),
+        None => Vec::new(),
+    };
+    let known = ["from", "to", "source", "account"];
+    if let Some((name, _)) = params.iter().find(|(n, _)| !known.contains(&n.as_str())) {
+        return ApiError::BadReportParameter(format!(
+            "unknown parameter {name:?}; known: from, to, source, account"
+        ))
+        .into_response();
+    }
+    let get = |name: &str| {
+        params
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let today = Utc::now().date_naive();
+    let filters = match crate::report::Filters::parse(
+        get("from"),
+        get("to"),
+        get("source"),
+        get("account"),
+        today,
+    ) {
+        Ok(filters) => filters,
+        Err(e) => return ApiError::BadReportParameter(e.to_string()).into_response(),
+    };
+    let flushes = state.pipeline.metrics().get("hooklake_flushes_total", "ok");
+    match state.report.get(filters, flushes).await {
+        Ok((page, reused)) => (
+            [
+                (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                (
+                    header::HeaderName::from_static("x-report-cache"),
+                    if reused { "hit" } else { "miss" },
+                ),
+            ],
+            page.as_str().to_owned(),
+        )
+            .into_response(),
+        Err(e) => ApiError::Internal(e.to_string()).into_response(),
+    }
+}
+
+/// The `name=value` pairs of a query string, percent-decoded.
+fn url_pairs(query: &str) -> Result<Vec<(String, String)>, String> {
+    let decode = |s: &str| -> Result<String, String> {
+        let bytes = s.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'+' => out.push(b' '),
+                b'%' => {
+                    let hex = s
+                        .get(i + 1..i + 3)
+                        .and_then(|h| u8::from_str_radix(h, 16).ok())
+                        .ok_or_else(|| format!("bad percent-encoding in {s:?}"))?;
+                    out.push(hex);
+                    i += 2;
+                }
+                b => out.push(b),
+            }
+            i += 1;
+        }
+        String::from_utf8(out).map_err(|_| format!("{s:?} is not UTF-8 once decoded"))
+    };
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            Ok((decode(name)?, decode(value)?))
+        })
+        .collect()
 }
 
 /// Whether `headers` carry the admin token (`Authorization: Bearer`); false when none is set.

@@ -14,6 +14,7 @@ mod queries;
 mod rebuild;
 mod remote;
 mod replay;
+mod report;
 mod score;
 mod seaweed;
 mod serve;

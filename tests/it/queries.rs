@@ -800,3 +800,66 @@ fn the_outcome_version_received_last_wins() {
         0.0,
     );
 }
+
+#[test]
+fn filters_select_contacts_by_first_day_source_and_account() {
+    let world = &shared().world;
+    let dir = shared().dir.path();
+    let first_day = |l: &Lead| l.snapshots.iter().map(|s| s.at).min().unwrap().date_naive();
+    let (from, to) = (
+        chrono::NaiveDate::from_ymd_opt(2026, 3, 5).unwrap(),
+        chrono::NaiveDate::from_ymd_opt(2026, 3, 11).unwrap(),
+    );
+    let in_period = |l: &&Lead| (from..=to).contains(&first_day(l));
+    let period = [
+        "--set",
+        "from_date=2026-03-05",
+        "--set",
+        "to_date=2026-03-11",
+    ];
+    let totals = |extra: &[&str]| {
+        let args: Vec<&str> = [extra, &["--set", "totals=true"]].concat();
+        let rows = hooklake_query(dir, "funnel", &args);
+        // One row, or none when no contact is selected.
+        assert!(rows.len() <= 1, "{rows:?}");
+        rows.first()
+            .map_or(0, |r| r["leads"].as_u64().unwrap() as usize)
+    };
+    let booked = |extra: &[&str]| {
+        let rows = hooklake_query(dir, "show_rate", extra);
+        let all = rows
+            .iter()
+            .find(|r| r["host"] == "(all)" && r["campaign"] == "(all)")
+            .cloned();
+        all.map_or(0, |r| r["booked"].as_u64().unwrap() as usize)
+    };
+    assert_eq!(totals(&[]), world.leads.len(), "no filter: every contact");
+    let expected: Vec<&Lead> = world.leads.iter().filter(in_period).collect();
+    assert!(!expected.is_empty() && expected.len() < world.leads.len());
+    assert_eq!(totals(&period), expected.len(), "first seen in the period");
+    assert_eq!(
+        booked(&period),
+        expected.iter().filter(|l| l.call.is_some()).count(),
+        "only the period's contacts' calls"
+    );
+    let google: Vec<&&Lead> = expected
+        .iter()
+        .filter(|l| l.first_source == "google")
+        .collect();
+    assert!(!google.is_empty());
+    assert_eq!(
+        totals(&[&period[..], &["--set", "source=google"]].concat()),
+        google.len()
+    );
+    // Every generated contact belongs to account 622.
+    assert_eq!(totals(&["--set", "account_id=622"]), world.leads.len());
+    assert_eq!(totals(&["--set", "account_id=623"]), 0);
+    assert_eq!(booked(&["--set", "account_id=623"]), 0);
+    // The per-day queries keep the period's days.
+    let days = hooklake_query(dir, "daily_engagement", &period);
+    assert_eq!(days.len(), 7, "{days:?}");
+    assert!(days.iter().all(|d| {
+        let date = d["date"].as_str().unwrap();
+        ("2026-03-05"..="2026-03-11").contains(&date)
+    }));
+}

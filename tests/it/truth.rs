@@ -456,7 +456,8 @@ impl World {
             .map(|(date, d)| {
                 let keys = if d[3] > 0 { "leadScore" } else { "" };
                 json!({"date": date.to_string(), "unknown_events": d[0], "parse_error_rows": d[1],
-                       "late_events": d[2], "flagged_rows": d[4], "extras_keys": keys, "rows_with_extras": d[3]})
+                       "late_events": d[2], "flagged_rows": d[4], "unknown_statuses": 0, "malformed_emails": d[4],
+                       "malformed_phones": 0, "extras_keys": keys, "rows_with_extras": d[3]})
             })
             .collect()
     }
