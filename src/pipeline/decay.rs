@@ -9,7 +9,6 @@
 use std::sync::atomic::Ordering;
 
 use crate::flatten::Tables;
-use crate::lake::DataFile;
 use crate::score::Scoring;
 use crate::state::{Committed, States};
 
@@ -55,14 +54,7 @@ impl Pipeline {
                 ..Tables::default()
             };
             let files = sink.write(tables, flush_seq)?;
-            let name = crate::sink::file_name(flush_seq);
-            let data_files = files
-                .iter()
-                .map(|f| {
-                    let path = sink.root().join(&f.path);
-                    Ok((f.table, DataFile::from_local(&path, &f.date, &name)?))
-                })
-                .collect::<Result<Vec<_>, crate::lake::LakeError>>()?;
+            let data_files = super::lake::data_files(&sink, &files, flush_seq)?;
             Ok(Some((n, next, files, data_files)))
         });
         let Some((n, next, files, data_files)) =

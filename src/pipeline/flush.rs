@@ -17,7 +17,6 @@ use crate::buffer::Taken;
 use crate::disk::{FlushSize, NoRoom};
 use crate::event::Envelope;
 use crate::flatten;
-use crate::lake::DataFile;
 use crate::rejected::Rejection;
 use crate::sink::{FileWritten, SinkError};
 use crate::state::{Committed, States, StoreError, id_bytes};
@@ -333,14 +332,7 @@ impl Pipeline {
                 disk.check_room(crate::disk::flush_bytes(size))?;
                 let files = sink.write(tables, flush_seq)?;
                 // What each table's Delta commit adds: sizes and statistics from the footers.
-                let name = crate::sink::file_name(flush_seq);
-                let data_files = files
-                    .iter()
-                    .map(|f| {
-                        let path = sink.root().join(&f.path);
-                        Ok((f.table, DataFile::from_local(&path, &f.date, &name)?))
-                    })
-                    .collect::<Result<Vec<_>, crate::lake::LakeError>>()?;
+                let data_files = super::lake::data_files(&sink, &files, flush_seq)?;
                 lap(&mut stages.write_ms);
                 Ok::<_, FlushError>((
                     rows,

@@ -376,6 +376,23 @@ fn file_name(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }
 
+/// What each table's Delta commit adds for the files a flush wrote: sizes and statistics read
+/// from their footers.
+pub(super) fn data_files(
+    sink: &crate::sink::Sink,
+    files: &[crate::sink::FileWritten],
+    flush_seq: u64,
+) -> Result<Vec<(&'static str, DataFile)>, LakeError> {
+    let name = crate::sink::file_name(flush_seq);
+    files
+        .iter()
+        .map(|f| {
+            let path = sink.root().join(&f.path);
+            Ok((f.table, DataFile::from_local(&path, &f.date, &name)?))
+        })
+        .collect()
+}
+
 /// The live data files of every table of the lake at `root`, as local paths, for readers
 /// (`hooklake query`); `None` for a table without a log.
 pub fn live_local_files(
