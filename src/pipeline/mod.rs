@@ -9,9 +9,9 @@
 //! publishes the files, and commits the flush in the state store (flush number, log position,
 //! event ids); [`Pipeline::open`] recovers from a crash at any point of that sequence (the
 //! numbered steps are in ARCHITECTURE.md). A flush is held back, writing nothing, while the disk
-//! has no room for it ([`crate::disk::flush_bytes`]); a failed commit's files are deleted when it
-//! fails, after the state store, opened again, says it was not recorded (hidden until it can
-//! say). Invariants: one flush runs at a time; a failed flush puts its events back in the buffer
+//! has no room for it ([`crate::disk::flush_bytes`]); a failed commit's files are reverted in the Delta
+//! logs and deleted when it fails, once the state store, opened again, says it was not recorded
+//! (left where the logs name them until it can say). Invariants: one flush runs at a time; a failed flush puts its events back in the buffer
 //! (or keeps them aside while its commit is unconfirmed); an event id is written by at most one
 //! committed flush; the async workers never encode Parquet or fsync.
 //!
@@ -117,7 +117,7 @@ pub struct Pipeline {
     /// Refuses events while the data directory's disk is nearly full, and holds flushes back
     /// while it has no room for what they would write.
     disk: Arc<DiskGuard>,
-    /// Set by a commit whose outcome is not known; its files are hidden meanwhile. The next
+    /// Set by a commit whose outcome is not known; its files stay where the Delta logs name them. The next
     /// flush settles it before anything else ([`Pipeline::settle_unconfirmed`]).
     unconfirmed: Mutex<Option<Unconfirmed>>,
     /// Why the last flush failed or was held back, until a flush commits: the reason `/readyz`

@@ -1,5 +1,5 @@
 //! Opening the data directory: its lock, the state store, the files of a flush past the commit
-//! record (removed, or published again when the record says it committed), log recovery, and
+//! record (reverted in the Delta logs and removed: rule R), log recovery, and
 //! the logged records put back in the buffer.
 //! Invariant: one process per data directory (an exclusive lock held while the pipeline
 //! lives); every logged event not yet committed is back in the buffer, through the same parsing
@@ -382,7 +382,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_crash_with_hidden_files_is_settled_by_the_commit_record_at_start() {
+    async fn a_crash_after_a_failed_commit_that_was_recorded_keeps_its_files_at_start() {
         let dir = tempfile::tempdir().unwrap();
         let config = logged_config(dir.path());
         {
@@ -395,7 +395,7 @@ mod tests {
             // Dropped before the next flush: a crash.
         }
         let (p, recovery) = open(&config, Mode::Logged);
-        assert_eq!(contact_rows(dir.path()), [1], "recorded: published again");
+        assert_eq!(contact_rows(dir.path()), [1], "recorded: its files stand");
         assert_eq!(recovery.events, 0, "{recovery:?}");
         p.close();
     }
