@@ -3,7 +3,6 @@
 //! local disk, by DuckDB through the documented `date=*/*.parquet` glob.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 
 use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
@@ -93,16 +92,7 @@ dates = sorted({str(d) for d in t.column("date").to_pylist()})
 print(json.dumps({"version": dt.version(), "ids": sorted(ids), "dates": dates,
                   "files": len(dt.file_uris()), "txn": dt.transaction_version(sys.argv[3])}))
 "#;
-    let output = Command::new("python3")
-        .args(["-c", script, uri, &options.to_string(), APP])
-        .output()
-        .expect("python3 must be on PATH with the deltalake package (scripts/test.sh installs it)");
-    assert!(
-        output.status.success(),
-        "delta-rs failed on {uri}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap()
+    crate::seaweed::delta_rs(script, uri, &[&options.to_string(), APP])
 }
 
 /// Flushes, compacts, races and checkpoints one table; returns what the Delta log holds.

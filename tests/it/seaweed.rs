@@ -207,13 +207,19 @@ except Exception as e:
     raise
 ids = dt.to_pyarrow_table(columns=["event_id"]).column("event_id").to_pylist()
 print(json.dumps(sorted(ids)))
-sys.stdout.flush()
-# Skips the interpreter's teardown, in which the reader's native threads have been seen to
-# abort the process once its answer was printed.
-os._exit(0)
 "#;
+    serde_json::from_value(delta_rs(script, uri, &[&options.to_string()])).unwrap()
+}
+
+/// Runs a Python `script` that reads the Delta table at `uri` with delta-rs (given as its first
+/// argument, `args` after it) and prints one JSON document, which is returned. The script ends
+/// with `os._exit(0)`, skipping the interpreter's teardown, in which the reader's native threads
+/// have been seen to abort the process once its answer was printed.
+pub fn delta_rs(script: &str, uri: &str, args: &[&str]) -> Value {
+    let script = format!("{script}\nimport os, sys\nsys.stdout.flush()\nos._exit(0)\n");
     let output = Command::new("python3")
-        .args(["-c", script, uri, &options.to_string()])
+        .args(["-c", &script, uri])
+        .args(args)
         .output()
         .expect("python3 must be on PATH with the deltalake package (scripts/test.sh installs it)");
     assert!(
