@@ -171,6 +171,36 @@ pub enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+    /// Workflow triggers (`[[triggers]]`): send a sample to a target, or send given-up
+    /// deliveries again.
+    Triggers {
+        #[command(subcommand)]
+        action: TriggersAction,
+    },
+}
+
+/// What `hooklake triggers` does.
+#[derive(Debug, Subcommand)]
+pub enum TriggersAction {
+    /// Send a made-up fact of the trigger's kind to its target, signed like a real one, and
+    /// print the answer (exit 1 unless it is a 2xx).
+    Test {
+        /// The trigger's name.
+        name: String,
+    },
+    /// Send given-up deliveries again, with the retry schedule from its start (through the
+    /// running server's POST /admin/triggers/retry).
+    Retry {
+        /// Only this trigger's deliveries.
+        #[arg(long)]
+        trigger: Option<String>,
+        /// Only facts that entered the outbox at or after this time (RFC 3339).
+        #[arg(long)]
+        since: Option<String>,
+        /// URL of the running server [default: http://127.0.0.1:8080]. Also HOOKLAKE_SERVER_URL.
+        #[arg(long)]
+        url: Option<String>,
+    },
 }
 
 impl Command {
@@ -237,7 +267,10 @@ pub fn resolve(args: &Args) -> anyhow::Result<Config> {
         Command::Serve {
             listen: Some(listen),
         } => config.listen = listen.clone(),
-        Command::Flush { url: Some(url) } => config.server_url = url.clone(),
+        Command::Flush { url: Some(url) }
+        | Command::Triggers {
+            action: TriggersAction::Retry { url: Some(url), .. },
+        } => config.server_url = url.clone(),
         _ => {}
     }
     config.validate()?;
@@ -265,20 +298,7 @@ async fn dispatch(command: Command, mut config: Config) -> anyhow::Result<ExitCo
             crate::server::serve(&config, pipeline, listener, shutdown).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Flush { .. } => {
-            let (status, body) = crate::client::post(
-                &config.server_url,
-                "/admin/flush",
-                config.admin_token.as_deref(),
-            )
-            .await?;
-            println!("{body}");
-            if status == 200 {
-                Ok(ExitCode::SUCCESS)
-            } else {
-                anyhow::bail!("server answered {status}")
-            }
-        }
+        Command::Flush { .. } => admin_post(&config, "/admin/flush").await,
         Command::Replay {
             rejected: true,
             since,
@@ -500,6 +520,66 @@ async fn dispatch(command: Command, mut config: Config) -> anyhow::Result<ExitCo
             print!("{}", crate::flatten::docs::tables_markdown());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Triggers {
+            action: TriggersAction::Test { name },
+        } => {
+            let triggers = crate::trigger::Triggers::new(&config.triggers)?;
+            let (fact, answer) =
+                crate::trigger::deliver::test(&triggers, &config.trigger_delivery, &name)
+                    .await
+                    .map_err(|e| anyhow::anyhow!(e))?;
+            println!(
+                "sent {} ({} sample) to trigger {name}",
+                fact.webhook_id, fact.table
+            );
+            match answer.status {
+                Some(status) => {
+                    println!("answer: HTTP {status} in {} ms", answer.latency.as_millis())
+                }
+                None => println!(
+                    "no answer: {}",
+                    answer.error.as_deref().unwrap_or("unknown error")
+                ),
+            }
+            if !answer.body.is_empty() {
+                println!("{}", answer.body);
+            }
+            Ok(if answer.delivered() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Triggers {
+            action: TriggersAction::Retry { trigger, since, .. },
+        } => {
+            let mut query = url::form_urlencoded::Serializer::new(String::new());
+            if let Some(t) = &trigger {
+                query.append_pair("trigger", t);
+            }
+            if let Some(s) = &since {
+                query.append_pair("since", s);
+            }
+            let query = query.finish();
+            let path = match query.is_empty() {
+                true => "/admin/triggers/retry".to_string(),
+                false => format!("/admin/triggers/retry?{query}"),
+            };
+            admin_post(&config, &path).await
+        }
+    }
+}
+
+/// POSTs to an admin endpoint of the running server (with the admin token when one is set),
+/// prints the answer, and fails unless it is a 200.
+async fn admin_post(config: &Config, path: &str) -> anyhow::Result<ExitCode> {
+    let (status, body) =
+        crate::client::post(&config.server_url, path, config.admin_token.as_deref()).await?;
+    println!("{body}");
+    if status == 200 {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        anyhow::bail!("server answered {status}")
     }
 }
 

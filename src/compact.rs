@@ -41,6 +41,7 @@ use crate::flatten::table::Table;
 use crate::flatten::{
     AttributeChangeRow, CallEventRow, CallOutcomeRow, ContactAnswerRow, ContactEventRow,
     LeadScoreRow, RawEventRow, RejectedEventRow, StatusTransitionRow, TrackingParamRow,
+    TriggerDeliveryRow,
 };
 use crate::lake::{CommitOutcome, DataFile, LakeError};
 use crate::sink::{FileKind, Sink, compacted_name, flush_seq_of, fsync_dir, is_published};
@@ -223,6 +224,9 @@ pub fn compact(
                 }
                 "rejected_events" => {
                     compact_partition::<RejectedEventRow>(sink, store, &partition, &target)
+                }
+                "trigger_deliveries" => {
+                    compact_partition::<TriggerDeliveryRow>(sink, store, &partition, &target)
                 }
                 _ => compact_partition::<StatusTransitionRow>(sink, store, &partition, &target),
             };
@@ -557,20 +561,22 @@ mod tests {
             key_of::<StatusTransitionRow>(),
             key_of::<RejectedEventRow>(),
             key_of::<LeadScoreRow>(),
+            key_of::<TriggerDeliveryRow>(),
         ];
         assert_eq!(keys.len(), crate::flatten::TABLE_NAMES.len());
         // The query views remove rows written twice by the same key.
         let views = include_str!("../queries/views.sql");
         for (table, key, types) in keys {
-            assert_eq!(key[0], "event_id", "{table}");
             let expected: &[&str] = match table {
+                // Attempts, not events: one row per attempt at a fact.
+                "trigger_deliveries" => &["trigger", "webhook_id", "attempt"],
                 "tracking_params" | "contact_answers" => &["event_id", "position"],
                 "attribute_changes" => &["event_id", "attribute"],
                 "lead_scores" => &["event_id", "revision"],
                 _ => &["event_id"],
             };
             assert_eq!(key, expected, "{table}");
-            if table != "rejected_events" {
+            if table != "rejected_events" && table != "trigger_deliveries" {
                 let view = format!(
                     "SELECT DISTINCT ON ({}) * FROM stored_{table};",
                     key.join(", ")

@@ -94,8 +94,9 @@ pub enum Durability {
 /// Environment variables that are not config keys but are read elsewhere.
 const META_ENV: &[&str] = &["HOOKLAKE_CONFIG", "HOOKLAKE_LOG", "HOOKLAKE_CRASH_AT"];
 
-/// Everything a hooklake process needs to know; see `config/example.toml` for each key.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Everything a hooklake process needs to know; see `config/example.toml` for each key. Its
+/// `Debug` form is `config show`'s, secrets masked.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Directory of the state store and the write-ahead log (`_hooklake/`), and of the lake
@@ -216,6 +217,17 @@ pub struct Config {
     /// Lead scoring: rules, clamp range, bands and decay (`[scoring]`; on by default with the
     /// shipped rule set).
     pub scoring: crate::score::rules::ScoringConfig,
+    /// Workflow triggers (`[[triggers]]`): requests sent when a contact reaches a status, a
+    /// field changes, a call happens or a score crosses a line. None by default.
+    pub triggers: Vec<crate::trigger::TriggerConfig>,
+    /// How trigger requests are sent and retried (`[trigger_delivery]`).
+    pub trigger_delivery: crate::trigger::DeliveryConfig,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.to_toml_masked())
+    }
 }
 
 impl Default for Config {
@@ -274,6 +286,8 @@ impl Default for Config {
             compaction_grace_hours: DEFAULT_COMPACTION_GRACE_HOURS,
             compaction_target_file_bytes: DEFAULT_COMPACTION_TARGET_FILE_BYTES,
             scoring: crate::score::rules::ScoringConfig::default(),
+            triggers: Vec::new(),
+            trigger_delivery: crate::trigger::DeliveryConfig::default(),
         }
     }
 }
@@ -436,6 +450,28 @@ impl Config {
         }
         if let Err(e) = crate::score::rules::Rules::new(&self.scoring) {
             return invalid("scoring", e.to_string());
+        }
+        if let Err(e) = crate::trigger::Triggers::new(&self.triggers) {
+            return invalid("triggers", e.to_string());
+        }
+        let delivery = &self.trigger_delivery;
+        if delivery.timeout_secs == 0 || delivery.timeout_secs > 3600 {
+            return invalid(
+                "trigger_delivery.timeout_secs",
+                "must be from 1 to 3600".into(),
+            );
+        }
+        if delivery.concurrency_per_target == 0 {
+            return invalid(
+                "trigger_delivery.concurrency_per_target",
+                "must be at least 1".into(),
+            );
+        }
+        if delivery.retry_schedule_secs.iter().any(|s| *s > 7 * 86_400) {
+            return invalid(
+                "trigger_delivery.retry_schedule_secs",
+                "each wait must be at most 7 days (604800 s)".into(),
+            );
         }
         // Counts, sizes and durations that must not be zero, each named on its own.
         let positive: [(&'static str, u64); 13] = [
@@ -615,7 +651,8 @@ fn rename_former_keys(table: &mut toml::Table) -> Result<(), String> {
     Ok(())
 }
 
-/// Replaces the value of every key that names a secret with `********`.
+/// Replaces the value of every key that names a secret with `********`, and the path and query
+/// of every trigger's URL (an incoming-webhook URL is itself a secret).
 fn mask_secrets(table: &mut toml::Table) {
     for (key, value) in table.iter_mut() {
         if ["token", "secret", "password", "key"]
@@ -625,6 +662,22 @@ fn mask_secrets(table: &mut toml::Table) {
             *value = toml::Value::String("********".into());
         } else if let toml::Value::Table(inner) = value {
             mask_secrets(inner);
+        } else if let toml::Value::Array(items) = value {
+            for item in items {
+                if let toml::Value::Table(inner) = item {
+                    if key == "triggers"
+                        && let Some(toml::Value::String(url)) = inner.get_mut("url")
+                    {
+                        *url = match url::Url::parse(url) {
+                            Ok(u) => {
+                                format!("{}://{}/********", u.scheme(), u.host_str().unwrap_or(""))
+                            }
+                            Err(_) => "********".to_string(),
+                        };
+                    }
+                    mask_secrets(inner);
+                }
+            }
         }
     }
 }
@@ -682,6 +735,35 @@ mod tests {
     }
 
     #[test]
+    fn debug_output_masks_secrets_and_trigger_urls() {
+        let config = Config {
+            admin_token: Some("admin-secret-1".into()),
+            lake_secret_access_key: Some("lake-secret-2".into()),
+            triggers: toml::from_str::<Config>(
+                "[[triggers]]\nname = \"t\"\non = \"status\"\nurl = \"https://hooks.example.com/services/T0/B0/secret-path-3\"\nsecrets = [\"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"]\n",
+            )
+            .unwrap()
+            .triggers,
+            ..Config::default()
+        };
+        config.validate().unwrap();
+        for shown in [format!("{config:?}"), config.to_toml_masked()] {
+            for secret in [
+                "admin-secret-1",
+                "lake-secret-2",
+                "secret-path-3",
+                "MfKQ9r8",
+            ] {
+                assert!(!shown.contains(secret), "{secret} in {shown}");
+            }
+            assert!(
+                shown.contains("https://hooks.example.com/********"),
+                "{shown}"
+            );
+        }
+    }
+
+    #[test]
     fn example_config_parses_and_names_every_key() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example.toml");
         let config = Config::load(Some(&path), Vec::new()).unwrap();
@@ -690,7 +772,8 @@ mod tests {
         for key in Config::keys() {
             let documented = text.contains(&format!("\n{key} ="))
                 || text.contains(&format!("\n# {key} ="))
-                || text.contains(&format!("\n[{key}]"));
+                || text.contains(&format!("\n[{key}]"))
+                || text.contains(&format!("\n# [[{key}]]"));
             assert!(documented, "example.toml does not document {key}");
         }
     }

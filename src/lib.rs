@@ -19,6 +19,7 @@ pub mod buffer;
 pub mod state;
 pub mod flatten;
 pub mod score;
+pub mod trigger;
 pub mod sink;
 pub mod compact;
 pub mod lake;

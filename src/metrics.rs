@@ -113,6 +113,26 @@ const COUNTERS: &[(&str, Option<&str>, &str)] = &[
         Some("table"),
         "Parquet files published, by table.",
     ),
+    (
+        "hooklake_trigger_facts_total",
+        Some("trigger"),
+        "Facts a workflow trigger fired on, put in the outbox by a flush's commit, by trigger.",
+    ),
+    (
+        "hooklake_trigger_attempts_total",
+        Some("outcome"),
+        "Trigger delivery attempts, by outcome (delivered, retrying, given_up).",
+    ),
+    (
+        "hooklake_trigger_delivered_total",
+        Some("trigger"),
+        "Trigger requests answered with a 2xx, by trigger.",
+    ),
+    (
+        "hooklake_trigger_given_up_total",
+        Some("trigger"),
+        "Trigger requests given up once the retry schedule was used up, by trigger.",
+    ),
 ];
 
 /// A counter of [`COUNTERS`]: a single value, or one value per value of its label.
@@ -137,6 +157,7 @@ struct GaugeSet {
     dedup_runs: Gauge,
     parquet_files: Family<Label, Gauge>,
     partition_files_max: Family<Label, Gauge>,
+    trigger_outbox: Gauge,
 }
 
 /// Counters, gauges and histograms of one process.
@@ -155,6 +176,10 @@ pub struct Metrics {
     pub ack_latency: Histogram,
     /// Seconds a successful flush took, from taking the buffer to the commit.
     pub flush_duration: Histogram,
+    /// Seconds a trigger delivery attempt took, to its answer or failure.
+    pub trigger_latency: Histogram,
+    /// Seconds from a fact entering the outbox to its delivery at the first attempt.
+    pub trigger_first_delivery: Histogram,
 }
 
 /// Registers `metric` under `name` (a counter's without its `_total`, which the encoder adds)
@@ -265,6 +290,12 @@ impl Default for Metrics {
             "Most files in one partition, by table (compaction merges them).",
             g.partition_files_max.clone(),
         );
+        register(
+            &mut registry,
+            "hooklake_trigger_outbox",
+            "Trigger facts waiting for a delivery attempt (given-up ones excluded).",
+            g.trigger_outbox.clone(),
+        );
         let ack_latency = Histogram::new(
             &mut registry,
             "hooklake_ack_latency_seconds",
@@ -279,6 +310,20 @@ impl Default for Metrics {
             "Time a successful flush took, commit included.",
             &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0],
         );
+        let trigger_latency = Histogram::new(
+            &mut registry,
+            "hooklake_trigger_attempt_seconds",
+            "Time a trigger delivery attempt took, to its answer or failure.",
+            &[
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ],
+        );
+        let trigger_first_delivery = Histogram::new(
+            &mut registry,
+            "hooklake_trigger_delivery_delay_seconds",
+            "Time from a fact entering the outbox (its flush's commit) to its delivery, for facts delivered at the first attempt.",
+            &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0],
+        );
         Metrics {
             registry,
             counters,
@@ -286,6 +331,8 @@ impl Default for Metrics {
             rendering: Mutex::new(()),
             ack_latency,
             flush_duration,
+            trigger_latency,
+            trigger_first_delivery,
         }
     }
 }
@@ -349,6 +396,11 @@ impl Metrics {
             }
             None => debug_assert!(false, "unregistered counter {name}"),
         }
+    }
+
+    /// Sets the number of trigger facts waiting for an attempt (the sender reads it each pass).
+    pub fn set_trigger_outbox(&self, waiting: u64) {
+        self.gauges.trigger_outbox.set(signed(waiting));
     }
 
     /// The current value of a counter (0 if never incremented).
@@ -608,6 +660,72 @@ mod tests {
             "histogram",
             &[],
             "Time a successful flush took, commit included.",
+        ),
+        (
+            "hooklake_trigger_attempt_seconds_bucket",
+            "histogram",
+            &["le"],
+            "Time a trigger delivery attempt took, to its answer or failure.",
+        ),
+        (
+            "hooklake_trigger_attempt_seconds_sum",
+            "histogram",
+            &[],
+            "Time a trigger delivery attempt took, to its answer or failure.",
+        ),
+        (
+            "hooklake_trigger_attempt_seconds_count",
+            "histogram",
+            &[],
+            "Time a trigger delivery attempt took, to its answer or failure.",
+        ),
+        (
+            "hooklake_trigger_delivery_delay_seconds_bucket",
+            "histogram",
+            &["le"],
+            "Time from a fact entering the outbox (its flush's commit) to its delivery, for facts delivered at the first attempt.",
+        ),
+        (
+            "hooklake_trigger_delivery_delay_seconds_sum",
+            "histogram",
+            &[],
+            "Time from a fact entering the outbox (its flush's commit) to its delivery, for facts delivered at the first attempt.",
+        ),
+        (
+            "hooklake_trigger_delivery_delay_seconds_count",
+            "histogram",
+            &[],
+            "Time from a fact entering the outbox (its flush's commit) to its delivery, for facts delivered at the first attempt.",
+        ),
+        (
+            "hooklake_trigger_facts_total",
+            "counter",
+            &["trigger"],
+            "Facts a workflow trigger fired on, put in the outbox by a flush's commit, by trigger.",
+        ),
+        (
+            "hooklake_trigger_attempts_total",
+            "counter",
+            &["outcome"],
+            "Trigger delivery attempts, by outcome (delivered, retrying, given_up).",
+        ),
+        (
+            "hooklake_trigger_delivered_total",
+            "counter",
+            &["trigger"],
+            "Trigger requests answered with a 2xx, by trigger.",
+        ),
+        (
+            "hooklake_trigger_given_up_total",
+            "counter",
+            &["trigger"],
+            "Trigger requests given up once the retry schedule was used up, by trigger.",
+        ),
+        (
+            "hooklake_trigger_outbox",
+            "gauge",
+            &[],
+            "Trigger facts waiting for a delivery attempt (given-up ones excluded).",
         ),
     ];
 

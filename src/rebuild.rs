@@ -7,7 +7,9 @@
 //! the original receive times and paths. In place, the new directory is then exchanged with the
 //! old one in one atomic `renameat2(RENAME_EXCHANGE)`, and the old one is kept beside it.
 //! `rejected_events` does not depend on the mapping: its rows are carried over unchanged, with
-//! the marks of those `hooklake replay --rejected` already replayed.
+//! the marks of those `hooklake replay --rejected` already replayed. So are the workflow
+//! triggers' outbox (deliveries waiting or given up) and `trigger_deliveries`; the rebuilt
+//! pipeline fires no trigger (its facts fired when they were first flushed).
 //! A source a server stopped abruptly may hold acknowledged events in its log, not yet in any
 //! table: they are written first, as `serve` would at its next start (rebuild reads only the
 //! tables, and the log would otherwise be set aside with the old contents, never replayed).
@@ -100,6 +102,7 @@ pub async fn rebuild(config: &Config, into: Option<&Path>) -> Result<Report, Reb
     }
     let target_config = Config {
         data_dir: target.clone(),
+        triggers: Vec::new(),
         ..config.clone()
     };
     let (pipeline, _) =
@@ -146,6 +149,9 @@ pub async fn rebuild(config: &Config, into: Option<&Path>) -> Result<Report, Reb
             summary.add_flush(pipeline.flush(FlushReason::Replay).await?);
         }
     }
+    // The triggers' outbox and delivery history, written by the last flush.
+    let history = read_deliveries(&source)?;
+    pipeline.import_outbox(&source.join("_hooklake/state.redb"), &history)?;
     summary.add_flush(pipeline.flush(FlushReason::Replay).await?);
     let marks = crate::state::Store::read_replayed(&source.join("_hooklake/state.redb"))?;
     pipeline.store().put_replayed(&marks)?;
@@ -222,14 +228,16 @@ fn lock(dir: &Path) -> Result<File, RebuildError> {
     Ok(file)
 }
 
-/// Every row of every published `raw_events` file.
-fn read_raw_events(dir: &Path) -> Result<Vec<Raw>, RebuildError> {
-    let files =
-        crate::sink::published_files(dir, "raw_events").map_err(|e| RebuildError::Read {
-            path: dir.join("raw_events"),
-            message: e.to_string(),
-        })?;
-    let mut raws = Vec::new();
+/// Calls `each` with every batch of every published file of `table`; an error names the file.
+fn for_each_batch(
+    dir: &Path,
+    table: &str,
+    mut each: impl FnMut(&RecordBatch) -> Result<(), String>,
+) -> Result<(), RebuildError> {
+    let files = crate::sink::published_files(dir, table).map_err(|e| RebuildError::Read {
+        path: dir.join(table),
+        message: e.to_string(),
+    })?;
     for path in files {
         let read = |message: String| RebuildError::Read {
             path: path.clone(),
@@ -241,10 +249,76 @@ fn read_raw_events(dir: &Path) -> Result<Vec<Raw>, RebuildError> {
             .map_err(|e| read(e.to_string()))?;
         for batch in reader {
             let batch = batch.map_err(|e| read(e.to_string()))?;
-            append_rows(&batch, &mut raws).map_err(read)?;
+            each(&batch).map_err(read)?;
         }
     }
+    Ok(())
+}
+
+/// Every row of every published `raw_events` file.
+fn read_raw_events(dir: &Path) -> Result<Vec<Raw>, RebuildError> {
+    let mut raws = Vec::new();
+    for_each_batch(dir, "raw_events", |batch| append_rows(batch, &mut raws))?;
     Ok(raws)
+}
+
+/// Every row of `trigger_deliveries` (once per trigger, `webhook-id` and attempt), as attempts.
+fn read_deliveries(dir: &Path) -> Result<Vec<crate::state::Attempt>, RebuildError> {
+    use arrow_array::{Float64Array, Int64Array};
+    fn col<'a, T: 'static>(b: &'a RecordBatch, name: &str) -> Result<&'a T, String> {
+        b.column_by_name(name)
+            .and_then(|c| c.as_any().downcast_ref::<T>())
+            .ok_or_else(|| format!("trigger_deliveries has no readable column {name}"))
+    }
+    let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for_each_batch(dir, "trigger_deliveries", |batch| {
+        let text = |name: &str| col::<StringArray>(batch, name);
+        let (trigger, id, table, event, error, outcome) = (
+            text("trigger")?,
+            text("webhook_id")?,
+            text("fact_table")?,
+            text("event_id")?,
+            text("error")?,
+            text("outcome")?,
+        );
+        let attempt = col::<Int64Array>(batch, "attempt")?;
+        let status = col::<Int64Array>(batch, "status_code")?;
+        let latency = col::<Float64Array>(batch, "latency_ms")?;
+        let at = col::<TimestampMicrosecondArray>(batch, "event_time")?;
+        let next = col::<TimestampMicrosecondArray>(batch, "next_attempt_at")?;
+        for i in 0..batch.num_rows() {
+            let key = (
+                trigger.value(i).to_string(),
+                id.value(i).to_string(),
+                attempt.value(i),
+            );
+            if !seen.insert(key) {
+                continue;
+            }
+            out.push(crate::state::Attempt {
+                trigger: trigger.value(i).to_string(),
+                webhook_id: id.value(i).to_string(),
+                fact_table: table.value(i).to_string(),
+                event_id: event.value(i).to_string(),
+                attempt: u32::try_from(attempt.value(i)).unwrap_or(u32::MAX),
+                attempted_at_us: at.value(i),
+                status_code: status
+                    .is_valid(i)
+                    .then(|| u16::try_from(status.value(i)).unwrap_or(0)),
+                error: error.is_valid(i).then(|| error.value(i).to_string()),
+                latency_ms: if latency.is_valid(i) {
+                    latency.value(i)
+                } else {
+                    0.0
+                },
+                outcome: outcome.value(i).to_string(),
+                next_attempt_at_us: next.is_valid(i).then(|| next.value(i)),
+            });
+        }
+        Ok(())
+    })?;
+    Ok(out)
 }
 
 fn append_rows(batch: &RecordBatch, out: &mut Vec<Raw>) -> Result<(), String> {

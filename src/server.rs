@@ -50,6 +50,11 @@ pub async fn serve(
     });
     let decay = (config.scoring.enabled && config.scoring.half_life_days > 0.0)
         .then(|| tokio::spawn(decay_scores(pipeline.clone(), stop_triggers.clone())));
+    // Workflow triggers: the outbox's sender stops with the other background tasks; an attempt
+    // under way then is not recorded, and is made again at the next start (same webhook-id).
+    let deliveries = pipeline
+        .deliverer(&config.trigger_delivery)
+        .map(|d| tokio::spawn(d.run(stop_triggers.clone())));
     ready.store(true, Ordering::Release);
     tracing::info!(
         listen = %listener.local_addr()?,
@@ -71,6 +76,7 @@ pub async fn serve(
         ("dedup purge", Some(purge)),
         ("compaction", compactor),
         ("score decay", decay),
+        ("trigger deliveries", deliveries),
     ] {
         let Some(task) = task else { continue };
         if let Err(e) = task.await {

@@ -24,6 +24,7 @@ use table::{Micros, Table, Text};
 pub use tables::{
     AttributeChangeRow, CallEventRow, CallOutcomeRow, ContactAnswerRow, ContactEventRow,
     LeadScoreRow, RawEventRow, RejectedEventRow, StatusTransitionRow, TrackingParamRow,
+    TriggerDeliveryRow,
 };
 
 /// The rows made from a batch of events, one vector per table.
@@ -42,6 +43,9 @@ pub struct Tables {
     pub rejected_events: Vec<RejectedEventRow>,
     /// Filled by [`crate::score::apply`], after change tracking.
     pub lead_scores: Vec<LeadScoreRow>,
+    /// Delivery attempts of workflow triggers, recorded since the last flush
+    /// (`src/trigger/deliver.rs`).
+    pub trigger_deliveries: Vec<TriggerDeliveryRow>,
 }
 
 impl Tables {
@@ -58,6 +62,8 @@ impl Tables {
             .append(&mut other.status_transitions);
         self.rejected_events.append(&mut other.rejected_events);
         self.lead_scores.append(&mut other.lead_scores);
+        self.trigger_deliveries
+            .append(&mut other.trigger_deliveries);
     }
 
     /// Rows per table, in table order.
@@ -73,6 +79,7 @@ impl Tables {
             (StatusTransitionRow::NAME, self.status_transitions.len()),
             (RejectedEventRow::NAME, self.rejected_events.len()),
             (LeadScoreRow::NAME, self.lead_scores.len()),
+            (TriggerDeliveryRow::NAME, self.trigger_deliveries.len()),
         ]
     }
 
@@ -96,7 +103,7 @@ impl Tables {
 }
 
 /// Every table's directory name, in pipeline order.
-pub const TABLE_NAMES: [&str; 10] = [
+pub const TABLE_NAMES: [&str; 11] = [
     "contact_events",
     "tracking_params",
     "contact_answers",
@@ -107,6 +114,7 @@ pub const TABLE_NAMES: [&str; 10] = [
     "status_transitions",
     "rejected_events",
     "lead_scores",
+    "trigger_deliveries",
 ];
 
 /// `$f::<Row>()` for every table's row type, in pipeline order.
@@ -123,6 +131,7 @@ macro_rules! for_each_table {
             $f::<StatusTransitionRow>(),
             $f::<RejectedEventRow>(),
             $f::<LeadScoreRow>(),
+            $f::<TriggerDeliveryRow>(),
         ]
     };
 }

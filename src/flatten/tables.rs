@@ -514,3 +514,37 @@ table! {
         last_activity_at: Micros,
     }
 }
+
+table! {
+    /// One row per attempt to deliver a workflow trigger's request (`[[triggers]]`): which
+    /// trigger, the fact's `webhook-id`, the answer or error, and what happens next. Written by
+    /// the first flush after the attempt (a flush with no events runs for them), partitioned by
+    /// the day of the attempt.
+    TriggerDeliveryRow, "trigger_deliveries", sort = [trigger, webhook_id, attempt], {
+        /// Name of the trigger (`[[triggers]] name`).
+        trigger: Text,
+        /// The `webhook-id` header: the same for every attempt at one fact.
+        webhook_id: Text,
+        /// 1 for the first attempt at the fact, then one more each time.
+        attempt: i64,
+        /// When the attempt started (UTC). Names the `date=` partition.
+        event_time: Micros,
+        /// The table of the fact's row: `status_transitions`, `attribute_changes`,
+        /// `call_events`, `call_outcomes` or `lead_scores`.
+        fact_table: Text,
+        /// `event_id` of the fact's row.
+        event_id: Text,
+        /// HTTP status of the answer; null when there was none (connection error, timeout).
+        status_code: Option<i64>,
+        /// Why the attempt failed, when it did (the answer's status, a timeout, a refused
+        /// connection, a redirect, a body template that could not be rendered).
+        error: Option<Text>,
+        /// Milliseconds from the start of the attempt to its answer or failure.
+        latency_ms: Option<f64>,
+        /// `delivered` (a 2xx answer), `retrying` or `given_up` (the retry schedule is used
+        /// up; `hooklake triggers retry` sends it again).
+        outcome: Text,
+        /// When the next attempt is due; null unless `retrying`.
+        next_attempt_at: Option<Micros>,
+    }
+}

@@ -41,6 +41,8 @@ pub enum ApiError {
     FlushFailed(String),
     #[error("{0}")]
     BadReportParameter(String),
+    #[error("{0}")]
+    BadAdminParameter(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -61,9 +63,10 @@ impl ApiError {
             | ApiError::Body(BodyError::TooManyEvents { .. } | BodyError::StringTooLong(_)) => {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
-            ApiError::Body(_) | ApiError::Unreadable(_) | ApiError::BadReportParameter(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            ApiError::Body(_)
+            | ApiError::Unreadable(_)
+            | ApiError::BadReportParameter(_)
+            | ApiError::BadAdminParameter(_) => StatusCode::BAD_REQUEST,
             ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::AdminForbidden => StatusCode::FORBIDDEN,
@@ -100,6 +103,7 @@ impl ApiError {
             ApiError::RateLimited(_) => "rate_limited",
             ApiError::FlushFailed(_) => "flush_failed",
             ApiError::BadReportParameter(_) => "bad_report_parameter",
+            ApiError::BadAdminParameter(_) => "bad_admin_parameter",
             ApiError::Internal(_) => "internal",
         }
     }

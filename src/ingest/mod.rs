@@ -109,6 +109,7 @@ pub fn router(state: AppState) -> Router {
     let admin = Router::new()
         .route("/admin/flush", post(admin_flush))
         .route("/admin/compact", post(admin_compact))
+        .route("/admin/triggers/retry", post(admin_triggers_retry))
         .route("/report", get(report))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -480,6 +481,37 @@ async fn admin_compact(State(state): State<AppState>) -> Result<Json<Value>, Api
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(Json(json!(done)))
+}
+
+/// Which given-up trigger deliveries `POST /admin/triggers/retry` sends again.
+#[derive(Debug, serde::Deserialize)]
+struct RetryQuery {
+    /// Only this trigger's (all when absent).
+    trigger: Option<String>,
+    /// Only facts that entered the outbox at or after this time (RFC 3339).
+    since: Option<String>,
+}
+
+/// Puts given-up trigger deliveries back in line: `{"requeued": n}`.
+async fn admin_triggers_retry(
+    State(state): State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<RetryQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let since_ms = match &q.since {
+        None => 0,
+        Some(t) => chrono::DateTime::parse_from_rfc3339(t)
+            .map_err(|e| ApiError::BadAdminParameter(format!("since: not an RFC 3339 time: {e}")))?
+            .timestamp_millis()
+            .max(0) as u64,
+    };
+    let pipeline = state.pipeline.clone();
+    let requeued = tokio::task::spawn_blocking(move || {
+        pipeline.retry_given_up(q.trigger.as_deref(), since_ms)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(Json(json!({ "requeued": requeued })))
 }
 
 async fn healthz() -> Json<Value> {

@@ -42,6 +42,7 @@ impl Pipeline {
         let flush_seq = committed.max(self.txn_floor.load(Ordering::Acquire)) + 1;
         let store = self.store.clone();
         let sink = self.sink.clone();
+        let triggers = self.triggers.clone();
         let task = tokio::task::spawn_blocking(move || {
             let scores = store.all_scores()?;
             let (rows, next) = crate::score::decay::decay_pass(&scores, &rules, now_us);
@@ -53,11 +54,20 @@ impl Pipeline {
                 lead_scores: rows,
                 ..Tables::default()
             };
+            // A band decay moved can fire a score trigger.
+            let facts = match &triggers {
+                Some(triggers) => {
+                    let ids = tables.lead_scores.iter().filter_map(|r| r.contact_id);
+                    let contacts = store.contacts(ids)?;
+                    super::outbox::facts(triggers, &tables, &contacts, &Default::default(), &store)
+                }
+                None => Vec::new(),
+            };
             let files = sink.write(tables, flush_seq)?;
             let data_files = super::lake::data_files(&sink, &files, flush_seq)?;
-            Ok(Some((n, next, files, data_files)))
+            Ok(Some((n, next, facts, files, data_files)))
         });
-        let Some((n, next, files, data_files)) =
+        let Some((n, next, facts, files, data_files)) =
             task.await.map_err(|e| FlushError::Task(e.to_string()))??
         else {
             return Ok(0);
@@ -84,6 +94,7 @@ impl Pipeline {
                 scores: next,
                 ..Scoring::default()
             },
+            outbox: facts,
             ..States::default()
         };
         if let Err(e) = self.store.commit(record, &[], &states) {
@@ -100,6 +111,7 @@ impl Pipeline {
                 }
             }
         }
+        self.facts_committed(&states.outbox);
         tracing::info!(contacts = n, flush_id = flush_seq, "lead scores decayed");
         Ok(n)
     }

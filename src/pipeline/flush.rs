@@ -191,11 +191,34 @@ impl Pipeline {
         (task, published)
     }
 
-    /// Flushes `taken` (flattened already, with the time it took, or not yet); the caller holds
-    /// the flush lock. `written` hears once the files are published.
+    /// Flushes `taken` (flattened already, with the time it took, or not yet) with the trigger
+    /// delivery attempts recorded since the last flush; the caller holds the flush lock.
+    /// `written` hears once the files are published.
     async fn flush_taken(
         &self,
         taken: Taken,
+        flattened: Option<(flatten::Tables, u64)>,
+        reason: FlushReason,
+        written: Option<tokio::sync::oneshot::Sender<()>>,
+    ) -> Result<FlushReport, FlushError> {
+        let attempts = match self.take_attempts() {
+            Ok(a) => a,
+            Err(e) => return Err(self.flush_failed(taken, e.into())),
+        };
+        let took_attempts = !attempts.is_empty();
+        let result = self
+            .flush_with_attempts(taken, attempts, flattened, reason, written)
+            .await;
+        if result.is_err() && took_attempts {
+            self.attempts_left();
+        }
+        result
+    }
+
+    async fn flush_with_attempts(
+        &self,
+        taken: Taken,
+        attempts: Vec<(u64, crate::state::Attempt)>,
         flattened: Option<(flatten::Tables, u64)>,
         reason: FlushReason,
         written: Option<tokio::sync::oneshot::Sender<()>>,
@@ -218,7 +241,7 @@ impl Pipeline {
             parse_errors: 0,
             duration_ms: 0,
         };
-        if taken.is_empty() {
+        if taken.is_empty() && attempts.is_empty() {
             self.metrics.add("hooklake_flushes_total", "empty", 1);
             return Ok(report);
         }
@@ -255,6 +278,7 @@ impl Pipeline {
         let disk = self.disk.clone();
         let options = self.flatten_options.clone();
         let scoring = self.scoring.clone();
+        let triggers = self.triggers.clone();
         let panics = self.panic_flushes.load(Ordering::Relaxed);
         let task = tokio::task::spawn_blocking(move || {
             // A panic (a bug in flattening or writing) is caught here, so that the events go
@@ -292,7 +316,7 @@ impl Pipeline {
                     contacts: store.contacts(ids)?,
                     calls: store.calls(calls)?,
                     replayed: taken.replayed.clone(),
-                    scoring: Default::default(),
+                    ..Default::default()
                 };
                 lap(&mut stages.load_ms);
                 flatten::changes::track_with(&mut tables, &mut states.contacts, options.threads);
@@ -302,6 +326,22 @@ impl Pipeline {
                     states.scoring =
                         crate::score::apply(&mut tables, &states.contacts, rules, &store)?;
                 }
+                // Workflow triggers' facts, put in the outbox by this flush's commit.
+                if let Some(triggers) = &triggers {
+                    states.outbox = super::outbox::facts(
+                        triggers,
+                        &tables,
+                        &states.contacts,
+                        &states.scoring.keys,
+                        &store,
+                    );
+                }
+                // Delivery attempts recorded since the last flush.
+                tables.trigger_deliveries = attempts
+                    .iter()
+                    .map(|(_, a)| super::outbox::delivery_row(a))
+                    .collect();
+                states.written_attempts = attempts.iter().map(|(key, _)| *key).collect();
                 lap(&mut stages.track_ms);
                 let rows: BTreeMap<&'static str, usize> = tables.row_counts().into_iter().collect();
                 let parse_errors = tables.parse_error_count();
@@ -439,6 +479,7 @@ impl Pipeline {
             }
         }
         crate::failpoint::hit("flush-after-commit");
+        self.facts_committed(&states.outbox);
         if self.lake.is_remote() {
             // Uploaded and committed: the staged copies are no longer needed.
             for f in &files {

@@ -24,6 +24,7 @@ mod decay;
 mod failed;
 mod flush;
 mod lake;
+mod outbox;
 mod recover;
 #[cfg(test)]
 mod testutil;
@@ -114,6 +115,13 @@ pub struct Pipeline {
     flatten_options: Arc<flatten::Options>,
     /// The lead-scoring rules (`[scoring]`); `None` when scoring is off.
     scoring: Option<Arc<crate::score::rules::Rules>>,
+    /// The workflow triggers (`[[triggers]]`); `None` when there are none (or for `rebuild`,
+    /// whose facts fired when they were first flushed).
+    triggers: Option<Arc<crate::trigger::Triggers>>,
+    /// Notified when a commit puts facts in the outbox (the sender looks at once).
+    trigger_wake: Arc<Notify>,
+    /// Set when delivery attempts may wait to be written to `trigger_deliveries`.
+    attempts_waiting: Arc<AtomicBool>,
     /// Refuses events while the data directory's disk is nearly full, and holds flushes back
     /// while it has no room for what they would write.
     disk: Arc<DiskGuard>,

@@ -47,6 +47,8 @@ pub enum OpenError {
     Locked(PathBuf),
     #[error("[scoring]: {0}")]
     Scoring(#[from] crate::score::rules::RuleError),
+    #[error("[[triggers]]: {0}")]
+    Triggers(#[from] crate::trigger::TriggerError),
     #[error("cannot use {path}: {source}")]
     Io {
         path: PathBuf,
@@ -206,6 +208,13 @@ impl Pipeline {
                 true => Some(Arc::new(crate::score::rules::Rules::new(&config.scoring)?)),
                 false => None,
             },
+            triggers: match config.triggers.is_empty() {
+                true => None,
+                false => Some(Arc::new(crate::trigger::Triggers::new(&config.triggers)?)),
+            },
+            trigger_wake: Arc::new(Notify::new()),
+            // The first flush looks for attempts an earlier run recorded and did not write.
+            attempts_waiting: Arc::new(AtomicBool::new(true)),
             fail_log_writes,
             panic_flushes: AtomicBool::new(false),
             before_commit: Mutex::new(None),

@@ -371,6 +371,38 @@ fn holds<'a>(c: &Condition, value: &impl Fn(&str) -> Option<&'a str>, counts: &C
     }
 }
 
+/// One attribute test on its own (a workflow trigger's filter): a rule's condition without
+/// its points.
+#[derive(Debug, Clone)]
+pub struct Test(Condition);
+
+impl Test {
+    /// Checks and compiles the condition of `rule`, which must test an attribute.
+    pub fn new(rule: &RuleConfig) -> Result<Test, RuleError> {
+        if rule.count.is_some() {
+            return Err(RuleError::Subject(rule.id.clone()));
+        }
+        condition(rule).map(Test)
+    }
+
+    /// The attribute it reads.
+    pub fn attribute(&self) -> &str {
+        match &self.0 {
+            Condition::Equals(a, _)
+            | Condition::In(a, _)
+            | Condition::Matches(a, _)
+            | Condition::Exists(a, _)
+            | Condition::Between(a, _, _) => a,
+            Condition::Count(..) => "",
+        }
+    }
+
+    /// Whether the test holds: `value` gives an attribute's current value.
+    pub fn holds<'a>(&self, value: impl Fn(&str) -> Option<&'a str>) -> bool {
+        holds(&self.0, &value, &Counts::default())
+    }
+}
+
 /// The shipped rule set, for a booked-call funnel (the same as `config/example.toml`).
 pub fn default_rules() -> Vec<RuleConfig> {
     let attr = |id: &str, points: i64, attribute: &str| RuleConfig {

@@ -143,6 +143,7 @@ impl Sink {
             + partitions(&tables.status_transitions, shift)
             + partitions(&tables.rejected_events, shift)
             + partitions(&tables.lead_scores, shift)
+            + partitions(&tables.trigger_deliveries, shift)
     }
 
     /// The data directory.
@@ -191,6 +192,7 @@ impl Sink {
             status_transitions,
             rejected_events,
             lead_scores,
+            trigger_deliveries,
         } = t;
         // Largest first: contact snapshots have the most columns, raw payloads the most bytes.
         let queue: std::sync::Mutex<std::collections::VecDeque<Job>> = std::sync::Mutex::new(
@@ -205,6 +207,7 @@ impl Sink {
                 job(self, call_outcomes, flush_seq),
                 job(self, rejected_events, flush_seq),
                 job(self, lead_scores, flush_seq),
+                job(self, trigger_deliveries, flush_seq),
             ]
             .into(),
         );

@@ -103,6 +103,12 @@ impl Store {
             }
         }
         super::scores::write(&txn, &states.scoring)?;
+        super::outbox::write(
+            &txn,
+            &states.outbox,
+            &states.written_attempts,
+            chrono::Utc::now().timestamp_millis().max(0) as u64,
+        )?;
         let recent_count = self.index_read().recent.len();
         let merge = recent_count + ids.len() >= RECENT_MERGE_IDS;
         if merge {

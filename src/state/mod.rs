@@ -25,7 +25,8 @@
 //! parts have files of their own: `open.rs` (the file, its format and conversion, the re-open
 //! after an I/O error), `index.rs` (the dedup index, over `runs.rs` and `filter.rs`),
 //! `states.rs` (contact and call states), `scores.rs` (lead scores, their counts and contact
-//! keys) and `commit.rs` (the commit of a flush).
+//! keys), `outbox.rs` (workflow triggers' facts waiting for delivery, and the attempts made)
+//! and `commit.rs` (the commit of a flush).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU8};
@@ -38,6 +39,7 @@ mod commit;
 mod filter;
 mod index;
 mod open;
+mod outbox;
 mod runs;
 mod scores;
 mod states;
@@ -45,6 +47,7 @@ pub use commit::Committed;
 pub use filter::IdFilter;
 pub use index::{IdSet, RECENT_MERGE_IDS, id_bytes};
 pub use open::Fault;
+pub use outbox::{Attempt, Entry, Next};
 pub use states::States;
 
 use index::Index;

@@ -18,6 +18,11 @@ pub struct States {
     pub replayed: Vec<[u8; 16]>,
     /// Lead scores, counts and contact keys the flush changed (`src/score/`).
     pub scoring: crate::score::Scoring,
+    /// Facts of workflow triggers the flush made: put in the outbox by its commit.
+    pub outbox: Vec<crate::trigger::matching::Fact>,
+    /// Keys of the delivery attempts the flush wrote to `trigger_deliveries`: removed by its
+    /// commit.
+    pub written_attempts: Vec<u64>,
 }
 
 impl Store {

@@ -737,7 +737,7 @@ async fn admin_flush_reports_what_it_wrote() {
         report["rows"],
         json!({"attribute_changes": 0, "call_events": 0, "call_outcomes": 0, "contact_answers": 5,
         "contact_events": 1, "lead_scores": 1, "raw_events": 1, "rejected_events": 0,
-        "status_transitions": 1, "tracking_params": 2})
+        "status_transitions": 1, "tracking_params": 2, "trigger_deliveries": 0})
     );
     let files: Vec<&str> = report["files"]
         .as_array()

@@ -20,5 +20,6 @@ mod seaweed;
 mod serve;
 mod standalone;
 mod tables;
+mod triggers;
 mod truth;
 mod util;
