@@ -74,20 +74,23 @@ SQL
 duck=$(timed duck duckdb -c ".read $work/duck.sql")
 
 echo "== compaction" >&2
-HOOKLAKE_LOG=warn "$bin" --data-dir "$work/lake" compact --before 2100-01-01 > "$work/compact.out"
+# Replaced files are deleted at once (no retention), so the sizes below are the compacted lake's.
+HOOKLAKE_LOG=warn HOOKLAKE_VACUUM_RETENTION_SECS=0 "$bin" --data-dir "$work/lake" compact --before 2100-01-01 > "$work/compact.out"
 
 python3 - "$work" "$events" "$bytes" "$floor" "$replay" "$duck" <<'PY'
 import json, os, sys
 work, events, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 (fs, fr), (rs, rr), (ds, dr) = [tuple(float(x) for x in a.split()) for a in sys.argv[4:7]]
 def tree(d):
-    files = [os.path.join(r, f) for r, _, fs_ in os.walk(d) for f in fs_ if f.endswith(".parquet")]
+    # Data files only: Delta checkpoints under _delta_log/ are Parquet files too.
+    files = [os.path.join(r, f) for r, _, fs_ in os.walk(d) for f in fs_
+             if f.endswith(".parquet") and "_delta_log" not in r]
     return files, sum(os.path.getsize(f) for f in files)
 contacts = sum(1 for l in open(os.path.join(work, "events.ndjson")) if '"Contact ' in l)
 lake_files, lake_bytes = tree(os.path.join(work, "lake"))
 ce_files, ce_bytes = tree(os.path.join(work, "lake", "contact_events"))
 duck_files, duck_bytes = tree(os.path.join(work, "duck"))
-parts = lambda d: len([p for p in os.listdir(d)])
+parts = lambda d: len([p for p in os.listdir(d) if p.startswith("date=")])
 tables = [t for t in os.listdir(os.path.join(work, "lake")) if not t.startswith("_")]
 print(f"input: {events} events ({contacts} contact events), {size/1e6:.1f} MB\n")
 print("| step | seconds | events/s | MB/s | peak RSS MiB |\n|---|---|---|---|---|")

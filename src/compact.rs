@@ -21,6 +21,10 @@
 //! or the outputs, never both; a plain Parquet glob sees both from step 3 until the vacuum (the
 //! queries in `queries/` remove repeated keys). A late event for a compacted partition lands in
 //! a new small file, merged by the next pass.
+//! A remote lake's partitions are downloaded to the staging directory first, and each output
+//! is uploaded before the commit that names it (`Pipeline::compact`); the staged copies are
+//! deleted after the pass, and an output uploaded for a commit that did not happen is deleted
+//! with the other untracked uploads at the next start.
 //! Invariant: compaction never deletes an input (vacuum does, after the retention), deletes an
 //! output only when the log does not hold it, and never touches a file of a flush that is not
 //! committed (it merges live files of committed flushes and of compactions only).
@@ -156,6 +160,34 @@ pub struct Pass {
 pub struct Failed {
     pub partition: String,
     pub error: String,
+}
+
+/// Whether a pass compacts `partition` (`<table>/date=<date>`, with its live `files`): it is
+/// selected, closed (at most `last_closed`), and has at least two published files of
+/// compactions or of flushes up to `committed`.
+pub fn wanted(
+    partition: &str,
+    files: &BTreeSet<String>,
+    selection: &Selection,
+    last_closed: NaiveDate,
+    committed: u64,
+) -> bool {
+    let Some((table, date)) = partition.split_once("/date=") else {
+        return false;
+    };
+    let Ok(date) = NaiveDate::parse_from_str(date, "%Y-%m-%d") else {
+        return false;
+    };
+    let selected = selection.table.as_deref().is_none_or(|t| t == table)
+        && date <= last_closed
+        && selection.date.is_none_or(|d| d == date)
+        && selection.before.is_none_or(|b| date < b);
+    selected
+        && files
+            .iter()
+            .filter(|n| is_published(n) && flush_seq_of(n).is_none_or(|seq| seq <= committed))
+            .count()
+            >= 2
 }
 
 /// Compacts every selected partition with at least two live files (`live`, by

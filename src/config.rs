@@ -120,6 +120,12 @@ pub struct Config {
     pub lake_session_token: Option<String>,
     /// Service account file (GCS); overrides `GOOGLE_APPLICATION_CREDENTIALS`.
     pub lake_google_service_account_path: Option<String>,
+    /// Times a failed store request is retried before the flush fails (unset: the
+    /// `object_store` default, 10).
+    pub lake_max_retries: Option<usize>,
+    /// Seconds a store request may spend retrying before the flush fails (unset: the
+    /// `object_store` default, 180).
+    pub lake_retry_timeout_secs: Option<u64>,
     /// Seconds a file that a compaction removed from a table's Delta log is kept before a
     /// vacuum pass deletes it (a plain Parquet glob sees its rows twice meanwhile).
     pub vacuum_retention_secs: u64,
@@ -242,6 +248,8 @@ impl Default for Config {
             lake_secret_access_key: None,
             lake_session_token: None,
             lake_google_service_account_path: None,
+            lake_max_retries: None,
+            lake_retry_timeout_secs: None,
             vacuum_retention_secs: DEFAULT_VACUUM_RETENTION_SECS,
             listen: DEFAULT_LISTEN.to_string(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
@@ -406,6 +414,8 @@ impl Config {
                 "lake_secret_access_key",
                 "lake_session_token",
                 "lake_google_service_account_path",
+                "lake_max_retries",
+                "lake_retry_timeout_secs",
             ]
             .map(String::from),
         );
@@ -617,6 +627,8 @@ impl Config {
             secret_access_key: self.lake_secret_access_key.clone(),
             session_token: self.lake_session_token.clone(),
             google_service_account_path: self.lake_google_service_account_path.clone(),
+            max_retries: self.lake_max_retries,
+            retry_timeout_secs: self.lake_retry_timeout_secs,
             ..Default::default()
         }
     }

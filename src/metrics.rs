@@ -114,6 +114,31 @@ const COUNTERS: &[(&str, Option<&str>, &str)] = &[
         "Parquet files published, by table.",
     ),
     (
+        "hooklake_lake_uploaded_bytes_total",
+        None,
+        "Bytes of files uploaded to a remote lake by flushes.",
+    ),
+    (
+        "hooklake_lake_uploaded_files_total",
+        None,
+        "Files uploaded to a remote lake by flushes.",
+    ),
+    (
+        "hooklake_lake_errors_total",
+        Some("kind"),
+        "Failed uploads and Delta commits of flushes, by kind (unavailable, throttled, auth, not_found, conflict, clash, conflicts: too many lost races, other).",
+    ),
+    (
+        "hooklake_delta_commits_total",
+        Some("table"),
+        "Delta log commits of flushes, by table.",
+    ),
+    (
+        "hooklake_delta_commit_retries_total",
+        Some("table"),
+        "Races for a Delta log version that a flush's commit lost and retried, by table.",
+    ),
+    (
         "hooklake_trigger_facts_total",
         Some("trigger"),
         "Facts a workflow trigger fired on, put in the outbox by a flush's commit, by trigger.",
@@ -158,6 +183,7 @@ struct GaugeSet {
     parquet_files: Family<Label, Gauge>,
     partition_files_max: Family<Label, Gauge>,
     trigger_outbox: Gauge,
+    delta_version: Family<Label, Gauge>,
 }
 
 /// Counters, gauges and histograms of one process.
@@ -176,6 +202,8 @@ pub struct Metrics {
     pub ack_latency: Histogram,
     /// Seconds a successful flush took, from taking the buffer to the commit.
     pub flush_duration: Histogram,
+    /// Seconds a flush's uploads to a remote lake took.
+    pub lake_upload: Histogram,
     /// Seconds a trigger delivery attempt took, to its answer or failure.
     pub trigger_latency: Histogram,
     /// Seconds from a fact entering the outbox to its delivery at the first attempt.
@@ -310,6 +338,18 @@ impl Default for Metrics {
             "Time a successful flush took, commit included.",
             &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0],
         );
+        register(
+            &mut registry,
+            "hooklake_delta_version",
+            "The last version this process committed to each table's Delta log, by table.",
+            g.delta_version.clone(),
+        );
+        let lake_upload = Histogram::new(
+            &mut registry,
+            "hooklake_lake_upload_seconds",
+            "Time a flush's uploads to a remote lake took (all its files, several at once).",
+            &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0],
+        );
         let trigger_latency = Histogram::new(
             &mut registry,
             "hooklake_trigger_attempt_seconds",
@@ -331,6 +371,7 @@ impl Default for Metrics {
             rendering: Mutex::new(()),
             ack_latency,
             flush_duration,
+            lake_upload,
             trigger_latency,
             trigger_first_delivery,
         }
@@ -374,6 +415,8 @@ pub struct Gauges {
     pub dedup_runs: u64,
     /// Per table: published files, and the most files in one partition.
     pub files: Vec<(&'static str, u64, u64)>,
+    /// Per table: the last version this process committed to its Delta log.
+    pub delta_versions: Vec<(&'static str, i64)>,
 }
 
 /// A count as a gauge value (gauges are signed; no count here comes near `i64::MAX`).
@@ -437,6 +480,12 @@ impl Metrics {
             g.partition_files_max
                 .get_or_create(&label)
                 .set(signed(*most));
+        }
+        g.delta_version.clear();
+        for (table, version) in &values.delta_versions {
+            g.delta_version
+                .get_or_create(&[("table", table.to_string())])
+                .set(*version);
         }
         let mut out = String::new();
         prometheus_text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
@@ -722,6 +771,60 @@ mod tests {
             "Trigger requests given up once the retry schedule was used up, by trigger.",
         ),
         (
+            "hooklake_lake_upload_seconds_bucket",
+            "histogram",
+            &["le"],
+            "Time a flush's uploads to a remote lake took (all its files, several at once).",
+        ),
+        (
+            "hooklake_lake_upload_seconds_sum",
+            "histogram",
+            &[],
+            "Time a flush's uploads to a remote lake took (all its files, several at once).",
+        ),
+        (
+            "hooklake_lake_upload_seconds_count",
+            "histogram",
+            &[],
+            "Time a flush's uploads to a remote lake took (all its files, several at once).",
+        ),
+        (
+            "hooklake_lake_uploaded_bytes_total",
+            "counter",
+            &[],
+            "Bytes of files uploaded to a remote lake by flushes.",
+        ),
+        (
+            "hooklake_lake_uploaded_files_total",
+            "counter",
+            &[],
+            "Files uploaded to a remote lake by flushes.",
+        ),
+        (
+            "hooklake_lake_errors_total",
+            "counter",
+            &["kind"],
+            "Failed uploads and Delta commits of flushes, by kind (unavailable, throttled, auth, not_found, conflict, clash, conflicts: too many lost races, other).",
+        ),
+        (
+            "hooklake_delta_commits_total",
+            "counter",
+            &["table"],
+            "Delta log commits of flushes, by table.",
+        ),
+        (
+            "hooklake_delta_commit_retries_total",
+            "counter",
+            &["table"],
+            "Races for a Delta log version that a flush's commit lost and retried, by table.",
+        ),
+        (
+            "hooklake_delta_version",
+            "gauge",
+            &["table"],
+            "The last version this process committed to each table's Delta log, by table.",
+        ),
+        (
             "hooklake_trigger_outbox",
             "gauge",
             &[],
@@ -772,6 +875,7 @@ mod tests {
         m.flush_duration.observe(Duration::from_millis(300));
         let text = m.render(Gauges {
             files: vec![("contact_events", 2, 1)],
+            delta_versions: vec![("contact_events", 7)],
             ..Default::default()
         });
         let expected: BTreeSet<_> = INVENTORY

@@ -19,7 +19,7 @@ use anyhow::{Context, bail};
 pub const VIEWS: &str = include_str!("../queries/views.sql");
 
 /// Every query: name and SQL, in the order `--list` shows them.
-pub const QUERIES: [(&str, &str); 14] = [
+pub const QUERIES: [(&str, &str); 16] = [
     ("funnel", include_str!("../queries/funnel.sql")),
     ("attribution", include_str!("../queries/attribution.sql")),
     (
@@ -54,6 +54,11 @@ pub const QUERIES: [(&str, &str); 14] = [
     ),
     ("daily_events", include_str!("../queries/daily_events.sql")),
     ("lead_scores", include_str!("../queries/lead_scores.sql")),
+    (
+        "score_distribution",
+        include_str!("../queries/score_distribution.sql"),
+    ),
+    ("score_movers", include_str!("../queries/score_movers.sql")),
     (
         "score_movement",
         include_str!("../queries/score_movement.sql"),

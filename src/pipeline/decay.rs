@@ -81,9 +81,13 @@ impl Pipeline {
             }
             self.lake.commit_flush(flush_seq, &data_files).await
         };
-        if let Err(e) = published.await {
-            self.leftovers.store(true, Ordering::Release);
-            return Err(e.into());
+        match published.await {
+            Ok(versions) => self.lake_committed(&versions),
+            Err(e) => {
+                self.lake_failed(&e);
+                self.leftovers.store(true, Ordering::Release);
+                return Err(e.into());
+            }
         }
         let record = Committed {
             flush_seq,

@@ -409,8 +409,12 @@ impl Pipeline {
         if self.lake.is_remote() {
             let upload_started = Instant::now();
             let relative: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
-            if let Err(e) = self.lake.upload_staged(self.sink.root(), &relative).await {
-                return Err(self.flush_failed(taken, e.into()));
+            match self.lake.upload_staged(self.sink.root(), &relative).await {
+                Ok(bytes) => self.lake_uploaded(bytes, relative.len(), upload_started.elapsed()),
+                Err(e) => {
+                    self.lake_failed(&e);
+                    return Err(self.flush_failed(taken, e.into()));
+                }
             }
             stages.upload_ms = upload_started.elapsed().as_millis() as u64;
             crate::failpoint::hit("flush-after-upload");
@@ -418,8 +422,12 @@ impl Pipeline {
         // Each table's Delta commit, with the transaction (app id, flush number); a failure
         // fails the whole flush, and the next one reverts what was committed.
         let lake_started = Instant::now();
-        if let Err(e) = self.lake.commit_flush(flush_seq, &data_files).await {
-            return Err(self.flush_failed(taken, e.into()));
+        match self.lake.commit_flush(flush_seq, &data_files).await {
+            Ok(versions) => self.lake_committed(&versions),
+            Err(e) => {
+                self.lake_failed(&e);
+                return Err(self.flush_failed(taken, e.into()));
+            }
         }
         stages.lake_ms = lake_started.elapsed().as_millis() as u64;
         crate::failpoint::hit("flush-after-delta-commits");

@@ -52,6 +52,39 @@ pub(crate) struct Reverted {
     pub txn_floor: u64,
 }
 
+impl super::Pipeline {
+    /// Counts a flush's uploads to a remote lake.
+    pub(super) fn lake_uploaded(&self, bytes: u64, files: usize, took: Duration) {
+        self.metrics
+            .add("hooklake_lake_uploaded_bytes_total", "", bytes);
+        self.metrics
+            .add("hooklake_lake_uploaded_files_total", "", files as u64);
+        self.metrics.lake_upload.observe(took);
+    }
+
+    /// Counts a flush's Delta commits and the races they lost.
+    pub(super) fn lake_committed(&self, versions: &[(&'static str, i64, u32)]) {
+        for (table, _, retries) in versions {
+            self.metrics.add("hooklake_delta_commits_total", table, 1);
+            self.metrics.add(
+                "hooklake_delta_commit_retries_total",
+                table,
+                u64::from(*retries),
+            );
+        }
+    }
+
+    /// Counts a failed upload or commit by the kind of failure.
+    pub(super) fn lake_failed(&self, error: &LakeError) {
+        let kind = match error {
+            LakeError::Clash { .. } => "clash",
+            LakeError::TooManyConflicts { .. } => "conflicts",
+            e => e.store_kind().map_or("other", |k| k.as_str()),
+        };
+        self.metrics.add("hooklake_lake_errors_total", kind, 1);
+    }
+}
+
 /// The Delta tables of the lake, one handle per table (each keeps its snapshot between uses).
 pub(crate) struct LakeTables {
     lake: Lake,
@@ -61,6 +94,8 @@ pub(crate) struct LakeTables {
     tables: Vec<(&'static str, SchemaRef, DeltaTable)>,
     /// Removed files a vacuum pass deleted (or found gone), so the next pass skips them.
     vacuumed: Mutex<HashSet<String>>,
+    /// The last version this process committed to each table's log (for `/metrics`).
+    versions: Mutex<BTreeMap<&'static str, i64>>,
 }
 
 impl LakeTables {
@@ -74,6 +109,7 @@ impl LakeTables {
             app_id,
             tables,
             vacuumed: Mutex::new(HashSet::new()),
+            versions: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -173,12 +209,15 @@ impl LakeTables {
     /// created if absent and one commit adds its files with the transaction
     /// `(app_id, flush_seq)`. Any error fails the flush; [`Self::revert_uncommitted`] undoes
     /// the tables committed before it.
+    /// Commits a flush's files, one commit per table they belong to; returns, per table, the
+    /// version written and the races lost on the way.
     pub(crate) async fn commit_flush(
         &self,
         flush_seq: u64,
         files: &[(&'static str, DataFile)],
-    ) -> Result<(), LakeError> {
+    ) -> Result<Vec<(&'static str, i64, u32)>, LakeError> {
         let mut committed = 0;
+        let mut versions = Vec::new();
         for (name, schema, table) in &self.tables {
             let adds: Vec<DataFile> = files
                 .iter()
@@ -201,19 +240,25 @@ impl LakeTables {
                     ..Default::default()
                 })
                 .await?;
-            if let CommitOutcome::AlreadyCommitted { txn_version } = outcome {
-                // Flush numbers are above every transaction version read at the last revert,
-                // so this means another process writes with this data directory's id.
-                return Err(LakeError::Log {
-                    table: name.to_string(),
-                    reason: format!(
-                        "flush {flush_seq} is already committed (transaction version {txn_version}): is another process using this data directory's instance id?"
-                    ),
-                });
+            match outcome {
+                CommitOutcome::AlreadyCommitted { txn_version } => {
+                    // Flush numbers are above every transaction version read at the last
+                    // revert, so this means another process writes with this data directory's id.
+                    return Err(LakeError::Log {
+                        table: name.to_string(),
+                        reason: format!(
+                            "flush {flush_seq} is already committed (transaction version {txn_version}): is another process using this data directory's instance id?"
+                        ),
+                    });
+                }
+                CommitOutcome::Committed { version, retries } => {
+                    versions.push((*name, version, retries));
+                    self.committed_version(name, version);
+                }
             }
             committed += 1;
         }
-        Ok(())
+        Ok(versions)
     }
 
     /// Converts a local lake written before tables had Delta logs: every table that has
@@ -304,6 +349,56 @@ impl LakeTables {
         Ok(live)
     }
 
+    /// Downloads files of a remote lake to `staging`, each at its path relative to the lake
+    /// (`<table>/date=<date>/<name>`), several at once.
+    pub(crate) async fn download(
+        &self,
+        staging: &Path,
+        relative: &[String],
+    ) -> Result<(), LakeError> {
+        let mut running = tokio::task::JoinSet::new();
+        let mut pending = relative.iter();
+        let mut first_error = None;
+        loop {
+            while running.len() < 4 {
+                let Some(path) = pending.next() else { break };
+                let (table, in_table) = path.split_once('/').ok_or_else(|| LakeError::Log {
+                    table: path.clone(),
+                    reason: "a file outside any table".into(),
+                })?;
+                let key = self.table(table)?.2.file_path(in_table);
+                let local = staging.join(path);
+                let store = self.lake.store().clone();
+                running.spawn(async move {
+                    let bytes = store
+                        .get(&key)
+                        .await
+                        .map_err(|e| store_error("get", &key, e))?
+                        .bytes()
+                        .await
+                        .map_err(|e| store_error("get", &key, e))?;
+                    let write = |local: &Path| -> std::io::Result<()> {
+                        if let Some(dir) = local.parent() {
+                            std::fs::create_dir_all(dir)?;
+                        }
+                        std::fs::write(local, &bytes)
+                    };
+                    write(&local).map_err(|source| LakeError::Local {
+                        path: local.clone(),
+                        source,
+                    })
+                });
+            }
+            let Some(done) = running.join_next().await else {
+                break;
+            };
+            if let Err(e) = done.map_err(LakeError::from).and_then(|r| r) {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
     /// Commits a compaction of partition `date` of `table`: its inputs removed and its outputs
     /// added, with `dataChange: false`.
     pub(crate) async fn commit_compaction(
@@ -313,8 +408,8 @@ impl LakeTables {
         inputs: &[String],
         outputs: Vec<DataFile>,
     ) -> Result<CommitOutcome, LakeError> {
-        let (_, _, delta) = self.table(table)?;
-        delta
+        let (name, _, delta) = self.table(table)?;
+        let outcome = delta
             .commit(&Commit {
                 adds: outputs,
                 removes: inputs
@@ -325,7 +420,23 @@ impl LakeTables {
                 operation: "OPTIMIZE",
                 ..Default::default()
             })
-            .await
+            .await?;
+        if let CommitOutcome::Committed { version, .. } = outcome {
+            self.committed_version(name, version);
+        }
+        Ok(outcome)
+    }
+
+    fn committed_version(&self, table: &'static str, version: i64) {
+        let mut versions = self.versions.lock().unwrap_or_else(|e| e.into_inner());
+        let at = versions.entry(table).or_insert(version);
+        *at = (*at).max(version);
+    }
+
+    /// The last version this process committed to each table's log.
+    pub(crate) fn versions(&self) -> Vec<(&'static str, i64)> {
+        let versions = self.versions.lock().unwrap_or_else(|e| e.into_inner());
+        versions.iter().map(|(t, v)| (*t, *v)).collect()
     }
 
     /// Deletes files removed from a log (by compactions) more than `retention` ago. Returns how

@@ -240,6 +240,19 @@ impl Pipeline {
             dedup_ids,
             dedup_runs,
             files,
+            delta_versions: self.lake.versions(),
+        }
+    }
+
+    /// Deletes the staged copies of a remote compaction's partitions (inputs and outputs).
+    fn remove_staged_partitions<'a>(&self, partitions: impl Iterator<Item = &'a String>) {
+        for partition in partitions {
+            let dir = self.sink.root().join(partition);
+            if let Err(e) = std::fs::remove_dir_all(&dir)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(error = %e, dir = %dir.display(), "cannot delete a staged partition");
+            }
         }
     }
 
@@ -257,16 +270,41 @@ impl Pipeline {
         last_closed: chrono::NaiveDate,
         target_file_bytes: u64,
     ) -> Result<crate::compact::Pass, crate::lake::LakeError> {
-        if self.lake.is_remote() {
-            // Merging reads its inputs from the local disk: a remote lake's partitions are
-            // left as the flushes wrote them (README, "The lake on object storage").
-            tracing::info!("compaction skips a remote lake; vacuum only");
-            return Ok(crate::compact::Pass {
-                vacuumed: self.lake.vacuum(self.vacuum_retention).await?,
-                ..Default::default()
+        let mut live = self.lake.live_files().await?;
+        // A remote lake's partitions to compact are downloaded to the staging directory first:
+        // merging reads and writes local files, and the outputs are uploaded before the commit.
+        let downloaded = if self.lake.is_remote() {
+            let committed = self
+                .store
+                .committed()
+                .map_err(|e| crate::lake::LakeError::Log {
+                    table: "(all)".into(),
+                    reason: format!("cannot read the state store: {e}"),
+                })?;
+            live.retain(|partition, files| {
+                crate::compact::wanted(
+                    partition,
+                    files,
+                    selection,
+                    last_closed,
+                    committed.flush_seq,
+                )
             });
-        }
-        let live = self.lake.live_files().await?;
+            let relative: Vec<String> = live
+                .iter()
+                .flat_map(|(partition, files)| {
+                    files.iter().map(move |f| format!("{partition}/{f}"))
+                })
+                .collect();
+            let downloaded = self.lake.download(self.sink.root(), &relative).await;
+            if let Err(e) = downloaded {
+                self.remove_staged_partitions(live.keys());
+                return Err(e);
+            }
+            true
+        } else {
+            false
+        };
         let sink = self.sink.clone();
         let store = self.store.clone();
         let lake = self.lake.clone();
@@ -274,12 +312,25 @@ impl Pipeline {
         let runtime = tokio::runtime::Handle::current();
         // Merging reads and writes files: a blocking thread, which waits for each partition's
         // commit on the runtime.
+        let partitions: Vec<String> = live.keys().cloned().collect();
+        let sink_root = self.sink.root().to_path_buf();
         let task = tokio::task::spawn_blocking(move || {
             let commit = |table: &str,
                           date: &str,
                           inputs: &[String],
                           outputs: Vec<crate::lake::DataFile>| {
-                runtime.block_on(lake.commit_compaction(table, date, inputs, outputs))
+                runtime.block_on(async {
+                    if downloaded {
+                        // The outputs go up before the commit that names them.
+                        let relative: Vec<String> = outputs
+                            .iter()
+                            .map(|f| format!("{table}/{}", f.path))
+                            .collect();
+                        let relative: Vec<&str> = relative.iter().map(String::as_str).collect();
+                        lake.upload_staged(sink_root.as_path(), &relative).await?;
+                    }
+                    lake.commit_compaction(table, date, inputs, outputs).await
+                })
             };
             crate::compact::compact(
                 &sink,
@@ -291,7 +342,11 @@ impl Pipeline {
                 &commit,
             )
         });
-        let mut pass = task.await.map_err(crate::lake::LakeError::Join)?;
+        let pass = task.await.map_err(crate::lake::LakeError::Join);
+        if downloaded {
+            self.remove_staged_partitions(partitions.iter());
+        }
+        let mut pass = pass?;
         let table = |partition: &str| partition.split('/').next().unwrap_or("").to_string();
         for c in &pass.compacted {
             self.metrics

@@ -1,8 +1,10 @@
 //! Time and size flush triggers: an interval, a cron schedule (UTC), and the signal a size
 //! trigger sends ([`Pipeline::run_triggers`]), firing flushes until shutdown.
 //! Invariant: an occurrence of the schedule fires at most once; a failed flush backs off
-//! (a second) instead of spinning, its events left buffered; the final flush at shutdown is the
-//! caller's, after it has stopped accepting events.
+//! instead of spinning, its events left buffered: 1 s after the first failure in a row, twice
+//! as long after each next one, at most [`MAX_RETRY_WAIT`] (a store that is down is not
+//! hammered, and is tried again within a minute of coming back); the final flush at shutdown is
+//! the caller's, after it has stopped accepting events.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +15,16 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 
 use super::{FlushReason, Pipeline};
+
+/// The longest wait after a failed flush before the triggers may start another.
+pub const MAX_RETRY_WAIT: Duration = Duration::from_secs(60);
+
+/// The wait after the `failures`-th failed flush in a row (1 for the first): 1 s, doubling,
+/// at most [`MAX_RETRY_WAIT`].
+pub fn retry_wait(failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(16);
+    Duration::from_secs(1u64 << doublings).min(MAX_RETRY_WAIT)
+}
 
 /// Time-based flush triggers.
 #[derive(Debug, Clone)]
@@ -46,6 +58,7 @@ impl Pipeline {
         // The last occurrence of the schedule that fired: the next one is strictly after it, so
         // a timer that wakes a little early cannot fire the same occurrence twice.
         let mut last_occurrence: Option<DateTime<Utc>> = None;
+        let mut failures = 0u32;
         loop {
             let next = triggers
                 .schedule
@@ -64,11 +77,15 @@ impl Pipeline {
                 _ = self.flush_due.notified() => FlushReason::Size,
             };
             if self.flush(reason).await.is_err() {
-                // Back off so a persistent failure (disk full) does not spin; events stay buffered.
+                // Back off so a persistent failure (a full disk, a store that is down) does not
+                // spin; events stay buffered.
+                failures = failures.saturating_add(1);
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = tokio::time::sleep(retry_wait(failures)) => {}
                 }
+            } else {
+                failures = 0;
             }
         }
     }
@@ -88,6 +105,14 @@ fn next_occurrence(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failed_flushes_back_off_doubling_up_to_a_minute() {
+        let waits: Vec<u64> = (1..=9).map(|n| retry_wait(n).as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
+        assert_eq!(retry_wait(u32::MAX), MAX_RETRY_WAIT);
+        assert_eq!(retry_wait(0).as_secs(), 1);
+    }
     use crate::pipeline::testutil::*;
 
     #[tokio::test(start_paused = true)]

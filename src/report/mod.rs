@@ -9,6 +9,7 @@
 //! of such values over rows); this module applies no rule of its own to the lake's data.
 
 pub mod charts;
+mod scores;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -169,8 +170,9 @@ const CACHED_VIEWS: [&str; 4] = [
     "status_history",
 ];
 
-/// The result sets of a report, in the order the session prints them.
-const RESULTS: [&str; 10] = [
+/// The queries of a report, in the order the session prints their result sets: the period's,
+/// then (from [`PREVIOUS`]) the previous period's.
+const RESULTS: [&str; 12] = [
     "funnel",
     "show_rate",
     "time_to_stage",
@@ -179,9 +181,18 @@ const RESULTS: [&str; 10] = [
     "status_durations",
     "tracking_params",
     "data_quality",
+    "score_distribution",
+    "score_movers",
     "funnel",
     "show_rate",
 ];
+
+/// The index in [`RESULTS`] of the first query of the previous period.
+const PREVIOUS: usize = 10;
+
+/// The session's last statement, after the queries: whether the lake has lead scores at all
+/// (section 8 is shown only then).
+const SCORED: &str = "SELECT EXISTS (FROM stored_lead_scores) AS scored;";
 
 /// The SQL of a query of `queries/`.
 fn query_sql(name: &str) -> &'static str {
@@ -205,7 +216,7 @@ pub fn session(filters: &Filters) -> String {
     for (i, name) in RESULTS.iter().enumerate() {
         match i {
             0 => out.push_str(&filters.statements()),
-            8 => out.push_str(&previous.statements()),
+            PREVIOUS => out.push_str(&previous.statements()),
             _ => {}
         }
         let totals = matches!(*name, "funnel" | "time_to_stage");
@@ -217,6 +228,8 @@ pub fn session(filters: &Filters) -> String {
         out.push_str(query_sql(name));
         out.push('\n');
     }
+    out.push_str(SCORED);
+    out.push('\n');
     out
 }
 
@@ -226,7 +239,7 @@ pub type Row = Map<String, Value>;
 /// What the queries returned for a report.
 #[derive(Debug, Default)]
 pub struct Results {
-    /// The result sets of [`RESULTS`], in order.
+    /// The result sets of [`RESULTS`], in order, and the answer of [`SCORED`].
     pub sets: Vec<Vec<Row>>,
 }
 
@@ -242,11 +255,11 @@ pub fn parse_output(text: &str) -> Result<Results, ReportError> {
     for value in serde_json::Deserializer::from_str(text).into_iter::<Vec<Row>>() {
         sets.push(value.map_err(|e| ReportError::Output(e.to_string()))?);
     }
-    if sets.len() != RESULTS.len() {
+    if sets.len() != RESULTS.len() + 1 {
         return Err(ReportError::Output(format!(
             "{} result sets instead of {}",
             sets.len(),
-            RESULTS.len()
+            RESULTS.len() + 1
         )));
     }
     Ok(Results { sets })
@@ -405,7 +418,7 @@ fn panel(
 /// The page model of a report.
 pub fn page(filters: &Filters, results: &Results, generated_at: &str) -> Result<Page, ReportError> {
     let previous = filters.previous();
-    Ok(Page {
+    let page = Page {
         from: filters.from.to_string(),
         to: filters.to.to_string(),
         previous_from: previous.from.to_string(),
@@ -414,33 +427,49 @@ pub fn page(filters: &Filters, results: &Results, generated_at: &str) -> Result<
         account: filters.account,
         generated_at: generated_at.to_string(),
         figures: figures(results),
-        sections: vec![
-            Section {
-                title: "Funnel",
-                panels: vec![funnel(results.set(0))?],
-            },
-            Section {
-                title: "Activity per day",
-                panels: vec![daily(results.set(3))?],
-            },
-            Section {
-                title: "Attribution",
-                panels: attribution(results.set(4))?,
-            },
-            Section {
-                title: "Calls",
-                panels: vec![show_rate(results.set(1))?],
-            },
-            Section {
-                title: "Speed",
-                panels: vec![time_to_stage(results.set(2))?, durations(results.set(5))?],
-            },
-            Section {
-                title: "Tracking and data quality",
-                panels: vec![tracking(results.set(6))?, quality(results.set(7))?],
-            },
-        ],
-    })
+        sections: Vec::new(),
+    };
+    let mut sections = vec![
+        Section {
+            title: "Funnel",
+            panels: vec![funnel(results.set(0))?],
+        },
+        Section {
+            title: "Activity per day",
+            panels: vec![daily(results.set(3))?],
+        },
+        Section {
+            title: "Attribution",
+            panels: attribution(results.set(4))?,
+        },
+        Section {
+            title: "Calls",
+            panels: vec![show_rate(results.set(1))?],
+        },
+        Section {
+            title: "Speed",
+            panels: vec![time_to_stage(results.set(2))?, durations(results.set(5))?],
+        },
+        Section {
+            title: "Tracking and data quality",
+            panels: vec![tracking(results.set(6))?, quality(results.set(7))?],
+        },
+    ];
+    // Lead scores: only when the lake has some (scoring may be off).
+    let scored = results
+        .set(RESULTS.len())
+        .first()
+        .is_some_and(|r| r.get("scored") == Some(&Value::Bool(true)));
+    if scored {
+        sections.push(Section {
+            title: "Lead scores",
+            panels: vec![
+                scores::distribution(results.set(8))?,
+                scores::movers(results.set(9))?,
+            ],
+        });
+    }
+    Ok(Page { sections, ..page })
 }
 
 /// The row of `show_rate` for every host and campaign together.
@@ -453,8 +482,8 @@ fn overall(show_rate: &[Row]) -> Option<&Row> {
 /// The headline figures: the period's funnel totals and overall show rate, against the
 /// previous period's.
 fn figures(results: &Results) -> Vec<Figure> {
-    let (now, before) = (results.set(0).first(), results.set(8).first());
-    let (calls_now, calls_before) = (overall(results.set(1)), overall(results.set(9)));
+    let (now, before) = (results.set(0).first(), results.set(PREVIOUS).first());
+    let (calls_now, calls_before) = (overall(results.set(1)), overall(results.set(PREVIOUS + 1)));
     let field = |row: Option<&Row>, key: &str| row.map(|r| num(r, key)).or(Some(0.0));
     let mut out = Vec::new();
     let mut add = |label, key, now: Option<f64>, before: Option<f64>, rate: bool| {
@@ -1193,16 +1222,16 @@ mod tests {
 
     #[test]
     fn duckdb_output_splits_into_result_sets_and_a_short_one_is_an_error() {
-        let ten = "[{\"leads\":3}]\n[]\n".repeat(5);
-        let results = parse_output(&ten).unwrap();
-        assert_eq!(results.sets.len(), 10);
+        let all = "[{\"leads\":3}]\n[]\n".repeat(6) + "[{\"scored\":true}]\n";
+        let results = parse_output(&all).unwrap();
+        assert_eq!(results.sets.len(), 13);
         assert_eq!(num(&results.sets[0][0], "leads"), 3.0);
         assert!(results.sets[1].is_empty());
         assert!(
             parse_output("[]\n")
                 .unwrap_err()
                 .to_string()
-                .contains("1 result sets instead of 10")
+                .contains("1 result sets instead of 13")
         );
         assert!(parse_output("[{").is_err());
     }
@@ -1226,9 +1255,10 @@ mod tests {
 
     #[test]
     fn an_empty_period_says_so_instead_of_drawing_an_empty_frame() {
-        let results = Results {
-            sets: vec![Vec::new(); 10],
-        };
+        let mut sets = vec![Vec::new(); 13];
+        // A lake with lead scores, none in the period: the section says so too.
+        sets[12] = vec![row(json!({"scored": true}))];
+        let results = Results { sets };
         let f = Filters::resolve(None, None, None, None, day("2026-12-07")).unwrap();
         let page = page(&f, &results, "now").unwrap();
         for section in &page.sections {
@@ -1237,13 +1267,23 @@ mod tests {
             }
         }
         let html = html(&page).unwrap();
-        assert_eq!(html.matches("No data for this period").count(), 9, "{html}");
+        assert_eq!(
+            html.matches("No data for this period").count(),
+            11,
+            "{html}"
+        );
         assert!(!html.contains("<svg"));
     }
 
     #[test]
     fn the_page_escapes_text_and_shows_every_chart_with_its_numbers() {
-        let mut sets = vec![Vec::new(); 10];
+        let mut sets = vec![Vec::new(); 13];
+        sets[8] = vec![row(json!({"band": "hot", "score_from": 60, "contacts": 2}))];
+        sets[9] = vec![row(
+            json!({"contact_id": 7, "source": "<i>x</i>", "score_before": 20, "score_after": 65,
+            "change": 45, "band": "hot", "changes": 2}),
+        )];
+        sets[12] = vec![row(json!({"scored": true}))];
         sets[0] = vec![row(
             json!({"leads": 10, "qualified": 6, "booked": 4, "held": 3, "won": 2,
             "revenue": 5000.0, "qualified_pct": 60.0, "booked_pct": 66.7, "held_pct": 75.0, "won_pct": 66.7}),
@@ -1273,9 +1313,15 @@ mod tests {
         );
         assert_eq!(
             html.matches("<svg").count(),
-            3,
-            "funnel, daily and show rate have data"
+            5,
+            "funnel, daily, show rate and the two lead score panels have data"
         );
+        assert!(
+            html.contains("&lt;i&gt;x") && !html.contains("<i>x"),
+            "a mover's source is escaped"
+        );
+        assert!(html.contains("+45 (20 → 65)"), "a mover's label");
+        assert!(html.contains("<td>60-69</td>"), "a score range");
         assert!(html.contains(">5,000<"), "revenue headline");
         assert!(html.contains("6 (60.0%)"), "funnel label with its rate");
         assert!(

@@ -14,8 +14,10 @@ use crate::trigger::matching::Fact;
 
 /// `webhook-id` -> its [`Entry`] as JSON.
 const OUTBOX: TableDefinition<&str, &[u8]> = TableDefinition::new("trigger_outbox");
-/// (due time in Unix milliseconds, `webhook-id`) -> nothing: the entries waiting for an attempt.
-const DUE: TableDefinition<(u64, &str), ()> = TableDefinition::new("trigger_due");
+/// (due time in Unix milliseconds, trigger, `webhook-id`) -> nothing: the entries waiting for an
+/// attempt, earliest first; the trigger lets the sender skip those whose target is busy without
+/// reading them.
+const DUE: TableDefinition<(u64, &str, &str), ()> = TableDefinition::new("trigger_due");
 /// Counter -> an [`Attempt`] as JSON, until a flush writes it to `trigger_deliveries`.
 const ATTEMPTS: TableDefinition<u64, &[u8]> = TableDefinition::new("trigger_attempts");
 
@@ -114,8 +116,11 @@ pub(super) fn write(
             outbox
                 .insert(fact.webhook_id.as_str(), encode(&entry)?.as_slice())
                 .map_err(err("insert"))?;
-            due.insert((now_ms, fact.webhook_id.as_str()), ())
-                .map_err(err("insert"))?;
+            due.insert(
+                (now_ms, fact.trigger.as_str(), fact.webhook_id.as_str()),
+                (),
+            )
+            .map_err(err("insert"))?;
         }
     }
     if !written_attempts.is_empty() {
@@ -128,8 +133,14 @@ pub(super) fn write(
 }
 
 impl Store {
-    /// Up to `limit` entries due at `now_ms`, earliest first.
-    pub fn due_deliveries(&self, now_ms: u64, limit: usize) -> Result<Vec<Entry>, StoreError> {
+    /// Up to `limit` entries due at `now_ms` that `take` accepts (given their trigger and id),
+    /// earliest first; only those are read.
+    pub fn due_deliveries(
+        &self,
+        now_ms: u64,
+        limit: usize,
+        mut take: impl FnMut(&str, &str) -> bool,
+    ) -> Result<Vec<Entry>, StoreError> {
         self.with_db(|db| {
             let txn = db.begin_read().map_err(err("begin read"))?;
             let (Some(due), Some(outbox)) = (open_read(&txn, DUE)?, open_read(&txn, OUTBOX)?)
@@ -138,12 +149,17 @@ impl Store {
             };
             let mut out = Vec::new();
             for item in due
-                .range(..(now_ms.saturating_add(1), ""))
+                .range(..(now_ms.saturating_add(1), "", ""))
                 .map_err(err("read"))?
-                .take(limit)
             {
+                if out.len() >= limit {
+                    break;
+                }
                 let (key, _) = item.map_err(err("read"))?;
-                let (_, id) = key.value();
+                let (_, trigger, id) = key.value();
+                if !take(trigger, id) {
+                    continue;
+                }
                 if let Some(bytes) = outbox.get(id).map_err(err("read"))? {
                     out.push(decode(bytes.value())?);
                 }
@@ -188,7 +204,9 @@ impl Store {
                     return Ok(false);
                 }
                 let mut due = txn.open_table(DUE).map_err(err("open table"))?;
-                due.remove((entry.next_at_ms, id)).map_err(err("remove"))?;
+                let trigger = entry.fact.trigger.clone();
+                due.remove((entry.next_at_ms, trigger.as_str(), id))
+                    .map_err(err("remove"))?;
                 entry.attempts = attempt.attempt;
                 match next {
                     Next::Delivered => {
@@ -196,7 +214,8 @@ impl Store {
                     }
                     Next::RetryAt(at) => {
                         entry.next_at_ms = at;
-                        due.insert((at, id), ()).map_err(err("insert"))?;
+                        due.insert((at, trigger.as_str(), id), ())
+                            .map_err(err("insert"))?;
                         outbox
                             .insert(id, encode(&entry)?.as_slice())
                             .map_err(err("insert"))?;
@@ -255,7 +274,7 @@ impl Store {
                     outbox
                         .insert(id.as_str(), encode(&entry)?.as_slice())
                         .map_err(err("insert"))?;
-                    due.insert((now_ms, id.as_str()), ())
+                    due.insert((now_ms, entry.fact.trigger.as_str(), id.as_str()), ())
                         .map_err(err("insert"))?;
                     count += 1;
                 }
@@ -279,6 +298,18 @@ impl Store {
                 out.push((k.value(), attempt));
             }
             Ok(out)
+        })
+    }
+
+    /// The outbox entry of `id`, if there is one.
+    pub fn outbox_entry(&self, id: &str) -> Result<Option<Entry>, StoreError> {
+        self.with_db(|db| {
+            let txn = db.begin_read().map_err(err("begin read"))?;
+            let Some(table) = open_read(&txn, OUTBOX)? else {
+                return Ok(None);
+            };
+            let entry = table.get(id).map_err(err("read"))?;
+            entry.map(|b| decode(b.value())).transpose()
         })
     }
 
@@ -309,7 +340,7 @@ impl Store {
         history: &[Attempt],
     ) -> Result<usize, StoreError> {
         let mut entries: Vec<(String, Vec<u8>)> = Vec::new();
-        let mut due: Vec<(u64, String)> = Vec::new();
+        let mut due: Vec<(u64, String, String)> = Vec::new();
         let mut attempts: Vec<Vec<u8>> = Vec::new();
         if path.exists() {
             let db = redb::Builder::new()
@@ -326,8 +357,8 @@ impl Store {
             if let Some(t) = open_read(&txn, DUE)? {
                 for item in t.iter().map_err(err("read"))? {
                     let (k, _) = item.map_err(err("read"))?;
-                    let (at, id) = k.value();
-                    due.push((at, id.to_string()));
+                    let (at, trigger, id) = k.value();
+                    due.push((at, trigger.to_string(), id.to_string()));
                 }
             }
             if let Some(t) = open_read(&txn, ATTEMPTS)? {
@@ -350,9 +381,9 @@ impl Store {
                         .map_err(err("insert"))?;
                 }
                 let mut due_table = txn.open_table(DUE).map_err(err("open table"))?;
-                for (at, id) in &due {
+                for (at, trigger, id) in &due {
                     due_table
-                        .insert((*at, id.as_str()), ())
+                        .insert((*at, trigger.as_str(), id.as_str()), ())
                         .map_err(err("insert"))?;
                 }
                 let mut table = txn.open_table(ATTEMPTS).map_err(err("open table"))?;
@@ -426,9 +457,14 @@ mod tests {
     fn facts_wait_until_delivered_or_given_up_and_attempts_until_written() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("s.redb")).unwrap();
-        assert!(store.due_deliveries(u64::MAX, 10).unwrap().is_empty());
+        assert!(
+            store
+                .due_deliveries(u64::MAX, 10, |_, _| true)
+                .unwrap()
+                .is_empty()
+        );
         commit(&store, 1, vec![fact("a", "t1"), fact("b", "t2")], vec![]);
-        let due = store.due_deliveries(u64::MAX, 10).unwrap();
+        let due = store.due_deliveries(u64::MAX, 10, |_, _| true).unwrap();
         assert_eq!(due.len(), 2);
         // Made again (a flush rewritten after a crash): the entry is kept as it is.
         let a = due
@@ -457,15 +493,25 @@ mod tests {
         // Due later now: not in the first pass, in one after its time.
         let now = a.next_at_ms - 60_000;
         let ids: Vec<String> = store
-            .due_deliveries(now, 10)
+            .due_deliveries(now, 10, |_, _| true)
             .unwrap()
             .into_iter()
             .map(|e| e.fact.webhook_id)
             .collect();
         assert_eq!(ids, ["b"]);
         assert_eq!(store.next_delivery().unwrap(), (Some(now), 2));
+        // Only what the sender can take is read: nothing of a busy trigger.
+        assert!(
+            store
+                .due_deliveries(now, 10, |t, _| t != "t2")
+                .unwrap()
+                .is_empty()
+        );
         // b delivered: gone; a given up: kept, not due.
-        let b = store.due_deliveries(now, 10).unwrap().remove(0);
+        let b = store
+            .due_deliveries(now, 10, |_, _| true)
+            .unwrap()
+            .remove(0);
         assert!(
             store
                 .record_attempt("b", &attempt(&b, "delivered"), Next::Delivered)
@@ -481,7 +527,12 @@ mod tests {
                 .record_attempt("a", &attempt(&a, "given_up"), Next::GivenUp)
                 .unwrap()
         );
-        assert!(store.due_deliveries(u64::MAX, 10).unwrap().is_empty());
+        assert!(
+            store
+                .due_deliveries(u64::MAX, 10, |_, _| true)
+                .unwrap()
+                .is_empty()
+        );
         assert_eq!(store.next_delivery().unwrap(), (None, 0));
         let left = store.outbox_entries().unwrap();
         assert_eq!(left.len(), 1);
@@ -501,7 +552,7 @@ mod tests {
         assert_eq!(store.retry_given_up(Some("t2"), 0, 7).unwrap(), 0);
         assert_eq!(store.retry_given_up(Some("t1"), u64::MAX, 7).unwrap(), 0);
         assert_eq!(store.retry_given_up(Some("t1"), 0, 7).unwrap(), 1);
-        let again = store.due_deliveries(7, 10).unwrap();
+        let again = store.due_deliveries(7, 10, |_, _| true).unwrap();
         assert_eq!(again.len(), 1);
         assert_eq!(
             (again[0].attempts, again[0].round_start, again[0].given_up),
@@ -518,7 +569,7 @@ mod tests {
                 .unwrap(),
             1
         );
-        assert_eq!(other.due_deliveries(7, 10).unwrap(), again);
+        assert_eq!(other.due_deliveries(7, 10, |_, _| true).unwrap(), again);
         let carried = other.unwritten_attempts(10).unwrap();
         assert_eq!(carried.len(), 2);
         assert_eq!(carried[0].1, rest[0].1);

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::matching::{self, Fact};
@@ -172,19 +172,45 @@ impl Deliverer {
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
         loop {
             let now = now_ms();
-            let mut wait = IDLE;
-            match self.store.due_deliveries(now, BATCH) {
-                Ok(entries) => {
-                    for entry in entries {
-                        self.dispatch(entry);
-                    }
+            // Permits are taken while the due entries are scanned, so an entry whose target is
+            // busy (or whose attempt is under way) is skipped without being read, and the
+            // entries after it still get their turn.
+            let mut permits: HashMap<String, Option<OwnedSemaphorePermit>> = HashMap::new();
+            let scanned = self.store.due_deliveries(now, BATCH, |trigger, id| {
+                if self.in_flight().contains(id) {
+                    return false;
                 }
-                Err(e) => tracing::warn!(error = %e, "cannot read the trigger outbox"),
-            }
+                match self.permit(trigger) {
+                    Some(permit) => {
+                        permits.insert(id.to_string(), permit);
+                        true
+                    }
+                    None => false,
+                }
+            });
+            let started = match scanned {
+                Ok(entries) => {
+                    let n = entries.len();
+                    for entry in entries {
+                        let permit = permits.remove(&entry.fact.webhook_id).flatten();
+                        self.dispatch(entry, permit);
+                    }
+                    n
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the trigger outbox");
+                    0
+                }
+            };
+            let mut wait = IDLE;
             match self.store.next_delivery() {
                 Ok((next, waiting)) => {
                     self.metrics.set_trigger_outbox(waiting);
-                    if let Some(at) = next {
+                    // Entries due now that could not start wait for an attempt to end (which
+                    // wakes this loop) or for the next pass; later ones for their time.
+                    if let Some(at) = next
+                        && (started > 0 || at > now_ms())
+                    {
                         wait = Duration::from_millis(at.saturating_sub(now_ms())).clamp(BUSY, IDLE);
                     }
                 }
@@ -198,44 +224,59 @@ impl Deliverer {
         }
     }
 
-    /// Starts the attempt at `entry` unless one is under way or its target has no permit free
-    /// (it stays due, and a later pass takes it).
-    fn dispatch(self: &Arc<Self>, entry: Entry) {
-        let id = entry.fact.webhook_id.clone();
-        let trigger = self.triggers.get(&entry.fact.trigger).cloned();
-        let permit = match &trigger {
-            Some(t) => {
-                let target = target_of(&t.config.url);
-                let semaphore = self
-                    .targets
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .entry(target)
-                    .or_insert_with(|| Arc::new(Semaphore::new(self.config.concurrency_per_target)))
-                    .clone();
-                match semaphore.try_acquire_owned() {
-                    Ok(p) => Some(p),
-                    Err(_) => return,
-                }
-            }
-            None => None,
+    fn in_flight(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.in_flight.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A permit for a request of `trigger` to its target: `Some(None)` for a trigger no longer
+    /// configured (its attempt gives the fact up without a request), `None` when the target has
+    /// no permit free.
+    fn permit(&self, trigger: &str) -> Option<Option<OwnedSemaphorePermit>> {
+        let Some(t) = self.triggers.get(trigger) else {
+            return Some(None);
         };
-        if !self
-            .in_flight
+        let semaphore = self
+            .targets
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(id.clone())
-        {
+            .entry(target_of(&t.config.url))
+            .or_insert_with(|| Arc::new(Semaphore::new(self.config.concurrency_per_target)))
+            .clone();
+        semaphore.try_acquire_owned().ok().map(Some)
+    }
+
+    /// Starts the attempt at `entry`, holding `permit` until it ends; then wakes the loop, as a
+    /// permit is free again. The entry is read again first: the scan may have read it before an
+    /// attempt that has ended since recorded it (an attempt leaves the in-flight set only once
+    /// it is recorded), and it is not attempted twice.
+    fn dispatch(self: &Arc<Self>, scanned: Entry, permit: Option<OwnedSemaphorePermit>) {
+        let id = scanned.fact.webhook_id.clone();
+        if !self.in_flight().insert(id.clone()) {
             return;
         }
+        let entry = match self.store.outbox_entry(&id) {
+            Ok(Some(e))
+                if !e.given_up && e.attempts == scanned.attempts && e.next_at_ms <= now_ms() =>
+            {
+                e
+            }
+            Ok(_) => {
+                self.in_flight().remove(&id);
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the trigger outbox");
+                self.in_flight().remove(&id);
+                return;
+            }
+        };
+        let trigger = self.triggers.get(&entry.fact.trigger).cloned();
         let this = self.clone();
         tokio::spawn(async move {
-            let _permit = permit;
             this.attempt(entry, trigger.as_ref()).await;
-            this.in_flight
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&id);
+            drop(permit);
+            this.in_flight().remove(&id);
+            this.wake.notify_one();
         });
     }
 

@@ -167,9 +167,11 @@ fn every_query_file_is_tested_and_listed() {
         "data_quality",
         "funnel",
         "latest_status",
-        // lead_scores and score_movement: tests/it/score.rs.
+        // lead_scores, score_distribution, score_movement, score_movers: tests/it/score.rs.
         "lead_scores",
+        "score_distribution",
         "score_movement",
+        "score_movers",
         "show_rate",
         "status_durations",
         "status_history",
@@ -359,7 +361,7 @@ fn unknown_query_and_missing_directory_are_clear_errors() {
 /// Copies `from` into `to`, writing every Parquet file twice: once under its name and once as
 /// a compaction output (`compact-<id>-<k>.parquet`), as a reader sees a partition between
 /// compaction's renames and its deletes, or when two writers wrote the same events.
-fn copy_twice(from: &Path, to: &Path) {
+pub fn copy_twice(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for (k, entry) in std::fs::read_dir(from).unwrap().enumerate() {
         let entry = entry.unwrap();
@@ -387,7 +389,9 @@ fn every_query_gives_the_same_answer_when_every_file_is_seen_twice() {
     for (name, _) in hooklake::query::QUERIES {
         let once = hooklake_query(s.dir.path(), name, &[]);
         let twice = hooklake_query(doubled.path(), name, &[]);
-        assert!(!once.is_empty(), "{name}");
+        // This lake has two flushes, so no lead score moves after its first: score_movers is
+        // checked on a lake of many flushes in tests/it/score.rs.
+        assert!(!once.is_empty() || name == "score_movers", "{name}");
         assert_rows(name, &twice, &once, 0.0);
     }
 }

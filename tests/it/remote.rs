@@ -199,3 +199,163 @@ async fn a_crash_at_each_point_of_a_remote_flush_loses_and_repeats_nothing() {
         );
     }
 }
+
+/// `/readyz`'s status and body.
+async fn readyz(server: &Server) -> (u16, String) {
+    hooklake::client::send(&server.base, "GET", "/readyz", b"")
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_of_the_store_under_load_ends_with_every_acknowledged_event_once() {
+    let mut store = Seaweed::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = remote_env(&store, "outage");
+    env.push(("HOOKLAKE_FLUSH_INTERVAL_SECS".into(), "1".into()));
+    // A request to the store that is down fails within seconds rather than minutes.
+    env.push(("HOOKLAKE_LAKE_MAX_RETRIES".into(), "1".into()));
+    env.push(("HOOKLAKE_LAKE_RETRY_TIMEOUT_SECS".into(), "3".into()));
+    let server = start(dir.path(), &env);
+    let bodies = deliveries();
+    let (before, during) = bodies.split_at(bodies.len() / 3);
+    let mut acked = post_all(&server, before).await;
+    let flush = server.hooklake(&["flush", "--url", &server.base]);
+    assert!(flush.status.success(), "{flush:?}");
+
+    // The store goes away for 30 s under load: deliveries are still acknowledged (from the
+    // log), flushes fail and back off (1, 2, 4, 8, 16 s apart), and /readyz says why.
+    store.stop();
+    let outage = std::time::Instant::now();
+    let mut reason = String::new();
+    for chunk in during.chunks(during.len().div_ceil(25)) {
+        acked.extend(post_all(&server, chunk).await);
+        let (status, body) = readyz(&server).await;
+        if status == 503 && reason.is_empty() {
+            reason = body;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    }
+    assert!(
+        reason.contains("flush"),
+        "readyz during the outage: {reason:?}"
+    );
+    tokio::time::sleep(std::time::Duration::from_secs(30).saturating_sub(outage.elapsed())).await;
+
+    // Back: a flush gets through within the longest back-off (at most a minute), and
+    // readiness returns.
+    store.resume();
+    let mut ready = false;
+    for _ in 0..700 {
+        if readyz(&server).await.0 == 200 {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(ready, "not ready 70 s after the store came back");
+    let log = server.log.clone();
+    assert!(server.terminate().success());
+    let log = log.lock().unwrap().join("\n");
+    assert!(
+        log.matches("flush failed").count() >= 2,
+        "fewer than two failed flushes logged: {log}"
+    );
+
+    // Every acknowledged event is in raw_events once, and no table with one row per event has
+    // an id twice.
+    let tables = remote_tables(&store, "outage");
+    let mut want: Vec<String> = acked;
+    want.sort();
+    want.dedup();
+    assert_eq!(tables["raw_events"], want);
+    for table in [
+        "contact_events",
+        "call_events",
+        "call_outcomes",
+        "status_transitions",
+    ] {
+        let ids = &tables[table];
+        let mut unique = ids.clone();
+        unique.dedup();
+        assert_eq!(&unique, ids, "{table}: an id twice");
+        assert!(!ids.is_empty(), "{table}");
+    }
+}
+
+/// How many files the Delta snapshot of the table at `uri` holds, as delta-rs reads it.
+fn delta_files(store: &Seaweed, uri: &str) -> usize {
+    let script = r#"
+import json, sys
+from deltalake import DeltaTable
+print(json.dumps(len(DeltaTable(sys.argv[1], storage_options=json.loads(sys.argv[2])).file_uris())))
+"#;
+    crate::seaweed::delta_rs(script, uri, &[&store.delta_rs_options().to_string()])
+        .as_u64()
+        .unwrap() as usize
+}
+
+#[test]
+fn compaction_merges_a_remote_lakes_closed_partitions_and_keeps_every_row() {
+    let store = Seaweed::start();
+    let work = tempfile::tempdir().unwrap();
+    let lines: Vec<String> = leads(Options {
+        contacts: 60,
+        seed: 9,
+        days: 2,
+    })
+    .flat_map(|l| l.deliveries)
+    .map(|d| d.payload.to_string())
+    .collect();
+    // One file per 25 lines: replay flushes when a file's batch fills the buffer past
+    // replay_flush_max_rows, so each file is a flush of its own.
+    let inputs: Vec<String> = lines
+        .chunks(25)
+        .enumerate()
+        .map(|(i, chunk)| {
+            let path = work.path().join(format!("in-{i:03}.ndjson"));
+            std::fs::write(&path, chunk.join("\n") + "\n").unwrap();
+            path.to_str().unwrap().to_string()
+        })
+        .collect();
+    let mut env = remote_env(&store, "compacted");
+    // Many small flushes, so each partition has many files; replaced files go at once.
+    env.push(("HOOKLAKE_REPLAY_FLUSH_MAX_ROWS".into(), "20".into()));
+    env.push(("HOOKLAKE_VACUUM_RETENTION_SECS".into(), "0".into()));
+    let data = work.path().join("data");
+    let run = |args: &[&str]| {
+        let out = hooklake_command()
+            .arg("--data-dir")
+            .arg(&data)
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let mut replay = vec!["replay"];
+    replay.extend(inputs.iter().map(String::as_str));
+    run(&replay);
+    let before = remote_tables(&store, "compacted");
+    let uri = format!("s3://{BUCKET}/compacted/contact_events");
+    let files_before = delta_files(&store, &uri);
+    assert!(files_before >= 20, "{files_before} files");
+
+    let summary = run(&["compact"]);
+    assert!(summary.contains("contact_events"), "{summary}");
+    // The same rows in every table, read by delta-rs, in far fewer files.
+    assert_eq!(remote_tables(&store, "compacted"), before);
+    let files_after = delta_files(&store, &uri);
+    assert!(
+        files_after * 4 <= files_before,
+        "{files_before} files before, {files_after} after"
+    );
+    // Nothing is left staged on the local disk.
+    let staged = walk(&data.join("_hooklake/staging"));
+    assert!(staged.is_empty(), "{staged:?}");
+    // A second pass finds nothing more to merge.
+    run(&["compact"]);
+    assert_eq!(delta_files(&store, &uri), files_after);
+    assert_eq!(remote_tables(&store, "compacted"), before);
+}

@@ -53,6 +53,9 @@ fn shared() -> &'static Shared {
             .arg("replay")
             .arg(&events)
             .env("HOOKLAKE_LOG", "warn")
+            // Small flushes: a lead whose deliveries span two of them is scored twice, so lead
+            // scores move and the top movers have rows.
+            .env("HOOKLAKE_REPLAY_FLUSH_MAX_ROWS", "100")
             .output()
             .unwrap();
         assert!(
@@ -202,8 +205,27 @@ fn the_report_command_writes_one_page_whose_numbers_are_the_queries() {
     for needle in ["<script", "src=", "href=\"http", "url("] {
         assert!(!html.contains(needle), "{needle} in the page");
     }
-    assert_eq!(html.matches("<svg").count(), 9, "every chart is drawn");
+    assert_eq!(html.matches("<svg").count(), 11, "every chart is drawn");
     assert!(!html.contains("No data for this period"));
+    // Section 8: the lead scores' distribution and top movers, as the queries give them.
+    let distribution = query("score_distribution", FROM, TO, &[]);
+    let rows = table_rows(panel(&html, "score_distribution"));
+    assert!(!distribution.is_empty());
+    assert_eq!(rows.len(), distribution.len());
+    for (row, d) in rows.iter().zip(&distribution) {
+        let from = d["score_from"].as_i64().unwrap();
+        assert_eq!(row[0], format!("{from}-{}", from + 9));
+        assert_eq!(row[1], d["band"].as_str().unwrap());
+        assert_eq!(number(&row[2]), d["contacts"].as_f64().unwrap());
+    }
+    let movers = query("score_movers", FROM, TO, &[]);
+    let rows = table_rows(panel(&html, "score_movers"));
+    assert!(!movers.is_empty());
+    assert_eq!(rows.len(), movers.len());
+    for (row, m) in rows.iter().zip(&movers) {
+        assert_eq!(row[0], m["contact_id"].to_string());
+        assert_eq!(number(&row[4]), m["change"].as_f64().unwrap());
+    }
     assert!(
         html.contains("first seen from <strong>2026-03-08</strong> to <strong>2026-03-17</strong>")
     );
@@ -239,7 +261,8 @@ fn a_source_filter_narrows_every_number_to_that_source() {
 #[test]
 fn a_period_without_data_says_so_in_every_panel() {
     let html = report(&["--from", "2030-01-01", "--to", "2030-01-31"]);
-    assert_eq!(html.matches("No data for this period").count(), 9);
+    // Every panel, the lead scores' too (the lake has scores, not in that period).
+    assert_eq!(html.matches("No data for this period").count(), 11);
     assert!(!html.contains("<svg"));
     let block = &html[html.find("data-figure=\"leads\"").unwrap()..];
     assert_eq!(text_after(block, "class=\"value\"", "div"), "0");
@@ -518,7 +541,7 @@ fn in_a_browser_the_page_loads_nothing_logs_nothing_and_shows_the_queries_number
     let dom = &seen.dom;
     // Every chart has drawn marks: bars (beyond the background) or points of a line.
     let charts: Vec<&str> = dom.split("<figure class=\"panel\"").skip(1).collect();
-    assert_eq!(charts.len(), 9);
+    assert_eq!(charts.len(), 11);
     for chart in &charts {
         let end = chart.find("</svg>").expect("a chart");
         let svg = &chart[..end];

@@ -277,6 +277,30 @@ async fn lead_scores_match_the_generators_record_row_for_row() {
         .sum();
     assert_eq!(changes as usize, expected_rows.len());
     assert_eq!(first as usize, all.len());
+    // The distribution of current scores, per band and 10-point range.
+    let mut buckets: BTreeMap<(String, i64), i64> = BTreeMap::new();
+    for e in last.values() {
+        let key = (
+            e["band"].as_str().unwrap().to_string(),
+            e["score"].as_i64().unwrap().div_euclid(10) * 10,
+        );
+        *buckets.entry(key).or_default() += 1;
+    }
+    let distribution: BTreeMap<(String, i64), i64> =
+        hooklake_query(dir.path(), "score_distribution", &[])
+            .iter()
+            .map(|r| {
+                (
+                    (
+                        r["band"].as_str().unwrap().to_string(),
+                        r["score_from"].as_i64().unwrap(),
+                    ),
+                    r["contacts"].as_i64().unwrap(),
+                )
+            })
+            .collect();
+    assert_eq!(distribution, buckets);
+    assert!(buckets.len() > 3, "{buckets:?}");
 
     // `score --explain` prints a contact's score and every matched rule with its points.
     let lead = &all[0];
@@ -408,5 +432,98 @@ async fn current_scores_do_not_depend_on_flush_sizes() {
             "contact {}",
             lead.contact_id
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn score_movers_and_distribution_follow_the_lead_score_rows() {
+    let options = || Options {
+        contacts: 200,
+        seed: 31,
+        days: 7,
+    };
+    // In event-time order, a flush every 50 events: a contact's events span flushes, so its
+    // score moves after its first.
+    let events = hooklake::generate::in_time_order(options());
+    let lake = Lake::new();
+    for (i, chunk) in events.chunks(25).enumerate() {
+        lake.post_events(chunk).await;
+        if i % 2 == 1 {
+            lake.flush().await;
+        }
+    }
+    lake.flush().await;
+    let rows = lake.query(
+        "select contact_id, revision, score, previous_score, band from {lead_scores} order by contact_id, revision",
+    );
+    // The oracle, from the rows: per contact, its rows after its first, from the first of
+    // those's previous score to the last one's score.
+    let mut by_contact: BTreeMap<i64, Vec<&serde_json::Map<String, Value>>> = BTreeMap::new();
+    for r in &rows {
+        by_contact
+            .entry(r["contact_id"].as_i64().unwrap())
+            .or_default()
+            .push(r);
+    }
+    let mut moves: Vec<(i64, i64, i64, i64)> = Vec::new();
+    let mut buckets: BTreeMap<(String, i64), i64> = BTreeMap::new();
+    for (id, rs) in &by_contact {
+        let last = rs.last().unwrap();
+        let key = (
+            last["band"].as_str().unwrap().to_string(),
+            last["score"].as_i64().unwrap().div_euclid(10) * 10,
+        );
+        *buckets.entry(key).or_default() += 1;
+        let moved: Vec<_> = rs
+            .iter()
+            .filter(|r| !r["previous_score"].is_null())
+            .collect();
+        if let (Some(first), Some(end)) = (moved.first(), moved.last()) {
+            let before = first["previous_score"].as_i64().unwrap();
+            let after = end["score"].as_i64().unwrap();
+            if before != after {
+                moves.push(((after - before).abs(), *id, before, after));
+            }
+        }
+    }
+    moves.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    moves.truncate(20);
+    assert!(moves.len() >= 10, "{moves:?}");
+    let dir = lake.close();
+    let doubled = tempfile::tempdir().unwrap();
+    crate::queries::copy_twice(dir.path(), doubled.path());
+    for lake in [dir.path(), doubled.path()] {
+        let movers: Vec<(i64, i64, i64, i64)> = hooklake_query(lake, "score_movers", &[])
+            .iter()
+            .map(|r| {
+                let change = r["change"].as_i64().unwrap();
+                let (before, after) = (
+                    r["score_before"].as_i64().unwrap(),
+                    r["score_after"].as_i64().unwrap(),
+                );
+                assert_eq!(change, after - before);
+                (
+                    change.abs(),
+                    r["contact_id"].as_i64().unwrap(),
+                    before,
+                    after,
+                )
+            })
+            .collect();
+        assert_eq!(movers, moves);
+        let distribution: BTreeMap<(String, i64), i64> =
+            hooklake_query(lake, "score_distribution", &[])
+                .iter()
+                .map(|r| {
+                    (
+                        (
+                            r["band"].as_str().unwrap().to_string(),
+                            r["score_from"].as_i64().unwrap(),
+                        ),
+                        r["contacts"].as_i64().unwrap(),
+                    )
+                })
+                .collect();
+        assert_eq!(distribution, buckets);
     }
 }
