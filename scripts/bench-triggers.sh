@@ -26,6 +26,7 @@ cleanup() { for p in "${pids[@]:-}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 
 "$bin" gen --contacts $((rate * secs)) --days 1 --seed 3 --out "$work/events.ndjson"
+rm -f "$work/received.txt" "$work/acked.txt"
 
 # The target: appends "<unix seconds> <event_id of the fact's row>" per request.
 python3 - "$target_port" "$work/received.txt" <<'EOF' &
