@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: installs the DuckDB CLI (the tests read every
 # Parquet table back with real DuckDB), SeaweedFS (the S3 server the lake tests start), the
-# Python `deltalake` package (the Delta reader they check the tables with) and Debian's chromium
+# Python `deltalake` package and the Python `duckdb` 1.5.5 with its delta and httpfs extensions
+# (the two Delta readers they check the tables with) and Debian's chromium
 # (the report's browser test), then builds and runs every test.
 # Usage: scripts/test.sh [extra cargo test arguments]
 set -euo pipefail
@@ -31,6 +32,16 @@ if ! python3 -c 'import deltalake, pyarrow' >/dev/null 2>&1; then
     python3 -m pip install --quiet --disable-pip-version-check "deltalake[pyarrow]"
 fi
 echo "== deltalake $(python3 -c 'import deltalake; print(deltalake.__version__)')" >&2
+
+# DuckDB's delta and httpfs extensions install offline only from the PyPI wheels built for one
+# DuckDB version: the Python duckdb package of that version reads the S3 lake's Delta tables in
+# the tests (a second Delta reader beside delta-rs). The CLI above may be another version.
+if ! python3 -c 'import duckdb, duckdb_extension_delta, duckdb_extension_httpfs; assert duckdb.__version__ == "1.5.5"' >/dev/null 2>&1; then
+    echo "== installing duckdb 1.5.5 with its delta and httpfs extensions from PyPI" >&2
+    python3 -m pip install --quiet --disable-pip-version-check \
+        duckdb==1.5.5 duckdb-extension-delta==1.5.5 duckdb-extension-httpfs==1.5.5
+fi
+echo "== duckdb (Python) $(python3 -c 'import duckdb; print(duckdb.__version__)') with delta and httpfs" >&2
 
 if ! command -v chromium >/dev/null 2>&1; then
     echo "== installing chromium from Debian's packages (the report's browser test)" >&2

@@ -229,3 +229,32 @@ pub fn delta_rs(script: &str, uri: &str, args: &[&str]) -> Value {
     );
     serde_json::from_slice(&output.stdout).unwrap()
 }
+
+/// The `event_id`s of the Delta table at `uri` on `store`, sorted with repeats, as DuckDB's own
+/// `delta` extension reads them over `httpfs` (the `duckdb` 1.5.5 Python package with the
+/// extensions' wheels of the same version, loaded from their files: no download; scripts/test.sh
+/// installs them); empty when the table has no log.
+pub fn duckdb_event_ids_at(store: &Seaweed, uri: &str) -> Vec<String> {
+    let script = r#"
+import duckdb, json, os, sys
+import duckdb_extension_delta, duckdb_extension_httpfs
+uri, endpoint, key, secret = sys.argv[1:5]
+con = duckdb.connect()
+for module, name in ((duckdb_extension_httpfs, "httpfs"), (duckdb_extension_delta, "delta")):
+    path = os.path.join(os.path.dirname(module.__file__), "extensions", "v" + duckdb.__version__,
+                        name + ".duckdb_extension")
+    con.execute(f"INSTALL '{path}'")
+    con.execute(f"LOAD {name}")
+con.execute(f"CREATE SECRET lake (TYPE s3, KEY_ID '{key}', SECRET '{secret}', REGION 'us-east-1', "
+            f"ENDPOINT '{endpoint}', URL_STYLE 'path', USE_SSL false)")
+bucket, _, prefix = uri[len("s3://"):].partition("/")
+listed = con.execute(f"SELECT count(*) FROM glob('{uri}/_delta_log/*.json')").fetchone()[0]
+if listed == 0:
+    ids = []
+else:
+    ids = [r[0] for r in con.execute(f"SELECT event_id FROM delta_scan('{uri}')").fetchall()]
+print(json.dumps(sorted(ids)))
+"#;
+    let endpoint = store.endpoint().trim_start_matches("http://").to_string();
+    serde_json::from_value(delta_rs(script, uri, &[&endpoint, ACCESS_KEY, SECRET_KEY])).unwrap()
+}

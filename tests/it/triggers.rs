@@ -502,3 +502,71 @@ async fn a_kill_at_a_flush_or_a_delivery_loses_no_fact() {
         server.kill();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn triggers_test_sends_a_signed_sample_and_prints_the_answer() {
+    let target = Target::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), &target);
+    let config1 = config.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        crate::util::hooklake_command()
+            .args([
+                "--config",
+                config1.to_str().unwrap(),
+                "triggers",
+                "test",
+                "hot",
+            ])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let requests = target.requests();
+    let sample = requests.last().expect("the target got the sample");
+    assert!(
+        sample.signed && sample.id.starts_with("msg_test_"),
+        "{sample:?}"
+    );
+    assert_eq!(sample.body["type"], "lead_scores");
+    assert_eq!(sample.body["data"]["band"], "hot");
+    // The flaky target fails the first attempts at some ids: the command says what it got.
+    let status = if out.status.success() { "200" } else { "500" };
+    assert!(
+        text.contains(&format!("answer: HTTP {status}")) || text.contains("no answer"),
+        "{text}"
+    );
+    // The gone target answers 503: the command fails, naming the answer.
+    let config2 = config.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        crate::util::hooklake_command()
+            .args([
+                "--config",
+                config2.to_str().unwrap(),
+                "triggers",
+                "test",
+                "won",
+            ])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("answer: HTTP 503"));
+    // An unknown name is an error that says so.
+    let out = crate::util::hooklake_command()
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "triggers",
+            "test",
+            "nope",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no trigger named \"nope\""));
+}
