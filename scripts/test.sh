@@ -42,6 +42,13 @@ if ! python3 -c 'import duckdb, duckdb_extension_delta, duckdb_extension_httpfs;
         duckdb==1.5.5 duckdb-extension-delta==1.5.5 duckdb-extension-httpfs==1.5.5
 fi
 echo "== duckdb (Python) $(python3 -c 'import duckdb; print(duckdb.__version__)') with delta and httpfs" >&2
+# The DuckDB CLI of the same version, for `hooklake query` on the S3 lake of the tests (it installs
+# httpfs from the wheel's file): beside the other CLI, in hooklake's cache.
+cli155="$HOME/.cache/hooklake/duckdb-cli-1.5.5"
+if [ ! -x "$cli155/duckdb_cli/duckdb" ]; then
+    echo "== installing the DuckDB 1.5.5 CLI into $cli155" >&2
+    python3 -m pip install --quiet --disable-pip-version-check --target "$cli155" duckdb-cli==1.5.5
+fi
 
 if ! command -v chromium >/dev/null 2>&1; then
     echo "== installing chromium from Debian's packages (the report's browser test)" >&2

@@ -420,12 +420,17 @@ async fn dispatch(command: Command, mut config: Config) -> anyhow::Result<ExitCo
                 return Ok(ExitCode::SUCCESS);
             }
             let data = data.unwrap_or_else(|| config.lake().to_string());
+            let access = crate::query::Access {
+                store: config.store_options(),
+                extensions: config.duckdb_extensions.clone(),
+            };
             let ok = crate::query::run(&crate::query::Request {
                 name: name.as_deref().unwrap_or_default(),
                 data: &data,
                 format,
                 variables: set,
                 duckdb: &duckdb,
+                access: &access,
             })?;
             Ok(if ok {
                 ExitCode::SUCCESS
@@ -444,8 +449,12 @@ async fn dispatch(command: Command, mut config: Config) -> anyhow::Result<ExitCo
         } => {
             let today = chrono::Utc::now().date_naive();
             let filters = crate::report::Filters::resolve(from, to, source, account, today)?;
-            let data = data.unwrap_or_else(|| config.data_dir.display().to_string());
-            let page = crate::report::render(&data, &duckdb, &filters)?;
+            let data = data.unwrap_or_else(|| config.lake().to_string());
+            let access = crate::query::Access {
+                store: config.store_options(),
+                extensions: config.duckdb_extensions.clone(),
+            };
+            let page = crate::report::render(&data, &duckdb, &filters, &access)?;
             std::fs::write(&out, page)
                 .with_context(|| format!("cannot write {}", out.display()))?;
             eprintln!(

@@ -226,6 +226,10 @@ pub struct Config {
     /// Workflow triggers (`[[triggers]]`): requests sent when a contact reaches a status, a
     /// field changes, a call happens or a score crosses a line. None by default.
     pub triggers: Vec<crate::trigger::TriggerConfig>,
+    /// DuckDB extension files (`.duckdb_extension`) `hooklake query` installs before reading a
+    /// remote lake, for a machine that cannot download `httpfs` from extensions.duckdb.org;
+    /// each must match the DuckDB CLI's version.
+    pub duckdb_extensions: Vec<String>,
     /// How trigger requests are sent and retried (`[trigger_delivery]`).
     pub trigger_delivery: crate::trigger::DeliveryConfig,
 }
@@ -294,6 +298,7 @@ impl Default for Config {
             compaction_grace_hours: DEFAULT_COMPACTION_GRACE_HOURS,
             compaction_target_file_bytes: DEFAULT_COMPACTION_TARGET_FILE_BYTES,
             scoring: crate::score::rules::ScoringConfig::default(),
+            duckdb_extensions: Vec::new(),
             triggers: Vec::new(),
             trigger_delivery: crate::trigger::DeliveryConfig::default(),
         }

@@ -9,6 +9,7 @@
 //! itself, so DuckDB reads exactly the committed rows and walks no directory while binding the
 //! views. Invariant: reads the lake, never writes to it.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -95,13 +96,10 @@ fn literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-/// The files a view of a table reads.
+/// The files a view of a table reads: listed by hooklake, from the table's Delta log (paths in
+/// a local lake, URLs in a remote one).
 pub enum Files {
-    /// Listed by hooklake (a local lake).
     Listed(Vec<PathBuf>),
-    /// Found by DuckDB under the lake's URL, else `empty`: a file of the table's schema and no
-    /// rows, so that a table with no files yet reads as empty rather than failing the query.
-    Globbed { empty: PathBuf },
 }
 
 /// The script DuckDB runs: settings, variables, file lists, `views` (see [`views_for`]), then
@@ -125,11 +123,6 @@ pub fn script(
                     list.join(", ")
                 ));
             }
-            Files::Globbed { empty } => out.push_str(&format!(
-                "SET VARIABLE {table}_files = (SELECT coalesce(list(file), [{}]) FROM glob({} || '/{table}/date=*/*.parquet'));\n",
-                path(empty),
-                literal(data.trim_end_matches('/'))
-            )),
         }
     }
     for (name, value) in variables {
@@ -236,30 +229,25 @@ fn mentions(text: &str, name: &str) -> bool {
     })
 }
 
-/// The files of the tables `views` read (`<table>_files`): in a local lake (`data`), its
-/// published files; in a lake at a URL (`None`), those DuckDB finds there. A table without any
-/// is given an empty file of its schema, written under `scratch/<table>/date=1970-01-01/`
-/// (DuckDB refuses an empty list, and a pattern that matches nothing).
+/// The files of the tables `views` read (`<table>_files`): the live files of each table's Delta
+/// log (`live`), else, in a local lake (`local`), its published files (a lake no hooklake of
+/// this version opened yet). A table without any is given an empty file of its schema, written
+/// under `scratch/<table>/date=1970-01-01/` (DuckDB refuses an empty list).
 fn table_files(
-    data: Option<&Path>,
+    local: Option<&Path>,
+    mut live: BTreeMap<&'static str, Option<Vec<String>>>,
     scratch: &Path,
     views: &str,
 ) -> anyhow::Result<Vec<(String, Files)>> {
     let mut out = Vec::new();
-    // A table's files are the live ones of its Delta log; a table without a log (a lake that
-    // no hooklake of this version opened yet) has its published files read.
-    let mut live = match data {
-        Some(dir) => crate::pipeline::live_local_files(dir)?,
-        None => Default::default(),
-    };
     for (name, schema) in crate::flatten::table_schemas() {
         if !views.contains(&format!("'{name}_files'")) {
             continue;
         }
-        let listed = match (data, live.remove(name).flatten()) {
-            (Some(_), Some(files)) => files,
+        let listed = match (local, live.remove(name).flatten()) {
+            (_, Some(files)) => files.into_iter().map(PathBuf::from).collect(),
             (Some(dir), None) => crate::sink::published_files(dir, name)?,
-            (None, _) => Vec::new(),
+            (None, None) => Vec::new(),
         };
         if !listed.is_empty() {
             out.push((name.to_string(), Files::Listed(listed)));
@@ -270,13 +258,74 @@ fn table_files(
         let empty = partition.join("empty.parquet");
         let file = std::fs::File::create(&empty)?;
         parquet::arrow::ArrowWriter::try_new(file, schema, None)?.close()?;
-        let files = match data {
-            Some(_) => Files::Listed(vec![empty]),
-            None => Files::Globbed { empty },
-        };
-        out.push((name.to_string(), files));
+        out.push((name.to_string(), Files::Listed(vec![empty])));
     }
     Ok(out)
+}
+
+/// How DuckDB reaches a remote lake: its store's settings (`lake_*` keys over the standard
+/// environment), and DuckDB extension files to install first (for a machine that cannot
+/// download them).
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    pub store: crate::lake::StoreOptions,
+    pub extensions: Vec<String>,
+}
+
+/// The statements that let DuckDB read an S3 lake: the extension files installed, `httpfs`
+/// loaded, and a secret from the store's settings, else the standard `AWS_*` environment.
+/// Only in the script DuckDB reads on its standard input: never logged, never on a command line.
+fn remote_prelude(access: &Access) -> String {
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let store = &access.store;
+    // CREATE SECRET answers with a row, which would come before the query's own output.
+    let mut out = String::from(".output /dev/null\n");
+    for file in &access.extensions {
+        out.push_str(&format!("INSTALL {};\n", literal(file)));
+    }
+    out.push_str("LOAD httpfs;\n");
+    let mut secret = vec!["TYPE s3".to_string()];
+    let key = store
+        .access_key_id
+        .clone()
+        .or_else(|| env("AWS_ACCESS_KEY_ID"));
+    let value = store
+        .secret_access_key
+        .clone()
+        .or_else(|| env("AWS_SECRET_ACCESS_KEY"));
+    if let (Some(key), Some(value)) = (key, value) {
+        secret.push(format!("KEY_ID {}", literal(&key)));
+        secret.push(format!("SECRET {}", literal(&value)));
+    }
+    if let Some(token) = store
+        .session_token
+        .clone()
+        .or_else(|| env("AWS_SESSION_TOKEN"))
+    {
+        secret.push(format!("SESSION_TOKEN {}", literal(&token)));
+    }
+    let region = store
+        .region
+        .clone()
+        .or_else(|| env("AWS_REGION"))
+        .or_else(|| env("AWS_DEFAULT_REGION"))
+        .unwrap_or_else(|| "us-east-1".to_string());
+    secret.push(format!("REGION {}", literal(&region)));
+    if let Some(endpoint) = store.endpoint.clone().or_else(|| env("AWS_ENDPOINT_URL")) {
+        let (ssl, host) = match endpoint.split_once("://") {
+            Some((scheme, host)) => (scheme != "http", host.trim_end_matches('/').to_string()),
+            None => (true, endpoint.trim_end_matches('/').to_string()),
+        };
+        secret.push(format!("ENDPOINT {}", literal(&host)));
+        secret.push("URL_STYLE 'path'".to_string());
+        secret.push(format!("USE_SSL {ssl}"));
+    }
+    out.push_str(&format!(
+        "CREATE OR REPLACE SECRET hooklake_lake ({});\n",
+        secret.join(", ")
+    ));
+    out.push_str(".output\n");
+    out
 }
 
 /// What to run and how.
@@ -289,6 +338,8 @@ pub struct Request<'a> {
     pub variables: Vec<(String, String)>,
     /// The DuckDB CLI to run.
     pub duckdb: &'a str,
+    /// How DuckDB reaches a remote lake.
+    pub access: &'a Access,
 }
 
 /// Runs a query, DuckDB writing its result to our stdout. Returns DuckDB's success.
@@ -299,7 +350,7 @@ pub fn run(request: &Request) -> anyhow::Result<bool> {
             request.name
         );
     };
-    let (_scratch, text) = prepare(request.data, sql, &request.variables)?;
+    let (_scratch, text) = prepare(request.data, sql, &request.variables, request.access)?;
     let mode = match request.format {
         Format::Table => "-box",
         Format::Csv => "-csv",
@@ -330,6 +381,7 @@ fn prepare(
     data: &str,
     sql: &str,
     variables: &[(String, String)],
+    access: &Access,
 ) -> anyhow::Result<(tempfile::TempDir, String)> {
     let remote = data.contains("://");
     let local = Path::new(data);
@@ -338,17 +390,46 @@ fn prepare(
     }
     let views = views_for(sql);
     let scratch = tempfile::tempdir().context("cannot create a temporary directory")?;
-    // Listing the files here spares DuckDB a directory walk each time it binds a view.
-    let files = table_files((!remote).then_some(local), scratch.path(), &views)?;
-    let text = script(&views, sql, data, &files, variables);
+    // The live files of each table, from its Delta log: listing them here spares DuckDB a
+    // directory walk each time it binds a view, and never reads a file a log does not name.
+    let (live, prelude) = if remote {
+        let url = crate::lake::LakeUrl::parse(data)?;
+        if !data.starts_with("s3://") {
+            bail!(
+                "hooklake query reads local and s3:// lakes; read a {} lake with DuckDB's delta_scan (README, \"The lake on S3, GCS, Azure\")",
+                data.split("://").next().unwrap_or_default()
+            );
+        }
+        let live = crate::pipeline::live_files_at(&url, &access.store)
+            .with_context(|| format!("cannot read the Delta logs of {data}"))?;
+        (live, remote_prelude(access))
+    } else {
+        let live = crate::pipeline::live_local_files(local)?
+            .into_iter()
+            .map(|(t, f)| {
+                (
+                    t,
+                    f.map(|f| f.into_iter().map(|p| p.display().to_string()).collect()),
+                )
+            })
+            .collect();
+        (live, String::new())
+    };
+    let files = table_files((!remote).then_some(local), live, scratch.path(), &views)?;
+    let text = prelude + &script(&views, sql, data, &files, variables);
     Ok((scratch, text))
 }
 
 /// Runs `sql` (statements reading the views; several queries may follow one another) in one
 /// DuckDB session in JSON mode and returns what DuckDB printed: one JSON array per statement
 /// that returns rows. DuckDB's error message becomes the error.
-pub fn capture_json(data: &str, duckdb: &str, sql: &str) -> anyhow::Result<String> {
-    let (_scratch, text) = prepare(data, sql, &[])?;
+pub fn capture_json(
+    data: &str,
+    duckdb: &str,
+    sql: &str,
+    access: &Access,
+) -> anyhow::Result<String> {
+    let (_scratch, text) = prepare(data, sql, &[], access)?;
     let mut child = Command::new(duckdb)
         .args(["-json", "-bail"])
         .stdin(Stdio::piped())
@@ -432,21 +513,13 @@ mod tests {
             "CREATE OR REPLACE TEMP VIEW v AS SELECT 1;\n",
             "-- q: x\n.read queries/views.sql\nSELECT 1;",
             "/it's",
-            &[
-                (
-                    "call_outcomes".into(),
-                    Files::Listed(vec![
-                        PathBuf::from("/l/a.parquet"),
-                        PathBuf::from("/l/b.parquet"),
-                    ]),
-                ),
-                (
-                    "call_events".into(),
-                    Files::Globbed {
-                        empty: PathBuf::from("/tmp/e.parquet"),
-                    },
-                ),
-            ],
+            &[(
+                "call_outcomes".into(),
+                Files::Listed(vec![
+                    PathBuf::from("/l/a.parquet"),
+                    PathBuf::from("/l/b.parquet"),
+                ]),
+            )],
             &[
                 ("no_show_hours".into(), "48".into()),
                 ("who".into(), "a'b".into()),
@@ -454,14 +527,43 @@ mod tests {
         );
         assert!(s.contains("SET VARIABLE data_dir = '/it''s';"), "{s}");
         assert!(s.contains("SET VARIABLE call_outcomes_files = ['/l/a.parquet', '/l/b.parquet'];"));
-        assert!(
-            s.contains("SET VARIABLE call_events_files = (SELECT coalesce(list(file), ['/tmp/e.parquet']) FROM glob('/it''s' || '/call_events/date=*/*.parquet'));"),
-            "{s}"
-        );
         assert!(s.contains("SET VARIABLE no_show_hours = 48;"));
         assert!(s.contains("SET VARIABLE who = 'a''b';"));
         assert!(!s.lines().any(|l| l.starts_with(".read")));
         assert!(s.contains("CREATE OR REPLACE TEMP VIEW v AS SELECT 1;"));
         assert!(s.trim_end().ends_with("SELECT 1;"));
+    }
+
+    #[test]
+    fn a_remote_lake_gets_httpfs_and_a_secret_from_the_store_settings() {
+        let access = Access {
+            store: crate::lake::StoreOptions {
+                endpoint: Some("http://127.0.0.1:8333".into()),
+                region: Some("eu-west-1".into()),
+                access_key_id: Some("AKID".into()),
+                secret_access_key: Some("it's-secret".into()),
+                ..Default::default()
+            },
+            extensions: vec!["/x/httpfs.duckdb_extension".into()],
+        };
+        let p = remote_prelude(&access);
+        assert!(
+            p.starts_with(
+                ".output /dev/null\nINSTALL '/x/httpfs.duckdb_extension';\nLOAD httpfs;\n"
+            ),
+            "{p}"
+        );
+        assert!(p.ends_with(");\n.output\n"), "{p}");
+        for part in [
+            "TYPE s3",
+            "KEY_ID 'AKID'",
+            "SECRET 'it''s-secret'",
+            "REGION 'eu-west-1'",
+            "ENDPOINT '127.0.0.1:8333'",
+            "URL_STYLE 'path'",
+            "USE_SSL false",
+        ] {
+            assert!(p.contains(part), "{part} in {p}");
+        }
     }
 }

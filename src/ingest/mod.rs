@@ -83,8 +83,12 @@ impl AppState {
             trust_forwarded_for: config.trust_forwarded_for,
             admin_token: config.admin_token.clone(),
             report: Arc::new(crate::report::Renderer::new(
-                config.data_dir.display().to_string(),
+                config.lake().to_string(),
                 "duckdb".to_string(),
+                crate::query::Access {
+                    store: config.store_options(),
+                    extensions: config.duckdb_extensions.clone(),
+                },
             )),
         }
     }

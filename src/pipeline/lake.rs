@@ -504,14 +504,34 @@ pub(super) fn data_files(
         .collect()
 }
 
-/// The live data files of every table of the lake at `root`, as local paths, for readers
-/// (`hooklake query`); `None` for a table without a log.
+/// The live files of every table of the local lake at `root` (absolute paths), per table; `None`
+/// for a table without a log.
 pub fn live_local_files(
     root: &Path,
 ) -> Result<BTreeMap<&'static str, Option<Vec<std::path::PathBuf>>>, LakeError> {
     let url = crate::lake::LakeUrl::Local(root.to_path_buf());
+    let files = live_files_at(&url, &Default::default())?;
+    Ok(files
+        .into_iter()
+        .map(|(t, f)| {
+            (
+                t,
+                f.map(|f| f.into_iter().map(std::path::PathBuf::from).collect()),
+            )
+        })
+        .collect())
+}
+
+/// The live files of every table of the lake at `url` (absolute paths for a local lake, URLs
+/// under `url` for a remote one), per table; `None` for a table without a log.
+pub fn live_files_at(
+    url: &crate::lake::LakeUrl,
+    options: &crate::lake::StoreOptions,
+) -> Result<BTreeMap<&'static str, Option<Vec<String>>>, LakeError> {
+    let base = url.to_string();
+    let base = base.trim_end_matches('/');
     let out = crate::lake::block_on(async {
-        let lake = Lake::open(&url, &Default::default())?;
+        let lake = Lake::open(url, options)?;
         let mut out = BTreeMap::new();
         for name in crate::flatten::TABLE_NAMES {
             let table: DeltaTable = lake.table(name);
@@ -520,7 +540,12 @@ pub fn live_local_files(
                 snapshot
                     .files
                     .keys()
-                    .map(|p| root.join(name).join(p))
+                    .map(|p| match url {
+                        crate::lake::LakeUrl::Local(root) => {
+                            root.join(name).join(p).display().to_string()
+                        }
+                        _ => format!("{base}/{name}/{p}"),
+                    })
                     .collect()
             });
             out.insert(name, files);
@@ -528,7 +553,7 @@ pub fn live_local_files(
         Ok::<_, LakeError>(out)
     })
     .map_err(|source| LakeError::Local {
-        path: root.to_path_buf(),
+        path: std::path::PathBuf::from(base),
         source,
     })??;
     Ok(out)

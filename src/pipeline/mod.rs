@@ -32,7 +32,7 @@ mod triggers;
 
 pub use accept::{AcceptError, Outcome};
 pub use flush::{FlushError, FlushReport, Prepared};
-pub use lake::live_local_files;
+pub use lake::{live_files_at, live_local_files};
 pub use recover::{OpenError, Recovery};
 pub use triggers::Triggers;
 

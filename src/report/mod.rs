@@ -265,9 +265,14 @@ pub fn parse_output(text: &str) -> Result<Results, ReportError> {
 }
 
 /// Runs the report's queries against the lake `data` with the DuckDB CLI `duckdb`.
-pub fn fetch(data: &str, duckdb: &str, filters: &Filters) -> Result<Results, ReportError> {
-    let output =
-        crate::query::capture_json(data, duckdb, &session(filters)).map_err(ReportError::Query)?;
+pub fn fetch(
+    data: &str,
+    duckdb: &str,
+    filters: &Filters,
+    access: &crate::query::Access,
+) -> Result<Results, ReportError> {
+    let output = crate::query::capture_json(data, duckdb, &session(filters), access)
+        .map_err(ReportError::Query)?;
     parse_output(&output)
 }
 
@@ -568,8 +573,13 @@ pub fn html(page: &Page) -> Result<String, ReportError> {
 }
 
 /// The whole report: queries, charts, page.
-pub fn render(data: &str, duckdb: &str, filters: &Filters) -> Result<String, ReportError> {
-    let results = fetch(data, duckdb, filters)?;
+pub fn render(
+    data: &str,
+    duckdb: &str,
+    filters: &Filters,
+    access: &crate::query::Access,
+) -> Result<String, ReportError> {
+    let results = fetch(data, duckdb, filters, access)?;
     let now = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string();
     html(&page(filters, &results, &now)?)
 }
@@ -579,6 +589,7 @@ pub fn render(data: &str, duckdb: &str, filters: &Filters) -> Result<String, Rep
 pub struct Renderer {
     data: String,
     duckdb: String,
+    access: crate::query::Access,
     /// The last page, with the filters and flush count it was made for. The lock is held for
     /// the whole of a rendering, which makes renderings one at a time.
     last: tokio::sync::Mutex<Option<(Filters, u64, Arc<String>)>>,
@@ -587,10 +598,13 @@ pub struct Renderer {
 }
 
 impl Renderer {
-    pub fn new(data: String, duckdb: String) -> Renderer {
+    /// A renderer of the lake at `data` (a directory or a URL; `access` says how DuckDB reaches
+    /// a remote one).
+    pub fn new(data: String, duckdb: String, access: crate::query::Access) -> Renderer {
         Renderer {
             data,
             duckdb,
+            access,
             last: tokio::sync::Mutex::new(None),
             renderings: AtomicU64::new(0),
         }
@@ -616,7 +630,8 @@ impl Renderer {
             return Ok((page.clone(), true));
         }
         let (data, duckdb, f) = (self.data.clone(), self.duckdb.clone(), filters.clone());
-        let page = tokio::task::spawn_blocking(move || render(&data, &duckdb, &f))
+        let access = self.access.clone();
+        let page = tokio::task::spawn_blocking(move || render(&data, &duckdb, &f, &access))
             .await
             .map_err(|e| ReportError::Output(format!("the rendering task failed: {e}")))??;
         self.renderings.fetch_add(1, Ordering::Relaxed);

@@ -118,6 +118,54 @@ async fn serve_writes_the_same_tables_to_s3_as_to_local_disk() {
             "{table} read by DuckDB"
         );
     }
+    // `hooklake query` on the S3 lake: the same answers as on the local lake. The DuckDB CLI
+    // reads S3 through httpfs, installed from the wheel's file (this machine downloads no
+    // extension); that file is built for DuckDB 1.5.5, so that CLI runs here.
+    let (cli, httpfs) = duckdb_1_5_5();
+    for query in ["latest_status", "daily_events", "funnel"] {
+        let local_answer = hooklake_command()
+            .args(["query", query, "--format", "json", "--data"])
+            .arg(local.path())
+            .output()
+            .unwrap();
+        let remote_answer = hooklake_command()
+            .args(["query", query, "--format", "json", "--duckdb", &cli])
+            .args(["--data", &format!("s3://{BUCKET}/e2e")])
+            .envs(store.env())
+            .env("HOOKLAKE_DUCKDB_EXTENSIONS", format!("[\"{httpfs}\"]"))
+            .output()
+            .unwrap();
+        assert!(
+            remote_answer.status.success(),
+            "{query}: {}",
+            String::from_utf8_lossy(&remote_answer.stderr)
+        );
+        let rows = |out: &std::process::Output| -> serde_json::Value {
+            serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+        };
+        assert!(
+            rows(&local_answer)
+                .as_array()
+                .is_some_and(|r| !r.is_empty()),
+            "{query}"
+        );
+        assert_eq!(rows(&remote_answer), rows(&local_answer), "{query} on S3");
+    }
+    // The report of the S3 lake is the local lake's page.
+    let page = |data: &str, remote: bool| {
+        let out = remote_dir_page(data, remote, &store, &cli, &httpfs);
+        // The time the page was made is the one line that may differ.
+        out.lines()
+            .filter(|l| !l.contains("UTC"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let local_page = page(local.path().to_str().unwrap(), false);
+    assert!(
+        local_page.matches("<svg").count() >= 5,
+        "the period has data: charts are drawn"
+    );
+    assert_eq!(page(&format!("s3://{BUCKET}/e2e"), true), local_page);
     // Nothing of the lake is left on the local disk but the staging directory, empty.
     assert!(!remote.path().join("contact_events").exists());
     let staged: Vec<_> = walk(&remote.path().join("_hooklake/staging"));
@@ -367,4 +415,62 @@ fn compaction_merges_a_remote_lakes_closed_partitions_and_keeps_every_row() {
     run(&["compact"]);
     assert_eq!(delta_files(&store, &uri), files_after);
     assert_eq!(remote_tables(&store, "compacted"), before);
+}
+
+/// The DuckDB 1.5.5 CLI and its httpfs extension file (from the PyPI wheels scripts/test.sh
+/// installs: the CLI under ~/.cache/hooklake/duckdb-cli-1.5.5, the extension with the Python
+/// duckdb of that version).
+fn duckdb_1_5_5() -> (String, String) {
+    let home = std::env::var("HOME").unwrap();
+    let cli = format!("{home}/.cache/hooklake/duckdb-cli-1.5.5/duckdb_cli/duckdb");
+    assert!(
+        Path::new(&cli).is_file(),
+        "{cli} is missing: scripts/test.sh installs it (pip install --target ~/.cache/hooklake/duckdb-cli-1.5.5 duckdb-cli==1.5.5)"
+    );
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import os, duckdb_extension_httpfs as h; print(os.path.join(os.path.dirname(h.__file__), 'extensions', 'v1.5.5', 'httpfs.duckdb_extension'))",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "duckdb-extension-httpfs 1.5.5 is missing (scripts/test.sh installs it)"
+    );
+    (
+        cli,
+        String::from_utf8(out.stdout).unwrap().trim().to_string(),
+    )
+}
+
+/// `hooklake report` of the lake at `data` for February and March 2026, as HTML.
+fn remote_dir_page(data: &str, remote: bool, store: &Seaweed, cli: &str, httpfs: &str) -> String {
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let mut command = hooklake_command();
+    command
+        .args([
+            "report",
+            "--from",
+            "2026-02-01",
+            "--to",
+            "2026-03-31",
+            "--data",
+            data,
+        ])
+        .arg("--out")
+        .arg(out.path());
+    if remote {
+        command
+            .args(["--duckdb", cli])
+            .envs(store.env())
+            .env("HOOKLAKE_DUCKDB_EXTENSIONS", format!("[\"{httpfs}\"]"));
+    }
+    let run = command.output().unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    std::fs::read_to_string(out.path()).unwrap()
 }
