@@ -306,9 +306,26 @@ async fn dispatch(command: Command, mut config: Config) -> anyhow::Result<ExitCo
         } => {
             let (pipeline, _) =
                 Pipeline::open(&config, Arc::new(Metrics::default()), Mode::Unlogged)?;
+            // A remote lake's dead letters are read from a local copy of rejected_events.
+            let copy = match pipeline.lake_is_remote() {
+                true => Some(
+                    tempfile::tempdir_in(&config.data_dir)
+                        .context("cannot create a temporary directory in the data directory")?,
+                ),
+                false => None,
+            };
+            let source = match &copy {
+                Some(copy) => {
+                    pipeline
+                        .download_table("rejected_events", copy.path())
+                        .await?;
+                    copy.path().to_path_buf()
+                }
+                None => config.data_dir.clone(),
+            };
             let report = crate::replay_rejected::replay_rejected(
                 pipeline,
-                &config.data_dir,
+                &source,
                 since,
                 crate::event::BodyLimits::from_config(&config),
                 config.max_body_bytes,

@@ -383,39 +383,47 @@ fn prepare(
     variables: &[(String, String)],
     access: &Access,
 ) -> anyhow::Result<(tempfile::TempDir, String)> {
-    let remote = data.contains("://");
-    let local = Path::new(data);
-    if !remote && !local.is_dir() {
-        bail!("no data directory at {}", local.display());
+    // A lake by URL: `file://` is a local lake; an object store is read over the network.
+    let url = match data.contains("://") {
+        true => crate::lake::LakeUrl::parse(data)?,
+        false => crate::lake::LakeUrl::Local(PathBuf::from(data)),
+    };
+    let local = url.local_path().map(Path::to_path_buf);
+    if let Some(dir) = &local
+        && !dir.is_dir()
+    {
+        bail!("no data directory at {}", dir.display());
     }
     let views = views_for(sql);
     let scratch = tempfile::tempdir().context("cannot create a temporary directory")?;
     // The live files of each table, from its Delta log: listing them here spares DuckDB a
     // directory walk each time it binds a view, and never reads a file a log does not name.
-    let (live, prelude) = if remote {
-        let url = crate::lake::LakeUrl::parse(data)?;
-        if !data.starts_with("s3://") {
-            bail!(
-                "hooklake query reads local and s3:// lakes; read a {} lake with DuckDB's delta_scan (README, \"The lake on S3, GCS, Azure\")",
-                data.split("://").next().unwrap_or_default()
-            );
+    let (live, prelude) = match &local {
+        Some(dir) => {
+            let live = crate::pipeline::live_local_files(dir)?
+                .into_iter()
+                .map(|(t, f)| {
+                    (
+                        t,
+                        f.map(|f| f.into_iter().map(|p| p.display().to_string()).collect()),
+                    )
+                })
+                .collect();
+            (live, String::new())
         }
-        let live = crate::pipeline::live_files_at(&url, &access.store)
-            .with_context(|| format!("cannot read the Delta logs of {data}"))?;
-        (live, remote_prelude(access))
-    } else {
-        let live = crate::pipeline::live_local_files(local)?
-            .into_iter()
-            .map(|(t, f)| {
-                (
-                    t,
-                    f.map(|f| f.into_iter().map(|p| p.display().to_string()).collect()),
-                )
-            })
-            .collect();
-        (live, String::new())
+        None => {
+            if !data.starts_with("s3://") {
+                bail!(
+                    "hooklake query reads local and s3:// lakes; read a {} lake with DuckDB's delta_scan (README, \"The lake on S3, GCS, Azure\")",
+                    data.split("://").next().unwrap_or_default()
+                );
+            }
+            let live = crate::pipeline::live_files_at(&url, &access.store)
+                .with_context(|| format!("cannot read the Delta logs of {data}"))?;
+            (live, remote_prelude(access))
+        }
     };
-    let files = table_files((!remote).then_some(local), live, scratch.path(), &views)?;
+    let files = table_files(local.as_deref(), live, scratch.path(), &views)?;
     let text = prelude + &script(&views, sql, data, &files, variables);
     Ok((scratch, text))
 }

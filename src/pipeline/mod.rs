@@ -244,6 +244,34 @@ impl Pipeline {
         }
     }
 
+    /// Whether the lake is on an object store rather than the local disk.
+    pub fn lake_is_remote(&self) -> bool {
+        self.lake.is_remote()
+    }
+
+    /// Downloads the live files of `table` (as its Delta log names them) into `into`, at their
+    /// paths in the lake (`<table>/date=<date>/<name>`): how the commands that read a table's
+    /// files read a remote lake's.
+    pub async fn download_table(
+        &self,
+        table: &str,
+        into: &std::path::Path,
+    ) -> Result<usize, crate::lake::LakeError> {
+        let prefix = format!("{table}/");
+        let relative: Vec<String> = self
+            .lake
+            .live_files()
+            .await?
+            .into_iter()
+            .filter(|(partition, _)| partition.starts_with(&prefix))
+            .flat_map(|(partition, names)| {
+                names.into_iter().map(move |n| format!("{partition}/{n}"))
+            })
+            .collect();
+        self.lake.download(into, &relative).await?;
+        Ok(relative.len())
+    }
+
     /// Deletes the staged copies of a remote compaction's partitions (inputs and outputs).
     fn remove_staged_partitions<'a>(&self, partitions: impl Iterator<Item = &'a String>) {
         for partition in partitions {

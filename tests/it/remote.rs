@@ -474,3 +474,68 @@ fn remote_dir_page(data: &str, remote: bool, store: &Seaweed, cli: &str, httpfs:
     );
     std::fs::read_to_string(out.path()).unwrap()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_of_an_s3_lake_are_replayed_once() {
+    let store = Seaweed::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = remote_env(&store, "letters");
+    env.push((
+        "HOOKLAKE_AUTH_TOKENS".into(),
+        "[\"tok-0123456789abcdef\"]".into(),
+    ));
+    env.push(("HOOKLAKE_MAX_EVENTS_PER_REQUEST".into(), "2".into()));
+    let server = start(dir.path(), &env);
+    // Three events in one body, over the limit of two: refused, and kept as a dead letter.
+    let events: Vec<serde_json::Value> = leads(Options {
+        contacts: 3,
+        seed: 2,
+        days: 1,
+    })
+    .map(|l| l.deliveries[0].payload.clone())
+    .collect();
+    let body = serde_json::Value::Array(events).to_string();
+    let (status, answer) = hooklake::client::send(
+        &server.base,
+        "POST",
+        "/t/tok-0123456789abcdef/webhooks/iclosed",
+        body.as_bytes(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 413, "{answer}");
+    assert!(server.terminate().success());
+    let tables = remote_tables(&store, "letters");
+    assert_eq!(tables["rejected_events"].len(), 1);
+    assert!(tables["raw_events"].is_empty());
+
+    // With the limit raised, the dead letter's events go to the S3 lake, once.
+    let replay = || {
+        let out = hooklake_command()
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["replay", "--rejected"])
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .env("HOOKLAKE_MAX_EVENTS_PER_REQUEST", "10")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let first = replay();
+    assert_eq!(
+        remote_tables(&store, "letters")["raw_events"].len(),
+        3,
+        "{first}"
+    );
+    let second = replay();
+    assert!(second.contains("already replayed: 1"), "{second}");
+    assert_eq!(remote_tables(&store, "letters")["raw_events"].len(), 3);
+    // The local copy is gone.
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp"))
+        .collect();
+    assert!(left.is_empty());
+}
