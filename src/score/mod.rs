@@ -57,20 +57,26 @@ impl Scoring {
     }
 }
 
-/// The event behind a change: the latest of a contact's events in a flush.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct Cause {
+/// The event behind a change: the latest of a contact's events in a flush. It borrows the
+/// flush's rows: a row's texts are copied only into the rows and states the flush writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Cause<'r> {
     event_time: Micros,
-    event_id: Text,
-    event_type: Text,
+    event_id: &'r str,
+    event_type: &'r str,
     received_at: Micros,
 }
 
-fn cause(event_time: Micros, event_id: &Text, event_type: &Text, received_at: Micros) -> Cause {
+fn cause<'r>(
+    event_time: Micros,
+    event_id: &'r Text,
+    event_type: &'r Text,
+    received_at: Micros,
+) -> Cause<'r> {
     Cause {
         event_time,
-        event_id: event_id.clone(),
-        event_type: event_type.clone(),
+        event_id: event_id.as_str(),
+        event_type: event_type.as_str(),
         received_at,
     }
 }
@@ -113,14 +119,20 @@ pub fn apply(
 ) -> Result<Scoring, StoreError> {
     // Counts added by this flush, by key, and the latest event under each key.
     let mut added: BTreeMap<String, Counts> = BTreeMap::new();
-    let mut causes: BTreeMap<String, Cause> = BTreeMap::new();
-    let mut note = |key: String, c: Cause, add: &dyn Fn(&mut Counts)| {
+    let mut causes: BTreeMap<String, Cause<'_>> = BTreeMap::new();
+    fn note<'r>(
+        added: &mut BTreeMap<String, Counts>,
+        causes: &mut BTreeMap<String, Cause<'r>>,
+        key: String,
+        c: Cause<'r>,
+        add: &dyn Fn(&mut Counts),
+    ) {
         add(added.entry(key.clone()).or_default());
-        let latest = causes.entry(key).or_insert_with(|| c.clone());
+        let latest = causes.entry(key).or_insert(c);
         if c > *latest {
             *latest = c;
         }
-    };
+    }
     for row in &tables.call_events {
         let Some(key) = call_key(
             row.invitee_preview_id.as_deref(),
@@ -134,12 +146,18 @@ pub fn apply(
             &row.event_type,
             row.received_at,
         );
-        note(key, c, &|n: &mut Counts| match row.event_type.as_str() {
-            "call_booked" => n.booked += 1,
-            "call_cancelled" => n.cancelled += 1,
-            "call_rescheduled" => n.rescheduled += 1,
-            _ => {}
-        });
+        note(
+            &mut added,
+            &mut causes,
+            key,
+            c,
+            &|n: &mut Counts| match row.event_type.as_str() {
+                "call_booked" => n.booked += 1,
+                "call_cancelled" => n.cancelled += 1,
+                "call_rescheduled" => n.rescheduled += 1,
+                _ => {}
+            },
+        );
     }
     for row in &tables.call_outcomes {
         let Some(key) = outcome_key(row.contact_id, row.contact_email.as_deref()) else {
@@ -157,7 +175,7 @@ pub fn apply(
             &row.event_type,
             row.received_at,
         );
-        note(key, c, &|n: &mut Counts| {
+        note(&mut added, &mut causes, key, c, &|n: &mut Counts| {
             if no_show {
                 n.no_show += 1;
             } else {
@@ -169,7 +187,7 @@ pub fn apply(
         });
     }
     // The contacts with snapshots in this flush, with their latest one.
-    let mut touched: BTreeMap<i64, Option<Cause>> = BTreeMap::new();
+    let mut touched: BTreeMap<i64, Option<Cause<'_>>> = BTreeMap::new();
     for row in &tables.contact_events {
         if let Some(id) = row.contact_id {
             let c = cause(
@@ -184,12 +202,19 @@ pub fn apply(
             }
         }
     }
+    // Each contact's keys, made once (they lower-case an email).
+    let mut keys_of: HashMap<i64, Vec<String>> = touched
+        .keys()
+        .filter_map(|id| {
+            contacts
+                .get(id)
+                .map(|state| (*id, contact_keys(*id, state)))
+        })
+        .collect();
     // Keys the touched contacts may own, and keys of this flush's calls and outcomes.
     let mut own_keys: BTreeSet<String> = BTreeSet::new();
-    for id in touched.keys() {
-        if let Some(state) = contacts.get(id) {
-            own_keys.extend(contact_keys(*id, state));
-        }
+    for keys in keys_of.values() {
+        own_keys.extend(keys.iter().cloned());
     }
     own_keys.extend(added.keys().cloned());
     let owner_keys: Vec<String> = own_keys
@@ -202,18 +227,18 @@ pub fn apply(
     let mut keys: HashMap<String, i64> = stored.keys;
     let mut new_keys: HashMap<String, i64> = HashMap::new();
     for id in touched.keys() {
-        let Some(state) = contacts.get(id) else {
+        let Some(own) = keys_of.get(id) else {
             continue;
         };
-        for key in contact_keys(*id, state).into_iter().skip(1) {
-            if keys.get(&key).is_none_or(|&owner| *id < owner) {
+        for key in own.iter().skip(1) {
+            if keys.get(key).is_none_or(|&owner| *id < owner) {
                 keys.insert(key.clone(), *id);
-                new_keys.insert(key, *id);
+                new_keys.insert(key.clone(), *id);
             }
         }
     }
     // Every contact to score, with the latest event of its own in this flush.
-    let mut to_score: BTreeMap<i64, Option<Cause>> = touched;
+    let mut to_score: BTreeMap<i64, Option<Cause<'_>>> = touched;
     for (key, c) in &causes {
         let owner = match key.strip_prefix("c:") {
             Some(id) => id.parse().ok(),
@@ -222,7 +247,7 @@ pub fn apply(
         if let Some(id) = owner {
             let latest = to_score.entry(id).or_default();
             if latest.as_ref().is_none_or(|l| c > l) {
-                *latest = Some(c.clone());
+                *latest = Some(*c);
             }
         }
     }
@@ -233,8 +258,13 @@ pub fn apply(
     // their counts and owners.
     let mut count_keys: BTreeSet<String> = BTreeSet::new();
     for id in &ids {
-        if let Some(state) = state_of(id) {
-            count_keys.extend(contact_keys(*id, state));
+        if !keys_of.contains_key(id)
+            && let Some(state) = state_of(id)
+        {
+            keys_of.insert(*id, contact_keys(*id, state));
+        }
+        if let Some(own) = keys_of.get(id) {
+            count_keys.extend(own.iter().cloned());
         }
     }
     count_keys.extend(added.keys().cloned());
@@ -262,6 +292,8 @@ pub fn apply(
         counts: added.keys().map(|k| (k.clone(), counts[k])).collect(),
         scores: HashMap::new(),
     };
+    // Pushed to `tables` once the causes, which borrow its rows, are done with.
+    let mut rows = Vec::new();
     for (id, latest) in to_score {
         // Only contacts seen in a snapshot are scored: an outcome's contact that has not
         // arrived yet is scored, with it, when it does.
@@ -271,8 +303,10 @@ pub fn apply(
         let Some(latest) = latest else {
             continue;
         };
-        let total = contact_keys(id, state)
-            .iter()
+        let total = keys_of
+            .get(&id)
+            .into_iter()
+            .flatten()
             .filter(|k| owner(k) == Some(id))
             .filter_map(|k| counts.get(k))
             .fold(Counts::default(), |a, b| a.plus(*b));
@@ -295,9 +329,9 @@ pub fn apply(
         });
         let revision = before.map_or(0, |b| b.revision) + i64::from(changed);
         if changed {
-            tables.lead_scores.push(LeadScoreRow {
-                event_id: latest.event_id.clone(),
-                event_type: latest.event_type.clone(),
+            rows.push(LeadScoreRow {
+                event_id: Text::from(latest.event_id),
+                event_type: Text::from(latest.event_type),
                 received_at: latest.received_at,
                 event_time: latest.event_time,
                 contact_id: Some(id),
@@ -322,6 +356,7 @@ pub fn apply(
             },
         );
     }
+    tables.lead_scores.extend(rows);
     Ok(out)
 }
 
