@@ -80,9 +80,14 @@ pub enum Command {
     /// Recompute every table and the state store from raw_events (after a mapping change),
     /// into a new directory or in place (the old contents are kept beside it).
     Rebuild {
-        /// Write the rebuilt lake here instead of replacing the data directory.
+        /// Write the rebuilt lake here instead of replacing the data directory (for a remote
+        /// lake: the rebuilt lake's data directory).
         #[arg(long)]
         into: Option<PathBuf>,
+        /// For a remote lake: the new, empty lake (URL) to rebuild into; the source lake is
+        /// left as it is.
+        #[arg(long, value_name = "URL")]
+        into_lake: Option<String>,
     },
     /// Print the reference of every table and column (docs/tables.md).
     Tables,
@@ -354,8 +359,9 @@ async fn dispatch(command: Command, mut config: Config) -> anyhow::Result<ExitCo
                 ExitCode::from(EXIT_REJECTED)
             })
         }
-        Command::Rebuild { into } => {
-            let report = crate::rebuild::rebuild(&config, into.as_deref()).await?;
+        Command::Rebuild { into, into_lake } => {
+            let report =
+                crate::rebuild::rebuild(&config, into.as_deref(), into_lake.as_deref()).await?;
             if report.from_log > 0 {
                 println!(
                     "events left in the log, written to the source first: {}",
@@ -364,6 +370,12 @@ async fn dispatch(command: Command, mut config: Config) -> anyhow::Result<ExitCo
             }
             print!("{}", report.summary);
             println!("rebuilt: {}", report.rebuilt.display());
+            if let Some(lake) = &report.lake {
+                println!(
+                    "rebuilt lake: {lake} (set lake_url to it, with --data-dir {})",
+                    report.rebuilt.display()
+                );
+            }
             if let Some(previous) = report.previous {
                 println!("previous contents kept at: {}", previous.display());
             }

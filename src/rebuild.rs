@@ -40,6 +40,8 @@ pub enum RebuildError {
         "the lake is at {0}, outside the data directory: rebuild works on a lake in its data directory"
     )]
     LakeElsewhere(String),
+    #[error("cannot rebuild into that lake: {0}")]
+    NewLake(String),
     #[error("target {0} already exists and is not empty")]
     TargetExists(PathBuf),
     #[error("cannot exchange {0} and {1}: {2}")]
@@ -66,23 +68,87 @@ struct Raw {
 #[derive(Debug)]
 pub struct Report {
     pub summary: Summary,
-    /// Where the rebuilt tables are.
+    /// The rebuilt data directory (and lake, unless it is remote).
     pub rebuilt: PathBuf,
+    /// The rebuilt remote lake, when the source lake was remote.
+    pub lake: Option<String>,
     /// In place: where the previous contents were moved.
     pub previous: Option<PathBuf>,
     /// Events found in the source's log and written to its tables before the rebuild.
     pub from_log: usize,
 }
 
-/// Rebuilds `config.data_dir` into `into`, or in place when `into` is `None`.
-pub async fn rebuild(config: &Config, into: Option<&Path>) -> Result<Report, RebuildError> {
+/// Rebuilds `config.data_dir` into `into`, or in place when `into` is `None`. A remote lake is
+/// rebuilt into the new lake `into_lake` (an object store has no atomic exchange of
+/// directories), with its state in `into` (default: a sibling of the data directory); the
+/// source lake is left as it is.
+pub async fn rebuild(
+    config: &Config,
+    into: Option<&Path>,
+    into_lake: Option<&str>,
+) -> Result<Report, RebuildError> {
     let source = config.data_dir.clone();
-    if config.lake() != crate::lake::LakeUrl::Local(source.clone()) {
-        return Err(RebuildError::LakeElsewhere(config.lake().to_string()));
+    let source_lake = config.lake();
+    let remote = !source_lake.is_local();
+    if !remote && source_lake != crate::lake::LakeUrl::Local(source.clone()) {
+        return Err(RebuildError::LakeElsewhere(source_lake.to_string()));
     }
+    let target_lake =
+        match (remote, into_lake) {
+            (true, Some(url)) => {
+                let url = crate::lake::LakeUrl::parse(url)
+                    .map_err(|e| RebuildError::NewLake(e.to_string()))?;
+                if url == source_lake {
+                    return Err(RebuildError::NewLake("it is the lake being rebuilt".into()));
+                }
+                let tables = crate::pipeline::live_files_at(&url, &config.store_options())
+                    .map_err(|e| RebuildError::NewLake(e.to_string()))?;
+                if tables.values().any(Option::is_some) {
+                    return Err(RebuildError::NewLake(format!("{url} already holds tables")));
+                }
+                Some(url.to_string())
+            }
+            (true, None) => {
+                return Err(RebuildError::NewLake(
+                    "a remote lake is rebuilt into a new one: give --into-lake URL".into(),
+                ));
+            }
+            (false, Some(_)) => return Err(RebuildError::NewLake(
+                "--into-lake is for a remote lake; a local lake is rebuilt in place or --into DIR"
+                    .into(),
+            )),
+            (false, None) => None,
+        };
     let from_log = write_what_the_log_holds(config).await?;
     let _lock = lock(&source)?;
-    let mut raws = read_raw_events(&source)?;
+    // The tables rebuild reads: a remote lake's live files are downloaded first.
+    let copy = match remote {
+        true => {
+            let copy = tempfile::tempdir_in(&source).map_err(|e| RebuildError::Read {
+                path: source.clone(),
+                message: e.to_string(),
+            })?;
+            for table in ["raw_events", "rejected_events", "trigger_deliveries"] {
+                crate::pipeline::download_table_at(
+                    &source_lake,
+                    &config.store_options(),
+                    table,
+                    copy.path(),
+                )
+                .await
+                .map_err(|e| RebuildError::Read {
+                    path: PathBuf::from(format!("{source_lake}/{table}")),
+                    message: e.to_string(),
+                })?;
+            }
+            Some(copy)
+        }
+        false => None,
+    };
+    let tables_at = copy
+        .as_ref()
+        .map_or(source.clone(), |c| c.path().to_path_buf());
+    let mut raws = read_raw_events(&tables_at)?;
     // Copies of one event id (there should be none) are dropped by the pipeline's dedup.
     raws.sort_by(|a, b| {
         (a.event_time, a.received_at, &a.event_id).cmp(&(b.event_time, b.received_at, &b.event_id))
@@ -102,6 +168,7 @@ pub async fn rebuild(config: &Config, into: Option<&Path>) -> Result<Report, Reb
     }
     let target_config = Config {
         data_dir: target.clone(),
+        lake_url: target_lake.clone(),
         triggers: Vec::new(),
         ..config.clone()
     };
@@ -140,8 +207,8 @@ pub async fn rebuild(config: &Config, into: Option<&Path>) -> Result<Report, Reb
     }
     // Dead letters and their replay marks, as they were.
     let letters =
-        crate::replay_rejected::read_rejected(&source).map_err(|e| RebuildError::Read {
-            path: source.join("rejected_events"),
+        crate::replay_rejected::read_rejected(&tables_at).map_err(|e| RebuildError::Read {
+            path: tables_at.join("rejected_events"),
             message: e.to_string(),
         })?;
     for letter in letters {
@@ -150,7 +217,7 @@ pub async fn rebuild(config: &Config, into: Option<&Path>) -> Result<Report, Reb
         }
     }
     // The triggers' outbox and delivery history, written by the last flush.
-    let history = read_deliveries(&source)?;
+    let history = read_deliveries(&tables_at)?;
     pipeline.import_outbox(&source.join("_hooklake/state.redb"), &history)?;
     summary.add_flush(pipeline.flush(FlushReason::Replay).await?);
     let marks = crate::state::Store::read_replayed(&source.join("_hooklake/state.redb"))?;
@@ -158,9 +225,10 @@ pub async fn rebuild(config: &Config, into: Option<&Path>) -> Result<Report, Reb
     progress.finish_and_clear();
     drop(pipeline);
 
-    let previous = match into {
-        Some(_) => None,
-        None => {
+    drop(copy);
+    let previous = match (into, &target_lake) {
+        (Some(_), _) | (None, Some(_)) => None,
+        (None, None) => {
             exchange(&source, &target)?;
             // `target` now holds the previous contents; give it a name that says so.
             let kept = sibling(&source, &format!("before-rebuild-{stamp}"));
@@ -169,10 +237,15 @@ pub async fn rebuild(config: &Config, into: Option<&Path>) -> Result<Report, Reb
             Some(kept)
         }
     };
-    let rebuilt = if into.is_some() { target } else { source };
+    let rebuilt = if into.is_some() || target_lake.is_some() {
+        target
+    } else {
+        source
+    };
     Ok(Report {
         summary,
         rebuilt,
+        lake: target_lake,
         previous,
         from_log,
     })

@@ -504,6 +504,41 @@ pub(super) fn data_files(
         .collect()
 }
 
+/// Downloads the live files of `table` of the lake at `url` into `into`, at their paths in the
+/// lake (`<table>/date=<date>/<name>`); returns how many.
+pub async fn download_table_at(
+    url: &crate::lake::LakeUrl,
+    options: &crate::lake::StoreOptions,
+    table: &str,
+    into: &Path,
+) -> Result<usize, LakeError> {
+    LakeTables::new(Lake::open(url, options)?, String::new())
+        .download_table(table, into)
+        .await
+}
+
+impl LakeTables {
+    /// Downloads the live files of `table` into `into` (see [`download_table_at`]).
+    pub(crate) async fn download_table(
+        &self,
+        table: &str,
+        into: &Path,
+    ) -> Result<usize, LakeError> {
+        let prefix = format!("{table}/");
+        let relative: Vec<String> = self
+            .live_files()
+            .await?
+            .into_iter()
+            .filter(|(partition, _)| partition.starts_with(&prefix))
+            .flat_map(|(partition, names)| {
+                names.into_iter().map(move |n| format!("{partition}/{n}"))
+            })
+            .collect();
+        self.download(into, &relative).await?;
+        Ok(relative.len())
+    }
+}
+
 /// The live files of every table of the local lake at `root` (absolute paths), per table; `None`
 /// for a table without a log.
 pub fn live_local_files(

@@ -32,7 +32,7 @@ mod triggers;
 
 pub use accept::{AcceptError, Outcome};
 pub use flush::{FlushError, FlushReport, Prepared};
-pub use lake::{live_files_at, live_local_files};
+pub use lake::{download_table_at, live_files_at, live_local_files};
 pub use recover::{OpenError, Recovery};
 pub use triggers::Triggers;
 
@@ -257,19 +257,7 @@ impl Pipeline {
         table: &str,
         into: &std::path::Path,
     ) -> Result<usize, crate::lake::LakeError> {
-        let prefix = format!("{table}/");
-        let relative: Vec<String> = self
-            .lake
-            .live_files()
-            .await?
-            .into_iter()
-            .filter(|(partition, _)| partition.starts_with(&prefix))
-            .flat_map(|(partition, names)| {
-                names.into_iter().map(move |n| format!("{partition}/{n}"))
-            })
-            .collect();
-        self.lake.download(into, &relative).await?;
-        Ok(relative.len())
+        self.lake.download_table(table, into).await
     }
 
     /// Deletes the staged copies of a remote compaction's partitions (inputs and outputs).
