@@ -469,6 +469,20 @@ impl Config {
         if let Err(e) = crate::trigger::Triggers::new(&self.triggers) {
             return invalid("triggers", e.to_string());
         }
+        if !self.scoring.enabled
+            && let Some(t) = self
+                .triggers
+                .iter()
+                .find(|t| t.on == crate::trigger::On::Score)
+        {
+            return invalid(
+                "triggers",
+                format!(
+                    "trigger {:?} fires on lead scores, but [scoring] is off (enabled = false)",
+                    t.name
+                ),
+            );
+        }
         let delivery = &self.trigger_delivery;
         if delivery.timeout_secs == 0 || delivery.timeout_secs > 3600 {
             return invalid(
@@ -749,6 +763,21 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn a_score_trigger_needs_scoring_on() {
+        let mut config: Config = toml::from_str(
+            "[scoring]\nenabled = false\n[[triggers]]\nname = \"hot\"\non = \"score\"\nurl = \"https://x.example/\"\n",
+        )
+        .unwrap();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("\"hot\"") && err.contains("[scoring] is off"),
+            "{err}"
+        );
+        config.scoring.enabled = true;
+        config.validate().unwrap();
     }
 
     #[test]

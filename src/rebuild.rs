@@ -13,8 +13,11 @@
 //! A source a server stopped abruptly may hold acknowledged events in its log, not yet in any
 //! table: they are written first, as `serve` would at its next start (rebuild reads only the
 //! tables, and the log would otherwise be set aside with the old contents, never replayed).
-//! Invariant: apart from that, the source directory is only read (and locked against a running
-//! server) until the exchange.
+//! A remote lake's tables are read from a downloaded copy of their live files, and rebuilt into
+//! a new, empty lake (`--into-lake`): an object store cannot exchange two prefixes atomically,
+//! so nothing is exchanged and the source lake is left as it is.
+//! Invariant: apart from that, the source directory and lake are only read (and the directory
+//! locked against a running server) until the exchange.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
