@@ -567,8 +567,8 @@ async fn dispatch(command: Command, mut config: Config) -> anyhow::Result<ExitCo
                     .await
                     .map_err(|e| anyhow::anyhow!(e))?;
             println!(
-                "sent {} ({} sample) to trigger {name}",
-                fact.webhook_id, fact.table
+                "trigger {name}: a made-up {} row, webhook-id {}",
+                fact.table, fact.webhook_id
             );
             match answer.status {
                 Some(status) => {

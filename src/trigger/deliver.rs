@@ -111,12 +111,21 @@ pub async fn send(
         }
         Err(e) => {
             let e = e.without_url();
+            // The causes say what failed (a refused connection, a name not found); none holds
+            // the URL's path, where a secret may be.
+            let mut detail = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(cause) = source {
+                detail.push_str(": ");
+                detail.push_str(&cause.to_string());
+                source = cause.source();
+            }
             let error = if e.is_timeout() {
                 "timed out".to_string()
             } else if e.is_connect() {
-                format!("cannot connect: {e}")
+                format!("cannot connect: {detail}")
             } else {
-                e.to_string()
+                detail
             };
             Answer {
                 status: None,
