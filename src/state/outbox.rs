@@ -284,6 +284,32 @@ impl Store {
         })
     }
 
+    /// Forgets the given-up entries whose fact entered the outbox before `before_ms`; returns
+    /// how many.
+    pub fn purge_given_up(&self, before_ms: u64) -> Result<usize, StoreError> {
+        self.with_db(|db| {
+            let txn = db.begin_write().map_err(err("begin write"))?;
+            let purged;
+            {
+                let mut outbox = txn.open_table(OUTBOX).map_err(err("open table"))?;
+                let mut old = Vec::new();
+                for item in outbox.iter().map_err(err("read"))? {
+                    let (k, v) = item.map_err(err("read"))?;
+                    let entry = decode(v.value())?;
+                    if entry.given_up && entry.created_ms < before_ms {
+                        old.push(k.value().to_string());
+                    }
+                }
+                for id in &old {
+                    outbox.remove(id.as_str()).map_err(err("remove"))?;
+                }
+                purged = old.len();
+            }
+            txn.commit().map_err(err("commit"))?;
+            Ok(purged)
+        })
+    }
+
     /// Up to `limit` attempts not yet written to `trigger_deliveries`, with their keys.
     pub fn unwritten_attempts(&self, limit: usize) -> Result<Vec<(u64, Attempt)>, StoreError> {
         self.with_db(|db| {
@@ -548,6 +574,8 @@ mod tests {
         );
         let rest = store.unwritten_attempts(10).unwrap();
         assert_eq!(rest, waiting[2..].to_vec());
+        // Given-up entries are forgotten once older than the cut-off, not before.
+        assert_eq!(store.purge_given_up(left[0].created_ms).unwrap(), 0);
         // Retry: only the named trigger's, and only those since the time given.
         assert_eq!(store.retry_given_up(Some("t2"), 0, 7).unwrap(), 0);
         assert_eq!(store.retry_given_up(Some("t1"), u64::MAX, 7).unwrap(), 0);
@@ -574,5 +602,18 @@ mod tests {
         assert_eq!(carried.len(), 2);
         assert_eq!(carried[0].1, rest[0].1);
         assert_eq!(carried[1].1, history[0]);
+        // Given up again, then forgotten once past the cut-off.
+        let e = &again[0];
+        let last = Attempt {
+            attempt: e.attempts + 1,
+            ..attempt(e, "given_up")
+        };
+        assert!(
+            other
+                .record_attempt(&e.fact.webhook_id, &last, Next::GivenUp)
+                .unwrap()
+        );
+        assert_eq!(other.purge_given_up(e.created_ms + 1).unwrap(), 1);
+        assert!(other.outbox_entries().unwrap().is_empty());
     }
 }

@@ -28,6 +28,8 @@ const BATCH: usize = 512;
 const IDLE: Duration = Duration::from_secs(1);
 /// Shortest sleep between passes while entries are due but wait for a permit or are in flight.
 const BUSY: Duration = Duration::from_millis(50);
+/// How often given-up deliveries past `keep_given_up_days` are forgotten.
+const PURGE_EVERY: Duration = Duration::from_secs(3600);
 /// Most bytes of an answer's body `hooklake triggers test` prints.
 const SHOWN_BODY_BYTES: usize = 4096;
 
@@ -179,8 +181,22 @@ impl Deliverer {
     /// Sends due entries until `stop` is cancelled; attempts under way are left to finish on
     /// their own (one not recorded is sent again at the next start).
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
+        let mut purged_at: Option<Instant> = None;
         loop {
             let now = now_ms();
+            // Given-up deliveries past their keeping time, once an hour.
+            if self.config.keep_given_up_days > 0
+                && purged_at.is_none_or(|t| t.elapsed() >= PURGE_EVERY)
+            {
+                purged_at = Some(Instant::now());
+                let before =
+                    now.saturating_sub(self.config.keep_given_up_days.saturating_mul(86_400_000));
+                match self.store.purge_given_up(before) {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(deliveries = n, "forgot given-up trigger deliveries"),
+                    Err(e) => tracing::warn!(error = %e, "cannot purge the trigger outbox"),
+                }
+            }
             // Permits are taken while the due entries are scanned, so an entry whose target is
             // busy (or whose attempt is under way) is skipped without being read, and the
             // entries after it still get their turn.

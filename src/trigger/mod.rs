@@ -154,6 +154,10 @@ pub struct DeliveryConfig {
     /// Seconds to wait before each retry after a failed first attempt; once they are used up
     /// the delivery is given up (`hooklake triggers retry` sends it again).
     pub retry_schedule_secs: Vec<u64>,
+    /// Days a given-up delivery is kept for `hooklake triggers retry`, counted from when its
+    /// fact entered the outbox; then it is forgotten (its attempts stay in
+    /// `trigger_deliveries`). 0 keeps them for ever.
+    pub keep_given_up_days: u64,
 }
 
 /// Default retry schedule: about 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
@@ -165,6 +169,7 @@ impl Default for DeliveryConfig {
             timeout_secs: 10,
             concurrency_per_target: 4,
             retry_schedule_secs: DEFAULT_RETRY_SCHEDULE_SECS.to_vec(),
+            keep_given_up_days: 30,
         }
     }
 }
