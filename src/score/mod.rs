@@ -408,10 +408,53 @@ fn explanation(contact_id: i64, state: &ScoreState) -> String {
 
 /// The matched rules as `[{"rule": id, "points": n}, ...]`.
 pub fn reasons(evaluation: &Evaluation) -> String {
-    let list: Vec<serde_json::Value> = evaluation
-        .matched
-        .iter()
-        .map(|(id, points)| serde_json::json!({"rule": id, "points": points}))
-        .collect();
-    serde_json::Value::Array(list).to_string()
+    // Written directly rather than through a JSON value per rule; the text is the one
+    // `serde_json` prints for `[{"rule": id, "points": n}, ...]` (keys sorted).
+    let mut out = String::with_capacity(2 + 32 * evaluation.matched.len());
+    out.push('[');
+    for (i, (id, points)) in evaluation.matched.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str("{\"points\":");
+        out.push_str(&points.to_string());
+        out.push_str(",\"rule\":");
+        out.push_str(&serde_json::to_string(id).expect("a string serializes"));
+        out.push('}');
+    }
+    out.push(']');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_are_the_json_serde_json_prints() {
+        for matched in [
+            vec![],
+            vec![("qualified".to_string(), 30)],
+            vec![
+                ("a \"quoted\" \\ rule".to_string(), -100),
+                ("é\u{1}\n".to_string(), 0),
+                ("won".to_string(), i64::MIN),
+            ],
+        ] {
+            let list: Vec<serde_json::Value> = matched
+                .iter()
+                .map(|(id, points)| serde_json::json!({"rule": id, "points": points}))
+                .collect();
+            let evaluation = Evaluation {
+                matched,
+                points: 0,
+                score: 0,
+                band: "cold".into(),
+            };
+            assert_eq!(
+                reasons(&evaluation),
+                serde_json::Value::Array(list).to_string()
+            );
+        }
+    }
 }
