@@ -82,7 +82,7 @@ fn cause<'r>(
 }
 
 /// The key a call is counted under.
-fn call_key(preview_id: Option<&str>, email: Option<&str>) -> Option<String> {
+pub(crate) fn call_key(preview_id: Option<&str>, email: Option<&str>) -> Option<String> {
     match (preview_id, email) {
         (Some(p), _) if !p.is_empty() => Some(format!("p:{p}")),
         (_, Some(e)) if !e.is_empty() => Some(format!("e:{}", e.to_lowercase())),
@@ -90,8 +90,21 @@ fn call_key(preview_id: Option<&str>, email: Option<&str>) -> Option<String> {
     }
 }
 
+/// How an outcome counts: whether it is a no-show (`no_sale_reason` `NO_SHOW`; else it was
+/// held) and whether it is won (`outcome` `SALE` or `WON`).
+pub(crate) fn outcome_kind(row: &crate::flatten::CallOutcomeRow) -> (bool, bool) {
+    let is = |v: &Option<Text>, names: &[&str]| {
+        v.as_deref()
+            .is_some_and(|v| names.iter().any(|n| v.eq_ignore_ascii_case(n)))
+    };
+    (
+        is(&row.no_sale_reason, &["NO_SHOW"]),
+        is(&row.outcome, &["SALE", "WON"]),
+    )
+}
+
 /// The key an outcome is counted under.
-fn outcome_key(contact_id: Option<i64>, email: Option<&str>) -> Option<String> {
+pub(crate) fn outcome_key(contact_id: Option<i64>, email: Option<&str>) -> Option<String> {
     match (contact_id, email) {
         (Some(id), _) => Some(format!("c:{id}")),
         (None, Some(e)) if !e.is_empty() => Some(format!("e:{}", e.to_lowercase())),
@@ -163,12 +176,7 @@ pub fn apply(
         let Some(key) = outcome_key(row.contact_id, row.contact_email.as_deref()) else {
             continue;
         };
-        let is = |v: &Option<Text>, names: &[&str]| {
-            v.as_deref()
-                .is_some_and(|v| names.iter().any(|n| v.eq_ignore_ascii_case(n)))
-        };
-        let no_show = is(&row.no_sale_reason, &["NO_SHOW"]);
-        let won = is(&row.outcome, &["SALE", "WON"]);
+        let (no_show, won) = outcome_kind(row);
         let c = cause(
             row.event_time,
             &row.event_id,

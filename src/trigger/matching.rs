@@ -62,7 +62,7 @@ pub fn facts(triggers: &Triggers, tables: &Tables, contacts: &dyn Contacts) -> V
                     (call_matches(t, r), owner, false)
                 });
                 collect(t, &tables.call_outcomes, contacts, &mut out, |r| {
-                    (outcome_matches(t, r), r.contact_id, false)
+                    (outcome_matches(t, r), outcome_owner(r, contacts), false)
                 });
             }
         }
@@ -236,27 +236,34 @@ fn call_matches(t: &Trigger, r: &CallEventRow) -> bool {
     listed(t, kind)
 }
 
-/// An outcome is `held` unless its `no_sale_reason` is `NO_SHOW`, and `won` when its
-/// `outcome` is `SALE` or `WON` (as lead scoring counts them).
+/// An outcome is `held` unless it is a no-show, and `won` when it is a sale, as lead scoring
+/// counts them.
 fn outcome_matches(t: &Trigger, r: &CallOutcomeRow) -> bool {
-    let is = |v: &Option<crate::flatten::table::Text>, names: &[&str]| {
-        v.as_deref()
-            .is_some_and(|v| names.iter().any(|n| v.eq_ignore_ascii_case(n)))
-    };
-    let no_show = is(&r.no_sale_reason, &["NO_SHOW"]);
+    let (no_show, won) = crate::score::outcome_kind(r);
     listed(t, CallFact::Outcome)
         || (no_show && listed(t, CallFact::NoShow))
         || (!no_show && listed(t, CallFact::Held))
-        || (is(&r.outcome, &["SALE", "WON"]) && listed(t, CallFact::Won))
+        || (won && listed(t, CallFact::Won))
 }
 
-/// The contact a call is filed under, as lead scoring finds it.
+/// The contact owning `key`: its id for `c:<id>`, else the owner lead scoring recorded.
+fn owner_of(key: &str, contacts: &dyn Contacts) -> Option<i64> {
+    match key.strip_prefix("c:") {
+        Some(id) => id.parse().ok(),
+        None => contacts.owner(key),
+    }
+}
+
+/// The contact a call is filed under, as lead scoring files it.
 fn call_owner(r: &CallEventRow, contacts: &dyn Contacts) -> Option<i64> {
-    let preview = r.invitee_preview_id.as_deref().filter(|p| !p.is_empty());
-    let email = r.invitee_email.as_deref().filter(|e| !e.is_empty());
-    preview
-        .and_then(|p| contacts.owner(&format!("p:{p}")))
-        .or_else(|| email.and_then(|e| contacts.owner(&format!("e:{}", e.to_lowercase()))))
+    crate::score::call_key(r.invitee_preview_id.as_deref(), r.invitee_email.as_deref())
+        .and_then(|key| owner_of(&key, contacts))
+}
+
+/// The contact an outcome is filed under, as lead scoring files it.
+fn outcome_owner(r: &CallOutcomeRow, contacts: &dyn Contacts) -> Option<i64> {
+    crate::score::outcome_key(r.contact_id, r.contact_email.as_deref())
+        .and_then(|key| owner_of(&key, contacts))
 }
 
 /// A sample fact for `hooklake triggers test`: a made-up row of the trigger's table (with the
