@@ -96,11 +96,9 @@ fn literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-/// The files a view of a table reads: listed by hooklake, from the table's Delta log (paths in
-/// a local lake, URLs in a remote one).
-pub enum Files {
-    Listed(Vec<PathBuf>),
-}
+/// The files a view of a table reads, listed by hooklake from the table's Delta log (paths in a
+/// local lake, URLs in a remote one).
+pub type Files = Vec<PathBuf>;
 
 /// The script DuckDB runs: settings, variables, file lists, `views` (see [`views_for`]), then
 /// the query. `files` gives the files of each table the views read (`<table>_files`).
@@ -114,16 +112,12 @@ pub fn script(
     let path = |p: &PathBuf| literal(&p.display().to_string());
     let mut out = String::from("SET TimeZone = 'UTC';\n");
     out.push_str(&format!("SET VARIABLE data_dir = {};\n", literal(data)));
-    for (table, files) in files {
-        match files {
-            Files::Listed(paths) => {
-                let list: Vec<String> = paths.iter().map(path).collect();
-                out.push_str(&format!(
-                    "SET VARIABLE {table}_files = [{}];\n",
-                    list.join(", ")
-                ));
-            }
-        }
+    for (table, paths) in files {
+        let list: Vec<String> = paths.iter().map(path).collect();
+        out.push_str(&format!(
+            "SET VARIABLE {table}_files = [{}];\n",
+            list.join(", ")
+        ));
     }
     for (name, value) in variables {
         // Numbers stay numbers; anything else is text.
@@ -250,7 +244,7 @@ fn table_files(
             (None, None) => Vec::new(),
         };
         if !listed.is_empty() {
-            out.push((name.to_string(), Files::Listed(listed)));
+            out.push((name.to_string(), listed));
             continue;
         }
         let partition = scratch.join(name).join("date=1970-01-01");
@@ -258,7 +252,7 @@ fn table_files(
         let empty = partition.join("empty.parquet");
         let file = std::fs::File::create(&empty)?;
         parquet::arrow::ArrowWriter::try_new(file, schema, None)?.close()?;
-        out.push((name.to_string(), Files::Listed(vec![empty])));
+        out.push((name.to_string(), vec![empty]));
     }
     Ok(out)
 }
@@ -398,31 +392,16 @@ fn prepare(
     let scratch = tempfile::tempdir().context("cannot create a temporary directory")?;
     // The live files of each table, from its Delta log: listing them here spares DuckDB a
     // directory walk each time it binds a view, and never reads a file a log does not name.
-    let (live, prelude) = match &local {
-        Some(dir) => {
-            let live = crate::pipeline::live_local_files(dir)?
-                .into_iter()
-                .map(|(t, f)| {
-                    (
-                        t,
-                        f.map(|f| f.into_iter().map(|p| p.display().to_string()).collect()),
-                    )
-                })
-                .collect();
-            (live, String::new())
-        }
-        None => {
-            if !data.starts_with("s3://") {
-                bail!(
-                    "hooklake query reads local and s3:// lakes; read a {} lake with DuckDB's delta_scan (README, \"The lake on S3, GCS, Azure\")",
-                    data.split("://").next().unwrap_or_default()
-                );
-            }
-            let live = crate::pipeline::live_files_at(&url, &access.store)
-                .with_context(|| format!("cannot read the Delta logs of {data}"))?;
-            (live, remote_prelude(access))
-        }
+    let prelude = match &local {
+        Some(_) => String::new(),
+        None if data.starts_with("s3://") => remote_prelude(access),
+        None => bail!(
+            "hooklake query reads local and s3:// lakes; read a {} lake with DuckDB's delta_scan (README, \"The lake on S3, GCS, Azure\")",
+            data.split("://").next().unwrap_or_default()
+        ),
     };
+    let live = crate::pipeline::live_files_at(&url, &access.store)
+        .with_context(|| format!("cannot read the Delta logs of {data}"))?;
     let files = table_files(local.as_deref(), live, scratch.path(), &views)?;
     let text = prelude + &script(&views, sql, data, &files, variables);
     Ok((scratch, text))
@@ -523,10 +502,7 @@ mod tests {
             "/it's",
             &[(
                 "call_outcomes".into(),
-                Files::Listed(vec![
-                    PathBuf::from("/l/a.parquet"),
-                    PathBuf::from("/l/b.parquet"),
-                ]),
+                vec![PathBuf::from("/l/a.parquet"), PathBuf::from("/l/b.parquet")],
             )],
             &[
                 ("no_show_hours".into(), "48".into()),
