@@ -59,7 +59,7 @@ impl Pipeline {
                 Some(triggers) => {
                     let ids = tables.lead_scores.iter().filter_map(|r| r.contact_id);
                     let contacts = store.contacts(ids)?;
-                    super::outbox::facts(triggers, &tables, &contacts, &Default::default(), &store)
+                    super::outbox::facts(triggers, &tables, &contacts, &Default::default(), &store)?
                 }
                 None => Vec::new(),
             };

@@ -334,7 +334,7 @@ impl Pipeline {
                         &states.contacts,
                         &states.scoring.keys,
                         &store,
-                    );
+                    )?;
                 }
                 // Delivery attempts recorded since the last flush.
                 tables.trigger_deliveries = attempts

@@ -22,11 +22,25 @@ use super::Pipeline;
 /// Most attempts one flush writes (the rest wait for the next).
 pub(super) const ATTEMPTS_PER_FLUSH: usize = 100_000;
 
-/// A flush's view of contacts: the states it advanced, else the store's.
+/// A flush's view of contacts: the states it advanced, else the store's. A store error is kept
+/// (the first one), and fails the flush: a fact must not lose its contact, and so its filter.
 struct FlushContacts<'a> {
     states: &'a ContactStates,
     owners: &'a HashMap<String, i64>,
     store: &'a Store,
+    error: std::cell::RefCell<Option<StoreError>>,
+}
+
+impl FlushContacts<'_> {
+    fn keep<T>(&self, result: Result<T, StoreError>) -> Option<T> {
+        match result {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.error.borrow_mut().get_or_insert(e);
+                None
+            }
+        }
+    }
 }
 
 fn snapshot_of(id: i64, state: &crate::flatten::changes::ContactState) -> Map<String, Value> {
@@ -43,7 +57,7 @@ impl Contacts for FlushContacts<'_> {
         if let Some(state) = self.states.get(&id) {
             return Some(snapshot_of(id, state));
         }
-        let stored = self.store.contacts([id]).ok()?;
+        let stored = self.keep(self.store.contacts([id]))?;
         stored.get(&id).map(|s| snapshot_of(id, s))
     }
 
@@ -52,9 +66,7 @@ impl Contacts for FlushContacts<'_> {
             return Some(*id);
         }
         let keys = [key.to_string()];
-        self.store
-            .scoring(&[], &[], &keys)
-            .ok()?
+        self.keep(self.store.scoring(&[], &[], &keys))?
             .keys
             .get(key)
             .copied()
@@ -69,13 +81,18 @@ pub(super) fn facts(
     states: &ContactStates,
     owners: &HashMap<String, i64>,
     store: &Store,
-) -> Vec<Fact> {
+) -> Result<Vec<Fact>, StoreError> {
     let contacts = FlushContacts {
         states,
         owners,
         store,
+        error: Default::default(),
     };
-    matching::facts(triggers, tables, &contacts)
+    let facts = matching::facts(triggers, tables, &contacts);
+    match contacts.error.into_inner() {
+        Some(e) => Err(e),
+        None => Ok(facts),
+    }
 }
 
 /// The `trigger_deliveries` row of an attempt.
