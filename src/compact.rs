@@ -178,16 +178,28 @@ pub fn wanted(
     let Ok(date) = NaiveDate::parse_from_str(date, "%Y-%m-%d") else {
         return false;
     };
-    let selected = selection.table.as_deref().is_none_or(|t| t == table)
+    selected(table, date, selection, last_closed) && committed_inputs(files, committed).len() >= 2
+}
+
+/// Whether a pass takes the partition `date` of `table`: selected, and closed (at most
+/// `last_closed`).
+fn selected(table: &str, date: NaiveDate, selection: &Selection, last_closed: NaiveDate) -> bool {
+    selection.table.as_deref().is_none_or(|t| t == table)
         && date <= last_closed
         && selection.date.is_none_or(|d| d == date)
-        && selection.before.is_none_or(|b| date < b);
-    selected
-        && files
-            .iter()
-            .filter(|n| is_published(n) && flush_seq_of(n).is_none_or(|seq| seq <= committed))
-            .count()
-            >= 2
+        && selection.before.is_none_or(|b| date < b)
+}
+
+/// The files of a partition a compaction may merge, sorted: published ones of compactions and
+/// of flushes up to `committed`. A flush commits to the log before the state store: a file of a
+/// flush the state store has not committed yet may still be reverted, and its events written
+/// again; it waits for a later pass.
+fn committed_inputs(files: &BTreeSet<String>, committed: u64) -> Vec<String> {
+    files
+        .iter()
+        .filter(|n| is_published(n) && flush_seq_of(n).is_none_or(|seq| seq <= committed))
+        .cloned()
+        .collect()
 }
 
 /// Compacts every selected partition with at least two live files (`live`, by
@@ -216,10 +228,7 @@ pub fn compact(
             })
             .collect();
         for (date, files) in partitions {
-            let selected = date <= last_closed
-                && selection.date.is_none_or(|d| d == date)
-                && selection.before.is_none_or(|b| date < b);
-            if !selected {
+            if !selected(table, date, selection, last_closed) {
                 continue;
             }
             let dir = sink.root().join(table).join(format!("date={date}"));
@@ -313,16 +322,7 @@ fn compact_partition<T: Table>(
         target_file_bytes,
         commit,
     } = *target;
-    // A flush commits to the log before the state store: a file of a flush the state store
-    // has not committed yet may still be reverted, and its events written again. It waits for
-    // a later pass.
-    let committed = store.committed()?.flush_seq;
-    let mut inputs: Vec<String> = live
-        .iter()
-        .filter(|n| is_published(n) && flush_seq_of(n).is_none_or(|seq| seq <= committed))
-        .cloned()
-        .collect();
-    inputs.sort();
+    let inputs = committed_inputs(live, store.committed()?.flush_seq);
     if inputs.len() < 2 {
         return Ok(None);
     }
