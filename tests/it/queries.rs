@@ -42,19 +42,8 @@ async fn build(options: Options) -> Shared {
     let all: Vec<Lead> = leads(options).collect();
     let before = chrono::Utc::now().date_naive();
     let lake = Lake::new();
-    for late in [false, true] {
-        let batch: Vec<Value> = all
-            .iter()
-            .flat_map(|l| &l.deliveries)
-            .filter(|d| d.late == late)
-            .map(|d| d.payload.clone())
-            .collect();
-        assert!(!batch.is_empty());
-        for chunk in batch.chunks(100) {
-            lake.post_events(chunk).await;
-        }
-        lake.flush().await;
-    }
+    let (on_time, late) = crate::util::ingest(&lake, &all).await;
+    assert!(on_time > 0 && late > 0, "{on_time} on time, {late} late");
     let today = chrono::Utc::now().date_naive();
     assert_eq!(
         before, today,

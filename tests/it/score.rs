@@ -9,7 +9,7 @@ use hooklake::generate::{Lead, Options, Snapshot, leads};
 use hooklake::score::rules::{RuleConfig, ScoringConfig};
 use serde_json::{Value, json};
 
-use crate::util::{Lake, hooklake_command, hooklake_query};
+use crate::util::{Lake, hooklake_command, hooklake_query, ingest};
 
 /// The rule set of these tests, one rule per kind of condition (and per count).
 const RULES: &str = r#"
@@ -168,23 +168,6 @@ fn reasons(matched: &[(&str, i64)]) -> Value {
         .iter()
         .map(|(id, p)| json!({"rule": id, "points": p}))
         .collect()
-}
-
-/// Posts the on-time deliveries (redeliveries included), flushes, then the late ones, and
-/// flushes: late qualification updates meet a newer state.
-async fn ingest(lake: &Lake, all: &[Lead]) {
-    for late in [false, true] {
-        let batch: Vec<Value> = all
-            .iter()
-            .flat_map(|l| &l.deliveries)
-            .filter(|d| d.late == late)
-            .map(|d| d.payload.clone())
-            .collect();
-        for chunk in batch.chunks(100) {
-            lake.post_events(chunk).await;
-        }
-        lake.flush().await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

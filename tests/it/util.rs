@@ -472,3 +472,23 @@ pub fn hooklake_command() -> Command {
     command.env("HOOKLAKE_MIN_FREE_BYTES", "0");
     command
 }
+
+/// Posts the generated leads' on-time deliveries (redeliveries included), flushes, then the
+/// late ones, and flushes: late events meet a newer state. Returns how many of each it posted.
+pub async fn ingest(lake: &Lake, all: &[hooklake::generate::Lead]) -> (usize, usize) {
+    let mut posted = [0; 2];
+    for late in [false, true] {
+        let batch: Vec<Value> = all
+            .iter()
+            .flat_map(|l| &l.deliveries)
+            .filter(|d| d.late == late)
+            .map(|d| d.payload.clone())
+            .collect();
+        posted[usize::from(late)] = batch.len();
+        for chunk in batch.chunks(100) {
+            lake.post_events(chunk).await;
+        }
+        lake.flush().await;
+    }
+    (posted[0], posted[1])
+}
