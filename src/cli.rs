@@ -55,7 +55,22 @@ pub enum Command {
         /// Listen address [default: 127.0.0.1:8080]. Also HOOKLAKE_LISTEN.
         #[arg(long)]
         listen: Option<String>,
+        /// On a shared lake: `ingest` (a receiver, writes raw_events and rejected_events) or
+        /// `derive` (the deriver, every other table; a second one stands by) [default: all,
+        /// one process doing both]. Also HOOKLAKE_ROLE.
+        #[arg(long, value_enum)]
+        role: Option<crate::config::Role>,
     },
+    /// The deriver of a shared lake, once: derives what raw_events holds (up to the receivers'
+    /// watermarks), uploads its state and stops. Fails if another deriver holds the lease.
+    Derive {
+        /// Derive once and stop (the long-running deriver is `serve --role derive`).
+        #[arg(long, required = true)]
+        once: bool,
+    },
+    /// A shared lake's processes: the receivers that reported, the deriver holding the lease,
+    /// and how far it is behind raw_events.
+    Status,
     /// Ask a running server to flush now, and print what it wrote.
     Flush {
         /// URL of the running server [default: http://127.0.0.1:8080]. Also HOOKLAKE_SERVER_URL.
@@ -209,10 +224,13 @@ pub enum TriggersAction {
 }
 
 impl Command {
-    /// A batch command (`replay`, `rebuild`): it flushes in bounded batches on every core, and
+    /// A batch command (`replay`, `rebuild`, `derive --once`): it flushes in bounded batches on every core, and
     /// its allocator keeps freed pages and uses huge pages (see [`crate::memory`]).
     fn is_batch(&self) -> bool {
-        matches!(self, Command::Replay { .. } | Command::Rebuild { .. })
+        matches!(
+            self,
+            Command::Replay { .. } | Command::Rebuild { .. } | Command::Derive { .. }
+        )
     }
 }
 
@@ -269,9 +287,14 @@ pub fn resolve(args: &Args) -> anyhow::Result<Config> {
         config.lake_url = Some(url.clone());
     }
     match &args.command {
-        Command::Serve {
-            listen: Some(listen),
-        } => config.listen = listen.clone(),
+        Command::Serve { listen, role } => {
+            if let Some(listen) = listen {
+                config.listen = listen.clone();
+            }
+            if let Some(role) = role {
+                config.role = *role;
+            }
+        }
         Command::Flush { url: Some(url) }
         | Command::Triggers {
             action: TriggersAction::Retry { url: Some(url), .. },
@@ -290,6 +313,34 @@ async fn dispatch(command: Command, mut config: Config) -> anyhow::Result<ExitCo
         tracing::debug!(huge_pages = crate::memory::huge_pages(), "allocator");
     }
     match command {
+        Command::Serve { .. } if config.role == crate::config::Role::Derive => {
+            let shutdown = crate::server::shutdown_signal();
+            let listener = tokio::net::TcpListener::bind(&config.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", config.listen))?;
+            crate::server::serve_deriver(&config, listener, shutdown).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Derive { .. } => {
+            config.role = crate::config::Role::Derive;
+            config.validate()?;
+            let status = crate::derive::SharedStatus::default();
+            let stop = tokio_util::sync::CancellationToken::new();
+            let metrics = Arc::new(Metrics::default());
+            crate::derive::run(&config, metrics, status.clone(), stop, true).await?;
+            let s = status.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            println!(
+                "derived through raw_events version {}; {} events wait for a receiver's watermark",
+                s.raw_events_version
+                    .map_or("(none)".to_string(), |v| v.to_string()),
+                s.lag_events
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status => {
+            print!("{}", crate::derive::status_report(&config).await?);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Serve { .. } => {
             config.check_exposure()?;
             // Signals first: from here on, SIGTERM means a graceful stop, never an abrupt one.
@@ -410,6 +461,7 @@ async fn dispatch(command: Command, mut config: Config) -> anyhow::Result<ExitCo
                 table,
                 date,
                 before,
+                ..Default::default()
             };
             let pass = pipeline
                 .compact(&selection, last_closed, config.compaction_target_file_bytes)

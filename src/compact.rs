@@ -89,6 +89,9 @@ pub struct Selection {
     pub date: Option<NaiveDate>,
     /// Only dates before this one.
     pub before: Option<NaiveDate>,
+    /// Tables another process flushes (the deriver compacting a shared lake's `raw_events`):
+    /// every live file of theirs is committed.
+    pub foreign: Vec<&'static str>,
 }
 
 /// One partition compacted.
@@ -178,6 +181,10 @@ pub fn wanted(
     let Ok(date) = NaiveDate::parse_from_str(date, "%Y-%m-%d") else {
         return false;
     };
+    let committed = match selection.foreign.contains(&table) {
+        true => u64::MAX,
+        false => committed,
+    };
     selected(table, date, selection, last_closed) && committed_inputs(files, committed).len() >= 2
 }
 
@@ -238,6 +245,7 @@ pub fn compact(
                 live: files,
                 target_file_bytes,
                 commit,
+                foreign: selection.foreign.contains(&table),
             };
             let partition = format!("{table}/date={date}");
             let result = match table {
@@ -306,6 +314,8 @@ struct Target<'a> {
     live: &'a BTreeSet<String>,
     target_file_bytes: u64,
     commit: &'a CommitCompaction<'a>,
+    /// Another process flushes this table: every live file is committed.
+    foreign: bool,
 }
 
 /// Compacts one partition of table `T`; `None` when there was nothing to merge.
@@ -321,8 +331,13 @@ fn compact_partition<T: Table>(
         live,
         target_file_bytes,
         commit,
+        foreign,
     } = *target;
-    let inputs = committed_inputs(live, store.committed()?.flush_seq);
+    let committed = match foreign {
+        true => u64::MAX,
+        false => store.committed()?.flush_seq,
+    };
+    let inputs = committed_inputs(live, committed);
     if inputs.len() < 2 {
         return Ok(None);
     }

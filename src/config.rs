@@ -91,6 +91,30 @@ pub enum Durability {
     Batch,
 }
 
+/// What a `serve` process does with the lake (several processes share one lake with roles).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Receives webhooks and writes every table: one process, the default.
+    #[default]
+    All,
+    /// A receiver: acknowledges webhooks and writes only `raw_events` and `rejected_events`.
+    Ingest,
+    /// The deriver: follows `raw_events` and writes every other table, holding the lake's
+    /// deriver lease (a standby waits for it).
+    Derive,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::All => "all",
+            Role::Ingest => "ingest",
+            Role::Derive => "derive",
+        }
+    }
+}
+
 /// Environment variables that are not config keys but are read elsewhere.
 const META_ENV: &[&str] = &["HOOKLAKE_CONFIG", "HOOKLAKE_LOG", "HOOKLAKE_CRASH_AT"];
 
@@ -129,6 +153,19 @@ pub struct Config {
     /// Seconds a file that a compaction removed from a table's Delta log is kept before a
     /// vacuum pass deletes it (a plain Parquet glob sees its rows twice meanwhile).
     pub vacuum_retention_secs: u64,
+    /// What `serve` does: `all` (one process), `ingest` (a receiver of a shared lake) or
+    /// `derive` (its deriver); `serve --role` overrides it.
+    pub role: Role,
+    /// Seconds between the deriver's looks at `raw_events` for new versions.
+    pub derive_poll_secs: u64,
+    /// Seconds the deriver's lease lasts without a renewal; a standby takes over after that.
+    pub derive_lease_secs: u64,
+    /// Seconds after which the deriver stops waiting for a receiver that has not reported:
+    /// its later events are then derived as late ones.
+    pub receiver_timeout_secs: u64,
+    /// Seconds between uploads of the deriver's state to the lake (and after its last flush);
+    /// a standby that takes over starts from the last upload.
+    pub derive_snapshot_secs: u64,
     /// Socket address `serve` listens on.
     pub listen: String,
     /// Largest accepted request body in bytes.
@@ -255,6 +292,11 @@ impl Default for Config {
             lake_max_retries: None,
             lake_retry_timeout_secs: None,
             vacuum_retention_secs: DEFAULT_VACUUM_RETENTION_SECS,
+            role: Role::All,
+            derive_poll_secs: 10,
+            derive_lease_secs: 30,
+            receiver_timeout_secs: 60,
+            derive_snapshot_secs: 60,
             listen: DEFAULT_LISTEN.to_string(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_json_depth: DEFAULT_MAX_JSON_DEPTH,
@@ -603,6 +645,37 @@ impl Config {
             if let Err(e) = crate::lake::LakeUrl::parse(url) {
                 return invalid("lake_url", e.to_string());
             }
+        }
+        let shared = self
+            .lake_url
+            .as_deref()
+            .and_then(|url| crate::lake::LakeUrl::parse(url).ok())
+            .is_some_and(|url| !url.is_local());
+        if self.role != Role::All && !shared {
+            return invalid(
+                "role",
+                format!(
+                    "role {} shares a lake between processes: set lake_url to an object store \
+                     (s3://, gs://, az://) with conditional writes",
+                    self.role.as_str()
+                ),
+            );
+        }
+        for (key, value) in [
+            ("derive_poll_secs", self.derive_poll_secs),
+            ("derive_lease_secs", self.derive_lease_secs),
+            ("receiver_timeout_secs", self.receiver_timeout_secs),
+            ("derive_snapshot_secs", self.derive_snapshot_secs),
+        ] {
+            if value == 0 {
+                return invalid(key, "must be at least 1".into());
+            }
+        }
+        if self.derive_lease_secs < 3 {
+            return invalid(
+                "derive_lease_secs",
+                "must be at least 3 (the lease is renewed every third of it)".into(),
+            );
         }
         if let Some(expr) = &self.flush_schedule
             && let Err(message) = parse_schedule(expr)

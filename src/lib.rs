@@ -24,6 +24,7 @@ pub mod sink;
 pub mod compact;
 pub mod lake;
 pub mod pipeline;
+pub mod derive;
 pub mod metrics;
 pub mod server;
 pub mod replay;

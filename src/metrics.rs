@@ -129,6 +129,16 @@ const COUNTERS: &[(&str, Option<&str>, &str)] = &[
         "Failed uploads and Delta commits of flushes, by kind (unavailable, throttled, auth, not_found, conflict, clash, conflicts: too many lost races, other).",
     ),
     (
+        "hooklake_deriver_events_read_total",
+        None,
+        "Events the deriver read from raw_events (each receiver's copy of a redelivery counted).",
+    ),
+    (
+        "hooklake_deriver_lease_taken_total",
+        None,
+        "Times this process took the deriver lease.",
+    ),
+    (
         "hooklake_delta_commits_total",
         Some("table"),
         "Delta log commits of flushes, by table.",
@@ -184,6 +194,26 @@ struct GaugeSet {
     partition_files_max: Family<Label, Gauge>,
     trigger_outbox: Gauge,
     delta_version: Family<Label, Gauge>,
+    deriver_lease_held: Gauge,
+    deriver_raw_version: Gauge,
+    deriver_lag_seconds: Gauge<f64, AtomicU64>,
+    deriver_lag_events: Gauge,
+    deriver_receivers: Gauge,
+    receiver_watermark_age_seconds: Gauge<f64, AtomicU64>,
+}
+
+/// What the deriver of a shared lake reports (`/metrics` of `serve --role derive`).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct DeriverGauges {
+    pub lease_held: bool,
+    /// The `raw_events` version up to which every event is derived (-1: none).
+    pub raw_version: i64,
+    /// Age of the oldest event read and not derived yet (0 when none waits).
+    pub lag_seconds: f64,
+    /// Events read from `raw_events` and not derived yet.
+    pub lag_events: u64,
+    /// Receivers whose watermark the deriver waits for.
+    pub receivers: u64,
 }
 
 /// Counters, gauges and histograms of one process.
@@ -324,6 +354,42 @@ impl Default for Metrics {
             "Trigger facts waiting for a delivery attempt (given-up ones excluded).",
             g.trigger_outbox.clone(),
         );
+        register(
+            &mut registry,
+            "hooklake_deriver_lease_held",
+            "1 while this deriver holds the lake's deriver lease (0: a standby).",
+            g.deriver_lease_held.clone(),
+        );
+        register(
+            &mut registry,
+            "hooklake_deriver_raw_events_version",
+            "The raw_events log version up to which the deriver derived every event (-1: none).",
+            g.deriver_raw_version.clone(),
+        );
+        register(
+            &mut registry,
+            "hooklake_deriver_lag_seconds",
+            "Age of the oldest event the deriver read from raw_events and has not derived yet (0 when none waits).",
+            g.deriver_lag_seconds.clone(),
+        );
+        register(
+            &mut registry,
+            "hooklake_deriver_lag_events",
+            "Events the deriver read from raw_events and has not derived yet.",
+            g.deriver_lag_events.clone(),
+        );
+        register(
+            &mut registry,
+            "hooklake_deriver_receivers",
+            "Receivers whose watermark the deriver waits for (those that reported within receiver_timeout_secs).",
+            g.deriver_receivers.clone(),
+        );
+        register(
+            &mut registry,
+            "hooklake_receiver_watermark_age_seconds",
+            "How far behind now the watermark this receiver last reported to the deriver is.",
+            g.receiver_watermark_age_seconds.clone(),
+        );
         let ack_latency = Histogram::new(
             &mut registry,
             "hooklake_ack_latency_seconds",
@@ -442,6 +508,21 @@ impl Metrics {
     }
 
     /// Sets the number of trigger facts waiting for an attempt (the sender reads it each pass).
+    /// Sets the deriver's gauges.
+    pub fn set_deriver(&self, d: DeriverGauges) {
+        let g = &self.gauges;
+        g.deriver_lease_held.set(i64::from(d.lease_held));
+        g.deriver_raw_version.set(d.raw_version);
+        g.deriver_lag_seconds.set(d.lag_seconds);
+        g.deriver_lag_events.set(signed(d.lag_events));
+        g.deriver_receivers.set(signed(d.receivers));
+    }
+
+    /// Sets a receiver's watermark age: how far behind now its reported watermark is.
+    pub fn set_receiver_watermark_age(&self, secs: f64) {
+        self.gauges.receiver_watermark_age_seconds.set(secs);
+    }
+
     pub fn set_trigger_outbox(&self, waiting: u64) {
         self.gauges.trigger_outbox.set(signed(waiting));
     }
@@ -817,6 +898,54 @@ mod tests {
             "counter",
             &["table"],
             "Races for a Delta log version that a flush's commit lost and retried, by table.",
+        ),
+        (
+            "hooklake_deriver_events_read_total",
+            "counter",
+            &[],
+            "Events the deriver read from raw_events (each receiver's copy of a redelivery counted).",
+        ),
+        (
+            "hooklake_deriver_lease_taken_total",
+            "counter",
+            &[],
+            "Times this process took the deriver lease.",
+        ),
+        (
+            "hooklake_deriver_lease_held",
+            "gauge",
+            &[],
+            "1 while this deriver holds the lake's deriver lease (0: a standby).",
+        ),
+        (
+            "hooklake_deriver_raw_events_version",
+            "gauge",
+            &[],
+            "The raw_events log version up to which the deriver derived every event (-1: none).",
+        ),
+        (
+            "hooklake_deriver_lag_seconds",
+            "gauge",
+            &[],
+            "Age of the oldest event the deriver read from raw_events and has not derived yet (0 when none waits).",
+        ),
+        (
+            "hooklake_deriver_lag_events",
+            "gauge",
+            &[],
+            "Events the deriver read from raw_events and has not derived yet.",
+        ),
+        (
+            "hooklake_deriver_receivers",
+            "gauge",
+            &[],
+            "Receivers whose watermark the deriver waits for (those that reported within receiver_timeout_secs).",
+        ),
+        (
+            "hooklake_receiver_watermark_age_seconds",
+            "gauge",
+            &[],
+            "How far behind now the watermark this receiver last reported to the deriver is.",
         ),
         (
             "hooklake_delta_version",

@@ -58,13 +58,13 @@ pub enum RebuildError {
 }
 
 /// One row of `raw_events`.
-struct Raw {
-    event_time: i64,
-    received_at: i64,
-    event_id: String,
-    event_type: String,
-    source_path: String,
-    payload: String,
+pub(crate) struct Raw {
+    pub event_time: i64,
+    pub received_at: i64,
+    pub event_id: String,
+    pub event_type: String,
+    pub source_path: String,
+    pub payload: String,
 }
 
 /// What a rebuild did.
@@ -397,7 +397,8 @@ fn read_deliveries(dir: &Path) -> Result<Vec<crate::state::Attempt>, RebuildErro
     Ok(out)
 }
 
-fn append_rows(batch: &RecordBatch, out: &mut Vec<Raw>) -> Result<(), String> {
+/// Appends the rows of a `raw_events` batch to `out`.
+pub(crate) fn append_rows(batch: &RecordBatch, out: &mut Vec<Raw>) -> Result<(), String> {
     fn strings<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a StringArray, String> {
         batch
             .column_by_name(name)

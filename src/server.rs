@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Config, Role};
 use crate::ingest::{AppState, router};
 use crate::pipeline::{FlushReason, FlushReport, Pipeline, Triggers};
 
@@ -41,20 +41,21 @@ pub async fn serve(
     );
 
     let purge = tokio::spawn(purge_dedup_index(pipeline.clone(), stop_triggers.clone()));
-    let compactor = config.compaction_enabled.then(|| {
-        tokio::spawn(compact_closed_partitions(
-            pipeline.clone(),
-            config.clone(),
-            stop_triggers.clone(),
-        ))
-    });
-    let decay = (config.scoring.enabled && config.scoring.half_life_days > 0.0)
-        .then(|| tokio::spawn(decay_scores(pipeline.clone(), stop_triggers.clone())));
-    // Workflow triggers: the outbox's sender stops with the other background tasks; an attempt
-    // under way then is not recorded, and is made again at the next start (same webhook-id).
-    let deliveries = pipeline
-        .deliverer(&config.trigger_delivery)
-        .map(|d| tokio::spawn(d.run(stop_triggers.clone())));
+    let receiver = config.role == Role::Ingest;
+    // A receiver of a shared lake writes raw_events only: the deriver compacts, decays scores
+    // and sends triggers. The receiver reports its watermark before it listens, then every
+    // second.
+    let derived = match receiver {
+        true => {
+            crate::derive::report_as_receiver(&pipeline, config, false).await?;
+            vec![tokio::spawn(crate::derive::receiver_reports(
+                pipeline.clone(),
+                config.clone(),
+                stop_triggers.clone(),
+            ))]
+        }
+        false => derived_background(config, &pipeline, &stop_triggers),
+    };
     ready.store(true, Ordering::Release);
     tracing::info!(
         listen = %listener.local_addr()?,
@@ -71,14 +72,10 @@ pub async fn serve(
 
     stop_triggers.cancel();
     // A background task that failed (a panic) is logged: the final flush happens regardless.
-    for (name, task) in [
-        ("flush triggers", Some(triggers)),
-        ("dedup purge", Some(purge)),
-        ("compaction", compactor),
-        ("score decay", decay),
-        ("trigger deliveries", deliveries),
-    ] {
-        let Some(task) = task else { continue };
+    for (name, task) in [("flush triggers", triggers), ("dedup purge", purge)]
+        .into_iter()
+        .chain(derived.into_iter().map(|t| ("background", t)))
+    {
         if let Err(e) = task.await {
             tracing::error!(task = name, error = %e, "background task failed");
         }
@@ -87,6 +84,11 @@ pub async fn serve(
     loop {
         match pipeline.flush(FlushReason::Shutdown).await {
             Ok(report) => {
+                if receiver
+                    && let Err(e) = crate::derive::report_as_receiver(&pipeline, config, true).await
+                {
+                    tracing::warn!(error = %e, "cannot report this receiver stopped");
+                }
                 pipeline.close();
                 tracing::info!(
                     events = report.events,
@@ -108,6 +110,115 @@ pub async fn serve(
             }
         }
     }
+}
+
+/// The background work of a process that writes the derived tables: compaction, the score
+/// decay and the triggers' sender, each until `stop`.
+pub(crate) fn derived_background(
+    config: &Config,
+    pipeline: &Arc<Pipeline>,
+    stop: &CancellationToken,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    if config.compaction_enabled {
+        tasks.push(tokio::spawn(compact_closed_partitions(
+            pipeline.clone(),
+            config.clone(),
+            stop.clone(),
+        )));
+    }
+    if config.scoring.enabled && config.scoring.half_life_days > 0.0 {
+        tasks.push(tokio::spawn(decay_scores(pipeline.clone(), stop.clone())));
+    }
+    // Workflow triggers: the outbox's sender stops with the other background tasks; an attempt
+    // under way then is not recorded, and is made again at the next start (same webhook-id).
+    if let Some(d) = pipeline.deliverer(&config.trigger_delivery) {
+        tasks.push(tokio::spawn(d.run(stop.clone())));
+    }
+    tasks
+}
+
+/// `serve --role derive`: the deriver (or its standby) until `shutdown`, with `/healthz`,
+/// `/readyz` (its lease, progress and lag) and `/metrics` on `listener`.
+pub async fn serve_deriver(
+    config: &Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    use axum::routing::get;
+    let metrics = Arc::new(crate::metrics::Metrics::default());
+    let status: crate::derive::SharedStatus = Default::default();
+    let stop = CancellationToken::new();
+    let app = axum::Router::new()
+        .route(
+            "/healthz",
+            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+        )
+        .route(
+            "/readyz",
+            get({
+                let status = status.clone();
+                move || {
+                    let s = status.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                    async move {
+                        let ready = s.problem.is_none() && s.lease != "stopped";
+                        let code = match ready {
+                            true => axum::http::StatusCode::OK,
+                            false => axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                        };
+                        let mut body = serde_json::to_value(&s).unwrap_or_default();
+                        body["ready"] = ready.into();
+                        body["role"] = "derive".into();
+                        (code, axum::Json(body))
+                    }
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get({
+                let metrics = metrics.clone();
+                move || {
+                    let text = metrics.render(crate::metrics::Gauges {
+                        ready: true,
+                        ..Default::default()
+                    });
+                    async move {
+                        (
+                            [(
+                                axum::http::header::CONTENT_TYPE,
+                                crate::metrics::CONTENT_TYPE,
+                            )],
+                            text,
+                        )
+                    }
+                }
+            }),
+        );
+    let app = app.fallback(|| async {
+        (
+            axum::http::StatusCode::NOT_FOUND,
+            axum::Json(serde_json::json!({
+                "error": "this hooklake process is a deriver: it serves /healthz, /readyz and /metrics only; send webhooks to a receiver (serve --role ingest)"
+            })),
+        )
+    });
+    tracing::info!(listen = %listener.local_addr()?, "hooklake deriver: health and metrics");
+    let http_stop = stop.clone();
+    let http = tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { http_stop.cancelled().await })
+            .await;
+    });
+    let stopper = stop.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        stopper.cancel();
+    });
+    let result = crate::derive::run(config, metrics, status, stop.clone(), false).await;
+    stop.cancel();
+    let _ = http.await;
+    result
 }
 
 /// Limits on connections, against floods and slow clients.

@@ -166,6 +166,10 @@ async fn handle(
     body: axum::body::Body,
 ) -> Response {
     let started = std::time::Instant::now();
+    // A receiver of a shared lake reports a watermark of receive times to the deriver: this
+    // request holds it back until its events are buffered or refused.
+    let _arrival =
+        (state.pipeline.role() == crate::config::Role::Ingest).then(|| state.pipeline.arriving());
     // Whether the request proved a credential: its refusal is then not counted against its
     // address (see `limit`).
     let mut authenticated = false;
@@ -534,13 +538,22 @@ async fn readyz(State(state): State<AppState>) -> Response {
         (true, Err(e)) => Some(e.to_string()),
         (true, Ok(Ok(()))) => state.pipeline.flush_problem(),
     };
+    let mut body = match &problem {
+        None => json!({ "ready": true }),
+        Some(reason) => json!({ "ready": false, "reason": reason }),
+    };
+    // A receiver of a shared lake also says so, and how old the watermark it reports is.
+    if state.pipeline.role() == crate::config::Role::Ingest {
+        body["role"] = "ingest".into();
+        body["watermark_age_secs"] = state
+            .pipeline
+            .watermark_us()
+            .map(|w| ((Utc::now().timestamp_micros() - w).max(0) as f64) / 1e6)
+            .into();
+    }
     match problem {
-        None => Json(json!({ "ready": true })).into_response(),
-        Some(reason) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "ready": false, "reason": reason })),
-        )
-            .into_response(),
+        None => Json(body).into_response(),
+        Some(_) => (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response(),
     }
 }
 

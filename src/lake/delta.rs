@@ -496,6 +496,12 @@ impl DeltaTable {
         Ok(snapshot)
     }
 
+    /// The actions of version `version` of the log, or `None` if it does not exist yet (a
+    /// reader following the table, version by version).
+    pub async fn commit_actions(&self, version: i64) -> Result<Option<Vec<Action>>, LakeError> {
+        self.read_commit(version).await
+    }
+
     /// The actions of one commit, or `None` if that version does not exist yet.
     async fn read_commit(&self, version: i64) -> Result<Option<Vec<Action>>, LakeError> {
         let path = self.commit_path(version);

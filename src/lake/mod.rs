@@ -522,6 +522,14 @@ impl Lake {
         &self.store
     }
 
+    /// The store path of `relative` (`/`-separated) inside the lake.
+    pub fn path(&self, relative: &str) -> ObjectPath {
+        relative
+            .split('/')
+            .filter(|part| !part.is_empty())
+            .fold(self.root.clone(), |path, part| path.join(part))
+    }
+
     /// The store path of a table's directory.
     pub fn table_path(&self, table: &str) -> ObjectPath {
         self.root.clone().join(table)

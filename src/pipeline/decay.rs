@@ -64,7 +64,7 @@ impl Pipeline {
                 None => Vec::new(),
             };
             let files = sink.write(tables, flush_seq)?;
-            let data_files = super::lake::data_files(&sink, &files, flush_seq)?;
+            let data_files = super::lake::data_files(&sink, &files)?;
             Ok(Some((n, next, facts, files, data_files)))
         });
         let Some((n, next, facts, files, data_files)) =

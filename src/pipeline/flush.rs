@@ -14,6 +14,7 @@ use chrono::Utc;
 use serde::Serialize;
 
 use crate::buffer::Taken;
+use crate::config::Role;
 use crate::disk::{FlushSize, NoRoom};
 use crate::event::Envelope;
 use crate::flatten;
@@ -105,8 +106,50 @@ impl Pipeline {
     pub async fn flush(&self, reason: FlushReason) -> Result<FlushReport, FlushError> {
         let _guard = self.flush_lock.lock().await;
         self.settle_unconfirmed()?;
+        // Read before the take: an event not taken now arrives after this mark, or its
+        // request was under way then (and the mark is at most its arrival).
+        let mark = self.arrival_mark();
         let taken = self.buffer().take();
-        self.flush_taken(taken, None, reason, None).await
+        let report = self.flush_taken(taken, None, reason, None).await?;
+        self.watermark_us.fetch_max(mark, Ordering::AcqRel);
+        Ok(report)
+    }
+
+    /// A request arrived: until the guard is dropped (after its events are buffered or
+    /// refused), no flush reports a watermark past `now`.
+    pub fn arriving(self: &Arc<Self>) -> Arrival {
+        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+        self.arrivals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(token, Utc::now().timestamp_micros());
+        Arrival {
+            pipeline: self.clone(),
+            token,
+        }
+    }
+
+    /// The lowest of now and the arrival of every request under way.
+    fn arrival_mark(&self) -> i64 {
+        let now = Utc::now().timestamp_micros();
+        let arrivals = self.arrivals.lock().unwrap_or_else(|e| e.into_inner());
+        arrivals.values().copied().min().map_or(now, |a| a.min(now))
+    }
+
+    /// The receive time (microseconds) below which every event this process will flush is
+    /// committed, as of its last flush (`None` before its first): what a receiver reports.
+    pub fn watermark_us(&self) -> Option<i64> {
+        let mark = self.watermark_us.load(Ordering::Acquire);
+        (mark != i64::MIN).then_some(mark)
+    }
+
+    /// Records the deriver's progress (a `raw_events` version) with the next flush's commit:
+    /// call it once every event up to that version is in the buffer (or a duplicate).
+    pub fn set_derived_through(&self, version: i64) {
+        *self
+            .derived_through
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(version);
     }
 
     /// Why flushes are not getting through (the last failure, or a flush held back for disk
@@ -279,6 +322,11 @@ impl Pipeline {
         let options = self.flatten_options.clone();
         let scoring = self.scoring.clone();
         let triggers = self.triggers.clone();
+        let role = self.role;
+        let derived_through = *self
+            .derived_through
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let panics = self.panic_flushes.load(Ordering::Relaxed);
         let task = tokio::task::spawn_blocking(move || {
             // A panic (a bug in flattening or writing) is caught here, so that the events go
@@ -300,6 +348,15 @@ impl Pipeline {
                     }
                     None => flatten_taken(&taken, &options),
                 };
+                // A receiver of a shared lake writes only what it received; the deriver
+                // makes the rest from raw_events.
+                if role == Role::Ingest {
+                    tables = flatten::Tables {
+                        raw_events: std::mem::take(&mut tables.raw_events),
+                        rejected_events: std::mem::take(&mut tables.rejected_events),
+                        ..Default::default()
+                    };
+                }
                 // Change tracking needs the previous state of every contact in the batch.
                 let ids: BTreeSet<i64> = tables
                     .contact_events
@@ -322,12 +379,12 @@ impl Pipeline {
                 flatten::changes::track_with(&mut tables, &mut states.contacts, options.threads);
                 flatten::changes::track_calls(&mut tables, &mut states.calls);
                 // Lead scoring reads the states change tracking advanced (src/score/).
-                if let Some(rules) = &scoring {
+                if let Some(rules) = scoring.as_ref().filter(|_| role != Role::Ingest) {
                     states.scoring =
                         crate::score::apply(&mut tables, &states.contacts, rules, &store)?;
                 }
                 // Workflow triggers' facts, put in the outbox by this flush's commit.
-                if let Some(triggers) = &triggers {
+                if let Some(triggers) = triggers.as_ref().filter(|_| role != Role::Ingest) {
                     states.outbox = super::outbox::facts(
                         triggers,
                         &tables,
@@ -342,6 +399,12 @@ impl Pipeline {
                     .map(|(_, a)| super::outbox::delivery_row(a))
                     .collect();
                 states.written_attempts = attempts.iter().map(|(key, _)| *key).collect();
+                if role == Role::Derive {
+                    // The receivers wrote these; the deriver's progress says how far it read.
+                    tables.raw_events.clear();
+                    tables.rejected_events.clear();
+                    states.derived_through = derived_through;
+                }
                 lap(&mut stages.track_ms);
                 let rows: BTreeMap<&'static str, usize> = tables.row_counts().into_iter().collect();
                 let parse_errors = tables.parse_error_count();
@@ -372,7 +435,7 @@ impl Pipeline {
                 disk.check_room(crate::disk::flush_bytes(size))?;
                 let files = sink.write(tables, flush_seq)?;
                 // What each table's Delta commit adds: sizes and statistics from the footers.
-                let data_files = super::lake::data_files(&sink, &files, flush_seq)?;
+                let data_files = super::lake::data_files(&sink, &files)?;
                 lap(&mut stages.write_ms);
                 Ok::<_, FlushError>((
                     rows,
@@ -456,6 +519,10 @@ impl Pipeline {
             })
             .collect();
         let commit_started = Instant::now();
+        // The deriver's lease, once more before the commit point.
+        if let Err(e) = self.lake.check_fence() {
+            return Err(self.flush_failed(taken, e.into()));
+        }
         if let Err(e) = self.store.commit(record, &ids, &states) {
             // redb may have recorded a commit that reports an error: the store, opened again,
             // says which.
@@ -543,6 +610,23 @@ impl Pipeline {
             "flushed"
         );
         Ok(report)
+    }
+}
+
+/// A request under way, from its arrival until its events are buffered or refused
+/// ([`Pipeline::arriving`]).
+pub struct Arrival {
+    pipeline: Arc<Pipeline>,
+    token: u64,
+}
+
+impl Drop for Arrival {
+    fn drop(&mut self) {
+        self.pipeline
+            .arrivals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.token);
     }
 }
 

@@ -31,8 +31,14 @@ mod testutil;
 mod triggers;
 
 pub use accept::{AcceptError, Outcome};
-pub use flush::{FlushError, FlushReport, Prepared};
+pub use flush::{Arrival, FlushError, FlushReport, Prepared};
 pub use lake::{download_table_at, live_files_at, live_local_files};
+
+/// The random id of the data directory whose state directory (`_hooklake/`) is `state_dir`,
+/// created at its first use.
+pub fn instance_id_of(state_dir: &std::path::Path) -> std::io::Result<String> {
+    lake::instance_id(state_dir)
+}
 pub use recover::{OpenError, Recovery};
 pub use triggers::Triggers;
 
@@ -68,6 +74,8 @@ pub enum FlushReason {
     Manual,
     Shutdown,
     Replay,
+    /// The deriver, after reading new versions of `raw_events`.
+    Derive,
 }
 
 impl FlushReason {
@@ -79,6 +87,7 @@ impl FlushReason {
             FlushReason::Manual => "manual",
             FlushReason::Shutdown => "shutdown",
             FlushReason::Replay => "replay",
+            FlushReason::Derive => "derive",
         }
     }
 }
@@ -161,11 +170,39 @@ pub struct Pipeline {
     /// start (dead letters in it are not deduplicated by id; replaying them twice would repeat
     /// them).
     committed_replay_from: u64,
+    /// What this process writes of the lake: every table, a receiver's tables, or the
+    /// deriver's.
+    role: crate::config::Role,
+    /// The deriver's progress to record with the next flush's commit (a `raw_events`
+    /// version): set once the events up to it are in the buffer.
+    derived_through: Mutex<Option<i64>>,
+    /// Requests under way (token -> when they arrived, microseconds): an event's receive time
+    /// is at least its request's arrival, so a flush's watermark never passes one of them.
+    arrivals: Mutex<BTreeMap<u64, i64>>,
+    /// The receive time (microseconds) below which every event this process will ever
+    /// flush is committed: what a receiver reports to the deriver (`i64::MIN` before its
+    /// first flush).
+    watermark_us: AtomicI64,
     /// An exclusive lock on `<data_dir>/_hooklake/lock`, held while the pipeline lives.
     _lock: File,
 }
 
 impl Pipeline {
+    /// What this process writes of the lake.
+    pub fn role(&self) -> crate::config::Role {
+        self.role
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
+    }
+
+    /// Makes every commit wait on the deriver's lease.
+    pub fn set_fence(&self, fence: Arc<crate::derive::Fence>) {
+        self.lake.set_fence(fence);
+    }
+
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
     }
@@ -286,6 +323,16 @@ impl Pipeline {
         last_closed: chrono::NaiveDate,
         target_file_bytes: u64,
     ) -> Result<crate::compact::Pass, crate::lake::LakeError> {
+        // A receiver of a shared lake leaves compaction to the deriver, which merges the
+        // receivers' raw_events files too (each live one is committed: it is in the log).
+        let selection = &crate::compact::Selection {
+            foreign: match self.role {
+                crate::config::Role::Ingest => return Ok(crate::compact::Pass::default()),
+                crate::config::Role::Derive => lake::RECEIVED_TABLES.to_vec(),
+                crate::config::Role::All => Vec::new(),
+            },
+            ..selection.clone()
+        };
         let mut live = self.lake.live_files().await?;
         // A remote lake's partitions to compact are downloaded to the staging directory first:
         // merging reads and writes local files, and the outputs are uploaded before the commit.

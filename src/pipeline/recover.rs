@@ -126,21 +126,46 @@ impl Pipeline {
                 staging
             }
         };
-        let sink = Sink::open(&lake_root, settings, config.partition_offset())?;
-        let app_id =
-            super::lake::app_id(&super::lake::instance_id(&state_dir).map_err(ioerr(&state_dir))?);
+        let instance = super::lake::instance_id(&state_dir).map_err(ioerr(&state_dir))?;
+        // Processes sharing a lake tag their file names, and own only what their role writes;
+        // derivers share one transaction id, so that two never commit the same flush number.
+        let role = config.role;
+        let tag =
+            (role != config::Role::All).then(|| instance.chars().take(16).collect::<String>());
+        let app_id = match role {
+            config::Role::Derive => super::lake::DERIVER_APP_ID.to_string(),
+            _ => super::lake::app_id(&instance),
+        };
+        let owned = super::lake::Owned {
+            tables: match role {
+                config::Role::All => None,
+                config::Role::Ingest => Some(super::lake::RECEIVED_TABLES.to_vec()),
+                config::Role::Derive => Some(super::lake::derived_tables()),
+            },
+            tag: (role == config::Role::Ingest)
+                .then(|| tag.clone())
+                .flatten(),
+        };
+        let sink = Sink::open(&lake_root, settings, config.partition_offset())?.with_tag(tag);
         // The lake's side, on a runtime of its own (this function is synchronous): convert a
         // lake without logs, revert a flush that never reached the state store (rule R),
         // delete what no log names, and list what is live for compaction's recovery.
         let (converted, reverted, untracked, live) = crate::lake::block_on(async {
-            let tables = LakeTables::new(Lake::open(&lake_url, &store_options)?, app_id.clone());
+            let tables = LakeTables::new(Lake::open(&lake_url, &store_options)?, app_id.clone())
+                .with_owned(owned.clone());
             let converted = if tables.is_remote() {
                 // A remote lake is only ever written with its logs.
                 0
             } else {
                 tables.convert(&lake_root, committed.flush_seq).await?
             };
-            let reverted = tables.revert_uncommitted(committed.flush_seq).await?;
+            // A deriver fences off the one before it first, so that rule R sees all it did.
+            let fence = match role {
+                config::Role::Derive => tables.fence_derivers(committed.flush_seq).await?,
+                _ => 0,
+            };
+            let mut reverted = tables.revert_uncommitted(committed.flush_seq).await?;
+            reverted.txn_floor = reverted.txn_floor.max(fence);
             let untracked = tables.delete_untracked().await?;
             let live = tables.live_files().await?;
             Ok::<_, crate::lake::LakeError>((converted, reverted, untracked, live))
@@ -219,10 +244,13 @@ impl Pipeline {
             panic_flushes: AtomicBool::new(false),
             before_commit: Mutex::new(None),
             leftovers: AtomicBool::new(false),
-            lake: Arc::new(LakeTables::new(
-                Lake::open(&lake_url, &store_options)?,
-                app_id,
-            )),
+            lake: Arc::new(
+                LakeTables::new(Lake::open(&lake_url, &store_options)?, app_id).with_owned(owned),
+            ),
+            role,
+            derived_through: Mutex::new(None),
+            arrivals: Mutex::new(BTreeMap::new()),
+            watermark_us: AtomicI64::new(i64::MIN),
             txn_floor: AtomicU64::new(reverted.txn_floor),
             vacuum_retention: Duration::from_secs(config.vacuum_retention_secs),
             data_dir: config.data_dir.clone(),

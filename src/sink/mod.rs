@@ -73,6 +73,9 @@ pub struct Sink {
     root: PathBuf,
     settings: WriterSettings,
     offset: FixedOffset,
+    /// The writer's tag in file names (`part-<flush>-<tag>.parquet`), for processes sharing a
+    /// lake; `None` for a lake written by one process.
+    tag: Option<String>,
 }
 
 /// A file written under its temporary name, waiting to be published.
@@ -95,6 +98,7 @@ impl Sink {
             root: root.to_path_buf(),
             settings,
             offset,
+            tag: None,
         };
         for path in
             sink.files_matching(|name| name.starts_with('.') && name.ends_with(TMP_SUFFIX))?
@@ -103,6 +107,13 @@ impl Sink {
             fs::remove_file(&path).map_err(io("remove", &path))?;
         }
         Ok(sink)
+    }
+
+    /// Names this writer's files `part-<flush>-<tag>.parquet`, so that processes sharing a lake
+    /// never write the same name.
+    pub fn with_tag(mut self, tag: Option<String>) -> Sink {
+        self.tag = tag;
+        self
     }
 
     /// Deletes the published files of flushes after `committed` (a flush that crashed or failed
@@ -270,7 +281,7 @@ impl Sink {
             T::sort(&mut rows);
             let dir = self.root.join(T::NAME).join(format!("date={date}"));
             fs::create_dir_all(&dir).map_err(io("create directory", &dir))?;
-            let name = file_name(flush_seq);
+            let name = tagged_file_name(flush_seq, self.tag.as_deref());
             let final_path = dir.join(&name);
             let tmp = dir.join(format!(".{name}{TMP_SUFFIX}"));
             staged.push(Staged {
@@ -485,11 +496,28 @@ pub fn is_published(name: &str) -> bool {
     flush_seq_of(name).is_some() || (name.starts_with("compact-") && name.ends_with(".parquet"))
 }
 
-/// The flush sequence number in a published file name (`part-000000000042.parquet`).
+/// The flush sequence number in a published file name (`part-000000000042.parquet`, or
+/// `part-000000000042-<tag>.parquet` from a process sharing its lake).
 pub fn flush_seq_of(name: &str) -> Option<u64> {
-    let digits = name.strip_prefix("part-")?.strip_suffix(".parquet")?;
-    (digits.len() == 12 && digits.bytes().all(|b| b.is_ascii_digit()))
+    let stem = name.strip_prefix("part-")?.strip_suffix(".parquet")?;
+    let (digits, tag) = match stem.split_once('-') {
+        Some((digits, tag)) => (digits, Some(tag)),
+        None => (stem, None),
+    };
+    let tag_ok = tag.is_none_or(|t| {
+        !t.is_empty()
+            && t.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    });
+    (tag_ok && digits.len() == 12 && digits.bytes().all(|b| b.is_ascii_digit()))
         .then(|| digits.parse().ok())?
+}
+
+/// The writer's tag in a flush's file name (`part-<flush>-<tag>.parquet`), if it has one.
+pub fn writer_tag_of(name: &str) -> Option<&str> {
+    flush_seq_of(name)?;
+    let stem = name.strip_prefix("part-")?.strip_suffix(".parquet")?;
+    stem.split_once('-').map(|(_, tag)| tag)
 }
 
 /// Every published file of `table` under `root`, in path order (none when the table is absent).
@@ -550,6 +578,14 @@ pub fn file_name(flush_seq: u64) -> String {
     format!("part-{flush_seq:012}.parquet")
 }
 
+/// [`file_name`] with the writer's tag, for processes sharing a lake.
+pub fn tagged_file_name(flush_seq: u64, tag: Option<&str>) -> String {
+    match tag {
+        Some(tag) => format!("part-{flush_seq:012}-{tag}.parquet"),
+        None => file_name(flush_seq),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -572,6 +608,13 @@ mod tests {
         assert_eq!(file_name(42), "part-000000000042.parquet");
         assert_eq!(flush_seq_of("part-000000000042.parquet"), Some(42));
         assert_eq!(flush_seq_of("part-42.parquet"), None);
+        let tagged = tagged_file_name(42, Some("r1a2"));
+        assert_eq!(tagged, "part-000000000042-r1a2.parquet");
+        assert_eq!(flush_seq_of(&tagged), Some(42));
+        assert_eq!(writer_tag_of(&tagged), Some("r1a2"));
+        assert_eq!(writer_tag_of("part-000000000042.parquet"), None);
+        assert_eq!(flush_seq_of("part-000000000042-.parquet"), None);
+        assert_eq!(flush_seq_of("part-000000000042-A.parquet"), None);
         assert_eq!(flush_seq_of(".part-000000000042.parquet.tmp"), None);
     }
 

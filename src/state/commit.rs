@@ -19,7 +19,24 @@ pub struct Committed {
     pub replay_from: u64,
 }
 
+/// The `meta` key of the deriver's progress (the `raw_events` version reached, plus one).
+const DERIVED_THROUGH: &str = "derived_through";
+
 impl Store {
+    /// The deriver's progress: the `raw_events` log version up to which every event is
+    /// derived, as the last commit recorded it (`None` before any).
+    pub fn derived_through(&self) -> Result<Option<i64>, StoreError> {
+        self.with_db(|db| {
+            let txn = db.begin_read().map_err(err("begin read"))?;
+            let meta = txn.open_table(META).map_err(err("open table"))?;
+            let stored = meta
+                .get(DERIVED_THROUGH)
+                .map_err(err("read"))?
+                .map(|v| v.value());
+            Ok(stored.filter(|v| *v > 0).map(|v| v as i64 - 1))
+        })
+    }
+
     /// The last commit record.
     pub fn committed(&self) -> Result<Committed, StoreError> {
         self.with_db(|db| {
@@ -122,6 +139,11 @@ impl Store {
                 .map_err(err("insert"))?;
             meta.insert("replay_from", record.replay_from)
                 .map_err(err("insert"))?;
+            if let Some(version) = states.derived_through {
+                // Stored plus one, so that 0 (the default of a missing key) means none.
+                meta.insert(DERIVED_THROUGH, version.max(-1) as u64 + 1)
+                    .map_err(err("insert"))?;
+            }
         }
         txn.commit().map_err(err("commit"))?;
         Ok(merge)

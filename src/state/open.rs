@@ -219,6 +219,18 @@ impl Store {
         self.broken.load(Ordering::Acquire)
     }
 
+    /// Copies the store's file to `dest` (synced) while no transaction runs: the copy is the
+    /// store as of its last commit, which redb opens like the original.
+    pub fn copy_to(&self, dest: &Path) -> Result<u64, StoreError> {
+        let _exclusive = self.db.write().unwrap_or_else(|e| e.into_inner());
+        let copy = || -> std::io::Result<u64> {
+            let bytes = std::fs::copy(&self.path, dest)?;
+            std::fs::File::open(dest)?.sync_all()?;
+            Ok(bytes)
+        };
+        copy().map_err(err("copy the store"))
+    }
+
     /// Closes the database and opens it again, reloading the in-memory part of the index from
     /// the file; what redb asks for after an I/O error. On failure the store stays broken (every
     /// operation fails) until a later re-open succeeds.

@@ -23,6 +23,9 @@ pub struct States {
     /// Keys of the delivery attempts the flush wrote to `trigger_deliveries`: removed by its
     /// commit.
     pub written_attempts: Vec<u64>,
+    /// The deriver's progress: every event of `raw_events` up to this log version is derived
+    /// (recorded by the commit; `None` leaves it as it was).
+    pub derived_through: Option<i64>,
 }
 
 impl Store {

@@ -12,6 +12,7 @@ mod lake;
 mod limit;
 mod queries;
 mod rebuild;
+mod scaleout;
 mod remote;
 mod replay;
 mod report;

@@ -11,14 +11,18 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arrow_schema::SchemaRef;
 use object_store::ObjectStoreExt;
 
 use crate::lake::{Commit, CommitOutcome, DataFile, DeltaTable, Lake, LakeError, store_error};
+
+mod shared;
+
 use crate::sink::{flush_seq_of, is_published};
+pub(crate) use shared::{DERIVER_APP_ID, Owned, RECEIVED_TABLES, derived_tables};
 
 /// The application id of this data directory's flushes in the Delta logs' `txn` actions.
 pub(crate) fn app_id(instance_id: &str) -> String {
@@ -87,6 +91,10 @@ impl super::Pipeline {
 
 /// The Delta tables of the lake, one handle per table (each keeps its snapshot between uses).
 pub(crate) struct LakeTables {
+    /// What this process owns of the lake.
+    owned: Owned,
+    /// The deriver's lease: no flush commits once it may have expired.
+    fence: Mutex<Option<Arc<crate::derive::Fence>>>,
     lake: Lake,
     /// `hooklake-<instance id>`.
     app_id: String,
@@ -105,6 +113,8 @@ impl LakeTables {
             .map(|(name, schema)| (name, schema, lake.table(name)))
             .collect();
         LakeTables {
+            owned: Owned::default(),
+            fence: Mutex::new(None),
             lake,
             app_id,
             tables,
@@ -170,6 +180,7 @@ impl LakeTables {
             let stale: Vec<String> = snapshot
                 .files
                 .keys()
+                .filter(|path| self.owned.owns(name, file_name(path)))
                 .filter(|path| flush_seq_of(file_name(path)).is_some_and(|seq| seq > committed))
                 .cloned()
                 .collect();
@@ -230,6 +241,7 @@ impl LakeTables {
             if committed == 1 {
                 crate::failpoint::hit("flush-between-delta-commits");
             }
+            self.check_fence()?;
             table.create_if_absent(schema).await?;
             let outcome = table
                 .commit(&Commit {
@@ -325,7 +337,13 @@ impl LakeTables {
                 // Without a log every file would look untracked; `convert` runs before this.
                 continue;
             }
+            if !self.owned.writes(name) {
+                continue;
+            }
             for path in table.untracked_files().await? {
+                if !self.owned.owns(name, path.filename().unwrap_or_default()) {
+                    continue;
+                }
                 tracing::warn!(table = name, path = %path, "deleting a data file its Delta log never committed");
                 self.delete(path).await?;
                 deleted += 1;
@@ -492,14 +510,15 @@ fn file_name(path: &str) -> &str {
 pub(super) fn data_files(
     sink: &crate::sink::Sink,
     files: &[crate::sink::FileWritten],
-    flush_seq: u64,
 ) -> Result<Vec<(&'static str, DataFile)>, LakeError> {
-    let name = crate::sink::file_name(flush_seq);
     files
         .iter()
         .map(|f| {
             let path = sink.root().join(&f.path);
-            Ok((f.table, DataFile::from_local(&path, &f.date, &name)?))
+            Ok((
+                f.table,
+                DataFile::from_local(&path, &f.date, file_name(&f.path))?,
+            ))
         })
         .collect()
 }

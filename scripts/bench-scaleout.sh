@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# Shared-lake benchmark (issue 21): two release receivers and a deriver on an S3 lake
+# (SeaweedFS on loopback).
+#   1. Throughput: the receivers take LEADS generated leads' deliveries (bodies of 200 events,
+#      alternating), then `derive --once` derives all of raw_events; beside it, in the same run,
+#      a one-process `replay` of the same file into another prefix of the same store. Prints
+#      each one's wall time and events per second.
+#   2. Lag: `serve --role derive` (default poll, 10 s) runs while a client posts RATE single
+#      deliveries per second for SECONDS, alternating between the receivers (default flush
+#      interval). Each derived contact row's lag is the time from its receipt to the Delta commit
+#      of the contact_events file holding it; prints its median, p90, p99 and maximum.
+# Needs `weed` and the Python deltalake package (scripts/test.sh installs both).
+# Usage: scripts/bench-scaleout.sh [LEADS] [RATE] [SECONDS] [WORK_DIR]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+leads="${1:-40000}"
+rate="${2:-200}"
+secs="${3:-60}"
+work="${4:-$(mktemp -d /var/tmp/hooklake-scaleout.XXXXXX)}"
+mkdir -p "$work"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+echo "== building (release)" >&2
+cargo build --release --quiet --bin hooklake
+bin="$CARGO_TARGET_DIR/release/hooklake"
+pids=()
+cleanup() { for p in "${pids[@]:-}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+export AWS_ACCESS_KEY_ID=bench-key AWS_SECRET_ACCESS_KEY=bench-secret
+export AWS_ENDPOINT_URL=http://127.0.0.1:8333 AWS_ALLOW_HTTP=true AWS_REGION=us-east-1
+rm -rf "$work/weed" && mkdir -p "$work/weed"
+weed mini -dir="$work/weed" -ip=127.0.0.1 -ip.bind=127.0.0.1 -bucket=lake \
+    -webdav=false -admin.ui=false -master.telemetry=false > "$work/weed.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 300); do (exec 3<>/dev/tcp/127.0.0.1/8333) 2>/dev/null && break; sleep 0.2; done
+sleep 2
+
+"$bin" gen --contacts "$leads" --seed 1 --out "$work/events.ndjson"
+"$bin" gen --contacts $((rate * secs)) --days 1 --seed 7 --out "$work/steady.ndjson"
+events=$(wc -l < "$work/events.ndjson")
+
+start_receivers() { # prefix
+    rm -rf "$work/r1" "$work/r2"
+    HOOKLAKE_LAKE_URL="s3://lake/$1" "$bin" serve --role ingest --data-dir "$work/r1" \
+        --listen 127.0.0.1:18701 2> "$work/r1.log" &
+    pids+=($!)
+    HOOKLAKE_LAKE_URL="s3://lake/$1" "$bin" serve --role ingest --data-dir "$work/r2" \
+        --listen 127.0.0.1:18702 2> "$work/r2.log" &
+    pids+=($!)
+    for port in 18701 18702; do
+        for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
+    done
+}
+
+stop_receivers() {
+    pkill -TERM -f "data-dir $work/r[12]" || true
+    while pgrep -f "data-dir $work/r[12]" > /dev/null; do sleep 0.2; done
+}
+
+# --- 1. throughput -------------------------------------------------------------------------
+start_receivers bulk
+echo "== posting $events events to two receivers in bodies of 200" >&2
+python3 - "$work/events.ndjson" <<'EOF'
+import sys, urllib.request
+lines = open(sys.argv[1]).read().splitlines()
+import time, urllib.error
+for n, i in enumerate(range(0, len(lines), 200)):
+    body = ("[" + ",".join(lines[i:i + 200]) + "]").encode()
+    port = 18701 + n % 2
+    while True:
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/webhooks/iclosed", data=body,
+                                     headers={"content-type": "application/json"})
+        try:
+            urllib.request.urlopen(req).read()
+            break
+        except urllib.error.HTTPError as e:
+            if e.code != 503:
+                raise
+            time.sleep(0.5)  # a full buffer: the flush catches up
+EOF
+stop_receivers
+echo "== derive --once of all raw_events, then one-process replay of the same file" >&2
+rm -rf "$work/d"
+/usr/bin/time -f "%e %M" -o "$work/time" env HOOKLAKE_LAKE_URL=s3://lake/bulk HOOKLAKE_LOG=info \
+    "$bin" derive --once --data-dir "$work/d" > "$work/derive.out" 2> "$work/derive.log"
+read -r wall rss < "$work/time"
+echo "derive --once: $events events in ${wall} s ($(python3 -c "print(round($events / $wall))") events/s), $((rss / 1024)) MiB peak RSS; $(cat "$work/derive.out")"
+rm -rf "$work/one"
+/usr/bin/time -f "%e %M" -o "$work/time" env HOOKLAKE_LAKE_URL=s3://lake/one HOOKLAKE_LOG=info \
+    "$bin" replay "$work/events.ndjson" --data-dir "$work/one" > /dev/null 2> "$work/replay.log"
+read -r wall rss < "$work/time"
+echo "replay (one process, every table): $events events in ${wall} s ($(python3 -c "print(round($events / $wall))") events/s), $((rss / 1024)) MiB peak RSS"
+
+# --- 2. lag under steady load --------------------------------------------------------------
+start_receivers steady
+rm -rf "$work/ds"
+HOOKLAKE_LAKE_URL=s3://lake/steady "$bin" serve --role derive --data-dir "$work/ds" \
+    --listen 127.0.0.1:18703 2> "$work/ds.log" &
+pids+=($!)
+sleep 2
+echo "== posting $rate deliveries/s for $secs s to two receivers, deriver polling every 10 s" >&2
+python3 - "$work/steady.ndjson" "$rate" "$secs" <<'EOF'
+import sys, time, urllib.request
+lines, rate, secs = open(sys.argv[1]).read().splitlines(), int(sys.argv[2]), int(sys.argv[3])
+start = time.time()
+for i, line in enumerate(lines[: rate * secs]):
+    wait = start + i / rate - time.time()
+    if wait > 0:
+        time.sleep(wait)
+    req = urllib.request.Request(f"http://127.0.0.1:{18701 + i % 2}/webhooks/iclosed",
+                                 data=line.encode(), headers={"content-type": "application/json"})
+    urllib.request.urlopen(req).read()
+late = time.time() - start - secs
+print(f"posted {min(len(lines), rate * secs)} deliveries, {late:.1f} s behind schedule at the end", file=sys.stderr)
+EOF
+sleep 25
+curl -s http://127.0.0.1:18703/readyz; echo
+python3 - <<'EOF'
+import os, statistics
+import pyarrow.fs, pyarrow.parquet as pq
+from deltalake import DeltaTable
+options = {k: os.environ[k] for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "AWS_ALLOW_HTTP")}
+dt = DeltaTable("s3://lake/steady/contact_events", storage_options=options)
+fs = pyarrow.fs.S3FileSystem(endpoint_override="127.0.0.1:8333", scheme="http",
+                             access_key=options["AWS_ACCESS_KEY_ID"], secret_key=options["AWS_SECRET_ACCESS_KEY"])
+lags = []
+for add in dt.get_add_actions(flatten=True).to_pylist():
+    committed_ms = add["modification_time"]
+    committed_ms = committed_ms.timestamp() * 1000 if hasattr(committed_ms, "timestamp") else committed_ms
+    table = pq.read_table(f"lake/steady/contact_events/{add['path']}", filesystem=fs, columns=["received_at"])
+    for received in table.column("received_at").to_pylist():
+        lags.append(committed_ms / 1000 - received.timestamp())
+lags.sort()
+q = lambda p: lags[min(len(lags) - 1, int(p * len(lags)))]
+print(f"lag from receipt to the derived contact row's commit, {len(lags)} rows: "
+      f"median {statistics.median(lags):.2f} s, p90 {q(0.9):.2f} s, p99 {q(0.99):.2f} s, max {lags[-1]:.2f} s")
+EOF
