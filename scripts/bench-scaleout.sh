@@ -6,17 +6,20 @@
 #      a one-process `replay` of the same file into another prefix of the same store. Prints
 #      each one's wall time and events per second.
 #   2. Lag: `serve --role derive` (default poll, 10 s) runs while a client posts RATE single
-#      deliveries per second for SECONDS, alternating between the receivers (default flush
-#      interval). Each derived contact row's lag is the time from its receipt to the Delta commit
-#      of the contact_events file holding it; prints its median, p90, p99 and maximum.
+#      deliveries per second for SECONDS, alternating between the receivers, which flush every
+#      FLUSH seconds. For each derived contact row, from the Delta commit times of the files
+#      holding its event: receipt to the raw_events commit, that commit to the contact_events
+#      commit (the deriver's trail), and receipt to the contact_events commit; prints the median,
+#      p90, p99 and maximum of each.
 # Needs `weed` and the Python deltalake package (scripts/test.sh installs both).
-# Usage: scripts/bench-scaleout.sh [LEADS] [RATE] [SECONDS] [WORK_DIR]
+# Usage: scripts/bench-scaleout.sh [LEADS] [RATE] [SECONDS] [FLUSH] [WORK_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 leads="${1:-40000}"
 rate="${2:-200}"
 secs="${3:-60}"
-work="${4:-$(mktemp -d /var/tmp/hooklake-scaleout.XXXXXX)}"
+flush="${4:-10}"
+work="${5:-$(mktemp -d /var/tmp/hooklake-scaleout.XXXXXX)}"
 mkdir -p "$work"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 echo "== building (release)" >&2
@@ -92,13 +95,13 @@ read -r wall rss < "$work/time"
 echo "replay (one process, every table): $events events in ${wall} s ($(python3 -c "print(round($events / $wall))") events/s), $((rss / 1024)) MiB peak RSS"
 
 # --- 2. lag under steady load --------------------------------------------------------------
-start_receivers steady
+HOOKLAKE_FLUSH_INTERVAL_SECS="$flush" start_receivers steady
 rm -rf "$work/ds"
 HOOKLAKE_LAKE_URL=s3://lake/steady "$bin" serve --role derive --data-dir "$work/ds" \
     --listen 127.0.0.1:18703 2> "$work/ds.log" &
 pids+=($!)
 sleep 2
-echo "== posting $rate deliveries/s for $secs s to two receivers, deriver polling every 10 s" >&2
+echo "== posting $rate deliveries/s for $secs s to two receivers flushing every $flush s, deriver polling every 10 s" >&2
 python3 - "$work/steady.ndjson" "$rate" "$secs" <<'EOF'
 import sys, time, urllib.request
 lines, rate, secs = open(sys.argv[1]).read().splitlines(), int(sys.argv[2]), int(sys.argv[3])
@@ -113,25 +116,39 @@ for i, line in enumerate(lines[: rate * secs]):
 late = time.time() - start - secs
 print(f"posted {min(len(lines), rate * secs)} deliveries, {late:.1f} s behind schedule at the end", file=sys.stderr)
 EOF
-sleep 25
+sleep $((flush + 25))
 curl -s http://127.0.0.1:18703/readyz; echo
 python3 - <<'EOF'
 import os, statistics
-import pyarrow.fs, pyarrow.parquet as pq
+import pyarrow as pa, pyarrow.fs, pyarrow.parquet as pq
 from deltalake import DeltaTable
 options = {k: os.environ[k] for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "AWS_ALLOW_HTTP")}
-dt = DeltaTable("s3://lake/steady/contact_events", storage_options=options)
 fs = pyarrow.fs.S3FileSystem(endpoint_override="127.0.0.1:8333", scheme="http",
                              access_key=options["AWS_ACCESS_KEY_ID"], secret_key=options["AWS_SECRET_ACCESS_KEY"])
-lags = []
-for add in dt.get_add_actions(flatten=True).to_pylist():
-    committed_ms = add["modification_time"]
-    committed_ms = committed_ms.timestamp() * 1000 if hasattr(committed_ms, "timestamp") else committed_ms
-    table = pq.read_table(f"lake/steady/contact_events/{add['path']}", filesystem=fs, columns=["received_at"])
-    for received in table.column("received_at").to_pylist():
-        lags.append(committed_ms / 1000 - received.timestamp())
-lags.sort()
-q = lambda p: lags[min(len(lags) - 1, int(p * len(lags)))]
-print(f"lag from receipt to the derived contact row's commit, {len(lags)} rows: "
-      f"median {statistics.median(lags):.2f} s, p90 {q(0.9):.2f} s, p99 {q(0.99):.2f} s, max {lags[-1]:.2f} s")
+
+def commits(table):
+    """event_id -> (received_at in s, commit time in s) over the table's live files."""
+    dt = DeltaTable(f"s3://lake/steady/{table}", storage_options=options)
+    out = {}
+    for add in pa.table(dt.get_add_actions(flatten=True)).to_pylist():
+        t = add["modification_time"]
+        t = t.timestamp() if hasattr(t, "timestamp") else t / 1000
+        rows = pq.read_table(f"lake/steady/{table}/{add['path']}", filesystem=fs,
+                             columns=["event_id", "received_at"]).to_pylist()
+        for row in rows:
+            previous = out.get(row["event_id"])
+            if previous is None or t < previous[1]:
+                out[row["event_id"]] = (row["received_at"].timestamp(), t)
+    return out
+
+raw, derived = commits("raw_events"), commits("contact_events")
+pairs = [(raw[e][0], raw[e][1], derived[e][1]) for e in derived if e in raw]
+def show(name, lags):
+    lags.sort()
+    q = lambda p: lags[min(len(lags) - 1, int(p * len(lags)))]
+    print(f"{name}, {len(lags)} contact rows: median {statistics.median(lags):.2f} s, "
+          f"p90 {q(0.9):.2f} s, p99 {q(0.99):.2f} s, max {lags[-1]:.2f} s")
+show("receipt to raw_events commit", [c - r for r, c, _ in pairs])
+show("raw_events commit to contact_events commit", [d - c for _, c, d in pairs])
+show("receipt to contact_events commit", [d - r for r, _, d in pairs])
 EOF

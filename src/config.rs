@@ -641,10 +641,10 @@ impl Config {
         if let Err(message) = parse_offset(&self.partition_time_zone) {
             return invalid("partition_time_zone", message);
         }
-        if let Some(url) = &self.lake_url {
-            if let Err(e) = crate::lake::LakeUrl::parse(url) {
-                return invalid("lake_url", e.to_string());
-            }
+        if let Some(url) = &self.lake_url
+            && let Err(e) = crate::lake::LakeUrl::parse(url)
+        {
+            return invalid("lake_url", e.to_string());
         }
         let shared = self
             .lake_url

@@ -293,7 +293,7 @@ async fn derive_polls(
                     return Err(e.into());
                 }
                 if sleep_or_stop(stop, poll).await {
-                    return finish(pipeline, lake, lease, snapshot_version).await;
+                    return finish(pipeline, lake, lease, snapshot_version, uploaded_flush).await;
                 }
                 continue;
             }
@@ -346,10 +346,10 @@ async fn derive_polls(
             last_upload = Instant::now();
         }
         if once {
-            return finish(pipeline, lake, lease, snapshot_version).await;
+            return finish(pipeline, lake, lease, snapshot_version, uploaded_flush).await;
         }
         if sleep_or_stop(stop, poll.min(lease.renew_every())).await {
-            return finish(pipeline, lake, lease, snapshot_version).await;
+            return finish(pipeline, lake, lease, snapshot_version, uploaded_flush).await;
         }
     }
 }
@@ -362,14 +362,18 @@ async fn sleep_or_stop(stop: &CancellationToken, wait: Duration) -> bool {
     }
 }
 
-/// A clean stop: the state uploaded for the next holder.
+/// A clean stop: the state uploaded for the next holder, unless the last upload holds it
+/// (the flush number `uploaded_flush` is still the last committed one).
 async fn finish(
     pipeline: &Arc<Pipeline>,
     lake: &Lake,
     lease: &Lease,
     snapshot_version: &mut Option<UpdateVersion>,
+    uploaded_flush: u64,
 ) -> anyhow::Result<Held> {
-    upload_state(pipeline, lake, lease, snapshot_version).await?;
+    if pipeline.store().committed()?.flush_seq != uploaded_flush || snapshot_version.is_none() {
+        upload_state(pipeline, lake, lease, snapshot_version).await?;
+    }
     Ok(Held::Stopped)
 }
 

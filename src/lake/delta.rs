@@ -455,7 +455,7 @@ impl DeltaTable {
                 .bytes()
                 .await
                 .map_err(|e| store_error("get", &path, e))?;
-            snapshot.apply(version, checkpoint::read(bytes, &path.to_string())?);
+            snapshot.apply(version, checkpoint::read(bytes, path.as_ref())?);
         }
         // The commits after the checkpoint, in order; listing from an offset skips the rest.
         let prefix = self.root.clone().join(LOG_DIR);

@@ -476,7 +476,7 @@ impl LakeTables {
                     Ok(()) => deleted += 1,
                     Err(object_store::Error::NotFound { .. }) => {}
                     Err(e) => {
-                        self.vacuumed_forget(&key.to_string());
+                        self.vacuumed_forget(key.as_ref());
                         return Err(store_error("delete", &key, e));
                     }
                 }
