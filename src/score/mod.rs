@@ -18,6 +18,7 @@
 
 pub mod decay;
 pub mod rules;
+pub mod stored;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 

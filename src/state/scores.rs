@@ -10,11 +10,12 @@ use redb::{ReadOnlyTable, ReadableDatabase, TableDefinition, TableError};
 
 use super::{Store, StoreError, err};
 use crate::score::rules::Counts;
+use crate::score::stored::{decode_counts, decode_score, encode_counts, encode_score};
 use crate::score::{ScoreState, Scoring};
 
-/// Contact id -> its last score ([`ScoreState`] as JSON).
+/// Contact id -> its last score ([`ScoreState`], in the form of `score/stored.rs`).
 const LEAD_SCORES: TableDefinition<i64, &[u8]> = TableDefinition::new("lead_scores");
-/// Contact key -> counts of the calls and outcomes filed under it ([`Counts`] as JSON).
+/// Contact key -> counts of the calls and outcomes filed under it ([`Counts`], likewise).
 const SCORE_COUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("score_counts");
 /// Contact key (`p:`, `e:`) -> the lowest contact id that has carried it.
 const SCORE_KEYS: TableDefinition<&str, i64> = TableDefinition::new("score_keys");
@@ -59,7 +60,7 @@ impl Store {
             read(
                 txn.open_table(LEAD_SCORES),
                 contacts.iter().copied(),
-                |b| serde_json::from_slice(b).map_err(err("decode score")),
+                |b| decode_score(b).map_err(err("decode score")),
                 |found, s: ScoreState| {
                     out.scores.insert(found, s);
                 },
@@ -67,7 +68,7 @@ impl Store {
             read(
                 txn.open_table(SCORE_COUNTS),
                 count_keys.iter().map(String::as_str),
-                |b| serde_json::from_slice(b).map_err(err("decode counts")),
+                |b| decode_counts(b).map_err(err("decode counts")),
                 |key, c: Counts| {
                     out.counts.insert(key.to_string(), c);
                 },
@@ -96,7 +97,7 @@ impl Store {
             let mut out = HashMap::new();
             for entry in table.iter().map_err(err("read"))? {
                 let (id, bytes) = entry.map_err(err("read"))?;
-                let state = serde_json::from_slice(bytes.value()).map_err(err("decode score"))?;
+                let state = decode_score(bytes.value()).map_err(err("decode score"))?;
                 out.insert(id.value(), state);
             }
             Ok(out)
@@ -109,22 +110,32 @@ pub(super) fn write(txn: &redb::WriteTransaction, scoring: &Scoring) -> Result<(
     if scoring.is_empty() {
         return Ok(());
     }
+    // In key order: neighbouring inserts meet the pages the last one touched.
+    let mut bytes = Vec::with_capacity(256);
     let mut scores = txn.open_table(LEAD_SCORES).map_err(err("open table"))?;
-    for (id, state) in &scoring.scores {
-        let bytes = serde_json::to_vec(state).map_err(err("encode score"))?;
+    let mut ids: Vec<(&i64, &ScoreState)> = scoring.scores.iter().collect();
+    ids.sort_unstable_by_key(|(id, _)| **id);
+    for (id, state) in ids {
+        bytes.clear();
+        encode_score(state, &mut bytes);
         scores
             .insert(*id, bytes.as_slice())
             .map_err(err("insert"))?;
     }
     let mut counts = txn.open_table(SCORE_COUNTS).map_err(err("open table"))?;
-    for (key, c) in &scoring.counts {
-        let bytes = serde_json::to_vec(c).map_err(err("encode counts"))?;
+    let mut keys: Vec<(&String, &Counts)> = scoring.counts.iter().collect();
+    keys.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    for (key, c) in keys {
+        bytes.clear();
+        encode_counts(c, &mut bytes);
         counts
             .insert(key.as_str(), bytes.as_slice())
             .map_err(err("insert"))?;
     }
     let mut keys = txn.open_table(SCORE_KEYS).map_err(err("open table"))?;
-    for (key, id) in &scoring.keys {
+    let mut owners: Vec<(&String, &i64)> = scoring.keys.iter().collect();
+    owners.sort_unstable();
+    for (key, id) in owners {
         keys.insert(key.as_str(), *id).map_err(err("insert"))?;
     }
     Ok(())

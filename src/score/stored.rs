@@ -1,0 +1,280 @@
+//! The stored form of a contact's score ([`ScoreState`]) and of a key's counts ([`Counts`]):
+//! a format byte, then varints and length-prefixed text. Stores written before this form hold
+//! JSON, which starts with `{` and is still read.
+//! Invariant: `decode(encode(x)) == x`; a value cut short or in an unknown format is an error,
+//! never a default.
+
+use super::ScoreState;
+use super::rules::{Counts, Evaluation};
+
+/// First byte of the binary form.
+const FORMAT: u8 = 1;
+
+/// Why stored bytes could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("stored score JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("stored score cut short or malformed at byte {0}")]
+    Malformed(usize),
+    #[error("stored score in an unknown format ({0})")]
+    Format(u8),
+}
+
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn put_int(out: &mut Vec<u8>, v: i64) {
+    put_varint(out, zigzag(v));
+}
+
+fn put_text(out: &mut Vec<u8>, text: &str) {
+    put_varint(out, text.len() as u64);
+    out.extend_from_slice(text.as_bytes());
+}
+
+/// Appends the binary form of a score.
+pub fn encode_score(state: &ScoreState, out: &mut Vec<u8>) {
+    out.push(FORMAT);
+    put_int(out, state.revision);
+    put_int(out, state.last_activity_us);
+    put_text(out, &state.last_event_id);
+    put_text(out, &state.last_event_type);
+    let e = &state.evaluation;
+    put_int(out, e.points);
+    put_int(out, e.score);
+    put_text(out, &e.band);
+    put_varint(out, e.matched.len() as u64);
+    for (id, points) in &e.matched {
+        put_text(out, id);
+        put_int(out, *points);
+    }
+}
+
+/// Appends the binary form of counts.
+pub fn encode_counts(c: &Counts, out: &mut Vec<u8>) {
+    out.push(FORMAT);
+    for n in [
+        c.booked,
+        c.cancelled,
+        c.rescheduled,
+        c.held,
+        c.no_show,
+        c.won,
+    ] {
+        put_varint(out, u64::from(n));
+    }
+}
+
+/// Reads a stored score: the binary form or JSON.
+pub fn decode_score(bytes: &[u8]) -> Result<ScoreState, DecodeError> {
+    match first(bytes)? {
+        Form::Json => Ok(serde_json::from_slice(bytes)?),
+        Form::Binary => {
+            let mut r = Reader { bytes, at: 1 };
+            let revision = r.int()?;
+            let last_activity_us = r.int()?;
+            let last_event_id = r.text()?;
+            let last_event_type = r.text()?;
+            let points = r.int()?;
+            let score = r.int()?;
+            let band = r.text()?;
+            let n = r.varint()?;
+            // Each rule takes at least two bytes: a count beyond the bytes left is damage.
+            if n > (bytes.len() - r.at) as u64 {
+                return Err(r.malformed());
+            }
+            let mut matched = Vec::with_capacity(n as usize);
+            for _ in 0..n {
+                matched.push((r.text()?, r.int()?));
+            }
+            r.end()?;
+            Ok(ScoreState {
+                revision,
+                evaluation: Evaluation {
+                    matched,
+                    points,
+                    score,
+                    band,
+                },
+                last_activity_us,
+                last_event_id,
+                last_event_type,
+            })
+        }
+    }
+}
+
+/// Reads stored counts: the binary form or JSON.
+pub fn decode_counts(bytes: &[u8]) -> Result<Counts, DecodeError> {
+    match first(bytes)? {
+        Form::Json => Ok(serde_json::from_slice(bytes)?),
+        Form::Binary => {
+            let mut r = Reader { bytes, at: 1 };
+            let mut next = || -> Result<u32, DecodeError> {
+                let v = r.varint()?;
+                u32::try_from(v).map_err(|_| DecodeError::Malformed(r.at))
+            };
+            let c = Counts {
+                booked: next()?,
+                cancelled: next()?,
+                rescheduled: next()?,
+                held: next()?,
+                no_show: next()?,
+                won: next()?,
+            };
+            r.end()?;
+            Ok(c)
+        }
+    }
+}
+
+enum Form {
+    Json,
+    Binary,
+}
+
+fn first(bytes: &[u8]) -> Result<Form, DecodeError> {
+    match bytes.first() {
+        Some(&FORMAT) => Ok(Form::Binary),
+        Some(b'{' | b' ' | b'\n' | b'\r' | b'\t') => Ok(Form::Json),
+        Some(&other) => Err(DecodeError::Format(other)),
+        None => Err(DecodeError::Malformed(0)),
+    }
+}
+
+/// Reads the binary form; every read checks its bounds.
+struct Reader<'b> {
+    bytes: &'b [u8],
+    at: usize,
+}
+
+impl Reader<'_> {
+    fn malformed(&self) -> DecodeError {
+        DecodeError::Malformed(self.at)
+    }
+
+    fn byte(&mut self) -> Result<u8, DecodeError> {
+        let b = *self.bytes.get(self.at).ok_or_else(|| self.malformed())?;
+        self.at += 1;
+        Ok(b)
+    }
+
+    fn varint(&mut self) -> Result<u64, DecodeError> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.byte()?;
+            v |= u64::from(b & 0x7f) << shift;
+            if b < 0x80 {
+                return Ok(v);
+            }
+        }
+        Err(self.malformed())
+    }
+
+    fn int(&mut self) -> Result<i64, DecodeError> {
+        Ok(unzigzag(self.varint()?))
+    }
+
+    fn text(&mut self) -> Result<String, DecodeError> {
+        let len = usize::try_from(self.varint()?).map_err(|_| self.malformed())?;
+        let end = self.at.checked_add(len).ok_or_else(|| self.malformed())?;
+        let slice = self
+            .bytes
+            .get(self.at..end)
+            .ok_or_else(|| self.malformed())?;
+        let text = std::str::from_utf8(slice).map_err(|_| self.malformed())?;
+        self.at = end;
+        Ok(text.to_string())
+    }
+
+    /// Nothing may follow the value.
+    fn end(&self) -> Result<(), DecodeError> {
+        if self.at == self.bytes.len() {
+            Ok(())
+        } else {
+            Err(self.malformed())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(matched: Vec<(String, i64)>) -> ScoreState {
+        ScoreState {
+            revision: 7,
+            evaluation: Evaluation {
+                points: matched.iter().map(|(_, p)| p).sum(),
+                score: -3,
+                band: "cold".into(),
+                matched,
+            },
+            last_activity_us: -1_700_000_000_000_000,
+            last_event_id: "evt_é1".into(),
+            last_event_type: "contact_updated".into(),
+        }
+    }
+
+    #[test]
+    fn scores_and_counts_round_trip_and_json_is_still_read() {
+        for s in [
+            state(vec![]),
+            state(vec![("qualified".into(), 30), ("no-show".into(), i64::MIN)]),
+        ] {
+            let mut bytes = Vec::new();
+            encode_score(&s, &mut bytes);
+            assert_eq!(decode_score(&bytes).unwrap(), s);
+            let json = serde_json::to_vec(&s).unwrap();
+            assert!(bytes.len() < json.len());
+            assert_eq!(decode_score(&json).unwrap(), s);
+        }
+        let c = Counts {
+            booked: 3,
+            cancelled: 0,
+            rescheduled: 1,
+            held: u32::MAX,
+            no_show: 2,
+            won: 1,
+        };
+        let mut bytes = Vec::new();
+        encode_counts(&c, &mut bytes);
+        assert_eq!(decode_counts(&bytes).unwrap(), c);
+        assert_eq!(decode_counts(&serde_json::to_vec(&c).unwrap()).unwrap(), c);
+    }
+
+    #[test]
+    fn damaged_bytes_are_errors() {
+        let mut bytes = Vec::new();
+        encode_score(&state(vec![("won".into(), 50)]), &mut bytes);
+        for cut in 0..bytes.len() {
+            assert!(decode_score(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(decode_score(&longer).is_err());
+        assert!(matches!(decode_score(&[7, 1]), Err(DecodeError::Format(7))));
+        let mut counts = Vec::new();
+        encode_counts(&Counts::default(), &mut counts);
+        assert!(decode_counts(&counts[..counts.len() - 1]).is_err());
+        // A count above u32 is damage, not a wrapped number.
+        let mut big = vec![FORMAT];
+        put_varint(&mut big, u64::from(u32::MAX) + 1);
+        big.extend([0; 5]);
+        assert!(decode_counts(&big).is_err());
+    }
+}
