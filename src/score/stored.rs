@@ -6,6 +6,7 @@
 
 use super::ScoreState;
 use super::rules::{Counts, Evaluation};
+use crate::state::codec::{Malformed, Reader, put_int, put_text, put_varint};
 
 /// First byte of the binary form.
 const FORMAT: u8 = 1;
@@ -21,29 +22,10 @@ pub enum DecodeError {
     Format(u8),
 }
 
-fn zigzag(v: i64) -> u64 {
-    ((v << 1) ^ (v >> 63)) as u64
-}
-
-fn unzigzag(v: u64) -> i64 {
-    ((v >> 1) as i64) ^ -((v & 1) as i64)
-}
-
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push(v as u8 | 0x80);
-        v >>= 7;
+impl From<Malformed> for DecodeError {
+    fn from(m: Malformed) -> DecodeError {
+        DecodeError::Malformed(m.0)
     }
-    out.push(v as u8);
-}
-
-fn put_int(out: &mut Vec<u8>, v: i64) {
-    put_varint(out, zigzag(v));
-}
-
-fn put_text(out: &mut Vec<u8>, text: &str) {
-    put_varint(out, text.len() as u64);
-    out.extend_from_slice(text.as_bytes());
 }
 
 /// Appends the binary form of a score.
@@ -84,7 +66,7 @@ pub fn decode_score(bytes: &[u8]) -> Result<ScoreState, DecodeError> {
     match first(bytes)? {
         Form::Json => Ok(serde_json::from_slice(bytes)?),
         Form::Binary => {
-            let mut r = Reader { bytes, at: 1 };
+            let mut r = Reader::new(bytes, 1);
             let revision = r.int()?;
             let last_activity_us = r.int()?;
             let last_event_id = r.text()?;
@@ -94,8 +76,8 @@ pub fn decode_score(bytes: &[u8]) -> Result<ScoreState, DecodeError> {
             let band = r.text()?;
             let n = r.varint()?;
             // Each rule takes at least two bytes: a count beyond the bytes left is damage.
-            if n > (bytes.len() - r.at) as u64 {
-                return Err(r.malformed());
+            if n > r.left() as u64 {
+                return Err(r.malformed().into());
             }
             let mut matched = Vec::with_capacity(n as usize);
             for _ in 0..n {
@@ -123,10 +105,10 @@ pub fn decode_counts(bytes: &[u8]) -> Result<Counts, DecodeError> {
     match first(bytes)? {
         Form::Json => Ok(serde_json::from_slice(bytes)?),
         Form::Binary => {
-            let mut r = Reader { bytes, at: 1 };
+            let mut r = Reader::new(bytes, 1);
             let mut next = || -> Result<u32, DecodeError> {
                 let v = r.varint()?;
-                u32::try_from(v).map_err(|_| DecodeError::Malformed(r.at))
+                u32::try_from(v).map_err(|_| r.malformed().into())
             };
             let c = Counts {
                 booked: next()?,
@@ -153,61 +135,6 @@ fn first(bytes: &[u8]) -> Result<Form, DecodeError> {
         Some(b'{' | b' ' | b'\n' | b'\r' | b'\t') => Ok(Form::Json),
         Some(&other) => Err(DecodeError::Format(other)),
         None => Err(DecodeError::Malformed(0)),
-    }
-}
-
-/// Reads the binary form; every read checks its bounds.
-struct Reader<'b> {
-    bytes: &'b [u8],
-    at: usize,
-}
-
-impl Reader<'_> {
-    fn malformed(&self) -> DecodeError {
-        DecodeError::Malformed(self.at)
-    }
-
-    fn byte(&mut self) -> Result<u8, DecodeError> {
-        let b = *self.bytes.get(self.at).ok_or_else(|| self.malformed())?;
-        self.at += 1;
-        Ok(b)
-    }
-
-    fn varint(&mut self) -> Result<u64, DecodeError> {
-        let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
-            let b = self.byte()?;
-            v |= u64::from(b & 0x7f) << shift;
-            if b < 0x80 {
-                return Ok(v);
-            }
-        }
-        Err(self.malformed())
-    }
-
-    fn int(&mut self) -> Result<i64, DecodeError> {
-        Ok(unzigzag(self.varint()?))
-    }
-
-    fn text(&mut self) -> Result<String, DecodeError> {
-        let len = usize::try_from(self.varint()?).map_err(|_| self.malformed())?;
-        let end = self.at.checked_add(len).ok_or_else(|| self.malformed())?;
-        let slice = self
-            .bytes
-            .get(self.at..end)
-            .ok_or_else(|| self.malformed())?;
-        let text = std::str::from_utf8(slice).map_err(|_| self.malformed())?;
-        self.at = end;
-        Ok(text.to_string())
-    }
-
-    /// Nothing may follow the value.
-    fn end(&self) -> Result<(), DecodeError> {
-        if self.at == self.bytes.len() {
-            Ok(())
-        } else {
-            Err(self.malformed())
-        }
     }
 }
 

@@ -35,6 +35,7 @@ use std::time::Instant;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
+pub mod codec;
 mod commit;
 mod filter;
 mod index;

@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use super::Tables;
 use super::table::{Micros, Text};
 use super::tables::{AttributeChangeRow, ContactEventRow, StatusTransitionRow};
+use crate::state::codec::{Malformed, Reader, put_text, put_varint, unzigzag, zigzag};
 
 #[cfg(test)]
 mod reference;
@@ -425,7 +426,7 @@ impl ContactState {
     /// Reads a stored state: the binary form, or the JSON that versions before it stored.
     pub fn decode(bytes: &[u8]) -> Result<ContactState, DecodeError> {
         match bytes.first() {
-            Some(&STATE_FORMAT) => Reader { bytes, at: 1 }.state(),
+            Some(&STATE_FORMAT) => StateReader(Reader::new(bytes, 1)).state(),
             Some(b'{') | Some(b' ' | b'\n' | b'\r' | b'\t') => Ok(serde_json::from_slice(bytes)?),
             Some(&other) => Err(DecodeError::Format(other)),
             None => Err(DecodeError::Malformed(0)),
@@ -433,66 +434,30 @@ impl ContactState {
     }
 }
 
-fn zigzag(v: i64) -> u64 {
-    ((v << 1) ^ (v >> 63)) as u64
-}
-
-fn unzigzag(v: u64) -> i64 {
-    ((v >> 1) as i64) ^ -((v & 1) as i64)
-}
-
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push(v as u8 | 0x80);
-        v >>= 7;
+impl From<Malformed> for DecodeError {
+    fn from(m: Malformed) -> DecodeError {
+        DecodeError::Malformed(m.0)
     }
-    out.push(v as u8);
 }
 
-fn put_text(out: &mut Vec<u8>, text: &str) {
-    put_varint(out, text.len() as u64);
-    out.extend_from_slice(text.as_bytes());
-}
+/// Reads the binary form after its format byte.
+struct StateReader<'b>(Reader<'b>);
 
-/// Reads the binary form; every read checks its bounds.
-struct Reader<'b> {
-    bytes: &'b [u8],
-    at: usize,
-}
-
-impl Reader<'_> {
+impl StateReader<'_> {
     fn malformed(&self) -> DecodeError {
-        DecodeError::Malformed(self.at)
+        self.0.malformed().into()
     }
 
     fn byte(&mut self) -> Result<u8, DecodeError> {
-        let b = *self.bytes.get(self.at).ok_or_else(|| self.malformed())?;
-        self.at += 1;
-        Ok(b)
+        Ok(self.0.byte()?)
     }
 
     fn varint(&mut self) -> Result<u64, DecodeError> {
-        let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
-            let b = self.byte()?;
-            v |= u64::from(b & 0x7f) << shift;
-            if b < 0x80 {
-                return Ok(v);
-            }
-        }
-        Err(self.malformed())
+        Ok(self.0.varint()?)
     }
 
     fn text(&mut self) -> Result<String, DecodeError> {
-        let len = usize::try_from(self.varint()?).map_err(|_| self.malformed())?;
-        let end = self.at.checked_add(len).ok_or_else(|| self.malformed())?;
-        let slice = self
-            .bytes
-            .get(self.at..end)
-            .ok_or_else(|| self.malformed())?;
-        let text = std::str::from_utf8(slice).map_err(|_| self.malformed())?;
-        self.at = end;
-        Ok(text.to_string())
+        Ok(self.0.text()?)
     }
 
     /// A time stored as its distance to `base`.
@@ -537,9 +502,7 @@ impl Reader<'_> {
             };
             attrs.others.insert(key, Other { value, at });
         }
-        if self.at != self.bytes.len() {
-            return Err(self.malformed());
-        }
+        self.0.end()?;
         Ok(ContactState {
             event_time_us,
             event_id,
