@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Shared-lake benchmark (issue 21): two release receivers and a deriver on an S3 lake
 # (SeaweedFS on loopback).
-#   1. Throughput: the receivers take LEADS generated leads' deliveries (bodies of 200 events,
-#      alternating), then `derive --once` derives all of raw_events; beside it, in the same run,
-#      a one-process `replay` of the same file into another prefix of the same store. Prints
-#      each one's wall time and events per second.
+#   1. Throughput: the receivers (flushing every FLUSH seconds) take LEADS generated leads'
+#      deliveries (bodies of 200 events, alternating); the lake is copied to a second prefix;
+#      then `derive --once` derives all of raw_events, with the default batch
+#      (derive_batch_events) on one copy and with no bound on the other; beside them, in the
+#      same run, a one-process `replay` of the same file into a third prefix. Prints each one's
+#      wall time, events per second and peak RSS.
 #   2. Lag: `serve --role derive` (default poll, 10 s) runs while a client posts RATE single
 #      deliveries per second for SECONDS, alternating between the receivers, which flush every
 #      FLUSH seconds. For each derived contact row, from the Delta commit times of the files
@@ -61,7 +63,7 @@ stop_receivers() {
 }
 
 # --- 1. throughput -------------------------------------------------------------------------
-start_receivers bulk
+HOOKLAKE_FLUSH_INTERVAL_SECS="$flush" start_receivers bulk
 echo "== posting $events events to two receivers in bodies of 200" >&2
 python3 - "$work/events.ndjson" <<'EOF'
 import sys, urllib.request
@@ -82,12 +84,31 @@ for n, i in enumerate(range(0, len(lines), 200)):
             time.sleep(0.5)  # a full buffer: the flush catches up
 EOF
 stop_receivers
-echo "== derive --once of all raw_events, then one-process replay of the same file" >&2
-rm -rf "$work/d"
-/usr/bin/time -f "%e %M" -o "$work/time" env HOOKLAKE_LAKE_URL=s3://lake/bulk HOOKLAKE_LOG=info \
-    "$bin" derive --once --data-dir "$work/d" > "$work/derive.out" 2> "$work/derive.log"
-read -r wall rss < "$work/time"
-echo "derive --once: $events events in ${wall} s ($(python3 -c "print(round($events / $wall))") events/s), $((rss / 1024)) MiB peak RSS; $(cat "$work/derive.out")"
+python3 - <<'EOF'
+import os, pyarrow.fs
+fs = pyarrow.fs.S3FileSystem(endpoint_override="127.0.0.1:8333", scheme="http",
+                             access_key=os.environ["AWS_ACCESS_KEY_ID"], secret_key=os.environ["AWS_SECRET_ACCESS_KEY"])
+for info in fs.get_file_info(pyarrow.fs.FileSelector("lake/bulk", recursive=True)):
+    if info.type == pyarrow.fs.FileType.File:
+        fs.copy_file(info.path, "lake/bulk2/" + info.path[len("lake/bulk/"):])
+EOF
+echo "== derive --once of all raw_events (batched, then unbounded), then one-process replay of the same file" >&2
+derive_once() { # prefix label [batch]
+    rm -rf "$work/d"
+    /usr/bin/time -f "%e %M" -o "$work/time" env HOOKLAKE_LAKE_URL="s3://lake/$1" HOOKLAKE_LOG=info \
+        ${3:+HOOKLAKE_DERIVE_BATCH_EVENTS=$3} \
+        "$bin" derive --once --data-dir "$work/d" > "$work/derive.out" 2> "$work/derive-$1.log"
+    read -r wall rss < "$work/time"
+    echo "derive --once, $2: $events events in ${wall} s ($(python3 -c "print(round($events / $wall))") events/s), $((rss / 1024)) MiB peak RSS; $(cat "$work/derive.out")"
+}
+echo "raw_events: $(python3 -c "
+import os
+from deltalake import DeltaTable
+o = {k: os.environ[k] for k in ('AWS_ENDPOINT_URL', 'AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_REGION', 'AWS_ALLOW_HTTP')}
+t = DeltaTable('s3://lake/bulk/raw_events', storage_options=o)
+print(len(t.file_uris()), 'files in', t.version() + 1, 'versions')")"
+derive_once bulk "default batch"
+derive_once bulk2 "unbounded" 1000000000
 rm -rf "$work/one"
 /usr/bin/time -f "%e %M" -o "$work/time" env HOOKLAKE_LAKE_URL=s3://lake/one HOOKLAKE_LOG=info \
     "$bin" replay "$work/events.ndjson" --data-dir "$work/one" > /dev/null 2> "$work/replay.log"

@@ -166,6 +166,9 @@ pub struct Config {
     /// Seconds between uploads of the deriver's state to the lake (and after its last flush);
     /// a standby that takes over starts from the last upload.
     pub derive_snapshot_secs: u64,
+    /// Rows of `raw_events` (by the files' statistics) the deriver reads in one pass at most
+    /// (at least one file): what bounds its memory on a backlog.
+    pub derive_batch_events: u64,
     /// Socket address `serve` listens on.
     pub listen: String,
     /// Largest accepted request body in bytes.
@@ -297,6 +300,7 @@ impl Default for Config {
             derive_lease_secs: 30,
             receiver_timeout_secs: 60,
             derive_snapshot_secs: 60,
+            derive_batch_events: 100_000,
             listen: DEFAULT_LISTEN.to_string(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_json_depth: DEFAULT_MAX_JSON_DEPTH,
@@ -666,6 +670,7 @@ impl Config {
             ("derive_lease_secs", self.derive_lease_secs),
             ("receiver_timeout_secs", self.receiver_timeout_secs),
             ("derive_snapshot_secs", self.derive_snapshot_secs),
+            ("derive_batch_events", self.derive_batch_events),
         ] {
             if value == 0 {
                 return invalid(key, "must be at least 1".into());

@@ -103,6 +103,37 @@ struct Waiting {
     envelope: Envelope,
 }
 
+/// A `raw_events` file the deriver has seen in the log but not read yet.
+#[derive(Debug, Clone, PartialEq)]
+struct Unread {
+    version: i64,
+    path: String,
+    /// A lower bound of its rows' receive times (its `add` statistics; the smallest possible
+    /// value without them).
+    min_received_us: i64,
+    /// Its rows (statistics), or 1 without them.
+    rows: u64,
+}
+
+/// Picks the files to read in this pass: the unread ones in order of their earliest receive
+/// time, up to `budget` rows (at least one file). Returns them and the receive time below
+/// which every event still unread lies at or above (`i64::MAX` when none is left).
+fn pick(unread: &mut Vec<Unread>, budget: u64) -> (Vec<Unread>, i64) {
+    unread.sort_by_key(|u| (u.min_received_us, u.version));
+    let mut rows = 0u64;
+    let mut take = 0;
+    for u in unread.iter() {
+        if take > 0 && rows.saturating_add(u.rows) > budget {
+            break;
+        }
+        rows = rows.saturating_add(u.rows);
+        take += 1;
+    }
+    let picked: Vec<Unread> = unread.drain(..take).collect();
+    let bound = unread.first().map_or(i64::MAX, |u| u.min_received_us);
+    (picked, bound)
+}
+
 /// How a holding ended.
 enum Held {
     /// Asked to stop (or `--once` done): the lease is released.
@@ -239,6 +270,7 @@ async fn derive_polls(
     let progress = pipeline.store().derived_through()?;
     let mut next_version = progress.map_or(0, |v| v + 1);
     let mut waiting: Vec<Waiting> = Vec::new();
+    let mut unread: Vec<Unread> = Vec::new();
     let mut last_upload = Instant::now();
     let mut uploaded_flush = pipeline.store().committed()?.flush_seq;
     let mut next_renew = Instant::now() + lease.renew_every();
@@ -269,7 +301,7 @@ async fn derive_polls(
             let watermark = receivers::watermark(&active);
             let receivers = active.len();
             let latest = raw.snapshot().await?.version;
-            let mut files: Vec<(i64, String)> = Vec::new();
+            let mut files: Vec<Unread> = Vec::new();
             if let Some(latest) = latest {
                 for version in next_version..=latest {
                     let actions =
@@ -279,7 +311,7 @@ async fn derive_polls(
                                 table: "raw_events".into(),
                                 reason: format!("version {version} is missing"),
                             })?;
-                    files.extend(written_files(&actions).into_iter().map(|p| (version, p)));
+                    files.extend(written_files(version, &actions));
                 }
             }
             Ok::<_, LakeError>((watermark, receivers, latest, files))
@@ -298,17 +330,27 @@ async fn derive_polls(
                 continue;
             }
         };
-        let read = read_events(lake, &raw, &staging, &files).await?;
-        metrics.add("hooklake_deriver_events_read_total", "", read.len() as u64);
-        waiting.extend(read);
+        unread.extend(files);
         if let Some(latest) = latest {
             next_version = latest + 1;
         }
+        // A pass reads at most `derive_batch_events` rows, the earliest files first; an
+        // event is derived only below the earliest receive time still unread.
+        let (picked, unread_from) = pick(&mut unread, config.derive_batch_events);
+        let read = read_events(lake, &raw, &staging, &picked).await?;
+        metrics.add("hooklake_deriver_events_read_total", "", read.len() as u64);
+        waiting.extend(read);
         // Below the watermark, in receive-time order (the order one process takes them).
+        let cutoff = watermark.min(unread_from);
         waiting.sort_by_key(|w| (w.envelope.received_at_us, w.version));
-        let ready = waiting.partition_point(|w| w.envelope.received_at_us < watermark);
+        let ready = waiting.partition_point(|w| w.envelope.received_at_us < cutoff);
         let now: Vec<Waiting> = waiting.drain(..ready).collect();
-        let reached = match waiting.iter().map(|w| w.version).min() {
+        let oldest = waiting
+            .iter()
+            .map(|w| w.version)
+            .chain(unread.iter().map(|u| u.version))
+            .min();
+        let reached = match oldest {
             Some(oldest) => oldest - 1,
             None => next_version - 1,
         };
@@ -333,7 +375,7 @@ async fn derive_polls(
         let progress = pipeline.store().derived_through()?;
         set_status(status, metrics, |s| {
             s.raw_events_version = progress;
-            s.lag_events = waiting.len() as u64;
+            s.lag_events = waiting.len() as u64 + unread.iter().map(|u| u.rows).sum::<u64>();
             s.lag_secs = lag_secs;
             s.receivers = receivers;
             s.problem = None;
@@ -344,6 +386,13 @@ async fn derive_polls(
             upload_state(pipeline, lake, lease, snapshot_version).await?;
             uploaded_flush = committed;
             last_upload = Instant::now();
+        }
+        if !unread.is_empty() {
+            // More of the log to read: the next pass at once (unless asked to stop).
+            if stop.is_cancelled() {
+                return finish(pipeline, lake, lease, snapshot_version, uploaded_flush).await;
+            }
+            continue;
         }
         if once {
             return finish(pipeline, lake, lease, snapshot_version, uploaded_flush).await;
@@ -377,15 +426,41 @@ async fn finish(
     Ok(Held::Stopped)
 }
 
-/// The files a version of `raw_events` added with new rows (flushes; not compactions).
-fn written_files(actions: &[Action]) -> Vec<String> {
+/// The files a version of `raw_events` added with new rows (flushes; not compactions), with
+/// what their statistics say of them.
+fn written_files(version: i64, actions: &[Action]) -> Vec<Unread> {
     actions
         .iter()
         .filter_map(|a| match a {
-            Action::Add(add) if add.data_change => Some(add.path.clone()),
+            Action::Add(add) if add.data_change => Some(unread_file(version, add)),
             _ => None,
         })
         .collect()
+}
+
+/// An added file's row count and earliest receive time, from its `add` statistics.
+fn unread_file(version: i64, add: &crate::lake::delta::Add) -> Unread {
+    let stats: Option<serde_json::Value> = add
+        .stats
+        .as_deref()
+        .and_then(|s| serde_json::from_str(s).ok());
+    let rows = stats
+        .as_ref()
+        .and_then(|s| s.get("numRecords")?.as_u64())
+        .unwrap_or(1)
+        .max(1);
+    // The statistics round a timestamp's minimum down to the millisecond: still a bound.
+    let min_received_us = stats
+        .as_ref()
+        .and_then(|s| s.get("minValues")?.get("received_at")?.as_str())
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map_or(i64::MIN, |t| t.timestamp_micros());
+    Unread {
+        version,
+        path: add.path.clone(),
+        min_received_us,
+        rows,
+    }
 }
 
 /// Downloads `files` (path in the table, with their version) and reads their events.
@@ -393,7 +468,7 @@ async fn read_events(
     lake: &Lake,
     raw: &crate::lake::DeltaTable,
     staging: &Path,
-    files: &[(i64, String)],
+    files: &[Unread],
 ) -> anyhow::Result<Vec<Waiting>> {
     let mut out = Vec::new();
     if files.is_empty() {
@@ -401,7 +476,7 @@ async fn read_events(
     }
     std::fs::create_dir_all(staging)
         .with_context(|| format!("cannot create {}", staging.display()))?;
-    for (version, path) in files {
+    for Unread { version, path, .. } in files {
         let key = raw.file_path(path);
         let bytes = match lake.store().get(&key).await {
             Ok(found) => found
@@ -449,4 +524,58 @@ fn read_raw(bytes: bytes::Bytes) -> anyhow::Result<Vec<crate::rebuild::Raw>> {
         crate::rebuild::append_rows(&batch?, &mut rows).map_err(anyhow::Error::msg)?;
     }
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lake::delta::Add;
+
+    fn add(path: &str, stats: Option<&str>) -> Add {
+        Add {
+            path: path.into(),
+            partition_values: Default::default(),
+            size: 1,
+            modification_time: 0,
+            data_change: true,
+            stats: stats.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn files_are_read_earliest_first_within_the_budget() {
+        let with = add(
+            "a.parquet",
+            Some(r#"{"numRecords":40,"minValues":{"received_at":"2026-12-07T10:00:00.123Z"}}"#),
+        );
+        let u = unread_file(3, &with);
+        assert_eq!((u.version, u.rows), (3, 40));
+        assert_eq!(u.min_received_us, 1_796_637_600_123_000);
+        // Without statistics a file is one row received at the earliest possible time.
+        let bare = unread_file(4, &add("b.parquet", None));
+        assert_eq!((bare.rows, bare.min_received_us), (1, i64::MIN));
+        let at = |version, min, rows| Unread {
+            version,
+            path: format!("{version}"),
+            min_received_us: min,
+            rows,
+        };
+        let mut unread = vec![
+            at(1, 300, 50),
+            at(2, 100, 50),
+            at(3, 200, 50),
+            at(4, 400, 500),
+        ];
+        let (picked, bound) = pick(&mut unread, 100);
+        assert_eq!(picked, vec![at(2, 100, 50), at(3, 200, 50)]);
+        assert_eq!(bound, 300);
+        // A file larger than the budget is still read, alone.
+        let (picked, bound) = pick(&mut unread, 100);
+        assert_eq!(picked, vec![at(1, 300, 50)]);
+        assert_eq!(bound, 400);
+        let (picked, bound) = pick(&mut unread, 100);
+        assert_eq!(picked, vec![at(4, 400, 500)]);
+        assert_eq!(bound, i64::MAX);
+        assert!(unread.is_empty());
+    }
 }

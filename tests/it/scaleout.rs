@@ -18,7 +18,8 @@ use crate::seaweed::{BUCKET, Seaweed, delta_rs};
 use crate::util::{Server, fixture, fixture_names, hooklake_command};
 
 /// The settings of every process of a shared lake at `s3://lake/<prefix>`: quick flushes,
-/// polls, lease and state uploads, so that a test sees takeovers within seconds.
+/// polls, lease and state uploads, so that a test sees takeovers within seconds, and passes of
+/// a deriver that read a file or two each (a receiver's flush holds about a dozen events).
 fn shared_env(store: &Seaweed, prefix: &str) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = store
         .env()
@@ -32,6 +33,7 @@ fn shared_env(store: &Seaweed, prefix: &str) -> Vec<(String, String)> {
         ("HOOKLAKE_DERIVE_LEASE_SECS", "4".into()),
         ("HOOKLAKE_DERIVE_SNAPSHOT_SECS", "1".into()),
         ("HOOKLAKE_RECEIVER_TIMEOUT_SECS", "60".into()),
+        ("HOOKLAKE_DERIVE_BATCH_EVENTS", "20".into()),
     ] {
         env.push((k.to_string(), v));
     }
