@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Shared-lake benchmark (issue 21): two release receivers and a deriver on an S3 lake
 # (SeaweedFS on loopback).
-#   1. Throughput: the receivers (flushing every FLUSH seconds) take LEADS generated leads'
-#      deliveries (bodies of 200 events, alternating); the lake is copied to a second prefix;
-#      then `derive --once` derives all of raw_events, with the default batch
-#      (derive_batch_events) on one copy and with no bound on the other; beside them, in the
-#      same run, a one-process `replay` of the same file into a third prefix. Prints each one's
-#      wall time, events per second and peak RSS.
+#   1. Throughput: the receivers (flushing every second) take LEADS generated leads'
+#      deliveries (bodies of 200 events, alternating); the lake is copied to two more prefixes;
+#      then `derive --once` derives all of raw_events on each copy, with no bound on a pass,
+#      with the default derive_batch_events (100 000) and with 20 000; beside them, in the
+#      same run, a one-process `replay` of the same file into a fourth prefix. Prints each
+#      one's wall time, events per second and peak RSS.
 #   2. Lag: `serve --role derive` (default poll, 10 s) runs while a client posts RATE single
 #      deliveries per second for SECONDS, alternating between the receivers, which flush every
-#      FLUSH seconds. For each derived contact row, from the Delta commit times of the files
+#      FLUSH seconds; then again with the receivers' flushes on the clock
+#      (flush_schedule "*/FLUSH * * * * *", flush_interval_secs 0). For each derived contact row, from the Delta commit times of the files
 #      holding its event: receipt to the raw_events commit, that commit to the contact_events
 #      commit (the deriver's trail), and receipt to the contact_events commit; prints the median,
 #      p90, p99 and maximum of each.
@@ -63,7 +64,7 @@ stop_receivers() {
 }
 
 # --- 1. throughput -------------------------------------------------------------------------
-HOOKLAKE_FLUSH_INTERVAL_SECS="$flush" start_receivers bulk
+HOOKLAKE_FLUSH_INTERVAL_SECS=1 start_receivers bulk
 echo "== posting $events events to two receivers in bodies of 200" >&2
 python3 - "$work/events.ndjson" <<'EOF'
 import sys, urllib.request
@@ -90,9 +91,10 @@ fs = pyarrow.fs.S3FileSystem(endpoint_override="127.0.0.1:8333", scheme="http",
                              access_key=os.environ["AWS_ACCESS_KEY_ID"], secret_key=os.environ["AWS_SECRET_ACCESS_KEY"])
 for info in fs.get_file_info(pyarrow.fs.FileSelector("lake/bulk", recursive=True)):
     if info.type == pyarrow.fs.FileType.File:
-        fs.copy_file(info.path, "lake/bulk2/" + info.path[len("lake/bulk/"):])
+        for copy in ("bulk2", "bulk3"):
+            fs.copy_file(info.path, f"lake/{copy}/" + info.path[len("lake/bulk/"):])
 EOF
-echo "== derive --once of all raw_events (batched, then unbounded), then one-process replay of the same file" >&2
+echo "== derive --once of all raw_events (unbounded, then batched), then one-process replay of the same file" >&2
 derive_once() { # prefix label [batch]
     rm -rf "$work/d"
     /usr/bin/time -f "%e %M" -o "$work/time" env HOOKLAKE_LAKE_URL="s3://lake/$1" HOOKLAKE_LOG=info \
@@ -107,8 +109,9 @@ from deltalake import DeltaTable
 o = {k: os.environ[k] for k in ('AWS_ENDPOINT_URL', 'AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_REGION', 'AWS_ALLOW_HTTP')}
 t = DeltaTable('s3://lake/bulk/raw_events', storage_options=o)
 print(len(t.file_uris()), 'files in', t.version() + 1, 'versions')")"
-derive_once bulk "default batch"
-derive_once bulk2 "unbounded" 1000000000
+derive_once bulk "unbounded" 1000000000
+derive_once bulk2 "batches of 100000 (default)"
+derive_once bulk3 "batches of 20000" 20000
 rm -rf "$work/one"
 /usr/bin/time -f "%e %M" -o "$work/time" env HOOKLAKE_LAKE_URL=s3://lake/one HOOKLAKE_LOG=info \
     "$bin" replay "$work/events.ndjson" --data-dir "$work/one" > /dev/null 2> "$work/replay.log"
@@ -116,13 +119,15 @@ read -r wall rss < "$work/time"
 echo "replay (one process, every table): $events events in ${wall} s ($(python3 -c "print(round($events / $wall))") events/s), $((rss / 1024)) MiB peak RSS"
 
 # --- 2. lag under steady load --------------------------------------------------------------
-HOOKLAKE_FLUSH_INTERVAL_SECS="$flush" start_receivers steady
+steady() { # prefix label (the receivers' flush settings come from the environment)
+start_receivers "$1"
 rm -rf "$work/ds"
-HOOKLAKE_LAKE_URL=s3://lake/steady "$bin" serve --role derive --data-dir "$work/ds" \
-    --listen 127.0.0.1:18703 2> "$work/ds.log" &
-pids+=($!)
+HOOKLAKE_LAKE_URL="s3://lake/$1" "$bin" serve --role derive --data-dir "$work/ds" \
+    --listen 127.0.0.1:18703 2> "$work/ds-$1.log" &
+local deriver=$!
+pids+=($deriver)
 sleep 2
-echo "== posting $rate deliveries/s for $secs s to two receivers flushing every $flush s, deriver polling every 10 s" >&2
+echo "== posting $rate deliveries/s for $secs s to two receivers $2, deriver polling every 10 s" >&2
 python3 - "$work/steady.ndjson" "$rate" "$secs" <<'EOF'
 import sys, time, urllib.request
 lines, rate, secs = open(sys.argv[1]).read().splitlines(), int(sys.argv[2]), int(sys.argv[3])
@@ -139,7 +144,7 @@ print(f"posted {min(len(lines), rate * secs)} deliveries, {late:.1f} s behind sc
 EOF
 sleep $((flush + 25))
 curl -s http://127.0.0.1:18703/readyz; echo
-python3 - <<'EOF'
+PREFIX="$1" python3 - <<'EOF'
 import os, statistics
 import pyarrow as pa, pyarrow.fs, pyarrow.parquet as pq
 from deltalake import DeltaTable
@@ -149,12 +154,12 @@ fs = pyarrow.fs.S3FileSystem(endpoint_override="127.0.0.1:8333", scheme="http",
 
 def commits(table):
     """event_id -> (received_at in s, commit time in s) over the table's live files."""
-    dt = DeltaTable(f"s3://lake/steady/{table}", storage_options=options)
+    dt = DeltaTable(f"s3://lake/{os.environ['PREFIX']}/{table}", storage_options=options)
     out = {}
     for add in pa.table(dt.get_add_actions(flatten=True)).to_pylist():
         t = add["modification_time"]
         t = t.timestamp() if hasattr(t, "timestamp") else t / 1000
-        rows = pq.read_table(f"lake/steady/{table}/{add['path']}", filesystem=fs,
+        rows = pq.read_table(f"lake/{os.environ['PREFIX']}/{table}/{add['path']}", filesystem=fs,
                              columns=["event_id", "received_at"]).to_pylist()
         for row in rows:
             previous = out.get(row["event_id"])
@@ -173,3 +178,10 @@ show("receipt to raw_events commit", [c - r for r, c, _ in pairs])
 show("raw_events commit to contact_events commit", [d - c for _, c, d in pairs])
 show("receipt to contact_events commit", [d - r for r, _, d in pairs])
 EOF
+stop_receivers
+kill "$deriver"; wait "$deriver" 2>/dev/null || true
+}
+HOOKLAKE_FLUSH_INTERVAL_SECS="$flush" steady steady "flushing every $flush s"
+# The same with the receivers' flushes on the clock (flush_schedule), as README recommends.
+HOOKLAKE_FLUSH_INTERVAL_SECS=0 HOOKLAKE_FLUSH_SCHEDULE="*/$flush * * * * *" \
+    steady aligned "flushing on the clock every $flush s (flush_schedule)"
