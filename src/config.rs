@@ -156,7 +156,8 @@ pub struct Config {
     /// What `serve` does: `all` (one process), `ingest` (a receiver of a shared lake) or
     /// `derive` (its deriver); `serve --role` overrides it.
     pub role: Role,
-    /// Seconds between the deriver's looks at `raw_events` for new versions.
+    /// Seconds at most between the deriver's passes over `raw_events`; a pass comes earlier
+    /// once the receivers' lowest watermark moves and there is something new to derive.
     pub derive_poll_secs: u64,
     /// Seconds the deriver's lease lasts without a renewal; a standby takes over after that.
     pub derive_lease_secs: u64,

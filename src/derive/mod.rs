@@ -397,8 +397,67 @@ async fn derive_polls(
         if once {
             return finish(pipeline, lake, lease, snapshot_version, uploaded_flush).await;
         }
-        if sleep_or_stop(stop, poll.min(lease.renew_every())).await {
+        let news = News {
+            watermark,
+            next_version,
+            earliest_waiting: waiting.first().map(|w| w.envelope.received_at_us),
+        };
+        if wait_for_news(
+            lake,
+            &raw,
+            stop,
+            poll.min(lease.renew_every()),
+            timeout_ms,
+            &news,
+        )
+        .await
+        {
             return finish(pipeline, lake, lease, snapshot_version, uploaded_flush).await;
+        }
+    }
+}
+
+/// What the last pass left: the watermark it used, the next `raw_events` version to read and
+/// the receive time of the earliest event still waiting.
+struct News {
+    watermark: i64,
+    next_version: i64,
+    earliest_waiting: Option<i64>,
+}
+
+/// Waits up to `wait` for the next pass, looking at the receivers' reports every second: a
+/// pass is due early once the lowest watermark has moved past the last pass's and either a new
+/// `raw_events` version exists or a waiting event is now below it (receivers that flush on the
+/// clock are then derived within about a second). True when asked to stop meanwhile.
+async fn wait_for_news(
+    lake: &Lake,
+    raw: &crate::lake::DeltaTable,
+    stop: &CancellationToken,
+    wait: Duration,
+    timeout_ms: i64,
+    last: &News,
+) -> bool {
+    let deadline = Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        if sleep_or_stop(stop, left.min(Duration::from_secs(1))).await {
+            return true;
+        }
+        let Ok(reports) = receivers::list(lake).await else {
+            continue;
+        };
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let watermark = receivers::watermark(&receivers::active(&reports, now_ms, timeout_ms));
+        if watermark <= last.watermark {
+            continue;
+        }
+        if last.earliest_waiting.is_some_and(|t| t < watermark)
+            || matches!(raw.commit_actions(last.next_version).await, Ok(Some(_)))
+        {
+            return false;
         }
     }
 }
