@@ -328,12 +328,17 @@ async fn derive_polls(
             pipeline.set_derived_through(reached);
         }
         pipeline.flush(FlushReason::Derive).await?;
-        let lag_secs = waiting
+        // The earliest receive time not derived yet: waiting, or in a file not read yet (whose
+        // statistics give one).
+        let behind = waiting
             .first()
-            .map(|w| {
-                ((chrono::Utc::now().timestamp_micros() - w.envelope.received_at_us).max(0) as f64)
-                    / 1e6
-            })
+            .map(|w| w.envelope.received_at_us)
+            .into_iter()
+            .chain(unread.first().map(|u| u.min_received_us))
+            .filter(|&t| t > i64::MIN)
+            .min();
+        let lag_secs = behind
+            .map(|t| ((chrono::Utc::now().timestamp_micros() - t).max(0) as f64) / 1e6)
             .unwrap_or(0.0);
         let progress = pipeline.store().derived_through()?;
         set_status(status, metrics, |s| {
@@ -345,7 +350,8 @@ async fn derive_polls(
         });
         let committed = pipeline.store().committed()?.flush_seq;
         let upload_due = last_upload.elapsed() >= Duration::from_secs(config.derive_snapshot_secs);
-        if committed != uploaded_flush && (upload_due || once) {
+        // `--once` uploads once, at its end (`finish`).
+        if committed != uploaded_flush && upload_due && !once {
             upload_state(pipeline, lake, lease, snapshot_version).await?;
             uploaded_flush = committed;
             last_upload = Instant::now();
