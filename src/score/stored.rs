@@ -6,7 +6,7 @@
 
 use super::ScoreState;
 use super::rules::{Counts, Evaluation};
-use crate::state::codec::{Malformed, Reader, put_int, put_text, put_varint};
+use crate::state::codec::{Form, Malformed, Reader, form, put_int, put_text, put_varint};
 
 /// First byte of the binary form.
 const FORMAT: u8 = 1;
@@ -124,18 +124,9 @@ pub fn decode_counts(bytes: &[u8]) -> Result<Counts, DecodeError> {
     }
 }
 
-enum Form {
-    Json,
-    Binary,
-}
-
+/// The form of stored bytes, or the error an unknown one is.
 fn first(bytes: &[u8]) -> Result<Form, DecodeError> {
-    match bytes.first() {
-        Some(&FORMAT) => Ok(Form::Binary),
-        Some(b'{' | b' ' | b'\n' | b'\r' | b'\t') => Ok(Form::Json),
-        Some(&other) => Err(DecodeError::Format(other)),
-        None => Err(DecodeError::Malformed(0)),
-    }
+    form(bytes, FORMAT).map_err(|b| b.map_or(DecodeError::Malformed(0), DecodeError::Format))
 }
 
 #[cfg(test)]

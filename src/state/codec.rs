@@ -7,6 +7,25 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Malformed(pub usize);
 
+/// How stored bytes are written: the binary form (first byte `format`), or the JSON that
+/// stores written before that form hold (an object).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    Binary,
+    Json,
+}
+
+/// The form of `bytes` whose binary form starts with `format`: an unknown first byte is
+/// `Err(Some(byte))`, no bytes at all `Err(None)`.
+pub fn form(bytes: &[u8], format: u8) -> Result<Form, Option<u8>> {
+    match bytes.first() {
+        Some(&b) if b == format => Ok(Form::Binary),
+        Some(b'{' | b' ' | b'\n' | b'\r' | b'\t') => Ok(Form::Json),
+        Some(&other) => Err(Some(other)),
+        None => Err(None),
+    }
+}
+
 pub fn zigzag(v: i64) -> u64 {
     ((v << 1) ^ (v >> 63)) as u64
 }

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use super::Tables;
 use super::table::{Micros, Text};
 use super::tables::{AttributeChangeRow, ContactEventRow, StatusTransitionRow};
-use crate::state::codec::{Malformed, Reader, put_text, put_varint, unzigzag, zigzag};
+use crate::state::codec::{Form, Malformed, Reader, form, put_text, put_varint, unzigzag, zigzag};
 
 #[cfg(test)]
 mod reference;
@@ -425,11 +425,11 @@ impl ContactState {
 
     /// Reads a stored state: the binary form, or the JSON that versions before it stored.
     pub fn decode(bytes: &[u8]) -> Result<ContactState, DecodeError> {
-        match bytes.first() {
-            Some(&STATE_FORMAT) => StateReader(Reader::new(bytes, 1)).state(),
-            Some(b'{') | Some(b' ' | b'\n' | b'\r' | b'\t') => Ok(serde_json::from_slice(bytes)?),
-            Some(&other) => Err(DecodeError::Format(other)),
-            None => Err(DecodeError::Malformed(0)),
+        match form(bytes, STATE_FORMAT) {
+            Ok(Form::Binary) => StateReader(Reader::new(bytes, 1)).state(),
+            Ok(Form::Json) => Ok(serde_json::from_slice(bytes)?),
+            Err(Some(other)) => Err(DecodeError::Format(other)),
+            Err(None) => Err(DecodeError::Malformed(0)),
         }
     }
 }
