@@ -32,7 +32,7 @@ wall, user, system, rss_kib = open(time_file).read().split()[1:5]
 run = {"wall_s": float(wall), "user_s": float(user), "sys_s": float(system),
        "rss_mib": int(rss_kib) // 1024}
 for line in open(log_file):
-    for stage in ("flatten", "load_state", "track", "write", "commit"):
+    for stage in ("flatten", "load_state", "track", "score", "write", "commit"):
         m = re.search(rf"\b{stage}_ms=(\d+)", line)
         if m:
             run[stage + "_s"] = run.get(stage + "_s", 0) + int(m.group(1)) / 1000
@@ -44,7 +44,7 @@ python3 - "$results" <<'PY'
 import json, statistics, sys
 runs = [json.loads(line) for line in open(sys.argv[1])]
 order = list(dict.fromkeys(r["bin"] for r in runs))
-keys = ["wall_s", "user_s", "sys_s", "rss_mib", "flatten_s", "load_state_s", "track_s", "write_s", "commit_s"]
+keys = ["wall_s", "user_s", "sys_s", "rss_mib", "flatten_s", "load_state_s", "track_s", "score_s", "write_s", "commit_s"]
 print("| binary | runs | " + " | ".join(keys) + " |")
 print("|---" * (len(keys) + 2) + "|")
 for b in order:

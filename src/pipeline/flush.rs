@@ -31,6 +31,8 @@ struct Stages {
     flatten_ms: u64,
     load_ms: u64,
     track_ms: u64,
+    /// Lead scoring and workflow triggers' facts.
+    score_ms: u64,
     write_ms: u64,
     lake_ms: u64,
     /// Uploading a remote lake's files.
@@ -378,6 +380,7 @@ impl Pipeline {
                 lap(&mut stages.load_ms);
                 flatten::changes::track_with(&mut tables, &mut states.contacts, options.threads);
                 flatten::changes::track_calls(&mut tables, &mut states.calls);
+                lap(&mut stages.track_ms);
                 // Lead scoring reads the states change tracking advanced (src/score/).
                 if let Some(rules) = scoring.as_ref().filter(|_| role != Role::Ingest) {
                     states.scoring =
@@ -405,7 +408,7 @@ impl Pipeline {
                     tables.rejected_events.clear();
                     states.derived_through = derived_through;
                 }
-                lap(&mut stages.track_ms);
+                lap(&mut stages.score_ms);
                 let rows: BTreeMap<&'static str, usize> = tables.row_counts().into_iter().collect();
                 let parse_errors = tables.parse_error_count();
                 let mut flags: BTreeMap<String, u64> = BTreeMap::new();
@@ -603,6 +606,7 @@ impl Pipeline {
             flatten_ms = stages.flatten_ms,
             load_state_ms = stages.load_ms,
             track_ms = stages.track_ms,
+            score_ms = stages.score_ms,
             write_ms = stages.write_ms,
             lake_ms = stages.lake_ms,
             upload_ms = stages.upload_ms,
