@@ -65,8 +65,7 @@ impl Contacts for FlushContacts<'_> {
         if let Some(id) = self.owners.get(key) {
             return Some(*id);
         }
-        let keys = [key.to_string()];
-        self.keep(self.store.scoring(&[], &[], &keys))?
+        self.keep(self.store.scoring(&[], &[], &[key]))?
             .keys
             .get(key)
             .copied()

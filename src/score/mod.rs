@@ -20,7 +20,7 @@ pub mod decay;
 pub mod rules;
 pub mod stored;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -121,6 +121,15 @@ fn contact_keys(id: i64, state: &ContactState) -> Vec<String> {
     keys
 }
 
+/// The keys of `keys` that have an owner (`p:`, `e:`; a `c:` key is its contact's) and pass
+/// `keep`.
+fn owned_keys<'k>(keys: &[&'k str], keep: impl Fn(&str) -> bool) -> Vec<&'k str> {
+    keys.iter()
+        .copied()
+        .filter(|k| !k.starts_with("c:") && keep(k))
+        .collect()
+}
+
 /// Scores the contacts the flush's rows touch: `contacts` are the states after change
 /// tracking (of the contacts with rows in `tables`); other contacts whose calls or outcomes
 /// are in the flush are read from `store`. Adds the `lead_scores` rows to `tables` and returns
@@ -131,18 +140,16 @@ pub fn apply(
     rules: &Rules,
     store: &Store,
 ) -> Result<Scoring, StoreError> {
-    // Counts added by this flush, by key, and the latest event under each key.
-    let mut added: BTreeMap<String, Counts> = BTreeMap::new();
-    let mut causes: BTreeMap<String, Cause<'_>> = BTreeMap::new();
+    // Counts added by this flush under each key, with the latest event filed under it.
+    let mut added: HashMap<String, (Counts, Cause<'_>)> = HashMap::new();
     fn note<'r>(
-        added: &mut BTreeMap<String, Counts>,
-        causes: &mut BTreeMap<String, Cause<'r>>,
+        added: &mut HashMap<String, (Counts, Cause<'r>)>,
         key: String,
         c: Cause<'r>,
-        add: &dyn Fn(&mut Counts),
+        add: impl Fn(&mut Counts),
     ) {
-        add(added.entry(key.clone()).or_default());
-        let latest = causes.entry(key).or_insert(c);
+        let (n, latest) = added.entry(key).or_insert((Counts::default(), c));
+        add(n);
         if c > *latest {
             *latest = c;
         }
@@ -160,18 +167,12 @@ pub fn apply(
             &row.event_type,
             row.received_at,
         );
-        note(
-            &mut added,
-            &mut causes,
-            key,
-            c,
-            &|n: &mut Counts| match row.event_type.as_str() {
-                "call_booked" => n.booked += 1,
-                "call_cancelled" => n.cancelled += 1,
-                "call_rescheduled" => n.rescheduled += 1,
-                _ => {}
-            },
-        );
+        note(&mut added, key, c, |n| match row.event_type.as_str() {
+            "call_booked" => n.booked += 1,
+            "call_cancelled" => n.cancelled += 1,
+            "call_rescheduled" => n.rescheduled += 1,
+            _ => {}
+        });
     }
     for row in &tables.call_outcomes {
         let Some(key) = outcome_key(row.contact_id, row.contact_email.as_deref()) else {
@@ -184,7 +185,7 @@ pub fn apply(
             &row.event_type,
             row.received_at,
         );
-        note(&mut added, &mut causes, key, c, &|n: &mut Counts| {
+        note(&mut added, key, c, |n| {
             if no_show {
                 n.no_show += 1;
             } else {
@@ -195,8 +196,9 @@ pub fn apply(
             }
         });
     }
-    // The contacts with snapshots in this flush, with their latest one.
-    let mut touched: BTreeMap<i64, Option<Cause<'_>>> = BTreeMap::new();
+    // Every contact to score, with its latest event in this flush: first those with
+    // snapshots in it.
+    let mut to_score: HashMap<i64, Cause<'_>> = HashMap::new();
     for row in &tables.contact_events {
         if let Some(id) = row.contact_id {
             let c = cause(
@@ -205,37 +207,39 @@ pub fn apply(
                 &row.event_type,
                 row.received_at,
             );
-            let latest = touched.entry(id).or_default();
-            if latest.as_ref().is_none_or(|l| c > *l) {
-                *latest = Some(c);
+            let l = to_score.entry(id).or_insert(c);
+            if c > *l {
+                *l = c;
             }
         }
     }
+    let mut touched: Vec<i64> = to_score.keys().copied().collect();
+    touched.sort_unstable();
     // Each contact's keys, made once (they lower-case an email).
-    let mut keys_of: HashMap<i64, Vec<String>> = touched
-        .keys()
+    let keys_of: HashMap<i64, Vec<String>> = touched
+        .iter()
         .filter_map(|id| {
             contacts
                 .get(id)
                 .map(|state| (*id, contact_keys(*id, state)))
         })
         .collect();
-    // Keys the touched contacts may own, and keys of this flush's calls and outcomes.
-    let mut own_keys: BTreeSet<String> = BTreeSet::new();
-    for keys in keys_of.values() {
-        own_keys.extend(keys.iter().cloned());
-    }
-    own_keys.extend(added.keys().cloned());
-    let owner_keys: Vec<String> = own_keys
-        .iter()
-        .filter(|k| !k.starts_with("c:"))
-        .cloned()
+    // One read for the touched contacts: their scores, the counts and owners of their keys,
+    // and those of the keys of this flush's calls and outcomes.
+    let mut count_keys: Vec<&str> = keys_of
+        .values()
+        .flatten()
+        .chain(added.keys())
+        .map(String::as_str)
         .collect();
-    let stored = store.scoring(&[], &[], &owner_keys)?;
+    count_keys.sort_unstable();
+    count_keys.dedup();
+    let owner_keys: Vec<&str> = owned_keys(&count_keys, |_| true);
+    let mut read = store.scoring(&touched, &count_keys, &owner_keys)?;
     // Owners: the lowest id that carried a key, the contacts of this flush included.
-    let mut keys: HashMap<String, i64> = stored.keys;
+    let mut keys: HashMap<String, i64> = std::mem::take(&mut read.keys);
     let mut new_keys: HashMap<String, i64> = HashMap::new();
-    for id in touched.keys() {
+    for id in &touched {
         let Some(own) = keys_of.get(id) else {
             continue;
         };
@@ -246,81 +250,86 @@ pub fn apply(
             }
         }
     }
-    // Every contact to score, with the latest event of its own in this flush.
-    let mut to_score: BTreeMap<i64, Option<Cause<'_>>> = touched;
-    for (key, c) in &causes {
+    // Then the owners of this flush's calls and outcomes.
+    for (key, (_, c)) in &added {
         let owner = match key.strip_prefix("c:") {
             Some(id) => id.parse().ok(),
             None => keys.get(key).copied(),
         };
         if let Some(id) = owner {
-            let latest = to_score.entry(id).or_default();
-            if latest.as_ref().is_none_or(|l| c > l) {
-                *latest = Some(*c);
+            let l = to_score.entry(id).or_insert(*c);
+            if *c > *l {
+                *l = *c;
             }
         }
     }
-    let ids: Vec<i64> = to_score.keys().copied().collect();
-    let others = store.contacts(ids.iter().copied().filter(|id| !contacts.contains_key(id)))?;
-    let state_of = |id: &i64| contacts.get(id).or_else(|| others.get(id));
-    // The keys of every contact to score (also those only a call or outcome brought in), with
-    // their counts and owners.
-    let mut count_keys: BTreeSet<String> = BTreeSet::new();
-    for id in &ids {
-        if !keys_of.contains_key(id)
-            && let Some(state) = state_of(id)
-        {
-            keys_of.insert(*id, contact_keys(*id, state));
-        }
-        if let Some(own) = keys_of.get(id) {
-            count_keys.extend(own.iter().cloned());
-        }
-    }
-    count_keys.extend(added.keys().cloned());
-    let count_keys: Vec<String> = count_keys.into_iter().collect();
-    let owner_keys: Vec<String> = count_keys
+    // Those only a call or outcome brought in: their states, keys, scores, counts, owners.
+    let mut ids: Vec<i64> = to_score.keys().copied().collect();
+    ids.sort_unstable();
+    let brought: Vec<i64> = ids
         .iter()
-        .filter(|k| !k.starts_with("c:") && !keys.contains_key(*k))
-        .cloned()
+        .copied()
+        .filter(|id| touched.binary_search(id).is_err())
         .collect();
-    let previous = store.scoring(&ids, &count_keys, &owner_keys)?;
-    keys.extend(previous.keys);
+    let others = store.contacts(
+        brought
+            .iter()
+            .copied()
+            .filter(|id| !contacts.contains_key(id)),
+    )?;
+    let state_of = |id: &i64| contacts.get(id).or_else(|| others.get(id));
+    let brought_keys: HashMap<i64, Vec<String>> = brought
+        .iter()
+        .filter_map(|id| state_of(id).map(|state| (*id, contact_keys(*id, state))))
+        .collect();
+    let keys_for = |id: &i64| keys_of.get(id).or_else(|| brought_keys.get(id));
+    let mut more_keys: Vec<&str> = brought_keys
+        .values()
+        .flatten()
+        .map(String::as_str)
+        .filter(|k| count_keys.binary_search(k).is_err())
+        .collect();
+    more_keys.sort_unstable();
+    more_keys.dedup();
+    let more_owners = owned_keys(&more_keys, |k| !keys.contains_key(k));
+    let more = store.scoring(&brought, &more_keys, &more_owners)?;
+    keys.extend(more.keys);
+    let mut scores = read.scores;
+    scores.extend(more.scores);
+    let mut counts = read.counts;
+    counts.extend(more.counts);
     let owner = |key: &str| -> Option<i64> {
         match key.strip_prefix("c:") {
             Some(id) => id.parse().ok(),
             None => keys.get(key).copied(),
         }
     };
-    let mut counts = previous.counts;
-    for (key, n) in &added {
+    for (key, (n, _)) in &added {
         let total = counts.entry(key.clone()).or_default();
         *total = total.plus(*n);
     }
     let mut out = Scoring {
         keys: new_keys,
         counts: added.keys().map(|k| (k.clone(), counts[k])).collect(),
-        scores: HashMap::new(),
+        scores: HashMap::with_capacity(ids.len()),
     };
     // Pushed to `tables` once the causes, which borrow its rows, are done with.
     let mut rows = Vec::new();
-    for (id, latest) in to_score {
+    for id in ids {
         // Only contacts seen in a snapshot are scored: an outcome's contact that has not
         // arrived yet is scored, with it, when it does.
         let Some(state) = state_of(&id) else {
             continue;
         };
-        let Some(latest) = latest else {
-            continue;
-        };
-        let total = keys_of
-            .get(&id)
+        let latest = to_score[&id];
+        let total = keys_for(&id)
             .into_iter()
             .flatten()
             .filter(|k| owner(k) == Some(id))
             .filter_map(|k| counts.get(k))
             .fold(Counts::default(), |a, b| a.plus(*b));
-        let evaluation = rules.evaluate(|name| state.value(name), &total);
-        let before = previous.scores.get(&id);
+        let evaluation = rules.evaluate_contact(state, &total);
+        let before = scores.get(&id);
         let (last_activity_us, last_event_id, last_event_type) = match before {
             Some(b) if b.last_activity_us > latest.event_time.0 => (
                 b.last_activity_us,

@@ -7,6 +7,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::flatten::changes::{Attribute, ContactState};
+
 /// `[scoring]` in the configuration file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -175,11 +177,11 @@ pub enum RuleError {
 /// A rule's condition, checked and compiled.
 #[derive(Debug, Clone)]
 enum Condition {
-    Equals(String, String),
-    In(String, Vec<String>),
-    Matches(String, regex::Regex),
-    Exists(String, bool),
-    Between(String, Option<f64>, Option<f64>),
+    Equals(Attribute, String),
+    In(Attribute, Vec<String>),
+    Matches(Attribute, regex::Regex),
+    Exists(Attribute, bool),
+    Between(Attribute, Option<f64>, Option<f64>),
     Count(Counter, Option<f64>, Option<f64>),
 }
 
@@ -252,6 +254,19 @@ impl Rules {
         value: impl Fn(&str) -> Option<&'a str>,
         counts: &Counts,
     ) -> Evaluation {
+        self.evaluate_with(|a: &Attribute| value(a.name()), counts)
+    }
+
+    /// Evaluates a contact from its state.
+    pub fn evaluate_contact(&self, state: &ContactState, counts: &Counts) -> Evaluation {
+        self.evaluate_with(|a: &Attribute| state.get(a), counts)
+    }
+
+    fn evaluate_with<'a>(
+        &self,
+        value: impl Fn(&Attribute) -> Option<&'a str>,
+        counts: &Counts,
+    ) -> Evaluation {
         let matched: Vec<(String, i64)> = self
             .rules
             .iter()
@@ -311,7 +326,7 @@ fn condition(rule: &RuleConfig) -> Result<Condition, RuleError> {
     let range = rule.greater_than.is_some() || rule.less_than.is_some();
     match (&rule.attribute, rule.count) {
         (Some(attribute), None) => {
-            let a = attribute.clone();
+            let a = Attribute::new(attribute);
             let tests = [
                 rule.equals.is_some(),
                 rule.one_of.is_some(),
@@ -351,7 +366,11 @@ fn condition(rule: &RuleConfig) -> Result<Condition, RuleError> {
     }
 }
 
-fn holds<'a>(c: &Condition, value: &impl Fn(&str) -> Option<&'a str>, counts: &Counts) -> bool {
+fn holds<'a>(
+    c: &Condition,
+    value: &impl Fn(&Attribute) -> Option<&'a str>,
+    counts: &Counts,
+) -> bool {
     let between = |x: f64, above: &Option<f64>, below: &Option<f64>| {
         above.is_none_or(|a| x > a) && below.is_none_or(|b| x < b)
     };
@@ -392,14 +411,18 @@ impl Test {
             | Condition::In(a, _)
             | Condition::Matches(a, _)
             | Condition::Exists(a, _)
-            | Condition::Between(a, _, _) => a,
+            | Condition::Between(a, _, _) => a.name(),
             Condition::Count(..) => "",
         }
     }
 
     /// Whether the test holds: `value` gives an attribute's current value.
     pub fn holds<'a>(&self, value: impl Fn(&str) -> Option<&'a str>) -> bool {
-        holds(&self.0, &value, &Counts::default())
+        holds(
+            &self.0,
+            &|a: &Attribute| value(a.name()),
+            &Counts::default(),
+        )
     }
 }
 

@@ -51,8 +51,8 @@ impl Store {
     pub fn scoring(
         &self,
         contacts: &[i64],
-        count_keys: &[String],
-        owner_keys: &[String],
+        count_keys: &[&str],
+        owner_keys: &[&str],
     ) -> Result<Scoring, StoreError> {
         self.with_db(|db| {
             let txn = db.begin_read().map_err(err("begin read"))?;
@@ -67,7 +67,7 @@ impl Store {
             )?;
             read(
                 txn.open_table(SCORE_COUNTS),
-                count_keys.iter().map(String::as_str),
+                count_keys.iter().copied(),
                 |b| decode_counts(b).map_err(err("decode counts")),
                 |key, c: Counts| {
                     out.counts.insert(key.to_string(), c);
@@ -75,7 +75,7 @@ impl Store {
             )?;
             read(
                 txn.open_table(SCORE_KEYS),
-                owner_keys.iter().map(String::as_str),
+                owner_keys.iter().copied(),
                 Ok,
                 |key, id| {
                     out.keys.insert(key.to_string(), id);

@@ -340,6 +340,27 @@ pub struct ContactState {
     attrs: Box<Attrs>,
 }
 
+/// An attribute name (a column name, `param:<key>` or `answer:<question>`) with its slot
+/// looked up once, for reading it from many states.
+#[derive(Debug, Clone)]
+pub struct Attribute {
+    name: String,
+    slot: Option<usize>,
+}
+
+impl Attribute {
+    pub fn new(name: &str) -> Attribute {
+        Attribute {
+            name: name.to_string(),
+            slot: slot(name),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
 impl ContactState {
     /// Attribute -> value as text; a missing attribute is null.
     pub fn values(&self) -> BTreeMap<String, String> {
@@ -352,7 +373,16 @@ impl ContactState {
     /// The value of one attribute (a column name, `param:<key>` or `answer:<question>`) as
     /// text; `None` when it has none.
     pub fn value(&self, name: &str) -> Option<&str> {
-        match slot(name) {
+        self.value_in(slot(name), name)
+    }
+
+    /// [`ContactState::value`] of an attribute whose slot is looked up already.
+    pub fn get(&self, attribute: &Attribute) -> Option<&str> {
+        self.value_in(attribute.slot, &attribute.name)
+    }
+
+    fn value_in(&self, slot: Option<usize>, name: &str) -> Option<&str> {
+        match slot {
             Some(i) => self.attrs.cols[i].as_deref(),
             None => self.attrs.others.get(name)?.value.as_deref(),
         }
