@@ -24,6 +24,24 @@ pub fn map<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R>
     })
 }
 
+/// Applies `f` to every item of `items`, split in up to `parts` runs of neighbours side by
+/// side; the results keep the order of the items.
+pub fn map_slice<T: Sync, R: Send>(
+    items: &[T],
+    parts: usize,
+    f: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
+    if parts <= 1 || items.len() <= 1 {
+        return items.iter().map(f).collect();
+    }
+    let runs: Vec<&[T]> = items.chunks(items.len().div_ceil(parts)).collect();
+    let f = &f;
+    map(runs, |run| run.iter().map(f).collect::<Vec<R>>())
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -32,6 +50,20 @@ mod tests {
     fn results_keep_the_order_of_the_inputs() {
         assert_eq!(map(vec![3, 1, 2], |x| x * 10), vec![30, 10, 20]);
         assert!(map(Vec::<u8>::new(), |x| x).is_empty());
+    }
+
+    #[test]
+    fn slices_are_mapped_in_order_in_any_number_of_parts() {
+        let items: Vec<u32> = (0..101).collect();
+        let expected: Vec<u32> = items.iter().map(|x| x * 3).collect();
+        for parts in [0, 1, 2, 3, 7, 101, 500] {
+            assert_eq!(
+                map_slice(&items, parts, |x| x * 3),
+                expected,
+                "{parts} parts"
+            );
+        }
+        assert!(map_slice(&[] as &[u32], 2, |x| *x).is_empty());
     }
 
     #[test]

@@ -383,8 +383,13 @@ impl Pipeline {
                 lap(&mut stages.track_ms);
                 // Lead scoring reads the states change tracking advanced (src/score/).
                 if let Some(rules) = scoring.as_ref().filter(|_| role != Role::Ingest) {
-                    states.scoring =
-                        crate::score::apply(&mut tables, &states.contacts, rules, &store)?;
+                    states.scoring = crate::score::apply(
+                        &mut tables,
+                        &states.contacts,
+                        rules,
+                        &store,
+                        options.threads,
+                    )?;
                 }
                 // Workflow triggers' facts, put in the outbox by this flush's commit.
                 if let Some(triggers) = triggers.as_ref().filter(|_| role != Role::Ingest) {

@@ -4,7 +4,6 @@
 //! Invariant: facts and written attempts go into the state store only through a flush's commit;
 //! a flush that fails leaves its attempts for the next one.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -26,7 +25,7 @@ pub(super) const ATTEMPTS_PER_FLUSH: usize = 100_000;
 /// (the first one), and fails the flush: a fact must not lose its contact, and so its filter.
 struct FlushContacts<'a> {
     states: &'a ContactStates,
-    owners: &'a HashMap<String, i64>,
+    owners: &'a crate::score::Map<String, i64>,
     store: &'a Store,
     error: std::cell::RefCell<Option<StoreError>>,
 }
@@ -78,7 +77,7 @@ pub(super) fn facts(
     triggers: &Triggers,
     tables: &Tables,
     states: &ContactStates,
-    owners: &HashMap<String, i64>,
+    owners: &crate::score::Map<String, i64>,
     store: &Store,
 ) -> Result<Vec<Fact>, StoreError> {
     let contacts = FlushContacts {

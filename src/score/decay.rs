@@ -20,9 +20,9 @@ pub fn decay_pass(
     scores: &HashMap<i64, ScoreState>,
     rules: &Rules,
     now_us: i64,
-) -> (Vec<LeadScoreRow>, HashMap<i64, ScoreState>) {
+) -> (Vec<LeadScoreRow>, super::Map<i64, ScoreState>) {
     let mut rows = Vec::new();
-    let mut next = HashMap::new();
+    let mut next = super::Map::default();
     if !rules.decays() {
         return (rows, next);
     }

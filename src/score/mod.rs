@@ -44,12 +44,15 @@ pub struct ScoreState {
     pub last_event_type: String,
 }
 
+/// A hash map with ahash: std's SipHash is a cost on the many keys a flush scores.
+pub type Map<K, V> = HashMap<K, V, ahash::RandomState>;
+
 /// Scores, counts and key owners: what a flush read and changed.
 #[derive(Debug, Clone, Default)]
 pub struct Scoring {
-    pub scores: HashMap<i64, ScoreState>,
-    pub counts: HashMap<String, Counts>,
-    pub keys: HashMap<String, i64>,
+    pub scores: Map<i64, ScoreState>,
+    pub counts: Map<String, Counts>,
+    pub keys: Map<String, i64>,
 }
 
 impl Scoring {
@@ -121,6 +124,9 @@ fn contact_keys(id: i64, state: &ContactState) -> Vec<String> {
     keys
 }
 
+/// Contacts below this many are keyed and scored on the calling thread alone.
+const PARALLEL_FROM: usize = 512;
+
 /// The keys of `keys` that have an owner (`p:`, `e:`; a `c:` key is its contact's) and pass
 /// `keep`.
 fn owned_keys<'k>(keys: &[&'k str], keep: impl Fn(&str) -> bool) -> Vec<&'k str> {
@@ -133,17 +139,19 @@ fn owned_keys<'k>(keys: &[&'k str], keep: impl Fn(&str) -> bool) -> Vec<&'k str>
 /// Scores the contacts the flush's rows touch: `contacts` are the states after change
 /// tracking (of the contacts with rows in `tables`); other contacts whose calls or outcomes
 /// are in the flush are read from `store`. Adds the `lead_scores` rows to `tables` and returns
-/// what the flush's commit records.
+/// what the flush's commit records. Contacts are keyed and scored on up to `threads` threads
+/// (reading their states is most of the time).
 pub fn apply(
     tables: &mut Tables,
     contacts: &crate::flatten::changes::ContactStates,
     rules: &Rules,
     store: &Store,
+    threads: usize,
 ) -> Result<Scoring, StoreError> {
     // Counts added by this flush under each key, with the latest event filed under it.
-    let mut added: HashMap<String, (Counts, Cause<'_>)> = HashMap::new();
+    let mut added: Map<String, (Counts, Cause<'_>)> = Map::default();
     fn note<'r>(
-        added: &mut HashMap<String, (Counts, Cause<'r>)>,
+        added: &mut Map<String, (Counts, Cause<'r>)>,
         key: String,
         c: Cause<'r>,
         add: impl Fn(&mut Counts),
@@ -198,7 +206,7 @@ pub fn apply(
     }
     // Every contact to score, with its latest event in this flush: first those with
     // snapshots in it.
-    let mut to_score: HashMap<i64, Cause<'_>> = HashMap::new();
+    let mut to_score: Map<i64, Cause<'_>> = Map::default();
     for row in &tables.contact_events {
         if let Some(id) = row.contact_id {
             let c = cause(
@@ -216,13 +224,15 @@ pub fn apply(
     let mut touched: Vec<i64> = to_score.keys().copied().collect();
     touched.sort_unstable();
     // Each contact's keys, made once (they lower-case an email).
-    let keys_of: HashMap<i64, Vec<String>> = touched
-        .iter()
-        .filter_map(|id| {
+    let parts = |n: usize| if n >= PARALLEL_FROM { threads } else { 1 };
+    let keys_of: Map<i64, Vec<String>> =
+        crate::parallel::map_slice(&touched, parts(touched.len()), |id| {
             contacts
                 .get(id)
                 .map(|state| (*id, contact_keys(*id, state)))
         })
+        .into_iter()
+        .flatten()
         .collect();
     // One read for the touched contacts: their scores, the counts and owners of their keys,
     // and those of the keys of this flush's calls and outcomes.
@@ -237,8 +247,8 @@ pub fn apply(
     let owner_keys: Vec<&str> = owned_keys(&count_keys, |_| true);
     let mut read = store.scoring(&touched, &count_keys, &owner_keys)?;
     // Owners: the lowest id that carried a key, the contacts of this flush included.
-    let mut keys: HashMap<String, i64> = std::mem::take(&mut read.keys);
-    let mut new_keys: HashMap<String, i64> = HashMap::new();
+    let mut keys: Map<String, i64> = std::mem::take(&mut read.keys);
+    let mut new_keys: Map<String, i64> = Map::default();
     for id in &touched {
         let Some(own) = keys_of.get(id) else {
             continue;
@@ -278,7 +288,7 @@ pub fn apply(
             .filter(|id| !contacts.contains_key(id)),
     )?;
     let state_of = |id: &i64| contacts.get(id).or_else(|| others.get(id));
-    let brought_keys: HashMap<i64, Vec<String>> = brought
+    let brought_keys: Map<i64, Vec<String>> = brought
         .iter()
         .filter_map(|id| state_of(id).map(|state| (*id, contact_keys(*id, state))))
         .collect();
@@ -311,16 +321,13 @@ pub fn apply(
     let mut out = Scoring {
         keys: new_keys,
         counts: added.keys().map(|k| (k.clone(), counts[k])).collect(),
-        scores: HashMap::with_capacity(ids.len()),
+        scores: Map::with_capacity_and_hasher(ids.len(), Default::default()),
     };
-    // Pushed to `tables` once the causes, which borrow its rows, are done with.
-    let mut rows = Vec::new();
-    for id in ids {
-        // Only contacts seen in a snapshot are scored: an outcome's contact that has not
-        // arrived yet is scored, with it, when it does.
-        let Some(state) = state_of(&id) else {
-            continue;
-        };
+    // Each contact's new score, and its row when the score or band changed. Only contacts
+    // seen in a snapshot are scored: an outcome's contact that has not arrived yet is scored,
+    // with it, when it does.
+    let score_one = |&id: &i64| -> Option<(i64, Option<LeadScoreRow>, ScoreState)> {
+        let state = state_of(&id)?;
         let latest = to_score[&id];
         let total = keys_for(&id)
             .into_iter()
@@ -346,33 +353,36 @@ pub fn apply(
             b.evaluation.score != evaluation.score || b.evaluation.band != evaluation.band
         });
         let revision = before.map_or(0, |b| b.revision) + i64::from(changed);
-        if changed {
-            rows.push(LeadScoreRow {
-                event_id: Text::from(latest.event_id),
-                event_type: Text::from(latest.event_type),
-                received_at: latest.received_at,
-                event_time: latest.event_time,
-                contact_id: Some(id),
-                revision,
-                score: evaluation.score,
-                previous_score: before.map(|b| b.evaluation.score),
-                band: Text::from(evaluation.band.as_str()),
-                previous_band: before.map(|b| Text::from(b.evaluation.band.as_str())),
-                points: evaluation.points,
-                reasons: Text::from(reasons(&evaluation).as_str()),
-                last_activity_at: Micros(last_activity_us),
-            });
-        }
-        out.scores.insert(
-            id,
-            ScoreState {
-                revision,
-                evaluation,
-                last_activity_us,
-                last_event_id,
-                last_event_type,
-            },
-        );
+        let row = changed.then(|| LeadScoreRow {
+            event_id: Text::from(latest.event_id),
+            event_type: Text::from(latest.event_type),
+            received_at: latest.received_at,
+            event_time: latest.event_time,
+            contact_id: Some(id),
+            revision,
+            score: evaluation.score,
+            previous_score: before.map(|b| b.evaluation.score),
+            band: Text::from(evaluation.band.as_str()),
+            previous_band: before.map(|b| Text::from(b.evaluation.band.as_str())),
+            points: evaluation.points,
+            reasons: Text::from(reasons(&evaluation).as_str()),
+            last_activity_at: Micros(last_activity_us),
+        });
+        let state = ScoreState {
+            revision,
+            evaluation,
+            last_activity_us,
+            last_event_id,
+            last_event_type,
+        };
+        Some((id, row, state))
+    };
+    let scored = crate::parallel::map_slice(&ids, parts(ids.len()), score_one);
+    // Pushed to `tables` once the causes, which borrow its rows, are done with.
+    let mut rows = Vec::new();
+    for (id, row, state) in scored.into_iter().flatten() {
+        rows.extend(row);
+        out.scores.insert(id, state);
     }
     tables.lead_scores.extend(rows);
     Ok(out)
@@ -426,6 +436,7 @@ fn explanation(contact_id: i64, state: &ScoreState) -> String {
 
 /// The matched rules as `[{"rule": id, "points": n}, ...]`.
 pub fn reasons(evaluation: &Evaluation) -> String {
+    use std::fmt::Write;
     // Written directly rather than through a JSON value per rule; the text is the one
     // `serde_json` prints for `[{"rule": id, "points": n}, ...]` (keys sorted).
     let mut out = String::with_capacity(2 + 32 * evaluation.matched.len());
@@ -434,10 +445,15 @@ pub fn reasons(evaluation: &Evaluation) -> String {
         if i > 0 {
             out.push(',');
         }
-        out.push_str("{\"points\":");
-        out.push_str(&points.to_string());
-        out.push_str(",\"rule\":");
-        out.push_str(&serde_json::to_string(id).expect("a string serializes"));
+        let _ = write!(out, "{{\"points\":{points},\"rule\":");
+        // serde_json escapes only quotes, backslashes and control characters.
+        if id.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+            out.push('"');
+            out.push_str(id);
+            out.push('"');
+        } else {
+            out.push_str(&serde_json::to_string(id).expect("a string serializes"));
+        }
         out.push('}');
     }
     out.push(']');
@@ -456,6 +472,7 @@ mod tests {
             vec![
                 ("a \"quoted\" \\ rule".to_string(), -100),
                 ("é\u{1}\n".to_string(), 0),
+                ("del \u{7f}, tab \t, ünï".to_string(), 7),
                 ("won".to_string(), i64::MIN),
             ],
         ] {

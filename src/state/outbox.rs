@@ -413,13 +413,12 @@ impl Store {
                         .map_err(err("insert"))?;
                 }
                 let mut table = txn.open_table(ATTEMPTS).map_err(err("open table"))?;
-                let mut key = table
+                let first = table
                     .last()
                     .map_err(err("read"))?
                     .map_or(0, |(k, _)| k.value() + 1);
-                for bytes in &attempts {
+                for (key, bytes) in (first..).zip(&attempts) {
                     table.insert(key, bytes.as_slice()).map_err(err("insert"))?;
-                    key += 1;
                 }
             }
             txn.commit().map_err(err("commit"))?;

@@ -48,7 +48,7 @@ mod tests {
         // sha256).digest()).
         let key = decode_secret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
         let sig = signature(
-            &[key.clone()],
+            std::slice::from_ref(&key),
             "msg_p5jXN8AQM9LWM0D4loKWxJek",
             1614265330,
             br#"{"test": 2432232314}"#,
