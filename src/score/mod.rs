@@ -21,10 +21,11 @@ pub mod rules;
 pub mod stored;
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
 
 use serde::{Deserialize, Serialize};
 
-use crate::flatten::changes::ContactState;
+use crate::flatten::changes::{Attribute, ContactState};
 use crate::flatten::table::{Micros, Text};
 use crate::flatten::{LeadScoreRow, Tables};
 use crate::state::{Store, StoreError};
@@ -88,9 +89,28 @@ fn cause<'r>(
 /// The key a call is counted under.
 pub(crate) fn call_key(preview_id: Option<&str>, email: Option<&str>) -> Option<String> {
     match (preview_id, email) {
-        (Some(p), _) if !p.is_empty() => Some(format!("p:{p}")),
-        (_, Some(e)) if !e.is_empty() => Some(format!("e:{}", e.to_lowercase())),
+        (Some(p), _) if !p.is_empty() => Some(prefixed("p:", p)),
+        (_, Some(e)) if !e.is_empty() => Some(email_key(e)),
         _ => None,
+    }
+}
+
+/// `prefix` then `text`, in one allocation.
+fn prefixed(prefix: &str, text: &str) -> String {
+    let mut key = String::with_capacity(prefix.len() + text.len());
+    key.push_str(prefix);
+    key.push_str(text);
+    key
+}
+
+/// `e:` and the lower-case email (ASCII lower-cased in place; other text by Unicode's rules).
+fn email_key(email: &str) -> String {
+    if email.is_ascii() {
+        let mut key = prefixed("e:", email);
+        key.make_ascii_lowercase();
+        key
+    } else {
+        prefixed("e:", &email.to_lowercase())
     }
 }
 
@@ -111,16 +131,19 @@ pub(crate) fn outcome_kind(row: &crate::flatten::CallOutcomeRow) -> (bool, bool)
 pub(crate) fn outcome_key(contact_id: Option<i64>, email: Option<&str>) -> Option<String> {
     match (contact_id, email) {
         (Some(id), _) => Some(format!("c:{id}")),
-        (None, Some(e)) if !e.is_empty() => Some(format!("e:{}", e.to_lowercase())),
+        (None, Some(e)) if !e.is_empty() => Some(email_key(e)),
         _ => None,
     }
 }
 
 /// The keys a contact in `state` may own: `c:<id>`, then `p:` and `e:` of its current values.
 fn contact_keys(id: i64, state: &ContactState) -> Vec<String> {
-    let mut keys = vec![format!("c:{id}")];
-    keys.extend(call_key(state.value("preview_id"), None));
-    keys.extend(call_key(None, state.value("email")));
+    static PREVIEW_ID: LazyLock<Attribute> = LazyLock::new(|| Attribute::new("preview_id"));
+    static EMAIL: LazyLock<Attribute> = LazyLock::new(|| Attribute::new("email"));
+    let mut keys = Vec::with_capacity(3);
+    keys.push(format!("c:{id}"));
+    keys.extend(call_key(state.get(&PREVIEW_ID), None));
+    keys.extend(call_key(None, state.get(&EMAIL)));
     keys
 }
 
@@ -279,7 +302,7 @@ pub fn apply(
     let brought: Vec<i64> = ids
         .iter()
         .copied()
-        .filter(|id| touched.binary_search(id).is_err())
+        .filter(|id| !keys_of.contains_key(id))
         .collect();
     let others = store.contacts(
         brought
@@ -463,6 +486,23 @@ pub fn reasons(evaluation: &Evaluation) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_lower_case_emails_as_unicode_does() {
+        for email in ["Lead@Example.COM", "ÅSA@Exämple.se", "plain@x.io", "İ@x.io"] {
+            assert_eq!(
+                call_key(None, Some(email)),
+                Some(format!("e:{}", email.to_lowercase()))
+            );
+            assert_eq!(
+                outcome_key(None, Some(email)),
+                Some(format!("e:{}", email.to_lowercase()))
+            );
+        }
+        assert_eq!(call_key(Some("pv1"), Some("A@x.io")), Some("p:pv1".into()));
+        assert_eq!(call_key(Some(""), Some("")), None);
+        assert_eq!(outcome_key(Some(7), Some("A@x.io")), Some("c:7".into()));
+    }
 
     #[test]
     fn reasons_are_the_json_serde_json_prints() {
