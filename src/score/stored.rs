@@ -6,27 +6,10 @@
 
 use super::ScoreState;
 use super::rules::{Counts, Evaluation};
-use crate::state::codec::{Form, Malformed, Reader, form, put_int, put_text, put_varint};
+use crate::state::codec::{DecodeError, decode, put_int, put_text, put_varint};
 
 /// First byte of the binary form.
 const FORMAT: u8 = 1;
-
-/// Why stored bytes could not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum DecodeError {
-    #[error("stored score JSON: {0}")]
-    Json(#[from] serde_json::Error),
-    #[error("stored score cut short or malformed at byte {0}")]
-    Malformed(usize),
-    #[error("stored score in an unknown format ({0})")]
-    Format(u8),
-}
-
-impl From<Malformed> for DecodeError {
-    fn from(m: Malformed) -> DecodeError {
-        DecodeError::Malformed(m.0)
-    }
-}
 
 /// Appends the binary form of a score.
 pub fn encode_score(state: &ScoreState, out: &mut Vec<u8>) {
@@ -63,70 +46,54 @@ pub fn encode_counts(c: &Counts, out: &mut Vec<u8>) {
 
 /// Reads a stored score: the binary form or JSON.
 pub fn decode_score(bytes: &[u8]) -> Result<ScoreState, DecodeError> {
-    match first(bytes)? {
-        Form::Json => Ok(serde_json::from_slice(bytes)?),
-        Form::Binary => {
-            let mut r = Reader::new(bytes, 1);
-            let revision = r.int()?;
-            let last_activity_us = r.int()?;
-            let last_event_id = r.text()?;
-            let last_event_type = r.text()?;
-            let points = r.int()?;
-            let score = r.int()?;
-            let band = r.text()?;
-            let n = r.varint()?;
-            // Each rule takes at least two bytes: a count beyond the bytes left is damage.
-            if n > r.left() as u64 {
-                return Err(r.malformed().into());
-            }
-            let mut matched = Vec::with_capacity(n as usize);
-            for _ in 0..n {
-                matched.push((r.text()?, r.int()?));
-            }
-            r.end()?;
-            Ok(ScoreState {
-                revision,
-                evaluation: Evaluation {
-                    matched,
-                    points,
-                    score,
-                    band,
-                },
-                last_activity_us,
-                last_event_id,
-                last_event_type,
-            })
+    decode(bytes, FORMAT, "stored score", |r| {
+        let revision = r.int()?;
+        let last_activity_us = r.int()?;
+        let last_event_id = r.text()?;
+        let last_event_type = r.text()?;
+        let points = r.int()?;
+        let score = r.int()?;
+        let band = r.text()?;
+        let n = r.varint()?;
+        // Each rule takes at least two bytes: a count beyond the bytes left is damage.
+        if n > r.left() as u64 {
+            return Err(r.malformed());
         }
-    }
+        let mut matched = Vec::with_capacity(n as usize);
+        for _ in 0..n {
+            matched.push((r.text()?, r.int()?));
+        }
+        Ok(ScoreState {
+            revision,
+            evaluation: Evaluation {
+                matched,
+                points,
+                score,
+                band,
+            },
+            last_activity_us,
+            last_event_id,
+            last_event_type,
+        })
+    })
 }
 
 /// Reads stored counts: the binary form or JSON.
 pub fn decode_counts(bytes: &[u8]) -> Result<Counts, DecodeError> {
-    match first(bytes)? {
-        Form::Json => Ok(serde_json::from_slice(bytes)?),
-        Form::Binary => {
-            let mut r = Reader::new(bytes, 1);
-            let mut next = || -> Result<u32, DecodeError> {
-                let v = r.varint()?;
-                u32::try_from(v).map_err(|_| r.malformed().into())
-            };
-            let c = Counts {
-                booked: next()?,
-                cancelled: next()?,
-                rescheduled: next()?,
-                held: next()?,
-                no_show: next()?,
-                won: next()?,
-            };
-            r.end()?;
-            Ok(c)
-        }
-    }
-}
-
-/// The form of stored bytes, or the error an unknown one is.
-fn first(bytes: &[u8]) -> Result<Form, DecodeError> {
-    form(bytes, FORMAT).map_err(|b| b.map_or(DecodeError::Malformed(0), DecodeError::Format))
+    decode(bytes, FORMAT, "stored counts", |r| {
+        let mut next = || {
+            let v = r.varint()?;
+            u32::try_from(v).map_err(|_| r.malformed())
+        };
+        Ok(Counts {
+            booked: next()?,
+            cancelled: next()?,
+            rescheduled: next()?,
+            held: next()?,
+            no_show: next()?,
+            won: next()?,
+        })
+    })
 }
 
 #[cfg(test)]
@@ -185,7 +152,10 @@ mod tests {
         let mut longer = bytes.clone();
         longer.push(0);
         assert!(decode_score(&longer).is_err());
-        assert!(matches!(decode_score(&[7, 1]), Err(DecodeError::Format(7))));
+        assert!(matches!(
+            decode_score(&[7, 1]),
+            Err(DecodeError::Format(_, 7))
+        ));
         let mut counts = Vec::new();
         encode_counts(&Counts::default(), &mut counts);
         assert!(decode_counts(&counts[..counts.len() - 1]).is_err());

@@ -1,5 +1,6 @@
 //! The primitives of the state store's binary forms (contact states, scores, counts): varints,
-//! zigzag-coded integers and length-prefixed UTF-8 text, and a reader that checks every bound.
+//! zigzag-coded integers and length-prefixed UTF-8 text, a reader that checks every bound, and
+//! [`decode`], which tells the binary form from the JSON stores written before it held.
 //! Invariant: a read past the end, an overlong varint or text that is not UTF-8 is
 //! [`Malformed`] at the byte where it was found, never a default.
 
@@ -7,22 +8,37 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Malformed(pub usize);
 
-/// How stored bytes are written: the binary form (first byte `format`), or the JSON that
-/// stores written before that form hold (an object).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Form {
-    Binary,
-    Json,
+/// Why stored bytes could not be read; the first field names what they hold.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("{0} JSON: {1}")]
+    Json(&'static str, serde_json::Error),
+    #[error("{0} cut short or malformed at byte {1}")]
+    Malformed(&'static str, usize),
+    #[error("{0} in an unknown format ({1})")]
+    Format(&'static str, u8),
 }
 
-/// The form of `bytes` whose binary form starts with `format`: an unknown first byte is
-/// `Err(Some(byte))`, no bytes at all `Err(None)`.
-pub fn form(bytes: &[u8], format: u8) -> Result<Form, Option<u8>> {
+/// Reads stored bytes that hold `what`: the binary form (first byte `format`; `binary` reads
+/// the rest, and nothing may follow it), or the JSON that stores written before that form hold
+/// (an object).
+pub fn decode<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    format: u8,
+    what: &'static str,
+    binary: impl FnOnce(&mut Reader<'_>) -> Result<T, Malformed>,
+) -> Result<T, DecodeError> {
     match bytes.first() {
-        Some(&b) if b == format => Ok(Form::Binary),
-        Some(b'{' | b' ' | b'\n' | b'\r' | b'\t') => Ok(Form::Json),
-        Some(&other) => Err(Some(other)),
-        None => Err(None),
+        Some(&b) if b == format => {
+            let mut r = Reader::new(bytes, 1);
+            let value = binary(&mut r).and_then(|v| r.end().map(|()| v));
+            value.map_err(|m| DecodeError::Malformed(what, m.0))
+        }
+        Some(b'{' | b' ' | b'\n' | b'\r' | b'\t') => {
+            serde_json::from_slice(bytes).map_err(|e| DecodeError::Json(what, e))
+        }
+        Some(&other) => Err(DecodeError::Format(what, other)),
+        None => Err(DecodeError::Malformed(what, 0)),
     }
 }
 

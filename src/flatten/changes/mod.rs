@@ -27,7 +27,9 @@ use serde::{Deserialize, Serialize};
 use super::Tables;
 use super::table::{Micros, Text};
 use super::tables::{AttributeChangeRow, ContactEventRow, StatusTransitionRow};
-use crate::state::codec::{Form, Malformed, Reader, form, put_text, put_varint, unzigzag, zigzag};
+use crate::state::codec::{
+    DecodeError, Malformed, Reader, decode, put_text, put_varint, unzigzag, zigzag,
+};
 
 #[cfg(test)]
 mod reference;
@@ -401,17 +403,6 @@ impl ContactState {
 /// stored as JSON (before that form) starts with `{`.
 const STATE_FORMAT: u8 = 1;
 
-/// Why stored state bytes could not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum DecodeError {
-    #[error("contact state JSON: {0}")]
-    Json(#[from] serde_json::Error),
-    #[error("contact state cut short or malformed at byte {0}")]
-    Malformed(usize),
-    #[error("contact state in an unknown format ({0})")]
-    Format(u8),
-}
-
 impl ContactState {
     /// Appends the stored form: a format byte, then varints and length-prefixed text. Columns
     /// are bit masks and slot order instead of names, and each time is the distance to the
@@ -455,73 +446,48 @@ impl ContactState {
 
     /// Reads a stored state: the binary form, or the JSON that versions before it stored.
     pub fn decode(bytes: &[u8]) -> Result<ContactState, DecodeError> {
-        match form(bytes, STATE_FORMAT) {
-            Ok(Form::Binary) => StateReader(Reader::new(bytes, 1)).state(),
-            Ok(Form::Json) => Ok(serde_json::from_slice(bytes)?),
-            Err(Some(other)) => Err(DecodeError::Format(other)),
-            Err(None) => Err(DecodeError::Malformed(0)),
-        }
-    }
-}
-
-impl From<Malformed> for DecodeError {
-    fn from(m: Malformed) -> DecodeError {
-        DecodeError::Malformed(m.0)
+        decode(bytes, STATE_FORMAT, "contact state", |r| {
+            StateReader(r).state()
+        })
     }
 }
 
 /// Reads the binary form after its format byte.
-struct StateReader<'b>(Reader<'b>);
+struct StateReader<'r, 'b>(&'r mut Reader<'b>);
 
-impl StateReader<'_> {
-    fn malformed(&self) -> DecodeError {
-        self.0.malformed().into()
-    }
-
-    fn byte(&mut self) -> Result<u8, DecodeError> {
-        Ok(self.0.byte()?)
-    }
-
-    fn varint(&mut self) -> Result<u64, DecodeError> {
-        Ok(self.0.varint()?)
-    }
-
-    fn text(&mut self) -> Result<String, DecodeError> {
-        Ok(self.0.text()?)
-    }
-
+impl StateReader<'_, '_> {
     /// A time stored as its distance to `base`.
-    fn time(&mut self, base: i64) -> Result<i64, DecodeError> {
-        Ok(base.wrapping_sub(unzigzag(self.varint()?)))
+    fn time(&mut self, base: i64) -> Result<i64, Malformed> {
+        Ok(base.wrapping_sub(unzigzag(self.0.varint()?)))
     }
 
-    fn state(mut self) -> Result<ContactState, DecodeError> {
-        let event_time_us = unzigzag(self.varint()?);
-        let event_id = self.text()?;
-        let status_since_us = match self.byte()? {
+    fn state(mut self) -> Result<ContactState, Malformed> {
+        let event_time_us = unzigzag(self.0.varint()?);
+        let event_id = self.0.text()?;
+        let status_since_us = match self.0.byte()? {
             0 => None,
             1 => Some(self.time(event_time_us)?),
-            _ => return Err(self.malformed()),
+            _ => return Err(self.0.malformed()),
         };
-        let (values, times) = (self.varint()?, self.varint()?);
+        let (values, times) = (self.0.varint()?, self.0.varint()?);
         if (values | times) >> SLOTS != 0 {
-            return Err(self.malformed());
+            return Err(self.0.malformed());
         }
         let mut attrs = Box::<Attrs>::default();
         for i in (0..SLOTS).filter(|i| values >> i & 1 == 1) {
-            attrs.cols[i] = Some(self.text()?);
+            attrs.cols[i] = Some(self.0.text()?);
         }
         for i in (0..SLOTS).filter(|i| times >> i & 1 == 1) {
             attrs.col_at[i] = Some(self.time(event_time_us)?);
         }
-        for _ in 0..self.varint()? {
-            let key = self.text()?;
-            let flags = self.byte()?;
+        for _ in 0..self.0.varint()? {
+            let key = self.0.text()?;
+            let flags = self.0.byte()?;
             if flags > 3 {
-                return Err(self.malformed());
+                return Err(self.0.malformed());
             }
             let value = if flags & 1 == 1 {
-                Some(self.text()?)
+                Some(self.0.text()?)
             } else {
                 None
             };
@@ -532,7 +498,6 @@ impl StateReader<'_> {
             };
             attrs.others.insert(key, Other { value, at });
         }
-        self.0.end()?;
         Ok(ContactState {
             event_time_us,
             event_id,
@@ -1404,7 +1369,7 @@ mod tests {
         assert!(binary * 3 < json, "binary {binary} bytes, JSON {json}");
         assert!(matches!(
             ContactState::decode(&[7, 0]),
-            Err(DecodeError::Format(7))
+            Err(DecodeError::Format(_, 7))
         ));
     }
 
