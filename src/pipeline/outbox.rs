@@ -64,10 +64,10 @@ impl Contacts for FlushContacts<'_> {
         if let Some(id) = self.owners.get(key) {
             return Some(*id);
         }
-        self.keep(self.store.scoring(&[], &[], &[key]))?
-            .keys
-            .get(key)
-            .copied()
+        self.keep(self.store.scoring(&[], &[key]))?
+            .records
+            .get(key)?
+            .owner
     }
 }
 

@@ -30,6 +30,7 @@ use crate::flatten::table::{Micros, Text};
 use crate::flatten::{LeadScoreRow, Tables};
 use crate::state::{Store, StoreError};
 use rules::{Counts, Evaluation, Rules};
+use stored::KeyRecord;
 
 /// A contact's last score, as the state store keeps it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -48,17 +49,20 @@ pub struct ScoreState {
 /// A hash map with ahash: std's SipHash is a cost on the many keys a flush scores.
 pub type Map<K, V> = HashMap<K, V, ahash::RandomState>;
 
-/// Scores, counts and key owners: what a flush read and changed.
+/// What a flush changed in scoring, for its commit.
 #[derive(Debug, Clone, Default)]
 pub struct Scoring {
+    /// The new score of each contact scored.
     pub scores: Map<i64, ScoreState>,
-    pub counts: Map<String, Counts>,
+    /// The new record (owner and counts) of each key whose owner or counts changed.
+    pub records: Map<String, KeyRecord>,
+    /// The keys whose owner changed, with the new owner.
     pub keys: Map<String, i64>,
 }
 
 impl Scoring {
     pub fn is_empty(&self) -> bool {
-        self.scores.is_empty() && self.counts.is_empty() && self.keys.is_empty()
+        self.scores.is_empty() && self.records.is_empty() && self.keys.is_empty()
     }
 }
 
@@ -150,13 +154,19 @@ fn contact_keys(id: i64, state: &ContactState) -> Vec<String> {
 /// Contacts below this many are keyed and scored on the calling thread alone.
 const PARALLEL_FROM: usize = 512;
 
-/// The keys of `keys` that have an owner (`p:`, `e:`; a `c:` key is its contact's) and pass
-/// `keep`.
-fn owned_keys<'k>(keys: &[&'k str], keep: impl Fn(&str) -> bool) -> Vec<&'k str> {
-    keys.iter()
-        .copied()
-        .filter(|k| !k.starts_with("c:") && keep(k))
-        .collect()
+/// Adds stored key records to the counts and owners known (an owner this flush already set
+/// stays: it is the lower id).
+fn keep(
+    records: Map<String, KeyRecord>,
+    counts: &mut Map<String, Counts>,
+    keys: &mut Map<String, i64>,
+) {
+    for (key, record) in records {
+        if let Some(owner) = record.owner {
+            keys.entry(key.clone()).or_insert(owner);
+        }
+        counts.entry(key).or_insert(record.counts);
+    }
 }
 
 /// Scores the contacts the flush's rows touch: `contacts` are the states after change
@@ -267,10 +277,12 @@ pub fn apply(
         .collect();
     count_keys.sort_unstable();
     count_keys.dedup();
-    let owner_keys: Vec<&str> = owned_keys(&count_keys, |_| true);
-    let mut read = store.scoring(&touched, &count_keys, &owner_keys)?;
+    let read = store.scoring(&touched, &count_keys)?;
+    let mut scores = read.scores;
+    let mut counts: Map<String, Counts> = Map::default();
+    let mut keys: Map<String, i64> = Map::default();
+    keep(read.records, &mut counts, &mut keys);
     // Owners: the lowest id that carried a key, the contacts of this flush included.
-    let mut keys: Map<String, i64> = std::mem::take(&mut read.keys);
     let mut new_keys: Map<String, i64> = Map::default();
     for id in &touched {
         let Some(own) = keys_of.get(id) else {
@@ -324,13 +336,9 @@ pub fn apply(
         .collect();
     more_keys.sort_unstable();
     more_keys.dedup();
-    let more_owners = owned_keys(&more_keys, |k| !keys.contains_key(k));
-    let more = store.scoring(&brought, &more_keys, &more_owners)?;
-    keys.extend(more.keys);
-    let mut scores = read.scores;
+    let more = store.scoring(&brought, &more_keys)?;
     scores.extend(more.scores);
-    let mut counts = read.counts;
-    counts.extend(more.counts);
+    keep(more.records, &mut counts, &mut keys);
     let owner = |key: &str| -> Option<i64> {
         match key.strip_prefix("c:") {
             Some(id) => id.parse().ok(),
@@ -341,9 +349,25 @@ pub fn apply(
         let total = counts.entry(key.clone()).or_default();
         *total = total.plus(*n);
     }
+    // The records of the keys whose counts or owner changed, in full.
+    let records = added
+        .keys()
+        .chain(new_keys.keys())
+        .map(|key| {
+            let record = KeyRecord {
+                owner: if key.starts_with("c:") {
+                    None
+                } else {
+                    keys.get(key).copied()
+                },
+                counts: counts.get(key).copied().unwrap_or_default(),
+            };
+            (key.clone(), record)
+        })
+        .collect();
     let mut out = Scoring {
         keys: new_keys,
-        counts: added.keys().map(|k| (k.clone(), counts[k])).collect(),
+        records,
         scores: Map::with_capacity_and_hasher(ids.len(), Default::default()),
     };
     // Each contact's new score, and its row when the score or band changed. Only contacts
@@ -427,7 +451,7 @@ pub enum ExplainError {
 pub fn explain(path: &std::path::Path, contact_id: i64) -> Result<String, ExplainError> {
     let store = Store::open(path)?;
     let state = store
-        .scoring(&[contact_id], &[], &[])?
+        .scoring(&[contact_id], &[])?
         .scores
         .remove(&contact_id)
         .ok_or(ExplainError::Unknown(contact_id))?;

@@ -1,12 +1,22 @@
-//! The stored form of a contact's score ([`ScoreState`]) and of a key's counts ([`Counts`]):
-//! a format byte, then varints and length-prefixed text. Stores written before this form hold
-//! JSON, which starts with `{` and is still read.
+//! The stored form of a contact's score ([`ScoreState`]), of a key's counts ([`Counts`]) and
+//! of a key's record ([`KeyRecord`]: its owner and counts): a format byte, then varints and
+//! length-prefixed text. Stores written before this form hold JSON for scores and counts,
+//! which starts with `{` and is still read.
 //! Invariant: `decode(encode(x)) == x`; a value cut short or in an unknown format is an error,
 //! never a default.
 
 use super::ScoreState;
 use super::rules::{Counts, Evaluation};
-use crate::state::codec::{DecodeError, decode, put_int, put_text, put_varint};
+use crate::state::codec::{DecodeError, Malformed, Reader, decode, put_int, put_text, put_varint};
+
+/// What the state store keeps under a contact key: the contact that owns it (none for a
+/// `c:` key, which is its contact's by name, and for a key no contact has carried yet) and
+/// the counts of the calls and outcomes filed under it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeyRecord {
+    pub owner: Option<i64>,
+    pub counts: Counts,
+}
 
 /// First byte of the binary form.
 const FORMAT: u8 = 1;
@@ -32,6 +42,10 @@ pub fn encode_score(state: &ScoreState, out: &mut Vec<u8>) {
 /// Appends the binary form of counts.
 pub fn encode_counts(c: &Counts, out: &mut Vec<u8>) {
     out.push(FORMAT);
+    put_counts(c, out);
+}
+
+fn put_counts(c: &Counts, out: &mut Vec<u8>) {
     for n in [
         c.booked,
         c.cancelled,
@@ -80,19 +94,47 @@ pub fn decode_score(bytes: &[u8]) -> Result<ScoreState, DecodeError> {
 
 /// Reads stored counts: the binary form or JSON.
 pub fn decode_counts(bytes: &[u8]) -> Result<Counts, DecodeError> {
-    decode(bytes, FORMAT, "stored counts", |r| {
-        let mut next = || {
-            let v = r.varint()?;
-            u32::try_from(v).map_err(|_| r.malformed())
-        };
-        Ok(Counts {
-            booked: next()?,
-            cancelled: next()?,
-            rescheduled: next()?,
-            held: next()?,
-            no_show: next()?,
-            won: next()?,
-        })
+    decode(bytes, FORMAT, "stored counts", read_counts)
+}
+
+fn read_counts(r: &mut Reader<'_>) -> Result<Counts, Malformed> {
+    let mut next = || {
+        let v = r.varint()?;
+        u32::try_from(v).map_err(|_| r.malformed())
+    };
+    Ok(Counts {
+        booked: next()?,
+        cancelled: next()?,
+        rescheduled: next()?,
+        held: next()?,
+        no_show: next()?,
+        won: next()?,
+    })
+}
+
+/// Appends a key record without a format byte (the records of a batch share one): `0`, or
+/// `1` and the owner, then the counts.
+pub fn put_record(record: &KeyRecord, out: &mut Vec<u8>) {
+    match record.owner {
+        None => out.push(0),
+        Some(id) => {
+            out.push(1);
+            put_int(out, id);
+        }
+    }
+    put_counts(&record.counts, out);
+}
+
+/// Reads a key record written by [`put_record`].
+pub fn read_record(r: &mut Reader<'_>) -> Result<KeyRecord, Malformed> {
+    let owner = match r.byte()? {
+        0 => None,
+        1 => Some(r.int()?),
+        _ => return Err(r.malformed()),
+    };
+    Ok(KeyRecord {
+        owner,
+        counts: read_counts(r)?,
     })
 }
 
@@ -140,6 +182,28 @@ mod tests {
         encode_counts(&c, &mut bytes);
         assert_eq!(decode_counts(&bytes).unwrap(), c);
         assert_eq!(decode_counts(&serde_json::to_vec(&c).unwrap()).unwrap(), c);
+    }
+
+    #[test]
+    fn key_records_round_trip_and_damage_is_an_error() {
+        let counts = Counts {
+            booked: 2,
+            won: u32::MAX,
+            ..Counts::default()
+        };
+        for owner in [None, Some(0), Some(-5), Some(i64::MIN), Some(i64::MAX)] {
+            let record = KeyRecord { owner, counts };
+            let mut bytes = Vec::new();
+            put_record(&record, &mut bytes);
+            let mut r = Reader::new(&bytes, 0);
+            assert_eq!(read_record(&mut r).unwrap(), record);
+            assert!(r.end().is_ok());
+            for cut in 0..bytes.len() {
+                assert!(read_record(&mut Reader::new(&bytes[..cut], 0)).is_err());
+            }
+        }
+        // An owner flag other than 0 or 1 is damage.
+        assert!(read_record(&mut Reader::new(&[2, 0, 0, 0, 0, 0, 0], 0)).is_err());
     }
 
     #[test]

@@ -8,7 +8,8 @@
 use redb::{Database, ReadableDatabase};
 
 use super::index::{RECENT_MERGE_IDS, append_recent, merge_recent};
-use super::{CALLS, CONTACTS, META, REPLAYED, States, Store, StoreError, err};
+use super::{CALLS, CONTACTS, META, REPLAYED, States, Store, StoreError, err, key_hash};
+use crate::score::stored::KeyRecord;
 
 /// What the last committed flush recorded.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -66,8 +67,19 @@ impl Store {
         ids: &[([u8; 16], u64)],
         states: &States,
     ) -> Result<(), StoreError> {
+        // Hashed before the transaction, which holds the lock of the recent key records.
+        let keys: Vec<(u128, KeyRecord)> = states
+            .scoring
+            .records
+            .iter()
+            .map(|(key, record)| (key_hash(key), *record))
+            .collect();
         self.with_db(|db| {
-            let merge = self.commit_in(db, record, ids, states)?;
+            let mut recent_keys = self.recent_keys_write();
+            let (merge, keys_merged) =
+                self.commit_in(db, record, ids, states, &keys, recent_keys.recent.len())?;
+            recent_keys.committed(db, keys_merged, &keys);
+            drop(recent_keys);
             let mut index = self.index_write();
             if merge {
                 index.recent.clear();
@@ -85,14 +97,18 @@ impl Store {
         })
     }
 
-    /// The transaction of [`Store::commit`]; returns whether it merged the recent ids into a run.
+    /// The transaction of [`Store::commit`]; returns whether it merged the recent ids into a
+    /// run, and whether it merged the recent key records (`recent_keys` of them) into their
+    /// table.
     fn commit_in(
         &self,
         db: &Database,
         record: Committed,
         ids: &[([u8; 16], u64)],
         states: &States,
-    ) -> Result<bool, StoreError> {
+        keys: &[(u128, KeyRecord)],
+        recent_keys: usize,
+    ) -> Result<(bool, bool), StoreError> {
         let txn = db.begin_write().map_err(err("begin write"))?;
         {
             let mut table = txn.open_table(CALLS).map_err(err("open table"))?;
@@ -120,6 +136,7 @@ impl Store {
             }
         }
         super::scores::write(&txn, &states.scoring)?;
+        let keys_merged = super::keys::write(&txn, recent_keys, keys)?;
         super::outbox::write(
             &txn,
             &states.outbox,
@@ -146,7 +163,7 @@ impl Store {
             }
         }
         txn.commit().map_err(err("commit"))?;
-        Ok(merge)
+        Ok((merge, keys_merged))
     }
 }
 

@@ -38,6 +38,14 @@ impl Store {
         self.index.write().unwrap_or_else(|e| e.into_inner())
     }
 
+    pub(super) fn recent_keys_read(&self) -> RwLockReadGuard<'_, super::keys::Memory> {
+        self.recent_keys.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) fn recent_keys_write(&self) -> std::sync::RwLockWriteGuard<'_, super::keys::Memory> {
+        self.recent_keys.write().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Which of `ids` were already written by a committed flush.
     pub fn seen(&self, ids: &[[u8; 16]]) -> Result<Vec<bool>, StoreError> {
         self.with_db(|db| {

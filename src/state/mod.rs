@@ -24,8 +24,8 @@
 //! The store's tables, its error, compaction intents and replay marks are here; its other
 //! parts have files of their own: `open.rs` (the file, its format and conversion, the re-open
 //! after an I/O error), `index.rs` (the dedup index, over `runs.rs` and `filter.rs`),
-//! `states.rs` (contact and call states), `scores.rs` (lead scores, their counts and contact
-//! keys), `outbox.rs` (workflow triggers' facts waiting for delivery, and the attempts made)
+//! `states.rs` (contact and call states), `scores.rs` (lead scores), `keys.rs` (the records
+//! of lead scoring's contact keys: owners and counts), `outbox.rs` (workflow triggers' facts waiting for delivery, and the attempts made)
 //! and `commit.rs` (the commit of a flush).
 
 use std::path::{Path, PathBuf};
@@ -39,6 +39,7 @@ pub mod codec;
 mod commit;
 mod filter;
 mod index;
+mod keys;
 mod open;
 mod outbox;
 mod runs;
@@ -47,8 +48,10 @@ mod states;
 pub use commit::Committed;
 pub use filter::IdFilter;
 pub use index::{IdSet, RECENT_MERGE_IDS, id_bytes};
+pub use keys::{RECENT_MERGE_KEYS, key_hash};
 pub use open::Fault;
 pub use outbox::{Attempt, Entry, Next};
+pub use scores::ScoringRead;
 pub use states::States;
 
 use index::Index;
@@ -159,6 +162,10 @@ pub struct Store {
     /// before its transaction commits, so that no flush commits between that commit and the
     /// purge's changes here. Always taken after the lock on `db`, never before.
     index: RwLock<Index>,
+    /// Lead scoring's recent key records (`keys.rs`), locked like `index`: a lookup holds the
+    /// read lock from its snapshot to its last lookup, and a commit takes the write lock
+    /// before its transaction begins. Always taken after the lock on `db`, never before.
+    recent_keys: RwLock<keys::Memory>,
     /// Testing hook: the fault the store's file simulates ([`Fault`]).
     fault: Arc<AtomicU8>,
 }

@@ -1,10 +1,10 @@
 //! Opening the store: its file (through which the testing hook [`Fault`] acts), redb's page
-//! cache, the format check, the conversion of an earlier version's dedup index, and the re-open
-//! after an I/O error.
+//! cache, the format check, the conversion of an earlier version's dedup index and scoring
+//! keys, and the re-open after an I/O error.
 //! Invariant: a store of a later `format` is refused and left as it is; the page cache is
 //! bounded (16 MiB); after an I/O error the store is closed and opened again (the in-memory
-//! recent ids and filter reloaded from the file) before its next operation, under a lock no
-//! operation holds across.
+//! recent ids, filter and recent key records reloaded from the file) before its next
+//! operation, under a lock no operation holds across.
 
 use std::ops::Bound;
 use std::path::Path;
@@ -17,7 +17,7 @@ use redb::{BackendError, Database, ReadableDatabase, ReadableTable};
 use super::index::{IdSet, Index, filter_of, recent_entries};
 use super::{
     CALLS, COMPACTIONS, CONTACTS, LEGACY_SEEN, LEGACY_SEEN_BY_TIME, META, REPLAYED, SEEN_RECENT,
-    Store, StoreError, err, runs,
+    Store, StoreError, err, keys, runs,
 };
 
 /// A fault the store's file can simulate, for tests of what follows an I/O error.
@@ -144,7 +144,14 @@ impl redb::StorageBackend for FileBackend {
 
 /// Opens or creates the database at `path`, prepares its tables, and loads the in-memory part
 /// of the dedup index from it.
-fn open_parts(path: &Path, fault: &Arc<AtomicU8>) -> Result<(Database, Index), StoreError> {
+/// The open database and the in-memory parts loaded from it.
+struct Parts {
+    db: Database,
+    index: Index,
+    recent_keys: keys::Memory,
+}
+
+fn open_parts(path: &Path, fault: &Arc<AtomicU8>) -> Result<Parts, StoreError> {
     let file = std::fs::File::options()
         .read(true)
         .write(true)
@@ -174,6 +181,7 @@ fn open_parts(path: &Path, fault: &Arc<AtomicU8>) -> Result<(Database, Index), S
         txn.open_table(COMPACTIONS).map_err(err("create table"))?;
         txn.open_table(REPLAYED).map_err(err("create table"))?;
         txn.open_table(SEEN_RECENT).map_err(err("create table"))?;
+        keys::migrate(&txn)?;
     }
     txn.commit().map_err(err("commit"))?;
     let mut recent = IdSet::default();
@@ -191,20 +199,26 @@ fn open_parts(path: &Path, fault: &Arc<AtomicU8>) -> Result<(Database, Index), S
         filter,
         changes: 0,
     };
-    Ok((db, index))
+    let recent_keys = keys::load(&db.begin_read().map_err(err("begin read"))?)?;
+    Ok(Parts {
+        db,
+        index,
+        recent_keys,
+    })
 }
 
 impl Store {
     /// Opens or creates the store file.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let fault = Arc::new(AtomicU8::new(Fault::None as u8));
-        let (db, index) = open_parts(path, &fault)?;
+        let parts = open_parts(path, &fault)?;
         Ok(Store {
             path: path.to_path_buf(),
-            db: RwLock::new(Some(db)),
+            db: RwLock::new(Some(parts.db)),
             broken: AtomicBool::new(false),
             reopen_tried: Mutex::new(None),
-            index: RwLock::new(index),
+            index: RwLock::new(parts.index),
+            recent_keys: RwLock::new(parts.recent_keys),
             fault,
         })
     }
@@ -237,14 +251,19 @@ impl Store {
     pub fn reopen(&self) -> Result<(), StoreError> {
         let mut db = self.db.write().unwrap_or_else(|e| e.into_inner());
         let mut index = self.index_write();
+        let mut recent_keys = self.recent_keys_write();
         *self.reopen_tried.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
         // Closed first: redb locks its file, and refuses a second handle on it.
         drop(db.take());
         self.broken.store(true, Ordering::Release);
-        let (opened, loaded) = open_parts(&self.path, &self.fault)?;
-        *db = Some(opened);
+        let parts = open_parts(&self.path, &self.fault)?;
+        *db = Some(parts.db);
         let changes = index.changes + 1;
-        *index = Index { changes, ..loaded };
+        *index = Index {
+            changes,
+            ..parts.index
+        };
+        *recent_keys = parts.recent_keys;
         self.broken.store(false, Ordering::Release);
         tracing::info!(path = %self.path.display(), "state store opened again after an I/O error");
         Ok(())
@@ -286,10 +305,11 @@ impl Store {
     }
 }
 
-/// The store format this version writes: 2 since the dedup index is kept in runs. Versions
-/// before it wrote no number (and do not check it: a store opened by one of them afterwards
-/// loses the runs from its lookups).
-pub(super) const FORMAT: u64 = 2;
+/// The store format this version writes: 3 since lead scoring's key records are kept by hash
+/// (`keys.rs`; a version of format 2 would not find them, and refuses the store); 2 since the
+/// dedup index is kept in runs. Versions before 2 wrote no number (and do not check it: a
+/// store opened by one of them afterwards loses the runs from its lookups).
+pub(super) const FORMAT: u64 = 3;
 
 /// Refuses a store of a later format than this version knows, then records [`FORMAT`].
 fn check_format(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
@@ -445,7 +465,8 @@ mod tests {
             txn.commit().unwrap();
         }
         let error = Store::open(&path).err().expect("a later format");
-        assert!(error.to_string().contains("format 3"), "{error}");
+        let later = format!("format {}", FORMAT + 1);
+        assert!(error.to_string().contains(&later), "{error}");
         let db = redb::Database::open(&path).unwrap();
         let txn = db.begin_read().unwrap();
         let meta = txn.open_table(META).unwrap();

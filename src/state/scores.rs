@@ -1,25 +1,19 @@
 //! What lead scoring keeps between flushes: each scored contact's last score
-//! ([`ScoreState`]), the counts of calls and outcomes under each contact key, and which
-//! contact owns each key (`p:<preview id>`, `e:<lower-case email>`; see `src/score/mod.rs`).
+//! ([`ScoreState`]), and each contact key's record, its owner and the counts of calls and
+//! outcomes filed under it (`keys.rs`; the keys are in `src/score/mod.rs`).
 //! Invariant: written only by the commit of the flush whose rows these are (same transaction);
-//! a contact, key or count never recorded is absent.
+//! a contact or key never recorded is absent.
 
 use std::collections::HashMap;
 
 use redb::{ReadOnlyTable, ReadableDatabase, TableDefinition, TableError};
 
-use super::{Store, StoreError, err};
-use crate::score::rules::Counts;
-use crate::score::stored::{decode_counts, decode_score, encode_counts, encode_score};
-use crate::score::{ScoreState, Scoring};
+use super::{Store, StoreError, err, keys};
+use crate::score::stored::{KeyRecord, decode_score, encode_score};
+use crate::score::{Map, ScoreState, Scoring};
 
 /// Contact id -> its last score ([`ScoreState`], in the form of `score/stored.rs`).
 const LEAD_SCORES: TableDefinition<i64, &[u8]> = TableDefinition::new("lead_scores");
-/// Contact key -> counts of the calls and outcomes filed under it ([`Counts`], likewise).
-const SCORE_COUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("score_counts");
-/// Contact key (`p:`, `e:`) -> the lowest contact id that has carried it.
-const SCORE_KEYS: TableDefinition<&str, i64> = TableDefinition::new("score_keys");
-
 /// Reads `keys` from `table`, each found one with its value (none when the table was never
 /// written); one table opened for all of them.
 fn read<'k, K, V, T>(
@@ -45,43 +39,40 @@ where
     Ok(())
 }
 
+/// What [`Store::scoring`] found (what was never recorded is absent).
+#[derive(Debug, Default)]
+pub struct ScoringRead {
+    /// The last score of each contact asked for.
+    pub scores: Map<i64, ScoreState>,
+    /// The record of each key asked for.
+    pub records: Map<String, KeyRecord>,
+}
+
 impl Store {
-    /// The last scores of these contacts, the counts under these keys, and the owners of these
-    /// keys (what was never recorded is absent).
-    pub fn scoring(
-        &self,
-        contacts: &[i64],
-        count_keys: &[&str],
-        owner_keys: &[&str],
-    ) -> Result<Scoring, StoreError> {
+    /// The last scores of these contacts and the records of these keys.
+    pub fn scoring(&self, contacts: &[i64], keys: &[&str]) -> Result<ScoringRead, StoreError> {
         self.with_db(|db| {
+            // Held from the snapshot to the last lookup: a commit changes the recent records
+            // only under the write lock, with its transaction.
+            let recent = self.recent_keys_read();
             let txn = db.begin_read().map_err(err("begin read"))?;
-            let mut out = Scoring::default();
+            let mut scores = Map::default();
             read(
                 txn.open_table(LEAD_SCORES),
                 contacts.iter().copied(),
                 |b| decode_score(b).map_err(err("decode score")),
                 |found, s: ScoreState| {
-                    out.scores.insert(found, s);
+                    scores.insert(found, s);
                 },
             )?;
-            read(
-                txn.open_table(SCORE_COUNTS),
-                count_keys.iter().copied(),
-                |b| decode_counts(b).map_err(err("decode counts")),
-                |key, c: Counts| {
-                    out.counts.insert(key.to_string(), c);
-                },
-            )?;
-            read(
-                txn.open_table(SCORE_KEYS),
-                owner_keys.iter().copied(),
-                Ok,
-                |key, id| {
-                    out.keys.insert(key.to_string(), id);
-                },
-            )?;
-            Ok(out)
+            let hashes: Vec<u128> = keys.iter().map(|k| keys::key_hash(k)).collect();
+            let found = keys::lookup(&recent, &txn, &hashes)?;
+            let records = keys
+                .iter()
+                .zip(found)
+                .filter_map(|(key, record)| Some((key.to_string(), record?)))
+                .collect();
+            Ok(ScoringRead { scores, records })
         })
     }
 
@@ -105,9 +96,10 @@ impl Store {
     }
 }
 
-/// Writes what a flush changed in scoring, inside that flush's commit transaction.
+/// Writes the scores a flush changed, inside that flush's commit transaction (the key
+/// records are `keys::write`'s).
 pub(super) fn write(txn: &redb::WriteTransaction, scoring: &Scoring) -> Result<(), StoreError> {
-    if scoring.is_empty() {
+    if scoring.scores.is_empty() {
         return Ok(());
     }
     // In key order: neighbouring inserts meet the pages the last one touched.
@@ -121,22 +113,6 @@ pub(super) fn write(txn: &redb::WriteTransaction, scoring: &Scoring) -> Result<(
         scores
             .insert(*id, bytes.as_slice())
             .map_err(err("insert"))?;
-    }
-    let mut counts = txn.open_table(SCORE_COUNTS).map_err(err("open table"))?;
-    let mut keys: Vec<(&String, &Counts)> = scoring.counts.iter().collect();
-    keys.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    for (key, c) in keys {
-        bytes.clear();
-        encode_counts(c, &mut bytes);
-        counts
-            .insert(key.as_str(), bytes.as_slice())
-            .map_err(err("insert"))?;
-    }
-    let mut keys = txn.open_table(SCORE_KEYS).map_err(err("open table"))?;
-    let mut owners: Vec<(&String, &i64)> = scoring.keys.iter().collect();
-    owners.sort_unstable();
-    for (key, id) in owners {
-        keys.insert(key.as_str(), *id).map_err(err("insert"))?;
     }
     Ok(())
 }
