@@ -15,7 +15,7 @@ set -euo pipefail
 rounds=$1; input=$2; shift 2
 [ -r "$input" ] || { echo "cannot read $input" >&2; exit 1; }
 work=$(mktemp -d "${AB_DIR:-/var/tmp}/hooklake-ab.XXXXXX")
-trap 'rm -rf "$work"' EXIT
+trap 'cp "$work/results" /tmp/ab-last-results.jsonl 2>/dev/null; rm -rf "$work"' EXIT
 results="$work/results"
 : > "$results"
 for round in $(seq "$rounds"); do

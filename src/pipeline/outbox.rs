@@ -25,7 +25,7 @@ pub(super) const ATTEMPTS_PER_FLUSH: usize = 100_000;
 /// (the first one), and fails the flush: a fact must not lose its contact, and so its filter.
 struct FlushContacts<'a> {
     states: &'a ContactStates,
-    owners: &'a crate::score::Map<String, i64>,
+    owners: &'a crate::score::Map<crate::score::KeyHash, i64>,
     store: &'a Store,
     error: std::cell::RefCell<Option<StoreError>>,
 }
@@ -61,12 +61,13 @@ impl Contacts for FlushContacts<'_> {
     }
 
     fn owner(&self, key: &str) -> Option<i64> {
-        if let Some(id) = self.owners.get(key) {
+        let hash = crate::state::key_hash(key);
+        if let Some(id) = self.owners.get(&hash) {
             return Some(*id);
         }
-        self.keep(self.store.scoring(&[], &[key]))?
+        self.keep(self.store.scoring(&[], &[hash]))?
             .records
-            .get(key)?
+            .get(&hash)?
             .owner
     }
 }
@@ -77,7 +78,7 @@ pub(super) fn facts(
     triggers: &Triggers,
     tables: &Tables,
     states: &ContactStates,
-    owners: &crate::score::Map<String, i64>,
+    owners: &crate::score::Map<crate::score::KeyHash, i64>,
     store: &Store,
 ) -> Result<Vec<Fact>, StoreError> {
     let contacts = FlushContacts {

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use crate::flatten::changes::{Attribute, ContactState};
 use crate::flatten::table::{Micros, Text};
 use crate::flatten::{LeadScoreRow, Tables};
-use crate::state::{Store, StoreError};
+use crate::state::{Store, StoreError, key_hash};
 use rules::{Counts, Evaluation, Rules};
 use stored::KeyRecord;
 
@@ -54,11 +54,16 @@ pub type Map<K, V> = HashMap<K, V, ahash::RandomState>;
 pub struct Scoring {
     /// The new score of each contact scored.
     pub scores: Map<i64, ScoreState>,
-    /// The new record (owner and counts) of each key whose owner or counts changed.
-    pub records: Map<String, KeyRecord>,
-    /// The keys whose owner changed, with the new owner.
-    pub keys: Map<String, i64>,
+    /// The new record (owner and counts) of each key whose owner or counts changed, by the
+    /// key's hash.
+    pub records: Map<KeyHash, KeyRecord>,
+    /// The keys whose owner changed, by hash, with the new owner.
+    pub keys: Map<KeyHash, i64>,
 }
+
+/// A contact key as the state store keys it: the XXH3-128 hash of its text
+/// ([`crate::state::key_hash`]).
+pub type KeyHash = u128;
 
 impl Scoring {
     pub fn is_empty(&self) -> bool {
@@ -140,33 +145,48 @@ pub(crate) fn outcome_key(contact_id: Option<i64>, email: Option<&str>) -> Optio
     }
 }
 
-/// The keys a contact in `state` may own: `c:<id>`, then `p:` and `e:` of its current values.
-fn contact_keys(id: i64, state: &ContactState) -> Vec<String> {
+/// A contact's keys: `c:<id>`, its own by name, and `p:`/`e:` of its current values, which
+/// it owns unless a contact with a lower id carried them first.
+#[derive(Debug, Clone, Copy)]
+struct ContactKeys {
+    own: KeyHash,
+    carried: [Option<KeyHash>; 2],
+}
+
+impl ContactKeys {
+    fn carried(&self) -> impl Iterator<Item = KeyHash> + '_ {
+        self.carried.iter().flatten().copied()
+    }
+
+    fn all(&self) -> impl Iterator<Item = KeyHash> + '_ {
+        std::iter::once(self.own).chain(self.carried())
+    }
+}
+
+/// The keys of the contact `id` in `state`.
+fn contact_keys(id: i64, state: &ContactState) -> ContactKeys {
     static PREVIEW_ID: LazyLock<Attribute> = LazyLock::new(|| Attribute::new("preview_id"));
     static EMAIL: LazyLock<Attribute> = LazyLock::new(|| Attribute::new("email"));
-    let mut keys = Vec::with_capacity(3);
-    keys.push(format!("c:{id}"));
-    keys.extend(call_key(state.get(&PREVIEW_ID), None));
-    keys.extend(call_key(None, state.get(&EMAIL)));
-    keys
+    let hash = |key: Option<String>| key.map(|k| key_hash(&k));
+    ContactKeys {
+        own: key_hash(&format!("c:{id}")),
+        carried: [
+            hash(call_key(state.get(&PREVIEW_ID), None)),
+            hash(call_key(None, state.get(&EMAIL))),
+        ],
+    }
 }
 
 /// Contacts below this many are keyed and scored on the calling thread alone.
 const PARALLEL_FROM: usize = 512;
 
-/// Adds stored key records to the counts and owners known (an owner this flush already set
-/// stays: it is the lower id).
-fn keep(
-    records: Map<String, KeyRecord>,
-    counts: &mut Map<String, Counts>,
-    keys: &mut Map<String, i64>,
-) {
-    for (key, record) in records {
-        if let Some(owner) = record.owner {
-            keys.entry(key.clone()).or_insert(owner);
-        }
-        counts.entry(key).or_insert(record.counts);
-    }
+/// What a flush adds under one key: its counts, the latest event filed under it, and, for a
+/// `c:` key, its contact.
+#[derive(Debug, Clone, Copy)]
+struct Added<'r> {
+    counts: Counts,
+    latest: Cause<'r>,
+    contact: Option<i64>,
 }
 
 /// Scores the contacts the flush's rows touch: `contacts` are the states after change
@@ -182,17 +202,22 @@ pub fn apply(
     threads: usize,
 ) -> Result<Scoring, StoreError> {
     // Counts added by this flush under each key, with the latest event filed under it.
-    let mut added: Map<String, (Counts, Cause<'_>)> = Map::default();
+    let mut added: Map<KeyHash, Added<'_>> = Map::default();
     fn note<'r>(
-        added: &mut Map<String, (Counts, Cause<'r>)>,
-        key: String,
+        added: &mut Map<KeyHash, Added<'r>>,
+        key: &str,
+        contact: Option<i64>,
         c: Cause<'r>,
         add: impl Fn(&mut Counts),
     ) {
-        let (n, latest) = added.entry(key).or_insert((Counts::default(), c));
-        add(n);
-        if c > *latest {
-            *latest = c;
+        let a = added.entry(key_hash(key)).or_insert(Added {
+            counts: Counts::default(),
+            latest: c,
+            contact,
+        });
+        add(&mut a.counts);
+        if c > a.latest {
+            a.latest = c;
         }
     }
     for row in &tables.call_events {
@@ -208,11 +233,13 @@ pub fn apply(
             &row.event_type,
             row.received_at,
         );
-        note(&mut added, key, c, |n| match row.event_type.as_str() {
-            "call_booked" => n.booked += 1,
-            "call_cancelled" => n.cancelled += 1,
-            "call_rescheduled" => n.rescheduled += 1,
-            _ => {}
+        note(&mut added, &key, None, c, |n| {
+            match row.event_type.as_str() {
+                "call_booked" => n.booked += 1,
+                "call_cancelled" => n.cancelled += 1,
+                "call_rescheduled" => n.rescheduled += 1,
+                _ => {}
+            }
         });
     }
     for row in &tables.call_outcomes {
@@ -226,7 +253,8 @@ pub fn apply(
             &row.event_type,
             row.received_at,
         );
-        note(&mut added, key, c, |n| {
+        // With a contact id the key is `c:<id>`, that contact's.
+        note(&mut added, &key, row.contact_id, c, |n| {
             if no_show {
                 n.no_show += 1;
             } else {
@@ -240,25 +268,31 @@ pub fn apply(
     // Every contact to score, with its latest event in this flush: first those with
     // snapshots in it.
     let mut to_score: Map<i64, Cause<'_>> = Map::default();
+    fn bump<'r>(to_score: &mut Map<i64, Cause<'r>>, id: i64, c: Cause<'r>) {
+        let l = to_score.entry(id).or_insert(c);
+        if c > *l {
+            *l = c;
+        }
+    }
     for row in &tables.contact_events {
         if let Some(id) = row.contact_id {
-            let c = cause(
-                row.event_time,
-                &row.event_id,
-                &row.event_type,
-                row.received_at,
+            bump(
+                &mut to_score,
+                id,
+                cause(
+                    row.event_time,
+                    &row.event_id,
+                    &row.event_type,
+                    row.received_at,
+                ),
             );
-            let l = to_score.entry(id).or_insert(c);
-            if c > *l {
-                *l = c;
-            }
         }
     }
     let mut touched: Vec<i64> = to_score.keys().copied().collect();
     touched.sort_unstable();
-    // Each contact's keys, made once (they lower-case an email).
+    // Each contact's keys, made once (they lower-case an email and hash).
     let parts = |n: usize| if n >= PARALLEL_FROM { threads } else { 1 };
-    let keys_of: Map<i64, Vec<String>> =
+    let keys_of: Map<i64, ContactKeys> =
         crate::parallel::map_slice(&touched, parts(touched.len()), |id| {
             contacts
                 .get(id)
@@ -267,48 +301,40 @@ pub fn apply(
         .into_iter()
         .flatten()
         .collect();
-    // One read for the touched contacts: their scores, the counts and owners of their keys,
-    // and those of the keys of this flush's calls and outcomes.
-    let mut count_keys: Vec<&str> = keys_of
+    // One read for the touched contacts: their scores, and the records of their keys and of
+    // the keys of this flush's calls and outcomes.
+    let mut wanted: Vec<KeyHash> = keys_of
         .values()
-        .flatten()
-        .chain(added.keys())
-        .map(String::as_str)
+        .flat_map(ContactKeys::all)
+        .chain(added.keys().copied())
         .collect();
-    count_keys.sort_unstable();
-    count_keys.dedup();
-    let read = store.scoring(&touched, &count_keys)?;
+    wanted.sort_unstable();
+    wanted.dedup();
+    let read = store.scoring(&touched, &wanted)?;
     let mut scores = read.scores;
-    let mut counts: Map<String, Counts> = Map::default();
-    let mut keys: Map<String, i64> = Map::default();
-    keep(read.records, &mut counts, &mut keys);
+    let mut records = read.records;
     // Owners: the lowest id that carried a key, the contacts of this flush included.
-    let mut new_keys: Map<String, i64> = Map::default();
+    let mut new_keys: Map<KeyHash, i64> = Map::default();
     for id in &touched {
         let Some(own) = keys_of.get(id) else {
             continue;
         };
-        for key in own.iter().skip(1) {
-            if keys.get(key).is_none_or(|&owner| *id < owner) {
-                keys.insert(key.clone(), *id);
-                new_keys.insert(key.clone(), *id);
+        for key in own.carried() {
+            let record = records.entry(key).or_default();
+            if record.owner.is_none_or(|owner| *id < owner) {
+                record.owner = Some(*id);
+                new_keys.insert(key, *id);
             }
         }
     }
     // Then the owners of this flush's calls and outcomes.
-    for (key, (_, c)) in &added {
-        let owner = match key.strip_prefix("c:") {
-            Some(id) => id.parse().ok(),
-            None => keys.get(key).copied(),
-        };
+    for (key, a) in &added {
+        let owner = a.contact.or_else(|| records.get(key).and_then(|r| r.owner));
         if let Some(id) = owner {
-            let l = to_score.entry(id).or_insert(*c);
-            if *c > *l {
-                *l = *c;
-            }
+            bump(&mut to_score, id, a.latest);
         }
     }
-    // Those only a call or outcome brought in: their states, keys, scores, counts, owners.
+    // Those only a call or outcome brought in: their states, keys, scores and records.
     let mut ids: Vec<i64> = to_score.keys().copied().collect();
     ids.sort_unstable();
     let brought: Vec<i64> = ids
@@ -323,51 +349,36 @@ pub fn apply(
             .filter(|id| !contacts.contains_key(id)),
     )?;
     let state_of = |id: &i64| contacts.get(id).or_else(|| others.get(id));
-    let brought_keys: Map<i64, Vec<String>> = brought
+    let brought_keys: Map<i64, ContactKeys> = brought
         .iter()
         .filter_map(|id| state_of(id).map(|state| (*id, contact_keys(*id, state))))
         .collect();
     let keys_for = |id: &i64| keys_of.get(id).or_else(|| brought_keys.get(id));
-    let mut more_keys: Vec<&str> = brought_keys
+    let mut more: Vec<KeyHash> = brought_keys
         .values()
-        .flatten()
-        .map(String::as_str)
-        .filter(|k| count_keys.binary_search(k).is_err())
+        .flat_map(ContactKeys::all)
+        .filter(|k| wanted.binary_search(k).is_err())
         .collect();
-    more_keys.sort_unstable();
-    more_keys.dedup();
-    let more = store.scoring(&brought, &more_keys)?;
+    more.sort_unstable();
+    more.dedup();
+    let more = store.scoring(&brought, &more)?;
     scores.extend(more.scores);
-    keep(more.records, &mut counts, &mut keys);
-    let owner = |key: &str| -> Option<i64> {
-        match key.strip_prefix("c:") {
-            Some(id) => id.parse().ok(),
-            None => keys.get(key).copied(),
-        }
-    };
-    for (key, (n, _)) in &added {
-        let total = counts.entry(key.clone()).or_default();
-        *total = total.plus(*n);
+    for (key, record) in more.records {
+        records.entry(key).or_insert(record);
+    }
+    for (key, a) in &added {
+        let record = records.entry(*key).or_default();
+        record.counts = record.counts.plus(a.counts);
     }
     // The records of the keys whose counts or owner changed, in full.
-    let records = added
+    let changed: Map<KeyHash, KeyRecord> = added
         .keys()
         .chain(new_keys.keys())
-        .map(|key| {
-            let record = KeyRecord {
-                owner: if key.starts_with("c:") {
-                    None
-                } else {
-                    keys.get(key).copied()
-                },
-                counts: counts.get(key).copied().unwrap_or_default(),
-            };
-            (key.clone(), record)
-        })
+        .map(|key| (*key, records.get(key).copied().unwrap_or_default()))
         .collect();
     let mut out = Scoring {
         keys: new_keys,
-        records,
+        records: changed,
         scores: Map::with_capacity_and_hasher(ids.len(), Default::default()),
     };
     // Each contact's new score, and its row when the score or band changed. Only contacts
@@ -376,12 +387,16 @@ pub fn apply(
     let score_one = |&id: &i64| -> Option<(i64, Option<LeadScoreRow>, ScoreState)> {
         let state = state_of(&id)?;
         let latest = to_score[&id];
+        // Its own key's counts, and those of the keys it owns.
         let total = keys_for(&id)
             .into_iter()
-            .flatten()
-            .filter(|k| owner(k) == Some(id))
-            .filter_map(|k| counts.get(k))
-            .fold(Counts::default(), |a, b| a.plus(*b));
+            .flat_map(|k| {
+                let own = records.get(&k.own);
+                let carried = k.carried().filter_map(|key| records.get(&key));
+                own.into_iter()
+                    .chain(carried.filter(|r| r.owner == Some(id)))
+            })
+            .fold(Counts::default(), |a, r| a.plus(r.counts));
         let evaluation = rules.evaluate_contact(state, &total);
         let before = scores.get(&id);
         let (last_activity_us, last_event_id, last_event_type) = match before {

@@ -8,7 +8,7 @@
 use redb::{Database, ReadableDatabase};
 
 use super::index::{RECENT_MERGE_IDS, append_recent, merge_recent};
-use super::{CALLS, CONTACTS, META, REPLAYED, States, Store, StoreError, err, key_hash};
+use super::{CALLS, CONTACTS, META, REPLAYED, States, Store, StoreError, err};
 use crate::score::stored::KeyRecord;
 
 /// What the last committed flush recorded.
@@ -67,12 +67,11 @@ impl Store {
         ids: &[([u8; 16], u64)],
         states: &States,
     ) -> Result<(), StoreError> {
-        // Hashed before the transaction, which holds the lock of the recent key records.
         let keys: Vec<(u128, KeyRecord)> = states
             .scoring
             .records
             .iter()
-            .map(|(key, record)| (key_hash(key), *record))
+            .map(|(key, record)| (*key, *record))
             .collect();
         self.with_db(|db| {
             let mut recent_keys = self.recent_keys_write();

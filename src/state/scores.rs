@@ -10,7 +10,7 @@ use redb::{ReadOnlyTable, ReadableDatabase, TableDefinition, TableError};
 
 use super::{Store, StoreError, err, keys};
 use crate::score::stored::{KeyRecord, decode_score, encode_score};
-use crate::score::{Map, ScoreState, Scoring};
+use crate::score::{KeyHash, Map, ScoreState, Scoring};
 
 /// Contact id -> its last score ([`ScoreState`], in the form of `score/stored.rs`).
 const LEAD_SCORES: TableDefinition<i64, &[u8]> = TableDefinition::new("lead_scores");
@@ -44,13 +44,13 @@ where
 pub struct ScoringRead {
     /// The last score of each contact asked for.
     pub scores: Map<i64, ScoreState>,
-    /// The record of each key asked for.
-    pub records: Map<String, KeyRecord>,
+    /// The record of each key asked for, by hash.
+    pub records: Map<KeyHash, KeyRecord>,
 }
 
 impl Store {
     /// The last scores of these contacts and the records of these keys.
-    pub fn scoring(&self, contacts: &[i64], keys: &[&str]) -> Result<ScoringRead, StoreError> {
+    pub fn scoring(&self, contacts: &[i64], keys: &[KeyHash]) -> Result<ScoringRead, StoreError> {
         self.with_db(|db| {
             // Held from the snapshot to the last lookup: a commit changes the recent records
             // only under the write lock, with its transaction.
@@ -65,12 +65,11 @@ impl Store {
                     scores.insert(found, s);
                 },
             )?;
-            let hashes: Vec<u128> = keys.iter().map(|k| keys::key_hash(k)).collect();
-            let found = keys::lookup(&recent, &txn, &hashes)?;
+            let found = keys::lookup(&recent, &txn, keys)?;
             let records = keys
                 .iter()
                 .zip(found)
-                .filter_map(|(key, record)| Some((key.to_string(), record?)))
+                .filter_map(|(key, record)| Some((*key, record?)))
                 .collect();
             Ok(ScoringRead { scores, records })
         })
