@@ -7,11 +7,12 @@
 # Usage: scripts/ab-replay.sh ROUNDS INPUT BINARY... (env VAR=value before BINARY is not
 # supported: wrap such a run in a small script that execs the binary)
 # Example: scripts/ab-replay.sh 3 /var/tmp/hb/events.ndjson old/hooklake target/release/hooklake
+# Each run's figures stay in /tmp/ab-last-results.jsonl (one JSON object a line) after it ends.
 # AB_DIR=/dev/shm puts the lakes in memory: deleting one lake's thousands of files on ext4 makes
 # the next run's file creations scan for recently deleted inodes, which varied a run's system
 # time from 2 to 5 s; on tmpfs the comparison measures CPU work only.
 set -euo pipefail
-[ $# -ge 3 ] || { sed -n '2,10p' "$0" >&2; exit 2; }
+[ $# -ge 3 ] || { sed -n '2,13p' "$0" >&2; exit 2; }
 rounds=$1; input=$2; shift 2
 [ -r "$input" ] || { echo "cannot read $input" >&2; exit 1; }
 work=$(mktemp -d "${AB_DIR:-/var/tmp}/hooklake-ab.XXXXXX")

@@ -6,8 +6,8 @@
 //! all in one value keyed by a counter, and into a copy in memory that lookups read first.
 //! Once [`RECENT_MERGE_KEYS`] records are recent, a commit moves them, in hash order, into the
 //! hash-keyed table `score_key_records` and empties `score_keys_recent`. Real keys are random
-//! strings: inserted one at a time at every flush, each landed on a leaf of its own and the
-//! store rewrote a page per key; a merge rewrites each leaf once for many keys.
+//! strings: inserted one at a time at every flush, each would land on a leaf of its own and
+//! the store would rewrite a page per key; a merge rewrites each leaf once for many keys.
 //! Stores of earlier versions kept owners (`score_keys`) and counts (`score_counts`) under the
 //! key text; opening such a store moves them into `score_key_records` and drops both.
 //! Invariant: the copy in memory is the records of `score_keys_recent` as committed, and
