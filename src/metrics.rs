@@ -188,6 +188,7 @@ struct GaugeSet {
     wal_bytes: Gauge,
     state_bytes: Gauge,
     dedup_filter_bytes: Gauge,
+    score_keys_memory_bytes: Gauge,
     dedup_ids: Gauge,
     dedup_runs: Gauge,
     parquet_files: Family<Label, Gauge>,
@@ -306,7 +307,7 @@ impl Default for Metrics {
             "1 when the server accepts events.",
             g.ready.clone(),
         );
-        let sizes: [(&str, &str, &Gauge); 5] = [
+        let sizes: [(&str, &str, &Gauge); 6] = [
             (
                 "hooklake_wal_bytes",
                 "Bytes of the write-ahead log directory on disk (segments are created at full size, zero-filled, plus one prepared spare).",
@@ -321,6 +322,11 @@ impl Default for Metrics {
                 "hooklake_dedup_filter_bytes",
                 "Bytes of memory of the Bloom filter in front of the dedup index (1.25-2.5 per id in the index).",
                 &g.dedup_filter_bytes,
+            ),
+            (
+                "hooklake_score_keys_memory_bytes",
+                "Bytes of memory of lead scoring's recent contact-key records (at most about 16 MiB) and of the Bloom filter of the merged ones (1.25-2.5 bytes per key, 512 KiB at least).",
+                &g.score_keys_memory_bytes,
             ),
             (
                 "hooklake_dedup_ids",
@@ -476,6 +482,8 @@ pub struct Gauges {
     pub state_bytes: u64,
     /// Bytes of memory of the dedup index's filter.
     pub dedup_filter_bytes: u64,
+    /// Bytes of memory of lead scoring's recent key records and key filter.
+    pub score_keys_memory_bytes: u64,
     /// Ids in the dedup index, and the sorted runs holding its merged ids.
     pub dedup_ids: u64,
     pub dedup_runs: u64,
@@ -551,6 +559,8 @@ impl Metrics {
         g.wal_bytes.set(signed(values.wal_bytes));
         g.state_bytes.set(signed(values.state_bytes));
         g.dedup_filter_bytes.set(signed(values.dedup_filter_bytes));
+        g.score_keys_memory_bytes
+            .set(signed(values.score_keys_memory_bytes));
         g.dedup_ids.set(signed(values.dedup_ids));
         g.dedup_runs.set(signed(values.dedup_runs));
         g.parquet_files.clear();
@@ -730,6 +740,12 @@ mod tests {
             "gauge",
             &[],
             "Bytes of memory of the Bloom filter in front of the dedup index (1.25-2.5 per id in the index).",
+        ),
+        (
+            "hooklake_score_keys_memory_bytes",
+            "gauge",
+            &[],
+            "Bytes of memory of lead scoring's recent contact-key records (at most about 16 MiB) and of the Bloom filter of the merged ones (1.25-2.5 bytes per key, 512 KiB at least).",
         ),
         (
             "hooklake_dedup_ids",

@@ -274,6 +274,7 @@ impl Pipeline {
             wal_bytes,
             state_bytes,
             dedup_filter_bytes: self.store.filter_bytes() as u64,
+            score_keys_memory_bytes: self.store.score_keys_memory_bytes() as u64,
             dedup_ids,
             dedup_runs,
             files,

@@ -38,6 +38,11 @@ impl Store {
         self.index.write().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Bytes of memory of lead scoring's recent key records and key filter (`keys.rs`).
+    pub fn score_keys_memory_bytes(&self) -> usize {
+        self.recent_keys_read().bytes()
+    }
+
     pub(super) fn recent_keys_read(&self) -> RwLockReadGuard<'_, super::keys::Memory> {
         self.recent_keys.read().unwrap_or_else(|e| e.into_inner())
     }

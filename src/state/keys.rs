@@ -55,6 +55,12 @@ pub(super) struct Memory {
 }
 
 impl Memory {
+    /// Bytes of memory the recent records' map and the filter take (the map's slots counted
+    /// whole, 64 bytes each: a key hash and its record).
+    pub(super) fn bytes(&self) -> usize {
+        self.recent.capacity() * std::mem::size_of::<(u128, KeyRecord)>() + self.filter.bytes()
+    }
+
     /// After a commit that recorded `records`: kept as recent, or, when it `merged`, moved
     /// from recent into the filter. A full filter is rebuilt twice as large from `db`; if that
     /// read fails, the full one stays (it still has every hash, and only answers "maybe"
@@ -168,7 +174,7 @@ pub(super) fn load(txn: &redb::ReadTransaction) -> Result<Memory, StoreError> {
     }
     Ok(Memory {
         recent,
-        // Room for two merges before the first rebuild (1 MiB).
+        // Room for two merges before the first rebuild (512 KiB).
         filter: filter_of(txn, 2 * RECENT_MERGE_KEYS)?,
     })
 }
