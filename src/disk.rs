@@ -47,6 +47,9 @@ pub struct FlushSize {
     /// Ids of the dedup index the commit rewrites when it merges recent ids into a run (0 when
     /// it does not merge).
     pub rewritten_ids: u64,
+    /// Lead scoring's key records the commit writes: those the flush changed, plus, when it
+    /// merges the recent ones into their table, every record of the table (`state/keys.rs`).
+    pub key_records: u64,
 }
 
 /// Parquet bytes per byte of buffered event, at most: measured 0.5-1.25 on generated traffic
@@ -69,6 +72,10 @@ pub const ID_BYTES: u64 = 64;
 /// the pages of the runs it replaces, which are freed only once it commits.
 pub const RUN_ID_BYTES: u64 = 48;
 
+/// Bytes per key record a commit writes: about 30 bytes of record and its 16-byte hash, with
+/// room for the B-tree's pages a merge replaces, which are freed only once it commits.
+pub const KEY_RECORD_BYTES: u64 = 128;
+
 /// A bound on the disk space a flush of `size` takes while it runs: its Parquet files and its
 /// state-store commit (redb writes a commit's pages beside the ones they replace, so the file
 /// grows before it can reuse them).
@@ -80,6 +87,7 @@ pub fn flush_bytes(size: FlushSize) -> u64 {
         .saturating_add(size.states.saturating_mul(STATE_BYTES))
         .saturating_add(size.ids.saturating_mul(ID_BYTES))
         .saturating_add(size.rewritten_ids.saturating_mul(RUN_ID_BYTES))
+        .saturating_add(size.key_records.saturating_mul(KEY_RECORD_BYTES))
 }
 
 pub struct DiskGuard {
@@ -226,6 +234,7 @@ mod tests {
             states: 66_395,
             ids: 66_395,
             rewritten_ids: 0,
+            key_records: 0,
         };
         check(burst, 78_424_584);
         // A commit that merges recent ids into a run is priced for rewriting the index.
@@ -234,6 +243,12 @@ mod tests {
             ..burst
         };
         assert_eq!(flush_bytes(merging) - flush_bytes(burst), 48_000_000);
+        // So is one that merges lead scoring's recent key records into their table.
+        let keys = FlushSize {
+            key_records: 500_000,
+            ..burst
+        };
+        assert_eq!(flush_bytes(keys) - flush_bytes(burst), 64_000_000);
         // Saturates instead of wrapping.
         check(
             FlushSize {

@@ -439,6 +439,7 @@ impl Pipeline {
                     states: (states.contacts.len() + states.calls.len()) as u64,
                     ids: taken.events.len() as u64,
                     rewritten_ids: store.rewritten_by_commit(taken.events.len())?,
+                    key_records: store.key_records_by_commit(states.scoring.records.len())?,
                 };
                 disk.check_room(crate::disk::flush_bytes(size))?;
                 let files = sink.write(tables, flush_seq)?;

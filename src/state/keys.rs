@@ -93,6 +93,14 @@ impl Memory {
     }
 }
 
+/// How many records `score_key_records` holds in `txn`'s snapshot.
+pub(super) fn merged_count(txn: &redb::ReadTransaction) -> Result<u64, StoreError> {
+    match txn.open_table(RECORDS) {
+        Err(TableError::TableDoesNotExist(_)) => Ok(0),
+        other => other.map_err(err("open table"))?.len().map_err(err("read")),
+    }
+}
+
 /// A filter of every hash of `score_key_records` in `txn`, with room for `room` at least.
 fn filter_of(txn: &redb::ReadTransaction, room: usize) -> Result<IdFilter, StoreError> {
     let table = match txn.open_table(RECORDS) {
@@ -395,6 +403,29 @@ mod tests {
                 assert!(found(&store, &[&key])[0].is_some(), "{key}");
             }
         }
+    }
+
+    #[test]
+    fn a_commit_that_merges_is_priced_for_the_whole_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state.redb")).unwrap();
+        let batch = |seq: u64| -> Vec<(String, KeyRecord)> {
+            (0..30)
+                .map(|i| (format!("e:{seq}-{i}"), record(Some(i), 1)))
+                .collect()
+        };
+        commit(&store, 1, &batch(1));
+        commit(&store, 2, &batch(2));
+        // 60 recent: 3 more stay recent; 4 more make a merge of 64 into an empty table.
+        assert_eq!(store.key_records_by_commit(3).unwrap(), 3);
+        assert_eq!(store.key_records_by_commit(4).unwrap(), 64);
+        commit(&store, 3, &batch(3));
+        assert_eq!(levels(&store), (0, 90));
+        commit(&store, 4, &batch(4));
+        commit(&store, 5, &batch(5));
+        // The next merge rewrites the 90 merged records as well.
+        assert_eq!(store.key_records_by_commit(4).unwrap(), 90 + 64);
+        assert_eq!(store.key_records_by_commit(0).unwrap(), 0);
     }
 
     #[test]
