@@ -38,32 +38,6 @@ impl Store {
         self.index.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// How many key records a commit adding `records` writes: those, unless it merges the
-    /// recent ones into their table, which rewrites every record of it (`keys.rs`).
-    pub fn key_records_by_commit(&self, records: usize) -> Result<u64, StoreError> {
-        let recent = self.recent_keys_read().recent.len();
-        if records == 0 || recent + records < super::RECENT_MERGE_KEYS {
-            return Ok(records as u64);
-        }
-        self.with_db(|db| {
-            let txn = db.begin_read().map_err(err("begin read"))?;
-            Ok(super::keys::merged_count(&txn)? + (recent + records) as u64)
-        })
-    }
-
-    /// Bytes of memory of lead scoring's recent key records and key filter (`keys.rs`).
-    pub fn score_keys_memory_bytes(&self) -> usize {
-        self.recent_keys_read().bytes()
-    }
-
-    pub(super) fn recent_keys_read(&self) -> RwLockReadGuard<'_, super::keys::Memory> {
-        self.recent_keys.read().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub(super) fn recent_keys_write(&self) -> std::sync::RwLockWriteGuard<'_, super::keys::Memory> {
-        self.recent_keys.write().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Which of `ids` were already written by a committed flush.
     pub fn seen(&self, ids: &[[u8; 16]]) -> Result<Vec<bool>, StoreError> {
         self.with_db(|db| {

@@ -142,8 +142,6 @@ impl redb::StorageBackend for FileBackend {
     }
 }
 
-/// Opens or creates the database at `path`, prepares its tables, and loads the in-memory part
-/// of the dedup index from it.
 /// The open database and the in-memory parts loaded from it.
 struct Parts {
     db: Database,
@@ -151,6 +149,8 @@ struct Parts {
     recent_keys: keys::Memory,
 }
 
+/// Opens or creates the database at `path`, prepares its tables (converting an earlier
+/// version's), and loads the in-memory parts of the dedup index and of the key records from it.
 fn open_parts(path: &Path, fault: &Arc<AtomicU8>) -> Result<Parts, StoreError> {
     let file = std::fs::File::options()
         .read(true)
