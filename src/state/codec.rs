@@ -29,13 +29,26 @@ pub fn decode<T: serde::de::DeserializeOwned>(
     binary: impl FnOnce(&mut Reader<'_>) -> Result<T, Malformed>,
 ) -> Result<T, DecodeError> {
     match bytes.first() {
+        Some(b'{' | b' ' | b'\n' | b'\r' | b'\t') if format != bytes[0] => {
+            serde_json::from_slice(bytes).map_err(|e| DecodeError::Json(what, e))
+        }
+        _ => decode_binary(bytes, format, what, binary),
+    }
+}
+
+/// Reads stored bytes that hold `what` in a binary form only (first byte `format`; `binary`
+/// reads the rest, and nothing may follow it): for forms no store ever held as JSON.
+pub fn decode_binary<T>(
+    bytes: &[u8],
+    format: u8,
+    what: &'static str,
+    binary: impl FnOnce(&mut Reader<'_>) -> Result<T, Malformed>,
+) -> Result<T, DecodeError> {
+    match bytes.first() {
         Some(&b) if b == format => {
             let mut r = Reader::new(bytes, 1);
             let value = binary(&mut r).and_then(|v| r.end().map(|()| v));
             value.map_err(|m| DecodeError::Malformed(what, m.0))
-        }
-        Some(b'{' | b' ' | b'\n' | b'\r' | b'\t') => {
-            serde_json::from_slice(bytes).map_err(|e| DecodeError::Json(what, e))
         }
         Some(&other) => Err(DecodeError::Format(what, other)),
         None => Err(DecodeError::Malformed(what, 0)),

@@ -17,11 +17,11 @@
 use std::collections::{BTreeMap, HashMap};
 
 use redb::{
-    ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableError,
-    WriteTransaction,
+    ReadOnlyTable, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+    TableError, WriteTransaction,
 };
 
-use super::codec::{DecodeError, Malformed, Reader};
+use super::codec::{DecodeError, decode_binary};
 use super::{IdFilter, StoreError, err};
 use crate::score::stored::{KeyRecord, decode_counts, put_record, read_record};
 
@@ -95,17 +95,13 @@ impl Memory {
 
 /// How many records `score_key_records` holds in `txn`'s snapshot.
 pub(super) fn merged_count(txn: &redb::ReadTransaction) -> Result<u64, StoreError> {
-    match txn.open_table(RECORDS) {
-        Err(TableError::TableDoesNotExist(_)) => Ok(0),
-        other => other.map_err(err("open table"))?.len().map_err(err("read")),
-    }
+    records(txn)?.map_or(Ok(0), |t| t.len().map_err(err("read")))
 }
 
 /// A filter of every hash of `score_key_records` in `txn`, with room for `room` at least.
 fn filter_of(txn: &redb::ReadTransaction, room: usize) -> Result<IdFilter, StoreError> {
-    let table = match txn.open_table(RECORDS) {
-        Err(TableError::TableDoesNotExist(_)) => return Ok(IdFilter::with_capacity(room)),
-        other => other.map_err(err("open table"))?,
+    let Some(table) = records(txn)? else {
+        return Ok(IdFilter::with_capacity(room));
     };
     let held = usize::try_from(table.len().map_err(err("scan"))?).unwrap_or(usize::MAX);
     let mut filter = IdFilter::with_capacity(room.max(held.saturating_mul(2)));
@@ -128,38 +124,32 @@ fn damaged(e: DecodeError) -> StoreError {
 
 /// Reads a batch of recent records, in the order written.
 fn batch(bytes: &[u8]) -> Result<Vec<(u128, KeyRecord)>, StoreError> {
-    let what = "recent key records";
-    match bytes.first() {
-        Some(&FORMAT) => {}
-        Some(&other) => return Err(damaged(DecodeError::Format(what, other))),
-        None => return Err(damaged(DecodeError::Malformed(what, 0))),
-    }
-    let mut r = Reader::new(bytes, 1);
-    let mut out = Vec::new();
-    while r.left() > 0 {
-        let mut next = || {
+    decode_binary(bytes, FORMAT, "recent key records", |r| {
+        let mut out = Vec::new();
+        while r.left() > 0 {
             let mut hash = [0u8; 16];
             for b in &mut hash {
                 *b = r.byte()?;
             }
-            Ok((u128::from_le_bytes(hash), read_record(&mut r)?))
-        };
-        out.push(next().map_err(|m: Malformed| damaged(DecodeError::Malformed(what, m.0)))?);
-    }
-    Ok(out)
+            out.push((u128::from_le_bytes(hash), read_record(r)?));
+        }
+        Ok(out)
+    })
+    .map_err(damaged)
 }
 
 /// Reads one stored record of `score_key_records`.
 fn stored(bytes: &[u8]) -> Result<KeyRecord, StoreError> {
-    let what = "key record";
-    match bytes.first() {
-        Some(&FORMAT) => {
-            let mut r = Reader::new(bytes, 1);
-            let record = read_record(&mut r).and_then(|v| r.end().map(|()| v));
-            record.map_err(|m| damaged(DecodeError::Malformed(what, m.0)))
-        }
-        Some(&other) => Err(damaged(DecodeError::Format(what, other))),
-        None => Err(damaged(DecodeError::Malformed(what, 0))),
+    decode_binary(bytes, FORMAT, "key record", read_record).map_err(damaged)
+}
+
+/// `score_key_records` in `txn`'s snapshot; none before the first merge.
+fn records(
+    txn: &redb::ReadTransaction,
+) -> Result<Option<ReadOnlyTable<u128, &'static [u8]>>, StoreError> {
+    match txn.open_table(RECORDS) {
+        Err(TableError::TableDoesNotExist(_)) => Ok(None),
+        other => other.map(Some).map_err(err("open table")),
     }
 }
 
@@ -194,10 +184,7 @@ pub(super) fn lookup(
     txn: &redb::ReadTransaction,
     hashes: &[u128],
 ) -> Result<Vec<Option<KeyRecord>>, StoreError> {
-    let table = match txn.open_table(RECORDS) {
-        Err(TableError::TableDoesNotExist(_)) => None,
-        other => Some(other.map_err(err("open table"))?),
-    };
+    let table = records(txn)?;
     hashes
         .iter()
         .map(|hash| {
