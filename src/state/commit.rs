@@ -76,7 +76,7 @@ impl Store {
         self.with_db(|db| {
             let mut recent_keys = self.recent_keys_write();
             let (merge, keys_merged) =
-                self.commit_in(db, record, ids, states, &keys, recent_keys.recent.len())?;
+                self.commit_in(db, record, ids, states, &keys, &recent_keys.recent)?;
             recent_keys.committed(db, keys_merged, &keys);
             drop(recent_keys);
             let mut index = self.index_write();
@@ -97,8 +97,7 @@ impl Store {
     }
 
     /// The transaction of [`Store::commit`]; returns whether it merged the recent ids into a
-    /// run, and whether it merged the recent key records (`recent_keys` of them) into their
-    /// table.
+    /// run, and whether it merged the recent key records (`recent_keys`) into their table.
     fn commit_in(
         &self,
         db: &Database,
@@ -106,7 +105,7 @@ impl Store {
         ids: &[([u8; 16], u64)],
         states: &States,
         keys: &[(u128, KeyRecord)],
-        recent_keys: usize,
+        recent_keys: &super::keys::Recent,
     ) -> Result<(bool, bool), StoreError> {
         let txn = db.begin_write().map_err(err("begin write"))?;
         {

@@ -115,7 +115,12 @@ fn filter_of(txn: &redb::ReadTransaction, room: usize) -> Result<IdFilter, Store
 /// The hash a key is stored under: XXH3's 128 bits, so that two keys of one store sharing a
 /// hash is as unlikely as two event ids sharing one (about 2^-64 at 2^32 keys).
 pub fn key_hash(key: &str) -> u128 {
-    twox_hash::XxHash3_128::oneshot(key.as_bytes())
+    key_hash_bytes(key.as_bytes())
+}
+
+/// [`key_hash`] of a key's bytes.
+pub fn key_hash_bytes(key: &[u8]) -> u128 {
+    twox_hash::XxHash3_128::oneshot(key)
 }
 
 fn damaged(e: DecodeError) -> StoreError {
@@ -205,18 +210,18 @@ pub(super) fn lookup(
 }
 
 /// Records `records` (hash order not needed) in `txn`: appended to `score_keys_recent`, or,
-/// once `recent` and they reach [`RECENT_MERGE_KEYS`], merged with every recent record into
-/// `score_key_records`. Returns whether it merged.
+/// once the `recent` ones (the copy in memory) and they reach [`RECENT_MERGE_KEYS`], merged
+/// with every recent record into `score_key_records`. Returns whether it merged.
 pub(super) fn write(
     txn: &WriteTransaction,
-    recent: usize,
+    recent: &Recent,
     records: &[(u128, KeyRecord)],
 ) -> Result<bool, StoreError> {
     if records.is_empty() {
         return Ok(false);
     }
     let mut table = txn.open_table(RECENT).map_err(err("open table"))?;
-    if recent + records.len() < RECENT_MERGE_KEYS {
+    if recent.len() + records.len() < RECENT_MERGE_KEYS {
         let next = table
             .last()
             .map_err(err("read"))?
@@ -232,20 +237,22 @@ pub(super) fn write(
             .map_err(err("insert"))?;
         return Ok(false);
     }
-    // In hash order, later records replacing earlier ones: each leaf is rewritten once.
-    let mut all: Vec<(u128, KeyRecord)> = Vec::with_capacity(recent + records.len());
-    for entry in table.iter().map_err(err("scan"))? {
-        let (_, value) = entry.map_err(err("scan"))?;
-        all.extend(batch(value.value())?);
-    }
-    all.extend(records.iter().copied());
-    // A stable sort keeps each key's records in the order written; the last one stays.
-    all.sort_by_key(|(hash, _)| *hash);
-    let newest = all
-        .iter()
-        .enumerate()
-        .filter(|(i, (hash, _))| all.get(i + 1).is_none_or(|(next, _)| next != hash))
-        .map(|(_, entry)| *entry);
+    // The newest record of each key, this commit's else the recent one, in hash order: each
+    // leaf is rewritten once.
+    let mut mine = records.to_vec();
+    // Stable, then reversed: the last given of a key's records stays.
+    mine.sort_by_key(|(hash, _)| *hash);
+    mine.reverse();
+    mine.dedup_by_key(|(hash, _)| *hash);
+    let mut newest: Vec<(u128, KeyRecord)> = Vec::with_capacity(recent.len() + mine.len());
+    newest.extend(
+        recent
+            .iter()
+            .filter(|(hash, _)| mine.binary_search_by(|(h, _)| hash.cmp(&h)).is_err())
+            .map(|(hash, record)| (*hash, *record)),
+    );
+    newest.append(&mut mine);
+    newest.sort_unstable_by_key(|(hash, _)| *hash);
     put_all(txn, newest)?;
     table.retain(|_, _| false).map_err(err("clear"))?;
     Ok(true)
@@ -354,6 +361,10 @@ mod tests {
             if seq == 3 {
                 records.push(("e:1-0@x.io".into(), record(Some(-7), 50)));
             }
+            // The commit that merges changes a recent key too: its record wins.
+            if seq == 7 {
+                records.push(("e:2-0@x.io".into(), record(Some(-8), 60)));
+            }
             commit(&store, seq, &records);
         }
         let (recent, merged) = levels(&store);
@@ -362,7 +373,10 @@ mod tests {
             (3, 70),
             "one merge of 7 commits, 3 recent"
         );
-        assert_eq!(found(&store, &["e:1-0@x.io"]), [Some(record(Some(-7), 50))]);
+        assert_eq!(
+            found(&store, &["e:1-0@x.io", "e:2-0@x.io"]),
+            [Some(record(Some(-7), 50)), Some(record(Some(-8), 60))]
+        );
         // A merged key gets a new owner and counts: the recent record wins.
         commit(&store, 11, &[("e:1-3@x.io".into(), record(Some(-1), 99))]);
         let keys = [

@@ -48,7 +48,7 @@ mod states;
 pub use commit::Committed;
 pub use filter::IdFilter;
 pub use index::{IdSet, RECENT_MERGE_IDS, id_bytes};
-pub use keys::{RECENT_MERGE_KEYS, key_hash};
+pub use keys::{RECENT_MERGE_KEYS, key_hash, key_hash_bytes};
 pub use open::Fault;
 pub use outbox::{Attempt, Entry, Next};
 pub use scores::ScoringRead;
