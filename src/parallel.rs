@@ -42,6 +42,30 @@ pub fn map_slice<T: Sync, R: Send>(
         .collect()
 }
 
+/// Applies `f` to every item of `items`, taken by value, split in up to `parts` runs of
+/// neighbours side by side; the results keep the order of the items.
+pub fn map_owned<T: Send, R: Send>(
+    items: Vec<T>,
+    parts: usize,
+    f: impl Fn(T) -> R + Sync,
+) -> Vec<R> {
+    if parts <= 1 || items.len() <= 1 {
+        return items.into_iter().map(f).collect();
+    }
+    let size = items.len().div_ceil(parts);
+    let mut items = items.into_iter();
+    let runs: Vec<Vec<T>> = std::iter::from_fn(|| {
+        let run: Vec<T> = items.by_ref().take(size).collect();
+        (!run.is_empty()).then_some(run)
+    })
+    .collect();
+    let f = &f;
+    map(runs, |run| run.into_iter().map(f).collect::<Vec<R>>())
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -64,6 +88,14 @@ mod tests {
             );
         }
         assert!(map_slice(&[] as &[u32], 2, |x| *x).is_empty());
+        for parts in [0, 1, 2, 3, 7, 101, 500] {
+            assert_eq!(
+                map_owned(items.clone(), parts, |x| x * 3),
+                expected,
+                "{parts} parts, owned"
+            );
+        }
+        assert!(map_owned(Vec::<u32>::new(), 2, |x| x).is_empty());
     }
 
     #[test]

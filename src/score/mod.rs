@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use crate::flatten::changes::{Attribute, ContactState};
 use crate::flatten::table::{Micros, Text};
 use crate::flatten::{LeadScoreRow, Tables};
-use crate::state::{Store, StoreError, key_hash};
+use crate::state::{Store, StoreError, key_hash, key_hash_bytes};
 use rules::{Counts, Evaluation, Rules};
 use stored::KeyRecord;
 
@@ -145,6 +145,68 @@ pub(crate) fn outcome_key(contact_id: Option<i64>, email: Option<&str>) -> Optio
     }
 }
 
+/// The hash of the key [`call_key`] makes, without making it (most keys are made on the
+/// stack).
+fn call_key_hash(preview_id: Option<&str>, email: Option<&str>) -> Option<KeyHash> {
+    match (preview_id, email) {
+        (Some(p), _) if !p.is_empty() => Some(hash_of("p:", p, false)),
+        (_, Some(e)) if !e.is_empty() => Some(hash_of("e:", e, true)),
+        _ => None,
+    }
+}
+
+/// The hash of the key [`outcome_key`] makes, without making it.
+fn outcome_key_hash(contact_id: Option<i64>, email: Option<&str>) -> Option<KeyHash> {
+    match (contact_id, email) {
+        (Some(id), _) => Some(id_key_hash(id)),
+        (None, Some(e)) if !e.is_empty() => Some(hash_of("e:", e, true)),
+        _ => None,
+    }
+}
+
+/// The hash of `c:<id>`, written on the stack.
+fn id_key_hash(id: i64) -> KeyHash {
+    // "c:", a sign and the 19 digits of the longest i64.
+    let mut buf = [0u8; 24];
+    let mut at = buf.len();
+    let mut rest = id.unsigned_abs();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    if id < 0 {
+        at -= 1;
+        buf[at] = b'-';
+    }
+    at -= 2;
+    buf[at..at + 2].copy_from_slice(b"c:");
+    key_hash_bytes(&buf[at..])
+}
+
+/// The hash of `prefix` then `text`, lower-cased when `lower` as [`email_key`] does; made in
+/// a buffer on the stack when short and, if lower-cased, ASCII.
+fn hash_of(prefix: &str, text: &str, lower: bool) -> KeyHash {
+    let mut buf = [0u8; 160];
+    let len = prefix.len() + text.len();
+    if len > buf.len() || (lower && !text.is_ascii()) {
+        return key_hash(&if lower {
+            email_key(text)
+        } else {
+            prefixed(prefix, text)
+        });
+    }
+    buf[..prefix.len()].copy_from_slice(prefix.as_bytes());
+    buf[prefix.len()..len].copy_from_slice(text.as_bytes());
+    if lower {
+        buf[..len].make_ascii_lowercase();
+    }
+    key_hash_bytes(&buf[..len])
+}
+
 /// A contact's keys: `c:<id>`, its own by name, and `p:`/`e:` of its current values, which
 /// it owns unless a contact with a lower id carried them first.
 #[derive(Debug, Clone, Copy)]
@@ -167,12 +229,11 @@ impl ContactKeys {
 fn contact_keys(id: i64, state: &ContactState) -> ContactKeys {
     static PREVIEW_ID: LazyLock<Attribute> = LazyLock::new(|| Attribute::new("preview_id"));
     static EMAIL: LazyLock<Attribute> = LazyLock::new(|| Attribute::new("email"));
-    let hash = |key: Option<String>| key.map(|k| key_hash(&k));
     ContactKeys {
-        own: key_hash(&format!("c:{id}")),
+        own: id_key_hash(id),
         carried: [
-            hash(call_key(state.get(&PREVIEW_ID), None)),
-            hash(call_key(None, state.get(&EMAIL))),
+            call_key_hash(state.get(&PREVIEW_ID), None),
+            call_key_hash(None, state.get(&EMAIL)),
         ],
     }
 }
@@ -205,12 +266,12 @@ pub fn apply(
     let mut added: Map<KeyHash, Added<'_>> = Map::default();
     fn note<'r>(
         added: &mut Map<KeyHash, Added<'r>>,
-        key: &str,
+        key: KeyHash,
         contact: Option<i64>,
         c: Cause<'r>,
         add: impl Fn(&mut Counts),
     ) {
-        let a = added.entry(key_hash(key)).or_insert(Added {
+        let a = added.entry(key).or_insert(Added {
             counts: Counts::default(),
             latest: c,
             contact,
@@ -221,7 +282,7 @@ pub fn apply(
         }
     }
     for row in &tables.call_events {
-        let Some(key) = call_key(
+        let Some(key) = call_key_hash(
             row.invitee_preview_id.as_deref(),
             row.invitee_email.as_deref(),
         ) else {
@@ -233,7 +294,7 @@ pub fn apply(
             &row.event_type,
             row.received_at,
         );
-        note(&mut added, &key, None, c, |n| {
+        note(&mut added, key, None, c, |n| {
             match row.event_type.as_str() {
                 "call_booked" => n.booked += 1,
                 "call_cancelled" => n.cancelled += 1,
@@ -243,7 +304,7 @@ pub fn apply(
         });
     }
     for row in &tables.call_outcomes {
-        let Some(key) = outcome_key(row.contact_id, row.contact_email.as_deref()) else {
+        let Some(key) = outcome_key_hash(row.contact_id, row.contact_email.as_deref()) else {
             continue;
         };
         let (no_show, won) = outcome_kind(row);
@@ -254,7 +315,7 @@ pub fn apply(
             row.received_at,
         );
         // With a contact id the key is `c:<id>`, that contact's.
-        note(&mut added, &key, row.contact_id, c, |n| {
+        note(&mut added, key, row.contact_id, c, |n| {
             if no_show {
                 n.no_show += 1;
             } else {
@@ -384,7 +445,11 @@ pub fn apply(
     // Each contact's new score, and its row when the score or band changed. Only contacts
     // seen in a snapshot are scored: an outcome's contact that has not arrived yet is scored,
     // with it, when it does.
-    let score_one = |&id: &i64| -> Option<(i64, Option<LeadScoreRow>, ScoreState)> {
+    // Each contact with its last score, taken from the map: an unchanged evaluation, and the
+    // last event when it stays the latest, are kept rather than copied.
+    let work: Vec<(i64, Option<ScoreState>)> =
+        ids.iter().map(|id| (*id, scores.remove(id))).collect();
+    let score_one = |(id, before): (i64, Option<ScoreState>)| {
         let state = state_of(&id)?;
         let latest = to_score[&id];
         // Its own key's counts, and those of the keys it owns.
@@ -397,24 +462,33 @@ pub fn apply(
                     .chain(carried.filter(|r| r.owner == Some(id)))
             })
             .fold(Counts::default(), |a, r| a.plus(r.counts));
-        let evaluation = rules.evaluate_contact(state, &total);
-        let before = scores.get(&id);
-        let (last_activity_us, last_event_id, last_event_type) = match before {
-            Some(b) if b.last_activity_us > latest.event_time.0 => (
-                b.last_activity_us,
-                b.last_event_id.clone(),
-                b.last_event_type.clone(),
+        let (last, before) = match before {
+            Some(b) => (
+                Some(b.evaluation),
+                Some((
+                    b.revision,
+                    b.last_activity_us,
+                    b.last_event_id,
+                    b.last_event_type,
+                )),
             ),
+            None => (None, None),
+        };
+        let (evaluation, replaced) = rules.reevaluate_contact(state, &total, last);
+        let (last_activity_us, last_event_id, last_event_type) = match &before {
+            Some((_, at, id, kind)) if *at > latest.event_time.0 => (*at, id.clone(), kind.clone()),
             _ => (
                 latest.event_time.0,
                 latest.event_id.to_string(),
                 latest.event_type.to_string(),
             ),
         };
-        let changed = before.is_none_or(|b| {
-            b.evaluation.score != evaluation.score || b.evaluation.band != evaluation.band
-        });
-        let revision = before.map_or(0, |b| b.revision) + i64::from(changed);
+        // A score seen before and not replaced is the same evaluation.
+        let changed = before.is_none()
+            || replaced
+                .as_ref()
+                .is_some_and(|old| old.score != evaluation.score || old.band != evaluation.band);
+        let revision = before.as_ref().map_or(0, |(r, ..)| *r) + i64::from(changed);
         let row = changed.then(|| LeadScoreRow {
             event_id: Text::from(latest.event_id),
             event_type: Text::from(latest.event_type),
@@ -423,9 +497,9 @@ pub fn apply(
             contact_id: Some(id),
             revision,
             score: evaluation.score,
-            previous_score: before.map(|b| b.evaluation.score),
+            previous_score: replaced.as_ref().map(|old| old.score),
             band: Text::from(evaluation.band.as_str()),
-            previous_band: before.map(|b| Text::from(b.evaluation.band.as_str())),
+            previous_band: replaced.as_ref().map(|old| Text::from(old.band.as_str())),
             points: evaluation.points,
             reasons: Text::from(reasons(&evaluation).as_str()),
             last_activity_at: Micros(last_activity_us),
@@ -439,7 +513,7 @@ pub fn apply(
         };
         Some((id, row, state))
     };
-    let scored = crate::parallel::map_slice(&ids, parts(ids.len()), score_one);
+    let scored = crate::parallel::map_owned(work, parts(ids.len()), score_one);
     // Pushed to `tables` once the causes, which borrow its rows, are done with.
     let mut rows = Vec::new();
     for (id, row, state) in scored.into_iter().flatten() {
@@ -541,6 +615,46 @@ mod tests {
         assert_eq!(call_key(Some("pv1"), Some("A@x.io")), Some("p:pv1".into()));
         assert_eq!(call_key(Some(""), Some("")), None);
         assert_eq!(outcome_key(Some(7), Some("A@x.io")), Some("c:7".into()));
+    }
+
+    #[test]
+    fn key_hashes_are_those_of_the_keys() {
+        let long = format!("{}@Example.com", "A".repeat(200));
+        let hashed = |key: Option<String>| key.map(|k| key_hash(&k));
+        for email in [
+            "Lead@Example.COM",
+            "ÅSA@Exämple.se",
+            "plain@x.io",
+            "",
+            long.as_str(),
+        ] {
+            for preview in [
+                None,
+                Some(""),
+                Some("contact_AbC123xyz987"),
+                Some(long.as_str()),
+            ] {
+                assert_eq!(
+                    call_key_hash(preview, Some(email)),
+                    hashed(call_key(preview, Some(email)))
+                );
+            }
+            for id in [
+                None,
+                Some(0),
+                Some(7),
+                Some(-42),
+                Some(i64::MAX),
+                Some(i64::MIN),
+            ] {
+                assert_eq!(
+                    outcome_key_hash(id, Some(email)),
+                    hashed(outcome_key(id, Some(email)))
+                );
+            }
+        }
+        assert_eq!(call_key_hash(None, None), None);
+        assert_eq!(outcome_key_hash(None, None), None);
     }
 
     #[test]

@@ -262,6 +262,62 @@ impl Rules {
         self.evaluate_with(|a: &Attribute| state.get(a), counts)
     }
 
+    /// Evaluates a contact from its state, given its `last` evaluation: returns the
+    /// evaluation and, when it differs from `last`, `last` (which is otherwise returned
+    /// itself, not rebuilt).
+    pub fn reevaluate_contact(
+        &self,
+        state: &ContactState,
+        counts: &Counts,
+        last: Option<Evaluation>,
+    ) -> (Evaluation, Option<Evaluation>) {
+        let value = |a: &Attribute| state.get(a);
+        // Which rules hold, as bits, when there are few enough rules for a mask.
+        if self.rules.len() > 128 {
+            return (self.evaluate_with(value, counts), last);
+        }
+        let mut held = 0u128;
+        let mut points = 0i64;
+        for (i, (_, p, c)) in self.rules.iter().enumerate() {
+            if holds(c, &value, counts) {
+                held |= 1 << i;
+                points += p;
+            }
+        }
+        let matched = || {
+            self.rules
+                .iter()
+                .enumerate()
+                .filter(move |(i, _)| held >> i & 1 == 1)
+                .map(|(_, (id, p, _))| (id, *p))
+        };
+        if let Some(last) = last {
+            let same = last.points == points
+                && last.matched.len() == held.count_ones() as usize
+                && last
+                    .matched
+                    .iter()
+                    .zip(matched())
+                    .all(|((id, p), (rule, points))| id == rule && *p == points);
+            let (score, band) = self.score_and_band(points, 0.0);
+            if same && last.score == score && last.band == band {
+                return (last, None);
+            }
+            let now = self.scored(
+                matched().map(|(id, p)| (id.clone(), p)).collect(),
+                points,
+                0.0,
+            );
+            return (now, Some(last));
+        }
+        let now = self.scored(
+            matched().map(|(id, p)| (id.clone(), p)).collect(),
+            points,
+            0.0,
+        );
+        (now, None)
+    }
+
     fn evaluate_with<'a>(
         &self,
         value: impl Fn(&Attribute) -> Option<&'a str>,
@@ -284,14 +340,19 @@ impl Rules {
     }
 
     fn scored(&self, matched: Vec<(String, i64)>, points: i64, idle_days: f64) -> Evaluation {
-        let decayed = decay(points, idle_days, self.half_life_days);
-        let score = decayed.clamp(self.min, self.max);
+        let (score, band) = self.score_and_band(points, idle_days);
         Evaluation {
-            band: self.band(score).to_string(),
+            band: band.to_string(),
             matched,
             points,
             score,
         }
+    }
+
+    /// The score of `points` after `idle_days` (decayed, clamped), and its band.
+    fn score_and_band(&self, points: i64, idle_days: f64) -> (i64, &str) {
+        let score = decay(points, idle_days, self.half_life_days).clamp(self.min, self.max);
+        (score, self.band(score))
     }
 
     /// The band of a score: the last band whose `min_score` it reaches (the first band below
@@ -539,6 +600,57 @@ points = 1
         let few_no_shows = format!("{r}count = \"no_show\"\nless_than = 2");
         check(&few_no_shows, &[], none, true);
         check(&few_no_shows, &[], Counts { no_show: 2, ..none }, false);
+    }
+
+    #[test]
+    fn a_reevaluation_is_the_evaluation_and_keeps_an_unchanged_one() {
+        let rules = Rules::new(&ScoringConfig::default()).unwrap();
+        let state = |values: serde_json::Value| -> ContactState {
+            serde_json::from_value(serde_json::json!({
+                "event_time_us": 1, "event_id": "e", "status_since_us": null,
+                "values": values, "set_at": {},
+            }))
+            .unwrap()
+        };
+        let contacts = [
+            (state(serde_json::json!({})), Counts::default()),
+            (
+                state(serde_json::json!({"status": "QUALIFIED", "utm_source": "google"})),
+                Counts::default(),
+            ),
+            (
+                state(serde_json::json!({"email": "a@gmail.com", "phone_number": "+1"})),
+                Counts {
+                    booked: 1,
+                    held: 1,
+                    ..Counts::default()
+                },
+            ),
+        ];
+        let all: Vec<Evaluation> = contacts
+            .iter()
+            .map(|(s, c)| rules.evaluate_contact(s, c))
+            .collect();
+        for ((s, c), want) in contacts.iter().zip(&all) {
+            assert_eq!(rules.reevaluate_contact(s, c, None), (want.clone(), None));
+            assert_eq!(
+                rules.reevaluate_contact(s, c, Some(want.clone())),
+                (want.clone(), None)
+            );
+            for other in all.iter().filter(|e| *e != want) {
+                assert_eq!(
+                    rules.reevaluate_contact(s, c, Some(other.clone())),
+                    (want.clone(), Some(other.clone()))
+                );
+            }
+            // The same score and band for other reasons is a new evaluation.
+            let mut reasons = want.clone();
+            reasons.matched.push(("retired rule".into(), 0));
+            assert_eq!(
+                rules.reevaluate_contact(s, c, Some(reasons.clone())),
+                (want.clone(), Some(reasons))
+            );
+        }
     }
 
     #[test]
