@@ -444,9 +444,8 @@ pub fn apply(
     };
     // Each contact's new score, and its row when the score or band changed. Only contacts
     // seen in a snapshot are scored: an outcome's contact that has not arrived yet is scored,
-    // with it, when it does.
-    // Each contact with its last score, taken from the map: an unchanged evaluation, and the
-    // last event when it stays the latest, are kept rather than copied.
+    // with it, when it does. Each goes with its last score, taken from the map: an unchanged
+    // evaluation, and the last event when it stays the latest, are kept rather than copied.
     let work: Vec<(i64, Option<ScoreState>)> =
         ids.iter().map(|id| (*id, scores.remove(id))).collect();
     let score_one = |(id, before): (i64, Option<ScoreState>)| {
@@ -475,8 +474,9 @@ pub fn apply(
             None => (None, None),
         };
         let (evaluation, replaced) = rules.reevaluate_contact(state, &total, last);
-        let (last_activity_us, last_event_id, last_event_type) = match &before {
-            Some((_, at, id, kind)) if *at > latest.event_time.0 => (*at, id.clone(), kind.clone()),
+        let seen = before.as_ref().map(|(revision, ..)| *revision);
+        let (last_activity_us, last_event_id, last_event_type) = match before {
+            Some((_, at, id, kind)) if at > latest.event_time.0 => (at, id, kind),
             _ => (
                 latest.event_time.0,
                 latest.event_id.to_string(),
@@ -484,11 +484,11 @@ pub fn apply(
             ),
         };
         // A score seen before and not replaced is the same evaluation.
-        let changed = before.is_none()
+        let changed = seen.is_none()
             || replaced
                 .as_ref()
                 .is_some_and(|old| old.score != evaluation.score || old.band != evaluation.band);
-        let revision = before.as_ref().map_or(0, |(r, ..)| *r) + i64::from(changed);
+        let revision = seen.unwrap_or(0) + i64::from(changed);
         let row = changed.then(|| LeadScoreRow {
             event_id: Text::from(latest.event_id),
             event_type: Text::from(latest.event_type),

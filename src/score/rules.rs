@@ -262,9 +262,9 @@ impl Rules {
         self.evaluate_with(|a: &Attribute| state.get(a), counts)
     }
 
-    /// Evaluates a contact from its state, given its `last` evaluation: returns the
-    /// evaluation and, when it differs from `last`, `last` (which is otherwise returned
-    /// itself, not rebuilt).
+    /// Evaluates a contact from its state, given its `last` evaluation. Returns the evaluation
+    /// and `last`, unless the evaluation is `last` itself: returned, not rebuilt, when the
+    /// same rules hold for the same score and band.
     pub fn reevaluate_contact(
         &self,
         state: &ContactState,
@@ -291,31 +291,23 @@ impl Rules {
                 .filter(move |(i, _)| held >> i & 1 == 1)
                 .map(|(_, (id, p, _))| (id, *p))
         };
-        if let Some(last) = last {
-            let same = last.points == points
+        let (score, band) = self.score_and_band(points, 0.0);
+        let unchanged = last.as_ref().is_some_and(|last| {
+            last.points == points
+                && last.score == score
+                && last.band == band
                 && last.matched.len() == held.count_ones() as usize
                 && last
                     .matched
                     .iter()
                     .zip(matched())
-                    .all(|((id, p), (rule, points))| id == rule && *p == points);
-            let (score, band) = self.score_and_band(points, 0.0);
-            if same && last.score == score && last.band == band {
-                return (last, None);
-            }
-            let now = self.scored(
-                matched().map(|(id, p)| (id.clone(), p)).collect(),
-                points,
-                0.0,
-            );
-            return (now, Some(last));
+                    .all(|((id, p), (rule, points))| id == rule && *p == points)
+        });
+        if unchanged {
+            return (last.expect("an unchanged evaluation has a last one"), None);
         }
-        let now = self.scored(
-            matched().map(|(id, p)| (id.clone(), p)).collect(),
-            points,
-            0.0,
-        );
-        (now, None)
+        let matched = matched().map(|(id, p)| (id.clone(), p)).collect();
+        (self.scored(matched, points, 0.0), last)
     }
 
     fn evaluate_with<'a>(
