@@ -397,7 +397,7 @@ impl Pipeline {
                         triggers,
                         &tables,
                         &states.contacts,
-                        &states.scoring.keys,
+                        &states.scoring.records,
                         &store,
                     )?;
                 }

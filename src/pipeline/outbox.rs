@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 use crate::flatten::changes::ContactStates;
 use crate::flatten::table::{Micros, Text};
 use crate::flatten::{Tables, TriggerDeliveryRow};
+use crate::score::stored::KeyRecord;
 use crate::state::{Attempt, Store, StoreError};
 use crate::trigger::matching::{self, Contacts, Fact};
 use crate::trigger::{DeliveryConfig, Triggers, deliver::Deliverer};
@@ -21,11 +22,11 @@ use super::Pipeline;
 /// Most attempts one flush writes (the rest wait for the next).
 pub(super) const ATTEMPTS_PER_FLUSH: usize = 100_000;
 
-/// A flush's view of contacts: the states it advanced, else the store's. A store error is kept
+/// A flush's view of contacts: the states and key owners it advanced, else the store's. A store error is kept
 /// (the first one), and fails the flush: a fact must not lose its contact, and so its filter.
 struct FlushContacts<'a> {
     states: &'a ContactStates,
-    owners: &'a crate::score::Map<crate::score::KeyHash, i64>,
+    records: &'a crate::score::Map<crate::score::KeyHash, KeyRecord>,
     store: &'a Store,
     error: std::cell::RefCell<Option<StoreError>>,
 }
@@ -62,8 +63,8 @@ impl Contacts for FlushContacts<'_> {
 
     fn owner(&self, key: &str) -> Option<i64> {
         let hash = crate::state::key_hash(key);
-        if let Some(id) = self.owners.get(&hash) {
-            return Some(*id);
+        if let Some(record) = self.records.get(&hash) {
+            return record.owner;
         }
         self.keep(self.store.scoring(&[], &[hash]))?
             .records
@@ -73,17 +74,17 @@ impl Contacts for FlushContacts<'_> {
 }
 
 /// The facts of `tables` for `triggers`; `states` are the contacts the flush advanced,
-/// `owners` the contact keys lead scoring read or changed.
+/// `records` the key records (owners and counts) lead scoring changed.
 pub(super) fn facts(
     triggers: &Triggers,
     tables: &Tables,
     states: &ContactStates,
-    owners: &crate::score::Map<crate::score::KeyHash, i64>,
+    records: &crate::score::Map<crate::score::KeyHash, KeyRecord>,
     store: &Store,
 ) -> Result<Vec<Fact>, StoreError> {
     let contacts = FlushContacts {
         states,
-        owners,
+        records,
         store,
         error: Default::default(),
     };

@@ -57,19 +57,11 @@ pub struct Scoring {
     /// The new record (owner and counts) of each key whose owner or counts changed, by the
     /// key's hash.
     pub records: Map<KeyHash, KeyRecord>,
-    /// The keys whose owner changed, by hash, with the new owner.
-    pub keys: Map<KeyHash, i64>,
 }
 
 /// A contact key as the state store keys it: the XXH3-128 hash of its text
 /// ([`crate::state::key_hash`]).
 pub type KeyHash = u128;
-
-impl Scoring {
-    pub fn is_empty(&self) -> bool {
-        self.scores.is_empty() && self.records.is_empty() && self.keys.is_empty()
-    }
-}
 
 /// The event behind a change: the latest of a contact's events in a flush. It borrows the
 /// flush's rows: a row's texts are copied only into the rows and states the flush writes.
@@ -438,7 +430,6 @@ pub fn apply(
         .map(|key| (*key, records.get(key).copied().unwrap_or_default()))
         .collect();
     let mut out = Scoring {
-        keys: new_keys,
         records: changed,
         scores: Map::with_capacity_and_hasher(ids.len(), Default::default()),
     };

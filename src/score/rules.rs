@@ -257,7 +257,9 @@ impl Rules {
         self.evaluate_with(|a: &Attribute| value(a.name()), counts)
     }
 
-    /// Evaluates a contact from its state.
+    /// Evaluates a contact from its state, afresh: what [`Rules::reevaluate_contact`] is
+    /// checked against.
+    #[cfg(test)]
     pub fn evaluate_contact(&self, state: &ContactState, counts: &Counts) -> Evaluation {
         self.evaluate_with(|a: &Attribute| state.get(a), counts)
     }
@@ -623,6 +625,27 @@ points = 1
             .iter()
             .map(|(s, c)| rules.evaluate_contact(s, c))
             .collect();
+        assert!(all[0] != all[1] && all[1] != all[2] && all[0] != all[2]);
+        // Past 128 rules there is no mask: the evaluation is made afresh, `last` handed back.
+        let many = Rules::new(&ScoringConfig {
+            rules: (0..130)
+                .flat_map(|i| {
+                    default_rules().into_iter().map(move |mut r| {
+                        r.id = format!("{}-{i}", r.id);
+                        r
+                    })
+                })
+                .collect(),
+            ..ScoringConfig::default()
+        })
+        .unwrap();
+        for (s, c) in &contacts {
+            let fresh = many.evaluate_contact(s, c);
+            assert_eq!(
+                many.reevaluate_contact(s, c, Some(fresh.clone())),
+                (fresh.clone(), Some(fresh))
+            );
+        }
         for ((s, c), want) in contacts.iter().zip(&all) {
             assert_eq!(rules.reevaluate_contact(s, c, None), (want.clone(), None));
             assert_eq!(
