@@ -122,7 +122,7 @@ fn main() {
         let track = lap();
         encode_times.push(encode_only(&sink, &tables));
         lap();
-        sink.write(tables, round as u64 + 1).expect("write");
+        sink.write(&tables, round as u64 + 1).expect("write");
         let write = lap();
         events_per_round = events.len();
         times.push([parse, flatten, track, write]);

@@ -63,7 +63,7 @@ impl Pipeline {
                 }
                 None => Vec::new(),
             };
-            let files = sink.write(tables, flush_seq)?;
+            let files = sink.write(&tables, flush_seq)?;
             let data_files = super::lake::data_files(&sink, &files)?;
             Ok(Some((n, next, facts, files, data_files)))
         });

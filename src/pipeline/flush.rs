@@ -31,8 +31,9 @@ struct Stages {
     flatten_ms: u64,
     load_ms: u64,
     track_ms: u64,
-    /// Lead scoring and workflow triggers' facts.
+    /// Lead scoring, which runs on one of the writing workers: part of `write_ms`.
     score_ms: u64,
+    /// Writing the files, and matching triggers against the rows written.
     write_ms: u64,
     lake_ms: u64,
     /// Uploading a remote lake's files.
@@ -381,26 +382,6 @@ impl Pipeline {
                 flatten::changes::track_with(&mut tables, &mut states.contacts, options.threads);
                 flatten::changes::track_calls(&mut tables, &mut states.calls);
                 lap(&mut stages.track_ms);
-                // Lead scoring reads the states change tracking advanced (src/score/).
-                if let Some(rules) = scoring.as_ref().filter(|_| role != Role::Ingest) {
-                    states.scoring = crate::score::apply(
-                        &mut tables,
-                        &states.contacts,
-                        rules,
-                        &store,
-                        options.threads,
-                    )?;
-                }
-                // Workflow triggers' facts, put in the outbox by this flush's commit.
-                if let Some(triggers) = triggers.as_ref().filter(|_| role != Role::Ingest) {
-                    states.outbox = super::outbox::facts(
-                        triggers,
-                        &tables,
-                        &states.contacts,
-                        &states.scoring.records,
-                        &store,
-                    )?;
-                }
                 // Delivery attempts recorded since the last flush.
                 tables.trigger_deliveries = attempts
                     .iter()
@@ -413,17 +394,26 @@ impl Pipeline {
                     tables.rejected_events.clear();
                     states.derived_through = derived_through;
                 }
-                lap(&mut stages.score_ms);
-                let rows: BTreeMap<&'static str, usize> = tables.row_counts().into_iter().collect();
-                let parse_errors = tables.parse_error_count();
-                let mut flags: BTreeMap<String, u64> = BTreeMap::new();
-                for flag in tables.contact_events.iter().flat_map(|r| &r.quality_flags) {
-                    *flags.entry(flag.clone()).or_default() += 1;
-                }
                 if leftovers {
                     sink.remove_uncommitted(committed)?;
                 }
+                let rules = scoring.as_ref().filter(|_| role != Role::Ingest);
                 // Nothing is written without room for all of it (disk.rs prices each part).
+                // Lead scores are made while the files are written, so their part is priced
+                // by bounds: a row's date is that of one of the flush's events, and the key
+                // records that change are those of its calls and outcomes and the two keys
+                // each snapshot carries.
+                let (score_files, score_keys) = match rules {
+                    Some(_) => (
+                        sink.partitions(&tables.contact_events)
+                            + sink.partitions(&tables.call_events)
+                            + sink.partitions(&tables.call_outcomes),
+                        tables.call_events.len()
+                            + tables.call_outcomes.len()
+                            + 2 * tables.contact_events.len(),
+                    ),
+                    None => (0, 0),
+                };
                 let size = FlushSize {
                     event_bytes: taken
                         .events
@@ -435,14 +425,57 @@ impl Pipeline {
                             .iter()
                             .map(Rejection::approx_bytes)
                             .sum::<usize>() as u64,
-                    files: sink.files_for(&tables),
+                    files: sink.files_for(&tables) + score_files,
                     states: (states.contacts.len() + states.calls.len()) as u64,
                     ids: taken.events.len() as u64,
                     rewritten_ids: store.rewritten_by_commit(taken.events.len())?,
-                    key_records: store.key_records_by_commit(states.scoring.records.len())?,
+                    key_records: store.key_records_by_commit(score_keys)?,
                 };
                 disk.check_room(crate::disk::flush_bytes(size))?;
-                let files = sink.write(tables, flush_seq)?;
+                // Lead scoring reads the states change tracking advanced (src/score/), on
+                // one of the writing workers while the others encode this flush's files.
+                let score_ms = std::sync::atomic::AtomicU64::new(0);
+                let (files, made, scored) = sink.write_with(&tables, flush_seq, || {
+                    let Some(rules) = rules else {
+                        return Ok((flatten::Tables::default(), None));
+                    };
+                    let started = Instant::now();
+                    let (scored, rows) = crate::score::apply(
+                        &tables,
+                        &states.contacts,
+                        rules,
+                        &store,
+                        options.threads,
+                    )?;
+                    score_ms.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+                    let made = flatten::Tables {
+                        lead_scores: rows,
+                        ..Default::default()
+                    };
+                    Ok::<_, FlushError>((made, Some(scored)))
+                })?;
+                tables.lead_scores = made.lead_scores;
+                if let Some(scored) = scored {
+                    states.scoring = scored;
+                }
+                stages.score_ms = score_ms.into_inner();
+                // Workflow triggers' facts (score changes among them), put in the outbox by
+                // this flush's commit.
+                if let Some(triggers) = triggers.as_ref().filter(|_| role != Role::Ingest) {
+                    states.outbox = super::outbox::facts(
+                        triggers,
+                        &tables,
+                        &states.contacts,
+                        &states.scoring.records,
+                        &store,
+                    )?;
+                }
+                let rows: BTreeMap<&'static str, usize> = tables.row_counts().into_iter().collect();
+                let parse_errors = tables.parse_error_count();
+                let mut flags: BTreeMap<String, u64> = BTreeMap::new();
+                for flag in tables.contact_events.iter().flat_map(|r| &r.quality_flags) {
+                    *flags.entry(flag.clone()).or_default() += 1;
+                }
                 // What each table's Delta commit adds: sizes and statistics from the footers.
                 let data_files = super::lake::data_files(&sink, &files)?;
                 lap(&mut stages.write_ms);

@@ -244,16 +244,16 @@ struct Added<'r> {
 
 /// Scores the contacts the flush's rows touch: `contacts` are the states after change
 /// tracking (of the contacts with rows in `tables`); other contacts whose calls or outcomes
-/// are in the flush are read from `store`. Adds the `lead_scores` rows to `tables` and returns
-/// what the flush's commit records. Contacts are keyed and scored on up to `threads` threads
+/// are in the flush are read from `store`. Returns what the flush's commit records and the
+/// `lead_scores` rows. Contacts are keyed and scored on up to `threads` threads
 /// (reading their states is most of the time).
 pub fn apply(
-    tables: &mut Tables,
+    tables: &Tables,
     contacts: &crate::flatten::changes::ContactStates,
     rules: &Rules,
     store: &Store,
     threads: usize,
-) -> Result<Scoring, StoreError> {
+) -> Result<(Scoring, Vec<LeadScoreRow>), StoreError> {
     // Counts added by this flush under each key, with the latest event filed under it.
     let mut added: Map<KeyHash, Added<'_>> = Map::default();
     fn note<'r>(
@@ -505,14 +505,12 @@ pub fn apply(
         Some((id, row, state))
     };
     let scored = crate::parallel::map_owned(work, parts(ids.len()), score_one);
-    // Pushed to `tables` once the causes, which borrow its rows, are done with.
     let mut rows = Vec::new();
     for (id, row, state) in scored.into_iter().flatten() {
         rows.extend(row);
         out.scores.insert(id, state);
     }
-    tables.lead_scores.extend(rows);
-    Ok(out)
+    Ok((out, rows))
 }
 
 /// Why `hooklake score --explain` has no answer.

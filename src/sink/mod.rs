@@ -45,6 +45,10 @@ pub enum SinkError {
         path: PathBuf,
         source: parquet::errors::ParquetError,
     },
+    /// Work run beside a write made rows of a table the write had rows of: one flush writes
+    /// one file per table and partition.
+    #[error("{table}: rows made beside a write that has rows of it already")]
+    TableTwice { table: &'static str },
 }
 
 fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> SinkError + use<> {
@@ -83,6 +87,47 @@ struct Staged {
     tmp: PathBuf,
     final_path: PathBuf,
     file: FileWritten,
+}
+
+/// The staging of one table's rows by a worker.
+type Job<'a, E> = Box<dyn FnOnce(&mut Vec<Staged>) -> Result<(), E> + Send + 'a>;
+
+/// A job for each table of `t`, largest first: contact snapshots have the most columns, raw
+/// payloads the most bytes.
+fn jobs<'a, E: From<SinkError>>(sink: &'a Sink, t: &'a Tables, flush_seq: u64) -> Vec<Job<'a, E>> {
+    fn job<'a, T: Table + Sync, E: From<SinkError>>(
+        sink: &'a Sink,
+        rows: &'a [T],
+        flush_seq: u64,
+    ) -> Job<'a, E> {
+        Box::new(move |out: &mut Vec<Staged>| sink.stage(rows, flush_seq, out).map_err(E::from))
+    }
+    let Tables {
+        contact_events,
+        tracking_params,
+        contact_answers,
+        call_events,
+        call_outcomes,
+        raw_events,
+        attribute_changes,
+        status_transitions,
+        rejected_events,
+        lead_scores,
+        trigger_deliveries,
+    } = t;
+    vec![
+        job(sink, contact_events, flush_seq),
+        job(sink, raw_events, flush_seq),
+        job(sink, attribute_changes, flush_seq),
+        job(sink, status_transitions, flush_seq),
+        job(sink, call_events, flush_seq),
+        job(sink, tracking_params, flush_seq),
+        job(sink, contact_answers, flush_seq),
+        job(sink, call_outcomes, flush_seq),
+        job(sink, rejected_events, flush_seq),
+        job(sink, lead_scores, flush_seq),
+        job(sink, trigger_deliveries, flush_seq),
+    ]
 }
 
 impl Sink {
@@ -136,25 +181,27 @@ impl Sink {
 
     /// How many files writing `tables` makes: one per table and partition.
     pub fn files_for(&self, tables: &Tables) -> u64 {
-        fn partitions<T: Table>(rows: &[T], shift: i64) -> u64 {
-            let days: std::collections::HashSet<i64> = rows
-                .iter()
-                .map(|r| (r.event_time().0 + shift).div_euclid(86_400_000_000))
-                .collect();
-            days.len() as u64
-        }
+        self.partitions(&tables.contact_events)
+            + self.partitions(&tables.tracking_params)
+            + self.partitions(&tables.contact_answers)
+            + self.partitions(&tables.call_events)
+            + self.partitions(&tables.call_outcomes)
+            + self.partitions(&tables.raw_events)
+            + self.partitions(&tables.attribute_changes)
+            + self.partitions(&tables.status_transitions)
+            + self.partitions(&tables.rejected_events)
+            + self.partitions(&tables.lead_scores)
+            + self.partitions(&tables.trigger_deliveries)
+    }
+
+    /// The partitions (files) `rows` are written to.
+    pub fn partitions<T: Table>(&self, rows: &[T]) -> u64 {
         let shift = i64::from(self.offset.local_minus_utc()) * 1_000_000;
-        partitions(&tables.contact_events, shift)
-            + partitions(&tables.tracking_params, shift)
-            + partitions(&tables.contact_answers, shift)
-            + partitions(&tables.call_events, shift)
-            + partitions(&tables.call_outcomes, shift)
-            + partitions(&tables.raw_events, shift)
-            + partitions(&tables.attribute_changes, shift)
-            + partitions(&tables.status_transitions, shift)
-            + partitions(&tables.rejected_events, shift)
-            + partitions(&tables.lead_scores, shift)
-            + partitions(&tables.trigger_deliveries, shift)
+        let days: std::collections::HashSet<i64> = rows
+            .iter()
+            .map(|r| (r.event_time().0 + shift).div_euclid(86_400_000_000))
+            .collect();
+        days.len() as u64
     }
 
     /// The data directory.
@@ -164,65 +211,79 @@ impl Sink {
 
     /// Writes every table's rows as one file per partition, named after `flush_seq`, and
     /// publishes them all or none.
-    pub fn write(&self, tables: Tables, flush_seq: u64) -> Result<Vec<FileWritten>, SinkError> {
+    pub fn write(&self, tables: &Tables, flush_seq: u64) -> Result<Vec<FileWritten>, SinkError> {
+        self.write_with(tables, flush_seq, || {
+            Ok::<_, SinkError>((Tables::default(), ()))
+        })
+        .map(|(files, _, ())| files)
+    }
+
+    /// [`Sink::write`], with `beside` run on one of the workers while the others stage
+    /// `tables`: work that reads the rows being written and makes rows of other tables (a
+    /// flush's lead scores), which that worker then stages. All the files are published
+    /// together; if `beside` fails, none is, and its error is returned. Returns the files, the
+    /// tables `beside` made, and its result.
+    pub fn write_with<R: Send, E: From<SinkError> + Send>(
+        &self,
+        tables: &Tables,
+        flush_seq: u64,
+        beside: impl FnOnce() -> Result<(Tables, R), E> + Send,
+    ) -> Result<(Vec<FileWritten>, Tables, R), E> {
         let mut staged = Vec::new();
+        let mut made = None;
         let result = self
-            .stage_all(tables, flush_seq, &mut staged)
-            .and_then(|()| self.sync_files(staged.iter().map(|s| s.tmp.as_path())));
-        if let Err(e) = result {
-            for s in &staged {
-                let _ = fs::remove_file(&s.tmp);
+            .stage_all(tables, flush_seq, beside, &mut made, &mut staged)
+            .and_then(|()| {
+                self.sync_files(staged.iter().map(|s| s.tmp.as_path()))
+                    .map_err(E::from)
+            });
+        let published = result.and_then(|()| {
+            // Workers finish in any order; files are published and reported in path order.
+            staged.sort_by(|a, b| a.final_path.cmp(&b.final_path));
+            self.publish(std::mem::take(&mut staged)).map_err(E::from)
+        });
+        match published {
+            Ok(files) => {
+                let (more, r) = made.expect("no worker failed, so every job ran, beside too");
+                Ok((files, more, r))
             }
-            return Err(e);
+            Err(e) => {
+                for s in &staged {
+                    let _ = fs::remove_file(&s.tmp);
+                }
+                Err(e)
+            }
         }
-        // Workers finish in any order; files are published and reported in path order.
-        staged.sort_by(|a, b| a.final_path.cmp(&b.final_path));
-        self.publish(staged)
     }
 
     /// Stages every table on `settings.threads` workers (encoding and compressing is most of a
-    /// flush's time): they take the tables from a queue, largest first.
-    fn stage_all(
+    /// flush's time): they take the tables from a queue, largest first, with `beside` and the
+    /// tables it makes second.
+    fn stage_all<R: Send, E: From<SinkError> + Send>(
         &self,
-        t: Tables,
+        t: &Tables,
         flush_seq: u64,
+        beside: impl FnOnce() -> Result<(Tables, R), E> + Send,
+        made: &mut Option<(Tables, R)>,
         staged: &mut Vec<Staged>,
-    ) -> Result<(), SinkError> {
-        type Job<'a> = Box<dyn FnOnce(&mut Vec<Staged>) -> Result<(), SinkError> + Send + 'a>;
-        fn job<'a, T: Table>(sink: &'a Sink, rows: Vec<T>, flush_seq: u64) -> Job<'a> {
-            Box::new(move |out: &mut Vec<Staged>| sink.stage(rows, flush_seq, out))
-        }
-        let Tables {
-            contact_events,
-            tracking_params,
-            contact_answers,
-            call_events,
-            call_outcomes,
-            raw_events,
-            attribute_changes,
-            status_transitions,
-            rejected_events,
-            lead_scores,
-            trigger_deliveries,
-        } = t;
-        // Largest first: contact snapshots have the most columns, raw payloads the most bytes.
-        let queue: std::sync::Mutex<std::collections::VecDeque<Job>> = std::sync::Mutex::new(
-            [
-                job(self, contact_events, flush_seq),
-                job(self, raw_events, flush_seq),
-                job(self, attribute_changes, flush_seq),
-                job(self, status_transitions, flush_seq),
-                job(self, call_events, flush_seq),
-                job(self, tracking_params, flush_seq),
-                job(self, contact_answers, flush_seq),
-                job(self, call_outcomes, flush_seq),
-                job(self, rejected_events, flush_seq),
-                job(self, lead_scores, flush_seq),
-                job(self, trigger_deliveries, flush_seq),
-            ]
-            .into(),
-        );
-        let work = |out: &mut Vec<Staged>| -> Result<(), SinkError> {
+    ) -> Result<(), E> {
+        let made_slot = std::sync::Mutex::new(None);
+        let beside: Job<'_, E> = Box::new(|out: &mut Vec<Staged>| {
+            let (more, r) = beside()?;
+            let twice = (t.row_counts().into_iter())
+                .zip(more.row_counts())
+                .find(|((_, here), (_, made))| *here > 0 && *made > 0);
+            if let Some(((table, _), _)) = twice {
+                return Err(SinkError::TableTwice { table }.into());
+            }
+            self.stage_every(&more, flush_seq, out)?;
+            *made_slot.lock().unwrap_or_else(|p| p.into_inner()) = Some((more, r));
+            Ok(())
+        });
+        let mut jobs = jobs(self, t, flush_seq);
+        jobs.insert(1, beside);
+        let queue = std::sync::Mutex::new(std::collections::VecDeque::from(jobs));
+        let work = |out: &mut Vec<Staged>| -> Result<(), E> {
             loop {
                 let next = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
                 match next {
@@ -244,7 +305,21 @@ impl Sink {
             staged.append(&mut out);
             result = result.and(worker);
         }
+        drop(queue);
+        *made = made_slot.into_inner().unwrap_or_else(|p| p.into_inner());
         result
+    }
+
+    /// Stages every table of `t` on this thread.
+    fn stage_every(
+        &self,
+        t: &Tables,
+        flush_seq: u64,
+        out: &mut Vec<Staged>,
+    ) -> Result<(), SinkError> {
+        jobs(self, t, flush_seq)
+            .into_iter()
+            .try_for_each(|job| job(out))
     }
 
     /// The partition date of an event time.
@@ -258,7 +333,7 @@ impl Sink {
     /// Writes the rows of one table, one temporary file per partition.
     fn stage<T: Table>(
         &self,
-        rows: Vec<T>,
+        rows: &[T],
         flush_seq: u64,
         staged: &mut Vec<Staged>,
     ) -> Result<(), SinkError> {
@@ -266,7 +341,7 @@ impl Sink {
         let day_us = 86_400_000_000_i64;
         let shift = i64::from(self.offset.local_minus_utc()) * 1_000_000;
         let mut by_day: BTreeMap<i64, Vec<&T>> = BTreeMap::new();
-        for row in &rows {
+        for row in rows {
             let day = (row.event_time().0 + shift).div_euclid(day_us);
             by_day.entry(day).or_default().push(row);
         }
@@ -623,9 +698,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let sink = Sink::open(dir.path(), settings(), utc()).unwrap();
         let event = Envelope::parse_one(r#"{"id": 1, "previewId": "p"}"#, None, 0, "/w").unwrap();
-        sink.write(crate::flatten::flatten(std::slice::from_ref(&event)), 1)
+        sink.write(&crate::flatten::flatten(std::slice::from_ref(&event)), 1)
             .unwrap();
-        let files = sink.write(crate::flatten::flatten(&[event]), 2).unwrap();
+        let files = sink.write(&crate::flatten::flatten(&[event]), 2).unwrap();
         let removed = sink.remove_uncommitted(1).unwrap();
         assert_eq!(removed.len(), 2);
         assert!(files.iter().all(|f| !dir.path().join(&f.path).exists()));
@@ -643,7 +718,7 @@ mod tests {
         let event = Envelope::parse_one(r#"{"id": 1, "previewId": "p"}"#, None, 0, "/w").unwrap();
         let tables = || crate::flatten::flatten(std::slice::from_ref(&event));
         assert_eq!(sink.files_for(&tables()), 2, "contact_events, raw_events");
-        assert_eq!(sink.write(tables(), 2).unwrap().len(), 2);
+        assert_eq!(sink.write(&tables(), 2).unwrap().len(), 2);
     }
 
     #[test]
@@ -670,7 +745,7 @@ mod tests {
         .iter()
         .map(|t| Envelope::parse_one(t, None, 0, "/w").unwrap())
         .collect();
-        let files = sink.write(crate::flatten::flatten(&events), 1).unwrap();
+        let files = sink.write(&crate::flatten::flatten(&events), 1).unwrap();
         let mut summary: Vec<(&str, &str, usize)> = files
             .iter()
             .map(|f| (f.table, f.date.as_str(), f.rows))
@@ -706,7 +781,7 @@ mod tests {
         fs::write(dir.path().join("raw_events"), b"not a directory").unwrap();
         let event = Envelope::parse_one(r#"{"id": 1, "previewId": "p"}"#, None, 0, "/w").unwrap();
         let err = sink
-            .write(crate::flatten::flatten(&[event]), 1)
+            .write(&crate::flatten::flatten(&[event]), 1)
             .unwrap_err();
         assert!(err.to_string().contains("raw_events"), "{err}");
         let leftovers: Vec<_> = walk(dir.path())
@@ -714,6 +789,84 @@ mod tests {
             .filter(|p| p.is_file())
             .collect();
         assert_eq!(leftovers, vec![dir.path().join("raw_events")]);
+    }
+
+    fn contact_and_call() -> (Tables, Tables) {
+        let contact = Envelope::parse_one(
+            r#"{"id": 7, "email": "a@b.c"}"#,
+            Some(crate::event::EventType::ContactCreated),
+            0,
+            "/w",
+        )
+        .unwrap();
+        let call = Envelope::parse_one(
+            r#"{"hookType": "Call booked", "invitee": {}, "event": {"uuid": "c1"}}"#,
+            None,
+            0,
+            "/w",
+        )
+        .unwrap();
+        let calls = Tables {
+            call_events: crate::flatten::flatten(&[call]).call_events,
+            ..Default::default()
+        };
+        (crate::flatten::flatten(&[contact]), calls)
+    }
+
+    fn files_in(dir: &Path) -> Vec<PathBuf> {
+        let mut files: Vec<_> = walk(dir).into_iter().filter(|p| p.is_file()).collect();
+        files.sort();
+        files
+    }
+
+    #[test]
+    fn rows_made_beside_a_write_are_published_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = Sink::open(dir.path(), settings(), utc()).unwrap();
+        let (tables, calls) = contact_and_call();
+        assert!(tables.call_events.is_empty() && !calls.call_events.is_empty());
+        let (files, made, seen) = sink
+            .write_with(&tables, 3, || {
+                // It reads the rows being written.
+                let seen = tables.contact_events[0].contact_id;
+                Ok::<_, SinkError>((calls, seen))
+            })
+            .unwrap();
+        assert_eq!(seen, Some(7));
+        assert_eq!(made.call_events.len(), 1);
+        let names: Vec<&str> = files.iter().map(|f| f.table).collect();
+        assert!(names.contains(&"contact_events"), "{names:?}");
+        assert!(names.contains(&"call_events"), "{names:?}");
+        assert!(
+            names.windows(2).all(|w| w[0] <= w[1]),
+            "path order: {names:?}"
+        );
+        let on_disk: Vec<PathBuf> = files.iter().map(|f| dir.path().join(&f.path)).collect();
+        let mut sorted = on_disk.clone();
+        sorted.sort();
+        assert_eq!(files_in(dir.path()), sorted);
+    }
+
+    #[test]
+    fn a_failure_beside_a_write_publishes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = Sink::open(dir.path(), settings(), utc()).unwrap();
+        let (tables, _) = contact_and_call();
+        let err = sink
+            .write_with(&tables, 1, || {
+                Err::<(Tables, ()), _>(SinkError::TableTwice { table: "beside" })
+            })
+            .unwrap_err();
+        assert!(err.to_string().contains("beside"), "{err}");
+        assert_eq!(files_in(dir.path()), Vec::<PathBuf>::new());
+        // Rows of a table the write has rows of are refused, not written over each other.
+        let (tables, _) = contact_and_call();
+        let (again, _) = contact_and_call();
+        let err = sink
+            .write_with(&tables, 2, || Ok::<_, SinkError>((again, ())))
+            .unwrap_err();
+        assert!(err.to_string().starts_with("contact_events"), "{err}");
+        assert_eq!(files_in(dir.path()), Vec::<PathBuf>::new());
     }
 
     fn walk(dir: &Path) -> Vec<PathBuf> {
