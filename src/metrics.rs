@@ -325,7 +325,7 @@ impl Default for Metrics {
             ),
             (
                 "hooklake_score_keys_memory_bytes",
-                "Bytes of memory of lead scoring's recent contact-key records (at most about 16 MiB) and of the Bloom filter of the merged ones (1.25-2.5 bytes per key, 512 KiB at least).",
+                "Bytes of memory of lead scoring's recent contact-key records (at most about 16 MiB) and of the Bloom filters of the runs of merged ones (1.25-2.5 bytes per key in a run, 64 KiB at least per run).",
                 &g.score_keys_memory_bytes,
             ),
             (
@@ -745,7 +745,7 @@ mod tests {
             "hooklake_score_keys_memory_bytes",
             "gauge",
             &[],
-            "Bytes of memory of lead scoring's recent contact-key records (at most about 16 MiB) and of the Bloom filter of the merged ones (1.25-2.5 bytes per key, 512 KiB at least).",
+            "Bytes of memory of lead scoring's recent contact-key records (at most about 16 MiB) and of the Bloom filters of the runs of merged ones (1.25-2.5 bytes per key in a run, 64 KiB at least per run).",
         ),
         (
             "hooklake_dedup_ids",

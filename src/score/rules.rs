@@ -127,6 +127,19 @@ pub struct Counts {
 }
 
 impl Counts {
+    /// The six counts in their stored order (booked, cancelled, rescheduled, held, no-show,
+    /// won).
+    pub fn values(&self) -> [u32; 6] {
+        [
+            self.booked,
+            self.cancelled,
+            self.rescheduled,
+            self.held,
+            self.no_show,
+            self.won,
+        ]
+    }
+
     pub fn get(&self, counter: Counter) -> u32 {
         match counter {
             Counter::Booked => self.booked,

@@ -48,14 +48,7 @@ pub fn encode_counts(c: &Counts, out: &mut Vec<u8>) {
 }
 
 fn put_counts(c: &Counts, out: &mut Vec<u8>) {
-    for n in [
-        c.booked,
-        c.cancelled,
-        c.rescheduled,
-        c.held,
-        c.no_show,
-        c.won,
-    ] {
+    for n in c.values() {
         put_varint(out, u64::from(n));
     }
 }

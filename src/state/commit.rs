@@ -77,7 +77,7 @@ impl Store {
             let mut recent_keys = self.recent_keys_write();
             let (merge, keys_merged) =
                 self.commit_in(db, record, ids, states, &keys, &recent_keys.recent)?;
-            recent_keys.committed(db, keys_merged, &keys);
+            recent_keys.committed(keys_merged, &keys);
             drop(recent_keys);
             let mut index = self.index_write();
             if merge {
@@ -97,7 +97,8 @@ impl Store {
     }
 
     /// The transaction of [`Store::commit`]; returns whether it merged the recent ids into a
-    /// run, and whether it merged the recent key records (`recent_keys`) into their table.
+    /// run, and what it did to the runs of key records if it merged the recent ones
+    /// (`recent_keys`) into a run.
     fn commit_in(
         &self,
         db: &Database,
@@ -106,7 +107,7 @@ impl Store {
         states: &States,
         keys: &[(u128, KeyRecord)],
         recent_keys: &super::keys::Recent,
-    ) -> Result<(bool, bool), StoreError> {
+    ) -> Result<(bool, Option<super::keys::Merged>), StoreError> {
         let txn = db.begin_write().map_err(err("begin write"))?;
         {
             let mut table = txn.open_table(CALLS).map_err(err("open table"))?;

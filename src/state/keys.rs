@@ -4,29 +4,30 @@
 //!
 //! Two parts, like the dedup index. The records a flush changes go to `score_keys_recent`,
 //! all in one value keyed by a counter, and into a copy in memory that lookups read first.
-//! Once [`RECENT_MERGE_KEYS`] records are recent, a commit moves them, in hash order, into the
-//! hash-keyed table `score_key_records` and empties `score_keys_recent`. Real keys are random
-//! strings: inserted one at a time at every flush, each would land on a leaf of its own and
-//! the store would rewrite a page per key; a merge rewrites each leaf once for many keys.
-//! Stores of earlier versions kept owners (`score_keys`) and counts (`score_counts`) under the
-//! key text; opening such a store moves them into `score_key_records` and drops both.
+//! Once [`RECENT_MERGE_KEYS`] records are recent, a commit writes them, in hash order, as a new
+//! run (`keyruns.rs`: a table of blocks of records) and empties `score_keys_recent`; runs are
+//! tiered, four of a level merged into one of the next, so a record is rewritten once per
+//! level it climbs, where one table holding every merged record had most of its leaves
+//! rewritten at every merge (real keys are random strings, spread over the whole table).
+//! Stores of format 3 kept merged records in that one table (`score_key_records`), and earlier
+//! ones owners (`score_keys`) and counts (`score_counts`) under the key text; opening such a
+//! store makes them a run and drops the old tables.
 //! Invariant: the copy in memory is the records of `score_keys_recent` as committed, and
-//! changes only under the write lock taken before the commit that changes the table; a
-//! record in it is newer than the one of the same key in `score_key_records`.
+//! changes only under the write lock taken before the commit that changes the tables; a record
+//! in it is newer than any of the same key in a run.
 
 use std::collections::{BTreeMap, HashMap};
 
-use redb::{
-    ReadOnlyTable, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
-    TableError, WriteTransaction,
-};
+use redb::{ReadableTable, TableDefinition, TableError, WriteTransaction};
 
 use super::codec::{DecodeError, decode_binary};
-use super::{IdFilter, StoreError, err};
+use super::keyruns::{self, Finder, Run};
+use super::{StoreError, err};
 use crate::score::stored::{KeyRecord, decode_counts, put_record, read_record};
 
-/// Key hash -> the key's record (a format byte, then [`put_record`]'s form).
-pub(super) const RECORDS: TableDefinition<u128, &[u8]> = TableDefinition::new("score_key_records");
+/// Key hash -> the key's record (a format byte, then [`put_record`]'s form): where stores of
+/// format 3 kept the merged records; made a run when opened.
+const LEGACY_RECORDS: TableDefinition<u128, &[u8]> = TableDefinition::new("score_key_records");
 /// Counter -> the records one commit changed: a format byte, then each key's hash (16 bytes,
 /// little-endian) and record.
 pub(super) const RECENT: TableDefinition<u64, &[u8]> = TableDefinition::new("score_keys_recent");
@@ -35,7 +36,7 @@ const LEGACY_OWNERS: TableDefinition<&str, i64> = TableDefinition::new("score_ke
 /// Key text -> its counts (`score/stored.rs`), as earlier versions kept them.
 const LEGACY_COUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("score_counts");
 
-/// Recent records merged into `score_key_records` at once (their map in memory takes up to
+/// Recent records written as one run at once (their map in memory takes up to
 /// 16 MiB: 2^18 slots of 64 bytes; twice as many took 38 MiB more at the peak of a
 /// million-event replay, the merge's copies included).
 /// The library's own tests merge at 64, so that they cross merges.
@@ -47,69 +48,62 @@ const FORMAT: u8 = 1;
 /// The recent records, by key hash.
 pub type Recent = HashMap<u128, KeyRecord, ahash::RandomState>;
 
-/// The in-memory part: the recent records, and a filter of the hashes of `score_key_records`,
-/// which answers most lookups of keys never seen (a new contact's) without reading the table.
+/// The in-memory part: the recent records, and the runs, newest (highest id) first.
 pub(super) struct Memory {
     pub(super) recent: Recent,
-    pub(super) filter: IdFilter,
+    runs: Vec<Run>,
+}
+
+/// What a commit that merged did to the runs: those it wrote (with their filters) and the ids
+/// of those it merged away.
+#[derive(Default)]
+pub(super) struct Merged {
+    added: Vec<Run>,
+    removed: Vec<u64>,
 }
 
 impl Memory {
-    /// Bytes of memory the recent records' map and the filter take (the map's slots counted
-    /// whole, 64 bytes each: a key hash and its record).
+    /// Bytes of memory the recent records' map and the runs' filters take (the map's slots
+    /// counted whole, 64 bytes each: a key hash and its record).
     pub(super) fn bytes(&self) -> usize {
-        self.recent.capacity() * std::mem::size_of::<(u128, KeyRecord)>() + self.filter.bytes()
+        self.recent.capacity() * std::mem::size_of::<(u128, KeyRecord)>()
+            + self.runs.iter().map(|r| r.filter.bytes()).sum::<usize>()
     }
 
-    /// After a commit that recorded `records`: kept as recent, or, when it `merged`, moved
-    /// from recent into the filter. A full filter is rebuilt twice as large from `db`; if that
-    /// read fails, the full one stays (it still has every hash, and only answers "maybe"
-    /// more often).
-    pub(super) fn committed(
-        &mut self,
-        db: &redb::Database,
-        merged: bool,
-        records: &[(u128, KeyRecord)],
-    ) {
-        if !merged {
+    /// After a commit that recorded `records`: kept as recent, or, when it merged, the runs
+    /// follow what it did and the recent records are gone into them.
+    pub(super) fn committed(&mut self, merged: Option<Merged>, records: &[(u128, KeyRecord)]) {
+        let Some(merged) = merged else {
             self.recent.extend(records.iter().copied());
             return;
-        }
-        for hash in self.recent.keys().chain(records.iter().map(|(h, _)| h)) {
-            self.filter.insert(&hash.to_le_bytes());
-        }
+        };
         self.recent.clear();
-        if self.filter.is_full() {
-            let room = self.filter.capacity() * 2;
-            let rebuilt = db
-                .begin_read()
-                .map_err(err("begin read"))
-                .and_then(|txn| filter_of(&txn, room));
-            match rebuilt {
-                Ok(filter) => self.filter = filter,
-                Err(e) => tracing::warn!(error = %e, "cannot rebuild the filter of key records"),
-            }
+        self.runs.retain(|r| !merged.removed.contains(&r.id));
+        self.runs.extend(merged.added);
+        self.runs.sort_unstable_by_key(|r| std::cmp::Reverse(r.id));
+    }
+
+    /// How many records the runs hold.
+    pub(super) fn merged(&self) -> u64 {
+        self.runs.iter().map(|r| r.count).sum()
+    }
+
+    /// The runs of each level, for tests: (level, runs) in level order.
+    #[cfg(test)]
+    fn levels(&self) -> Vec<(u64, usize)> {
+        let mut out: BTreeMap<u64, usize> = BTreeMap::new();
+        for r in &self.runs {
+            *out.entry(r.level).or_default() += 1;
         }
+        out.into_iter().collect()
     }
 }
 
-/// How many records `score_key_records` holds in `txn`'s snapshot.
-pub(super) fn merged_count(txn: &redb::ReadTransaction) -> Result<u64, StoreError> {
-    records(txn)?.map_or(Ok(0), |t| t.len().map_err(err("read")))
-}
-
-/// A filter of every hash of `score_key_records` in `txn`, with room for `room` at least.
-fn filter_of(txn: &redb::ReadTransaction, room: usize) -> Result<IdFilter, StoreError> {
-    let Some(table) = records(txn)? else {
-        return Ok(IdFilter::with_capacity(room));
-    };
-    let held = usize::try_from(table.len().map_err(err("scan"))?).unwrap_or(usize::MAX);
-    let mut filter = IdFilter::with_capacity(room.max(held.saturating_mul(2)));
-    for entry in table.iter().map_err(err("scan"))? {
-        let (hash, _) = entry.map_err(err("scan"))?;
-        filter.insert(&hash.value().to_le_bytes());
-    }
-    Ok(filter)
+/// How many records the runs hold in `txn`'s snapshot.
+#[cfg(test)]
+fn merged_count(txn: &redb::ReadTransaction) -> Result<u64, StoreError> {
+    let runs = keyruns::list(&txn.open_table(keyruns::RUNS).map_err(err("open table"))?)?;
+    Ok(runs.iter().map(|(_, _, count)| count).sum())
 }
 
 /// The hash a key is stored under: XXH3's 128 bits, so that two keys of one store sharing a
@@ -143,23 +137,13 @@ fn batch(bytes: &[u8]) -> Result<Vec<(u128, KeyRecord)>, StoreError> {
     .map_err(damaged)
 }
 
-/// Reads one stored record of `score_key_records`.
+/// Reads one stored record of format 3's merged table.
 fn stored(bytes: &[u8]) -> Result<KeyRecord, StoreError> {
     decode_binary(bytes, FORMAT, "key record", read_record).map_err(damaged)
 }
 
-/// `score_key_records` in `txn`'s snapshot; none before the first merge.
-fn records(
-    txn: &redb::ReadTransaction,
-) -> Result<Option<ReadOnlyTable<u128, &'static [u8]>>, StoreError> {
-    match txn.open_table(RECORDS) {
-        Err(TableError::TableDoesNotExist(_)) => Ok(None),
-        other => other.map(Some).map_err(err("open table")),
-    }
-}
-
 /// The in-memory part of the store in `txn`: its recent records as committed (later batches
-/// replace earlier records) and the filter of the others.
+/// replace earlier records) and the runs with their filters (each run read once).
 pub(super) fn load(txn: &redb::ReadTransaction) -> Result<Memory, StoreError> {
     let mut recent = Recent::default();
     match txn.open_table(RECENT) {
@@ -175,50 +159,38 @@ pub(super) fn load(txn: &redb::ReadTransaction) -> Result<Memory, StoreError> {
             }
         }
     }
-    Ok(Memory {
-        recent,
-        // Room for two merges before the first rebuild (512 KiB).
-        filter: filter_of(txn, 2 * RECENT_MERGE_KEYS)?,
-    })
+    let runs = keyruns::load(txn)?;
+    Ok(Memory { recent, runs })
 }
 
 /// The records of `hashes`, in their order (none for a key never recorded): the recent copy
-/// first, then `score_key_records` of `txn`'s snapshot.
+/// first, then the runs of `txn`'s snapshot, newest first.
 pub(super) fn lookup(
     memory: &Memory,
     txn: &redb::ReadTransaction,
     hashes: &[u128],
 ) -> Result<Vec<Option<KeyRecord>>, StoreError> {
-    let table = records(txn)?;
+    let mut finder = Finder::new(&memory.runs);
     hashes
         .iter()
-        .map(|hash| {
-            if let Some(record) = memory.recent.get(hash) {
-                return Ok(Some(*record));
-            }
-            match &table {
-                Some(_) if !memory.filter.may_contain(&hash.to_le_bytes()) => Ok(None),
-                Some(table) => table
-                    .get(*hash)
-                    .map_err(err("read"))?
-                    .map(|bytes| stored(bytes.value()))
-                    .transpose(),
-                None => Ok(None),
-            }
+        .map(|hash| match memory.recent.get(hash) {
+            Some(record) => Ok(Some(*record)),
+            None => finder.find(txn, *hash),
         })
         .collect()
 }
 
 /// Records `records` (hash order not needed) in `txn`: appended to `score_keys_recent`, or,
-/// once the `recent` ones (the copy in memory) and they reach [`RECENT_MERGE_KEYS`], merged
-/// with every recent record into `score_key_records`. Returns whether it merged.
+/// once the `recent` ones (the copy in memory) and they reach [`RECENT_MERGE_KEYS`], written
+/// with every recent record as a new run, and the runs of any level that reaches four
+/// merged. Returns what it did to the runs when it merged.
 pub(super) fn write(
     txn: &WriteTransaction,
     recent: &Recent,
     records: &[(u128, KeyRecord)],
-) -> Result<bool, StoreError> {
+) -> Result<Option<Merged>, StoreError> {
     if records.is_empty() {
-        return Ok(false);
+        return Ok(None);
     }
     let mut table = txn.open_table(RECENT).map_err(err("open table"))?;
     if recent.len() + records.len() < RECENT_MERGE_KEYS {
@@ -235,10 +207,9 @@ pub(super) fn write(
         table
             .insert(next, value.as_slice())
             .map_err(err("insert"))?;
-        return Ok(false);
+        return Ok(None);
     }
-    // The newest record of each key, this commit's else the recent one, in hash order: each
-    // leaf is rewritten once.
+    // The newest record of each key, this commit's else the recent one, in hash order.
     let mut mine = records.to_vec();
     // Stable, then reversed: the last given of a key's records stays.
     mine.sort_by_key(|(hash, _)| *hash);
@@ -253,35 +224,26 @@ pub(super) fn write(
     );
     newest.append(&mut mine);
     newest.sort_unstable_by_key(|(hash, _)| *hash);
-    put_all(txn, newest)?;
+    let run = keyruns::write(txn, 0, newest.len() as u64, newest.into_iter().map(Ok))?;
     table.retain(|_, _| false).map_err(err("clear"))?;
-    Ok(true)
-}
-
-/// Inserts records into `score_key_records`, in the order given.
-fn put_all(
-    txn: &WriteTransaction,
-    records: impl IntoIterator<Item = (u128, KeyRecord)>,
-) -> Result<(), StoreError> {
-    let mut table = txn.open_table(RECORDS).map_err(err("open table"))?;
-    let mut bytes = Vec::with_capacity(32);
-    for (hash, record) in records {
-        bytes.clear();
-        bytes.push(FORMAT);
-        put_record(&record, &mut bytes);
-        table
-            .insert(hash, bytes.as_slice())
-            .map_err(err("insert"))?;
+    let (mut added, removed) = keyruns::cascade(txn)?;
+    if !removed.contains(&run.id) {
+        added.push(run);
     }
-    Ok(())
+    Ok(Some(Merged { added, removed }))
 }
 
-/// Moves an earlier version's owners and counts, kept under the key text, into
-/// `score_key_records`, and drops their tables.
+/// Makes the records of earlier versions a run: those of format 3's merged table, or those
+/// kept under the key text (owners and counts, in two tables) before; drops the old tables.
 pub(super) fn migrate(txn: &WriteTransaction) -> Result<(), StoreError> {
     let mut all: BTreeMap<u128, KeyRecord> = BTreeMap::new();
     {
         // Opened for writing, a table that does not exist is created, empty, and dropped below.
+        let merged = txn.open_table(LEGACY_RECORDS).map_err(err("open table"))?;
+        for entry in merged.iter().map_err(err("scan"))? {
+            let (hash, bytes) = entry.map_err(err("scan"))?;
+            all.insert(hash.value(), stored(bytes.value())?);
+        }
         let owners = txn.open_table(LEGACY_OWNERS).map_err(err("open table"))?;
         for entry in owners.iter().map_err(err("scan"))? {
             let (key, owner) = entry.map_err(err("scan"))?;
@@ -294,12 +256,21 @@ pub(super) fn migrate(txn: &WriteTransaction) -> Result<(), StoreError> {
             all.entry(key_hash(key.value())).or_default().counts = counts;
         }
     }
+    txn.open_table(keyruns::RUNS).map_err(err("create table"))?;
     if !all.is_empty() {
-        put_all(txn, all)?;
+        // The oldest records: a level above any run yet (a store of format 3 has none), at
+        // the level its size would have reached.
+        let mut level = 0;
+        while (RECENT_MERGE_KEYS as u64) << (2 * level) < all.len() as u64 && level < 16 {
+            level += 1;
+        }
+        keyruns::write(txn, level, all.len() as u64, all.into_iter().map(Ok))?;
     }
     txn.delete_table(LEGACY_OWNERS)
         .map_err(err("delete table"))?;
     txn.delete_table(LEGACY_COUNTS)
+        .map_err(err("delete table"))?;
+    txn.delete_table(LEGACY_RECORDS)
         .map_err(err("delete table"))?;
     Ok(())
 }
@@ -311,6 +282,7 @@ mod tests {
     use crate::score::rules::Counts;
     use crate::state::testutil::flush;
     use crate::state::{States, Store};
+    use redb::{ReadableDatabase, ReadableTableMetadata, TableHandle};
 
     fn record(owner: Option<i64>, booked: u32) -> KeyRecord {
         KeyRecord {
@@ -343,8 +315,7 @@ mod tests {
         let db = store.db().unwrap();
         let txn = db.begin_read().unwrap();
         let recent = txn.open_table(RECENT).unwrap().len().unwrap() as usize;
-        let merged = txn.open_table(RECORDS).map_or(0, |t| t.len().unwrap());
-        (recent, merged)
+        (recent, merged_count(&txn).unwrap())
     }
 
     #[test]
@@ -430,24 +401,67 @@ mod tests {
     }
 
     #[test]
-    fn a_filter_that_fills_is_rebuilt_larger_with_every_merged_key() {
+    fn runs_merge_level_by_level_and_every_key_keeps_its_newest_record() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("state.redb")).unwrap();
-        let room = store.recent_keys_read().filter.capacity();
-        // More keys than the smallest filter holds, in commits of 1 000 (each merges).
-        let n = room + 5_000;
-        for (seq, chunk) in (0..n).collect::<Vec<_>>().chunks(1_000).enumerate() {
-            let records: Vec<(String, KeyRecord)> = chunk
-                .iter()
-                .map(|i| (format!("p:{i}"), record(Some(*i as i64), 1)))
+        let path = dir.path().join("state.redb");
+        let store = Store::open(&path).unwrap();
+        // 21 commits of 64 keys, each a merge (64 in tests): 16 runs of level 0 make four of
+        // level 1, which make one of level 2; five more stay at level 0 and 1. Every commit
+        // after the first also rewrites key 0 of the first commit and key 1 of the one before.
+        let mut want: BTreeMap<String, KeyRecord> = BTreeMap::new();
+        for seq in 1..=21u64 {
+            let mut records: Vec<(String, KeyRecord)> = (0..62)
+                .map(|i| (format!("p:{seq}-{i}"), record(Some(i), seq as u32)))
                 .collect();
-            commit(&store, seq as u64 + 1, &records);
+            if seq > 1 {
+                records.push(("p:1-0".into(), record(Some(-1), 100 + seq as u32)));
+                records.push((format!("p:{}-1", seq - 1), record(Some(-2), seq as u32)));
+            } else {
+                records.push(("p:extra-a".into(), record(None, 1)));
+                records.push(("p:extra-b".into(), record(None, 2)));
+            }
+            for (k, r) in &records {
+                want.insert(k.clone(), *r);
+            }
+            commit(&store, seq, &records);
         }
-        assert!(store.recent_keys_read().filter.capacity() > room);
-        assert!(!store.recent_keys_read().filter.is_full());
-        let keys: Vec<String> = (0..n).step_by(97).map(|i| format!("p:{i}")).collect();
-        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-        assert!(found(&store, &refs).iter().all(Option::is_some));
+        assert_eq!(
+            store.recent_keys_read().levels(),
+            vec![(0, 1), (1, 1), (2, 1)],
+            "21 runs of level 0: 16 merged twice, 4 once, 1 not"
+        );
+        let check = |store: &Store| {
+            let keys: Vec<&str> = want.keys().map(String::as_str).collect();
+            let records = found(store, &keys);
+            for ((key, want), record) in want.iter().zip(records) {
+                assert_eq!(record, Some(*want), "{key}");
+            }
+            assert_eq!(found(store, &["p:22-0", "p:0-0"]), vec![None, None]);
+        };
+        check(&store);
+        // Merged away runs leave no tables.
+        {
+            let db = store.db().unwrap();
+            let txn = db.begin_read().unwrap();
+            let tables: Vec<String> = txn
+                .list_tables()
+                .unwrap()
+                .map(|t| t.name().to_string())
+                .filter(|n| n.starts_with("score_key_run_"))
+                .collect();
+            assert_eq!(tables.len(), 3, "{tables:?}");
+            // A key is in each run it was written to: 994 keys of the first 16 commits (with
+            // the two extra), 250 of the next 4 (with p:1-0 and p:16-1), 64 of the last.
+            assert_eq!(merged_count(&txn).unwrap(), 994 + 250 + 64);
+            assert_eq!(store.recent_keys_read().merged(), 994 + 250 + 64);
+        }
+        drop(store);
+        let store = Store::open(&path).unwrap();
+        assert_eq!(
+            store.recent_keys_read().levels(),
+            vec![(0, 1), (1, 1), (2, 1)]
+        );
+        check(&store);
     }
 
     #[test]
@@ -490,6 +504,49 @@ mod tests {
         ] {
             assert!(matches!(gone, Some(TableError::TableDoesNotExist(_))));
         }
+    }
+
+    #[test]
+    fn the_merged_records_of_a_format_3_store_become_the_oldest_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.redb");
+        {
+            // What format 3 wrote: merged records in one hash-keyed table, recent ones apart.
+            let db = redb::Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut merged = txn.open_table(LEGACY_RECORDS).unwrap();
+                for (key, r) in [("e:a@x.io", record(Some(7), 2)), ("c:9", record(None, 3))] {
+                    let mut bytes = vec![FORMAT];
+                    put_record(&r, &mut bytes);
+                    merged.insert(key_hash(key), bytes.as_slice()).unwrap();
+                }
+            }
+            txn.commit().unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.recent_keys_read().levels(), vec![(0, 1)]);
+        assert_eq!(
+            found(&store, &["e:a@x.io", "c:9", "e:b@x.io"]),
+            vec![Some(record(Some(7), 2)), Some(record(None, 3)), None]
+        );
+        // A newer record of one of its keys wins once merged in turn.
+        let newer = [("e:a@x.io".to_string(), record(Some(7), 5))];
+        let mut batch: Vec<(String, KeyRecord)> = (0..RECENT_MERGE_KEYS)
+            .map(|i| (format!("p:{i}"), record(Some(i as i64), 1)))
+            .collect();
+        batch.extend(newer.iter().cloned());
+        commit(&store, 1, &batch);
+        assert_eq!(
+            found(&store, &["e:a@x.io", "c:9"]),
+            vec![Some(record(Some(7), 5)), Some(record(None, 3))]
+        );
+        let db = store.db().unwrap();
+        let txn = db.begin_read().unwrap();
+        assert!(matches!(
+            txn.open_table(LEGACY_RECORDS).err(),
+            Some(TableError::TableDoesNotExist(_))
+        ));
     }
 
     #[test]

@@ -305,11 +305,12 @@ impl Store {
     }
 }
 
-/// The store format this version writes: 3 since lead scoring's key records are kept by hash
-/// (`keys.rs`; a version of format 2 would not find them, and refuses the store); 2 since the
+/// The store format this version writes: 4 since lead scoring's merged key records are kept in
+/// tiered runs (`keys.rs`; a version of format 3 would not find them, and refuses the store);
+/// 3 since they are kept by hash (a version of format 2 would not find them); 2 since the
 /// dedup index is kept in runs. Versions before 2 wrote no number (and do not check it: a
 /// store opened by one of them afterwards loses the runs from its lookups).
-pub(super) const FORMAT: u64 = 3;
+pub(super) const FORMAT: u64 = 4;
 
 /// Refuses a store of a later format than this version knows, then records [`FORMAT`].
 fn check_format(txn: &redb::WriteTransaction) -> Result<(), StoreError> {

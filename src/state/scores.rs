@@ -76,16 +76,15 @@ impl Store {
     }
 
     /// How many key records a commit adding `records` writes: those, unless it merges the
-    /// recent ones into their table, which rewrites every record of it (`keys.rs`).
+    /// recent ones into a run (`keys.rs`); then at most every record of every run as well,
+    /// which bounds the runs a merge of levels rewrites.
     pub fn key_records_by_commit(&self, records: usize) -> Result<u64, StoreError> {
-        let recent = self.recent_keys_read().recent.len();
+        let memory = self.recent_keys_read();
+        let recent = memory.recent.len();
         if records == 0 || recent + records < keys::RECENT_MERGE_KEYS {
             return Ok(records as u64);
         }
-        self.with_db(|db| {
-            let txn = db.begin_read().map_err(err("begin read"))?;
-            Ok(keys::merged_count(&txn)? + (recent + records) as u64)
-        })
+        Ok(memory.merged() + (recent + records) as u64)
     }
 
     /// Bytes of memory of lead scoring's recent key records and key filter (`keys.rs`).
