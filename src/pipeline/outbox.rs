@@ -22,8 +22,9 @@ use super::Pipeline;
 /// Most attempts one flush writes (the rest wait for the next).
 pub(super) const ATTEMPTS_PER_FLUSH: usize = 100_000;
 
-/// A flush's view of contacts: the states and key owners it advanced, else the store's. A store error is kept
-/// (the first one), and fails the flush: a fact must not lose its contact, and so its filter.
+/// A flush's view of contacts: the states and key owners it advanced, else the store's. A store
+/// error is kept (the first one), and fails the flush: a fact must not lose its contact, and so
+/// its filter.
 struct FlushContacts<'a> {
     states: &'a ContactStates,
     records: &'a crate::score::Map<crate::score::KeyHash, KeyRecord>,

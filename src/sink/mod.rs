@@ -230,23 +230,18 @@ impl Sink {
         beside: impl FnOnce() -> Result<(Tables, R), E> + Send,
     ) -> Result<(Vec<FileWritten>, Tables, R), E> {
         let mut staged = Vec::new();
-        let mut made = None;
         let result = self
-            .stage_all(tables, flush_seq, beside, &mut made, &mut staged)
-            .and_then(|()| {
+            .stage_all(tables, flush_seq, beside, &mut staged)
+            .and_then(|made| {
                 self.sync_files(staged.iter().map(|s| s.tmp.as_path()))
-                    .map_err(E::from)
+                    .map_err(E::from)?;
+                // Workers finish in any order; files are published and reported in path order.
+                staged.sort_by(|a, b| a.final_path.cmp(&b.final_path));
+                let files = self.publish(std::mem::take(&mut staged)).map_err(E::from)?;
+                Ok((files, made))
             });
-        let published = result.and_then(|()| {
-            // Workers finish in any order; files are published and reported in path order.
-            staged.sort_by(|a, b| a.final_path.cmp(&b.final_path));
-            self.publish(std::mem::take(&mut staged)).map_err(E::from)
-        });
-        match published {
-            Ok(files) => {
-                let (more, r) = made.expect("no worker failed, so every job ran, beside too");
-                Ok((files, more, r))
-            }
+        match result {
+            Ok((files, (more, r))) => Ok((files, more, r)),
             Err(e) => {
                 for s in &staged {
                     let _ = fs::remove_file(&s.tmp);
@@ -258,15 +253,14 @@ impl Sink {
 
     /// Stages every table on `settings.threads` workers (encoding and compressing is most of a
     /// flush's time): they take the tables from a queue, largest first, with `beside` and the
-    /// tables it makes second.
+    /// tables it makes second. Returns what `beside` made.
     fn stage_all<R: Send, E: From<SinkError> + Send>(
         &self,
         t: &Tables,
         flush_seq: u64,
         beside: impl FnOnce() -> Result<(Tables, R), E> + Send,
-        made: &mut Option<(Tables, R)>,
         staged: &mut Vec<Staged>,
-    ) -> Result<(), E> {
+    ) -> Result<(Tables, R), E> {
         let made_slot = std::sync::Mutex::new(None);
         let beside: Job<'_, E> = Box::new(|out: &mut Vec<Staged>| {
             let (more, r) = beside()?;
@@ -306,8 +300,8 @@ impl Sink {
             result = result.and(worker);
         }
         drop(queue);
-        *made = made_slot.into_inner().unwrap_or_else(|p| p.into_inner());
-        result
+        let made = made_slot.into_inner().unwrap_or_else(|p| p.into_inner());
+        result.map(|()| made.expect("no worker failed, so every job ran, beside too"))
     }
 
     /// Stages every table of `t` on this thread.

@@ -14,6 +14,7 @@
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
 use super::filter::IdFilter;
+use super::runs::list;
 use super::{StoreError, err};
 use crate::score::rules::Counts;
 use crate::score::stored::KeyRecord;
@@ -98,19 +99,6 @@ fn checked(block: &[u8]) -> Result<&[u8], StoreError> {
         )));
     }
     Ok(block)
-}
-
-/// Every run of `table` (`score_key_runs`) as (id, level, records), oldest first.
-pub(super) fn list(
-    table: &impl ReadableTable<u64, (u64, u64)>,
-) -> Result<Vec<(u64, u64, u64)>, StoreError> {
-    let mut out = Vec::new();
-    for entry in table.iter().map_err(err("scan"))? {
-        let (id, meta) = entry.map_err(err("scan"))?;
-        let (level, count) = meta.value();
-        out.push((id.value(), level, count));
-    }
-    Ok(out)
 }
 
 /// Every run of `txn`'s snapshot with its filter (each run read once), newest first.

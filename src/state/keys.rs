@@ -102,7 +102,7 @@ impl Memory {
 /// How many records the runs hold in `txn`'s snapshot.
 #[cfg(test)]
 fn merged_count(txn: &redb::ReadTransaction) -> Result<u64, StoreError> {
-    let runs = keyruns::list(&txn.open_table(keyruns::RUNS).map_err(err("open table"))?)?;
+    let runs = super::runs::list(&txn.open_table(keyruns::RUNS).map_err(err("open table"))?)?;
     Ok(runs.iter().map(|(_, _, count)| count).sum())
 }
 

@@ -25,8 +25,9 @@
 //! parts have files of their own: `open.rs` (the file, its format and conversion, the re-open
 //! after an I/O error), `index.rs` (the dedup index, over `runs.rs` and `filter.rs`),
 //! `states.rs` (contact and call states), `scores.rs` (lead scores), `keys.rs` (the records
-//! of lead scoring's contact keys: owners and counts; their runs in `keyruns.rs`), `outbox.rs` (workflow triggers' facts
-//! waiting for delivery, and the attempts made) and `commit.rs` (the commit of a flush).
+//! of lead scoring's contact keys: owners and counts; their runs in `keyruns.rs`), `outbox.rs`
+//! (workflow triggers' facts waiting for delivery, and the attempts made) and `commit.rs` (the
+//! commit of a flush).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU8};

@@ -35,8 +35,11 @@ const FANOUT: usize = 4;
 const FIRST: [u8; 16] = [0; 16];
 const LAST: [u8; 16] = [0xff; 16];
 
-/// Every run as (run, level, ids), oldest first.
-fn list(table: &impl ReadableTable<u64, (u64, u64)>) -> Result<Vec<(u64, u64, u64)>, StoreError> {
+/// Every run of a table listing runs (this index's, or lead scoring's key records': `keyruns.rs`)
+/// as (run, level, entries), oldest first.
+pub(super) fn list(
+    table: &impl ReadableTable<u64, (u64, u64)>,
+) -> Result<Vec<(u64, u64, u64)>, StoreError> {
     let mut out = Vec::new();
     for entry in table.iter().map_err(err("scan"))? {
         let (run, meta) = entry.map_err(err("scan"))?;

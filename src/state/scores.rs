@@ -87,7 +87,7 @@ impl Store {
         Ok(memory.merged() + (recent + records) as u64)
     }
 
-    /// Bytes of memory of lead scoring's recent key records and key filter (`keys.rs`).
+    /// Bytes of memory of lead scoring's recent key records and its runs' filters (`keys.rs`).
     pub fn score_keys_memory_bytes(&self) -> usize {
         self.recent_keys_read().bytes()
     }

@@ -700,7 +700,7 @@ async fn health_readiness_and_metrics() {
             && after.contains("\nhooklake_dedup_filter_bytes 65536\n"),
         "{after}"
     );
-    // Lead scoring's recent key records of the flushed contacts (a few slots of 32 bytes), and
+    // Lead scoring's recent key records of the flushed contacts (a few slots of 64 bytes), and
     // no run's filter yet.
     let key_bytes: u64 = after
         .lines()
