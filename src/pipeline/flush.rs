@@ -379,7 +379,24 @@ impl Pipeline {
                     ..Default::default()
                 };
                 lap(&mut stages.load_ms);
-                flatten::changes::track_with(&mut tables, &mut states.contacts, options.threads);
+                let rules = scoring.as_ref().filter(|_| role != Role::Ingest);
+                // What lead scoring needs of each contact's state is taken as it is tracked.
+                let seen = match rules {
+                    Some(rules) => flatten::changes::track_then(
+                        &mut tables,
+                        &mut states.contacts,
+                        options.threads,
+                        &|id, state| crate::score::Seen::of(rules, id, state),
+                    ),
+                    None => {
+                        flatten::changes::track_with(
+                            &mut tables,
+                            &mut states.contacts,
+                            options.threads,
+                        );
+                        Vec::new()
+                    }
+                };
                 flatten::changes::track_calls(&mut tables, &mut states.calls);
                 lap(&mut stages.track_ms);
                 // Delivery attempts recorded since the last flush.
@@ -397,7 +414,6 @@ impl Pipeline {
                 if leftovers {
                     sink.remove_uncommitted(committed)?;
                 }
-                let rules = scoring.as_ref().filter(|_| role != Role::Ingest);
                 // Nothing is written without room for all of it (disk.rs prices each part).
                 // Lead scores are made while the files are written, so their part is priced
                 // by bounds: a row's date is that of one of the flush's events, and the key
@@ -443,6 +459,7 @@ impl Pipeline {
                     let (scored, rows) = crate::score::apply(
                         &tables,
                         &states.contacts,
+                        &seen,
                         rules,
                         &store,
                         options.threads,

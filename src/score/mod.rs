@@ -230,6 +230,26 @@ fn contact_keys(id: i64, state: &ContactState) -> ContactKeys {
     }
 }
 
+/// What scoring needs of a contact's state: its keys and which attribute rules hold. Change
+/// tracking takes it from each state it advanced, while the state is in the processor's cache
+/// ([`crate::flatten::changes::track_then`]); scoring reads a state itself only for a contact
+/// a call or outcome brought in.
+#[derive(Debug, Clone, Copy)]
+pub struct Seen {
+    keys: ContactKeys,
+    held: Option<rules::AttributesHeld>,
+}
+
+impl Seen {
+    /// What `rules` need of the state of contact `id`.
+    pub fn of(rules: &Rules, id: i64, state: &ContactState) -> Seen {
+        Seen {
+            keys: contact_keys(id, state),
+            held: rules.attributes_held(state),
+        }
+    }
+}
+
 /// Contacts below this many are keyed and scored on the calling thread alone.
 const PARALLEL_FROM: usize = 512;
 
@@ -243,13 +263,14 @@ struct Added<'r> {
 }
 
 /// Scores the contacts the flush's rows touch: `contacts` are the states after change
-/// tracking (of the contacts with rows in `tables`); other contacts whose calls or outcomes
-/// are in the flush are read from `store`. Returns what the flush's commit records and the
-/// `lead_scores` rows. Contacts are keyed and scored on up to `threads` threads
-/// (reading their states is most of the time).
+/// tracking (of the contacts with rows in `tables`), with what change tracking saw of each
+/// (`seen`, [`Seen::of`]); other contacts whose calls or outcomes are in the flush are read
+/// from `store`. Returns what the flush's commit records and the `lead_scores` rows. Contacts
+/// are scored on up to `threads` threads.
 pub fn apply(
     tables: &Tables,
     contacts: &crate::flatten::changes::ContactStates,
+    seen: &[(i64, Seen)],
     rules: &Rules,
     store: &Store,
     threads: usize,
@@ -343,16 +364,20 @@ pub fn apply(
     }
     let mut touched: Vec<i64> = to_score.keys().copied().collect();
     touched.sort_unstable();
-    // Each contact's keys, made once (they lower-case an email and hash).
     let parts = |n: usize| if n >= PARALLEL_FROM { threads } else { 1 };
-    let keys_of: Map<i64, ContactKeys> =
-        crate::parallel::map_slice(&touched, parts(touched.len()), |id| {
-            contacts
-                .get(id)
-                .map(|state| (*id, contact_keys(*id, state)))
-        })
-        .into_iter()
-        .flatten()
+    // Each contact's keys and attribute rules, as change tracking saw them, or else from its
+    // state.
+    let mut seen_of: Map<i64, Seen> = seen.iter().copied().collect();
+    for id in &touched {
+        if !seen_of.contains_key(id) {
+            if let Some(state) = contacts.get(id) {
+                seen_of.insert(*id, Seen::of(rules, *id, state));
+            }
+        }
+    }
+    let keys_of: Map<i64, ContactKeys> = touched
+        .iter()
+        .filter_map(|id| Some((*id, seen_of.get(id)?.keys)))
         .collect();
     // One read for the touched contacts: their scores, and the records of their keys and of
     // the keys of this flush's calls and outcomes.
@@ -402,9 +427,14 @@ pub fn apply(
             .filter(|id| !contacts.contains_key(id)),
     )?;
     let state_of = |id: &i64| contacts.get(id).or_else(|| others.get(id));
+    for id in &brought {
+        if let Some(state) = state_of(id) {
+            seen_of.insert(*id, Seen::of(rules, *id, state));
+        }
+    }
     let brought_keys: Map<i64, ContactKeys> = brought
         .iter()
-        .filter_map(|id| state_of(id).map(|state| (*id, contact_keys(*id, state))))
+        .filter_map(|id| Some((*id, seen_of.get(id)?.keys)))
         .collect();
     let keys_for = |id: &i64| keys_of.get(id).or_else(|| brought_keys.get(id));
     let mut more: Vec<KeyHash> = brought_keys
@@ -440,7 +470,7 @@ pub fn apply(
     let work: Vec<(i64, Option<ScoreState>)> =
         ids.iter().map(|id| (*id, scores.remove(id))).collect();
     let score_one = |(id, before): (i64, Option<ScoreState>)| {
-        let state = state_of(&id)?;
+        let saw = seen_of.get(&id)?;
         let latest = to_score[&id];
         // Its own key's counts, and those of the keys it owns.
         let total = keys_for(&id)
@@ -464,7 +494,10 @@ pub fn apply(
             ),
             None => (None, None),
         };
-        let (evaluation, replaced) = rules.reevaluate_contact(state, &total, last);
+        let (evaluation, replaced) = match saw.held {
+            Some(held) => rules.reevaluate_held(held, &total, last),
+            None => rules.reevaluate_contact(state_of(&id)?, &total, last),
+        };
         let seen = before.as_ref().map(|(revision, ..)| *revision);
         let (last_activity_us, last_event_id, last_event_type) = match before {
             Some((_, at, id, kind)) if at > latest.event_time.0 => (at, id, kind),

@@ -208,6 +208,11 @@ pub struct Rules {
     half_life_days: f64,
 }
 
+/// Which of a rule set's attribute rules hold for a contact, as bits: rule `i` is bit `i`
+/// ([`Rules::attributes_held`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttributesHeld(u128);
+
 /// A contact's score: the rules that matched (id, points), the sum of their points, and the
 /// score (the sum, decayed if asked, clamped) with its band.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -286,16 +291,48 @@ impl Rules {
         counts: &Counts,
         last: Option<Evaluation>,
     ) -> (Evaluation, Option<Evaluation>) {
-        let value = |a: &Attribute| state.get(a);
-        // Which rules hold, as bits, when there are few enough rules for a mask.
-        if self.rules.len() > 128 {
-            return (self.evaluate_with(value, counts), last);
+        match self.attributes_held(state) {
+            Some(held) => self.reevaluate_held(held, counts, last),
+            None => (
+                self.evaluate_with(|a: &Attribute| state.get(a), counts),
+                last,
+            ),
         }
+    }
+
+    /// Which attribute rules hold for a contact, as bits (rule `i` is bit `i`): what a
+    /// reevaluation needs of its state. `None` when there are too many rules for a mask.
+    pub fn attributes_held(&self, state: &ContactState) -> Option<AttributesHeld> {
+        if self.rules.len() > 128 {
+            return None;
+        }
+        let value = |a: &Attribute| state.get(a);
         let mut held = 0u128;
+        for (i, (_, _, c)) in self.rules.iter().enumerate() {
+            if !matches!(c, Condition::Count(..)) && holds(c, &value, &Counts::default()) {
+                held |= 1 << i;
+            }
+        }
+        Some(AttributesHeld(held))
+    }
+
+    /// [`Rules::reevaluate_contact`] for a contact whose attribute rules `held`
+    /// ([`Rules::attributes_held`] of its state).
+    pub fn reevaluate_held(
+        &self,
+        held: AttributesHeld,
+        counts: &Counts,
+        last: Option<Evaluation>,
+    ) -> (Evaluation, Option<Evaluation>) {
+        let mut held = held.0;
         let mut points = 0i64;
         for (i, (_, p, c)) in self.rules.iter().enumerate() {
-            if holds(c, &value, counts) {
-                held |= 1 << i;
+            if let Condition::Count(counter, above, below) = c {
+                if between(f64::from(counts.get(*counter)), above, below) {
+                    held |= 1 << i;
+                }
+            }
+            if held >> i & 1 == 1 {
                 points += p;
             }
         }
@@ -434,14 +471,16 @@ fn condition(rule: &RuleConfig) -> Result<Condition, RuleError> {
     }
 }
 
+/// Whether `x` is above `above` and below `below` (each bound optional).
+fn between(x: f64, above: &Option<f64>, below: &Option<f64>) -> bool {
+    above.is_none_or(|a| x > a) && below.is_none_or(|b| x < b)
+}
+
 fn holds<'a>(
     c: &Condition,
     value: &impl Fn(&Attribute) -> Option<&'a str>,
     counts: &Counts,
 ) -> bool {
-    let between = |x: f64, above: &Option<f64>, below: &Option<f64>| {
-        above.is_none_or(|a| x > a) && below.is_none_or(|b| x < b)
-    };
     match c {
         Condition::Equals(a, v) => value(a).is_some_and(|x| x.eq_ignore_ascii_case(v)),
         Condition::In(a, set) => {

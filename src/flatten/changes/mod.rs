@@ -703,6 +703,19 @@ type FastMap<K, V> = HashMap<K, V, ahash::RandomState>;
 /// whose id falls in its share, with their states. Gives the same rows (in another order) and
 /// the same states as one thread.
 pub fn track_with(tables: &mut Tables, states: &mut ContactStates, threads: usize) {
+    track_then(tables, states, threads, &|_, _| ());
+}
+
+/// [`track_with`], then `then` applied to the new state of each contact with rows in the
+/// batch, by the thread that tracked it, right after its share: while the states are still in
+/// the processor's cache (lead scoring reads a few attributes of each). Returns its results, by
+/// contact id, in no particular order.
+pub fn track_then<S: Send>(
+    tables: &mut Tables,
+    states: &mut ContactStates,
+    threads: usize,
+    then: &(impl Fn(i64, &ContactState) -> S + Sync),
+) -> Vec<(i64, S)> {
     let mut rows = std::mem::take(&mut tables.contact_events);
     let params = RowPairs::of(
         &rows,
@@ -717,11 +730,14 @@ pub fn track_with(tables: &mut Tables, states: &mut ContactStates, threads: usiz
         |a| Some((a.question.as_deref()?, a.response.as_deref()?)),
     );
     let threads = threads.max(1);
-    let (changes, transitions) = if threads == 1 {
+    let (changes, transitions, after) = if threads == 1 {
         let mut rows: Vec<&mut ContactEventRow> = rows.iter_mut().collect();
         let indices: Vec<usize> = (0..rows.len()).collect();
         let order = in_time_order(&rows);
-        track_rows(&mut rows, &indices, &order, (&params, &answers), states)
+        let (changes, transitions) =
+            track_rows(&mut rows, &indices, &order, (&params, &answers), states);
+        let after = apply_then(&rows, states, then);
+        (changes, transitions, after)
     } else {
         // Each thread takes the rows (by reference) and states of its share of the contacts.
         let share = |id: Option<i64>| id.map_or(0, |id| id.rem_euclid(threads as i64) as usize);
@@ -739,19 +755,36 @@ pub fn track_with(tables: &mut Tables, states: &mut ContactStates, threads: usiz
             let order = in_time_order(&rows);
             let (changes, transitions) =
                 track_rows(&mut rows, &indices, &order, pairs, &mut group_states);
-            (changes, transitions, group_states)
+            let after = apply_then(&rows, &group_states, then);
+            (changes, transitions, group_states, after)
         });
-        let (mut changes, mut transitions) = (Vec::new(), Vec::new());
-        for (mut c, mut t, group_states) in done {
+        let (mut changes, mut transitions, mut after) = (Vec::new(), Vec::new(), Vec::new());
+        for (mut c, mut t, group_states, mut a) in done {
             changes.append(&mut c);
             transitions.append(&mut t);
+            after.append(&mut a);
             states.extend(group_states);
         }
-        (changes, transitions)
+        (changes, transitions, after)
     };
     tables.attribute_changes = changes;
     tables.status_transitions = transitions;
     tables.contact_events = rows;
+    after
+}
+
+/// `then` applied to the state of each contact with rows among `rows`, once each.
+fn apply_then<S>(
+    rows: &[&mut ContactEventRow],
+    states: &ContactStates,
+    then: &impl Fn(i64, &ContactState) -> S,
+) -> Vec<(i64, S)> {
+    let mut ids: Vec<i64> = rows.iter().filter_map(|r| r.contact_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids.into_iter()
+        .filter_map(|id| Some((id, then(id, states.get(&id)?))))
+        .collect()
 }
 
 /// One thread's share of a batch: its rows, their indices in the batch, and their states.
@@ -1125,7 +1158,22 @@ mod tests {
             let mut seen = Vec::new();
             for batch in [&a, &b] {
                 let mut tables = crate::flatten::flatten(batch);
-                track_with(&mut tables, &mut states, threads);
+                let mut after = track_then(&mut tables, &mut states, threads, &|id, state| {
+                    (id, format!("{state:?}"))
+                });
+                // Each contact with rows in the batch once, with its state after the batch.
+                after.sort();
+                let mut ids: Vec<i64> = tables
+                    .contact_events
+                    .iter()
+                    .filter_map(|r| r.contact_id)
+                    .collect();
+                ids.sort_unstable();
+                ids.dedup();
+                assert_eq!(after.iter().map(|(id, _)| *id).collect::<Vec<_>>(), ids);
+                for (id, (same, state)) in &after {
+                    assert_eq!((same, state), (id, &format!("{:?}", states[id])));
+                }
                 let mut changes: Vec<String> = tables
                     .attribute_changes
                     .iter()
