@@ -369,10 +369,10 @@ pub fn apply(
     // state.
     let mut seen_of: Map<i64, Seen> = seen.iter().copied().collect();
     for id in &touched {
-        if !seen_of.contains_key(id) {
-            if let Some(state) = contacts.get(id) {
-                seen_of.insert(*id, Seen::of(rules, *id, state));
-            }
+        if !seen_of.contains_key(id)
+            && let Some(state) = contacts.get(id)
+        {
+            seen_of.insert(*id, Seen::of(rules, *id, state));
         }
     }
     let keys_of: Map<i64, ContactKeys> = touched

@@ -327,10 +327,10 @@ impl Rules {
         let mut held = held.0;
         let mut points = 0i64;
         for (i, (_, p, c)) in self.rules.iter().enumerate() {
-            if let Condition::Count(counter, above, below) = c {
-                if between(f64::from(counts.get(*counter)), above, below) {
-                    held |= 1 << i;
-                }
+            if let Condition::Count(counter, above, below) = c
+                && between(f64::from(counts.get(*counter)), above, below)
+            {
+                held |= 1 << i;
             }
             if held >> i & 1 == 1 {
                 points += p;
