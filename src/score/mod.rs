@@ -498,7 +498,7 @@ pub fn apply(
             Some(held) => rules.reevaluate_held(held, &total, last),
             None => rules.reevaluate_contact(state_of(&id)?, &total, last),
         };
-        let seen = before.as_ref().map(|(revision, ..)| *revision);
+        let last_revision = before.as_ref().map(|(revision, ..)| *revision);
         let (last_activity_us, last_event_id, last_event_type) = match before {
             Some((_, at, id, kind)) if at > latest.event_time.0 => (at, id, kind),
             _ => (
@@ -508,11 +508,11 @@ pub fn apply(
             ),
         };
         // A score seen before and not replaced is the same evaluation.
-        let changed = seen.is_none()
+        let changed = last_revision.is_none()
             || replaced
                 .as_ref()
                 .is_some_and(|old| old.score != evaluation.score || old.band != evaluation.band);
-        let revision = seen.unwrap_or(0) + i64::from(changed);
+        let revision = last_revision.unwrap_or(0) + i64::from(changed);
         let row = changed.then(|| LeadScoreRow {
             event_id: Text::from(latest.event_id),
             event_type: Text::from(latest.event_type),
