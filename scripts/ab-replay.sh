@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Compares hooklake binaries on one replay input, side by side: runs them in turn, N rounds
 # (alternating, so that a slow spell of the machine hits every binary alike), and prints for
-# each the medians of wall time, user CPU, peak RSS and the flush stages summed over a run.
+# each the medians of wall time, user CPU, peak RSS and the flush stages summed over a run, and
+# each binary's wall time less the first one's, round by round.
 # How the batch-throughput changes in docs/benchmarks.md were measured.
 #
 # Usage: scripts/ab-replay.sh ROUNDS INPUT BINARY... (env VAR=value before BINARY is not
@@ -12,7 +13,7 @@
 # the next run's file creations scan for recently deleted inodes, which varied a run's system
 # time from 2 to 5 s; on tmpfs the comparison measures CPU work only.
 set -euo pipefail
-[ $# -ge 3 ] || { sed -n '2,13p' "$0" >&2; exit 2; }
+[ $# -ge 3 ] || { sed -n '2,14p' "$0" >&2; exit 2; }
 rounds=$1; input=$2; shift 2
 [ -r "$input" ] || { echo "cannot read $input" >&2; exit 1; }
 work=$(mktemp -d "${AB_DIR:-/var/tmp}/hooklake-ab.XXXXXX")
@@ -56,4 +57,13 @@ for b in order:
         values = [r[k] for r in mine if k in r]
         cells.append(f"{statistics.median(values):.2f}" if len(values) == len(mine) else "n/a")
     print(f"| {b} | {len(mine)} | " + " | ".join(cells) + " |")
+# The machine's speed drifts between rounds by more than the builds differ; a binary's wall time
+# less the first binary's in the same round cancels what the round shares.
+first = [r["wall_s"] for r in runs if r["bin"] == order[0]]
+for b in order[1:]:
+    diffs = [r["wall_s"] - f for r, f in zip([r for r in runs if r["bin"] == b], first)]
+    print(f"{b}: wall minus {order[0]}'s, round by round: "
+          + ", ".join(f"{d:+.2f}" for d in diffs)
+          + f" s (median {statistics.median(diffs):+.2f} s, "
+          + f"{100 * statistics.median(diffs) / statistics.median(first):+.1f}%)")
 PY
