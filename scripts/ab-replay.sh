@@ -57,8 +57,8 @@ for b in order:
         values = [r[k] for r in mine if k in r]
         cells.append(f"{statistics.median(values):.2f}" if len(values) == len(mine) else "n/a")
     print(f"| {b} | {len(mine)} | " + " | ".join(cells) + " |")
-# The machine's speed drifts between rounds by more than the builds differ; a binary's wall time
-# less the first binary's in the same round cancels what the round shares.
+# The machine's speed drifts between rounds, often by more than two builds differ; a binary's
+# wall time less the first binary's in the same round cancels what the round shares.
 first = [r["wall_s"] for r in runs if r["bin"] == order[0]]
 for b in order[1:]:
     diffs = [r["wall_s"] - f for r, f in zip([r for r in runs if r["bin"] == b], first)]
