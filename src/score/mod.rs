@@ -375,15 +375,11 @@ pub fn apply(
             seen_of.insert(*id, Seen::of(rules, *id, state));
         }
     }
-    let keys_of: Map<i64, ContactKeys> = touched
-        .iter()
-        .filter_map(|id| Some((*id, seen_of.get(id)?.keys)))
-        .collect();
     // One read for the touched contacts: their scores, and the records of their keys and of
     // the keys of this flush's calls and outcomes.
-    let mut wanted: Vec<KeyHash> = keys_of
+    let mut wanted: Vec<KeyHash> = seen_of
         .values()
-        .flat_map(ContactKeys::all)
+        .flat_map(|saw| saw.keys.all())
         .chain(added.keys().copied())
         .collect();
     wanted.sort_unstable();
@@ -394,10 +390,10 @@ pub fn apply(
     // Owners: the lowest id that carried a key, the contacts of this flush included.
     let mut new_keys: Map<KeyHash, i64> = Map::default();
     for id in &touched {
-        let Some(own) = keys_of.get(id) else {
+        let Some(saw) = seen_of.get(id) else {
             continue;
         };
-        for key in own.carried() {
+        for key in saw.keys.carried() {
             let record = records.entry(key).or_default();
             if record.owner.is_none_or(|owner| *id < owner) {
                 record.owner = Some(*id);
@@ -418,7 +414,7 @@ pub fn apply(
     let brought: Vec<i64> = ids
         .iter()
         .copied()
-        .filter(|id| !keys_of.contains_key(id))
+        .filter(|id| !seen_of.contains_key(id))
         .collect();
     let others = store.contacts(
         brought
@@ -432,14 +428,10 @@ pub fn apply(
             seen_of.insert(*id, Seen::of(rules, *id, state));
         }
     }
-    let brought_keys: Map<i64, ContactKeys> = brought
+    let mut more: Vec<KeyHash> = brought
         .iter()
-        .filter_map(|id| Some((*id, seen_of.get(id)?.keys)))
-        .collect();
-    let keys_for = |id: &i64| keys_of.get(id).or_else(|| brought_keys.get(id));
-    let mut more: Vec<KeyHash> = brought_keys
-        .values()
-        .flat_map(ContactKeys::all)
+        .filter_map(|id| seen_of.get(id))
+        .flat_map(|saw| saw.keys.all())
         .filter(|k| wanted.binary_search(k).is_err())
         .collect();
     more.sort_unstable();
@@ -473,14 +465,11 @@ pub fn apply(
         let saw = seen_of.get(&id)?;
         let latest = to_score[&id];
         // Its own key's counts, and those of the keys it owns.
-        let total = keys_for(&id)
+        let own = records.get(&saw.keys.own);
+        let carried = saw.keys.carried().filter_map(|key| records.get(&key));
+        let total = own
             .into_iter()
-            .flat_map(|k| {
-                let own = records.get(&k.own);
-                let carried = k.carried().filter_map(|key| records.get(&key));
-                own.into_iter()
-                    .chain(carried.filter(|r| r.owner == Some(id)))
-            })
+            .chain(carried.filter(|r| r.owner == Some(id)))
             .fold(Counts::default(), |a, r| a.plus(r.counts));
         let (last, before) = match before {
             Some(b) => (

@@ -254,9 +254,13 @@ impl Cursor<'_> {
 }
 
 /// The smallest hash at the cursors with its newest record (the last cursor's that holds it),
-/// every cursor at that hash moved past it.
-fn next_newest(cursors: &mut [Cursor<'_>]) -> Result<Option<(u128, KeyRecord)>, StoreError> {
-    let mut heads = Vec::with_capacity(cursors.len());
+/// every cursor at that hash moved past it. `heads` is room for the cursors' hashes, kept
+/// between calls (one call per record merged).
+fn next_newest(
+    cursors: &mut [Cursor<'_>],
+    heads: &mut Vec<Option<u128>>,
+) -> Result<Option<(u128, KeyRecord)>, StoreError> {
+    heads.clear();
     for c in cursors.iter_mut() {
         heads.push(c.head()?);
     }
@@ -264,7 +268,7 @@ fn next_newest(cursors: &mut [Cursor<'_>]) -> Result<Option<(u128, KeyRecord)>, 
         return Ok(None);
     };
     let mut newest = None;
-    for (c, head) in cursors.iter_mut().zip(&heads) {
+    for (c, head) in cursors.iter_mut().zip(heads.iter()) {
         if *head == Some(hash) {
             newest = Some(record_at(&c.block, c.at)?);
             c.at += 1;
@@ -310,7 +314,8 @@ pub(super) fn cascade(txn: &WriteTransaction) -> Result<(Vec<Run>, Vec<u64>), St
                     })
                 })
                 .collect::<Result<Vec<_>, StoreError>>()?;
-            let merged = std::iter::from_fn(|| next_newest(&mut cursors).transpose());
+            let mut heads = Vec::with_capacity(cursors.len());
+            let merged = std::iter::from_fn(|| next_newest(&mut cursors, &mut heads).transpose());
             write(txn, level + 1, bound, merged)?
         };
         added.push(run);
